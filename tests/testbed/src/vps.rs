@@ -1,0 +1,1 @@
+//! A Debian VPS booted with systemd-nspawn (being written).
