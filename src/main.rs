@@ -6,7 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tunnel", version, about = "Publish in-cluster services on a VPS over WireGuard")]
+#[command(
+    name = "tunnel",
+    version,
+    about = "Publish in-cluster services on a VPS over WireGuard"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,7 +27,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crds => {
             let yaml = tunnel::crd::crds_yaml().context("rendering the CRDs")?;
-            std::io::stdout().write_all(yaml.as_bytes()).context("writing to stdout")?;
+            std::io::stdout()
+                .write_all(yaml.as_bytes())
+                .context("writing to stdout")?;
         }
     }
     Ok(())

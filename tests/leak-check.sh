@@ -7,9 +7,7 @@ PROCS='systemd-nspawn|envoy|etcd|kube-apiserver|tunnelctl|uplink|wireguard-go|bo
 
 leaks() {
   ip netns list 2>/dev/null | awk '{print $1}' | grep '^tb-' | sed 's/^/netns /'
-  pgrep -a -x -f "" >/dev/null 2>&1 || true
-  pgrep -a -E "^($PROCS)$" 2>/dev/null | sed 's/^/process /'
-  ls -d /run/tunnel-testbed/* 2>/dev/null | sed 's/^/dir /'
+  pgrep -a "^($PROCS)$" 2>/dev/null | sed 's/^/process /'
 }
 
 if [[ ${1:-} == --clean-stale ]]; then
@@ -17,10 +15,12 @@ if [[ ${1:-} == --clean-stale ]]; then
   if [[ -n $stale ]]; then
     echo "leak-check: removing leftovers of an earlier run:"; echo "$stale"
     for ns in $(ip netns list | awk '{print $1}' | grep '^tb-'); do
+      # tb-<pid>-...: only namespaces whose test process is gone are stale.
+      owner=${ns#tb-}; owner=${owner%%-*}
+      [[ -d /proc/$owner ]] && continue
       for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
       ip netns del "$ns"
     done
-    rm -rf /run/tunnel-testbed
   fi
   exit 0
 fi

@@ -197,7 +197,10 @@ pub struct TunnelSpec {
 pub struct UplinkSpec {
     /// Namespace the uplink StatefulSet, its Secrets and ConfigMap live in. Immutable.
     #[serde(default = "default_uplink_namespace")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self == oldSelf",
         "message": "uplink.namespace is immutable"

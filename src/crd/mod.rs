@@ -19,7 +19,7 @@ pub use port_binding::{
     Binding, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus, Protocol,
     ProxyProtocolVersion, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
 };
-pub use render::{crds, crds_yaml, RenderError};
+pub use render::{RenderError, crds, crds_yaml};
 
 /// The API group of every Tunnel resource.
 pub const GROUP: &str = "tunnel.achetronic.com";

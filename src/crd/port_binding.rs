@@ -76,7 +76,10 @@ pub struct PortBindingSpec {
 ]))]
 pub struct Binding {
     /// Name of the binding, unique within the PortBinding (a DNS label).
-    #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Transport protocol of the public port.
     pub protocol: Protocol,
@@ -97,7 +100,9 @@ pub struct Binding {
 }
 
 /// Transport protocol.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub enum Protocol {
     /// A TCP port.
     #[serde(rename = "TCP")]
@@ -281,6 +286,8 @@ impl Default for TcpParams {
 
 impl Default for UdpParams {
     fn default() -> Self {
-        Self { session_timeout: default_session_timeout() }
+        Self {
+            session_timeout: default_session_timeout(),
+        }
     }
 }

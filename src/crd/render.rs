@@ -38,7 +38,8 @@ pub fn crds_yaml() -> Result<String, RenderError> {
     let mut out = String::new();
     for crd in crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        let doc = serde_yaml::to_string(&crd).map_err(|source| RenderError::Yaml { name, source })?;
+        let doc =
+            serde_yaml::to_string(&crd).map_err(|source| RenderError::Yaml { name, source })?;
         out.push_str("---\n");
         out.push_str(&doc);
     }

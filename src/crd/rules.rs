@@ -8,13 +8,6 @@ use schemars::{Schema, SchemaGenerator, json_schema};
 /// positive, units `ns`, `us`, `ms`, `s`, `m`, `h` (e.g. `500ms`, `5s`, `1h30m`).
 pub const DURATION_PATTERN: &str = "^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$";
 
-/// A DNS-1123 label (Kubernetes namespace names, binding names).
-pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-
-/// A TLS server name: a hostname, or `*.` followed by a hostname.
-pub const SERVER_NAME_PATTERN: &str =
-    "^([*][.])?[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-
 /// The schema of every duration field: a short string that must parse as a duration.
 pub fn duration(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
@@ -25,13 +18,6 @@ pub fn duration(_: &mut SchemaGenerator) -> Schema {
             "message": "must be a positive duration such as 500ms, 5s, 1m or 1h"
         }]
     })
-}
-
-/// The schema of an optional duration field.
-pub fn optional_duration(generator: &mut SchemaGenerator) -> Schema {
-    let mut schema = duration(generator);
-    schema.insert("nullable".into(), true.into());
-    schema
 }
 
 /// A TCP or UDP port number.

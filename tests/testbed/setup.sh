@@ -98,7 +98,7 @@ fi
 ROOTFS=$CACHE/vps-rootfs
 if [[ ! -f $ROOTFS/.complete ]]; then
   log "debootstrap $DEBIAN_SUITE into $ROOTFS (once)"
-  mirror=$(grep -hoE 'https?://[^ ]*debian/?$|https?://deb\.debian\.org/debian' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | head -n1)
+  mirror=$(grep -hoE 'https?://[^ ]*debian/?$|https?://deb\.debian\.org/debian' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | head -n1 || true)
   rm -rf "$ROOTFS"
   debootstrap --variant=minbase \
     --include=systemd,systemd-sysv,openssh-server,iproute2,dbus,curl,ca-certificates \

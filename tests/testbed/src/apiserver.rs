@@ -1,1 +1,336 @@
-//! A real etcd + kube-apiserver on loopback (being written).
+//! A real Kubernetes API: etcd and kube-apiserver (built from their Go modules by the set-up
+//! script) on free loopback ports, with generated certificates, RBAC authorization and a
+//! service cluster IP range. Stopped, and its data removed, when the handle drops.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+
+use crate::process::Process;
+use crate::{TestbedError, tools};
+
+/// The service cluster IP range the API server allocates ClusterIPs from.
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// A running etcd + kube-apiserver pair.
+#[derive(Debug)]
+pub struct ApiServer {
+    // Field order is drop order: the API server stops before etcd, then the files go.
+    apiserver: Process,
+    etcd: Process,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl ApiServer {
+    /// Starts etcd and kube-apiserver and waits until the API answers.
+    pub async fn start() -> Result<Self, TestbedError> {
+        let runs = tools::cache_dir().join("run");
+        std::fs::create_dir_all(&runs).map_err(TestbedError::io("creating the run dir"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("kube-")
+            .tempdir_in(&runs)
+            .map_err(TestbedError::io("creating the API dir"))?;
+        let d = dir.path().to_path_buf();
+        write_pki(&d)?;
+
+        let (etcd_client, etcd_peer, secure) = (free_port()?, free_port()?, free_port()?);
+        let mut etcd_cmd = Command::new(tools::bin("etcd")?);
+        etcd_cmd
+            .arg(format!("--data-dir={}", d.join("etcd").display()))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=default=http://127.0.0.1:{etcd_peer}"
+            ))
+            .args(["--unsafe-no-fsync", "--log-level=warn"]);
+        let etcd = Process::spawn("etcd", &mut etcd_cmd, Some(&d.join("etcd.log")))?;
+
+        let p = |name: &str| d.join(name).display().to_string();
+        let mut api_cmd = Command::new(tools::bin("kube-apiserver")?);
+        api_cmd
+            .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
+            .arg(format!("--secure-port={secure}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--cert-dir={}", p("certs")))
+            .arg(format!("--tls-cert-file={}", p("apiserver.crt")))
+            .arg(format!("--tls-private-key-file={}", p("apiserver.key")))
+            .arg(format!("--client-ca-file={}", p("ca.crt")))
+            .arg(format!("--service-account-key-file={}", p("sa.pub")))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                p("sa.key")
+            ))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+            .args([
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--v=0",
+            ])
+            .arg("--disable-admission-plugins=ServiceAccount");
+        let apiserver = Process::spawn(
+            "kube-apiserver",
+            &mut api_cmd,
+            Some(&d.join("apiserver.log")),
+        )?;
+
+        let url = format!("https://127.0.0.1:{secure}");
+        let server = Self {
+            apiserver,
+            etcd,
+            dir,
+            url,
+        };
+        server.write_kubeconfig(&server.kubeconfig_path(), None)?;
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Whether both processes are still running.
+    pub fn is_running(&mut self) -> bool {
+        self.apiserver.is_running() && self.etcd.is_running()
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A kubeconfig file with cluster-admin rights (for `helm` and debugging).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// The API server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("apiserver.log")
+    }
+
+    /// A client with cluster-admin rights (group system:masters).
+    pub async fn client(&self) -> Result<kube::Client, TestbedError> {
+        client_from(&self.kubeconfig_path()).await
+    }
+
+    /// A client that impersonates `user` (e.g. `system:serviceaccount:tunnel:tunnel`), so RBAC
+    /// decides exactly as it would for that identity.
+    pub async fn client_as(
+        &self,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<kube::Client, TestbedError> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-{}", user.replace(':', "_")));
+        self.write_kubeconfig(&path, Some((user, groups)))?;
+        client_from(&path).await
+    }
+
+    /// Installs (server-side applies) CRDs and waits until each is Established.
+    pub async fn install_crds(
+        &self,
+        crds: &[CustomResourceDefinition],
+    ) -> Result<(), TestbedError> {
+        let client = self.client().await?;
+        let api: Api<CustomResourceDefinition> = Api::all(client);
+        let params = PatchParams::apply("testbed").force();
+        for crd in crds {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(&name, &params, &Patch::Apply(crd))
+                .await
+                .map_err(|e| TestbedError::Kube(format!("installing CRD {name}: {e}")))?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for crd in crds {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            loop {
+                let current = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| TestbedError::Kube(e.to_string()))?;
+                let established = current
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                if established {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(TestbedError::Timeout {
+                        what: format!("CRD {name} to be Established"),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Discovery for the new group can lag the Established condition by a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> Result<(), TestbedError> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(client) = self.client().await {
+                let req = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| TestbedError::Kube(e.to_string()))?;
+                if let Ok(body) = client.request_text(req).await {
+                    if body.trim() == "ok" {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(20)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(TestbedError::Timeout {
+                    what: format!("kube-apiserver /readyz; log tail:\n{tail}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn write_kubeconfig(
+        &self,
+        path: &Path,
+        impersonate: Option<(&str, &[&str])>,
+    ) -> Result<(), TestbedError> {
+        let b64 = |name: &str| -> Result<String, TestbedError> {
+            let bytes = std::fs::read(self.dir.path().join(name))
+                .map_err(TestbedError::io(format!("reading {name}")))?;
+            Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+        };
+        let mut user = serde_json::json!({
+            "client-certificate-data": b64("admin.crt")?,
+            "client-key-data": b64("admin.key")?,
+        });
+        if let Some((who, groups)) = impersonate {
+            user["as"] = who.into();
+            user["as-groups"] = groups.iter().map(|g| serde_json::Value::from(*g)).collect();
+        }
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "testbed", "cluster": {"server": self.url, "certificate-authority-data": b64("ca.crt")?}}],
+            "users": [{"name": "testbed", "user": user}],
+            "contexts": [{"name": "testbed", "context": {"cluster": "testbed", "user": "testbed", "namespace": "default"}}],
+            "current-context": "testbed",
+        });
+        let text = serde_yaml::to_string(&config).map_err(|e| TestbedError::Kube(e.to_string()))?;
+        std::fs::write(path, text).map_err(TestbedError::io("writing kubeconfig"))?;
+        set_private(path)
+    }
+}
+
+async fn client_from(path: &Path) -> Result<kube::Client, TestbedError> {
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| TestbedError::Kube(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| TestbedError::Kube(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| TestbedError::Kube(e.to_string()))
+}
+
+fn free_port() -> Result<u16, TestbedError> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(TestbedError::io("finding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(TestbedError::io("reading the port"))?
+        .port())
+}
+
+fn set_private(path: &Path) -> Result<(), TestbedError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(TestbedError::io("chmod 600"))
+}
+
+/// Writes the CA, the serving certificate, the admin client certificate and the
+/// service-account signing key into `dir`.
+fn write_pki(dir: &Path) -> Result<(), TestbedError> {
+    let err = |e: rcgen::Error| TestbedError::Kube(format!("generating certificates: {e}"));
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).map_err(TestbedError::io(format!("writing {name}")))
+    };
+
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name = dn("testbed-ca", None);
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+    write("ca.crt", &ca_cert.pem())?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let serving_key = KeyPair::generate().map_err(err)?;
+    let mut serving = CertificateParams::new(vec![
+        "127.0.0.1".to_string(),
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default.svc".into(),
+    ])
+    .map_err(err)?;
+    serving.distinguished_name = dn("kube-apiserver", None);
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    write(
+        "apiserver.crt",
+        &serving.signed_by(&serving_key, &issuer).map_err(err)?.pem(),
+    )?;
+    write("apiserver.key", &serving_key.serialize_pem())?;
+
+    let admin_key = KeyPair::generate().map_err(err)?;
+    let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    admin.distinguished_name = dn("testbed-admin", Some("system:masters"));
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    write(
+        "admin.crt",
+        &admin.signed_by(&admin_key, &issuer).map_err(err)?.pem(),
+    )?;
+    write("admin.key", &admin_key.serialize_pem())?;
+
+    let sa_key = KeyPair::generate().map_err(err)?;
+    write("sa.key", &sa_key.serialize_pem())?;
+    write("sa.pub", &sa_key.public_key_pem())?;
+    for name in ["apiserver.key", "admin.key", "sa.key"] {
+        set_private(&dir.join(name))?;
+    }
+    Ok(())
+}
+
+fn dn(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    if let Some(org) = organization {
+        dn.push(DnType::OrganizationName, org);
+    }
+    dn
+}

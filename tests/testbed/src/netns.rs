@@ -53,7 +53,12 @@ impl Netns {
     }
 
     /// Spawns a long-running process inside the namespace, stopped when the handle drops.
-    pub fn spawn(&self, name: &str, args: &[&str], log: Option<&std::path::Path>) -> Result<Process, TestbedError> {
+    pub fn spawn(
+        &self,
+        name: &str,
+        args: &[&str],
+        log: Option<&std::path::Path>,
+    ) -> Result<Process, TestbedError> {
         let (program, rest) = args.split_first().ok_or_else(|| TestbedError::Command {
             command: String::new(),
             detail: "empty command".into(),
@@ -69,16 +74,26 @@ impl Netns {
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let file = std::fs::File::open(self.path()).map_err(TestbedError::io(format!("opening {}", self.path().display())))?;
+        let file = std::fs::File::open(self.path()).map_err(TestbedError::io(format!(
+            "opening {}",
+            self.path().display()
+        )))?;
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {
-                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| TestbedError::Io { context: "setns".into(), source: e.into() })?;
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                        |e| TestbedError::Io {
+                            context: "setns".into(),
+                            source: e.into(),
+                        },
+                    )?;
                     Ok(f())
                 })
                 .join()
-                .map_err(|_| TestbedError::Command { command: "netns thread".into(), detail: "panicked".into() })?
+                .map_err(|_| TestbedError::Command {
+                    command: "netns thread".into(),
+                    detail: "panicked".into(),
+                })?
         })
     }
 
@@ -91,7 +106,14 @@ impl Netns {
 
     /// Adds a default route via `gateway`.
     pub fn default_route(&self, gateway: Ipv4Addr) -> Result<(), TestbedError> {
-        self.run(&["ip", "route", "replace", "default", "via", &gateway.to_string()])?;
+        self.run(&[
+            "ip",
+            "route",
+            "replace",
+            "default",
+            "via",
+            &gateway.to_string(),
+        ])?;
         Ok(())
     }
 
@@ -105,12 +127,17 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Stop what still runs inside (only processes of this test can be in it), then delete.
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = Command::new("kill").args(["-KILL", pid]).status();
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -128,7 +155,18 @@ pub struct End<'a> {
 /// Links two namespaces with a veth pair, addresses both ends and brings them up.
 pub fn veth(a: End<'_>, b: End<'_>) -> Result<(), TestbedError> {
     run(Command::new("ip").args([
-        "link", "add", "name", a.ifname, "netns", a.ns.name(), "type", "veth", "peer", "name", b.ifname, "netns",
+        "link",
+        "add",
+        "name",
+        a.ifname,
+        "netns",
+        a.ns.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b.ifname,
+        "netns",
         b.ns.name(),
     ]))?;
     a.ns.addr(a.ifname, a.cidr)?;
@@ -138,13 +176,20 @@ pub fn veth(a: End<'_>, b: End<'_>) -> Result<(), TestbedError> {
 
 /// Runs a command to completion; a non-zero exit is an error carrying its stderr.
 pub fn run(command: &mut Command) -> Result<Output, TestbedError> {
-    let out = command.output().map_err(|e| TestbedError::Command { command: format!("{command:?}"), detail: e.to_string() })?;
+    let out = command.output().map_err(|e| TestbedError::Command {
+        command: format!("{command:?}"),
+        detail: e.to_string(),
+    })?;
     if out.status.success() {
         Ok(out)
     } else {
         Err(TestbedError::Command {
             command: format!("{command:?}"),
-            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         })
     }
 }

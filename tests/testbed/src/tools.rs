@@ -7,7 +7,8 @@ use crate::TestbedError;
 
 /// The cache directory (`$TUNNEL_CACHE`, default `/var/cache/tunnel`).
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("TUNNEL_CACHE").map_or_else(|| PathBuf::from("/var/cache/tunnel"), PathBuf::from)
+    std::env::var_os("TUNNEL_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/tunnel"), PathBuf::from)
 }
 
 /// A cached binary by name, checked to exist.
@@ -25,7 +26,10 @@ pub fn bin(name: &str) -> Result<PathBuf, TestbedError> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(TestbedError::MissingTool { tool: name.into(), path })
+        Err(TestbedError::MissingTool {
+            tool: name.into(),
+            path,
+        })
     }
 }
 
@@ -40,6 +44,9 @@ pub fn vps_rootfs() -> Result<PathBuf, TestbedError> {
     if path.join(".complete").is_file() {
         Ok(path)
     } else {
-        Err(TestbedError::MissingTool { tool: "vps-rootfs".into(), path })
+        Err(TestbedError::MissingTool {
+            tool: "vps-rootfs".into(),
+            path,
+        })
     }
 }

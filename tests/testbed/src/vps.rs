@@ -1,1 +1,297 @@
-//! A Debian VPS booted with systemd-nspawn (being written).
+//! A disposable VPS: a copy of the cached Debian root file system booted with
+//! `systemd-nspawn --boot` in its own network namespace (real systemd, real sshd, real reboots).
+//!
+//! Each VPS gets a fresh ed25519 host key (so two VPSes are two identities), a fresh client key
+//! in root's `authorized_keys`, and a veth link to a namespace the test chooses (the "internet"
+//! side, where the SSH client runs). Writes land in an overlay upper directory that lives as long
+//! as the handle, so a reboot keeps the disk.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::netns::{self, End, Netns};
+use crate::process::Process;
+use crate::{TestbedError, tools, unique_name};
+
+/// How to attach the VPS.
+#[derive(Debug, Clone)]
+pub struct VpsOptions {
+    /// Address of the VPS on its link (a /24 is assumed); default `10.99.<n>.2`.
+    pub address: Option<Ipv4Addr>,
+    /// Address of the peer side of the link; default `.1` of the VPS's /24.
+    pub peer_address: Option<Ipv4Addr>,
+    /// Interface name on the peer side (at most 15 bytes); default `vps<n>`.
+    pub peer_ifname: Option<String>,
+}
+
+impl Default for VpsOptions {
+    fn default() -> Self {
+        Self {
+            address: None,
+            peer_address: None,
+            peer_ifname: None,
+        }
+    }
+}
+
+/// A booted VPS, powered off and removed on drop.
+#[derive(Debug)]
+pub struct Vps {
+    name: String,
+    ns: Netns,
+    address: Ipv4Addr,
+    dir: tempfile::TempDir,
+    process: Option<Process>,
+    boots: u32,
+}
+
+impl Vps {
+    /// Boots a fresh VPS linked to `peer`, and waits until SSH answers with its host key.
+    pub fn boot(peer: &Netns, options: &VpsOptions) -> Result<Self, TestbedError> {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        static NEXT: AtomicU8 = AtomicU8::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let address = options.address.unwrap_or(Ipv4Addr::new(10, 99, n, 2));
+        let [a, b, c, _] = address.octets();
+        let peer_address = options.peer_address.unwrap_or(Ipv4Addr::new(a, b, c, 1));
+        let peer_ifname = options
+            .peer_ifname
+            .clone()
+            .unwrap_or_else(|| format!("vps{n}"));
+
+        let ns = Netns::new("vps")?;
+        netns::veth(
+            End {
+                ns: peer,
+                ifname: &peer_ifname,
+                cidr: &format!("{peer_address}/24"),
+            },
+            End {
+                ns: &ns,
+                ifname: "eth0",
+                cidr: &format!("{address}/24"),
+            },
+        )?;
+        ns.default_route(peer_address)?;
+
+        let runs = tools::cache_dir().join("run");
+        std::fs::create_dir_all(&runs).map_err(TestbedError::io("creating the run dir"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("vps-")
+            .tempdir_in(&runs)
+            .map_err(TestbedError::io("creating the VPS dir"))?;
+        let name = unique_name("vps").replace('-', "");
+        let mut vps = Self {
+            name,
+            ns,
+            address,
+            dir,
+            process: None,
+            boots: 0,
+        };
+        vps.prepare_upper()?;
+        vps.start()?;
+        Ok(vps)
+    }
+
+    /// The VPS's address on its link.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    /// The VPS's own network namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
+    /// The machine name given to systemd-nspawn.
+    pub fn machine_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The client's private key (OpenSSH format, ed25519, unencrypted), authorized for root.
+    pub fn client_private_key(&self) -> Result<String, TestbedError> {
+        std::fs::read_to_string(self.client_key_path())
+            .map_err(TestbedError::io("reading the client key"))
+    }
+
+    /// Path of the client's private key file (for the `ssh` command line).
+    pub fn client_key_path(&self) -> PathBuf {
+        self.dir.path().join("client_ed25519")
+    }
+
+    /// The known_hosts line pinning this VPS's host key: `<address> ssh-ed25519 AAAA...`.
+    pub fn known_hosts_line(&self) -> Result<String, TestbedError> {
+        let public = std::fs::read_to_string(self.upper().join("etc/ssh/ssh_host_ed25519_key.pub"))
+            .map_err(TestbedError::io("reading the host key"))?;
+        let mut parts = public.split_whitespace();
+        let (Some(kind), Some(key)) = (parts.next(), parts.next()) else {
+            return Err(TestbedError::Command {
+                command: "host key".into(),
+                detail: "malformed .pub".into(),
+            });
+        };
+        Ok(format!("{} {kind} {key}", self.address))
+    }
+
+    /// The overlay's upper directory: every file the VPS wrote, as seen from the host.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    /// Runs `command` on the VPS as root over SSH (host key pinned), from the `from` namespace.
+    pub fn ssh(&self, from: &Netns, command: &str) -> Result<Output, TestbedError> {
+        let known = self.dir.path().join("known_hosts");
+        std::fs::write(&known, format!("{}\n", self.known_hosts_line()?))
+            .map_err(TestbedError::io("writing known_hosts"))?;
+        netns::run(
+            from.command("ssh")
+                .arg("-i")
+                .arg(self.client_key_path())
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", known.display()))
+                .args([
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "ConnectTimeout=5",
+                ])
+                .arg(format!("root@{}", self.address))
+                .arg(command),
+        )
+    }
+
+    /// Waits until the VPS accepts SSH from `from` and systemd reports a booted system.
+    pub fn wait_ready(&self, from: &Netns, timeout: Duration) -> Result<(), TestbedError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(out) = self.ssh(from, "systemctl is-system-running --wait") {
+                let state = String::from_utf8_lossy(&out.stdout);
+                if state.trim() == "running" || state.trim() == "degraded" {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(TestbedError::Timeout {
+                    what: format!("VPS {} to accept SSH", self.name),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// How many times this VPS has booted.
+    pub fn boots(&self) -> u32 {
+        self.boots
+    }
+
+    /// Reboots from inside (`systemctl reboot`), starts the machine again with the same disk
+    /// (as a host's firmware would), and returns once the container has come back up.
+    pub fn reboot(&mut self, from: &Netns) -> Result<(), TestbedError> {
+        // The SSH session may be cut while systemd goes down: its result does not matter.
+        let _ = self.ssh(from, "systemctl reboot");
+        if let Some(process) = self.process.as_mut() {
+            let code = process.wait_exit(Duration::from_secs(60))?;
+            if code != Some(133) {
+                return Err(TestbedError::Command {
+                    command: "systemctl reboot".into(),
+                    detail: format!("systemd-nspawn exited with {code:?}, expected 133 (reboot)"),
+                });
+            }
+        }
+        self.process = None;
+        self.start()?;
+        self.wait_ready(from, Duration::from_secs(60))
+    }
+
+    /// Powers the VPS off (SIGTERM to systemd-nspawn, which shuts systemd down).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop(Duration::from_secs(30));
+        }
+    }
+
+    fn start(&mut self) -> Result<(), TestbedError> {
+        let root = tools::vps_rootfs()?;
+        let mut cmd = Command::new("systemd-nspawn");
+        cmd.arg(format!("--directory={}", root.display()))
+            .arg(format!(
+                "--overlay={}:{}:/",
+                root.display(),
+                self.upper().display()
+            ))
+            .args([
+                "--boot",
+                "--register=no",
+                "--keep-unit",
+                "--console=passive",
+            ])
+            .arg(format!(
+                "--network-namespace-path={}",
+                self.ns.path().display()
+            ))
+            .args([
+                "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
+                "--bind=/dev/net/tun",
+            ])
+            .arg(format!("--machine={}", self.name));
+        let log = self.dir.path().join(format!("boot-{}.log", self.boots));
+        self.process = Some(Process::spawn("systemd-nspawn", &mut cmd, Some(&log))?);
+        self.boots += 1;
+        Ok(())
+    }
+
+    fn prepare_upper(&self) -> Result<(), TestbedError> {
+        let upper = self.upper();
+        let ssh_dir = upper.join("etc/ssh");
+        let root_ssh = upper.join("root/.ssh");
+        for dir in [&ssh_dir, &root_ssh, &upper.join("etc/ssh/sshd_config.d")] {
+            std::fs::create_dir_all(dir)
+                .map_err(TestbedError::io(format!("creating {}", dir.display())))?;
+        }
+        set_mode(&root_ssh, 0o700)?;
+        keygen(
+            &ssh_dir.join("ssh_host_ed25519_key"),
+            &format!("root@{}", self.name),
+        )?;
+        keygen(&self.client_key_path(), "testbed-client")?;
+        std::fs::write(
+            upper.join("etc/ssh/sshd_config.d/00-hostkey.conf"),
+            "HostKey /etc/ssh/ssh_host_ed25519_key\n",
+        )
+        .map_err(TestbedError::io("writing sshd config"))?;
+        let public = std::fs::read_to_string(self.dir.path().join("client_ed25519.pub"))
+            .map_err(TestbedError::io("reading the client public key"))?;
+        let keys = root_ssh.join("authorized_keys");
+        std::fs::write(&keys, public).map_err(TestbedError::io("writing authorized_keys"))?;
+        set_mode(&keys, 0o600)?;
+        std::fs::write(upper.join("etc/hostname"), format!("{}\n", self.name))
+            .map_err(TestbedError::io("writing hostname"))?;
+        Ok(())
+    }
+}
+
+impl Drop for Vps {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn keygen(path: &Path, comment: &str) -> Result<(), TestbedError> {
+    netns::run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(path),
+    )?;
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), TestbedError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(TestbedError::io(format!("chmod {}", path.display())))
+}
