@@ -2,3 +2,6 @@
 //! IP of a VPS over WireGuard. The binary `tunnel` is a thin shell over these modules.
 
 pub mod crd;
+pub mod health;
+pub mod operator;
+pub mod telemetry;

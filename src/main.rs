@@ -20,11 +20,22 @@ struct Cli {
 enum Command {
     /// Print the EdgeNode and PortBinding CRDs as YAML (what the Helm chart installs).
     Crds,
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
+    Run {
+        /// Address of the liveness/readiness probes (`/healthz`, `/readyz`).
+        #[arg(long, default_value = "0.0.0.0:8081")]
+        health_probe_bind_address: std::net::SocketAddr,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { health_probe_bind_address } => {
+            tunnel::telemetry::init_from_env()?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(tunnel::operator::run(health_probe_bind_address))?;
+        }
         Command::Crds => {
             let yaml = tunnel::crd::crds_yaml().context("rendering the CRDs")?;
             std::io::stdout()
