@@ -24,7 +24,9 @@ pub enum OperatorError {
     #[error("connecting to the Kubernetes API: {0}")]
     Connect(#[source] kube::Error),
     /// The CRDs are not installed (or not served) in the cluster.
-    #[error("the {kind} CRD is not served by the cluster ({source}); install it with `tunnel crds | kubectl apply -f -` or the Helm chart")]
+    #[error(
+        "the {kind} CRD is not served by the cluster ({source}); install it with `tunnel crds | kubectl apply -f -` or the Helm chart"
+    )]
     MissingCrd {
         /// The kind that could not be listed.
         kind: &'static str,
@@ -57,44 +59,70 @@ pub async fn run(health_addr: SocketAddr) -> Result<(), OperatorError> {
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(health_addr)
         .await
-        .map_err(|source| OperatorError::Bind { addr: health_addr, source })?;
+        .map_err(|source| OperatorError::Bind {
+            addr: health_addr,
+            source,
+        })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(health_addr), "serving health probes");
     let probes = tokio::spawn(health::serve(listener, ready.clone()));
 
-    let client = Client::try_default().await.map_err(OperatorError::Connect)?;
+    let client = Client::try_default()
+        .await
+        .map_err(OperatorError::Connect)?;
     let edge_nodes: Api<EdgeNode> = Api::all(client.clone());
     let port_bindings: Api<PortBinding> = Api::all(client);
     edge_nodes
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(|source| OperatorError::MissingCrd { kind: "EdgeNode", source })?;
+        .map_err(|source| OperatorError::MissingCrd {
+            kind: "EdgeNode",
+            source,
+        })?;
     port_bindings
         .list(&ListParams::default().limit(1))
         .await
-        .map_err(|source| OperatorError::MissingCrd { kind: "PortBinding", source })?;
+        .map_err(|source| OperatorError::MissingCrd {
+            kind: "PortBinding",
+            source,
+        })?;
     ready.store(true, Ordering::Relaxed);
     tracing::info!("watching EdgeNodes and PortBindings");
 
     let nodes = watcher(edge_nodes, watcher::Config::default()).for_each(|event| async move {
         match event {
             Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
-                tracing::info!(namespace = node.namespace().unwrap_or_default(), name = node.name_any(), address = node.spec.address, "EdgeNode seen");
+                tracing::info!(
+                    namespace = node.namespace().unwrap_or_default(),
+                    name = node.name_any(),
+                    address = node.spec.address,
+                    "EdgeNode seen"
+                );
             }
-            Ok(watcher::Event::Delete(node)) => tracing::info!(name = node.name_any(), "EdgeNode deleted"),
+            Ok(watcher::Event::Delete(node)) => {
+                tracing::info!(name = node.name_any(), "EdgeNode deleted")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "EdgeNode watch"),
         }
     });
-    let bindings = watcher(port_bindings, watcher::Config::default()).for_each(|event| async move {
-        match event {
-            Ok(watcher::Event::Apply(pb) | watcher::Event::InitApply(pb)) => {
-                tracing::info!(namespace = pb.namespace().unwrap_or_default(), name = pb.name_any(), bindings = pb.spec.bindings.len(), "PortBinding seen");
+    let bindings =
+        watcher(port_bindings, watcher::Config::default()).for_each(|event| async move {
+            match event {
+                Ok(watcher::Event::Apply(pb) | watcher::Event::InitApply(pb)) => {
+                    tracing::info!(
+                        namespace = pb.namespace().unwrap_or_default(),
+                        name = pb.name_any(),
+                        bindings = pb.spec.bindings.len(),
+                        "PortBinding seen"
+                    );
+                }
+                Ok(watcher::Event::Delete(pb)) => {
+                    tracing::info!(name = pb.name_any(), "PortBinding deleted")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "PortBinding watch"),
             }
-            Ok(watcher::Event::Delete(pb)) => tracing::info!(name = pb.name_any(), "PortBinding deleted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "PortBinding watch"),
-        }
-    });
+        });
 
     tokio::select! {
         () = nodes => {}
@@ -107,7 +135,10 @@ pub async fn run(health_addr: SocketAddr) -> Result<(), OperatorError> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

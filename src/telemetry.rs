@@ -34,7 +34,10 @@ pub enum LogFormat {
 }
 
 /// Reads and validates `LOG_FORMAT` and `LOG_LEVEL` (pure: takes the values, not the env).
-pub fn parse(format: Option<&str>, level: Option<&str>) -> Result<(LogFormat, &'static str), TelemetryError> {
+pub fn parse(
+    format: Option<&str>,
+    level: Option<&str>,
+) -> Result<(LogFormat, &'static str), TelemetryError> {
     let format = match format.unwrap_or("json") {
         "json" => LogFormat::Json,
         "text" => LogFormat::Text,
@@ -56,7 +59,9 @@ pub fn init_from_env() -> Result<(), TelemetryError> {
     let level = std::env::var("LOG_LEVEL").ok();
     let (format, level) = parse(format.as_deref(), level.as_deref())?;
     let filter = EnvFilter::new(format!("{level},hyper=warn,kube_client=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -71,12 +76,23 @@ mod tests {
     #[test]
     fn defaults_are_json_and_info() {
         assert_eq!(parse(None, None).unwrap(), (LogFormat::Json, "info"));
-        assert_eq!(parse(Some("text"), Some("debug")).unwrap(), (LogFormat::Text, "debug"));
+        assert_eq!(
+            parse(Some("text"), Some("debug")).unwrap(),
+            (LogFormat::Text, "debug")
+        );
     }
 
     #[test]
     fn unknown_values_name_the_variable() {
-        assert_eq!(parse(Some("yaml"), None).unwrap_err().to_string(), "LOG_FORMAT=\"yaml\" is not one of: json, text");
-        assert!(parse(None, Some("trace")).unwrap_err().to_string().starts_with("LOG_LEVEL=\"trace\""));
+        assert_eq!(
+            parse(Some("yaml"), None).unwrap_err().to_string(),
+            "LOG_FORMAT=\"yaml\" is not one of: json, text"
+        );
+        assert!(
+            parse(None, Some("trace"))
+                .unwrap_err()
+                .to_string()
+                .starts_with("LOG_LEVEL=\"trace\"")
+        );
     }
 }
