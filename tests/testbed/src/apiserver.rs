@@ -195,10 +195,10 @@ impl ApiServer {
                 let req = http::Request::get("/readyz")
                     .body(Vec::new())
                     .map_err(|e| TestbedError::Kube(e.to_string()))?;
-                if let Ok(body) = client.request_text(req).await {
-                    if body.trim() == "ok" {
-                        return Ok(());
-                    }
+                if let Ok(body) = client.request_text(req).await
+                    && body.trim() == "ok"
+                {
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {

@@ -14,8 +14,10 @@ pub fn cache_dir() -> PathBuf {
 /// A cached binary by name, checked to exist.
 pub fn bin(name: &str) -> Result<PathBuf, TestbedError> {
     // kube-apiserver and etcd may come from KUBEBUILDER_ASSETS instead.
-    if matches!(name, "kube-apiserver" | "etcd") {
-        if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS") {
+    if matches!(name, "kube-apiserver" | "etcd")
+        && let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS")
+    {
+        {
             let path = PathBuf::from(dir).join(name);
             if path.is_file() {
                 return Ok(path);

@@ -16,7 +16,7 @@ use crate::process::Process;
 use crate::{TestbedError, tools, unique_name};
 
 /// How to attach the VPS.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct VpsOptions {
     /// Address of the VPS on its link (a /24 is assumed); default `10.99.<n>.2`.
     pub address: Option<Ipv4Addr>,
@@ -24,16 +24,6 @@ pub struct VpsOptions {
     pub peer_address: Option<Ipv4Addr>,
     /// Interface name on the peer side (at most 15 bytes); default `vps<n>`.
     pub peer_ifname: Option<String>,
-}
-
-impl Default for VpsOptions {
-    fn default() -> Self {
-        Self {
-            address: None,
-            peer_address: None,
-            peer_ifname: None,
-        }
-    }
 }
 
 /// A booted VPS, powered off and removed on drop.
