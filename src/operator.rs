@@ -99,7 +99,7 @@ pub async fn run(health_addr: SocketAddr) -> Result<(), OperatorError> {
                 );
             }
             Ok(watcher::Event::Delete(node)) => {
-                tracing::info!(name = node.name_any(), "EdgeNode deleted")
+                tracing::info!(name = node.name_any(), "EdgeNode deleted");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "EdgeNode watch"),
@@ -117,7 +117,7 @@ pub async fn run(health_addr: SocketAddr) -> Result<(), OperatorError> {
                     );
                 }
                 Ok(watcher::Event::Delete(pb)) => {
-                    tracing::info!(name = pb.name_any(), "PortBinding deleted")
+                    tracing::info!(name = pb.name_any(), "PortBinding deleted");
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "PortBinding watch"),
