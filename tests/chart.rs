@@ -1,6 +1,8 @@
 //! The Helm chart: its CRDs are exactly what `tunnel crds` prints, it installs with the real
 //! `helm` into the real API server, and its RBAC grants the operator what it needs and no more.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
@@ -203,7 +205,7 @@ async fn helm_installs_the_chart_and_its_rbac_is_least_privilege() {
     let as_operator: Api<DynamicObject> = Api::namespaced_with(sa.clone(), "default", &en_res);
     assert_eq!(
         as_operator
-            .list(&Default::default())
+            .list(&kube::api::ListParams::default())
             .await
             .unwrap()
             .items
@@ -229,7 +231,7 @@ async fn helm_installs_the_chart_and_its_rbac_is_least_privilege() {
     assert_eq!(back.data["status"]["conditions"][0]["reason"], "Enrolling");
     assert!(
         as_operator
-            .delete("edge-node", &Default::default())
+            .delete("edge-node", &kube::api::DeleteParams::default())
             .await
             .is_err(),
         "the operator never deletes EdgeNodes"

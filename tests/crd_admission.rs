@@ -1,6 +1,8 @@
 //! The CRDs in a real API server: the README's examples apply unchanged and come back with
 //! their defaults; bad specs are refused at admission with a message that names the field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};

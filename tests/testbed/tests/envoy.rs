@@ -1,5 +1,7 @@
 //! The real Envoy from the test bed validates a config, and rejects a broken one.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[test]
 fn envoy_validates_a_small_config_and_rejects_a_broken_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,8 @@
 //! The nspawn VPS: it boots with real systemd and sshd, answers SSH with its own pinned host
 //! key, refuses a client that pins another key, and comes back after a reboot with its disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use testbed::netns::Netns;
