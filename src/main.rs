@@ -31,7 +31,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { health_probe_bind_address } => {
+        Command::Run {
+            health_probe_bind_address,
+        } => {
             tunnel::telemetry::init_from_env()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(tunnel::operator::run(health_probe_bind_address))?;
