@@ -2,6 +2,8 @@
 //! IP of a VPS over WireGuard. The binary `tunnel` is a thin shell over these modules.
 
 pub mod crd;
+pub mod enroll;
 pub mod health;
 pub mod operator;
+pub mod ssh;
 pub mod telemetry;

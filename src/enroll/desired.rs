@@ -1,0 +1,288 @@
+//! The input of enrollment: everything the VPS should hold, as bytes and settings. The
+//! planner renders the documents (relay document, Envoy bootstrap/LDS/CDS/SDS); the operator
+//! adds the binaries it carries and the host tuning of the EdgeNode. Enrollment owns the
+//! systemd units and the sysctl drop-in (see [`super::units`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use super::EnrollError;
+use super::layout;
+use crate::crd::HostSpec;
+use crate::ssh::sha256_hex;
+
+/// Machine architecture of a VPS, from `uname -m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Arch {
+    /// `x86_64` (`amd64`).
+    X86_64,
+    /// `aarch64` (`arm64`).
+    Aarch64,
+}
+
+impl Arch {
+    /// Reads `uname -m` output.
+    pub fn from_uname(machine: &str) -> Result<Self, EnrollError> {
+        match machine.trim() {
+            "x86_64" | "amd64" => Ok(Self::X86_64),
+            "aarch64" | "arm64" => Ok(Self::Aarch64),
+            other => Err(EnrollError::UnsupportedArch {
+                found: other.to_owned(),
+            }),
+        }
+    }
+
+    /// The name `uname -m` prints.
+    pub fn uname(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The name Envoy's release assets use (`x86_64`, `aarch_64`).
+    pub fn envoy_release_name(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Aarch64 => "aarch_64",
+        }
+    }
+}
+
+/// File content with its SHA-256, cheap to clone. `Debug` shows only size and digest, so a
+/// document holding a private key never reaches a log through it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Blob {
+    bytes: Arc<[u8]>,
+    sha256: String,
+}
+
+impl Blob {
+    /// Wraps `bytes` and computes their digest.
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
+        let bytes = bytes.into();
+        let sha256 = sha256_hex(&bytes);
+        Self { bytes, sha256 }
+    }
+
+    /// The content.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Lowercase hex SHA-256 of the content.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Blob({} bytes, sha256 {})",
+            self.bytes.len(),
+            &self.sha256[..12]
+        )
+    }
+}
+
+/// The default download URL template: Envoy's official GitHub release assets.
+pub const ENVOY_RELEASE_URL_TEMPLATE: &str =
+    "https://github.com/envoyproxy/envoy/releases/download/v{version}/envoy-{version}-linux-{arch}";
+
+/// How the Envoy binary gets onto the VPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvoyInstall {
+    /// The operator pushes the binary it carries (air-gapped VPSes).
+    Push {
+        /// Envoy version, for status and logs.
+        version: String,
+        /// The binary per architecture.
+        binaries: BTreeMap<Arch, Blob>,
+    },
+    /// The VPS downloads the release itself (`curl`), and the download must match the pinned
+    /// digest for its version and architecture, or nothing is replaced.
+    Download {
+        /// Envoy version, e.g. `1.40.0`.
+        version: String,
+        /// URL with `{version}` and `{arch}` placeholders (`{arch}` as Envoy names it:
+        /// `x86_64`, `aarch_64`); point it at a mirror if the VPS cannot reach GitHub.
+        url_template: String,
+        /// Pinned lowercase hex SHA-256 per architecture for this version.
+        sha256: BTreeMap<Arch, String>,
+    },
+}
+
+impl EnvoyInstall {
+    /// The version being installed.
+    pub fn version(&self) -> &str {
+        match self {
+            Self::Push { version, .. } | Self::Download { version, .. } => version,
+        }
+    }
+
+    /// The expected digest for `arch`.
+    pub fn sha256(&self, arch: Arch) -> Result<String, EnrollError> {
+        let missing = EnrollError::MissingArtifact {
+            what: "Envoy binary (or pinned SHA-256)",
+            arch: arch.uname(),
+        };
+        match self {
+            Self::Push { binaries, .. } => binaries
+                .get(&arch)
+                .map(|b| b.sha256().to_owned())
+                .ok_or(missing),
+            Self::Download { sha256, .. } => {
+                let digest = sha256.get(&arch).ok_or(missing)?;
+                if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(digest.to_ascii_lowercase())
+                } else {
+                    Err(EnrollError::Desired(format!(
+                        "the pinned Envoy SHA-256 for {} is not 64 hex digits",
+                        arch.uname()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The download URL for `arch` (download mode only).
+    pub fn url(&self, arch: Arch) -> Result<Option<String>, EnrollError> {
+        let Self::Download {
+            version,
+            url_template,
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let version_ok = !version.is_empty()
+            && version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !version_ok {
+            return Err(EnrollError::Desired(format!(
+                "Envoy version {version:?} is not a plain version string"
+            )));
+        }
+        let url = url_template
+            .replace("{version}", version)
+            .replace("{arch}", arch.envoy_release_name());
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        if !scheme_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(EnrollError::Desired(
+                "the Envoy download URL template must give an http(s) URL without spaces".into(),
+            ));
+        }
+        Ok(Some(url))
+    }
+}
+
+/// Kernel and NIC tuning of the VPS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostTuning {
+    /// `net.core.rmem_max` and `net.core.wmem_max`.
+    pub max_socket_buffer_bytes: u64,
+    /// Turn off GRO/GSO/TSO on the uplink NIC at every relay start.
+    pub disable_nic_offloads: bool,
+}
+
+impl Default for HostTuning {
+    fn default() -> Self {
+        Self::from(&HostSpec::default())
+    }
+}
+
+impl From<&HostSpec> for HostTuning {
+    fn from(spec: &HostSpec) -> Self {
+        Self {
+            max_socket_buffer_bytes: u64::try_from(spec.kernel_max_socket_buffer_bytes)
+                .unwrap_or(26_214_400),
+            disable_nic_offloads: spec.disable_nic_offloads,
+        }
+    }
+}
+
+/// Everything one VPS should hold after a pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredState {
+    /// The relay agent, per architecture.
+    pub tunnelctl: BTreeMap<Arch, Blob>,
+    /// The Envoy binary and how it is installed.
+    pub envoy: EnvoyInstall,
+    /// `/etc/tunnel/relay.json`.
+    pub relay_document: Blob,
+    /// `/etc/envoy/envoy.yaml`.
+    pub envoy_bootstrap: Blob,
+    /// `/etc/envoy/lds.yaml`.
+    pub envoy_lds: Blob,
+    /// `/etc/envoy/cds.yaml`.
+    pub envoy_cds: Blob,
+    /// `/etc/envoy/tls/<name>`, names ending in `.sds.yaml`.
+    pub sds: BTreeMap<String, Blob>,
+    /// Kernel and NIC tuning.
+    pub host: HostTuning,
+}
+
+impl DesiredState {
+    /// Checks what can be checked without the VPS.
+    pub fn validate(&self) -> Result<(), EnrollError> {
+        for name in self.sds.keys() {
+            if !layout::is_sds_file_name(name) {
+                return Err(EnrollError::Desired(format!(
+                    "SDS file name {name:?} must be letters, digits and ._- ending in .sds.yaml"
+                )));
+            }
+        }
+        if self.tunnelctl.is_empty() {
+            return Err(EnrollError::Desired("no tunnelctl binary".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arch_names() {
+        assert_eq!(Arch::from_uname("x86_64\n").unwrap(), Arch::X86_64);
+        assert_eq!(Arch::from_uname("arm64").unwrap(), Arch::Aarch64);
+        assert_eq!(
+            Arch::from_uname("riscv64").unwrap_err().category(),
+            "EnrollUnsupportedArch"
+        );
+    }
+
+    #[test]
+    fn blob_debug_hides_content() {
+        let b = Blob::new(b"PRIVATE KEY MATERIAL".to_vec());
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+        assert!(shown.contains("20 bytes"), "{shown}");
+    }
+
+    #[test]
+    fn download_url_from_the_template() {
+        let install = EnvoyInstall::Download {
+            version: "1.40.0".into(),
+            url_template: ENVOY_RELEASE_URL_TEMPLATE.into(),
+            sha256: BTreeMap::from([(Arch::Aarch64, "ab".repeat(32))]),
+        };
+        assert_eq!(
+            install.url(Arch::Aarch64).unwrap().unwrap(),
+            "https://github.com/envoyproxy/envoy/releases/download/v1.40.0/envoy-1.40.0-linux-aarch_64"
+        );
+        assert!(install.sha256(Arch::X86_64).is_err());
+        assert_eq!(install.sha256(Arch::Aarch64).unwrap(), "ab".repeat(32));
+        let bad = EnvoyInstall::Download {
+            version: "1.0; rm -rf /".into(),
+            url_template: ENVOY_RELEASE_URL_TEMPLATE.into(),
+            sha256: BTreeMap::new(),
+        };
+        assert!(bad.url(Arch::X86_64).is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! Health of an enrolled VPS as a structured result: both units (active, enabled) and the
+//! relay's own report (`tunnelctl status`, JSON: readiness and per-peer handshakes). One
+//! read-only command.
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::EnrollError;
+use super::layout;
+use super::observe::UnitFound;
+use crate::ssh::{Script, Session};
+
+/// One WireGuard peer as the relay reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    /// The peer's public key.
+    #[serde(default)]
+    pub public_key: String,
+    /// Last completed handshake (RFC 3339), if any.
+    #[serde(default)]
+    pub last_handshake: Option<String>,
+}
+
+/// What `tunnelctl status` said. Unknown fields are ignored here (the relay owns the format;
+/// the raw JSON is kept for status and debugging).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RelayStatus {
+    /// Whether the relay considers itself ready (interface up, a fresh handshake).
+    pub ready: bool,
+    /// Its peers.
+    pub peers: Vec<PeerStatus>,
+    /// The whole document.
+    pub raw: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RelayStatusWire {
+    #[serde(default)]
+    ready: bool,
+    #[serde(default)]
+    peers: Vec<PeerStatus>,
+}
+
+/// Health of the VPS.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Health {
+    /// `tunnel-envoy.service`.
+    pub envoy: Option<UnitFound>,
+    /// `tunnel-relay.service`.
+    pub relay: Option<UnitFound>,
+    /// The relay's report; `None` when it gave none (not installed, not running).
+    pub relay_status: Option<RelayStatus>,
+    /// Why there is no relay report, when there is none.
+    pub relay_status_error: Option<String>,
+}
+
+impl Health {
+    /// Envoy runs.
+    pub fn envoy_active(&self) -> bool {
+        self.envoy.as_ref().is_some_and(UnitFound::is_active)
+    }
+
+    /// The relay runs.
+    pub fn relay_active(&self) -> bool {
+        self.relay.as_ref().is_some_and(UnitFound::is_active)
+    }
+
+    /// Both run and the relay reports ready (at least one fresh uplink handshake).
+    pub fn is_healthy(&self) -> bool {
+        self.envoy_active()
+            && self.relay_active()
+            && self.relay_status.as_ref().is_some_and(|s| s.ready)
+    }
+}
+
+/// The health command (read-only).
+pub fn script() -> Result<Script, crate::ssh::SshError> {
+    Script::read(
+        "for u in tunnel-relay.service tunnel-envoy.service; do a=$(systemctl is-active \"$u\" 2>/dev/null); e=$(systemctl is-enabled \"$u\" 2>/dev/null); printf 'unit %s %s %s\\n' \"$u\" \"${a:-inactive}\" \"${e:-absent}\"; done; t=",
+    )
+    .path(layout::TUNNELCTL)
+    .map(|s| {
+        s.code(
+            "; if [ -x \"$t\" ]; then o=$(\"$t\" status 2>/dev/null); printf 'relay-exit %s\\n' \"$?\"; printf 'relay %s\\n' \"$(printf '%s' \"$o\" | base64 -w0)\"; else printf 'relay-exit 127\\n'; fi; true",
+        )
+    })
+}
+
+/// Parses the health command's output.
+pub fn parse(output: &str) -> Health {
+    let mut health = Health::default();
+    let mut exit = String::new();
+    let mut report = Vec::new();
+    for line in output.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "unit" => {
+                let mut f = rest.splitn(3, ' ');
+                if let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next()) {
+                    let found = UnitFound {
+                        active: active.to_owned(),
+                        enabled: enabled.to_owned(),
+                    };
+                    if name == layout::ENVOY_UNIT {
+                        health.envoy = Some(found);
+                    } else if name == layout::RELAY_UNIT {
+                        health.relay = Some(found);
+                    }
+                }
+            }
+            "relay-exit" => rest.trim().clone_into(&mut exit),
+            "relay" => {
+                report = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    let raw: Result<serde_json::Value, _> = serde_json::from_slice(&report);
+    match raw {
+        Ok(raw) => {
+            let wire: Option<RelayStatusWire> = serde_json::from_value(raw.clone()).ok();
+            let (ready, peers) = wire.map_or((false, Vec::new()), |w| (w.ready, w.peers));
+            health.relay_status = Some(RelayStatus { ready, peers, raw });
+        }
+        Err(_) => {
+            health.relay_status_error = Some(if exit == "127" {
+                "tunnelctl is not installed".into()
+            } else {
+                let text = String::from_utf8_lossy(&report);
+                let text: String = text.trim().chars().take(300).collect();
+                format!("`tunnelctl status` exited {exit} without a JSON report: {text}")
+            });
+        }
+    }
+    health
+}
+
+/// Checks the VPS's health.
+pub async fn check(session: &mut Session) -> Result<Health, EnrollError> {
+    let out = session.run_ok(&script()?).await?;
+    Ok(parse(&out.stdout_text()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn healthy_relay_and_envoy() {
+        let out = format!(
+            "unit tunnel-relay.service active enabled\nunit tunnel-envoy.service active enabled\nrelay-exit 0\nrelay {}\n",
+            b64(
+                r#"{"ready":true,"peers":[{"publicKey":"k","lastHandshake":"2026-01-01T00:00:00Z","extra":1}]}"#
+            )
+        );
+        let h = parse(&out);
+        assert!(h.is_healthy());
+        assert_eq!(h.relay_status.unwrap().peers[0].public_key, "k");
+    }
+
+    #[test]
+    fn missing_tunnelctl_and_stopped_envoy() {
+        let h = parse(
+            "unit tunnel-relay.service inactive absent\nunit tunnel-envoy.service failed enabled\nrelay-exit 127\n",
+        );
+        assert!(!h.envoy_active());
+        assert!(!h.is_healthy());
+        assert_eq!(
+            h.relay_status_error.as_deref(),
+            Some("tunnelctl is not installed")
+        );
+        assert_eq!(script().unwrap().access(), crate::ssh::Access::Read);
+    }
+}

@@ -1,0 +1,204 @@
+//! The read-only look at a VPS that starts every pass: architecture, digest and mode of every
+//! managed file (so hand edits and deletions are seen, not just trusted from the state file),
+//! the SDS files present, leftover temporary files, the state of both units, and the state
+//! file. One command, one round trip; its output is parsed by a pure function.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+
+use super::EnrollError;
+use super::layout;
+use super::state::State;
+use crate::ssh::{Script, SshError};
+
+/// A managed file as found on the VPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileFound {
+    /// Lowercase hex SHA-256.
+    pub sha256: String,
+    /// Permission bits in octal, e.g. `600`.
+    pub mode: String,
+}
+
+/// A systemd unit as found on the VPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitFound {
+    /// `systemctl is-active` (`active`, `inactive`, `failed`, `activating`, ...).
+    pub active: String,
+    /// `systemctl is-enabled` (`enabled`, `disabled`, `absent` when unknown).
+    pub enabled: String,
+}
+
+impl UnitFound {
+    /// Whether the unit runs.
+    pub fn is_active(&self) -> bool {
+        self.active == "active"
+    }
+
+    /// Whether the unit starts at boot.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == "enabled"
+    }
+}
+
+/// Everything a pass needs to know about the VPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// `uname -m`.
+    pub machine: String,
+    /// Managed files present, by path (absent ones are missing from the map).
+    pub files: BTreeMap<String, FileFound>,
+    /// Names of the files in the SDS directory.
+    pub tls_files: Vec<String>,
+    /// Leftover `.tunnel.*` temporary files.
+    pub temp_files: Vec<String>,
+    /// Units by name.
+    pub units: BTreeMap<String, UnitFound>,
+    /// The parsed state file, when present and readable.
+    pub state: Option<State>,
+    /// The state file's exact bytes, when present.
+    pub state_bytes: Option<Vec<u8>>,
+}
+
+impl Observed {
+    /// The unit's state, or "absent".
+    pub fn unit(&self, name: &str) -> UnitFound {
+        self.units.get(name).cloned().unwrap_or(UnitFound {
+            active: "inactive".into(),
+            enabled: "absent".into(),
+        })
+    }
+}
+
+/// The fixed files every pass checks (SDS files are listed from their directory).
+pub const FIXED_PATHS: [&str; 10] = [
+    layout::TUNNELCTL,
+    layout::ENVOY,
+    layout::RELAY_DOCUMENT,
+    layout::ENVOY_BOOTSTRAP,
+    layout::ENVOY_LDS,
+    layout::ENVOY_CDS,
+    layout::RELAY_UNIT_FILE,
+    layout::ENVOY_UNIT_FILE,
+    layout::SYSCTL,
+    layout::STATE,
+];
+
+/// The observation command (read-only).
+pub fn script() -> Result<Script, SshError> {
+    let mut s = Script::read("printf 'arch %s\\n' \"$(uname -m)\"; for p in");
+    for path in FIXED_PATHS {
+        s = s.code(" ").path(path)?;
+    }
+    s = s.code(
+        "; do if [ -f \"$p\" ]; then printf 'file %s %s %s\\n' \"$(stat -c %a \"$p\")\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" \"$p\"; fi; done; \
+         for p in /etc/envoy/tls/*; do if [ -f \"$p\" ]; then printf 'file %s %s %s\\n' \"$(stat -c %a \"$p\")\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" \"$p\"; printf 'tls %s\\n' \"${p##*/}\"; fi; done; \
+         for u in tunnel-relay.service tunnel-envoy.service; do a=$(systemctl is-active \"$u\" 2>/dev/null); e=$(systemctl is-enabled \"$u\" 2>/dev/null); printf 'unit %s %s %s\\n' \"$u\" \"${a:-inactive}\" \"${e:-absent}\"; done; \
+         find",
+    );
+    for dir in layout::TEMP_DIRS {
+        s = s.code(" ").path(dir)?;
+    }
+    Ok(s.code(
+        " -maxdepth 1 -name '.tunnel.*' 2>/dev/null | sed 's/^/temp /'; \
+         if [ -f /etc/tunnel/state.json ]; then printf 'state %s\\n' \"$(base64 -w0 < /etc/tunnel/state.json)\"; fi; true",
+    ))
+}
+
+/// Parses the observation command's output.
+pub fn parse(output: &str) -> Result<Observed, EnrollError> {
+    let mut observed = Observed {
+        machine: String::new(),
+        files: BTreeMap::new(),
+        tls_files: Vec::new(),
+        temp_files: Vec::new(),
+        units: BTreeMap::new(),
+        state: None,
+        state_bytes: None,
+    };
+    for line in output.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "arch" => rest.trim().clone_into(&mut observed.machine),
+            "file" => {
+                let mut f = rest.splitn(3, ' ');
+                let (Some(mode), Some(sha256), Some(path)) = (f.next(), f.next(), f.next()) else {
+                    return Err(EnrollError::Observation(format!("bad file line {line:?}")));
+                };
+                observed.files.insert(
+                    path.to_owned(),
+                    FileFound {
+                        sha256: sha256.to_owned(),
+                        mode: mode.to_owned(),
+                    },
+                );
+            }
+            "tls" => observed.tls_files.push(rest.to_owned()),
+            "temp" => observed.temp_files.push(rest.to_owned()),
+            "unit" => {
+                let mut f = rest.splitn(3, ' ');
+                let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next())
+                else {
+                    return Err(EnrollError::Observation(format!("bad unit line {line:?}")));
+                };
+                observed.units.insert(
+                    name.to_owned(),
+                    UnitFound {
+                        active: active.to_owned(),
+                        enabled: enabled.to_owned(),
+                    },
+                );
+            }
+            "state" => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .map_err(|_| EnrollError::Observation("state.json is not base64".into()))?;
+                observed.state = State::parse(&bytes);
+                observed.state_bytes = Some(bytes);
+            }
+            _ => {}
+        }
+    }
+    if observed.machine.is_empty() {
+        return Err(EnrollError::Observation("no `uname -m` answer".into()));
+    }
+    Ok(observed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_only_reads() {
+        let s = script().unwrap();
+        assert_eq!(s.access(), crate::ssh::Access::Read);
+        assert!(s.as_str().contains("'/etc/tunnel/relay.json'"));
+    }
+
+    #[test]
+    fn parses_a_typical_answer() {
+        let state = State {
+            version: 1,
+            ..State::default()
+        };
+        let b64 = base64::engine::general_purpose::STANDARD.encode(state.to_bytes());
+        let out = format!(
+            "arch x86_64\nfile 600 abcd /etc/tunnel/relay.json\nfile 600 ef01 /etc/envoy/tls/web.sds.yaml\ntls web.sds.yaml\nunit tunnel-relay.service active enabled\nunit tunnel-envoy.service inactive absent\ntemp /etc/envoy/.tunnel.AbCd1234\nstate {b64}\n"
+        );
+        let o = parse(&out).unwrap();
+        assert_eq!(o.machine, "x86_64");
+        assert_eq!(o.files["/etc/tunnel/relay.json"].mode, "600");
+        assert_eq!(o.tls_files, vec!["web.sds.yaml"]);
+        assert_eq!(o.temp_files, vec!["/etc/envoy/.tunnel.AbCd1234"]);
+        assert!(o.unit("tunnel-relay.service").is_active());
+        assert!(!o.unit("tunnel-envoy.service").is_enabled());
+        assert_eq!(o.state, Some(state));
+    }
+
+    #[test]
+    fn no_arch_is_an_error() {
+        assert!(parse("").is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! Running an enrollment pass over an SSH session: observe (read-only), plan (pure), run the
+//! steps in order, wait for Envoy when it was (re)started, and report health. A pass with
+//! nothing to do runs only read-only commands.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::EnrollError;
+use super::health::{self, Health};
+use super::layout;
+use super::observe;
+use super::plan::{self, Plan, Request, Source, Step};
+use crate::ssh::{Script, Session, SshError, write_file};
+
+/// How a pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassOptions {
+    /// Beyond convergence: e.g. restart Envoy.
+    pub request: Request,
+    /// Stop after this many steps with [`EnrollError::Interrupted`] (proves that a pass cut
+    /// short resumes; `None` in production).
+    pub stop_after_steps: Option<usize>,
+    /// How many times (one second apart) to check that Envoy became active after a restart.
+    pub envoy_active_checks: u32,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        Self {
+            request: Request::default(),
+            stop_after_steps: None,
+            envoy_active_checks: 30,
+        }
+    }
+}
+
+/// What a pass did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PassReport {
+    /// The steps that ran, in order (human-readable, no contents).
+    pub steps: Vec<String>,
+    /// Non-fatal problems (e.g. sysctls the VPS does not let us set).
+    pub warnings: Vec<String>,
+    /// Health after the pass.
+    pub health: Health,
+}
+
+impl PassReport {
+    /// Whether the pass changed anything on the VPS.
+    pub fn changed(&self) -> bool {
+        !self.steps.is_empty()
+    }
+}
+
+/// Looks at the VPS and plans a pass without changing anything.
+pub async fn plan_pass(
+    session: &mut Session,
+    desired: &super::DesiredState,
+    request: Request,
+) -> Result<Plan, EnrollError> {
+    let out = session.run_ok(&observe::script()?).await?;
+    let observed = observe::parse(&out.stdout_text())?;
+    plan::plan(desired, &observed, request)
+}
+
+/// Brings the VPS to `desired`.
+pub async fn enroll(
+    session: &mut Session,
+    desired: &super::DesiredState,
+    options: &PassOptions,
+) -> Result<PassReport, EnrollError> {
+    let plan = plan_pass(session, desired, options.request).await?;
+    let total = plan.steps.len();
+    info!(host = %session.options().target(), steps = total, arch = plan.arch.uname(), "enrollment pass planned");
+    let mut report = PassReport {
+        steps: Vec::new(),
+        warnings: Vec::new(),
+        health: Health::default(),
+    };
+    for (done, step) in plan.steps.iter().enumerate() {
+        if options.stop_after_steps == Some(done) {
+            return Err(EnrollError::Interrupted { done, total });
+        }
+        info!(host = %session.options().target(), step = %step, "enrollment step");
+        if let Some(warning) = run_step(session, step).await? {
+            warn!(host = %session.options().target(), step = %step, warning = %warning, "enrollment step");
+            report.warnings.push(warning);
+        }
+        report.steps.push(step.to_string());
+    }
+    if plan.restarts_envoy() {
+        wait_active(session, layout::ENVOY_UNIT, options.envoy_active_checks).await?;
+    }
+    report.health = health::check(session).await?;
+    Ok(report)
+}
+
+/// Restarts Envoy now (the restart-envoy annotation, outside a pass) and waits for it.
+pub async fn restart_envoy(session: &mut Session, checks: u32) -> Result<(), EnrollError> {
+    session
+        .run_ok(&Script::write("systemctl restart ").quoted(layout::ENVOY_UNIT)?)
+        .await?;
+    wait_active(session, layout::ENVOY_UNIT, checks).await
+}
+
+async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, EnrollError> {
+    match step {
+        Step::Write(file) => match &file.source {
+            Source::Upload(blob) => {
+                write_file(session, &file.path, blob.bytes(), file.mode).await?;
+            }
+            Source::Download(url) => download(session, &file.path, url, &file.sha256).await?,
+        },
+        Step::Remove(path) => {
+            session
+                .run_ok(&Script::write("rm -f -- ").path(path)?)
+                .await?;
+        }
+        Step::DaemonReload => {
+            session
+                .run_ok(&Script::write("systemctl daemon-reload"))
+                .await?;
+        }
+        Step::Enable(unit) => {
+            session
+                .run_ok(&Script::write("systemctl enable --quiet ").quoted(unit)?)
+                .await?;
+        }
+        Step::Restart(unit) => {
+            session
+                .run_ok(&Script::write("systemctl restart ").quoted(unit)?)
+                .await?;
+        }
+        Step::Reload(unit) => {
+            session
+                .run_ok(&Script::write("systemctl reload ").quoted(unit)?)
+                .await?;
+        }
+        Step::ApplySysctl => {
+            let out = session
+                .run(&Script::write("sysctl -q -e -p ").path(layout::SYSCTL)?)
+                .await?;
+            if !out.success() {
+                return Ok(Some(format!(
+                    "the VPS refused some sysctls now (they apply at boot where allowed): {}",
+                    out.stderr_tail()
+                )));
+            }
+        }
+        Step::WriteState(blob) => {
+            write_file(session, layout::STATE, blob.bytes(), layout::MODE_SECRET).await?;
+        }
+    }
+    Ok(None)
+}
+
+/// Downloads the Envoy binary on the VPS into a temporary file beside its target, checks the
+/// pinned digest, and only then renames it into place.
+async fn download(
+    session: &mut Session,
+    path: &str,
+    url: &str,
+    sha256: &str,
+) -> Result<(), EnrollError> {
+    let script = Script::write("set -eu; u=")
+        .quoted(url)?
+        .code("; p=")
+        .path(path)?
+        .code("; want=")
+        .quoted(sha256)?
+        .code(
+            "; d=${p%/*}; mkdir -p -m 0755 \"$d\"; t=$(umask 077 && mktemp \"$d/.tunnel.XXXXXXXX\"); \
+             trap 'rm -f \"$t\"' EXIT; \
+             curl -fsSL --proto '=https,http' --retry 3 --connect-timeout 20 -o \"$t\" \"$u\" \
+               || { echo \"downloading $u failed\" >&2; exit 4; }; \
+             got=$(sha256sum < \"$t\" | cut -d' ' -f1); \
+             if [ \"$got\" != \"$want\" ]; then echo \"the download from $u has SHA-256 $got, but $want is pinned: refusing it\" >&2; exit 5; fi; \
+             chmod 0755 \"$t\"; mv -f \"$t\" \"$p\"; trap - EXIT",
+        );
+    match session.run_ok(&script).await {
+        Ok(_) => Ok(()),
+        Err(SshError::CommandFailed { stderr, .. }) => Err(EnrollError::EnvoyDownload(stderr)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn wait_active(
+    session: &mut Session,
+    unit: &'static str,
+    checks: u32,
+) -> Result<(), EnrollError> {
+    let script = Script::read("systemctl is-active ").quoted(unit)?;
+    let mut state = String::new();
+    for attempt in 0..checks.max(1) {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        session
+            .run(&script)
+            .await?
+            .stdout_text()
+            .trim()
+            .clone_into(&mut state);
+        match state.as_str() {
+            "active" => return Ok(()),
+            "failed" => break,
+            _ => {}
+        }
+    }
+    Err(EnrollError::ServiceNotActive { unit, state })
+}

@@ -1,0 +1,158 @@
+//! Errors of the SSH layer. No variant ever carries secret material (key bytes, passwords,
+//! passphrases, file contents pushed to the VPS): only names, fingerprints and messages.
+
+use std::time::Duration;
+
+/// What went wrong talking to a VPS over SSH.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// The Secret lacks what authentication needs, or holds something unusable.
+    #[error("SSH credentials: {0}")]
+    Credentials(String),
+
+    /// The private key's algorithm is not one this client signs with.
+    #[error(
+        "SSH credentials: privateKey is a {found} key, which is not supported; use one of: {supported}"
+    )]
+    UnsupportedKeyType {
+        /// The algorithm found in the key.
+        found: String,
+        /// The algorithms that work, comma-separated.
+        supported: &'static str,
+    },
+
+    /// A setting is out of range or malformed (duration, address).
+    #[error("SSH settings: {0}")]
+    Settings(String),
+
+    /// No `knownHosts` and `insecureSkipHostKeyVerification` is not set.
+    #[error(
+        "no host key to verify {host} against: set a \"knownHosts\" entry in the SSH Secret (e.g. from `ssh-keyscan`), or set ssh.insecureSkipHostKeyVerification on the EdgeNode"
+    )]
+    NoKnownHosts {
+        /// `host:port` of the VPS.
+        host: String,
+    },
+
+    /// The server presented a key that `knownHosts` does not trust.
+    #[error("host key verification failed for {host}: {reason}")]
+    HostKeyRejected {
+        /// `host:port` of the VPS.
+        host: String,
+        /// Why, with the presented key's fingerprint (public information).
+        reason: String,
+    },
+
+    /// The server refused every authentication method we offered.
+    #[error("authentication as {user} on {host} was refused ({method}){remaining}")]
+    AuthRejected {
+        /// `host:port` of the VPS.
+        host: String,
+        /// The user we logged in as.
+        user: String,
+        /// The method(s) tried.
+        method: &'static str,
+        /// What the server would accept instead, if it said.
+        remaining: String,
+    },
+
+    /// The TCP connection or SSH handshake did not complete in time.
+    #[error("connecting to {host} timed out after {timeout:?}")]
+    ConnectTimeout {
+        /// `host:port` of the VPS.
+        host: String,
+        /// The configured `connectTimeout`.
+        timeout: Duration,
+    },
+
+    /// The TCP connection failed.
+    #[error("connecting to {host}: {source}")]
+    Connect {
+        /// `host:port` of the VPS.
+        host: String,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The SSH protocol failed (handshake, channel, closed connection).
+    #[error("SSH transport to {host}: {message}")]
+    Transport {
+        /// `host:port` of the VPS.
+        host: String,
+        /// russh's description.
+        message: String,
+    },
+
+    /// A remote command ran longer than the per-command timeout; its channel was closed.
+    #[error("remote command `{command}` timed out after {timeout:?}")]
+    CommandTimeout {
+        /// The command's log form (no secrets: data travels on stdin).
+        command: String,
+        /// The per-command timeout.
+        timeout: Duration,
+    },
+
+    /// A remote command exited non-zero where success was required.
+    #[error("remote command `{command}` failed with exit status {status}: {stderr}")]
+    CommandFailed {
+        /// The command's log form.
+        command: String,
+        /// Its exit status (255 when killed by a signal).
+        status: u32,
+        /// The tail of its standard error.
+        stderr: String,
+    },
+
+    /// A value refused before it could reach a shell (bad path, control characters).
+    #[error("refusing unsafe remote argument: {0}")]
+    UnsafeArgument(String),
+}
+
+impl SshError {
+    /// A stable label for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Credentials(_) | Self::UnsupportedKeyType { .. } => "SSHCredentialsInvalid",
+            Self::Settings(_) => "SSHSettingsInvalid",
+            Self::NoKnownHosts { .. } => "SSHHostKeyMissing",
+            Self::HostKeyRejected { .. } => "SSHHostKeyRejected",
+            Self::AuthRejected { .. } => "SSHAuthFailed",
+            Self::ConnectTimeout { .. } | Self::Connect { .. } => "SSHUnreachable",
+            Self::Transport { .. } => "SSHTransportError",
+            Self::CommandTimeout { .. } => "SSHCommandTimeout",
+            Self::CommandFailed { .. } => "SSHCommandFailed",
+            Self::UnsafeArgument(_) => "SSHUnsafeArgument",
+        }
+    }
+
+    /// Fills in the VPS address of a transport error converted from russh.
+    #[must_use]
+    pub fn at(self, address: &str) -> Self {
+        match self {
+            Self::Transport { host, message } if host.is_empty() => Self::Transport {
+                host: address.to_owned(),
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether trying again later (reconnecting) may help: network and protocol trouble,
+    /// not refused credentials or host keys.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectTimeout { .. } | Self::Connect { .. } | Self::Transport { .. }
+        )
+    }
+}
+
+impl From<russh::Error> for SshError {
+    fn from(e: russh::Error) -> Self {
+        Self::Transport {
+            host: String::new(),
+            message: e.to_string(),
+        }
+    }
+}

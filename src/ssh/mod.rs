@@ -1,0 +1,29 @@
+//! SSH to the VPS, with russh (ring crypto): credentials from the EdgeNode's Secret, host key
+//! verification against `knownHosts` (on by default), one authenticated connection reused for
+//! every command of a pass, commands built so no outside string reaches a shell unquoted,
+//! atomic file uploads, and a log of what ran.
+//!
+//! - [`credentials`]: the Secret keys and the `spec.ssh` settings.
+//! - [`known_hosts`]: OpenSSH `known_hosts` parsing and verification.
+//! - [`private_key`]: key decoding and the supported key types.
+//! - [`script`]: safe remote command construction.
+//! - [`session`]: the connection, commands, timeouts and reconnection.
+//! - [`transfer`]: atomic file writes.
+//! - [`command_log`]: the record of commands run.
+
+pub mod command_log;
+pub mod credentials;
+pub mod duration;
+mod error;
+pub mod known_hosts;
+pub mod private_key;
+pub mod script;
+pub mod session;
+pub mod transfer;
+
+pub use command_log::{CommandLog, LoggedCommand};
+pub use credentials::{Credentials, SecretString, SshOptions};
+pub use error::SshError;
+pub use script::{Access, Script};
+pub use session::{Output, Session};
+pub use transfer::{sha256_hex, write_file};

@@ -1,0 +1,173 @@
+//! Remote shell commands built so that no outside string is ever interpreted by the shell.
+//!
+//! A [`Script`] is assembled from `&'static str` fragments (code written in this repository)
+//! and values that are always single-quoted ([`Script::quoted`]) or validated absolute paths
+//! ([`Script::path`]). Anything else a command needs (file contents, documents, binaries)
+//! travels on the channel's stdin, never on the command line. Every script also says whether
+//! it may change the VPS ([`Access`]), so a pass can prove it only read.
+
+use std::fmt;
+
+use super::SshError;
+
+/// Whether a command may change the VPS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Only observes (cat, stat, sha256sum, systemctl is-active, ...).
+    Read,
+    /// May write files or change services.
+    Write,
+}
+
+/// A shell command for the VPS, safe by construction.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Script {
+    access: Access,
+    text: String,
+}
+
+impl Script {
+    /// A read-only script starting with `code`.
+    pub fn read(code: &'static str) -> Self {
+        Self {
+            access: Access::Read,
+            text: code.to_owned(),
+        }
+    }
+
+    /// A script that may change the VPS, starting with `code`.
+    pub fn write(code: &'static str) -> Self {
+        Self {
+            access: Access::Write,
+            text: code.to_owned(),
+        }
+    }
+
+    /// Appends code written in this repository.
+    #[must_use]
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.text.push_str(code);
+        self
+    }
+
+    /// Appends `value` as one single-quoted shell word. Refuses control characters (they have
+    /// no business in a command line and would make logs misleading).
+    pub fn quoted(mut self, value: &str) -> Result<Self, SshError> {
+        if value.chars().any(char::is_control) {
+            return Err(SshError::UnsafeArgument(
+                "a value contains control characters".into(),
+            ));
+        }
+        self.text.push_str(&quote(value));
+        Ok(self)
+    }
+
+    /// Appends an absolute path after checking it is plain: `/` then letters, digits and
+    /// `._-/` only, no `..` component, no `//`.
+    pub fn path(self, path: &str) -> Result<Self, SshError> {
+        check_path(path)?;
+        self.quoted(path)
+    }
+
+    /// Appends a number.
+    #[must_use]
+    pub fn number(mut self, n: impl Into<u64>) -> Self {
+        self.text.push_str(&n.into().to_string());
+        self
+    }
+
+    /// Whether the script may write.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// The command line sent to the VPS.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for Script {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}({})", self.access, self.text)
+    }
+}
+
+impl fmt::Display for Script {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// POSIX single-quoting: `it's` becomes `'it'\''s'`.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Checks that `path` is a plain absolute path (see [`Script::path`]).
+pub fn check_path(path: &str) -> Result<(), SshError> {
+    let plain = path.starts_with('/')
+        && path.len() > 1
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+        && !path.contains("//")
+        && !path.split('/').any(|c| c == ".." || c == ".");
+    if plain {
+        Ok(())
+    } else {
+        Err(SshError::UnsafeArgument(format!(
+            "{path:?} is not a plain absolute path"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_hostile_values() {
+        assert_eq!(quote("plain"), "'plain'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        let s = Script::read("echo ").quoted("a'b;c").unwrap();
+        assert_eq!(s.as_str(), "echo 'a'\\''b;c'");
+        assert!(Script::read("echo ").quoted("a\nb").is_err());
+    }
+
+    #[test]
+    fn only_plain_absolute_paths() {
+        for ok in ["/etc/tunnel/relay.json", "/etc/envoy/tls/web-1.sds.yaml"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "relative",
+            "/",
+            "/etc/../root",
+            "/etc/./x",
+            "/etc//x",
+            "/etc/x y",
+            "/etc/$(x)",
+            "/etc/x'",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn access_is_declared() {
+        assert_eq!(Script::read("cat /x").access(), Access::Read);
+        assert_eq!(Script::write("rm /x").access(), Access::Write);
+    }
+}

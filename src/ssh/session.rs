@@ -1,0 +1,478 @@
+//! One SSH connection to one VPS (russh, ring crypto), reused for every command of a pass:
+//! each command gets its own channel on it. Host key verification, authentication,
+//! keepalives, a timeout per command, and reconnection with backoff when the connection is
+//! lost between commands.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use russh::ChannelMsg;
+use russh::client::{self, Handle};
+use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use tracing::{debug, info, warn};
+
+use super::SshError;
+use super::command_log::{CommandLog, LoggedCommand};
+use super::credentials::{Credentials, SshOptions};
+use super::known_hosts::{KnownHosts, Verdict, fingerprint};
+use super::private_key;
+use super::script::{Access, Script};
+
+/// Output kept from one command (more is dropped, and the drop is noted in `truncated`).
+const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+/// What a remote command printed and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Exit status; 255 when the command was killed by a signal or the server sent none.
+    pub status: u32,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+    /// Whether output beyond the cap was dropped.
+    pub truncated: bool,
+}
+
+impl Output {
+    /// Whether the command exited 0.
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+
+    /// Standard output as text (lossy).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last part of standard error, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        let text = String::from_utf8_lossy(&self.stderr);
+        let text = text.trim();
+        let start = text.len().saturating_sub(512);
+        let start = (start..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
+        text[start..].to_owned()
+    }
+}
+
+/// The russh handler: verifies the server's host key against `knownHosts`.
+struct Verifier {
+    host: String,
+    port: u16,
+    known_hosts: Option<KnownHosts>,
+    insecure: bool,
+}
+
+impl client::Handler for Verifier {
+    type Error = SshError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let target = format!("{}:{}", self.host, self.port);
+        let PublicKeyOrCertificate::PublicKey { key, .. } = server_key else {
+            return Err(SshError::HostKeyRejected {
+                host: target,
+                reason: "the server presented a host certificate; pin its plain host key in knownHosts instead".into(),
+            });
+        };
+        let Some(known) = &self.known_hosts else {
+            if self.insecure {
+                warn!(
+                    host = %target,
+                    fingerprint = %fingerprint(key),
+                    "accepting the host key without verification (insecureSkipHostKeyVerification)"
+                );
+                return Ok(true);
+            }
+            return Err(SshError::NoKnownHosts { host: target });
+        };
+        let shown = format!("{} {}", key.algorithm().as_str(), fingerprint(key));
+        match known.verify(&self.host, self.port, key) {
+            Verdict::Trusted => {
+                debug!(host = %target, key = %shown, "host key verified");
+                Ok(true)
+            }
+            Verdict::Mismatch { lines } => Err(SshError::HostKeyRejected {
+                host: target,
+                reason: format!(
+                    "the server presented {shown}, which does not match the key(s) pinned for it in knownHosts (line(s) {lines:?}); this is either a different machine (possible man-in-the-middle) or a reinstalled VPS whose knownHosts must be updated"
+                ),
+            }),
+            Verdict::UnknownHost => Err(SshError::HostKeyRejected {
+                host: target,
+                reason: format!(
+                    "knownHosts has no entry for {} (the server presented {shown}); add one, e.g. with `ssh-keyscan{} {}`",
+                    KnownHosts::host_key_name(&self.host, self.port),
+                    if self.port == 22 {
+                        String::new()
+                    } else {
+                        format!(" -p {}", self.port)
+                    },
+                    self.host
+                ),
+            }),
+            Verdict::Revoked { line } => Err(SshError::HostKeyRejected {
+                host: target,
+                reason: format!(
+                    "the server presented {shown}, which knownHosts marks @revoked (line {line})"
+                ),
+            }),
+        }
+    }
+}
+
+/// An authenticated SSH connection to one VPS, reconnected on demand.
+pub struct Session {
+    options: SshOptions,
+    credentials: Credentials,
+    handle: Option<Handle<Verifier>>,
+    log: CommandLog,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("target", &self.options.target())
+            .field("user", &self.options.user)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Connects and authenticates, retrying transient failures with exponential backoff.
+    /// Refused credentials and host keys fail at once.
+    pub async fn connect(options: SshOptions, credentials: Credentials) -> Result<Self, SshError> {
+        if credentials.known_hosts.is_none() && !options.insecure_skip_host_key_verification {
+            return Err(SshError::NoKnownHosts {
+                host: options.target(),
+            });
+        }
+        let mut session = Self {
+            options,
+            credentials,
+            handle: None,
+            log: CommandLog::new(),
+        };
+        session.reconnect().await?;
+        Ok(session)
+    }
+
+    /// The record of every command run on this session.
+    pub fn log(&self) -> &CommandLog {
+        &self.log
+    }
+
+    /// The settings this session was made with.
+    pub fn options(&self) -> &SshOptions {
+        &self.options
+    }
+
+    /// Whether the connection is open right now.
+    pub fn is_connected(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_closed())
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+    }
+
+    async fn reconnect(&mut self) -> Result<(), SshError> {
+        if let Some(old) = self.handle.take() {
+            drop(old);
+        }
+        let options = &self.options;
+        let credentials = &self.credentials;
+        let attempt = || connect_once(options, credentials);
+        let handle = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_max_times(options.reconnect_attempts)
+                    .with_jitter(),
+            )
+            .when(SshError::is_transient)
+            .notify(|e, delay| {
+                warn!(host = %options.target(), error = %e, ?delay, "SSH connection failed, retrying");
+            })
+            .await?;
+        info!(host = %options.target(), user = %options.user, "SSH session established");
+        self.handle = Some(handle);
+        Ok(())
+    }
+
+    /// Runs `script`; a non-zero exit is returned as an [`Output`], not an error.
+    pub async fn run(&mut self, script: &Script) -> Result<Output, SshError> {
+        self.run_with_stdin(script, &[]).await
+    }
+
+    /// Runs `script` and requires exit status 0.
+    pub async fn run_ok(&mut self, script: &Script) -> Result<Output, SshError> {
+        let out = self.run(script).await?;
+        require_success(script, out)
+    }
+
+    /// Runs `script` with `stdin` fed to it, and requires exit status 0.
+    pub async fn run_ok_with_stdin(
+        &mut self,
+        script: &Script,
+        stdin: &[u8],
+    ) -> Result<Output, SshError> {
+        let out = self.run_with_stdin(script, stdin).await?;
+        require_success(script, out)
+    }
+
+    /// Runs `script` on a new channel with `stdin` fed to it, under the per-command timeout.
+    /// Reconnects first (with backoff) when the connection was lost since the last command.
+    pub async fn run_with_stdin(
+        &mut self,
+        script: &Script,
+        stdin: &[u8],
+    ) -> Result<Output, SshError> {
+        if !self.is_connected() {
+            warn!(host = %self.options.target(), "SSH connection lost, reconnecting");
+            self.reconnect().await?;
+        }
+        let target = self.options.target();
+        let timeout = self.options.command_timeout;
+        let Some(handle) = self.handle.as_ref() else {
+            return Err(SshError::Transport {
+                host: target,
+                message: "not connected".into(),
+            });
+        };
+        debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = stdin.len(), "remote command");
+        let result = tokio::time::timeout(timeout, exec(handle, script, stdin)).await;
+        let result = match result {
+            Ok(r) => r.map_err(|e| e.at(&target)),
+            Err(_) => Err(SshError::CommandTimeout {
+                command: script.to_string(),
+                timeout,
+            }),
+        };
+        if let Err(e) = &result
+            && e.is_transient()
+        {
+            // The connection may be half-dead: start afresh on the next command.
+            self.handle = None;
+        }
+        self.log.push(LoggedCommand {
+            command: script.to_string(),
+            access: script.access(),
+            stdin_bytes: stdin.len(),
+            status: result.as_ref().ok().map(|o| o.status),
+        });
+        result
+    }
+}
+
+fn require_success(script: &Script, out: Output) -> Result<Output, SshError> {
+    if out.success() {
+        Ok(out)
+    } else {
+        Err(SshError::CommandFailed {
+            command: script.to_string(),
+            status: out.status,
+            stderr: out.stderr_tail(),
+        })
+    }
+}
+
+async fn connect_once(
+    options: &SshOptions,
+    credentials: &Credentials,
+) -> Result<Handle<Verifier>, SshError> {
+    let target = options.target();
+    let mut preferred = russh::Preferred::default();
+    if let Some(known) = &credentials.known_hosts {
+        // Ask the server for a host key type we have pinned, as OpenSSH does.
+        let pinned = known.algorithms_for(&options.host, options.port);
+        let ordered: Vec<Algorithm> = pinned
+            .iter()
+            .filter_map(|name| Algorithm::new(name).ok())
+            .filter(|a| preferred.key.contains(a))
+            .collect();
+        if !ordered.is_empty() {
+            preferred.key = Cow::Owned(ordered);
+        }
+    }
+    let config = Arc::new(client::Config {
+        keepalive_interval: Some(options.keepalive_interval),
+        keepalive_max: options.keepalive_max,
+        inactivity_timeout: None,
+        nodelay: true,
+        preferred,
+        ..client::Config::default()
+    });
+    let verifier = Verifier {
+        host: options.host.clone(),
+        port: options.port,
+        known_hosts: credentials.known_hosts.clone(),
+        insecure: options.insecure_skip_host_key_verification,
+    };
+    let work = async {
+        let stream = tokio::net::TcpStream::connect((options.host.as_str(), options.port))
+            .await
+            .map_err(|source| SshError::Connect {
+                host: target.clone(),
+                source,
+            })?;
+        let mut handle = client::connect_stream(config, stream, verifier)
+            .await
+            .map_err(|e| e.at(&target))?;
+        authenticate(&mut handle, options, credentials).await?;
+        Ok(handle)
+    };
+    match tokio::time::timeout(options.connect_timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(SshError::ConnectTimeout {
+            host: target,
+            timeout: options.connect_timeout,
+        }),
+    }
+}
+
+async fn authenticate(
+    handle: &mut Handle<Verifier>,
+    options: &SshOptions,
+    credentials: &Credentials,
+) -> Result<(), SshError> {
+    let target = options.target();
+    let mut tried = Vec::new();
+    let mut remaining = String::new();
+    if let Some(key) = &credentials.private_key {
+        let key = private_key::decode(key, credentials.passphrase.as_ref())?;
+        let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
+        let result = handle
+            .authenticate_publickey(options.user.clone(), key)
+            .await
+            .map_err(|e| SshError::from(e).at(&target))?;
+        match result {
+            client::AuthResult::Success => return Ok(()),
+            client::AuthResult::Failure {
+                remaining_methods, ..
+            } => {
+                tried.push("publickey");
+                remaining = methods(&remaining_methods);
+            }
+        }
+    }
+    if let Some(password) = &credentials.password {
+        let result = handle
+            .authenticate_password(options.user.clone(), password.expose())
+            .await
+            .map_err(|e| SshError::from(e).at(&target))?;
+        match result {
+            client::AuthResult::Success => return Ok(()),
+            client::AuthResult::Failure {
+                remaining_methods, ..
+            } => {
+                tried.push("password");
+                remaining = methods(&remaining_methods);
+            }
+        }
+    }
+    Err(SshError::AuthRejected {
+        host: target,
+        user: options.user.clone(),
+        method: match tried.as_slice() {
+            ["publickey", "password"] => "publickey, then password",
+            ["password"] => "password",
+            _ => "publickey",
+        },
+        remaining: if remaining.is_empty() {
+            String::new()
+        } else {
+            format!("; the server accepts: {remaining}")
+        },
+    })
+}
+
+fn methods(set: &russh::MethodSet) -> String {
+    set.iter().map(<&str>::from).collect::<Vec<_>>().join(", ")
+}
+
+async fn exec(
+    handle: &Handle<Verifier>,
+    script: &Script,
+    stdin: &[u8],
+) -> Result<Output, SshError> {
+    let channel = handle.channel_open_session().await?;
+    channel.exec(true, script.as_str()).await?;
+    let (mut read, write) = channel.split();
+    let send = async {
+        if !stdin.is_empty() {
+            write.data(stdin).await?;
+        }
+        write.eof().await?;
+        Ok::<_, SshError>(())
+    };
+    let receive = async {
+        let mut out = Output {
+            status: 255,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            truncated: false,
+        };
+        let mut got_status = false;
+        while let Some(msg) = read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => append(&mut out.stdout, &data, &mut out.truncated),
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    append(&mut out.stderr, &data, &mut out.truncated);
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    out.status = exit_status;
+                    got_status = true;
+                }
+                ChannelMsg::Failure => {
+                    return Err(SshError::Transport {
+                        host: String::new(),
+                        message: "the server refused to run the command".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if !got_status {
+            debug!("remote command ended without an exit status");
+        }
+        Ok(out)
+    };
+    let (upload, received) = tokio::join!(send, receive);
+    let out = received?;
+    // A command that exits without reading all of its stdin makes the upload fail: that is
+    // the command's business (reported through its status), not a transport failure.
+    if let Err(e) = upload
+        && out.success()
+    {
+        return Err(e);
+    }
+    Ok(out)
+}
+
+fn append(buffer: &mut Vec<u8>, data: &[u8], truncated: &mut bool) {
+    let room = MAX_OUTPUT.saturating_sub(buffer.len());
+    if data.len() > room {
+        *truncated = true;
+    }
+    buffer.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// Convenience for callers that only read: runs a [`Access::Read`] script.
+pub async fn read_text(session: &mut Session, script: &Script) -> Result<String, SshError> {
+    debug_assert_eq!(script.access(), Access::Read);
+    Ok(session.run_ok(script).await?.stdout_text())
+}

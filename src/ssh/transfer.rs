@@ -1,0 +1,93 @@
+//! File transfer to the VPS with atomic replace: the bytes go on stdin into a temporary file
+//! (created mode 0600 in the target's directory), are checked against their SHA-256 on the
+//! VPS, get their final mode, and only then are renamed over the target. An interrupted or
+//! corrupted upload therefore never replaces anything; a leftover temporary file is named
+//! `.tunnel.*` and swept by the next pass.
+
+use sha2::{Digest, Sha256};
+
+use super::SshError;
+use super::script::{Script, check_path};
+use super::session::Session;
+
+/// Prefix of temporary files (in the target's directory) while an upload is in flight.
+pub const TEMP_PREFIX: &str = ".tunnel.";
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Writes `content` to `path` on the VPS with permission bits `mode` (e.g. `0o600`),
+/// creating the parent directory (0755) when missing. Atomic: readers see the old file or the
+/// new one, never a partial one.
+pub async fn write_file(
+    session: &mut Session,
+    path: &str,
+    content: &[u8],
+    mode: u32,
+) -> Result<(), SshError> {
+    let script = write_file_script(path, &sha256_hex(content), mode)?;
+    session.run_ok_with_stdin(&script, content).await?;
+    Ok(())
+}
+
+/// The script [`write_file`] runs (exposed for tests of its shape).
+pub fn write_file_script(path: &str, sha256: &str, mode: u32) -> Result<Script, SshError> {
+    check_path(path)?;
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SshError::UnsafeArgument("bad SHA-256 digest".into()));
+    }
+    let (dir, _) = path
+        .rsplit_once('/')
+        .ok_or_else(|| SshError::UnsafeArgument(format!("{path:?} has no directory")))?;
+    let dir = if dir.is_empty() { "/" } else { dir };
+    Ok(Script::write("set -eu; d=")
+        .quoted(dir)?
+        .code("; p=")
+        .path(path)?
+        .code(
+            "; mkdir -p -m 0755 \"$d\"; t=$(umask 077 && mktemp \"$d/.tunnel.XXXXXXXX\"); \
+             trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; \
+             [ \"$(sha256sum < \"$t\" | cut -d' ' -f1)\" = ",
+        )
+        .quoted(sha256)?
+        .code(" ] || { echo 'uploaded content does not match its SHA-256' >&2; exit 3; }; chmod ")
+        .code(mode_literal(mode)?)
+        .code(" \"$t\"; mv -f \"$t\" \"$p\"; trap - EXIT"))
+}
+
+/// Only the modes the contract uses, as literals (so the script stays static code).
+fn mode_literal(mode: u32) -> Result<&'static str, SshError> {
+    match mode {
+        0o600 => Ok("0600"),
+        0o644 => Ok("0644"),
+        0o700 => Ok("0700"),
+        0o755 => Ok("0755"),
+        other => Err(SshError::UnsafeArgument(format!(
+            "unsupported file mode {other:o}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_quotes_the_path_and_never_holds_content() {
+        let s = write_file_script("/etc/tunnel/relay.json", &sha256_hex(b"secret"), 0o600).unwrap();
+        let text = s.as_str();
+        assert!(text.contains("p='/etc/tunnel/relay.json'"), "{text}");
+        assert!(text.contains("chmod 0600"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn bad_paths_and_modes_are_refused() {
+        let h = sha256_hex(b"");
+        assert!(write_file_script("/etc/x;reboot", &h, 0o600).is_err());
+        assert!(write_file_script("/etc/x", &h, 0o777).is_err());
+        assert!(write_file_script("/etc/x", "zz", 0o600).is_err());
+    }
+}
