@@ -247,14 +247,18 @@ impl Session {
         }
         let target = self.options.target();
         let timeout = self.options.command_timeout;
-        let Some(handle) = self.handle.as_ref() else {
-            return Err(SshError::Transport {
-                host: target,
-                message: "not connected".into(),
-            });
-        };
         debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = stdin.len(), "remote command");
-        let result = tokio::time::timeout(timeout, exec(handle, script, stdin)).await;
+        // Opening the channel is retried once on a fresh connection: the command has not
+        // started, so this cannot run it twice.
+        let channel = match self.open_channel(timeout).await {
+            Ok(channel) => channel,
+            Err(e) => {
+                warn!(host = %target, error = %e, "opening a channel failed, reconnecting");
+                self.reconnect().await?;
+                self.open_channel(timeout).await?
+            }
+        };
+        let result = tokio::time::timeout(timeout, exec(channel, script, stdin)).await;
         let result = match result {
             Ok(r) => r.map_err(|e| e.at(&target)),
             Err(_) => Err(SshError::CommandTimeout {
@@ -275,6 +279,26 @@ impl Session {
             status: result.as_ref().ok().map(|o| o.status),
         });
         result
+    }
+}
+
+impl Session {
+    async fn open_channel(
+        &self,
+        timeout: Duration,
+    ) -> Result<russh::Channel<client::Msg>, SshError> {
+        let target = self.options.target();
+        let handle = self.handle.as_ref().ok_or_else(|| SshError::Transport {
+            host: target.clone(),
+            message: "not connected".into(),
+        })?;
+        match tokio::time::timeout(timeout, handle.channel_open_session()).await {
+            Ok(result) => result.map_err(|e| SshError::from(e).at(&target)),
+            Err(_) => Err(SshError::Transport {
+                host: target,
+                message: "opening a channel timed out".into(),
+            }),
+        }
     }
 }
 
@@ -405,11 +429,10 @@ fn methods(set: &russh::MethodSet) -> String {
 }
 
 async fn exec(
-    handle: &Handle<Verifier>,
+    channel: russh::Channel<client::Msg>,
     script: &Script,
     stdin: &[u8],
 ) -> Result<Output, SshError> {
-    let channel = handle.channel_open_session().await?;
     channel.exec(true, script.as_str()).await?;
     let (mut read, write) = channel.split();
     let send = async {
