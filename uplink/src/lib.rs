@@ -1,8 +1,22 @@
 //! The Tunnel data plane: the agent documents shared with the operator ([`document`]), the
-//! WireGuard keys ([`key`]), and the userspace WireGuard driver and agents built on them.
+//! WireGuard keys ([`key`]), the sans-IO WireGuard core ([`tunnel`]) and its I/O shell
+//! ([`device`]), the uplink's NAT over netlink ([`nat`]), readiness ([`readiness`]), and the
+//! two agents ([`relay`] for `tunnelctl`, [`uplink_agent`] for `uplink`).
 
+pub mod device;
 pub mod document;
+pub mod error;
+pub mod http;
 pub mod key;
+pub mod logging;
+pub mod nat;
+pub mod netlink;
+pub mod readiness;
+pub mod relay;
+pub mod signals;
+pub mod tunnel;
+pub mod uplink_agent;
+pub mod watch;
 
 pub use document::{
     DocumentError, Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay,

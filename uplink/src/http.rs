@@ -1,0 +1,63 @@
+//! A tiny HTTP/1.1 responder for `/ready` and `/healthz` (the only two things the uplink
+//! serves on :40500), on a std thread: one short request per connection, `Connection: close`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Answers `/ready` with the callback's verdict and `/healthz` with 200, until the process ends.
+pub fn serve<F>(listener: TcpListener, ready: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: Fn() -> Result<(), String> + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(e) = answer(stream, &ready) {
+                            tracing::debug!(error = %e, "http request");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "http accept"),
+                }
+            }
+        })
+}
+
+fn answer<F: Fn() -> Result<(), String>>(stream: TcpStream, ready: &F) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Drain the headers (bounded), so the client sees a clean close.
+    for _ in 0..100 {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
+            break;
+        }
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (code, body) = match path {
+        "/ready" => match ready() {
+            Ok(()) => (200, "ok\n".to_string()),
+            Err(reason) => (503, format!("{reason}\n")),
+        },
+        "/healthz" => (200, "ok\n".to_string()),
+        _ => (404, "not found\n".to_string()),
+    };
+    let reason = match code {
+        200 => "OK",
+        503 => "Service Unavailable",
+        _ => "Not Found",
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}

@@ -1,0 +1,393 @@
+//! The uplink's NAT, as one nftables table (`ip uplink`) programmed over netlink:
+//!
+//! ```text
+//! table ip uplink {
+//!   chain prerouting { type nat hook prerouting priority -100; policy accept;
+//!     iifname "wg-uplink" meta l4proto tcp th dport 443 dnat to 10.96.0.10:8443   # per forward
+//!     iifname != "wg-uplink" meta l4proto tcp th dport 40600 dnat to 10.200.0.1:40600  # admin bridge
+//!   }
+//!   chain postrouting { type nat hook postrouting priority 100; policy accept;
+//!     ip saddr 10.200.0.0/24 oifname != "wg-uplink" masquerade   # targets answer this pod
+//!     oifname "wg-uplink" masquerade                             # admin bridge replies return
+//!   }
+//! }
+//! ```
+//!
+//! [`ruleset`] is pure (tested against the bytes `nft` would send); [`apply`] replaces the
+//! whole table in one atomic batch, so a refused batch leaves the previous table in place.
+//! Established connections keep their conntrack NAT bindings across a replace, which is
+//! why a config change does not drop sessions of unchanged ports.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use ipnet::Ipv4Net;
+use netlink_packet_core::{
+    DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, Immediate,
+    InetHookNumber, ListAttribute, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register,
+    RuleAttribute, TableAttribute,
+};
+use netlink_packet_netfilter::nftables::{ChainMessage, RuleMessage, TableMessage};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+
+use crate::document::{ADMIN_BRIDGE_PORT, Forward, Protocol};
+use crate::netlink::{NetlinkError, transact};
+
+/// The table's name (family `ip`).
+pub const TABLE: &str = "uplink";
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_META_L4PROTO: u32 = 16;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFTA_NAT_TYPE: u16 = 1;
+const NFTA_NAT_FAMILY: u16 = 2;
+const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+const NFT_NAT_DNAT: u32 = 1;
+const NFPROTO_IPV4: u32 = 2;
+const NF_ACCEPT: u32 = 1;
+const NFT_REG_1: u32 = 1;
+const NFT_REG_2: u32 = 2;
+const ENOENT: i32 = 2;
+
+/// What the table must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatSpec {
+    /// The tunnel interface (`wg-uplink`).
+    pub interface: String,
+    /// The tunnel network, masqueraded toward the targets.
+    pub network: Ipv4Net,
+    /// Forwarded ports.
+    pub forwards: Vec<Forward>,
+    /// Envoy's admin on the relay, bridged from TCP [`ADMIN_BRIDGE_PORT`] on other interfaces.
+    pub admin_bridge: Option<SocketAddrV4>,
+}
+
+/// One message of the batch, with its netlink flags.
+pub type Message = NetlinkMessage<NetfilterMessage>;
+
+/// The atomic batch that replaces table `ip uplink` with what `spec` asks for.
+pub fn ruleset(spec: &NatSpec) -> Vec<Message> {
+    let mut batch = vec![control(ControlMessage::BatchBegin)];
+    let table = || vec![TableAttribute::Name(TABLE.into())];
+    // Create (no-op if present), delete, create: an empty namespace and an existing table
+    // end in the same state, in one generation.
+    batch.push(nft(
+        NfTablesMessage::NewTable(TableMessage {
+            attributes: table(),
+        }),
+        NLM_F_CREATE,
+    ));
+    batch.push(nft(
+        NfTablesMessage::DeleteTable(TableMessage {
+            attributes: table(),
+        }),
+        0,
+    ));
+    batch.push(nft(
+        NfTablesMessage::NewTable(TableMessage {
+            attributes: table(),
+        }),
+        NLM_F_CREATE,
+    ));
+    for (name, hook, priority) in [
+        ("prerouting", InetHookNumber::PreRouting, -100i32),
+        ("postrouting", InetHookNumber::PostRouting, 100i32),
+    ] {
+        batch.push(nft(
+            NfTablesMessage::NewChain(ChainMessage {
+                attributes: vec![
+                    ChainAttribute::Table(TABLE.into()),
+                    ChainAttribute::Name(name.into()),
+                    ChainAttribute::Hook(vec![
+                        Hook::Number(hook.into()),
+                        Hook::Priority(priority.cast_unsigned()),
+                    ]),
+                    ChainAttribute::Policy(NF_ACCEPT),
+                    ChainAttribute::Type("nat".into()),
+                ],
+            }),
+            NLM_F_CREATE,
+        ));
+    }
+    let iface = ifname(&spec.interface);
+    for fwd in &spec.forwards {
+        let mut e = vec![meta(MetaKey::Iifname), cmp(Operator::Equal, iface.to_vec())];
+        e.extend(dport(fwd.protocol, fwd.listen_port));
+        e.extend(dnat(fwd.target_ip, fwd.target_port));
+        batch.push(rule("prerouting", e));
+    }
+    if let Some(bridge) = spec.admin_bridge {
+        let mut e = vec![
+            meta(MetaKey::Iifname),
+            cmp(Operator::NotEqual, iface.to_vec()),
+        ];
+        e.extend(dport(Protocol::Tcp, ADMIN_BRIDGE_PORT));
+        e.extend(dnat(*bridge.ip(), bridge.port()));
+        batch.push(rule("prerouting", e));
+    }
+    let mut masq_out = saddr_in(spec.network);
+    masq_out.extend([
+        meta(MetaKey::Oifname),
+        cmp(Operator::NotEqual, iface.to_vec()),
+        masquerade(),
+    ]);
+    batch.push(rule("postrouting", masq_out));
+    if spec.admin_bridge.is_some() {
+        batch.push(rule(
+            "postrouting",
+            vec![
+                meta(MetaKey::Oifname),
+                cmp(Operator::Equal, iface.to_vec()),
+                masquerade(),
+            ],
+        ));
+    }
+    batch.push(control(ControlMessage::BatchEnd));
+    batch
+}
+
+/// Replaces the table with `spec`'s rules in one atomic batch.
+pub fn apply(spec: &NatSpec) -> Result<(), NetlinkError> {
+    transact(netlink_sys::protocols::NETLINK_NETFILTER, ruleset(spec)).map(|_| ())
+}
+
+/// Whether table `ip uplink` exists (the readiness check "rules in place").
+pub fn table_present() -> Result<bool, NetlinkError> {
+    let mut get = nft(
+        NfTablesMessage::GetTable(TableMessage {
+            attributes: vec![TableAttribute::Name(TABLE.into())],
+        }),
+        0,
+    );
+    get.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    match transact(netlink_sys::protocols::NETLINK_NETFILTER, vec![get]) {
+        Ok(answers) => Ok(!answers.is_empty()),
+        Err(e) if e.errno() == Some(ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the table (for a clean stop); absent is fine.
+pub fn remove() -> Result<(), NetlinkError> {
+    let batch = vec![
+        control(ControlMessage::BatchBegin),
+        nft(
+            NfTablesMessage::DeleteTable(TableMessage {
+                attributes: vec![TableAttribute::Name(TABLE.into())],
+            }),
+            0,
+        ),
+        control(ControlMessage::BatchEnd),
+    ];
+    match transact(netlink_sys::protocols::NETLINK_NETFILTER, batch) {
+        Err(e) if e.errno() == Some(ENOENT) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+fn control(message: ControlMessage) -> Message {
+    let mut msg = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+            message,
+        )),
+    );
+    msg.header.flags = NLM_F_REQUEST;
+    msg
+}
+
+fn nft(message: NfTablesMessage, flags: u16) -> Message {
+    let mut msg = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+            message,
+        )),
+    );
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    msg
+}
+
+fn rule(chain: &str, expressions: Vec<Expressions>) -> Message {
+    nft(
+        NfTablesMessage::NewRule(RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table(TABLE.into()),
+                RuleAttribute::Chain(chain.into()),
+                RuleAttribute::Expressions(
+                    expressions
+                        .into_iter()
+                        .map(ListAttribute::<ExpressionAttribute>::from)
+                        .collect(),
+                ),
+            ],
+        }),
+        NLM_F_CREATE | netlink_packet_core::NLM_F_APPEND,
+    )
+}
+
+/// An interface name as nft compares it: 16 bytes, zero-padded (exact match).
+fn ifname(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}
+
+fn meta(key: MetaKey) -> Expressions {
+    Expressions::Meta(vec![
+        Meta::DestinationRegister(Register::Reg1),
+        Meta::Key(key),
+    ])
+}
+
+fn cmp(op: Operator, data: Vec<u8>) -> Expressions {
+    Expressions::Cmp(vec![
+        Cmp::SourceRegister(Register::Reg1),
+        Cmp::Op(op),
+        Cmp::Data(DataAttribute::Value(data)),
+    ])
+}
+
+fn payload(base: u32, offset: u32, len: u32) -> Expressions {
+    Expressions::Payload(vec![
+        Payload::DestinationRegister(Register::Reg1),
+        Payload::Base(base),
+        Payload::Offset(offset),
+        Payload::Len(len),
+    ])
+}
+
+fn immediate(register: Register, data: Vec<u8>) -> Expressions {
+    Expressions::Immediate(vec![
+        Immediate::DestinationRegister(register),
+        Immediate::Data(DataAttribute::Value(data)),
+    ])
+}
+
+/// `meta l4proto <proto> th dport <port>`.
+fn dport(protocol: Protocol, port: u16) -> [Expressions; 4] {
+    [
+        meta(MetaKey::Other(NFT_META_L4PROTO)),
+        cmp(Operator::Equal, vec![protocol.ip_number()]),
+        payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
+        cmp(Operator::Equal, port.to_be_bytes().to_vec()),
+    ]
+}
+
+/// `ip saddr <network>`, as nft writes it: whole bytes compared, a mask for the rest.
+fn saddr_in(network: Ipv4Net) -> Vec<Expressions> {
+    let prefix = u32::from(network.prefix_len());
+    let bytes = prefix.div_ceil(8);
+    let octets = network.network().octets();
+    let len = usize::try_from(bytes).unwrap_or(4);
+    let mut out = vec![payload(NFT_PAYLOAD_NETWORK_HEADER, 12, bytes)];
+    if prefix % 8 != 0 {
+        let mask = network.netmask().octets()[..len].to_vec();
+        out.push(Expressions::Bitwise(vec![
+            netlink_packet_netfilter::nftables::Bitwise::SourceRegister(Register::Reg1),
+            netlink_packet_netfilter::nftables::Bitwise::DestinationRegister(Register::Reg1),
+            netlink_packet_netfilter::nftables::Bitwise::Length(bytes),
+            netlink_packet_netfilter::nftables::Bitwise::Mask(DataAttribute::Value(mask)),
+            netlink_packet_netfilter::nftables::Bitwise::Xor(DataAttribute::Value(vec![0; len])),
+        ]));
+    }
+    if prefix > 0 {
+        out.push(cmp(Operator::Equal, octets[..len].to_vec()));
+    } else {
+        out.clear();
+    }
+    out
+}
+
+/// `dnat to <addr>:<port>`.
+fn dnat(addr: Ipv4Addr, port: u16) -> [Expressions; 3] {
+    let be = |v: u32| v.to_be_bytes().to_vec();
+    [
+        immediate(Register::Reg1, addr.octets().to_vec()),
+        immediate(Register::Reg2, port.to_be_bytes().to_vec()),
+        Expressions::Other {
+            expression_type: "nat".into(),
+            attributes: vec![
+                DefaultNla::new(NFTA_NAT_TYPE, be(NFT_NAT_DNAT)),
+                DefaultNla::new(NFTA_NAT_FAMILY, be(NFPROTO_IPV4)),
+                DefaultNla::new(NFTA_NAT_REG_ADDR_MIN, be(NFT_REG_1)),
+                DefaultNla::new(NFTA_NAT_REG_PROTO_MIN, be(NFT_REG_2)),
+            ],
+        },
+    ]
+}
+
+fn masquerade() -> Expressions {
+    Expressions::Other {
+        expression_type: "masq".into(),
+        attributes: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NatSpec {
+        NatSpec {
+            interface: "wg-uplink".into(),
+            network: "10.200.0.0/24".parse().unwrap(),
+            forwards: vec![
+                Forward {
+                    protocol: Protocol::Tcp,
+                    listen_port: 8080,
+                    target_ip: Ipv4Addr::new(10, 1, 2, 3),
+                    target_port: 80,
+                },
+                Forward {
+                    protocol: Protocol::Udp,
+                    listen_port: 5353,
+                    target_ip: Ipv4Addr::new(10, 1, 2, 3),
+                    target_port: 53,
+                },
+            ],
+            admin_bridge: Some("10.200.0.1:40600".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn batch_shape() {
+        let batch = ruleset(&spec());
+        // begin, 3 table ops, 2 chains, 2 forwards + bridge, 2 masquerades, end
+        assert_eq!(batch.len(), 1 + 3 + 2 + 3 + 2 + 1);
+        for msg in &batch {
+            let mut m = msg.clone();
+            m.finalize();
+            let mut buf = vec![0; m.buffer_len()];
+            m.serialize(&mut buf);
+            assert!(buf.len() >= 20);
+        }
+        let no_bridge = NatSpec {
+            admin_bridge: None,
+            forwards: vec![],
+            ..spec()
+        };
+        assert_eq!(ruleset(&no_bridge).len(), 1 + 3 + 2 + 1 + 1);
+    }
+
+    #[test]
+    fn interface_names_are_exact_matches() {
+        let name = ifname("wg-uplink");
+        assert_eq!(&name[..9], b"wg-uplink");
+        assert!(name[9..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn network_match_uses_whole_bytes_and_a_mask() {
+        assert_eq!(saddr_in("10.200.0.0/24".parse().unwrap()).len(), 2);
+        assert_eq!(saddr_in("10.200.0.0/20".parse().unwrap()).len(), 3);
+    }
+}

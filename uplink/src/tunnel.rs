@@ -1,0 +1,644 @@
+//! The sans-IO WireGuard core: many peers over one private key, built on boringtun's
+//! `noise::Tunn`. It owns no socket and no device; the I/O shell ([`crate::device`]) hands it
+//! packets (one at a time or in batches) and it answers through a [`Sink`].
+//!
+//! - Packets from the TUN device are routed to a peer by longest-prefix match over the peers'
+//!   allowed IPs (cryptokey routing), encrypted, and sent to the peer's current endpoint.
+//! - Datagrams from the network are matched to a peer (by receiver index, or by the static key
+//!   inside a handshake initiation), decrypted, checked against that peer's allowed IPs, and
+//!   written to the TUN device. An authenticated datagram from a new address moves the peer's
+//!   endpoint there (roaming).
+//! - [`Tunnel::tick`] drives handshakes, retries, rekeys and keepalives (`update_timers`).
+//!
+//! The per-packet path does not allocate: one scratch buffer is reused, and the sink decides
+//! whether to write at once or to collect a batch (sendmmsg/GSO later, issue 6).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use ipnet::Ipv4Net;
+
+use crate::key::{PrivateKey, PublicKey};
+
+/// Largest packet the core handles (a TUN read, or a UDP datagram), plus WireGuard overhead.
+pub const MAX_PACKET: usize = 65_535;
+const SCRATCH: usize = MAX_PACKET + 64;
+/// Handshakes per second accepted before cookies are required (boringtun's device default).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Size of a cookie reply, which is not proof that the sender holds the peer's key.
+const COOKIE_REPLY_LEN: usize = 64;
+
+/// Where the core's output goes. The shell writes at once or collects batches.
+pub trait Sink {
+    /// An encrypted datagram for `to`.
+    fn to_network(&mut self, to: SocketAddr, datagram: &[u8]);
+    /// A decrypted IP packet for the TUN device.
+    fn to_tun(&mut self, packet: &[u8]);
+}
+
+/// A peer as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's public key (its identity).
+    pub public_key: PublicKey,
+    /// A name for logs and status.
+    pub name: Option<String>,
+    /// Where to send until the peer is heard from (`None`: wait for it to call).
+    pub endpoint: Option<SocketAddr>,
+    /// What the peer may send from and receives.
+    pub allowed_ips: Vec<Ipv4Net>,
+    /// Seconds between keepalives (0: off).
+    pub persistent_keepalive: u16,
+}
+
+/// One peer's counters, for `status` and readiness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStats {
+    /// The peer's public key.
+    pub public_key: PublicKey,
+    /// Its configured name.
+    pub name: Option<String>,
+    /// The endpoint in use (configured or learned).
+    pub endpoint: Option<SocketAddr>,
+    /// Its allowed IPs.
+    pub allowed_ips: Vec<Ipv4Net>,
+    /// Time since the last completed handshake.
+    pub last_handshake: Option<Duration>,
+    /// Payload bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Payload bytes sent to the peer.
+    pub tx_bytes: u64,
+}
+
+/// Counters of packets the core dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropStats {
+    /// TUN packets whose destination no peer's allowed IPs cover.
+    pub no_route: u64,
+    /// TUN packets for a peer with no known endpoint yet.
+    pub no_endpoint: u64,
+    /// Datagrams that matched no peer, failed authentication, or were malformed.
+    pub invalid: u64,
+    /// Decrypted packets whose source the sending peer may not use.
+    pub spoofed: u64,
+}
+
+struct Peer {
+    config: PeerConfig,
+    tunn: Tunn,
+    index: u32,
+    endpoint: Option<SocketAddr>,
+    /// A dialing peer (endpoint and keepalive known) starts its handshake at once, as the
+    /// kernel does, instead of waiting for the first keepalive.
+    initiate: bool,
+}
+
+/// The multi-peer WireGuard state machine.
+pub struct Tunnel {
+    private: boringtun::x25519::StaticSecret,
+    public: boringtun::x25519::PublicKey,
+    rate_limiter: Arc<RateLimiter>,
+    peers: Vec<Peer>,
+    /// Receiver index (upper 24 bits) → position in `peers`.
+    by_index: HashMap<u32, usize>,
+    /// (network, peer position), longest prefix first.
+    routes: Vec<(Ipv4Net, usize)>,
+    next_index: u32,
+    scratch: Box<[u8]>,
+    drops: DropStats,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel")
+            .field("peers", &self.peers.len())
+            .field("drops", &self.drops)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tunnel {
+    /// A core with `key` and no peers.
+    pub fn new(key: &PrivateKey) -> Self {
+        let private = key.to_x25519();
+        let public = boringtun::x25519::PublicKey::from(&private);
+        Self {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+            peers: Vec::new(),
+            by_index: HashMap::new(),
+            routes: Vec::new(),
+            next_index: 1,
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
+            drops: DropStats::default(),
+        }
+    }
+
+    /// This end's public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey::from_bytes(self.public.to_bytes())
+    }
+
+    /// Replaces the peer set. A peer whose key and keepalive are unchanged keeps its sessions,
+    /// counters and learned endpoint, so a re-apply does not interrupt its traffic.
+    pub fn set_peers(&mut self, configs: Vec<PeerConfig>) {
+        let mut old: HashMap<PublicKey, Peer> = self
+            .peers
+            .drain(..)
+            .map(|p| (p.config.public_key, p))
+            .collect();
+        self.by_index.clear();
+        for config in configs {
+            let peer = match old.remove(&config.public_key) {
+                Some(mut peer)
+                    if peer.config.persistent_keepalive == config.persistent_keepalive =>
+                {
+                    if config.endpoint != peer.config.endpoint && config.endpoint.is_some() {
+                        peer.endpoint = config.endpoint;
+                    }
+                    peer.config = config;
+                    peer
+                }
+                _ => self.new_peer(config),
+            };
+            self.by_index.insert(peer.index, self.peers.len());
+            self.peers.push(peer);
+        }
+        self.rebuild_routes();
+    }
+
+    fn new_peer(&mut self, config: PeerConfig) -> Peer {
+        let index = self.next_index;
+        // Indices are 24 bits in boringtun (the low 8 bits number sessions).
+        self.next_index = (self.next_index + 1) & 0x00ff_ffff;
+        let keepalive = (config.persistent_keepalive > 0).then_some(config.persistent_keepalive);
+        let tunn = Tunn::new(
+            self.private.clone(),
+            config.public_key.to_x25519(),
+            None,
+            keepalive,
+            index,
+            Some(Arc::clone(&self.rate_limiter)),
+        );
+        Peer {
+            endpoint: config.endpoint,
+            initiate: config.endpoint.is_some() && config.persistent_keepalive > 0,
+            config,
+            tunn,
+            index,
+        }
+    }
+
+    fn rebuild_routes(&mut self) {
+        self.routes = self
+            .peers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| p.config.allowed_ips.iter().map(move |n| (*n, i)))
+            .collect();
+        self.routes
+            .sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+    }
+
+    fn route(&self, dst: IpAddr) -> Option<usize> {
+        let IpAddr::V4(dst) = dst else { return None };
+        self.routes
+            .iter()
+            .find(|(net, _)| net.contains(&dst))
+            .map(|(_, i)| *i)
+    }
+
+    /// A packet read from the TUN device: encrypt it for the peer that owns its destination.
+    pub fn from_tun(&mut self, packet: &[u8], sink: &mut impl Sink) {
+        let Some(i) = Tunn::dst_address(packet).and_then(|dst| self.route(dst)) else {
+            self.drops.no_route += 1;
+            return;
+        };
+        let peer = &mut self.peers[i];
+        match peer.tunn.encapsulate(packet, &mut self.scratch) {
+            TunnResult::WriteToNetwork(out) => match peer.endpoint {
+                Some(to) => sink.to_network(to, out),
+                None => self.drops.no_endpoint += 1,
+            },
+            TunnResult::Err(e) => {
+                tracing::debug!(peer = %peer.config.public_key.short(), error = ?e, "encapsulate failed");
+            }
+            _ => {}
+        }
+    }
+
+    /// Packets read from the TUN device, in order.
+    pub fn from_tun_batch<'a>(
+        &mut self,
+        packets: impl IntoIterator<Item = &'a [u8]>,
+        sink: &mut impl Sink,
+    ) {
+        for packet in packets {
+            self.from_tun(packet, sink);
+        }
+    }
+
+    /// A datagram received from `from`: handshake, cookie, keepalive or data.
+    pub fn from_network(&mut self, from: SocketAddr, datagram: &[u8], sink: &mut impl Sink) {
+        let Some((i, authenticates)) = self.peer_for(datagram) else {
+            self.drops.invalid += 1;
+            return;
+        };
+        let peer = &mut self.peers[i];
+        let result = peer
+            .tunn
+            .decapsulate(Some(from.ip()), datagram, &mut self.scratch);
+        let moved;
+        match result {
+            TunnResult::Err(e) => {
+                self.drops.invalid += 1;
+                tracing::debug!(peer = %peer.config.public_key.short(), error = ?e, "datagram refused");
+                return;
+            }
+            TunnResult::Done => moved = authenticates,
+            TunnResult::WriteToNetwork(out) => {
+                // A cookie reply is sent before any authentication: no roaming on it.
+                moved = authenticates && out.len() != COOKIE_REPLY_LEN;
+                sink.to_network(from, out);
+                // Packets queued while there was no session go out now.
+                while let TunnResult::WriteToNetwork(out) =
+                    peer.tunn.decapsulate(None, &[], &mut self.scratch)
+                {
+                    sink.to_network(from, out);
+                }
+            }
+            TunnResult::WriteToTunnelV4(out, src) => {
+                moved = authenticates;
+                if peer.config.allowed_ips.iter().any(|n| n.contains(&src)) {
+                    sink.to_tun(out);
+                } else {
+                    self.drops.spoofed += 1;
+                }
+            }
+            TunnResult::WriteToTunnelV6(..) => {
+                moved = authenticates;
+                self.drops.spoofed += 1;
+            }
+        }
+        if moved && peer.endpoint != Some(from) {
+            tracing::info!(peer = %peer.config.public_key.short(), endpoint = %from, "peer endpoint");
+            peer.endpoint = Some(from);
+        }
+    }
+
+    /// Datagrams received from the network, in order.
+    pub fn from_network_batch<'a>(
+        &mut self,
+        datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+        sink: &mut impl Sink,
+    ) {
+        for (from, datagram) in datagrams {
+            self.from_network(from, datagram, sink);
+        }
+    }
+
+    /// The peer a datagram is for, and whether a successful decryption proves the sender.
+    fn peer_for(&self, datagram: &[u8]) -> Option<(usize, bool)> {
+        match Tunn::parse_incoming_packet(datagram).ok()? {
+            Packet::HandshakeInit(init) => {
+                let half = parse_handshake_anon(&self.private, &self.public, &init).ok()?;
+                let key = PublicKey::from_bytes(half.peer_static_public);
+                let i = self.peers.iter().position(|p| p.config.public_key == key)?;
+                Some((i, true))
+            }
+            Packet::HandshakeResponse(p) => Some((self.by_receiver(p.receiver_idx)?, true)),
+            Packet::PacketCookieReply(p) => Some((self.by_receiver(p.receiver_idx)?, false)),
+            Packet::PacketData(p) => Some((self.by_receiver(p.receiver_idx)?, true)),
+        }
+    }
+
+    fn by_receiver(&self, receiver: u32) -> Option<usize> {
+        self.by_index.get(&(receiver >> 8)).copied()
+    }
+
+    /// Runs every peer's timers (call every ~100-250 ms): handshake (re)tries, rekeys,
+    /// keepalives, session expiry.
+    pub fn tick(&mut self, sink: &mut impl Sink) {
+        for peer in &mut self.peers {
+            if std::mem::take(&mut peer.initiate)
+                && let (Some(to), TunnResult::WriteToNetwork(out)) = (
+                    peer.endpoint,
+                    peer.tunn
+                        .format_handshake_initiation(&mut self.scratch, false),
+                )
+            {
+                sink.to_network(to, out);
+            }
+            match peer.tunn.update_timers(&mut self.scratch) {
+                TunnResult::WriteToNetwork(out) => {
+                    if let Some(to) = peer.endpoint {
+                        sink.to_network(to, out);
+                    }
+                }
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                    tracing::debug!(peer = %peer.config.public_key.short(), "session expired");
+                }
+                TunnResult::Err(e) => {
+                    tracing::debug!(peer = %peer.config.public_key.short(), error = ?e, "timer error");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Each peer's counters.
+    pub fn stats(&self) -> Vec<PeerStats> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let (last_handshake, tx, rx, _, _) = p.tunn.stats();
+                PeerStats {
+                    public_key: p.config.public_key,
+                    name: p.config.name.clone(),
+                    endpoint: p.endpoint,
+                    allowed_ips: p.config.allowed_ips.clone(),
+                    last_handshake,
+                    rx_bytes: rx as u64,
+                    tx_bytes: tx as u64,
+                }
+            })
+            .collect()
+    }
+
+    /// Packets dropped so far, by reason.
+    pub fn drops(&self) -> DropStats {
+        self.drops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[derive(Default)]
+    struct Collect {
+        net: Vec<(SocketAddr, Vec<u8>)>,
+        tun: Vec<Vec<u8>>,
+    }
+
+    impl Sink for Collect {
+        fn to_network(&mut self, to: SocketAddr, datagram: &[u8]) {
+            self.net.push((to, datagram.to_vec()));
+        }
+        fn to_tun(&mut self, packet: &[u8]) {
+            self.tun.push(packet.to_vec());
+        }
+    }
+
+    /// A minimal IPv4/UDP packet from `src` to `dst` (checksums are not checked here).
+    fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+        let total = 20 + 8 + payload.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&dst.octets());
+        p[28..].copy_from_slice(payload);
+        p
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    struct Net {
+        relay: Tunnel,
+        uplinks: Vec<Tunnel>,
+    }
+
+    const RELAY_EP: &str = "192.0.2.1:51820";
+
+    fn uplink_ep(i: usize) -> SocketAddr {
+        addr(&format!("198.51.100.{}:4000{i}", 10 + i))
+    }
+
+    fn net(n: usize) -> Net {
+        let relay_key = PrivateKey::generate().unwrap();
+        let mut relay = Tunnel::new(&relay_key);
+        let mut uplinks = Vec::new();
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let key = PrivateKey::generate().unwrap();
+            let mut up = Tunnel::new(&key);
+            up.set_peers(vec![PeerConfig {
+                public_key: relay.public_key(),
+                name: None,
+                endpoint: Some(addr(RELAY_EP)),
+                allowed_ips: vec!["10.200.0.1/32".parse().unwrap()],
+                persistent_keepalive: 25,
+            }]);
+            peers.push(PeerConfig {
+                public_key: up.public_key(),
+                name: Some(format!("uplink-{i}")),
+                endpoint: None,
+                allowed_ips: vec![format!("10.200.0.{}/32", i + 2).parse().unwrap()],
+                persistent_keepalive: 0,
+            });
+            uplinks.push(up);
+        }
+        relay.set_peers(peers);
+        Net { relay, uplinks }
+    }
+
+    /// Delivers everything in flight until quiet; returns what reached each TUN.
+    fn pump(
+        net: &mut Net,
+        mut relay_out: Collect,
+        mut up_out: Vec<Collect>,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<Vec<u8>>>) {
+        let mut relay_tun = Vec::new();
+        let mut up_tun = vec![Vec::new(); net.uplinks.len()];
+        for _ in 0..20 {
+            let mut quiet = true;
+            for (to, d) in std::mem::take(&mut relay_out.net) {
+                quiet = false;
+                let i = (0..net.uplinks.len())
+                    .find(|&i| uplink_ep(i) == to)
+                    .unwrap();
+                net.uplinks[i].from_network(addr(RELAY_EP), &d, &mut up_out[i]);
+            }
+            for (i, out) in up_out.iter_mut().enumerate() {
+                for (to, d) in std::mem::take(&mut out.net) {
+                    quiet = false;
+                    assert_eq!(to, addr(RELAY_EP));
+                    net.relay.from_network(uplink_ep(i), &d, &mut relay_out);
+                }
+                up_tun[i].append(&mut out.tun);
+            }
+            relay_tun.append(&mut relay_out.tun);
+            if quiet {
+                break;
+            }
+        }
+        (relay_tun, up_tun)
+    }
+
+    #[test]
+    fn handshake_then_data_both_ways_with_routing_by_allowed_ips() {
+        let mut net = net(3);
+        // Uplink 1 sends first (it knows the relay's endpoint); the packet is queued until
+        // the handshake completes, then delivered.
+        let hello = ipv4(
+            Ipv4Addr::new(10, 200, 0, 3),
+            Ipv4Addr::new(10, 200, 0, 1),
+            b"hi",
+        );
+        let mut outs: Vec<Collect> = (0..3).map(|_| Collect::default()).collect();
+        net.uplinks[1].from_tun(&hello, &mut outs[1]);
+        let (relay_tun, _) = pump(&mut net, Collect::default(), outs);
+        assert_eq!(relay_tun, vec![hello]);
+
+        // The relay learned uplink 1's endpoint and routes 10.200.0.3 to it only.
+        let stats = net.relay.stats();
+        assert_eq!(stats[1].endpoint, Some(uplink_ep(1)));
+        assert!(stats[1].last_handshake.is_some());
+        assert!(stats[0].last_handshake.is_none());
+        let reply = ipv4(
+            Ipv4Addr::new(10, 200, 0, 1),
+            Ipv4Addr::new(10, 200, 0, 3),
+            b"yo",
+        );
+        let mut relay_out = Collect::default();
+        net.relay.from_tun(&reply, &mut relay_out);
+        assert_eq!(relay_out.net.len(), 1);
+        let outs = (0..3).map(|_| Collect::default()).collect();
+        let (_, up_tun) = pump(&mut net, relay_out, outs);
+        assert_eq!(up_tun[1], vec![reply]);
+        assert!(up_tun[0].is_empty() && up_tun[2].is_empty());
+
+        // No peer for 10.200.0.9; no endpoint yet for uplink 0.
+        let mut relay_out = Collect::default();
+        net.relay.from_tun(
+            &ipv4(
+                Ipv4Addr::new(10, 200, 0, 1),
+                Ipv4Addr::new(10, 200, 0, 9),
+                b"",
+            ),
+            &mut relay_out,
+        );
+        net.relay.from_tun(
+            &ipv4(
+                Ipv4Addr::new(10, 200, 0, 1),
+                Ipv4Addr::new(10, 200, 0, 2),
+                b"",
+            ),
+            &mut relay_out,
+        );
+        assert!(relay_out.net.is_empty());
+        assert_eq!(net.relay.drops().no_route, 1);
+        assert_eq!(net.relay.drops().no_endpoint, 1);
+        assert!(net.relay.stats()[1].rx_bytes > 0);
+    }
+
+    #[test]
+    fn spoofed_source_and_unknown_peers_are_dropped() {
+        let mut net = net(2);
+        // Uplink 0 claims uplink 1's address.
+        let spoof = ipv4(
+            Ipv4Addr::new(10, 200, 0, 3),
+            Ipv4Addr::new(10, 200, 0, 1),
+            b"x",
+        );
+        let mut outs: Vec<Collect> = (0..2).map(|_| Collect::default()).collect();
+        net.uplinks[0].from_tun(&spoof, &mut outs[0]);
+        let (relay_tun, _) = pump(&mut net, Collect::default(), outs);
+        assert!(relay_tun.is_empty());
+        assert_eq!(net.relay.drops().spoofed, 1);
+
+        // A stranger's handshake matches no peer.
+        let mut stranger = Tunnel::new(&PrivateKey::generate().unwrap());
+        stranger.set_peers(vec![PeerConfig {
+            public_key: net.relay.public_key(),
+            name: None,
+            endpoint: Some(addr(RELAY_EP)),
+            allowed_ips: vec!["10.200.0.1/32".parse().unwrap()],
+            persistent_keepalive: 0,
+        }]);
+        let mut out = Collect::default();
+        stranger.from_tun(&spoof, &mut out);
+        let mut relay_out = Collect::default();
+        net.relay
+            .from_network(addr("203.0.113.1:1"), &out.net[0].1, &mut relay_out);
+        assert!(relay_out.net.is_empty());
+        assert_eq!(net.relay.drops().invalid, 1);
+    }
+
+    #[test]
+    fn roaming_and_reconfiguration_keep_sessions() {
+        let mut net = net(1);
+        let hello = ipv4(
+            Ipv4Addr::new(10, 200, 0, 2),
+            Ipv4Addr::new(10, 200, 0, 1),
+            b"a",
+        );
+        let mut outs = vec![Collect::default()];
+        net.uplinks[0].from_tun(&hello, &mut outs[0]);
+        pump(&mut net, Collect::default(), outs);
+        // Same peers again (a re-apply): the session survives, no new handshake needed.
+        let peers: Vec<PeerConfig> = net.relay.peers.iter().map(|p| p.config.clone()).collect();
+        net.relay.set_peers(peers);
+        let mut out = Collect::default();
+        net.uplinks[0].from_tun(&hello, &mut out);
+        assert_eq!(out.net.len(), 1);
+        // The uplink's packet now arrives from a new address (NAT rebinding): the relay moves.
+        let mut relay_out = Collect::default();
+        let moved = addr("198.51.100.99:50000");
+        net.relay.from_network(moved, &out.net[0].1, &mut relay_out);
+        assert_eq!(relay_out.tun.len(), 1);
+        assert_eq!(net.relay.stats()[0].endpoint, Some(moved));
+        let mut relay_out = Collect::default();
+        net.relay.from_tun(
+            &ipv4(
+                Ipv4Addr::new(10, 200, 0, 1),
+                Ipv4Addr::new(10, 200, 0, 2),
+                b"b",
+            ),
+            &mut relay_out,
+        );
+        assert_eq!(relay_out.net[0].0, moved);
+        // Removing the peer removes its route.
+        net.relay.set_peers(Vec::new());
+        let mut relay_out = Collect::default();
+        net.relay.from_tun(
+            &ipv4(
+                Ipv4Addr::new(10, 200, 0, 1),
+                Ipv4Addr::new(10, 200, 0, 2),
+                b"b",
+            ),
+            &mut relay_out,
+        );
+        assert!(relay_out.net.is_empty());
+    }
+
+    #[test]
+    fn timers_start_the_handshake_for_keepalive_peers() {
+        let mut net = net(1);
+        let mut out = Collect::default();
+        // The relay knows no endpoint: it stays quiet. The uplink (endpoint and keepalive
+        // known) starts its handshake on the first tick, and the relay answers.
+        net.relay.tick(&mut out);
+        assert!(out.net.is_empty());
+        let mut outs = vec![Collect::default()];
+        net.uplinks[0].tick(&mut outs[0]);
+        assert_eq!(outs[0].net.len(), 1);
+        assert_eq!(outs[0].net[0].0, addr(RELAY_EP));
+        pump(&mut net, Collect::default(), outs);
+        assert!(net.relay.stats()[0].last_handshake.is_some());
+        assert!(net.uplinks[0].stats()[0].last_handshake.is_some());
+    }
+}

@@ -1,0 +1,228 @@
+//! The uplink agent's state: identity from the pod's ordinal and key file, the `wg-uplink`
+//! device toward the relay, and the NAT table. [`UplinkAgent::apply`] is idempotent and keeps
+//! the previous state when a new document is refused; [`UplinkAgent::observe`] feeds `/ready`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+use crate::device::{Device, InterfaceConfig};
+use crate::document::UplinkDocument;
+use crate::error::{AgentError, read};
+use crate::key::PrivateKey;
+use crate::nat::{self, NatSpec};
+use crate::readiness::UplinkObservation;
+use crate::tunnel::PeerConfig;
+
+/// Who this replica is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// StatefulSet ordinal (from `POD_NAME`).
+    pub ordinal: u32,
+    /// Directory holding `priv-<ordinal>`.
+    pub keys_dir: PathBuf,
+    /// Tunnel interface name.
+    pub interface: String,
+}
+
+impl Identity {
+    /// The key file of this replica.
+    pub fn key_path(&self) -> PathBuf {
+        self.keys_dir.join(format!("priv-{}", self.ordinal))
+    }
+
+    /// Reads this replica's private key.
+    pub fn load_key(&self) -> Result<PrivateKey, AgentError> {
+        let path = self.key_path();
+        read(&path)?
+            .trim()
+            .parse()
+            .map_err(|_| AgentError::Key { path })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Applied {
+    doc: UplinkDocument,
+    key: PrivateKey,
+    interface: InterfaceConfig,
+    endpoint: SocketAddr,
+}
+
+/// The uplink replica.
+#[derive(Debug)]
+pub struct UplinkAgent {
+    identity: Identity,
+    device: Option<Device>,
+    applied: Option<Applied>,
+    last_error: Option<String>,
+}
+
+impl UplinkAgent {
+    /// An agent with nothing applied.
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            device: None,
+            applied: None,
+            last_error: None,
+        }
+    }
+
+    /// The identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Whether a document is applied.
+    pub fn is_applied(&self) -> bool {
+        self.applied.is_some()
+    }
+
+    /// Reads and applies the document at `path`; on any error the running state is kept.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), AgentError> {
+        let result = read(path).and_then(|text| {
+            UplinkDocument::parse(&text).map_err(|source| AgentError::Document {
+                path: path.to_path_buf(),
+                source,
+            })
+        });
+        let result = result.and_then(|doc| self.apply(doc));
+        self.last_error = result.as_ref().err().map(ToString::to_string);
+        result
+    }
+
+    /// Applies `doc` with the key currently in the keys directory.
+    pub fn apply(&mut self, doc: UplinkDocument) -> Result<(), AgentError> {
+        let key = self.identity.load_key()?;
+        let address = doc
+            .replica_address(self.identity.ordinal)
+            .map_err(|e| AgentError::Identity(e.to_string()))?;
+        let interface = InterfaceConfig {
+            name: self.identity.interface.clone(),
+            address: Ipv4Net::new(address, doc.network.prefix_len())
+                .map_err(|e| AgentError::Identity(e.to_string()))?,
+            mtu: doc.mtu,
+            listen_port: 0,
+        };
+        let endpoint = resolve(&doc.relay.endpoint)?;
+        let next = Applied {
+            doc,
+            key,
+            interface,
+            endpoint,
+        };
+        if self.applied.as_ref() == Some(&next)
+            && self.device.as_ref().is_some_and(Device::is_running)
+        {
+            return Ok(());
+        }
+        let peers = vec![PeerConfig {
+            public_key: next.doc.relay.public_key,
+            name: Some("relay".into()),
+            endpoint: Some(next.endpoint),
+            allowed_ips: next.doc.relay.allowed_ips.clone(),
+            persistent_keepalive: next.doc.relay.persistent_keepalive,
+        }];
+        let rebuild = match (&self.applied, &self.device) {
+            (Some(cur), Some(dev)) => {
+                !dev.is_running() || cur.key != next.key || cur.interface != next.interface
+            }
+            _ => true,
+        };
+        if rebuild {
+            if let Some(old) = self.device.take() {
+                old.stop();
+            }
+            match Device::start(&next.interface, &next.key, peers) {
+                Ok(device) => self.device = Some(device),
+                Err(e) => {
+                    self.restore();
+                    return Err(e.into());
+                }
+            }
+        } else if let Some(device) = &self.device {
+            device.set_peers(peers)?;
+        }
+        nat::apply(&NatSpec {
+            interface: self.identity.interface.clone(),
+            network: next.doc.network,
+            forwards: next.doc.forwards.clone(),
+            admin_bridge: next.doc.admin_bridge,
+        })?;
+        tracing::info!(
+            ordinal = self.identity.ordinal,
+            address = %next.interface.address,
+            relay = %next.endpoint,
+            forwards = next.doc.forwards.len(),
+            rebuilt = rebuild,
+            "uplink document applied"
+        );
+        self.applied = Some(next);
+        Ok(())
+    }
+
+    /// Puts the previously applied device back after a failed rebuild.
+    fn restore(&mut self) {
+        if let Some(prev) = &self.applied {
+            let peers = vec![PeerConfig {
+                public_key: prev.doc.relay.public_key,
+                name: Some("relay".into()),
+                endpoint: Some(prev.endpoint),
+                allowed_ips: prev.doc.relay.allowed_ips.clone(),
+                persistent_keepalive: prev.doc.relay.persistent_keepalive,
+            }];
+            match Device::start(&prev.interface, &prev.key, peers) {
+                Ok(device) => self.device = Some(device),
+                Err(e) => tracing::error!(error = %e, "cannot restore the previous tunnel"),
+            }
+        }
+    }
+
+    /// What `/ready` needs to decide.
+    pub fn observe(&self, draining: bool) -> UplinkObservation {
+        let status = self.device.as_ref().and_then(|d| d.status().ok());
+        let rules_present = self.applied.is_some() && nat::table_present().unwrap_or(false);
+        UplinkObservation {
+            draining,
+            not_applied: if self.applied.is_some() {
+                None
+            } else {
+                Some(
+                    self.last_error
+                        .clone()
+                        .unwrap_or_else(|| "no document applied yet".into()),
+                )
+            },
+            rules_present,
+            device_running: status.is_some(),
+            last_handshake: status.and_then(|s| s.peers.first().and_then(|p| p.last_handshake)),
+        }
+    }
+
+    /// Stops the device and removes the NAT table.
+    pub fn stop(&mut self) {
+        if let Some(device) = self.device.take() {
+            device.stop();
+        }
+        if self.applied.take().is_some()
+            && let Err(e) = nat::remove()
+        {
+            tracing::warn!(error = %e, "cannot remove the forwarding rules");
+        }
+    }
+}
+
+/// Resolves `host:port` to an IPv4 socket address (the tunnel's socket is IPv4).
+fn resolve(endpoint: &str) -> Result<SocketAddr, AgentError> {
+    let err = |reason: String| AgentError::Resolve {
+        endpoint: endpoint.into(),
+        reason,
+    };
+    endpoint
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| err("no IPv4 address".into()))
+}
