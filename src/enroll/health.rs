@@ -17,9 +17,12 @@ pub struct PeerStatus {
     /// The peer's public key.
     #[serde(default)]
     pub public_key: String,
-    /// Last completed handshake (RFC 3339), if any.
+    /// Seconds since the last completed handshake, if any.
     #[serde(default)]
-    pub last_handshake: Option<String>,
+    pub last_handshake_seconds_ago: Option<u64>,
+    /// Whether that handshake is recent enough for the relay to count the peer as up.
+    #[serde(default)]
+    pub handshake_fresh: bool,
 }
 
 /// What `tunnelctl status` said. Unknown fields are ignored here (the relay owns the format;
@@ -157,7 +160,7 @@ mod tests {
         let out = format!(
             "unit tunnel-relay.service active enabled\nunit tunnel-envoy.service active enabled\nrelay-exit 0\nrelay {}\n",
             b64(
-                r#"{"ready":true,"peers":[{"publicKey":"k","lastHandshake":"2026-01-01T00:00:00Z","extra":1}]}"#
+                r#"{"ready":true,"peers":[{"publicKey":"k","lastHandshakeSecondsAgo":3,"handshakeFresh":true,"extra":1}]}"#
             )
         );
         let h = parse(&out);

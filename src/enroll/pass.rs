@@ -132,11 +132,6 @@ async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, 
                 .run_ok(&Script::write("systemctl restart ").quoted(unit)?)
                 .await?;
         }
-        Step::Reload(unit) => {
-            session
-                .run_ok(&Script::write("systemctl reload ").quoted(unit)?)
-                .await?;
-        }
         Step::ApplySysctl => {
             let out = session
                 .run(&Script::write("sysctl -q -e -p ").path(layout::SYSCTL)?)

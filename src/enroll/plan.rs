@@ -7,7 +7,8 @@
 //!   hand edit or a deletion is drift and gets repaired); otherwise it is not touched.
 //! - Order: binaries, relay document, SDS, CDS, LDS, bootstrap, units, sysctl; then stale SDS
 //!   files and leftover temporary files are removed; then systemd is reloaded, units enabled,
-//!   the relay restarted (new binary/unit, or not running) or reloaded (new document), Envoy
+//!   the relay restarted (new binary/unit, or not running; a new document needs nothing, the
+//!   agent follows the file), Envoy
 //!   restarted (new binary/bootstrap/unit, requested, or not running); then the sysctl drop-in
 //!   applied; the state file last.
 //! - LDS/CDS/SDS changes never restart Envoy: the files are replaced atomically and Envoy
@@ -76,8 +77,6 @@ pub enum Step {
     Enable(&'static str),
     /// `systemctl restart <unit>` (starts it when stopped).
     Restart(&'static str),
-    /// `systemctl reload <unit>`.
-    Reload(&'static str),
     /// Apply the sysctl drop-in now (it is also applied at every boot by systemd).
     ApplySysctl,
     /// Write the state file (last).
@@ -95,7 +94,6 @@ impl fmt::Display for Step {
             Self::DaemonReload => f.write_str("systemctl daemon-reload"),
             Self::Enable(unit) => write!(f, "enable {unit}"),
             Self::Restart(unit) => write!(f, "restart {unit}"),
-            Self::Reload(unit) => write!(f, "reload {unit}"),
             Self::ApplySysctl => write!(f, "apply {}", layout::SYSCTL),
             Self::WriteState(_) => write!(f, "write {}", layout::STATE),
         }
@@ -242,10 +240,9 @@ pub fn plan(
     let relay_document = digest(layout::RELAY_DOCUMENT).to_owned();
     let relay_restart = previous.relay_started_with != relay_started_with
         || !observed.unit(layout::RELAY_UNIT).is_active();
+    // A new relay document needs no action: the agent follows the file.
     if relay_restart {
         steps.push(Step::Restart(layout::RELAY_UNIT));
-    } else if previous.relay_document_applied != relay_document {
-        steps.push(Step::Reload(layout::RELAY_UNIT));
     }
 
     let envoy_started_with = fingerprint(&[
@@ -418,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn relay_document_change_reloads_the_relay() {
+    fn relay_document_change_only_rewrites_it() {
         let first = plan(&desired(), &fresh(), Request::default()).unwrap();
         let mut d = desired();
         d.relay_document = Blob::new(b"{\"relay\":2}".to_vec());
@@ -427,7 +424,6 @@ mod tests {
             names(&p),
             vec![
                 "write /etc/tunnel/relay.json (600)",
-                "reload tunnel-relay.service",
                 "write /etc/tunnel/state.json"
             ]
         );

@@ -40,7 +40,7 @@ pub struct State {
     /// Fingerprint of what the relay was last started with (binary and unit).
     #[serde(default)]
     pub relay_started_with: String,
-    /// Digest of the relay document the relay was last started or reloaded with.
+    /// Digest of the relay document last written (the agent follows the file).
     #[serde(default)]
     pub relay_document_applied: String,
     /// Fingerprint of what Envoy was last started with (binary, bootstrap and unit).

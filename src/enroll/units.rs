@@ -4,9 +4,9 @@
 use super::desired::HostTuning;
 use super::layout;
 
-/// `tunnel-relay.service`: the relay agent (`tunnelctl run`, reading `/etc/tunnel/relay.json`)
-/// owning `wg-relay`. Reloading sends SIGHUP (the agent re-reads its document); a restart is
-/// only needed for a new binary or unit.
+/// `tunnel-relay.service`: the relay agent (`tunnelctl run`, following `/etc/tunnel/relay.json`)
+/// owning `wg-relay`. The agent watches its document, so a new one needs no service action; a
+/// restart is only needed for a new binary or unit.
 pub fn relay_unit(host: &HostTuning) -> String {
     let offloads = if host.disable_nic_offloads {
         // Turn off GRO/GSO/TSO on the NIC of the default route, when ethtool is installed;
@@ -25,7 +25,6 @@ pub fn relay_unit(host: &HostTuning) -> String {
          Type=simple\n\
          {offloads}\
          ExecStart={tunnelctl} run\n\
-         ExecReload=/bin/kill -HUP $MAINPID\n\
          Restart=always\n\
          RestartSec=2\n\
          LimitNOFILE=65536\n\
