@@ -1,5 +1,6 @@
 //! A tiny HTTP/1.1 responder for `/ready` and `/healthz` (the only two things the uplink
-//! serves on :40500), on a std thread: one short request per connection, `Connection: close`.
+//! serves on :40500): one short request per connection, `Connection: close`, each connection
+//! on its own short-lived thread so a slow client cannot hold up Envoy's health checks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,16 +9,26 @@ use std::time::Duration;
 /// Answers `/ready` with the callback's verdict and `/healthz` with 200, until the process ends.
 pub fn serve<F>(listener: TcpListener, ready: F) -> std::io::Result<std::thread::JoinHandle<()>>
 where
-    F: Fn() -> Result<(), String> + Send + 'static,
+    F: Fn() -> Result<(), String> + Send + Sync + 'static,
 {
+    let ready = std::sync::Arc::new(ready);
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        if let Err(e) = answer(stream, &ready) {
-                            tracing::debug!(error = %e, "http request");
+                        let ready = std::sync::Arc::clone(&ready);
+                        let spawned =
+                            std::thread::Builder::new()
+                                .name("http-conn".into())
+                                .spawn(move || {
+                                    if let Err(e) = answer(stream, &*ready) {
+                                        tracing::debug!(error = %e, "http request");
+                                    }
+                                });
+                        if let Err(e) = spawned {
+                            tracing::warn!(error = %e, "cannot serve an http request");
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "http accept"),

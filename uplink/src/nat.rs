@@ -282,29 +282,33 @@ fn dport(protocol: Protocol, port: u16) -> [Expressions; 4] {
     ]
 }
 
-/// `ip saddr <network>`, as nft writes it: whole bytes compared, a mask for the rest.
+/// `ip saddr <network>`, as nft writes it: whole bytes compared when the prefix is a byte
+/// boundary, else the full address masked.
 fn saddr_in(network: Ipv4Net) -> Vec<Expressions> {
-    let prefix = u32::from(network.prefix_len());
-    let bytes = prefix.div_ceil(8);
+    use netlink_packet_netfilter::nftables::Bitwise;
+    let prefix = network.prefix_len();
     let octets = network.network().octets();
-    let len = usize::try_from(bytes).unwrap_or(4);
-    let mut out = vec![payload(NFT_PAYLOAD_NETWORK_HEADER, 12, bytes)];
-    if prefix % 8 != 0 {
-        let mask = network.netmask().octets()[..len].to_vec();
-        out.push(Expressions::Bitwise(vec![
-            netlink_packet_netfilter::nftables::Bitwise::SourceRegister(Register::Reg1),
-            netlink_packet_netfilter::nftables::Bitwise::DestinationRegister(Register::Reg1),
-            netlink_packet_netfilter::nftables::Bitwise::Length(bytes),
-            netlink_packet_netfilter::nftables::Bitwise::Mask(DataAttribute::Value(mask)),
-            netlink_packet_netfilter::nftables::Bitwise::Xor(DataAttribute::Value(vec![0; len])),
-        ]));
+    if prefix == 0 {
+        return Vec::new();
     }
-    if prefix > 0 {
-        out.push(cmp(Operator::Equal, octets[..len].to_vec()));
-    } else {
-        out.clear();
+    if prefix.is_multiple_of(8) {
+        let len = usize::from(prefix / 8);
+        return vec![
+            payload(NFT_PAYLOAD_NETWORK_HEADER, 12, u32::from(prefix / 8)),
+            cmp(Operator::Equal, octets[..len].to_vec()),
+        ];
     }
-    out
+    vec![
+        payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4),
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(4),
+            Bitwise::Mask(DataAttribute::Value(network.netmask().octets().to_vec())),
+            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+        ]),
+        cmp(Operator::Equal, octets.to_vec()),
+    ]
 }
 
 /// `dnat to <addr>:<port>`.

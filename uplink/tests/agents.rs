@@ -1,0 +1,191 @@
+//! The agents' edges, in network namespaces: the NAT table is byte-for-byte what `nft -f`
+//! loads for the same rules; `tunnelctl apply/status/check` refuse bad documents naming the
+//! field and reload a running relay; the uplink refuses a bad key and recovers when fixed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use support::{Lab, tunnelctl, wait_until};
+use testbed::netns::Netns;
+use uplink::document::{Forward, Protocol};
+use uplink::nat::{self, NatSpec};
+
+const REFERENCE: &str = r#"table ip uplink {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "wg-uplink" tcp dport 8080 dnat to 10.1.2.3:80
+		iifname "wg-uplink" udp dport 5353 dnat to 10.1.2.3:53
+		iifname != "wg-uplink" tcp dport 40600 dnat to 10.200.0.1:40600
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 10.200.0.0/20 oifname != "wg-uplink" masquerade
+		oifname "wg-uplink" masquerade
+	}
+}
+"#;
+
+/// The table's bytecode as `nft --debug=netlink` lists it, without handles.
+fn bytecode(ns: &Netns) -> String {
+    let out = ns
+        .run(&["nft", "--debug=netlink", "list", "table", "ip", "uplink"])
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("ip uplink ") {
+                l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .filter(|l| l.starts_with("ip uplink") || l.starts_with("  ["))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn nat_table_matches_what_nft_loads() {
+    let ours = Netns::new("nat-ours").unwrap();
+    let theirs = Netns::new("nat-nft").unwrap();
+    let spec = NatSpec {
+        interface: "wg-uplink".into(),
+        network: "10.200.0.0/20".parse().unwrap(),
+        forwards: vec![
+            Forward {
+                protocol: Protocol::Tcp,
+                listen_port: 8080,
+                target_ip: Ipv4Addr::new(10, 1, 2, 3),
+                target_port: 80,
+            },
+            Forward {
+                protocol: Protocol::Udp,
+                listen_port: 5353,
+                target_ip: Ipv4Addr::new(10, 1, 2, 3),
+                target_port: 53,
+            },
+        ],
+        admin_bridge: Some("10.200.0.1:40600".parse().unwrap()),
+    };
+    assert!(!ours.enter(nat::table_present).unwrap().unwrap());
+    ours.enter(|| nat::apply(&spec)).unwrap().unwrap();
+    // Applying twice replaces, it does not append.
+    ours.enter(|| nat::apply(&spec)).unwrap().unwrap();
+    assert!(ours.enter(nat::table_present).unwrap().unwrap());
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), REFERENCE).unwrap();
+    theirs
+        .run(&["nft", "-f", file.path().to_str().unwrap()])
+        .unwrap();
+    let (a, b) = (bytecode(&ours), bytecode(&theirs));
+    assert!(a.contains("[ masq ]") && a.contains("nat dnat ip"), "{a}");
+    assert_eq!(a, b);
+
+    ours.enter(nat::remove).unwrap().unwrap();
+    assert!(!ours.enter(nat::table_present).unwrap().unwrap());
+    ours.enter(nat::remove).unwrap().unwrap();
+}
+
+fn ctl(lab: &Lab, args: &[&str]) -> (bool, String) {
+    let out = lab
+        .vps
+        .command(tunnelctl())
+        .args(["--config", lab.path("relay.json").to_str().unwrap()])
+        .args(["--control", lab.path("relay.sock").to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    // stdout (the JSON) first, then the log lines from stderr.
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn tunnelctl_apply_status_and_bad_documents() {
+    let lab = Lab::new(2);
+    // Not running yet: status says so and fails.
+    let (ok, out) = ctl(&lab, &["status"]);
+    assert!(!ok && out.contains("\"running\": false"), "{out}");
+
+    let mut doc = lab.relay_doc();
+    let first_peer = doc.peers.remove(1);
+    let _relay = lab.start_relay(&doc);
+    let (_, out) = ctl(&lab, &["status"]);
+    let json = &out[..=out.rfind('}').unwrap()];
+    let status: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(status["interface"], "wg-relay");
+    assert_eq!(status["peers"].as_array().unwrap().len(), 1);
+
+    // Bad documents: refused with the field named; nothing installed.
+    let bad = lab.path("bad.json");
+    let mut value: serde_json::Value = serde_json::from_str(&doc.to_json()).unwrap();
+    value["peers"][0]["publicKey"] = "nope".into();
+    std::fs::write(&bad, value.to_string()).unwrap();
+    let (ok, out) = ctl(&lab, &["apply", "-f", bad.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("peers[0].publicKey: not a 32-byte base64 WireGuard key"),
+        "{out}"
+    );
+    std::fs::write(&bad, r#"{"version": 2}"#).unwrap();
+    let (ok, out) = ctl(&lab, &["check", "-f", bad.to_str().unwrap()]);
+    assert!(!ok && out.contains("unsupported version 2"), "{out}");
+    std::fs::write(&bad, "{").unwrap();
+    let (ok, out) = ctl(&lab, &["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!ok && out.contains("malformed JSON"), "{out}");
+
+    // A good document with one more peer: installed 0600 and applied by the running relay.
+    doc.peers.push(first_peer);
+    let good = lab.path("good.json");
+    std::fs::write(&good, doc.to_json()).unwrap();
+    let (ok, out) = ctl(&lab, &["apply", "-f", good.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(lab.path("relay.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let (_, out) = ctl(&lab, &["status"]);
+    assert!(out.contains("edge-uplink-1"), "{out}");
+    // Secrets never reach the logs.
+    assert!(!lab.log("relay.log").contains(&lab.relay_key.to_base64()));
+}
+
+#[test]
+fn uplink_waits_for_a_good_key_and_reports_why() {
+    let lab = Lab::new(1);
+    let _relay = lab.start_relay(&lab.relay_doc());
+    std::fs::write(lab.keys_dir().join("priv-0"), "garbage").unwrap();
+    lab.publish_uplink(&lab.uplink_doc(Vec::new()));
+    let _uplink = lab.start_uplink(0);
+    // /ready is served on the pod address even before the tunnel exists.
+    wait_until("a 503 naming the key file", Duration::from_secs(20), || {
+        let (code, body) = support::http_get(&lab.pods[0], "10.244.0.2:40500", "/ready");
+        code == 503 && body.contains("priv-0: not a 32-byte base64 WireGuard key")
+    });
+    // The key appears (a Secret update): the agent picks it up without a restart.
+    std::fs::write(
+        lab.keys_dir().join("priv-0"),
+        lab.uplink_keys[0].to_base64(),
+    )
+    .unwrap();
+    wait_until("ready with the right key", Duration::from_secs(30), || {
+        lab.ready(0).0 == 200
+    });
+    assert!(
+        !lab.log("uplink-0.log")
+            .contains(&lab.uplink_keys[0].to_base64())
+    );
+}
