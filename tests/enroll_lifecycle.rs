@@ -9,6 +9,8 @@
 //! like the real one, reports status JSON, and idles): this test is about enrollment, and
 //! Envoy proxies to a test server in the test's "internet" namespace, reachable from the VPS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -51,9 +53,11 @@ fn bootstrap() -> String {
 }
 
 fn lds(ports: &[u16]) -> String {
+    use std::fmt::Write as _;
     let mut out = String::from("resources:\n");
     for port in ports {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n\
              \x20 name: tcp_{port}\n\
              \x20 address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}\n\
@@ -64,7 +68,7 @@ fn lds(ports: &[u16]) -> String {
              \x20       \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n\
              \x20       stat_prefix: tcp_{port}\n\
              \x20       cluster: target\n"
-        ));
+        );
     }
     out
 }

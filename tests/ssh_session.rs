@@ -5,6 +5,8 @@
 //! for many commands, atomic uploads with modes, the per-command timeout, reconnection after
 //! the connection is cut, and no secret in the logs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
