@@ -11,6 +11,7 @@ pub mod key;
 pub mod logging;
 pub mod nat;
 pub mod netlink;
+pub mod notify;
 pub mod readiness;
 pub mod relay;
 pub mod signals;

@@ -1,6 +1,7 @@
 //! `tunnelctl`: the VPS agent. `run` is the resident relay owning `wg-relay` (systemd unit
 //! `tunnel-relay.service`); `apply` installs a relay document and asks the running relay to
-//! load it; `status` prints the relay's state as JSON (exit 1 when not ready).
+//! load it; `status` prints the relay's state as JSON (exit 1 when not ready). Under systemd,
+//! `run` supports `Type=notify`: READY=1 once `wg-relay` is up with its address.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -104,6 +105,7 @@ fn run(cli: &Cli, interface: &str) -> anyhow::Result<()> {
             .spawn(move || serve_control(&listener, &relay, &config))?
     };
     drop(control);
+    uplink::notify::notify("READY=1");
     let mut watch = Watch::new([cli.config.clone()]);
     watch.changed();
     loop {
@@ -119,6 +121,7 @@ fn run(cli: &Cli, interface: &str) -> anyhow::Result<()> {
             let _ = reload(&relay, &cli.config);
         }
     }
+    uplink::notify::notify("STOPPING=1");
     lock(&relay).stop();
     let _ = std::fs::remove_file(&cli.control);
     tracing::info!("relay stopped");
