@@ -7,3 +7,4 @@ pub mod health;
 pub mod operator;
 pub mod ssh;
 pub mod telemetry;
+pub mod workload;

@@ -352,6 +352,16 @@ async fn bad_specs_are_refused_with_a_message_naming_the_field() {
             "should match",
         ),
         (
+            "user label clobbers the selector",
+            set(
+                en(),
+                "/spec/uplink/labels",
+                json!({"app.kubernetes.io/name": "mine"}),
+            ),
+            "spec.uplink.labels",
+            "must not set app.kubernetes.io/name",
+        ),
+        (
             "socket buffer too small",
             set(en(), "/spec/host/kernelMaxSocketBufferBytes", 1000.into()),
             "spec.host.kernelMaxSocketBufferBytes",

@@ -210,8 +210,14 @@ pub struct UplinkSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 253))]
     pub replicas: i32,
-    /// Labels added to the uplink pods.
+    /// Labels added to the uplink pods. The selector labels (`app.kubernetes.io/name`,
+    /// `app.kubernetes.io/instance`, `app.kubernetes.io/managed-by`) and the
+    /// `tunnel.achetronic.com/` prefix are the operator's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(k, !(k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by']) && !k.startsWith('tunnel.achetronic.com/'))",
+        "message": "uplink.labels must not set app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/managed-by or tunnel.achetronic.com/* (the operator's selector and owner labels)"
+    }]))]
     pub labels: BTreeMap<String, String>,
     /// Annotations added to the uplink pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
