@@ -5,6 +5,7 @@ pub mod crd;
 pub mod enroll;
 pub mod health;
 pub mod operator;
+pub mod plan;
 pub mod ssh;
 pub mod telemetry;
 pub mod workload;

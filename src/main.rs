@@ -5,6 +5,8 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod render_cmd;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tunnel",
@@ -20,6 +22,16 @@ struct Cli {
 enum Command {
     /// Print the EdgeNode and PortBinding CRDs as YAML (what the Helm chart installs).
     Crds,
+    /// Dry run: plan EdgeNodes from YAML files (EdgeNode, PortBindings, Services, Secrets) and
+    /// print every file the VPS and the uplinks would get, with each binding's outcome.
+    Render {
+        /// YAML files to read (multi-document).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Print private keys (SDS files, relay.json) instead of redacting them.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run {
         /// Address of the liveness/readiness probes (`/healthz`, `/readyz`).
@@ -37,6 +49,19 @@ fn main() -> anyhow::Result<()> {
             tunnel::telemetry::init_from_env()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(tunnel::operator::run(health_probe_bind_address))?;
+        }
+        Command::Render {
+            files,
+            show_secrets,
+        } => {
+            let report = render_cmd::render(&render_cmd::RenderOptions {
+                files,
+                show_secrets,
+            })
+            .map_err(|e| anyhow::anyhow!("render [{}]: {e}", e.category()))?;
+            std::io::stdout()
+                .write_all(report.as_bytes())
+                .context("writing to stdout")?;
         }
         Command::Crds => {
             let yaml = tunnel::crd::crds_yaml().context("rendering the CRDs")?;

@@ -1,0 +1,136 @@
+//! Who owns each public port. Decided on the listen ports alone (not on whether a target
+//! resolves), so a Service that comes and goes never moves a port from one binding to another.
+//!
+//! Bindings are visited oldest first: PortBinding creationTimestamp (unknown last), then
+//! namespace/name, then binding name. The first to ask for a (protocol, port) keeps it. The one
+//! exception: TLS passthrough bindings may share a TCP port when their `tls.serverNames` are
+//! disjoint (the same name twice is a conflict) and at most one of them has none (the
+//! catch-all). The relay's WireGuard UDP port and the reserved ports 40500/40600 are never
+//! given out.
+
+use std::collections::BTreeMap;
+
+use super::outcome::{BindingId, Reason, Refusal};
+use crate::crd::{Protocol, RESERVED_PORTS};
+
+/// How a binding uses its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sharing {
+    /// Alone on the port.
+    Exclusive,
+    /// TLS passthrough, routed by these server names (lower case); none: the catch-all.
+    Passthrough(Vec<String>),
+}
+
+/// One binding asking for a port, in visiting order.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    /// Which binding.
+    pub id: &'a BindingId,
+    /// Protocol of the port.
+    pub protocol: Protocol,
+    /// The port.
+    pub port: u16,
+    /// How it wants to use it.
+    pub sharing: Sharing,
+}
+
+/// Decides every claim, in the order given (oldest first): `None` keeps the port.
+pub fn decide(claims: &[Claim<'_>], tunnel_port: u16) -> Vec<Option<Refusal>> {
+    let mut holders: BTreeMap<(Protocol, u16), Vec<usize>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(claims.len());
+    for (i, claim) in claims.iter().enumerate() {
+        let refusal = judge(
+            claims,
+            claim,
+            tunnel_port,
+            holders.get(&(claim.protocol, claim.port)),
+        );
+        if refusal.is_none() {
+            holders
+                .entry((claim.protocol, claim.port))
+                .or_default()
+                .push(i);
+        }
+        out.push(refusal);
+    }
+    out
+}
+
+fn judge(
+    claims: &[Claim<'_>],
+    claim: &Claim<'_>,
+    tunnel_port: u16,
+    holders: Option<&Vec<usize>>,
+) -> Option<Refusal> {
+    let port = format!("{}/{}", claim.protocol, claim.port);
+    if claim.protocol == Protocol::Udp && claim.port == tunnel_port {
+        return Some(Refusal {
+            reason: Reason::TunnelPortConflict,
+            message: format!(
+                "{port} is the tunnel's WireGuard port (the EdgeNode's spec.tunnel.listenPort); choose another listenPort"
+            ),
+        });
+    }
+    if RESERVED_PORTS.contains(&claim.port) {
+        let owner = if claim.port == RESERVED_PORTS[0] {
+            "the uplinks' /ready endpoint"
+        } else {
+            "Envoy's admin and the uplinks' admin bridge"
+        };
+        return Some(Refusal {
+            reason: Reason::ReservedPort,
+            message: format!(
+                "port {} is reserved for {owner}; choose another listenPort",
+                claim.port
+            ),
+        });
+    }
+    let holders = holders?;
+    let first = holders.first().and_then(|&h| claims.get(h))?;
+    let Sharing::Passthrough(names) = &claim.sharing else {
+        return Some(Refusal {
+            reason: Reason::PortConflict,
+            message: format!(
+                "{port} is already used by {} (the older PortBinding keeps the port); choose another listenPort",
+                first.id
+            ),
+        });
+    };
+    let Sharing::Passthrough(_) = &first.sharing else {
+        return Some(Refusal {
+            reason: Reason::PortConflict,
+            message: format!(
+                "{port} is already used by {} (the older PortBinding keeps the port); only TLS passthrough bindings with distinct tls.serverNames may share a port",
+                first.id
+            ),
+        });
+    };
+    for &h in holders {
+        let Some(holder) = claims.get(h) else {
+            continue;
+        };
+        let Sharing::Passthrough(held) = &holder.sharing else {
+            continue;
+        };
+        if names.is_empty() && held.is_empty() {
+            return Some(Refusal {
+                reason: Reason::CatchAllConflict,
+                message: format!(
+                    "{port} already has a catch-all TLS passthrough binding (one without tls.serverNames): {} (the older PortBinding keeps it); give this binding tls.serverNames or another listenPort",
+                    holder.id
+                ),
+            });
+        }
+        if let Some(name) = names.iter().find(|n| held.contains(n)) {
+            return Some(Refusal {
+                reason: Reason::ServerNameConflict,
+                message: format!(
+                    "server name {name:?} on {port} is already routed to {} (the older PortBinding keeps it); use distinct tls.serverNames or another listenPort",
+                    holder.id
+                ),
+            });
+        }
+    }
+    None
+}

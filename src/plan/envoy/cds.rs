@@ -1,0 +1,125 @@
+//! The clusters, `/etc/envoy/cds.yaml`: one per served binding. Its endpoints are the uplinks'
+//! tunnel addresses at the binding's tunnel port (each uplink forwards that port to the
+//! target). Each endpoint is health-checked with `GET /ready` on port 40500 of the same tunnel
+//! address, also while the binding carries no traffic; `healthy_panic_threshold: 0` makes a
+//! cluster with no healthy uplink refuse at once instead of trying them all. Optional outlier
+//! detection ejects an uplink after consecutive connection failures.
+//!
+//! PROXY protocol (v1 or v2) is an upstream transport socket selected by endpoint metadata, so
+//! the traffic gets the header and the health checks (which match the plain socket) do not.
+
+use serde_json::{Value, json};
+
+use super::super::bindings::{BindingKind, PlannedBinding};
+use super::{EdgeSettings, EnvoyError, READY_PORT, names, resources, to_yaml};
+use crate::crd::ProxyProtocolVersion;
+
+/// Connect timeout of UDP clusters (Envoy wants one; UDP never connects).
+const UDP_CONNECT_TIMEOUT: &str = "5s";
+
+/// The cluster resources, in the order of `planned`.
+pub fn clusters(planned: &[PlannedBinding], edge: &EdgeSettings) -> Vec<Value> {
+    planned.iter().map(|b| cluster(b, edge)).collect()
+}
+
+/// `cds.yaml`.
+pub fn render(planned: &[PlannedBinding], edge: &EdgeSettings) -> Result<String, EnvoyError> {
+    to_yaml("cds.yaml", &resources(&clusters(planned, edge)))
+}
+
+fn cluster(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
+    let name = names::cluster(b.protocol, b.listen_port, &b.id);
+    let (connect_timeout, proxy_protocol) = match &b.kind {
+        BindingKind::Tcp {
+            connect_timeout,
+            proxy_protocol,
+            ..
+        } => (connect_timeout.to_envoy(), *proxy_protocol),
+        BindingKind::Udp { .. } => (UDP_CONNECT_TIMEOUT.to_owned(), None),
+    };
+    let hc = &edge.health_check;
+    let mut health_check = json!({
+        "timeout": hc.timeout.to_envoy(),
+        "interval": hc.interval.to_envoy(),
+        "no_traffic_interval": hc.interval.to_envoy(),
+        "healthy_threshold": hc.healthy_threshold,
+        "unhealthy_threshold": hc.unhealthy_threshold,
+        "reuse_connection": false,
+        "http_health_check": { "path": "/ready" },
+    });
+    let endpoints: Vec<Value> = edge
+        .uplinks
+        .iter()
+        .map(|ip| {
+            let mut e = json!({
+                "endpoint": {
+                    "address": {
+                        "socket_address": { "address": ip.to_string(), "port_value": b.tunnel_port }
+                    },
+                    "health_check_config": { "port_value": READY_PORT },
+                }
+            });
+            if proxy_protocol.is_some() {
+                e["metadata"] = json!({
+                    "filter_metadata": {
+                        "envoy.transport_socket_match": { "proxy_protocol": true }
+                    }
+                });
+            }
+            e
+        })
+        .collect();
+    let mut c = json!({
+        "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": connect_timeout,
+        "lb_policy": "ROUND_ROBIN",
+        "common_lb_config": { "healthy_panic_threshold": { "value": 0.0 } },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": endpoints }],
+        },
+    });
+    if let Some(version) = proxy_protocol {
+        health_check["transport_socket_match_criteria"] = json!({});
+        let raw = json!({
+            "name": "envoy.transport_sockets.raw_buffer",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+            }
+        });
+        c["transport_socket_matches"] = json!([
+            {
+                "name": "proxy_protocol",
+                "match": { "proxy_protocol": true },
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.upstream_proxy_protocol",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
+                        "config": {
+                            "version": match version {
+                                ProxyProtocolVersion::V1 => "V1",
+                                ProxyProtocolVersion::V2 => "V2",
+                            }
+                        },
+                        "transport_socket": raw,
+                    }
+                }
+            },
+            { "name": "plain", "match": {}, "transport_socket": raw },
+        ]);
+    }
+    c["health_checks"] = json!([health_check]);
+    if let Some(od) = &edge.outlier_detection {
+        c["outlier_detection"] = json!({
+            "consecutive_5xx": od.consecutive_failures,
+            "enforcing_consecutive_5xx": 100,
+            "enforcing_success_rate": 0,
+            "interval": od.interval.to_envoy(),
+            "base_ejection_time": od.base_ejection_time.to_envoy(),
+            "max_ejection_percent": od.max_ejection_percent,
+        });
+    }
+    c
+}
