@@ -1,7 +1,8 @@
 //! Hot reload with Envoy running: a binding is added and removed and the edge certificate is
-//! rotated (SDS file swap), 20 times, by atomic renames of the planner's files. A plain TCP
-//! session and a TLS (offload) session on the untouched bindings stay open throughout and echo
-//! after every reload: the number of resets must be 0.
+//! rotated (SDS file swap), 20 times, by atomic renames of the planner's files; the added
+//! binding includes a passthrough binding on a port shared by SNI. A plain TCP session, a TLS
+//! (offload) session and a passthrough session on that shared port, all on untouched
+//! bindings, stay open throughout and echo after every reload: the number of resets must be 0.
 //!
 //! Needs root (network namespaces) and the test bed's Envoy.
 
@@ -50,7 +51,8 @@ fn sessions_on_untouched_bindings_survive_20_reloads_and_cert_rotations() {
             "kept",
             Some(1),
             "- {name: tcp, protocol: TCP, listenPort: 7000, target: {address: 10.96.0.1, port: 80}}\n\
-             - {name: tls, protocol: TCP, listenPort: 7443, tls: {mode: offload, secretRef: {name: web-tls}}, target: {address: 10.96.0.1, port: 80}}",
+             - {name: tls, protocol: TCP, listenPort: 7443, tls: {mode: offload, secretRef: {name: web-tls}}, target: {address: 10.96.0.1, port: 80}}\n\
+             - {name: sni, protocol: TCP, listenPort: 8443, tls: {mode: passthrough, serverNames: [a.example.com]}, target: {address: 10.96.0.2, port: 443}}",
         )]
     };
     let extra = || {
@@ -58,7 +60,8 @@ fn sessions_on_untouched_bindings_survive_20_reloads_and_cert_rotations() {
             "default",
             "extra",
             Some(2),
-            "- {name: tcp, protocol: TCP, listenPort: 7100, target: {address: 10.96.0.1, port: 80}}",
+            "- {name: tcp, protocol: TCP, listenPort: 7100, target: {address: 10.96.0.1, port: 80}}\n\
+             - {name: sni, protocol: TCP, listenPort: 8443, tls: {mode: passthrough, serverNames: [x.example.com]}, target: {address: 10.96.0.3, port: 443}}",
         )
     };
     let layout = bed.layout();
@@ -75,6 +78,18 @@ fn sessions_on_untouched_bindings_survive_20_reloads_and_cert_rotations() {
         plan(&input(node(NODE), pbs, layout.clone()), &resolver).unwrap()
     };
 
+    // Passthrough backends on the tunnel ports the planner gives the two SNI bindings.
+    let backend = pki(&["a.example.com", "x.example.com"]);
+    let with_extra = render(base().into_iter().chain([extra()]).collect(), &certs[0]);
+    for b in with_extra.planned.iter().filter(|b| b.listen_port == 8443) {
+        let tag = format!("sni-{}", b.id.port_binding);
+        bed.tls_echo(
+            uplink(b.tunnel_port),
+            &tag,
+            &backend.server_pem,
+            &backend.server_key_pem,
+        );
+    }
     let first = render(base(), &certs[0]);
     bed.apply(&first);
     bed.wait_for("TCP 7000", || bed.tcp_tag(7000).as_deref() == Some("keep"));
@@ -96,7 +111,20 @@ fn sessions_on_untouched_bindings_survive_20_reloads_and_cert_rotations() {
         .unwrap();
     let mut tls = BufReader::new(tls);
     assert_eq!(read_line(&mut tls).as_deref(), Some("tls-keep"));
-    for s in [tcp.get_ref(), tls.get_ref().get_ref()] {
+    bed.wait_for("passthrough 8443", || {
+        bed.tls_connect(8443, "a.example.com", &backend.ca_pem, None)
+            .is_ok_and(|t| read_line(&mut BufReader::new(t)).as_deref() == Some("sni-kept"))
+    });
+    let sni = bed
+        .tls_connect(8443, "a.example.com", &backend.ca_pem, None)
+        .unwrap();
+    let mut sni = BufReader::new(sni);
+    assert_eq!(read_line(&mut sni).as_deref(), Some("sni-kept"));
+    for s in [
+        tcp.get_ref(),
+        tls.get_ref().get_ref(),
+        sni.get_ref().get_ref(),
+    ] {
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
     }
@@ -116,6 +144,10 @@ fn sessions_on_untouched_bindings_survive_20_reloads_and_cert_rotations() {
             });
         } else {
             bed.wait_for("binding removed", || bed.connect(7100).is_err());
+            bed.wait_for("SNI binding removed", || {
+                bed.tls_connect(8443, "x.example.com", &backend.ca_pem, None)
+                    .map_or(true, |t| read_line(&mut BufReader::new(t)).is_none())
+            });
         }
         let want = pem_der(&cert.0);
         bed.wait_for("certificate rotated", || {
@@ -125,6 +157,9 @@ fn sessions_on_untouched_bindings_survive_20_reloads_and_cert_rotations() {
             resets += 1;
         }
         if !ping(&mut tls, &format!("tls {i}")) {
+            resets += 1;
+        }
+        if !ping(&mut sni, &format!("sni {i}")) {
             resets += 1;
         }
     }
