@@ -136,12 +136,23 @@ impl Vps {
         let known = self.dir.path().join("known_hosts");
         std::fs::write(&known, format!("{}\n", self.known_hosts_line()?))
             .map_err(TestbedError::io("writing known_hosts"))?;
+        self.ssh_pinned(from, &known, command)
+    }
+
+    /// Runs `command` over SSH with the host keys pinned by the `known_hosts` file given, so a
+    /// test can pin another host's key and watch the client refuse this one.
+    pub fn ssh_pinned(
+        &self,
+        from: &Netns,
+        known_hosts: &Path,
+        command: &str,
+    ) -> Result<Output, TestbedError> {
         netns::run(
             from.command("ssh")
                 .arg("-i")
                 .arg(self.client_key_path())
                 .arg("-o")
-                .arg(format!("UserKnownHostsFile={}", known.display()))
+                .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
                 .args([
                     "-o",
                     "StrictHostKeyChecking=yes",

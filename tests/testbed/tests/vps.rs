@@ -66,24 +66,10 @@ fn a_second_vps_on_the_same_address_is_refused_by_the_pinned_key() {
     let dir = tempfile::tempdir().unwrap();
     let known = dir.path().join("known_hosts");
     std::fs::write(&known, format!("{pinned}\n")).unwrap();
-    let out = internet
-        .command("ssh")
-        .arg("-i")
-        .arg(second.client_key_path())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "root@10.98.0.2",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let err = second
+        .ssh_pinned(&internet, &known, "true")
+        .expect_err("the pinned key of another host is refused");
+    let stderr = err.to_string();
     assert!(
         stderr.contains("HOST IDENTIFICATION HAS CHANGED")
             || stderr.contains("Host key verification failed"),
