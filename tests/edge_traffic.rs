@@ -260,3 +260,52 @@ fn unready_uplink_is_ejected_and_all_down_fails_fast() {
     r0.store(true, Ordering::SeqCst);
     bed.wait_for("r0 back", || bed.tcp_tag(7000).as_deref() == Some("r0"));
 }
+
+#[test]
+fn outlier_detection_ejects_an_uplink_that_refuses_connections() {
+    // r0 answers /ready but refuses the binding's port: active checks keep it in, only passive
+    // outlier detection takes it out.
+    let mut bed = Bed::new(2);
+    bed.ready(Ipv4Addr::new(10, 200, 0, 2));
+    bed.ready(Ipv4Addr::new(10, 200, 0, 3));
+    bed.tcp_echo(uplink(1, 7000), "r1", false);
+    let node_yaml = format!(
+        "{FAST_HC}  outlierDetection: {{consecutiveFailures: 2, interval: 1s, baseEjectionTime: 300s, maxEjectionPercent: 50}}\nuplink: {{replicas: 2}}\n"
+    )
+    .replace(
+        "edge: {healthCheck: {interval: 300ms, timeout: 200ms, healthyThreshold: 1, unhealthyThreshold: 1}}",
+        "edge:\n  healthCheck: {interval: 300ms, timeout: 200ms, healthyThreshold: 1, unhealthyThreshold: 1}",
+    );
+    let p = make_plan(
+        &bed,
+        &node_yaml,
+        vec![pb(
+            "default",
+            "web",
+            Some(1),
+            "- {name: http, protocol: TCP, listenPort: 7000, target: {address: 10.96.0.1, port: 80}}",
+        )],
+        &StaticResolver::default(),
+    );
+    assert!(
+        p.vps_file(&bed.layout().cds())
+            .unwrap()
+            .contents
+            .contains("outlier_detection")
+    );
+    bed.apply(&p);
+    bed.wait_for("r0 ejected by outlier detection", || {
+        (0..10).all(|_| bed.tcp_tag(7000).as_deref() == Some("r1"))
+    });
+    let stats = bed.admin(
+        "/stats?filter=tcp_7000_default_web_http.outlier_detection.ejections_enforced_total",
+    );
+    let ejections: u64 = stats
+        .lines()
+        .find_map(|l| {
+            l.split_once("ejections_enforced_total: ")
+                .map(|(_, v)| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(ejections > 0, "{stats}");
+}

@@ -355,3 +355,26 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
         applied_port_bindings: applied.into_iter().collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_private_keys() {
+        let file = RenderedFile::new(
+            "/etc/envoy/tls/a.sds.yaml".into(),
+            "SECRET-KEY".into(),
+            true,
+        );
+        assert!(!format!("{file:?}").contains("SECRET-KEY"));
+        let open = RenderedFile::new("/etc/envoy/lds.yaml".into(), "resources: []".into(), false);
+        assert!(format!("{open:?}").contains("resources: []"));
+        let secret = TlsSecret {
+            certificate_chain: Some("CERT".into()),
+            private_key: Some("SECRET-KEY".into()),
+            ca: None,
+        };
+        assert!(!format!("{secret:?}").contains("SECRET-KEY"));
+    }
+}
