@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -33,6 +33,12 @@ const SCRATCH: usize = MAX_PACKET + 64;
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// Size of a cookie reply, which is not proof that the sender holds the peer's key.
 const COOKIE_REPLY_LEN: usize = 64;
+
+/// How long a dialing peer with keepalive `keepalive` may stay silent before a handshake is
+/// forced: two keepalive periods plus the handshake timeout, at least 15 s.
+pub fn quiet_limit(keepalive: u16) -> Duration {
+    Duration::from_secs((2 * u64::from(keepalive) + 5).max(15))
+}
 
 /// Where the core's output goes. The shell writes at once or collects batches.
 pub trait Sink {
@@ -97,6 +103,10 @@ struct Peer {
     /// A dialing peer (endpoint and keepalive known) starts its handshake at once, as the
     /// kernel does, instead of waiting for the first keepalive.
     initiate: bool,
+    /// When the peer was last heard from (authenticated), at tick granularity.
+    last_rx: Instant,
+    /// When a handshake was last forced because the peer went quiet.
+    last_forced: Instant,
 }
 
 /// The multi-peer WireGuard state machine.
@@ -112,6 +122,8 @@ pub struct Tunnel {
     next_index: u32,
     scratch: Box<[u8]>,
     drops: DropStats,
+    /// The time of the last tick: per-packet code stamps with it instead of reading the clock.
+    now: Instant,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -138,6 +150,7 @@ impl Tunnel {
             next_index: 1,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             drops: DropStats::default(),
+            now: Instant::now(),
         }
     }
 
@@ -190,6 +203,8 @@ impl Tunnel {
         Peer {
             endpoint: config.endpoint,
             initiate: config.endpoint.is_some() && config.persistent_keepalive > 0,
+            last_rx: self.now,
+            last_forced: self.now,
             config,
             tunn,
             index,
@@ -287,6 +302,9 @@ impl Tunnel {
                 self.drops.spoofed += 1;
             }
         }
+        if moved {
+            peer.last_rx = self.now;
+        }
         if moved && peer.endpoint != Some(from) {
             tracing::info!(peer = %peer.config.public_key.short(), endpoint = %from, "peer endpoint");
             peer.endpoint = Some(from);
@@ -326,7 +344,33 @@ impl Tunnel {
     /// Runs every peer's timers (call every ~100-250 ms): handshake (re)tries, rekeys,
     /// keepalives, session expiry.
     pub fn tick(&mut self, sink: &mut impl Sink) {
+        self.tick_at(Instant::now(), sink);
+    }
+
+    /// [`Tunnel::tick`] at a given time (tests move the clock).
+    ///
+    /// Besides boringtun's timers, a dialing peer (endpoint and keepalive configured) that
+    /// has heard nothing from its peer for [`quiet_limit`] forces a new handshake: after the
+    /// other end restarted (a relay upgrade, a VPS reboot) its sessions are gone and it cannot
+    /// dial back, and plain WireGuard would stay silent until the next rekey (up to 2 min).
+    pub fn tick_at(&mut self, now: Instant, sink: &mut impl Sink) {
+        self.now = now;
         for peer in &mut self.peers {
+            let keepalive = peer.config.persistent_keepalive;
+            if keepalive > 0
+                && let Some(to) = peer.endpoint
+                && now.duration_since(peer.last_rx) > quiet_limit(keepalive)
+                && now.duration_since(peer.last_forced) > quiet_limit(keepalive)
+            {
+                peer.last_forced = now;
+                tracing::debug!(peer = %peer.config.public_key.short(), "peer quiet; new handshake");
+                if let TunnResult::WriteToNetwork(out) = peer
+                    .tunn
+                    .format_handshake_initiation(&mut self.scratch, true)
+                {
+                    sink.to_network(to, out);
+                }
+            }
             if std::mem::take(&mut peer.initiate)
                 && let (Some(to), TunnResult::WriteToNetwork(out)) = (
                     peer.endpoint,
@@ -623,6 +667,39 @@ mod tests {
             &mut relay_out,
         );
         assert!(relay_out.net.is_empty());
+    }
+
+    #[test]
+    fn a_quiet_relay_gets_a_new_handshake_after_it_restarted() {
+        let mut net = net(1);
+        let mut outs = vec![Collect::default()];
+        net.uplinks[0].tick(&mut outs[0]);
+        pump(&mut net, Collect::default(), outs);
+        assert!(net.relay.stats()[0].last_handshake.is_some());
+        // The relay restarts: same key, no sessions, no endpoint for the uplink.
+        let peers: Vec<PeerConfig> = net.relay.peers.iter().map(|p| p.config.clone()).collect();
+        net.relay = Tunnel::new(&PrivateKey::from_bytes(*net.relay.private.as_bytes()));
+        net.relay.set_peers(peers);
+        assert!(net.relay.stats()[0].last_handshake.is_none());
+        // Before the quiet limit nothing is forced; after it, the uplink re-handshakes.
+        let start = Instant::now();
+        let mut out = Collect::default();
+        net.uplinks[0].tick_at(start + Duration::from_secs(10), &mut out);
+        assert!(
+            out.net.iter().all(|(_, d)| d.len() != 148),
+            "no initiation yet"
+        );
+        let mut outs = vec![Collect::default()];
+        net.uplinks[0].tick_at(
+            start + quiet_limit(25) + Duration::from_secs(1),
+            &mut outs[0],
+        );
+        assert!(
+            outs[0].net.iter().any(|(_, d)| d.len() == 148),
+            "a handshake initiation"
+        );
+        pump(&mut net, Collect::default(), outs);
+        assert!(net.relay.stats()[0].last_handshake.is_some());
     }
 
     #[test]

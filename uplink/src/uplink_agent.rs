@@ -1,6 +1,8 @@
 //! The uplink agent's state: identity from the pod's ordinal and key file, the `wg-uplink`
 //! device toward the relay, and the NAT table. [`UplinkAgent::apply`] is idempotent and keeps
-//! the previous state when a new document is refused; [`UplinkAgent::observe`] feeds `/ready`.
+//! the previous state when a new document is refused, and repairs what drifted (a deleted NAT
+//! table, a stopped loop, a relay name that resolves elsewhere) when called again with the
+//! same document; [`UplinkAgent::observe`] feeds `/ready`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -115,6 +117,7 @@ impl UplinkAgent {
         };
         if self.applied.as_ref() == Some(&next)
             && self.device.as_ref().is_some_and(Device::is_running)
+            && nat::table_present().unwrap_or(false)
         {
             return Ok(());
         }

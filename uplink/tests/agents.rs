@@ -189,3 +189,53 @@ fn uplink_waits_for_a_good_key_and_reports_why() {
             .contains(&lab.uplink_keys[0].to_base64())
     );
 }
+
+#[test]
+fn uplink_recovers_from_relay_restart_and_drift_and_the_relay_follows_its_file() {
+    let lab = Lab::new(1);
+    let mut doc = lab.relay_doc();
+    let mut relay = lab.start_relay(&doc);
+    let mut up = lab.uplink_doc(Vec::new());
+    up.relay.persistent_keepalive = 5;
+    lab.publish_uplink(&up);
+    let _uplink = lab.start_uplink(0);
+    wait_until("uplink ready", Duration::from_secs(30), || {
+        lab.ready(0).0 == 200
+    });
+
+    // The relay restarts (an upgrade, a reboot): it has no session and cannot dial back; the
+    // quiet uplink forces a new handshake instead of waiting for the 2-minute rekey.
+    relay.stop(Duration::from_secs(10));
+    let relay = lab.start_relay(&doc);
+    wait_until(
+        "uplink ready after the relay restarted",
+        Duration::from_secs(60),
+        || lab.ready(0).0 == 200,
+    );
+
+    // The relay follows its document file (no reload step): a rename over it is applied.
+    doc.peers[0].name = Some("renamed-peer".into());
+    let tmp = lab.path(".relay.json.new");
+    std::fs::write(&tmp, doc.to_json()).unwrap();
+    std::fs::rename(&tmp, lab.path("relay.json")).unwrap();
+    wait_until(
+        "the relay to apply its rewritten file",
+        Duration::from_secs(10),
+        || lab.relay_status()["peers"][0]["name"] == "renamed-peer",
+    );
+    assert_eq!(lab.ready(0).0, 200, "a peer rename keeps the session");
+
+    // Drift: the NAT table disappears. /ready says so at once, and the agent repairs it.
+    lab.pods[0]
+        .run(&["nft", "delete", "table", "ip", "uplink"])
+        .unwrap();
+    let (code, body) = lab.ready(0);
+    assert_eq!(
+        (code, body.trim()),
+        (503, "forwarding rules are not in place")
+    );
+    wait_until("the table to be repaired", Duration::from_secs(45), || {
+        lab.ready(0).0 == 200
+    });
+    drop(relay);
+}

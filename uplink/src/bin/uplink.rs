@@ -16,6 +16,9 @@ use uplink::readiness::uplink_ready;
 use uplink::uplink_agent::{Identity, UplinkAgent};
 use uplink::watch::Watch;
 
+/// How often an applied document is re-applied to repair drift.
+const RECONCILE: Duration = Duration::from_secs(30);
+
 #[derive(Parser, Debug)]
 #[command(name = "uplink", version, about = "Tunnel uplink agent (pod side)")]
 struct Cli {
@@ -86,10 +89,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // Retry a failed apply with backoff even when nothing changed (e.g. DNS not ready yet).
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Duration::from_secs(1);
+    let mut reconciled = Instant::now();
     loop {
         let changed = watch.changed();
         let due = retry_at.is_some_and(|t| Instant::now() >= t);
-        if changed || due {
+        // Now and then, re-apply the same document: repairs drift, re-resolves the relay.
+        let reconcile = reconciled.elapsed() >= RECONCILE && lock(&agent).is_applied();
+        if changed || due || reconcile {
+            reconciled = Instant::now();
             let result = lock(&agent).apply_file(&cli.config);
             match result {
                 Ok(()) => {
