@@ -265,6 +265,9 @@ fn missing_targets_hold_their_port_but_are_not_served() {
     }
     assert!(outcome(&p, "b", "ok").refusal.is_none());
     assert_eq!(p.planned.len(), 1);
+    assert_eq!(p.served_ports("default", "b"), "90/TCP");
+    assert_eq!(p.served_ports("default", "a"), "");
+    assert_eq!(p.outcomes_of("default", "a").count(), 4);
     assert_eq!(p.applied_port_bindings, vec!["default/b".to_owned()]);
 }
 

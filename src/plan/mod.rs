@@ -152,6 +152,34 @@ impl Plan {
     pub fn vps_file(&self, path: &str) -> Option<&RenderedFile> {
         self.vps_files.iter().find(|f| f.path == path)
     }
+
+    /// The outcomes of one PortBinding's bindings, sorted by binding name.
+    pub fn outcomes_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a BindingOutcome> + 'a {
+        self.outcomes
+            .iter()
+            .filter(move |o| o.id.namespace == namespace && o.id.port_binding == name)
+    }
+
+    /// The public ports one PortBinding is served on, e.g. `53/TCP,53/UDP,80/TCP` (for its
+    /// status), sorted by port then protocol; empty when none is served.
+    pub fn served_ports(&self, namespace: &str, name: &str) -> String {
+        let mut ports: Vec<(u16, String)> = self
+            .outcomes_of(namespace, name)
+            .filter(|o| o.refusal.is_none())
+            .map(|o| (o.listen_port, o.protocol.to_string()))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+            .iter()
+            .map(|(port, proto)| format!("{port}/{proto}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// Why no plan could be made for the node at all (per-binding problems are outcomes instead).
