@@ -4,7 +4,8 @@
 //! uplinks would get, then the outcome of every binding (planned, conflict, missing target,
 //! invalid).
 //!
-//! Files holding private keys (SDS, `relay.json`) are shown redacted unless `--show-secrets`.
+//! Private keys (PEM blocks in the SDS files, `privateKey` in `relay.json`) are redacted
+//! unless `--show-secrets`.
 //! WireGuard keys come from the `<node>-vps-key` and `<node>-uplink-keys` Secrets when they are
 //! among the inputs; otherwise fixed placeholder keys are used and the output says so.
 
@@ -334,16 +335,46 @@ pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
 
 fn print_file(out: &mut String, place: &str, file: &tunnel::plan::RenderedFile, show: bool) {
     let _ = writeln!(out, "# --- {place} {} (sha256 {})", file.path, file.sha256);
-    if file.secret && !show {
-        let _ = writeln!(
-            out,
-            "# <{} bytes holding private keys, not shown; --show-secrets prints them>",
-            file.contents.len()
-        );
+    let text = if file.secret && !show {
+        redact(&file.contents)
     } else {
-        out.push_str(&file.contents);
-        if !file.contents.ends_with('\n') {
-            out.push('\n');
-        }
+        file.contents.clone()
+    };
+    out.push_str(&text);
+    if !text.ends_with('\n') {
+        out.push('\n');
     }
+}
+
+/// Hides private keys: the lines of PEM `PRIVATE KEY` blocks, and JSON `"privateKey"` values.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_key = false;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with("-----BEGIN") && trimmed.contains("PRIVATE KEY") {
+            in_key = true;
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(indent);
+            out.push_str("<private key redacted; --show-secrets prints it>\n");
+            continue;
+        }
+        if in_key {
+            if trimmed.starts_with("-----END") {
+                in_key = false;
+            }
+            continue;
+        }
+        if let Some(pos) = line.find("\"privateKey\": \"") {
+            let start = pos + "\"privateKey\": \"".len();
+            if let Some(len) = line[start..].find('"') {
+                out.push_str(&line[..start]);
+                out.push_str("<redacted>");
+                out.push_str(&line[start + len..]);
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
 }

@@ -329,3 +329,62 @@ fn node_level_errors() {
         assert_eq!(err.to_string(), want);
     }
 }
+
+#[test]
+fn adding_a_binding_changes_no_other_listener_or_cluster() {
+    // What keeps sessions alive across reloads: a binding's cluster, and the listener of every
+    // other port, are byte-identical whether or not another binding is added.
+    let base = || {
+        vec![
+            pb(
+                "default",
+                "a",
+                Some(100),
+                &(tcp("http", 80) + &udp("dns", 53)),
+            ),
+            pb("default", "b", Some(200), &sni("web", 443, "a.example.com")),
+        ]
+    };
+    let before = run(base());
+    let mut more = base();
+    more.push(pb(
+        "other",
+        "c",
+        Some(300),
+        &(sni("web", 443, "c.example.com") + &sni("all", 443, "") + &tcp("new", 8080)),
+    ));
+    let after = run(more);
+    let resources = |p: &Plan, file: &str| -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_yaml::from_str(&p.vps_file(file).unwrap().contents).unwrap();
+        v["resources"].as_array().unwrap().clone()
+    };
+    for c in resources(&before, "/etc/envoy/cds.yaml") {
+        assert!(
+            resources(&after, "/etc/envoy/cds.yaml").contains(&c),
+            "cluster {} changed",
+            c["name"]
+        );
+    }
+    let after_listeners = resources(&after, "/etc/envoy/lds.yaml");
+    for l in resources(&before, "/etc/envoy/lds.yaml") {
+        if l["name"] == "tcp_443" {
+            // The shared port's listener changes, but its existing filter chain does not.
+            let chain = &l["filter_chains"][0];
+            let now = after_listeners
+                .iter()
+                .find(|x| x["name"] == "tcp_443")
+                .unwrap();
+            assert!(
+                now["filter_chains"].as_array().unwrap().contains(chain),
+                "{now}"
+            );
+        } else {
+            assert!(
+                after_listeners.contains(&l),
+                "listener {} changed",
+                l["name"]
+            );
+        }
+    }
+}

@@ -84,7 +84,9 @@ fn renders_the_readme_examples_with_outcomes() {
         !out.contains("c2VjcmV0LWtleS1ieXRlcw=="),
         "a private key was printed"
     );
-    assert!(out.contains("not shown; --show-secrets prints them"));
+    assert!(out.contains("<private key redacted; --show-secrets prints it>"));
+    assert!(out.contains("\"privateKey\": \"<redacted>\""));
+    assert!(out.contains("ZmFrZQ=="), "the certificate itself is shown");
 
     let mut with = args.to_vec();
     with.push("--show-secrets");
