@@ -133,7 +133,28 @@ fn read_inputs(files: &[PathBuf]) -> Result<Inputs, RenderCmdError> {
             }
         }
     }
+    // Like `kubectl apply` of the files in order: a later object of the same kind, namespace
+    // and name replaces an earlier one.
+    inputs.nodes = last_wins(std::mem::take(&mut inputs.nodes), |n| &n.metadata);
+    inputs.port_bindings = last_wins(std::mem::take(&mut inputs.port_bindings), |p| &p.metadata);
     Ok(inputs)
+}
+
+fn last_wins<T>(
+    items: Vec<T>,
+    meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        let key = |t: &T| (meta(t).namespace.clone(), meta(t).name.clone());
+        let k = key(&item);
+        if let Some(pos) = out.iter().position(|o| key(o) == k) {
+            out[pos] = item;
+        } else {
+            out.push(item);
+        }
+    }
+    out
 }
 
 fn add_service(resolver: &mut StaticResolver, svc: &Service) {

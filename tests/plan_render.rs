@@ -96,6 +96,24 @@ fn renders_the_readme_examples_with_outcomes() {
 }
 
 #[test]
+fn a_later_object_replaces_an_earlier_one() {
+    // Examples 1 and 4 both define default/edge-node: one EdgeNode, Example 4's (3 replicas).
+    let (ok, out, err) = render(&[
+        "-f",
+        "tests/fixtures/readme/example1.yaml",
+        "-f",
+        "tests/fixtures/readme/example4.yaml",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.matches("# EdgeNode default/edge-node").count(),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("\"10.200.0.4/32\""), "{out}");
+}
+
+#[test]
 fn refuses_input_without_an_edge_node() {
     let (ok, _, err) = render(&["-f", "tests/fixtures/readme/example3.yaml"]);
     assert!(!ok);
