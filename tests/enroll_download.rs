@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,32 @@ use tunnel::enroll::{
     self, Arch, Blob, DesiredState, EnrollError, EnvoyInstall, HostTuning, PassOptions,
 };
 use tunnel::ssh::{Credentials, Session, SshOptions, sha256_hex};
+use uplink::document::RelayDocument;
+use uplink::key::PrivateKey;
 
-const STAND_IN_TUNNELCTL: &str = "#!/bin/sh\ncase \"$1\" in run) trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done ;; status) echo '{\"ready\":false,\"peers\":[]}'; exit 1 ;; esac\n";
+/// A data-plane binary next to this test's own target directory.
+fn agent_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p uplink --bins` first",
+        path.display()
+    );
+    path
+}
+
+fn relay_document() -> Vec<u8> {
+    let doc = RelayDocument {
+        version: 1,
+        private_key: PrivateKey::generate().unwrap(),
+        listen_port: 51821,
+        address: "10.200.0.1/24".parse().unwrap(),
+        mtu: 1420,
+        peers: Vec::new(),
+    };
+    doc.to_json().into_bytes()
+}
 
 const BOOTSTRAP: &str = "node: {id: tunnel-edge, cluster: tunnel}\n\
 admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: 9901}}\n\
@@ -65,17 +90,21 @@ fn start_mirror(internet: &Netns, addr: SocketAddr, files: BTreeMap<String, Arc<
 }
 
 fn desired(version: &str, template: &str, pinned: &str) -> DesiredState {
+    static AGENT: std::sync::OnceLock<(Blob, Blob)> = std::sync::OnceLock::new();
+    let (agent, relay) = AGENT.get_or_init(|| {
+        (
+            Blob::new(std::fs::read(agent_binary("tunnelctl")).unwrap()),
+            Blob::new(relay_document()),
+        )
+    });
     DesiredState {
-        tunnelctl: BTreeMap::from([(
-            Arch::X86_64,
-            Blob::new(STAND_IN_TUNNELCTL.as_bytes().to_vec()),
-        )]),
+        tunnelctl: BTreeMap::from([(Arch::X86_64, agent.clone())]),
         envoy: EnvoyInstall::Download {
             version: version.into(),
             url_template: template.into(),
             sha256: BTreeMap::from([(Arch::X86_64, pinned.to_owned())]),
         },
-        relay_document: Blob::new(b"{\"version\":1}\n".to_vec()),
+        relay_document: relay.clone(),
         envoy_bootstrap: Blob::new(BOOTSTRAP.as_bytes().to_vec()),
         envoy_lds: Blob::new(b"resources: []\n".to_vec()),
         envoy_cds: Blob::new(b"resources: []\n".to_vec()),

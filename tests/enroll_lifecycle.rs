@@ -5,15 +5,17 @@
 //! themselves, teardown (also of a half-enrolled VPS) leaving nothing behind, and no secret in
 //! the logs.
 //!
-//! The relay agent here is a stand-in script installed as `tunnelctl` (it creates `wg-relay`
-//! like the real one, reports status JSON, and idles): this test is about enrollment, and
-//! Envoy proxies to a test server in the test's "internet" namespace, reachable from the VPS.
+//! The relay agent is the real `tunnelctl` (build it first: `cargo build -p uplink --bins`),
+//! with a relay document that has no uplink connected: this test is about enrollment, so Envoy
+//! proxies to a test server in the test's "internet" namespace, reachable from the VPS (the
+//! full path over WireGuard is `enroll_data_path.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,25 +25,39 @@ use tunnel::enroll::{
     self, Arch, Blob, DesiredState, EnrollError, EnvoyInstall, HostTuning, PassOptions, Request,
 };
 use tunnel::ssh::{Access, Credentials, Session, SshOptions};
+use uplink::document::{RelayDocument, RelayPeer};
+use uplink::key::PrivateKey;
 
-const RELAY_SECRET: &str = "RELAY-PRIVATE-KEY-Tq81mZx";
 const SDS_SECRET: &str = "SDS-PRIVATE-KEY-Pw27nVc";
 
-const STAND_IN_TUNNELCTL: &str = r#"#!/bin/sh
-# Stand-in for the relay agent: owns wg-relay, reports status, idles until stopped.
-case "$1" in
-  run)
-    ip tuntap add dev wg-relay mode tun 2>/dev/null; ip link set wg-relay up
-    echo "start $$" >> /run/tunnel-standin.log
-    trap 'exit 0' TERM INT
-    while :; do sleep 1 & wait $!; done ;;
-  status)
-    if ip link show dev wg-relay >/dev/null 2>&1; then up=true; else up=false; fi
-    printf '{"interface":"wg-relay","running":%s,"ready":false,"detail":"stand-in: no peers","peers":[]}\n' "$up"
-    exit 1 ;;
-  *) exit 2 ;;
-esac
-"#;
+/// A data-plane binary next to this test's own target directory.
+fn agent_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p uplink --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A valid relay document (no uplink peers connect in this test); `mtu` varies it.
+fn relay_document(key: &PrivateKey, mtu: u16) -> Blob {
+    let doc = RelayDocument {
+        version: 1,
+        private_key: key.clone(),
+        listen_port: 51821,
+        address: "10.200.0.1/24".parse().unwrap(),
+        mtu,
+        peers: vec![RelayPeer {
+            name: Some("edge-uplink-0".into()),
+            public_key: PrivateKey::generate().unwrap().public_key(),
+            allowed_ips: vec!["10.200.0.2/32".parse().unwrap()],
+        }],
+    };
+    Blob::new(doc.to_json().into_bytes())
+}
 
 fn bootstrap() -> String {
     "node: {id: tunnel-edge, cluster: tunnel}\n\
@@ -90,20 +106,20 @@ fn cds(target: SocketAddr) -> String {
     )
 }
 
-fn desired(envoy: &Blob, target: SocketAddr, ports: &[u16], relay_version: u32) -> DesiredState {
+fn desired(
+    agent: &Blob,
+    envoy: &Blob,
+    relay: &Blob,
+    target: SocketAddr,
+    ports: &[u16],
+) -> DesiredState {
     DesiredState {
-        tunnelctl: BTreeMap::from([(
-            Arch::X86_64,
-            Blob::new(STAND_IN_TUNNELCTL.as_bytes().to_vec()),
-        )]),
+        tunnelctl: BTreeMap::from([(Arch::X86_64, agent.clone())]),
         envoy: EnvoyInstall::Push {
             version: "1.40.0".into(),
             binaries: BTreeMap::from([(Arch::X86_64, envoy.clone())]),
         },
-        relay_document: Blob::new(
-            format!("{{\"version\":{relay_version},\"privateKey\":\"{RELAY_SECRET}\"}}\n")
-                .into_bytes(),
-        ),
+        relay_document: relay.clone(),
         envoy_bootstrap: Blob::new(bootstrap().into_bytes()),
         envoy_lds: Blob::new(lds(ports).into_bytes()),
         envoy_cds: Blob::new(cds(target).into_bytes()),
@@ -272,6 +288,10 @@ fn assert_nothing_left(vps: &Vps, internet: &Netns) {
 #[test]
 fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
     let envoy = Blob::new(std::fs::read(testbed::tools::envoy().unwrap()).unwrap());
+    let agent = Blob::new(std::fs::read(agent_binary("tunnelctl")).unwrap());
+    let relay_key = PrivateKey::generate().unwrap();
+    let relay_v1 = relay_document(&relay_key, 1420);
+    let relay_v2 = relay_document(&relay_key, 1400);
     let internet = Netns::new("inet").unwrap();
     let mut vps = Vps::boot(&internet, &VpsOptions::default()).unwrap();
     vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
@@ -281,7 +301,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
     let logs = Capture::default();
 
     // 1. From scratch.
-    let want = desired(&envoy, target, &[8080], 1);
+    let want = desired(&agent, &envoy, &relay_v1, target, &[8080]);
     let report = with_session(&internet, &vps, &logs, async |s: &mut Session| {
         enroll::enroll(s, &want, &PassOptions::default()).await
     })
@@ -347,7 +367,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
     // 4. A pass cut after its first step resumes where it stopped; the LDS change (a second
     //    listener) reaches the running Envoy without a restart.
     let pid = envoy_pid(&vps, &internet);
-    let want = desired(&envoy, target, &[8080, 8081], 2);
+    let want = desired(&agent, &envoy, &relay_v2, target, &[8080, 8081]);
     let cut = with_session(&internet, &vps, &logs, async |s: &mut Session| {
         enroll::enroll(
             s,
@@ -481,7 +501,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
         assert!(!logs.contains(line), "SSH key material in the logs");
     }
     assert!(
-        !logs.contains(RELAY_SECRET),
+        !logs.contains(&relay_key.to_base64()),
         "relay private key in the logs"
     );
     assert!(!logs.contains(SDS_SECRET), "SDS private key in the logs");

@@ -5,7 +5,8 @@ use super::desired::HostTuning;
 use super::layout;
 
 /// `tunnel-relay.service`: the relay agent (`tunnelctl run`, following `/etc/tunnel/relay.json`)
-/// owning `wg-relay`. The agent watches its document, so a new one needs no service action; a
+/// owning `wg-relay`. `Type=notify`: the agent reports ready once `wg-relay` is up, so Envoy
+/// (ordered after it) starts with the tunnel interface in place. The agent watches its document, so a new one needs no service action; a
 /// restart is only needed for a new binary or unit.
 pub fn relay_unit(host: &HostTuning) -> String {
     let offloads = if host.disable_nic_offloads {
@@ -22,7 +23,9 @@ pub fn relay_unit(host: &HostTuning) -> String {
          After=network.target\n\
          \n\
          [Service]\n\
-         Type=simple\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
+         TimeoutStartSec=60\n\
          {offloads}\
          ExecStart={tunnelctl} run\n\
          Restart=always\n\
@@ -91,6 +94,7 @@ mod tests {
         let mut host = HostTuning::default();
         let plain = relay_unit(&host);
         assert!(plain.contains("ExecStart=/usr/local/bin/tunnelctl run\n"));
+        assert!(plain.contains("Type=notify\n"));
         assert!(!plain.contains("ethtool"));
         host.disable_nic_offloads = true;
         assert!(relay_unit(&host).contains("ethtool -K"));
