@@ -170,10 +170,24 @@ impl EnvoyInstall {
         let url = url_template
             .replace("{version}", version)
             .replace("{arch}", arch.envoy_release_name());
-        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-        if !scheme_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let Some(rest) = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+        else {
             return Err(EnrollError::Desired(
-                "the Envoy download URL template must give an http(s) URL without spaces".into(),
+                "the Envoy download URL template must give an http:// or https:// URL".into(),
+            ));
+        };
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(EnrollError::Desired(
+                "the Envoy download URL must not contain spaces or control characters".into(),
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.contains('@') {
+            // They would show in the VPS's process list and in command logs.
+            return Err(EnrollError::Desired(
+                "the Envoy download URL must not carry credentials (user:password@)".into(),
             ));
         }
         Ok(Some(url))
@@ -284,5 +298,12 @@ mod tests {
             sha256: BTreeMap::new(),
         };
         assert!(bad.url(Arch::X86_64).is_err());
+        let with_credentials = EnvoyInstall::Download {
+            version: "1.40.0".into(),
+            url_template: "https://user:secret@mirror.example/envoy-{version}".into(),
+            sha256: BTreeMap::new(),
+        };
+        let e = with_credentials.url(Arch::X86_64).unwrap_err().to_string();
+        assert!(e.contains("credentials") && !e.contains("secret"), "{e}");
     }
 }

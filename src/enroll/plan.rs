@@ -25,6 +25,7 @@ use super::layout;
 use super::observe::Observed;
 use super::state::{FileRecord, STATE_VERSION, State, fingerprint};
 use super::units;
+use crate::ssh::script::check_path;
 
 /// Where a file's bytes come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,14 +213,24 @@ pub fn plan(
             steps.push(Step::Write(file.clone()));
         }
     }
+    // Only plainly named files are removed: anything else in the directory was not made by
+    // us, cannot be referenced by Envoy's config, and is left alone rather than wedging every
+    // pass on a name that cannot be passed to a command safely.
     for name in &observed.tls_files {
         let path = format!("{}/{name}", layout::ENVOY_TLS_DIR);
-        if !by_path.contains_key(path.as_str()) {
+        if !by_path.contains_key(path.as_str()) && check_path(&path).is_ok() {
             steps.push(Step::Remove(path));
         }
     }
     for temp in &observed.temp_files {
-        steps.push(Step::Remove(temp.clone()));
+        if check_path(temp).is_ok()
+            && temp
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with(".tunnel."))
+        {
+            steps.push(Step::Remove(temp.clone()));
+        }
     }
 
     let is_changed = |path: &str| changed.contains(&path);
@@ -438,6 +449,7 @@ mod tests {
         o.files.get_mut(layout::RELAY_DOCUMENT).unwrap().mode = "644".into();
         o.units.get_mut(layout::ENVOY_UNIT).unwrap().active = "inactive".into();
         o.tls_files.push("old.sds.yaml".into());
+        o.tls_files.push("odd name $(x).pem".into());
         o.temp_files.push("/etc/envoy/.tunnel.x1".into());
         let p = plan(&desired(), &o, Request::default()).unwrap();
         assert_eq!(
