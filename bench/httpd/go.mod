@@ -1,0 +1,3 @@
+module tunnel.bench/httpd
+
+go 1.21

@@ -1,0 +1,811 @@
+#!/usr/bin/env python3
+"""Data-plane benchmark (issue 6): the same traffic over six paths, side by side.
+
+Topology, built fresh for every (round, path) in network namespaces this script makes:
+
+    bench-client ──veth── bench-vps ──veth ("internet")── bench-cluster ──veth── bench-server
+    192.0.2.2/28          192.0.2.1/28 | 192.0.2.17/28      192.0.2.18/28 | 10.201.0.1/24  10.201.0.2/24
+                          Envoy, relay                      uplink: tunnel end + DNAT      iperf3 -s, bench-httpd
+    tunnel network 10.200.0.0/24: VPS end .1, cluster end .2
+
+Paths (names used in the tables):
+    direct        client → server, routed by the kernel through vps and cluster (no proxy)
+    envoy         client → Envoy (vps) → server, no tunnel
+    boringtun     client → Envoy → boringtun-cli ═ boringtun-cli → DNAT → server
+    wireguard-go  client → Envoy → wireguard-go ═ wireguard-go → DNAT → server
+    rathole       client → Envoy → rathole server ═(Noise over TCP)═ rathole client → server
+    ours          client → Envoy → tunnelctl run ═ uplink (its own DNAT) → server
+
+Metrics per (round, path): iperf3 TCP 1 stream, TCP 4 streams, TCP 1 stream reversed
+(server → client), UDP at 500 Mbit/s offered (loss %), wrk keep-alive requests/s and p99
+latency, wrk with "Connection: close" (new TCP connections per second), and the CPU time of the
+tunnel processes (utime+stime from /proc/<pid>/stat, before/after). Medians over the rounds;
+ratios relative to boringtun-cli.
+
+Run as root: `bash bench/setup.sh && bash bench/run.sh` (see docs/benchmarks.md).
+Traffic goes only to addresses inside the namespaces made here. Everything is removed at the
+end, also on failure or Ctrl-C; processes are ended by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(os.environ.get("BENCH_ROOT", "/var/cache/tunnel/bench"))
+BIN = BENCH / "bin"
+ENVOY = Path(os.environ.get("ENVOY", "/var/cache/tunnel/bin/envoy"))
+
+NS_CLIENT, NS_VPS, NS_CLUSTER, NS_SERVER = (
+    "bench-client", "bench-vps", "bench-cluster", "bench-server")
+NAMESPACES = (NS_CLIENT, NS_VPS, NS_CLUSTER, NS_SERVER)
+CLIENT_IP, VPS_PUBLIC = "192.0.2.2", "192.0.2.1"
+VPS_WAN, CLUSTER_WAN = "192.0.2.17", "192.0.2.18"
+CLUSTER_LAN, SERVER_IP = "10.201.0.1", "10.201.0.2"
+RELAY_TUN, UPLINK_TUN = "10.200.0.1", "10.200.0.2"
+WG_PORT = 51820
+MTU = 1420
+IPERF_PORT, HTTP_PORT = 5201, 8080
+RATHOLE_PORT = 2333
+UDP_RATE = "500M"
+UDP_LEN = 1200          # below every tunnel's MTU: no IP fragmentation on any path
+UDP_BUFFER = 4 * 1024 * 1024
+TAG = f"{os.getpid() % 100000}"   # unique WireGuard interface names (shared /var/run/wireguard)
+
+PATHS = ["direct", "envoy", "boringtun", "wireguard-go", "rathole", "ours"]
+LABELS = {
+    "direct": "direct (kernel routing, no proxy)",
+    "envoy": "Envoy alone (no tunnel)",
+    "boringtun": "Envoy + boringtun-cli (reference)",
+    "wireguard-go": "Envoy + wireguard-go",
+    "rathole": "Envoy + rathole (Noise)",
+    "ours": "Envoy + our agents (tunnelctl/uplink)",
+}
+METRICS = [
+    # key, header, unit, higher is better
+    ("tcp1", "TCP 1 stream", "Gbit/s", True),
+    ("tcp4", "TCP 4 streams", "Gbit/s", True),
+    ("tcp1r", "TCP 1 stream, reverse", "Gbit/s", True),
+    ("udp_loss", "UDP loss @500 Mbit/s", "%", False),
+    ("rps", "wrk req/s", "req/s", True),
+    ("p99", "wrk p99", "ms", False),
+    ("cps", "new conn/s", "conn/s", True),
+    ("cpu_tcp1", "tunnel CPU, TCP 1 stream", "s per GB", False),
+]
+
+_children: list[subprocess.Popen] = []
+_workdir: Path | None = None
+_verbose = False
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(*args: str, ns: str | None = None, check: bool = True, capture: bool = False,
+       env: dict | None = None, timeout: float | None = 120, inp: str | None = None) -> str:
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    if _verbose:
+        log("$ " + " ".join(cmd))
+    res = subprocess.run(cmd, check=False, text=True, capture_output=True, env=env,
+                         timeout=timeout, input=inp)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} → {res.returncode}: {res.stderr.strip()}")
+    return res.stdout if capture else ""
+
+
+def spawn(name: str, args: list[str], ns: str, env: dict | None = None) -> subprocess.Popen:
+    """Starts a long-running process inside `ns`. `ip netns exec` execs, so the PID is the tool."""
+    assert _workdir is not None
+    logf = open(_workdir / f"{name}.log", "ab")
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.Popen(["ip", "netns", "exec", ns] + args, stdout=logf, stderr=logf,
+                            stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
+    proc.bench_name = name  # type: ignore[attr-defined]
+    _children.append(proc)
+    _write_pidfile()
+    return proc
+
+
+def _write_pidfile() -> None:
+    """For bench/run.sh's backstop, should this script be killed before its own cleanup."""
+    pidfile = os.environ.get("BENCH_PIDFILE")
+    if pidfile:
+        Path(pidfile).write_text("".join(f"{p.pid} {p.bench_name}\n"  # type: ignore
+                                         for p in _children))
+
+
+def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+    if proc in _children:
+        _children.remove(proc)
+        _write_pidfile()
+
+
+def stop_all() -> None:
+    for proc in list(reversed(_children)):
+        stop(proc)
+
+
+def delete_namespaces() -> None:
+    for ns in NAMESPACES:
+        if Path(f"/run/netns/{ns}").exists():
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+
+
+def cleanup() -> None:
+    stop_all()
+    delete_namespaces()
+    for sock in Path("/var/run/wireguard").glob(f"b*{TAG}*.sock") if Path(
+            "/var/run/wireguard").exists() else []:
+        sock.unlink(missing_ok=True)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])     # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------
+# topology
+
+def build_topology() -> None:
+    delete_namespaces()
+    for ns in NAMESPACES:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+    links = [  # (ns_a, if_a, addr_a, ns_b, if_b, addr_b)
+        (NS_CLIENT, "c0", f"{CLIENT_IP}/28", NS_VPS, "v0", f"{VPS_PUBLIC}/28"),
+        (NS_VPS, "v1", f"{VPS_WAN}/28", NS_CLUSTER, "k0", f"{CLUSTER_WAN}/28"),
+        (NS_CLUSTER, "k1", f"{CLUSTER_LAN}/24", NS_SERVER, "s0", f"{SERVER_IP}/24"),
+    ]
+    for ns_a, if_a, addr_a, ns_b, if_b, addr_b in links:
+        sh("ip", "link", "add", f"bx{TAG}", "type", "veth", "peer", "name", f"by{TAG}")
+        sh("ip", "link", "set", f"bx{TAG}", "netns", ns_a)
+        sh("ip", "link", "set", f"by{TAG}", "netns", ns_b)
+        sh("ip", "link", "set", f"bx{TAG}", "name", if_a, ns=ns_a)
+        sh("ip", "link", "set", f"by{TAG}", "name", if_b, ns=ns_b)
+        sh("ip", "addr", "add", addr_a, "dev", if_a, ns=ns_a)
+        sh("ip", "addr", "add", addr_b, "dev", if_b, ns=ns_b)
+        sh("ip", "link", "set", if_a, "up", ns=ns_a)
+        sh("ip", "link", "set", if_b, "up", ns=ns_b)
+    sh("ip", "route", "add", "default", "via", VPS_PUBLIC, ns=NS_CLIENT)
+    sh("ip", "route", "add", "10.201.0.0/24", "via", CLUSTER_WAN, ns=NS_VPS)
+    sh("ip", "route", "add", "default", "via", VPS_WAN, ns=NS_CLUSTER)
+    sh("ip", "route", "add", "default", "via", CLUSTER_LAN, ns=NS_SERVER)
+    for ns in (NS_VPS, NS_CLUSTER):
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=ns)
+    for ns in NAMESPACES:
+        sh("sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000", ns=ns)
+        sh("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", ns=ns)
+    spawn("iperf3-server", ["iperf3", "-s", "-B", SERVER_IP, "-p", str(IPERF_PORT)], NS_SERVER)
+    spawn("httpd", [str(BIN / "bench-httpd"), "-listen", f"{SERVER_IP}:{HTTP_PORT}"], NS_SERVER,
+          env={"GOMAXPROCS": "1"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Envoy
+
+def envoy_bootstrap(tcp_targets: dict[int, tuple[str, int]], udp_target: tuple[str, int]) -> str:
+    """Static bootstrap: TCP proxy per port, a UDP proxy on the iperf3 port with raised buffers."""
+    def cluster(name: str, host: str, port: int) -> dict:
+        return {"name": name, "type": "STATIC", "connect_timeout": "2s",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {
+                        "address": host, "port_value": port}}}}]}]}}
+    listeners, clusters = [], []
+    for port, (host, tport) in tcp_targets.items():
+        name = f"tcp_{port}"
+        listeners.append({
+            "name": name,
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": name, "cluster": name}}]}]})
+        clusters.append(cluster(name, host, tport))
+    host, uport = udp_target
+    listeners.append({
+        "name": f"udp_{IPERF_PORT}",
+        "address": {"socket_address": {"protocol": "UDP", "address": "0.0.0.0",
+                                       "port_value": IPERF_PORT}},
+        "udp_listener_config": {},
+        "socket_options": [
+            {"level": 1, "name": 8, "int_value": UDP_BUFFER, "state": "STATE_PREBIND"},
+            {"level": 1, "name": 7, "int_value": UDP_BUFFER, "state": "STATE_PREBIND"}],
+        "listener_filters": [{
+            "name": "envoy.filters.udp_listener.udp_proxy",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig",
+                "stat_prefix": "udp", "idle_timeout": "30s",
+                "matcher": {"on_no_match": {"action": {"name": "route", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route",
+                    "cluster": "udp"}}}}}}]})
+    clusters.append(cluster("udp", host, uport))
+    return json.dumps({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
+        "static_resources": {"listeners": listeners, "clusters": clusters}}, indent=1)
+
+
+def start_envoy(tcp_targets: dict[int, tuple[str, int]], udp_target: tuple[str, int]):
+    assert _workdir is not None
+    cfg = _workdir / "envoy.json"
+    cfg.write_text(envoy_bootstrap(tcp_targets, udp_target))
+    return spawn("envoy", [str(ENVOY), "-c", str(cfg), "--disable-hot-restart",
+                           "--concurrency", "2", "-l", "warning"], NS_VPS)
+
+
+# ---------------------------------------------------------------------------------------------
+# paths: each returns (tunnel processes, envoy process or None, target address)
+
+def wg_keys() -> tuple[str, str]:
+    priv = sh("wg", "genkey", capture=True).strip()
+    pub = sh("wg", "pubkey", capture=True, inp=priv + "\n").strip()
+    return priv, pub
+
+
+def nft_forward(iface: str) -> None:
+    """The kernel forwarding an uplink does, for the reference WireGuard peers."""
+    rules = f"""
+table ip benchfwd {{
+  chain pre {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "{iface}" tcp dport {{ {IPERF_PORT}, {HTTP_PORT} }} dnat to {SERVER_IP}
+    iifname "{iface}" udp dport {IPERF_PORT} dnat to {SERVER_IP}
+  }}
+  chain post {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 10.200.0.0/24 oifname "k1" masquerade
+  }}
+}}
+"""
+    sh("nft", "-f", "-", ns=NS_CLUSTER, inp=rules)
+
+
+def wait_iface(ns: str, iface: str, timeout: float = 10) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "show", iface],
+                          capture_output=True).returncode == 0 and \
+                Path(f"/var/run/wireguard/{iface}.sock").exists():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{iface} did not come up in {ns}")
+
+
+def setup_wireguard(kind: str) -> list[subprocess.Popen]:
+    v_if, c_if = f"b{kind[0]}v{TAG}", f"b{kind[0]}c{TAG}"
+    procs = []
+    for ns, iface in ((NS_VPS, v_if), (NS_CLUSTER, c_if)):
+        if kind == "boringtun":
+            args = [str(BIN / "boringtun-cli"), "-f", "--disable-drop-privileges", iface]
+            env = {"WG_LOG_LEVEL": "error"}
+        else:
+            args = [str(BIN / "wireguard-go"), "-f", iface]
+            env = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"}
+        procs.append(spawn(f"{kind}-{ns}", args, ns, env=env))
+        wait_iface(ns, iface)
+    v_priv, v_pub = wg_keys()
+    c_priv, c_pub = wg_keys()
+    assert _workdir is not None
+    (_workdir / "v.key").write_text(v_priv + "\n")
+    (_workdir / "c.key").write_text(c_priv + "\n")
+    sh("wg", "set", v_if, "private-key", str(_workdir / "v.key"), "listen-port", str(WG_PORT),
+       "peer", c_pub, "allowed-ips", f"{UPLINK_TUN}/32", ns=NS_VPS)
+    sh("wg", "set", c_if, "private-key", str(_workdir / "c.key"),
+       "peer", v_pub, "endpoint", f"{VPS_WAN}:{WG_PORT}", "allowed-ips", f"{RELAY_TUN}/32",
+       "persistent-keepalive", "25", ns=NS_CLUSTER)
+    for ns, iface, addr in ((NS_VPS, v_if, RELAY_TUN), (NS_CLUSTER, c_if, UPLINK_TUN)):
+        sh("ip", "addr", "add", f"{addr}/24", "dev", iface, ns=ns)
+        sh("ip", "link", "set", iface, "mtu", str(MTU), "up", ns=ns)
+    nft_forward(c_if)
+    # boringtun-cli sends its first persistent keepalive only after the interval: start the
+    # handshake from the cluster end now, as a booting uplink would by sending traffic.
+    poke = (f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            f"s.sendto(b'handshake', ('{RELAY_TUN}', 9))")
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        sh(sys.executable, "-c", poke, ns=NS_CLUSTER, check=False)
+        hs = sh("wg", "show", c_if, "latest-handshakes", ns=NS_CLUSTER, capture=True, check=False)
+        if any(int(f[1]) > 0 for f in (line.split() for line in hs.splitlines()) if len(f) == 2):
+            break
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"{kind}: no handshake within 15 s")
+    return procs
+
+
+def setup_rathole() -> list[subprocess.Popen]:
+    out = sh(str(BIN / "rathole"), "--genkey", capture=True)
+    keys = re.findall(r"^([A-Za-z0-9+/=]{40,})$", out, re.M)
+    if len(keys) != 2:
+        raise RuntimeError(f"rathole --genkey: unexpected output {out!r}")
+    priv, pub = keys
+    services = {"iperf": ("tcp", IPERF_PORT), "iperfu": ("udp", IPERF_PORT),
+                "http": ("tcp", HTTP_PORT)}
+    server = [f'[server]\nbind_addr = "{VPS_WAN}:{RATHOLE_PORT}"\n',
+              '[server.transport]\ntype = "noise"\n',
+              f'[server.transport.noise]\nlocal_private_key = "{priv}"\n']
+    client = [f'[client]\nremote_addr = "{VPS_WAN}:{RATHOLE_PORT}"\n',
+              '[client.transport]\ntype = "noise"\n',
+              f'[client.transport.noise]\nremote_public_key = "{pub}"\n']
+    for name, (proto, port) in services.items():
+        server.append(f'[server.services.{name}]\ntype = "{proto}"\ntoken = "bench-{name}"\n'
+                      f'bind_addr = "127.0.0.1:{10000 + port}"\n')
+        client.append(f'[client.services.{name}]\ntype = "{proto}"\ntoken = "bench-{name}"\n'
+                      f'local_addr = "{SERVER_IP}:{port}"\n')
+    assert _workdir is not None
+    (_workdir / "rathole-server.toml").write_text("\n".join(server))
+    (_workdir / "rathole-client.toml").write_text("\n".join(client))
+    env = {"RUST_LOG": "warn"}
+    return [spawn("rathole-server", [str(BIN / "rathole"), "--server",
+                                     str(_workdir / "rathole-server.toml")], NS_VPS, env=env),
+            spawn("rathole-client", [str(BIN / "rathole"), "--client",
+                                     str(_workdir / "rathole-client.toml")], NS_CLUSTER, env=env)]
+
+
+def ours_available() -> str | None:
+    """None when our agents can be run, else why not."""
+    for b in ("tunnelctl", "uplink"):
+        p = BIN / "ours" / b
+        if not p.exists():
+            return f"{p} missing (bench/setup.sh builds it with `cargo build --release -p uplink`)"
+        res = subprocess.run([str(p), "--version"], capture_output=True, text=True)
+        if res.returncode != 0:
+            return f"{p} --version failed: {res.stderr.strip()[:200]}"
+    return None
+
+
+def setup_ours() -> list[subprocess.Popen]:
+    assert _workdir is not None
+    v_priv, v_pub = wg_keys()
+    c_priv, c_pub = wg_keys()
+    relay = {"version": 1, "privateKey": v_priv, "listenPort": WG_PORT,
+             "address": f"{RELAY_TUN}/24", "mtu": MTU,
+             "peers": [{"name": "bench-uplink-0", "publicKey": c_pub,
+                        "allowedIPs": [f"{UPLINK_TUN}/32"]}]}
+    uplink = {"version": 1, "network": "10.200.0.0/24", "mtu": MTU,
+              "relay": {"publicKey": v_pub, "endpoint": f"{VPS_WAN}:{WG_PORT}",
+                        "allowedIPs": [f"{RELAY_TUN}/32"], "persistentKeepalive": 25},
+              "forwards": [
+                  {"protocol": "TCP", "listenPort": IPERF_PORT, "targetIP": SERVER_IP,
+                   "targetPort": IPERF_PORT},
+                  {"protocol": "UDP", "listenPort": IPERF_PORT, "targetIP": SERVER_IP,
+                   "targetPort": IPERF_PORT},
+                  {"protocol": "TCP", "listenPort": HTTP_PORT, "targetIP": SERVER_IP,
+                   "targetPort": HTTP_PORT}]}
+    relay_doc = _workdir / "relay.json"
+    relay_doc.write_text(json.dumps(relay))
+    relay_doc.chmod(0o600)
+    keys = _workdir / "keys"
+    keys.mkdir(exist_ok=True)
+    (keys / "priv-0").write_text(c_priv + "\n")
+    (keys / "priv-0").chmod(0o600)
+    (_workdir / "uplink.json").write_text(json.dumps(uplink))
+    env = {"LOG_LEVEL": "warn"}
+    relay_proc = spawn("tunnelctl", [str(BIN / "ours" / "tunnelctl"), "--config", str(relay_doc),
+                                     "--control", str(_workdir / "relay.sock"), "run"],
+                       NS_VPS, env=env)
+    uplink_proc = spawn("uplink", [str(BIN / "ours" / "uplink")], NS_CLUSTER, env=dict(
+        env, POD_NAME="bench-uplink-0", UPLINK_CONFIG=str(_workdir / "uplink.json"),
+        KEYS_DIR=str(keys), READY_ADDR=f"{CLUSTER_LAN}:40500", DRAIN_SECONDS="0"))
+    return [relay_proc, uplink_proc]
+
+
+def setup_path(path: str) -> tuple[list[subprocess.Popen], subprocess.Popen | None, str]:
+    tcp_ports = (IPERF_PORT, HTTP_PORT)
+    if path == "direct":
+        return [], None, SERVER_IP
+    if path == "envoy":
+        return [], start_envoy({p: (SERVER_IP, p) for p in tcp_ports},
+                               (SERVER_IP, IPERF_PORT)), VPS_PUBLIC
+    if path in ("boringtun", "wireguard-go"):
+        procs = setup_wireguard(path)
+        target = UPLINK_TUN
+    elif path == "rathole":
+        procs = setup_rathole()
+        envoy = start_envoy({p: ("127.0.0.1", 10000 + p) for p in tcp_ports},
+                            ("127.0.0.1", 10000 + IPERF_PORT))
+        return procs, envoy, VPS_PUBLIC
+    elif path == "ours":
+        procs = setup_ours()
+        target = UPLINK_TUN
+    else:
+        raise ValueError(path)
+    envoy = start_envoy({p: (target, p) for p in tcp_ports}, (target, IPERF_PORT))
+    return procs, envoy, VPS_PUBLIC
+
+
+def wait_ready(target: str, procs: list[subprocess.Popen], timeout: float = 30) -> None:
+    """Until an HTTP request and an iperf3 control connection pass end to end."""
+    deadline = time.time() + timeout
+    last = ""
+    while time.time() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.bench_name} exited with {p.returncode}; "  # type: ignore
+                                   f"see {_workdir}/{p.bench_name}.log")  # type: ignore
+        res = subprocess.run(["ip", "netns", "exec", NS_CLIENT, "curl", "-sS", "-m", "2", "-o",
+                              "/dev/null", "-w", "%{http_code}", f"http://{target}:{HTTP_PORT}/"],
+                             capture_output=True, text=True)
+        if res.stdout.strip() == "200":
+            return
+        last = res.stderr.strip() or res.stdout.strip()
+        time.sleep(0.3)
+    raise RuntimeError(f"path not ready after {timeout:.0f}s: {last}")
+
+
+# ---------------------------------------------------------------------------------------------
+# measurements
+
+def iperf(target: str, duration: int, *extra: str) -> dict:
+    out = sh("iperf3", "-c", target, "-p", str(IPERF_PORT), "-t", str(duration), "-J",
+             "--connect-timeout", "3000", *extra, ns=NS_CLIENT, capture=True, check=False,
+             timeout=duration + 30)
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"iperf3 {' '.join(extra)}: no JSON ({out[:200]!r})") from e
+    if "error" in data:
+        raise RuntimeError(f"iperf3 {' '.join(extra)}: {data['error']}")
+    return data
+
+
+_LAT = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_ERR = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def wrk(target: str, duration: int, connections: int, close: bool) -> dict:
+    args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency",
+            "--timeout", "5s"]
+    if close:
+        args += ["-H", "Connection: close"]
+    out = sh(*args, f"http://{target}:{HTTP_PORT}/", ns=NS_CLIENT, capture=True,
+             timeout=duration + 30)
+    m = _RPS.search(out)
+    if not m:
+        raise RuntimeError(f"wrk: no Requests/sec in {out[-300:]!r}")
+    lat = _LAT.search(out)
+    p99 = None
+    if lat:
+        p99 = float(lat.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[lat.group(2)]
+    errs = _ERR.search(out)
+    non2xx = _NON2XX.search(out)
+    return {"rps": float(m.group(1)), "p99_ms": p99,
+            "socket_errors": sum(map(int, errs.groups())) if errs else 0,
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def measure(path: str, target: str, tunnel: list[int], envoy: list[int], duration: int) -> dict:
+    r: dict = {}
+
+    def timed(fn):
+        t0, c0, e0 = time.time(), cpu_seconds(tunnel), cpu_seconds(envoy)
+        out = fn()
+        return out, cpu_seconds(tunnel) - c0, cpu_seconds(envoy) - e0, time.time() - t0
+
+    # TCP, 1 stream, client → server (upload through the tunnel: VPS encrypts)
+    d, cpu, ecpu, wall = timed(lambda: iperf(target, duration))
+    recv = d["end"]["sum_received"]
+    r["tcp1"] = recv["bits_per_second"] / 1e9
+    r["tcp1_retrans"] = d["end"]["sum_sent"].get("retransmits")
+    gb = recv["bytes"] / 1e9
+    r["cpu_tcp1_s"] = cpu
+    r["cpu_tcp1"] = cpu / gb if tunnel and gb > 0 else None
+    r["cpu_tcp1_cores"] = cpu / wall if tunnel else None
+    r["envoy_cpu_tcp1"] = ecpu / gb if envoy and gb > 0 else None
+    # TCP, 4 streams
+    d, cpu, _, wall = timed(lambda: iperf(target, duration, "-P", "4"))
+    r["tcp4"] = d["end"]["sum_received"]["bits_per_second"] / 1e9
+    r["cpu_tcp4_cores"] = cpu / wall if tunnel else None
+    # TCP, 1 stream, server → client (download: the cluster end encrypts)
+    d, cpu, _, _ = timed(lambda: iperf(target, duration, "-R"))
+    r["tcp1r"] = d["end"]["sum_received"]["bits_per_second"] / 1e9
+    # UDP at 500 Mbit/s offered, datagrams of UDP_LEN bytes
+    d, cpu, _, wall = timed(lambda: iperf(target, duration, "-u", "-b", UDP_RATE,
+                                         "-l", str(UDP_LEN), "-w", str(UDP_BUFFER)))
+    sent = d["end"].get("sum_sent", d["end"]["sum"])
+    recv = d["end"].get("sum_received", d["end"]["sum"])
+    r["udp_loss"] = recv.get("lost_percent")
+    r["udp_sent_mbps"] = sent["bits_per_second"] / 1e6
+    r["udp_recv_mbps"] = recv["bits_per_second"] / 1e6
+    r["udp_jitter_ms"] = recv.get("jitter_ms")
+    r["cpu_udp_cores"] = cpu / wall if tunnel else None
+    # wrk, keep-alive: requests/s and p99 latency
+    w = wrk(target, duration, 32, close=False)
+    r["rps"], r["p99"], r["rps_errors"] = w["rps"], w["p99_ms"], w["socket_errors"] + w["non2xx"]
+    # wrk, "Connection: close": one new TCP connection per request
+    w = wrk(target, duration, 16, close=True)
+    r["cps"], r["cps_p99"] = w["rps"], w["p99_ms"]
+    r["cps_errors"] = w["socket_errors"] + w["non2xx"]
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+def median(vals: list) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    if unit == "Gbit/s":
+        return f"{v:.2f}"
+    if unit == "%":
+        return f"{v:.2f}"
+    if unit == "ms":
+        return f"{v:.2f}"
+    if unit == "s per GB":
+        return f"{v:.2f}"
+    return f"{v:,.0f}"
+
+
+def machine_facts() -> list[str]:
+    def first(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return "?"
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    osr = "?"
+    if Path("/etc/os-release").exists():
+        m = re.search(r'^PRETTY_NAME="(.*)"', Path("/etc/os-release").read_text(), re.M)
+        osr = m.group(1) if m else "?"
+    facts = [
+        f"CPU: {os.cpu_count()} × {cpu}",
+        f"memory: {mem} GiB; OS: {osr}; kernel {platform.release()}",
+        f"TCP congestion control: {first(['sysctl', '-n', 'net.ipv4.tcp_congestion_control'])}",
+        "no WireGuard kernel module: every WireGuard row is userspace",
+        f"Envoy: {first([str(ENVOY), '--version']).split('version:')[-1].strip()}",
+    ]
+    vers = BENCH / "versions.txt"
+    if vers.exists():
+        facts += [line for line in vers.read_text().splitlines() if line.strip()]
+    ours = BIN / "ours" / "BUILD"
+    if ours.exists():
+        facts.append("our agents: " + ours.read_text().strip())
+    return facts
+
+
+def render(results: dict, meta: dict) -> str:
+    paths = [p for p in PATHS if p in results]
+    med = {p: {k: median([run.get(k) for run in results[p]["runs"]]) for k, *_ in METRICS}
+           for p in paths}
+    extra_keys = ["tcp1_retrans", "cpu_tcp1_cores", "cpu_tcp4_cores", "cpu_udp_cores",
+                  "udp_sent_mbps", "udp_recv_mbps", "rps_errors", "cps_errors", "envoy_cpu_tcp1"]
+    for p in paths:
+        for k in extra_keys:
+            med[p][k] = median([run.get(k) for run in results[p]["runs"]])
+    out = []
+    out.append(f"Measured {meta['start']} – {meta['end']} (UTC) with `{meta['command']}`: "
+               f"{meta['runs']} rounds, each path set up fresh in every round, in the order "
+               f"{', '.join(paths)}; iperf3 and wrk run {meta['duration']} s per measurement. "
+               f"Load average before: {meta['load_before']}; after: {meta['load_after']}.\n")
+    out.append("### Medians\n")
+    head = "| path | " + " | ".join(f"{h} ({u})" for _, h, u, _ in METRICS) + " |"
+    out.append(head)
+    out.append("|" + "---|" * (len(METRICS) + 1))
+    for p in paths:
+        if results[p].get("unavailable"):
+            out.append(f"| {LABELS[p]} | " + " | ".join(["n/a"] * len(METRICS)) + " |")
+            continue
+        cells = [fmt(med[p][k], u) for k, _, u, _ in METRICS]
+        out.append(f"| {LABELS[p]} | " + " | ".join(cells) + " |")
+    out.append("")
+    if "boringtun" in med and not results["boringtun"].get("unavailable"):
+        out.append("### Ratios to Envoy + boringtun-cli (same run)\n")
+        out.append("Throughput, requests and connections: higher is better; UDP loss, p99 and "
+                   "CPU per GB: lower is better.\n")
+        out.append(head)
+        out.append("|" + "---|" * (len(METRICS) + 1))
+        base = med["boringtun"]
+        for p in paths:
+            if results[p].get("unavailable"):
+                out.append(f"| {LABELS[p]} | " + " | ".join(["n/a"] * len(METRICS)) + " |")
+                continue
+            cells = []
+            for k, _, _, _ in METRICS:
+                a, b = med[p][k], base[k]
+                if a is None or b is None:
+                    cells.append("—")
+                elif b == 0:
+                    cells.append("—" if a != 0 else "=")
+                else:
+                    cells.append(f"{a / b:.2f}×")
+            out.append(f"| {LABELS[p]} | " + " | ".join(cells) + " |")
+        out.append("")
+    out.append("### Side figures (medians)\n")
+    out.append("| path | TCP 1 stream retransmits | tunnel CPU, cores busy: TCP 1 / TCP 4 / UDP "
+               "| UDP sent / delivered (Mbit/s) | Envoy CPU, TCP 1 stream (s per GB) "
+               "| wrk errors: keep-alive / close |")
+    out.append("|---|---|---|---|---|---|")
+    for p in paths:
+        if results[p].get("unavailable"):
+            continue
+        m = med[p]
+        cores = " / ".join("—" if m[k] is None else f"{m[k]:.2f}"
+                           for k in ("cpu_tcp1_cores", "cpu_tcp4_cores", "cpu_udp_cores"))
+        out.append(f"| {LABELS[p]} | {fmt(m['tcp1_retrans'], '')} | {cores} | "
+                   f"{fmt(m['udp_sent_mbps'], '')} / {fmt(m['udp_recv_mbps'], '')} | {fmt(m['envoy_cpu_tcp1'], 'ms')} | "
+                   f"{fmt(m['rps_errors'], '')} / {fmt(m['cps_errors'], '')} |")
+    out.append("")
+    na = [p for p in paths if results[p].get("unavailable")]
+    for p in na:
+        out.append(f"**{LABELS[p]}: not available** — {results[p]['unavailable']}\n")
+    failed = {p: results[p]["errors"] for p in paths if results[p].get("errors")}
+    for p, errs in failed.items():
+        out.append(f"**{LABELS[p]}: {len(errs)} round(s) failed** — " + "; ".join(errs) + "\n")
+    out.append("<details><summary>Every round (raw values)</summary>\n")
+    out.append("| path | round | " + " | ".join(h for _, h, _, _ in METRICS) + " |")
+    out.append("|" + "---|" * (len(METRICS) + 2))
+    for p in paths:
+        for i, run in enumerate(results[p]["runs"], 1):
+            out.append(f"| {p} | {i} | " + " | ".join(fmt(run.get(k), u)
+                                                     for k, _, u, _ in METRICS) + " |")
+    out.append("\n</details>\n")
+    out.append("Machine:\n")
+    out += [f"- {f}" for f in meta["facts"]]
+    out.append("")
+    return "\n".join(out)
+
+
+BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+
+
+def write_doc(doc: Path, body: str) -> None:
+    block = f"{BEGIN}\n{body}\n{END}"
+    if doc.exists() and BEGIN in doc.read_text() and END in doc.read_text():
+        text = doc.read_text()
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = "# Data-plane benchmarks\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main() -> int:
+    global _workdir, _verbose
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=5, help="seconds per iperf3/wrk measurement")
+    ap.add_argument("--runs", type=int, default=3, help="rounds; medians are over these")
+    ap.add_argument("--paths", default=",".join(PATHS),
+                    help=f"comma-separated subset of {','.join(PATHS)}")
+    ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"),
+                    help="markdown file whose results block is replaced ('-': print only)")
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the work directory")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    _verbose = args.verbose
+    paths = [p for p in args.paths.split(",") if p]
+    for p in paths:
+        if p not in PATHS:
+            ap.error(f"unknown path {p!r}")
+    if os.geteuid() != 0:
+        ap.error("run as root (network namespaces)")
+    needed = [ENVOY, BIN / "bench-httpd"] + [BIN / t for p, t in (
+        ("boringtun", "boringtun-cli"), ("wireguard-go", "wireguard-go"), ("rathole", "rathole"))
+        if p in paths]
+    missing = [str(t) for t in needed if not Path(t).exists()]
+    missing += [t for t in ("iperf3", "wrk", "wg", "nft", "curl") if not shutil.which(t)]
+    if missing:
+        ap.error(f"missing: {', '.join(missing)}; run bench/setup.sh first")
+
+    _workdir = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))
+    atexit.register(cleanup)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: sys.exit(128 + s))
+
+    results: dict = {p: {"runs": [], "errors": []} for p in paths}
+    if "ours" in paths:
+        why = ours_available()
+        if why:
+            results["ours"]["unavailable"] = why
+            log(f"our agents: not available — {why}")
+    meta = {"start": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "load_before": Path("/proc/loadavg").read_text().split()[:3],
+            "duration": args.duration, "runs": args.runs,
+            "command": os.environ.get("BENCH_COMMAND", "bash bench/run.sh " + " ".join(
+                sys.argv[1:])).strip()}
+    log(f"work directory {_workdir}; paths {paths}; {args.runs} rounds × {args.duration} s")
+    try:
+        for rnd in range(1, args.runs + 1):
+            for p in paths:
+                if results[p].get("unavailable"):
+                    continue
+                log(f"round {rnd}/{args.runs}: {p}")
+                try:
+                    build_topology()
+                    procs, envoy, target = setup_path(p)
+                    wait_ready(target, procs + ([envoy] if envoy else []))
+                    r = measure(p, target, [x.pid for x in procs],
+                                [envoy.pid] if envoy else [], args.duration)
+                    for x in procs + ([envoy] if envoy else []):
+                        if x.poll() is not None:
+                            raise RuntimeError(f"{x.bench_name} died during the measurement")
+                    results[p]["runs"].append(r)
+                    log("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in r.items()))
+                except Exception as e:  # noqa: BLE001 — one failed round must not end the run
+                    msg = f"round {rnd}: {e}"
+                    results[p]["errors"].append(msg)
+                    log(f"  FAILED {msg}")
+                    for x in _children:
+                        f = _workdir / f"{x.bench_name}.log"  # type: ignore[attr-defined]
+                        if f.exists() and f.stat().st_size:
+                            log(f"  --- {f.name} (tail) ---\n" + "\n".join(
+                                f.read_text(errors="replace").splitlines()[-8:]))
+                finally:
+                    stop_all()
+                    delete_namespaces()
+    finally:
+        cleanup()
+    meta["end"] = dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S")
+    meta["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    meta["load_before"] = " ".join(meta["load_before"])
+    meta["load_after"] = " ".join(meta["load_after"])
+    meta["facts"] = machine_facts()
+    body = render(results, meta)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    if args.doc == "-":
+        print(body)
+    else:
+        write_doc(Path(args.doc), body)
+        log(f"results written to {args.doc}")
+        print(body)
+    if not args.keep_logs and _workdir:
+        shutil.rmtree(_workdir, ignore_errors=True)
+    else:
+        log(f"logs kept in {_workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
