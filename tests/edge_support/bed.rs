@@ -336,7 +336,7 @@ impl Bed {
 
     /// Waits (bounded) until `f` holds.
     pub fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
-        for _ in 0..150 {
+        for _ in 0..300 {
             if f() {
                 return;
             }
