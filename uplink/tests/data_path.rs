@@ -76,7 +76,11 @@ fn relay_envoy_and_three_uplinks_carry_real_traffic() {
     wait_until(
         "Envoy to see 3 healthy uplinks",
         Duration::from_secs(30),
-        || healthy_hosts(&lab.vps, "tcp_8080") == 3,
+        || {
+            ["tcp_8080", "tcp_8081", "udp_5353"]
+                .iter()
+                .all(|c| healthy_hosts(&lab.vps, c) == 3)
+        },
     );
 
     // TCP through the public port reaches the target through every replica.
@@ -142,6 +146,12 @@ fn relay_envoy_and_three_uplinks_carry_real_traffic() {
     wait_until("Envoy to eject replica 1", Duration::from_secs(20), || {
         healthy_hosts(&lab.vps, "tcp_8080") == 2
     });
+    // Envoy's workers learn of the ejection a moment after its main thread.
+    wait_until(
+        "the workers to see the ejection",
+        Duration::from_secs(10),
+        || spread(&lab, 8080, 4).is_ok(),
+    );
     let seen = spread(&lab, 8080, 12).unwrap();
     assert!(!seen.contains("10.244.1.2"), "{seen:?}");
     assert_eq!(seen.len(), 2);
@@ -178,9 +188,16 @@ fn relay_envoy_and_three_uplinks_carry_real_traffic() {
 
     // Restart replica 0: back in rotation.
     uplinks[0] = Some(lab.start_uplink(0));
+    // Each cluster health-checks on its own, and Envoy's workers learn of a change a moment
+    // after its main thread: wait for both clusters and a first connection, then insist.
     wait_until("replica 0 back", Duration::from_secs(30), || {
-        healthy_hosts(&lab.vps, "tcp_8080") == 1
+        healthy_hosts(&lab.vps, "tcp_8080") == 1 && healthy_hosts(&lab.vps, "tcp_8081") == 1
     });
+    wait_until(
+        "a connection through replica 0",
+        Duration::from_secs(10),
+        || spread(&lab, 8080, 1).is_ok() && spread(&lab, 8081, 1).is_ok(),
+    );
     let seen = spread(&lab, 8080, 3).unwrap();
     assert_eq!(seen, ["10.244.0.2".to_string()].into());
     let seen = spread(&lab, 8081, 2).unwrap();
