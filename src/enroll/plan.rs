@@ -79,7 +79,10 @@ pub enum Step {
     /// `systemctl restart <unit>` (starts it when stopped).
     Restart(&'static str),
     /// Apply the sysctl drop-in now (it is also applied at every boot by systemd).
-    ApplySysctl,
+    ApplySysctl {
+        /// The socket buffer ceiling the drop-in sets, to check it took effect.
+        max_socket_buffer_bytes: u64,
+    },
     /// Write the state file (last).
     WriteState(Blob),
 }
@@ -95,7 +98,7 @@ impl fmt::Display for Step {
             Self::DaemonReload => f.write_str("systemctl daemon-reload"),
             Self::Enable(unit) => write!(f, "enable {unit}"),
             Self::Restart(unit) => write!(f, "restart {unit}"),
-            Self::ApplySysctl => write!(f, "apply {}", layout::SYSCTL),
+            Self::ApplySysctl { .. } => write!(f, "apply {}", layout::SYSCTL),
             Self::WriteState(_) => write!(f, "write {}", layout::STATE),
         }
     }
@@ -270,7 +273,9 @@ pub fn plan(
         steps.push(Step::Restart(layout::ENVOY_UNIT));
     }
     if is_changed(layout::SYSCTL) {
-        steps.push(Step::ApplySysctl);
+        steps.push(Step::ApplySysctl {
+            max_socket_buffer_bytes: desired.host.max_socket_buffer_bytes,
+        });
     }
 
     let state = State {
