@@ -406,10 +406,27 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<T, DocumentError> {
         }
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = e.path().to_string();
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
         let reason = e.into_inner().to_string();
+        // "missing field `x`" is about the field x, not its parent.
+        if let Some(name) = reason
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            let field = if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            };
+            return DocumentError::invalid(field, "missing");
+        }
         DocumentError::Invalid {
-            field: if field == "." { String::new() } else { field },
+            field: if path.is_empty() {
+                "document".into()
+            } else {
+                path
+            },
             reason,
         }
     })
@@ -676,6 +693,26 @@ mod tests {
             UplinkDocument::parse("[]"),
             Err(DocumentError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let mut v = relay_json();
+        v.as_object_mut().unwrap().remove("privateKey");
+        assert_eq!(relay_err(&v), "privateKey: missing");
+        let mut v = relay_json();
+        v["peers"][1].as_object_mut().unwrap().remove("allowedIPs");
+        assert_eq!(relay_err(&v), "peers[1].allowedIPs: missing");
+        let mut v = uplink_json();
+        v["relay"].as_object_mut().unwrap().remove("endpoint");
+        assert_eq!(uplink_err(&v), "relay.endpoint: missing");
+        let mut v = uplink_json();
+        v["extra"] = 1.into();
+        assert!(
+            uplink_err(&v).starts_with("extra: unknown field `extra`"),
+            "{}",
+            uplink_err(&v)
+        );
     }
 
     #[test]
