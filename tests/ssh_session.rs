@@ -373,3 +373,67 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
 }
+
+#[test]
+fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
+    let internet = Netns::new("inet").unwrap();
+    let vps_options = VpsOptions {
+        address: Some("10.96.5.2".parse().unwrap()),
+        peer_address: Some("10.96.5.1".parse().unwrap()),
+        peer_ifname: Some("kawan0".into()),
+    };
+    let vps = Vps::boot(&internet, &vps_options).unwrap();
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let key = vps.client_private_key().unwrap();
+    let known = vps.known_hosts_line().unwrap();
+    let mut opts = options(&vps.address().to_string(), 22);
+    opts.keepalive_interval = Duration::from_secs(1);
+    opts.keepalive_max = 2;
+
+    internet
+        .enter(|| {
+            run(async {
+                let mut s = Session::connect(
+                    opts,
+                    secret(&[("privateKey", &key), ("knownHosts", &known)]),
+                )
+                .await
+                .unwrap();
+                let first = s
+                    .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
+                    .await
+                    .unwrap()
+                    .stdout_text();
+
+                // The link goes dark: no RST, no FIN, just silence. Keepalives notice.
+                internet
+                    .run(&["ip", "link", "set", "kawan0", "down"])
+                    .unwrap();
+                let mut noticed = false;
+                for _ in 0..60 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !s.is_connected() {
+                        noticed = true;
+                        break;
+                    }
+                }
+                internet
+                    .run(&["ip", "link", "set", "kawan0", "up"])
+                    .unwrap();
+                internet
+                    .run(&["ip", "addr", "replace", "10.96.5.1/24", "dev", "kawan0"])
+                    .unwrap();
+                assert!(noticed, "keepalives did not declare the connection dead");
+
+                // The next command reconnects (with backoff while the link comes back).
+                let after = s
+                    .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
+                    .await
+                    .unwrap()
+                    .stdout_text();
+                assert_ne!(after, first, "a new connection");
+                s.close().await;
+            });
+        })
+        .unwrap();
+}
