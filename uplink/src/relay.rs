@@ -32,6 +32,11 @@ impl Relay {
         }
     }
 
+    /// Whether a document is applied and its device's loop runs.
+    pub fn is_running(&self) -> bool {
+        self.current.is_some() && self.device.as_ref().is_some_and(Device::is_running)
+    }
+
     /// The applied document, if any.
     pub fn current(&self) -> Option<&RelayDocument> {
         self.current.as_ref()

@@ -159,6 +159,14 @@ fn tunnelctl_apply_status_and_bad_documents() {
     assert_eq!(mode & 0o777, 0o600);
     let (_, out) = ctl(&lab, &["status"]);
     assert!(out.contains("edge-uplink-1"), "{out}");
+    // The interface deleted under the relay: it notices and rebuilds it.
+    lab.vps.run(&["ip", "link", "del", "wg-relay"]).unwrap();
+    wait_until("wg-relay rebuilt", Duration::from_secs(10), || {
+        lab.vps
+            .run(&["ip", "-br", "addr", "show", "wg-relay"])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.200.0.1/24"))
+            && lab.relay_status()["running"] == true
+    });
     // Secrets never reach the logs.
     assert!(!lab.log("relay.log").contains(&lab.relay_key.to_base64()));
 }

@@ -117,7 +117,12 @@ fn run(cli: &Cli, interface: &str) -> anyhow::Result<()> {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => bail!("signal thread ended"),
         }
-        if watch.changed() {
+        // A changed document, or a loop that stopped (its interface deleted under it): apply.
+        let stopped = !lock(&relay).is_running();
+        if watch.changed() || stopped {
+            if stopped {
+                tracing::warn!("the relay's loop stopped; rebuilding it");
+            }
             let _ = reload(&relay, &cli.config);
         }
     }
