@@ -355,6 +355,9 @@ impl Tunnel {
     /// dial back, and plain WireGuard would stay silent until the next rekey (up to 2 min).
     pub fn tick_at(&mut self, now: Instant, sink: &mut impl Sink) {
         self.now = now;
+        // The shared limiter counts handshakes; nobody else resets it (boringtun's Tunn only
+        // resets its own). It resets at most once a second, whatever the tick rate.
+        self.rate_limiter.reset_count();
         for peer in &mut self.peers {
             let keepalive = peer.config.persistent_keepalive;
             if keepalive > 0
@@ -700,6 +703,40 @@ mod tests {
         );
         pump(&mut net, Collect::default(), outs);
         assert!(net.relay.stats()[0].last_handshake.is_some());
+    }
+
+    #[test]
+    fn the_handshake_rate_limit_resets_every_second() {
+        let mut net = net(1);
+        let relay_ep = addr(RELAY_EP);
+        let from = uplink_ep(0);
+        // Answer kind of the relay to one fresh initiation: 92 = response, 64 = cookie reply.
+        let answer = |net: &mut Net| -> usize {
+            let mut out = Collect::default();
+            net.uplinks[0].peers[0].initiate = true;
+            net.uplinks[0].peers[0].tunn = Tunn::new(
+                net.uplinks[0].private.clone(),
+                net.relay.public_key().to_x25519(),
+                None,
+                None,
+                7,
+                None,
+            );
+            net.uplinks[0].tick(&mut out);
+            let (to, init) = out.net.pop().unwrap();
+            assert_eq!(to, relay_ep);
+            let mut back = Collect::default();
+            net.relay.from_network(from, &init, &mut back);
+            back.net.first().map_or(0, |(_, d)| d.len())
+        };
+        let answers: Vec<usize> = (0..HANDSHAKE_RATE_LIMIT + 5)
+            .map(|_| answer(&mut net))
+            .collect();
+        assert_eq!(answers[0], 92);
+        assert_eq!(*answers.last().unwrap(), 64, "over the limit: cookies");
+        std::thread::sleep(Duration::from_millis(1100));
+        net.relay.tick(&mut Collect::default());
+        assert_eq!(answer(&mut net), 92, "a second later the limit is reset");
     }
 
     #[test]
