@@ -168,6 +168,17 @@ def cleanup() -> None:
         sock.unlink(missing_ok=True)
 
 
+def machine_busy(seconds: float = 3.0) -> str:
+    """Share of all CPUs busy over `seconds` (from /proc/stat): is anything else running?"""
+    def sample() -> tuple[int, int]:
+        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(f), f[3] + f[4]          # total, idle + iowait
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return f"{100 * (1 - (i1 - i0) / max(1, t1 - t0)):.0f}% of the CPUs busy over {seconds:.0f} s"
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -623,9 +634,10 @@ def render(results: dict, meta: dict) -> str:
             med[p][k] = median([run.get(k) for run in results[p]["runs"]])
     out = []
     out.append(f"Measured {meta['start']} – {meta['end']} (UTC) with `{meta['command']}`: "
-               f"{meta['runs']} rounds, each path set up fresh in every round, in the order "
-               f"{', '.join(paths)}; iperf3 and wrk run {meta['duration']} s per measurement. "
-               f"Load average before: {meta['load_before']}; after: {meta['load_after']}.\n")
+               f"{meta['runs']} rounds, each path set up fresh in every round (round r starts "
+               f"with the r-th path of {', '.join(paths)}); iperf3 and wrk run {meta['duration']} s per measurement. "
+               f"Before the run: load average {meta['load_before']}, {meta['busy_before']}; "
+               f"after it: load average {meta['load_after']}, {meta['busy_after']}.\n")
     out.append("### Medians\n")
     head = "| path | " + " | ".join(f"{h} ({u})" for _, h, u, _ in METRICS) + " |"
     out.append(head)
@@ -738,7 +750,11 @@ def main() -> int:
         ap.error(f"missing: {', '.join(missing)}; run bench/setup.sh first")
 
     _workdir = Path(tempfile.mkdtemp(prefix="tunnel-bench-"))
+    if os.environ.get("BENCH_PIDFILE"):     # for run.sh's backstop
+        Path(os.environ["BENCH_PIDFILE"] + ".workdir").write_text(str(_workdir))
     atexit.register(cleanup)
+    if not args.keep_logs:
+        atexit.register(shutil.rmtree, _workdir, ignore_errors=True)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, f: sys.exit(128 + s))
 
@@ -750,13 +766,16 @@ def main() -> int:
             log(f"our agents: not available — {why}")
     meta = {"start": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
             "load_before": Path("/proc/loadavg").read_text().split()[:3],
+            "busy_before": machine_busy(),
             "duration": args.duration, "runs": args.runs,
             "command": os.environ.get("BENCH_COMMAND", "bash bench/run.sh " + " ".join(
                 sys.argv[1:])).strip()}
     log(f"work directory {_workdir}; paths {paths}; {args.runs} rounds × {args.duration} s")
     try:
         for rnd in range(1, args.runs + 1):
-            for p in paths:
+            # Each round starts one path later, so no path is always first or last.
+            k = (rnd - 1) % len(paths)
+            for p in paths[k:] + paths[:k]:
                 if results[p].get("unavailable"):
                     continue
                 log(f"round {rnd}/{args.runs}: {p}")
@@ -788,6 +807,7 @@ def main() -> int:
         cleanup()
     meta["end"] = dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S")
     meta["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    meta["busy_after"] = machine_busy()
     meta["load_before"] = " ".join(meta["load_before"])
     meta["load_after"] = " ".join(meta["load_after"])
     meta["facts"] = machine_facts()
@@ -800,9 +820,7 @@ def main() -> int:
         write_doc(Path(args.doc), body)
         log(f"results written to {args.doc}")
         print(body)
-    if not args.keep_logs and _workdir:
-        shutil.rmtree(_workdir, ignore_errors=True)
-    else:
+    if args.keep_logs:
         log(f"logs kept in {_workdir}")
     return 0
 

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PIDFILE=$(mktemp /tmp/tunnel-bench-pids.XXXXXX)
 export BENCH_PIDFILE=$PIDFILE
+case " $* " in *" --keep-logs "*) KEEP_LOGS=1 ;; esac
 export BENCH_COMMAND="bash bench/setup.sh && bash bench/run.sh${*:+ $*}"
 backstop() {
   local pid
@@ -17,7 +18,10 @@ backstop() {
   for ns in bench-client bench-vps bench-cluster bench-server; do
     [ -e "/run/netns/$ns" ] && ip netns del "$ns" 2>/dev/null || true
   done
-  rm -f "$PIDFILE"
+  if [ -z "${KEEP_LOGS:-}" ] && [ -f "$PIDFILE.workdir" ]; then
+    case $(cat "$PIDFILE.workdir") in /tmp/tunnel-bench-*) rm -rf -- "$(cat "$PIDFILE.workdir")" ;; esac
+  fi
+  rm -f "$PIDFILE" "$PIDFILE.workdir"
 }
 trap backstop EXIT
 python3 bench/run.py "$@"

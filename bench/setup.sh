@@ -32,11 +32,14 @@ if ((${#need[@]})); then
 fi
 
 # --- crates.io tools ---------------------------------------------------------------
-if ! "$BENCH/bin/boringtun-cli" --version 2>/dev/null | grep -q "$BORINGTUN_VERSION"; then
+installed() { # crate version: installed under $BENCH by cargo install
+  cargo install --root "$BENCH" --list 2>/dev/null | grep -q "^$1 v$2:" && [ -x "$BENCH/bin/${3:-$1}" ]
+}
+if ! installed boringtun-cli "$BORINGTUN_VERSION"; then
   log "cargo install boringtun-cli $BORINGTUN_VERSION"
   cargo install --locked --root "$BENCH" --version "$BORINGTUN_VERSION" boringtun-cli
 fi
-if ! [ -x "$BENCH/bin/rathole" ] || ! "$BENCH/bin/rathole" --version 2>/dev/null | grep -q "$RATHOLE_VERSION"; then
+if ! installed rathole "$RATHOLE_VERSION"; then
   log "cargo install rathole $RATHOLE_VERSION (server, client, noise; no TLS so no OpenSSL)"
   # Not --locked: its lock file pins time 0.3.29, which current rustc refuses (E0282).
   cargo install --root "$BENCH" --version "$RATHOLE_VERSION" \
@@ -74,12 +77,22 @@ if ! [ -x "$BENCH/bin/bench-httpd" ] || [ "$REPO/bench/httpd/main.go" -nt "$BENC
 fi
 
 # --- our agents ----------------------------------------------------------------------
-# Best effort: the data plane is under construction; run.sh reports "not available"
-# when the binaries are missing or do not work.
+# Best effort: the data plane is under construction; run.sh reports "not available" when
+# the binaries are missing or do not start. Built in a target directory of its own (no lock
+# contention with development builds) and copied, with the commit they come from, so a
+# rebuild in the tree during a run cannot change what is measured.
 if [ "${BENCH_SKIP_OURS:-0}" != 1 ]; then
   log "cargo build --release -p uplink (tunnelctl, uplink)"
-  (cd "$REPO" && cargo build --release -p uplink) ||
+  rm -f "$BENCH/bin/ours/tunnelctl" "$BENCH/bin/ours/uplink" "$BENCH/bin/ours/BUILD"
+  if (cd "$REPO" && cargo build --release -p uplink --target-dir "$BENCH/target"); then
+    mkdir -p "$BENCH/bin/ours"
+    cp "$BENCH/target/release/tunnelctl" "$BENCH/target/release/uplink" "$BENCH/bin/ours/"
+    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    dirty=$(git -C "$REPO" status --porcelain -- uplink 2>/dev/null | grep -q . && echo ", uplink/ with uncommitted changes" || true)
+    echo "built $(date -u +%Y-%m-%dT%H:%MZ) from commit $rev$dirty" >"$BENCH/bin/ours/BUILD"
+  else
     log "WARNING: our agents did not build; run.sh will report them as not available"
+  fi
 fi
 
 log "versions:"
@@ -88,6 +101,7 @@ log "versions:"
   echo "wrk: $(wrk --version 2>&1 | head -1)"
   echo "wg: $(wg --version)"
   echo "boringtun-cli: $("$BENCH/bin/boringtun-cli" --version)"
-  echo "rathole: $("$BENCH/bin/rathole" --version 2>&1 | head -1)"
-  echo "wireguard-go: $(cd "$WRAP" && go list -m -f '{{.Version}}' golang.zx2c4.com/wireguard)"
+  echo "rathole: $("$BENCH/bin/rathole" --version 2>&1 | sed -n 's/^Build Version: *//p') (features server,client,noise)"
+  echo "wireguard-go: $("$BENCH/bin/wireguard-go" --version | head -1), module golang.zx2c4.com/wireguard $(cd "$WRAP" && go list -m -f '{{.Version}}' golang.zx2c4.com/wireguard)"
+  echo "bench-httpd: $(go version) (GOMAXPROCS=1)"
 } | tee "$BENCH/versions.txt" >&2
