@@ -31,6 +31,8 @@ pub const MAX_PACKET: usize = 65_535;
 const SCRATCH: usize = MAX_PACKET + 64;
 /// Handshakes per second accepted before cookies are required (boringtun's device default).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Size of a handshake initiation (message type 1).
+const HANDSHAKE_INIT_LEN: usize = 148;
 /// Size of a cookie reply, which is not proof that the sender holds the peer's key.
 const COOKIE_REPLY_LEN: usize = 64;
 
@@ -198,7 +200,9 @@ impl Tunnel {
             None,
             keepalive,
             index,
-            Some(Arc::clone(&self.rate_limiter)),
+            // Each session keeps boringtun's own per-peer limiter (10 handshakes/s, reset by
+            // its timers); the shared one guards the attribution of initiations above.
+            None,
         );
         Peer {
             endpoint: config.endpoint,
@@ -262,6 +266,25 @@ impl Tunnel {
 
     /// A datagram received from `from`: handshake, cookie, keepalive or data.
     pub fn from_network(&mut self, from: SocketAddr, datagram: &[u8], sink: &mut impl Sink) {
+        // A handshake initiation costs a Diffie-Hellman to attribute to a peer: check its MAC
+        // and shed load (cookie replies) with the shared limiter first.
+        if datagram.len() == HANDSHAKE_INIT_LEN && datagram[0] == 1 {
+            let mut cookie = [0u8; COOKIE_REPLY_LEN];
+            match self
+                .rate_limiter
+                .verify_packet(Some(from.ip()), datagram, &mut cookie)
+            {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(reply)) => {
+                    sink.to_network(from, reply);
+                    return;
+                }
+                Err(_) => {
+                    self.drops.invalid += 1;
+                    return;
+                }
+            }
+        }
         let Some((i, authenticates)) = self.peer_for(datagram) else {
             self.drops.invalid += 1;
             return;
