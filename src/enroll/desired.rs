@@ -240,7 +240,67 @@ pub struct DesiredState {
     pub host: HostTuning,
 }
 
+/// The binaries and tuning that come from the operator rather than from the planner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Carried {
+    /// The relay agent, per architecture.
+    pub tunnelctl: BTreeMap<Arch, Blob>,
+    /// The Envoy binary and how it is installed.
+    pub envoy: EnvoyInstall,
+    /// Kernel and NIC tuning.
+    pub host: HostTuning,
+}
+
 impl DesiredState {
+    /// Assembles the desired state from the planner's rendered VPS files (absolute path and
+    /// bytes: `/etc/tunnel/relay.json`, `/etc/envoy/envoy.yaml`, `lds.yaml`, `cds.yaml` and
+    /// `/etc/envoy/tls/*.sds.yaml`) and what the operator carries. A missing file, or one at a
+    /// path enrollment does not manage, is an error.
+    pub fn from_rendered<'a>(
+        files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        carried: Carried,
+    ) -> Result<Self, EnrollError> {
+        let mut relay = None;
+        let mut bootstrap = None;
+        let mut lds = None;
+        let mut cds = None;
+        let mut sds = BTreeMap::new();
+        for (path, bytes) in files {
+            let blob = Some(Blob::new(bytes.to_vec()));
+            match path {
+                layout::RELAY_DOCUMENT => relay = blob,
+                layout::ENVOY_BOOTSTRAP => bootstrap = blob,
+                layout::ENVOY_LDS => lds = blob,
+                layout::ENVOY_CDS => cds = blob,
+                _ => {
+                    let name = path
+                        .strip_prefix(layout::ENVOY_TLS_DIR)
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .filter(|name| layout::is_sds_file_name(name))
+                        .ok_or_else(|| {
+                            EnrollError::Desired(format!(
+                                "rendered file {path:?} is not one enrollment manages"
+                            ))
+                        })?;
+                    sds.insert(name.to_owned(), Blob::new(bytes.to_vec()));
+                }
+            }
+        }
+        let missing = |what: &str| EnrollError::Desired(format!("no rendered {what}"));
+        let desired = Self {
+            tunnelctl: carried.tunnelctl,
+            envoy: carried.envoy,
+            relay_document: relay.ok_or_else(|| missing(layout::RELAY_DOCUMENT))?,
+            envoy_bootstrap: bootstrap.ok_or_else(|| missing(layout::ENVOY_BOOTSTRAP))?,
+            envoy_lds: lds.ok_or_else(|| missing(layout::ENVOY_LDS))?,
+            envoy_cds: cds.ok_or_else(|| missing(layout::ENVOY_CDS))?,
+            sds,
+            host: carried.host,
+        };
+        desired.validate()?;
+        Ok(desired)
+    }
+
     /// Checks what can be checked without the VPS.
     pub fn validate(&self) -> Result<(), EnrollError> {
         for name in self.sds.keys() {
@@ -277,6 +337,45 @@ mod tests {
         let shown = format!("{b:?}");
         assert!(!shown.contains("PRIVATE"), "{shown}");
         assert!(shown.contains("20 bytes"), "{shown}");
+    }
+
+    fn carried() -> Carried {
+        Carried {
+            tunnelctl: BTreeMap::from([(Arch::X86_64, Blob::new(b"t".to_vec()))]),
+            envoy: EnvoyInstall::Push {
+                version: "1.40.0".into(),
+                binaries: BTreeMap::from([(Arch::X86_64, Blob::new(b"e".to_vec()))]),
+            },
+            host: HostTuning::default(),
+        }
+    }
+
+    #[test]
+    fn from_the_planners_files() {
+        let files: Vec<(&str, &[u8])> = vec![
+            ("/etc/envoy/cds.yaml", b"cds"),
+            ("/etc/envoy/envoy.yaml", b"bootstrap"),
+            ("/etc/envoy/lds.yaml", b"lds"),
+            ("/etc/envoy/tls/default_web.sds.yaml", b"sds"),
+            ("/etc/tunnel/relay.json", b"relay"),
+        ];
+        let d = DesiredState::from_rendered(files.clone(), carried()).unwrap();
+        assert_eq!(d.envoy_lds.bytes(), b"lds");
+        assert_eq!(
+            d.sds.keys().collect::<Vec<_>>(),
+            vec!["default_web.sds.yaml"]
+        );
+
+        let mut stray = files.clone();
+        stray.push(("/etc/passwd", b"x"));
+        assert!(DesiredState::from_rendered(stray, carried()).is_err());
+        let missing = files[1..].to_vec();
+        assert!(
+            DesiredState::from_rendered(missing, carried())
+                .unwrap_err()
+                .to_string()
+                .contains("cds.yaml")
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@ pub mod state;
 pub mod teardown;
 pub mod units;
 
-pub use desired::{Arch, Blob, DesiredState, ENVOY_RELEASE_URL_TEMPLATE, EnvoyInstall, HostTuning};
+pub use desired::{
+    Arch, Blob, Carried, DesiredState, ENVOY_RELEASE_URL_TEMPLATE, EnvoyInstall, HostTuning,
+};
 pub use error::EnrollError;
 pub use health::{Health, RelayStatus};
 pub use pass::{PassOptions, PassReport, enroll, plan_pass, restart_envoy};

@@ -1,0 +1,290 @@
+//! The pieces as the operator will wire them: the planner renders the VPS files and the uplink
+//! document from an EdgeNode and a PortBinding (README Example 1 shape, raw-address target),
+//! `DesiredState::from_rendered` turns them into enrollment's input, enrollment pushes them
+//! with the real `tunnelctl` and Envoy to a fresh nspawn VPS, and an `uplink` agent fed the
+//! planner's uplink document carries a client's connection to the target in the "cluster".
+//! Envoy's health checks of the uplink (`/ready` over the tunnel) pass, as configured by the
+//! planner.
+//!
+//! Needs the data-plane binaries: `cargo build -p uplink --bins` first (same target dir).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use testbed::netns::{End, Netns, veth};
+use testbed::vps::{Vps, VpsOptions};
+use tunnel::enroll::{
+    self, Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning, PassOptions,
+};
+use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
+use tunnel::ssh::{Credentials, Session, SshOptions};
+use uplink::key::PrivateKey;
+
+const RELAY_PORT: u16 = 51821;
+const TARGET: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 9000);
+
+/// A data-plane binary next to this test's own target directory.
+fn agent_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p uplink --bins` first",
+        path.display()
+    );
+    path
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn exchange(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"ping\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn traffic_flows(internet: &Netns, vps: Ipv4Addr) -> bool {
+    internet
+        .enter(|| {
+            for _ in 0..60 {
+                if exchange(SocketAddr::from((vps, 8080)))
+                    .is_ok_and(|a| a == "cluster says: ping\n")
+                {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            false
+        })
+        .unwrap()
+}
+
+fn with_session<R: Send>(
+    internet: &Netns,
+    vps: &Vps,
+    f: impl AsyncFnOnce(&mut Session) -> R + Send,
+) -> R {
+    let data = BTreeMap::from([
+        (
+            "privateKey".to_owned(),
+            vps.client_private_key().unwrap().into_bytes(),
+        ),
+        (
+            "knownHosts".to_owned(),
+            vps.known_hosts_line().unwrap().into_bytes(),
+        ),
+    ]);
+    let host = vps.address().to_string();
+    internet
+        .enter(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let mut spec: tunnel::crd::SshSpec = serde_json::from_str(
+                        r#"{"secretRef":{"name":"vps-ssh"},"connectTimeout":"20s"}"#,
+                    )
+                    .unwrap();
+                    spec.port = 22;
+                    let options = SshOptions::from_spec(&host, &spec).unwrap();
+                    let mut s =
+                        Session::connect(options, Credentials::from_secret_data(&data).unwrap())
+                            .await
+                            .unwrap();
+                    let out = f(&mut s).await;
+                    s.close().await;
+                    out
+                })
+        })
+        .unwrap()
+}
+
+#[test]
+fn planner_output_enrolls_and_carries_traffic() {
+    let tunnelctl = Blob::new(std::fs::read(agent_binary("tunnelctl")).unwrap());
+    let uplink_bin = agent_binary("uplink");
+    let envoy = Blob::new(std::fs::read(testbed::tools::envoy().unwrap()).unwrap());
+
+    // internet ── VPS; internet ── cluster ── pod (the uplink replica).
+    let internet = Netns::new("inet").unwrap();
+    let vps = Vps::boot(&internet, &VpsOptions::default()).unwrap();
+    let cluster = Netns::new("cluster").unwrap();
+    let pod = Netns::new("pod").unwrap();
+    veth(
+        End {
+            ns: &internet,
+            ifname: "k8s0",
+            cidr: "198.51.100.1/24",
+        },
+        End {
+            ns: &cluster,
+            ifname: "up0",
+            cidr: "198.51.100.2/24",
+        },
+    )
+    .unwrap();
+    veth(
+        End {
+            ns: &cluster,
+            ifname: "p0",
+            cidr: "10.244.0.1/24",
+        },
+        End {
+            ns: &pod,
+            ifname: "eth0",
+            cidr: "10.244.0.2/24",
+        },
+    )
+    .unwrap();
+    internet.enable_forwarding().unwrap();
+    internet
+        .run(&["ip", "route", "add", "10.244.0.0/16", "via", "198.51.100.2"])
+        .unwrap();
+    cluster.enable_forwarding().unwrap();
+    cluster
+        .default_route(Ipv4Addr::new(198, 51, 100, 1))
+        .unwrap();
+    cluster.addr("lo", "10.96.0.10/32").unwrap();
+    pod.default_route(Ipv4Addr::new(10, 244, 0, 1)).unwrap();
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+
+    let listener = cluster
+        .enter(|| TcpListener::bind(TARGET).unwrap())
+        .unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = stream.read(&mut buf) {
+                    let _ = stream.write_all(b"cluster says: ");
+                    let _ = stream.write_all(&buf[..n]);
+                }
+            });
+        }
+    });
+
+    // The planner, as the EdgeNode actor will call it.
+    let relay_key = PrivateKey::generate().unwrap();
+    let uplink_key = PrivateKey::generate().unwrap();
+    let node = NodeInput {
+        namespace: "default".into(),
+        name: "edge".into(),
+        spec: serde_yaml::from_str(&format!(
+            "address: {}\nssh: {{secretRef: {{name: vps-ssh}}}}\ntunnel: {{listenPort: {RELAY_PORT}, persistentKeepalive: 5}}\n",
+            vps.address()
+        ))
+        .unwrap(),
+    };
+    let binding = PortBindingInput {
+        namespace: "default".into(),
+        name: "public-web".into(),
+        created: Some(1),
+        spec: serde_yaml::from_str(
+            "edgeNodeRef: {name: edge}\nbindings:\n- {name: http, protocol: TCP, listenPort: 8080, target: {address: 10.96.0.10, port: 9000}}\n",
+        )
+        .unwrap(),
+    };
+    let plan = tunnel::plan::plan(
+        &PlanInput {
+            node,
+            port_bindings: vec![binding],
+            keys: Keys {
+                relay_private: relay_key,
+                uplink_public: vec![uplink_key.public_key()],
+            },
+            layout: Layout::default(),
+        },
+        &StaticResolver::default(),
+    )
+    .unwrap();
+    let want = DesiredState::from_rendered(
+        plan.vps_files
+            .iter()
+            .map(|f| (f.path.as_str(), f.contents.as_bytes())),
+        Carried {
+            tunnelctl: BTreeMap::from([(Arch::X86_64, tunnelctl)]),
+            envoy: EnvoyInstall::Push {
+                version: "1.40.0".into(),
+                binaries: BTreeMap::from([(Arch::X86_64, envoy)]),
+            },
+            host: HostTuning::default(),
+        },
+    )
+    .unwrap();
+
+    let report = with_session(&internet, &vps, async |s: &mut Session| {
+        enroll::enroll(s, &want, &PassOptions::default()).await
+    })
+    .unwrap();
+    assert!(
+        report.health.envoy_active() && report.health.relay_active(),
+        "{:?}",
+        report.health
+    );
+
+    // The uplink replica with the planner's uplink document.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("priv-0"), uplink_key.to_base64()).unwrap();
+    let config = dir.path().join("uplink.json");
+    std::fs::write(&config, &plan.uplink_file.contents).unwrap();
+    let _uplink = pod
+        .spawn(
+            "uplink",
+            &[
+                "env",
+                "POD_NAME=edge-uplink-0",
+                uplink_bin.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--keys-dir",
+                keys.to_str().unwrap(),
+                "--drain-seconds",
+                "1",
+            ],
+            Some(&dir.path().join("uplink.log")),
+        )
+        .unwrap();
+
+    wait_until(
+        "the relay to report a fresh handshake",
+        Duration::from_secs(60),
+        || {
+            with_session(&internet, &vps, async |s: &mut Session| {
+                enroll::health::check(s).await.unwrap()
+            })
+            .is_healthy()
+        },
+    );
+    assert!(
+        traffic_flows(&internet, vps.address()),
+        "no traffic; uplink log:\n{}",
+        std::fs::read_to_string(dir.path().join("uplink.log")).unwrap_or_default()
+    );
+    let report = with_session(&internet, &vps, async |s: &mut Session| {
+        enroll::enroll(s, &want, &PassOptions::default()).await
+    })
+    .unwrap();
+    assert!(!report.changed(), "{:?}", report.steps);
+}
