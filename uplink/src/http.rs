@@ -1,16 +1,24 @@
-//! A tiny HTTP/1.1 responder for `/ready` and `/healthz` (the only two things the uplink
-//! serves on :40500): one short request per connection, `Connection: close`, each connection
+//! A tiny HTTP/1.1 responder for `/ready`, `/healthz` and `/status` (what the uplink serves
+//! on :40500): one short request per connection, `Connection: close`, each connection
 //! on its own short-lived thread so a slow client cannot hold up Envoy's health checks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-/// Answers `/ready` with the callback's verdict and `/healthz` with 200, until the process ends.
-pub fn serve<F>(listener: TcpListener, ready: F) -> std::io::Result<std::thread::JoinHandle<()>>
-where
-    F: Fn() -> Result<(), String> + Send + Sync + 'static,
-{
+/// What the server answers with.
+pub trait Handler: Send + Sync + 'static {
+    /// `Ok` for 200 on `/ready`, else the reason for a 503.
+    fn ready(&self) -> Result<(), String>;
+    /// The JSON body of `/status`.
+    fn status(&self) -> String;
+}
+
+/// Serves `handler` until the process ends (`/healthz` is always 200).
+pub fn serve<F: Handler>(
+    listener: TcpListener,
+    ready: F,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let ready = std::sync::Arc::new(ready);
     std::thread::Builder::new()
         .name("http".into())
@@ -37,7 +45,7 @@ where
         })
 }
 
-fn answer<F: Fn() -> Result<(), String>>(stream: TcpStream, ready: &F) -> std::io::Result<()> {
+fn answer<F: Handler>(stream: TcpStream, handler: &F) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -52,11 +60,12 @@ fn answer<F: Fn() -> Result<(), String>>(stream: TcpStream, ready: &F) -> std::i
     }
     let path = line.split_whitespace().nth(1).unwrap_or("");
     let (code, body) = match path {
-        "/ready" => match ready() {
+        "/ready" => match handler.ready() {
             Ok(()) => (200, "ok\n".to_string()),
             Err(reason) => (503, format!("{reason}\n")),
         },
         "/healthz" => (200, "ok\n".to_string()),
+        "/status" => (200, handler.status()),
         _ => (404, "not found\n".to_string()),
     };
     let reason = match code {
@@ -64,10 +73,15 @@ fn answer<F: Fn() -> Result<(), String>>(stream: TcpStream, ready: &F) -> std::i
         503 => "Service Unavailable",
         _ => "Not Found",
     };
+    let kind = if path == "/status" {
+        "application/json"
+    } else {
+        "text/plain"
+    };
     let mut stream = stream;
     write!(
         stream,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()

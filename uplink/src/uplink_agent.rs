@@ -204,6 +204,37 @@ impl UplinkAgent {
         }
     }
 
+    /// A JSON report for `/status` (no secrets): identity, relay, counters, last error.
+    pub fn report(&self, draining: bool) -> serde_json::Value {
+        let status = self.device.as_ref().and_then(|d| d.status().ok());
+        let relay = status.as_ref().and_then(|s| s.peers.first());
+        serde_json::json!({
+            "ordinal": self.identity.ordinal,
+            "interface": self.identity.interface,
+            "address": self.applied.as_ref().map(|a| a.interface.address.to_string()),
+            "running": status.is_some(),
+            "draining": draining,
+            "ready": crate::readiness::uplink_ready(&self.observe(draining))
+                .map_or_else(|reason| reason, |()| "ok".into()),
+            "relay": relay.map(|p| serde_json::json!({
+                "publicKey": p.public_key.to_string(),
+                "endpoint": p.endpoint.map(|e| e.to_string()),
+                "lastHandshakeSecondsAgo": p.last_handshake.map(|d| d.as_secs()),
+                "rxBytes": p.rx_bytes,
+                "txBytes": p.tx_bytes,
+            })),
+            "forwards": self.applied.as_ref().map(|a| &a.doc.forwards),
+            "drops": status.as_ref().map(|s| serde_json::json!({
+                "noRoute": s.drops.no_route,
+                "noEndpoint": s.drops.no_endpoint,
+                "invalid": s.drops.invalid,
+                "spoofed": s.drops.spoofed,
+                "sendErrors": s.send_errors,
+            })),
+            "lastError": self.last_error,
+        })
+    }
+
     /// Stops the device and removes the NAT table.
     pub fn stop(&mut self) {
         if let Some(device) = self.device.take() {

@@ -192,6 +192,18 @@ fn uplink_waits_for_a_good_key_and_reports_why() {
     wait_until("ready with the right key", Duration::from_secs(30), || {
         lab.ready(0).0 == 200
     });
+    // /status: a JSON report for troubleshooting, without secrets.
+    let (code, body) = support::http_get(&lab.pods[0], "10.244.0.2:40500", "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["ordinal"], 0);
+    assert_eq!(status["address"], "10.200.0.2/24");
+    assert_eq!(status["ready"], "ok");
+    assert!(
+        status["relay"]["lastHandshakeSecondsAgo"].is_u64(),
+        "{status}"
+    );
+    assert!(!body.contains(&lab.uplink_keys[0].to_base64()));
     assert!(
         !lab.log("uplink-0.log")
             .contains(&lab.uplink_keys[0].to_base64())

@@ -53,6 +53,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// What `/ready` and `/status` look at.
+struct Probe {
+    agent: Arc<Mutex<UplinkAgent>>,
+    draining: Arc<AtomicBool>,
+}
+
+impl uplink::http::Handler for Probe {
+    fn ready(&self) -> Result<(), String> {
+        uplink_ready(&lock(&self.agent).observe(self.draining.load(Ordering::Relaxed)))
+    }
+
+    fn status(&self) -> String {
+        let report = lock(&self.agent).report(self.draining.load(Ordering::Relaxed));
+        format!("{report:#}\n")
+    }
+}
+
 fn lock(agent: &Mutex<UplinkAgent>) -> std::sync::MutexGuard<'_, UplinkAgent> {
     agent
         .lock()
@@ -80,11 +97,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let listener =
         TcpListener::bind(cli.ready_addr).with_context(|| format!("binding {}", cli.ready_addr))?;
-    uplink::http::serve(listener, {
-        let agent = Arc::clone(&agent);
-        let draining = Arc::clone(&draining);
-        move || uplink_ready(&lock(&agent).observe(draining.load(Ordering::Relaxed)))
-    })?;
+    uplink::http::serve(
+        listener,
+        Probe {
+            agent: Arc::clone(&agent),
+            draining: Arc::clone(&draining),
+        },
+    )?;
 
     // Retry a failed apply with backoff even when nothing changed (e.g. DNS not ready yet).
     let mut retry_at: Option<Instant> = None;
