@@ -6,7 +6,7 @@
 # Namespaces bn-vps, bn-pod, bn-cl are removed at the end. Not a test; issue 6 owns the real
 # benchmark (docs/benchmarks.md).
 set -u
-B=${CARGO_TARGET_DIR:-target}/release
+B=$(realpath "${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}")/release
 W=/tmp/bench; rm -rf $W; mkdir -p $W/keys $W/cfg; cd $W
 RK=$(wg genkey); RP=$(echo $RK | wg pubkey); UK=$(wg genkey); UP=$(echo $UK | wg pubkey); echo $UK > keys/priv-0
 for n in vps pod cl; do ip netns add bn-$n; ip -n bn-$n link set lo up; done
