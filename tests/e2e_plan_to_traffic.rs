@@ -1,0 +1,336 @@
+//! The parts fit: README Example 1 (an EdgeNode and a PortBinding to a Service) plus a UDP
+//! binding from Example 2 go through the planner, its files become the VPS's desired state,
+//! enrollment installs them on a fresh nspawn VPS over SSH, two uplink agents start from the
+//! planner's uplink document and keys (as the StatefulSet's pods would), and a client on the
+//! internet reaches the Service over TCP and the raw address over UDP through the VPS.
+//! Nothing in between is hand-written: every document is the planner's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use testbed::netns::{End, Netns, veth};
+use testbed::vps::{Vps, VpsOptions};
+use tunnel::crd::{EdgeNode, PortBinding};
+use tunnel::enroll::{self, Arch, Blob, EnvoyInstall, PassOptions};
+use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
+use tunnel::ssh::{Credentials, Session, SshOptions};
+use tunnel::vps_state::{Binaries, desired_state};
+use uplink::key::PrivateKey;
+
+fn agent_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first",
+        path.display()
+    );
+    path
+}
+
+fn docs(file: &str) -> Vec<serde_yaml::Value> {
+    let text = std::fs::read_to_string(format!("tests/fixtures/readme/{file}.yaml")).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn session<R: Send>(
+    internet: &Netns,
+    vps: &Vps,
+    f: impl AsyncFnOnce(&mut Session) -> R + Send,
+) -> R {
+    let data = BTreeMap::from([
+        (
+            "privateKey".to_owned(),
+            vps.client_private_key().unwrap().into_bytes(),
+        ),
+        (
+            "knownHosts".to_owned(),
+            vps.known_hosts_line().unwrap().into_bytes(),
+        ),
+    ]);
+    let host = vps.address().to_string();
+    internet
+        .enter(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let spec: tunnel::crd::SshSpec =
+                        serde_json::from_str(r#"{"secretRef":{"name":"vps-ssh-secret"}}"#).unwrap();
+                    let options = SshOptions::from_spec(&host, &spec).unwrap();
+                    let mut s =
+                        Session::connect(options, Credentials::from_secret_data(&data).unwrap())
+                            .await
+                            .unwrap();
+                    let out = f(&mut s).await;
+                    s.close().await;
+                    out
+                })
+        })
+        .unwrap()
+}
+
+#[test]
+fn readme_example_reaches_its_service_through_an_enrolled_vps() {
+    // internet ── VPS; internet ── cluster ── pod-0, pod-1.
+    let internet = Netns::new("inet").unwrap();
+    let vps = Vps::boot(&internet, &VpsOptions::default()).unwrap();
+    let cluster = Netns::new("cluster").unwrap();
+    veth(
+        End {
+            ns: &internet,
+            ifname: "k8s0",
+            cidr: "198.51.100.1/24",
+        },
+        End {
+            ns: &cluster,
+            ifname: "up0",
+            cidr: "198.51.100.2/24",
+        },
+    )
+    .unwrap();
+    internet.enable_forwarding().unwrap();
+    internet
+        .run(&["ip", "route", "add", "10.244.0.0/16", "via", "198.51.100.2"])
+        .unwrap();
+    cluster.enable_forwarding().unwrap();
+    cluster
+        .default_route(Ipv4Addr::new(198, 51, 100, 1))
+        .unwrap();
+    // The Service's ClusterIP and the raw UDP target live in the cluster namespace.
+    cluster.addr("lo", "10.96.0.10/32").unwrap();
+    cluster.addr("lo", "10.96.0.53/32").unwrap();
+    let pods: Vec<Netns> = (0..2).map(|_| Netns::new("pod").unwrap()).collect();
+    for (i, pod) in pods.iter().enumerate() {
+        veth(
+            End {
+                ns: &cluster,
+                ifname: &format!("p{i}"),
+                cidr: &format!("10.244.{i}.1/24"),
+            },
+            End {
+                ns: pod,
+                ifname: "eth0",
+                cidr: &format!("10.244.{i}.2/24"),
+            },
+        )
+        .unwrap();
+        pod.default_route(Ipv4Addr::new(10, 244, u8::try_from(i).unwrap(), 1))
+            .unwrap();
+    }
+
+    // The Service `my-web` (port 8080) and a UDP echo at 10.96.0.53:53.
+    let tcp = cluster
+        .enter(|| TcpListener::bind("10.96.0.10:8080").unwrap())
+        .unwrap();
+    std::thread::spawn(move || {
+        for mut stream in tcp.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = stream.read(&mut buf) {
+                    let _ = stream.write_all(b"my-web: ");
+                    let _ = stream.write_all(&buf[..n]);
+                }
+            });
+        }
+    });
+    let udp = cluster
+        .enter(|| UdpSocket::bind("10.96.0.53:53").unwrap())
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&buf[..n], from);
+        }
+    });
+
+    // README Example 1, pointed at this VPS with two uplinks, plus Example 2's UDP binding.
+    let ex1 = docs("example1");
+    let mut node: EdgeNode = serde_yaml::from_value(ex1[0].clone()).unwrap();
+    node.spec.address = vps.address().to_string();
+    node.spec.uplink.replicas = 2;
+    let mut pb: PortBinding = serde_yaml::from_value(ex1[1].clone()).unwrap();
+    let ex2: PortBinding = serde_yaml::from_value(docs("example2")[0].clone()).unwrap();
+    let mut dns = ex2
+        .spec
+        .bindings
+        .into_iter()
+        .find(|b| b.name == "dns-udp")
+        .unwrap();
+    dns.target.address = Some("10.96.0.53".into());
+    pb.spec.bindings.push(dns);
+
+    let relay_key = PrivateKey::generate().unwrap();
+    let uplink_keys: Vec<PrivateKey> = (0..2).map(|_| PrivateKey::generate().unwrap()).collect();
+    let input = PlanInput {
+        node: NodeInput {
+            namespace: "default".into(),
+            name: "edge-node".into(),
+            spec: node.spec.clone(),
+        },
+        port_bindings: vec![PortBindingInput {
+            namespace: "default".into(),
+            name: "public-web".into(),
+            created: Some(0),
+            spec: pb.spec,
+        }],
+        keys: Keys {
+            relay_private: relay_key.clone(),
+            uplink_public: uplink_keys.iter().map(PrivateKey::public_key).collect(),
+        },
+        layout: Layout::default(),
+    };
+    let resolver = StaticResolver::default().with_service(
+        "default",
+        "my-web",
+        Some("10.96.0.10".parse().unwrap()),
+        &[8080],
+    );
+    let plan = tunnel::plan::plan(&input, &resolver).unwrap();
+    assert_eq!(plan.served_ports("default", "public-web"), "53/UDP,80/TCP");
+
+    let binaries = Binaries {
+        tunnelctl: BTreeMap::from([(
+            Arch::X86_64,
+            Blob::new(std::fs::read(agent_binary("tunnelctl")).unwrap()),
+        )]),
+        envoy: EnvoyInstall::Push {
+            version: "1.40.0".into(),
+            binaries: BTreeMap::from([(
+                Arch::X86_64,
+                Blob::new(std::fs::read(testbed::tools::envoy().unwrap()).unwrap()),
+            )]),
+        },
+    };
+    let desired = desired_state(&plan, &binaries, &node.spec.host).unwrap();
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let report = session(&internet, &vps, async |s: &mut Session| {
+        enroll::enroll(s, &desired, &PassOptions::default()).await
+    })
+    .unwrap();
+    assert!(
+        report.health.envoy_active() && report.health.relay_active(),
+        "{:?}",
+        report.health
+    );
+
+    // The uplink pods, as the StatefulSet would run them: POD_NAME, the ConfigMap's
+    // uplink.json and the keys Secret's priv-<ordinal>.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("uplink.json");
+    std::fs::write(&config, &plan.uplink_file.contents).unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for (ordinal, key) in uplink_keys.iter().enumerate() {
+        std::fs::write(keys.join(format!("priv-{ordinal}")), key.to_base64()).unwrap();
+    }
+    let uplink_bin = agent_binary("uplink");
+    let _uplinks: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(ordinal, pod)| {
+            pod.spawn(
+                "uplink",
+                &[
+                    "env",
+                    &format!("POD_NAME=edge-node-uplink-{ordinal}"),
+                    uplink_bin.to_str().unwrap(),
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--keys-dir",
+                    keys.to_str().unwrap(),
+                    "--drain-seconds",
+                    "1",
+                ],
+                Some(&dir.path().join(format!("uplink-{ordinal}.log"))),
+            )
+            .unwrap()
+        })
+        .collect();
+
+    // Both uplinks handshake with the relay.
+    wait_until("both uplinks to handshake", Duration::from_secs(60), || {
+        session(&internet, &vps, async |s: &mut Session| {
+            enroll::health::check(s).await.unwrap()
+        })
+        .relay_status
+        .is_some_and(|r| r.peers.len() == 2 && r.peers.iter().all(|p| p.handshake_fresh))
+    });
+
+    // TCP :80 reaches the Service; UDP :53 reaches the raw address.
+    let public = vps.address();
+    let answered = internet
+        .enter(move || {
+            let mut tcp_ok = false;
+            let mut udp_ok = false;
+            for _ in 0..60 {
+                if !tcp_ok {
+                    tcp_ok = TcpStream::connect_timeout(
+                        &SocketAddr::from((public, 80)),
+                        Duration::from_secs(2),
+                    )
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                        s.write_all(b"hello\n")?;
+                        let mut out = String::new();
+                        s.read_to_string(&mut out)?;
+                        Ok(out == "my-web: hello\n")
+                    })
+                    .unwrap_or(false);
+                }
+                if !udp_ok {
+                    let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+                    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                    let _ = sock.send_to(b"query", (public, 53));
+                    let mut buf = [0u8; 64];
+                    udp_ok =
+                        matches!(sock.recv_from(&mut buf), Ok((5, _))) && &buf[..5] == b"query";
+                }
+                if tcp_ok && udp_ok {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            (tcp_ok, udp_ok)
+        })
+        .unwrap();
+    let logs = || {
+        (0..2)
+            .map(|o| {
+                std::fs::read_to_string(dir.path().join(format!("uplink-{o}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    assert_eq!(
+        answered,
+        (true, true),
+        "(tcp, udp) through the VPS; uplink logs:\n{}",
+        logs()
+    );
+
+    // A second pass with the same plan changes nothing on the VPS.
+    let again = session(&internet, &vps, async |s: &mut Session| {
+        enroll::enroll(s, &desired, &PassOptions::default()).await
+    })
+    .unwrap();
+    assert!(!again.changed(), "{:?}", again.steps);
+}
