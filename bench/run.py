@@ -84,6 +84,7 @@ METRICS = [
     ("udp_loss", "UDP loss @500 Mbit/s", "%", False),
     ("rps", "wrk req/s", "req/s", True),
     ("p99", "wrk p99", "ms", False),
+    ("lat1_p99", "p99, 1 connection", "ms", False),
     ("cps", "new conn/s", "conn/s", True),
     ("cpu_tcp1", "tunnel CPU, TCP 1 stream", "s per GB", False),
 ]
@@ -485,26 +486,33 @@ def wait_ready(target: str, procs: list[subprocess.Popen], timeout: float = 30) 
 # measurements
 
 def iperf(target: str, duration: int, *extra: str) -> dict:
-    out = sh("iperf3", "-c", target, "-p", str(IPERF_PORT), "-t", str(duration), "-J",
-             "--connect-timeout", "3000", *extra, ns=NS_CLIENT, capture=True, check=False,
-             timeout=duration + 30)
-    try:
-        data = json.loads(out)
-    except json.JSONDecodeError as e:
-        raise RuntimeError(f"iperf3 {' '.join(extra)}: no JSON ({out[:200]!r})") from e
-    if "error" in data:
-        raise RuntimeError(f"iperf3 {' '.join(extra)}: {data['error']}")
-    return data
+    for attempt in range(5):
+        out = sh("iperf3", "-c", target, "-p", str(IPERF_PORT), "-t", str(duration), "-J",
+                 "--connect-timeout", "3000", *extra, ns=NS_CLIENT, capture=True, check=False,
+                 timeout=duration + 30)
+        try:
+            data = json.loads(out)
+        except json.JSONDecodeError as e:
+            raise RuntimeError(f"iperf3 {' '.join(extra)}: no JSON ({out[:200]!r})") from e
+        # The server may still be closing the previous test: wait and ask again.
+        if "busy" in str(data.get("error", "")) and attempt < 4:
+            time.sleep(1)
+            continue
+        if "error" in data:
+            raise RuntimeError(f"iperf3 {' '.join(extra)}: {data['error']}")
+        return data
+    raise AssertionError("unreachable")
 
 
 _LAT = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_LAT50 = re.compile(r"^\s*50%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _ERR = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 
 
-def wrk(target: str, duration: int, connections: int, close: bool) -> dict:
-    args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency",
+def wrk(target: str, duration: int, connections: int, close: bool, threads: int = 2) -> dict:
+    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
             "--timeout", "5s"]
     if close:
         args += ["-H", "Connection: close"]
@@ -513,13 +521,13 @@ def wrk(target: str, duration: int, connections: int, close: bool) -> dict:
     m = _RPS.search(out)
     if not m:
         raise RuntimeError(f"wrk: no Requests/sec in {out[-300:]!r}")
-    lat = _LAT.search(out)
-    p99 = None
-    if lat:
-        p99 = float(lat.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[lat.group(2)]
+    def pct(rx: re.Pattern) -> float | None:
+        m = rx.search(out)
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)] if m else None
+    p99, p50 = pct(_LAT), pct(_LAT50)
     errs = _ERR.search(out)
     non2xx = _NON2XX.search(out)
-    return {"rps": float(m.group(1)), "p99_ms": p99,
+    return {"rps": float(m.group(1)), "p99_ms": p99, "p50_ms": p50,
             "socket_errors": sum(map(int, errs.groups())) if errs else 0,
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
@@ -562,6 +570,10 @@ def measure(path: str, target: str, tunnel: list[int], envoy: list[int], duratio
     # wrk, keep-alive: requests/s and p99 latency
     w = wrk(target, duration, 32, close=False)
     r["rps"], r["p99"], r["rps_errors"] = w["rps"], w["p99_ms"], w["socket_errors"] + w["non2xx"]
+    # wrk, one keep-alive connection: latency of the path itself, without queueing
+    w = wrk(target, duration, 1, close=False, threads=1)
+    r["lat1_p99"], r["lat1_p50"], r["lat1_rps"] = w["p99_ms"], w["p50_ms"], w["rps"]
+    r["rps_errors"] += w["socket_errors"] + w["non2xx"]
     # wrk, "Connection: close": one new TCP connection per request
     w = wrk(target, duration, 16, close=True)
     r["cps"], r["cps_p99"] = w["rps"], w["p99_ms"]
@@ -585,10 +597,14 @@ def fmt(v: float | None, unit: str) -> str:
     if unit == "%":
         return f"{v:.2f}"
     if unit == "ms":
-        return f"{v:.2f}"
+        return f"{v:.3f}" if v < 1 else f"{v:.2f}"
     if unit == "s per GB":
         return f"{v:.2f}"
     return f"{v:,.0f}"
+
+
+def fmt3(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
 
 
 def machine_facts() -> list[str]:
@@ -628,7 +644,7 @@ def render(results: dict, meta: dict) -> str:
     med = {p: {k: median([run.get(k) for run in results[p]["runs"]]) for k, *_ in METRICS}
            for p in paths}
     extra_keys = ["tcp1_retrans", "cpu_tcp1_cores", "cpu_tcp4_cores", "cpu_udp_cores",
-                  "udp_sent_mbps", "udp_recv_mbps", "rps_errors", "cps_errors", "envoy_cpu_tcp1"]
+                  "udp_sent_mbps", "udp_recv_mbps", "lat1_p50", "rps_errors", "cps_errors", "envoy_cpu_tcp1"]
     for p in paths:
         for k in extra_keys:
             med[p][k] = median([run.get(k) for run in results[p]["runs"]])
@@ -653,7 +669,7 @@ def render(results: dict, meta: dict) -> str:
         out.append("### Ratios to Envoy + boringtun-cli (same run)\n")
         out.append("Throughput, requests and connections: higher is better; UDP loss, p99 and "
                    "CPU per GB: lower is better.\n")
-        out.append(head)
+        out.append("| path | " + " | ".join(h for _, h, _, _ in METRICS) + " |")
         out.append("|" + "---|" * (len(METRICS) + 1))
         base = med["boringtun"]
         for p in paths:
@@ -674,8 +690,8 @@ def render(results: dict, meta: dict) -> str:
     out.append("### Side figures (medians)\n")
     out.append("| path | TCP 1 stream retransmits | tunnel CPU, cores busy: TCP 1 / TCP 4 / UDP "
                "| UDP sent / delivered (Mbit/s) | Envoy CPU, TCP 1 stream (s per GB) "
-               "| wrk errors: keep-alive / close |")
-    out.append("|---|---|---|---|---|---|")
+               "| p50, 1 connection (ms) | wrk errors: keep-alive / close |")
+    out.append("|---|---|---|---|---|---|---|")
     for p in paths:
         if results[p].get("unavailable"):
             continue
@@ -684,6 +700,7 @@ def render(results: dict, meta: dict) -> str:
                            for k in ("cpu_tcp1_cores", "cpu_tcp4_cores", "cpu_udp_cores"))
         out.append(f"| {LABELS[p]} | {fmt(m['tcp1_retrans'], '')} | {cores} | "
                    f"{fmt(m['udp_sent_mbps'], '')} / {fmt(m['udp_recv_mbps'], '')} | {fmt(m['envoy_cpu_tcp1'], 'ms')} | "
+                   f"{fmt3(m['lat1_p50'])} | "
                    f"{fmt(m['rps_errors'], '')} / {fmt(m['cps_errors'], '')} |")
     out.append("")
     na = [p for p in paths if results[p].get("unavailable")]
@@ -692,6 +709,10 @@ def render(results: dict, meta: dict) -> str:
     failed = {p: results[p]["errors"] for p in paths if results[p].get("errors")}
     for p, errs in failed.items():
         out.append(f"**{LABELS[p]}: {len(errs)} round(s) failed** — " + "; ".join(errs) + "\n")
+    for p in paths:
+        if results[p].get("retried"):
+            out.append(f"{LABELS[p]}: {len(results[p]['retried'])} attempt(s) failed and were "
+                       "repeated once — " + "; ".join(results[p]["retried"]) + "\n")
     out.append("<details><summary>Every round (raw values)</summary>\n")
     out.append("| path | round | " + " | ".join(h for _, h, _, _ in METRICS) + " |")
     out.append("|" + "---|" * (len(METRICS) + 2))
@@ -720,6 +741,40 @@ def write_doc(doc: Path, body: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+
+def attempt_path(p: str, rnd: int, args, results: dict, last: bool) -> bool:
+    """One (round, path): fresh topology, set-up, measurements, tear-down. False on failure;
+    the failure is recorded when `last` (a failed first attempt is retried once)."""
+    log(f"round {rnd}/{args.runs}: {p}" + ("" if not last else " (second attempt)"))
+    try:
+        build_topology()
+        procs, envoy, target = setup_path(p)
+        everyone = procs + ([envoy] if envoy else [])
+        wait_ready(target, everyone)
+        r = measure(p, target, [x.pid for x in procs], [envoy.pid] if envoy else [],
+                    args.duration)
+        for x in everyone:
+            if x.poll() is not None:
+                raise RuntimeError(f"{x.bench_name} died during the measurement")
+        results[p]["runs"].append(r)
+        log("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in r.items()))
+        return True
+    except Exception as e:  # noqa: BLE001 — one failed round must not end the run
+        msg = f"round {rnd}: {e}"
+        log(f"  FAILED {msg}")
+        results[p]["errors" if last else "retried"].append(msg)
+        assert _workdir is not None
+        for x in _children:
+            f = _workdir / f"{x.bench_name}.log"  # type: ignore[attr-defined]
+            if f.exists() and f.stat().st_size:
+                log(f"  --- {f.name} (tail) ---\n" + "\n".join(
+                    f.read_text(errors="replace").splitlines()[-8:]))
+        return False
+    finally:
+        stop_all()
+        delete_namespaces()
+
 
 def main() -> int:
     global _workdir, _verbose
@@ -758,7 +813,7 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, f: sys.exit(128 + s))
 
-    results: dict = {p: {"runs": [], "errors": []} for p in paths}
+    results: dict = {p: {"runs": [], "errors": [], "retried": []} for p in paths}
     if "ours" in paths:
         why = ours_available()
         if why:
@@ -778,31 +833,9 @@ def main() -> int:
             for p in paths[k:] + paths[:k]:
                 if results[p].get("unavailable"):
                     continue
-                log(f"round {rnd}/{args.runs}: {p}")
-                try:
-                    build_topology()
-                    procs, envoy, target = setup_path(p)
-                    wait_ready(target, procs + ([envoy] if envoy else []))
-                    r = measure(p, target, [x.pid for x in procs],
-                                [envoy.pid] if envoy else [], args.duration)
-                    for x in procs + ([envoy] if envoy else []):
-                        if x.poll() is not None:
-                            raise RuntimeError(f"{x.bench_name} died during the measurement")
-                    results[p]["runs"].append(r)
-                    log("  " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in r.items()))
-                except Exception as e:  # noqa: BLE001 — one failed round must not end the run
-                    msg = f"round {rnd}: {e}"
-                    results[p]["errors"].append(msg)
-                    log(f"  FAILED {msg}")
-                    for x in _children:
-                        f = _workdir / f"{x.bench_name}.log"  # type: ignore[attr-defined]
-                        if f.exists() and f.stat().st_size:
-                            log(f"  --- {f.name} (tail) ---\n" + "\n".join(
-                                f.read_text(errors="replace").splitlines()[-8:]))
-                finally:
-                    stop_all()
-                    delete_namespaces()
+                for attempt in (1, 2):
+                    if attempt_path(p, rnd, args, results, last=attempt == 2):
+                        break
     finally:
         cleanup()
     meta["end"] = dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S")
