@@ -639,6 +639,38 @@ def machine_facts() -> list[str]:
     return facts
 
 
+def targets(results: dict, med: dict) -> list[str]:
+    """Issue 6's targets, checked on this run's medians."""
+    ok = [p for p in ("ours", "boringtun", "wireguard-go")
+          if p in results and not results[p].get("unavailable") and results[p]["runs"]]
+    if "ours" not in ok or "boringtun" not in ok:
+        return []
+    o, b = med["ours"], med["boringtun"]
+    rows = []
+
+    def row(what: str, value: str, target: str, met: bool | None) -> None:
+        rows.append(f"| {what} | {value} | {target} | "
+                    f"{'—' if met is None else ('met' if met else 'not met')} |")
+    for k, name in (("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams"),
+                    ("tcp1r", "TCP 1 stream, reverse")):
+        if o[k] and b[k]:
+            x = o[k] / b[k]
+            row(f"{name}: ours ÷ boringtun-cli", f"{x:.2f}×", "≥ 3× (below 2×: not done)",
+                x >= 3)
+    if "wireguard-go" in ok and o["tcp1"] and med["wireguard-go"]["tcp1"]:
+        x = o["tcp1"] / med["wireguard-go"]["tcp1"]
+        row("TCP 1 stream: ours ÷ wireguard-go", f"{x:.2f}×", "≥ 1×", x >= 1)
+    if o["udp_loss"] is not None:
+        row("UDP loss at 500 Mbit/s offered", f"{o['udp_loss']:.2f}%", "≤ 1%",
+            o["udp_loss"] <= 1)
+    for k, name in (("lat1_p99", "p99 latency, 1 connection"), ("p99", "p99 latency, wrk 32 connections")):
+        if o[k] is not None and b[k] is not None:
+            row(f"{name}: ours vs boringtun-cli", f"{fmt(o[k], 'ms')} vs {fmt(b[k], 'ms')} ms",
+                "no worse", o[k] <= b[k])
+    return ["### Issue 6 targets, on these medians\n", "| what | measured | target | |",
+            "|---|---|---|---|"] + rows + [""]
+
+
 def render(results: dict, meta: dict) -> str:
     paths = [p for p in PATHS if p in results]
     med = {p: {k: median([run.get(k) for run in results[p]["runs"]]) for k, *_ in METRICS}
@@ -687,6 +719,7 @@ def render(results: dict, meta: dict) -> str:
                     cells.append(f"{a / b:.2f}×")
             out.append(f"| {LABELS[p]} | " + " | ".join(cells) + " |")
         out.append("")
+    out += targets(results, med)
     out.append("### Side figures (medians)\n")
     out.append("| path | TCP 1 stream retransmits | tunnel CPU, cores busy: TCP 1 / TCP 4 / UDP "
                "| UDP sent / delivered (Mbit/s) | Envoy CPU, TCP 1 stream (s per GB) "
