@@ -98,6 +98,16 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
         "ecdsa",
         &["-t", "ecdsa", "-b", "256", "-N", ""],
     );
+    let (ecdsa384, ecdsa384_pub) = keygen(
+        keys.path(),
+        "ecdsa384",
+        &["-t", "ecdsa", "-b", "384", "-N", ""],
+    );
+    let (ecdsa521, ecdsa521_pub) = keygen(
+        keys.path(),
+        "ecdsa521",
+        &["-t", "ecdsa", "-b", "521", "-N", ""],
+    );
     let (encrypted, encrypted_pub) = keygen(
         keys.path(),
         "encrypted",
@@ -108,8 +118,10 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
 
     // Root may log in with a password too, and sshd also listens on 2222.
     let setup = format!(
-        "printf '%s\\n' '{}' '{}' '{}' >> /root/.ssh/authorized_keys && echo 'root:{PASSWORD}' | chpasswd && printf 'PermitRootLogin yes\\nPort 22\\nPort 2222\\n' > /etc/ssh/sshd_config.d/01-test.conf && systemctl restart ssh",
+        "printf '%s\\n' '{}' '{}' '{}' '{}' '{}' >> /root/.ssh/authorized_keys && echo 'root:{PASSWORD}' | chpasswd && printf 'PermitRootLogin yes\\nPort 22\\nPort 2222\\n' > /etc/ssh/sshd_config.d/01-test.conf && systemctl restart ssh",
         ecdsa_pub.trim(),
+        ecdsa384_pub.trim(),
+        ecdsa521_pub.trim(),
         encrypted_pub.trim(),
         rsa_pub.trim()
     );
@@ -248,14 +260,20 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
                     assert_eq!(e.category(), "SSHHostKeyRejected", "{e}");
                     assert!(e.to_string().contains(&format!("[{host}]:2222")), "{e}");
 
-                    // ECDSA key.
-                    let s = Session::connect(
-                        options(&host, 22),
-                        secret(&[("privateKey", &ecdsa), ("knownHosts", &known_line)]),
-                    )
-                    .await
-                    .unwrap();
-                    s.close().await;
+                    // ECDSA keys on each NIST curve.
+                    for key in [&ecdsa, &ecdsa384, &ecdsa521] {
+                        let mut s = Session::connect(
+                            options(&host, 22),
+                            secret(&[("privateKey", key), ("knownHosts", &known_line)]),
+                        )
+                        .await
+                        .unwrap();
+                        assert_eq!(
+                            s.run_ok(&Script::read("id -u")).await.unwrap().stdout_text(),
+                            "0\n"
+                        );
+                        s.close().await;
+                    }
 
                     // Encrypted key: with its passphrase it works; without, or wrong, a clear error.
                     let s = Session::connect(
@@ -364,7 +382,7 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
         logs.contains("SSH session established"),
         "logs were captured"
     );
-    for key in [&ed25519, &ecdsa, &encrypted, &rsa] {
+    for key in [&ed25519, &ecdsa, &ecdsa384, &ecdsa521, &encrypted, &rsa] {
         for line in key.lines().filter(|l| !l.starts_with("-----")) {
             assert!(!logs.contains(line), "private key material in the logs");
         }
