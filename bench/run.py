@@ -818,7 +818,8 @@ def main() -> int:
                     help=f"comma-separated subset of {','.join(PATHS)}")
     ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"),
                     help="markdown file whose results block is replaced ('-': print only)")
-    ap.add_argument("--json", default=None, help="also write the raw results here")
+    ap.add_argument("--json", default=str(BENCH / "last-run.json"),
+                    help="also write the raw results here")
     ap.add_argument("--keep-logs", action="store_true", help="keep the work directory")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
