@@ -329,7 +329,8 @@ def setup_wireguard(kind: str) -> list[subprocess.Popen]:
             env = {"WG_LOG_LEVEL": "error"}
         else:
             args = [str(BIN / "wireguard-go"), "-f", iface]
-            env = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": "error"}
+            env = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1",
+                   "LOG_LEVEL": os.environ.get("WGGO_LOG_LEVEL", "error")}
         procs.append(spawn(f"{kind}-{ns}", args, ns, env=env))
         wait_iface(ns, iface)
     v_priv, v_pub = wg_keys()
