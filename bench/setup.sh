@@ -87,9 +87,9 @@ if [ "${BENCH_SKIP_OURS:-0}" != 1 ]; then
   if (cd "$REPO" && cargo build --release -p uplink --target-dir "$BENCH/target"); then
     mkdir -p "$BENCH/bin/ours"
     cp "$BENCH/target/release/tunnelctl" "$BENCH/target/release/uplink" "$BENCH/bin/ours/"
-    rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    rev=$(git -C "$REPO" log -1 --format=%h -- uplink Cargo.lock 2>/dev/null || echo unknown)
     dirty=$(git -C "$REPO" status --porcelain -- uplink 2>/dev/null | grep -q . && echo ", uplink/ with uncommitted changes" || true)
-    echo "built $(date -u +%Y-%m-%dT%H:%MZ) from commit $rev$dirty" >"$BENCH/bin/ours/BUILD"
+    echo "built $(date -u +%Y-%m-%dT%H:%MZ) from uplink/ as of commit $rev$dirty" >"$BENCH/bin/ours/BUILD"
   else
     log "WARNING: our agents did not build; run.sh will report them as not available"
   fi
