@@ -8,5 +8,4 @@ pub mod operator;
 pub mod plan;
 pub mod ssh;
 pub mod telemetry;
-pub mod vps_state;
 pub mod workload;

@@ -17,10 +17,11 @@ use serde::Deserialize;
 use testbed::netns::{End, Netns, veth};
 use testbed::vps::{Vps, VpsOptions};
 use tunnel::crd::{EdgeNode, PortBinding};
-use tunnel::enroll::{self, Arch, Blob, EnvoyInstall, PassOptions};
+use tunnel::enroll::{
+    self, Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning, PassOptions,
+};
 use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
 use tunnel::ssh::{Credentials, Session, SshOptions};
-use tunnel::vps_state::{Binaries, desired_state};
 use uplink::key::PrivateKey;
 
 fn agent_binary(name: &str) -> PathBuf {
@@ -206,7 +207,7 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
     let plan = tunnel::plan::plan(&input, &resolver).unwrap();
     assert_eq!(plan.served_ports("default", "public-web"), "53/UDP,80/TCP");
 
-    let binaries = Binaries {
+    let carried = Carried {
         tunnelctl: BTreeMap::from([(
             Arch::X86_64,
             Blob::new(std::fs::read(agent_binary("tunnelctl")).unwrap()),
@@ -218,8 +219,15 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
                 Blob::new(std::fs::read(testbed::tools::envoy().unwrap()).unwrap()),
             )]),
         },
+        host: HostTuning::from(&node.spec.host),
     };
-    let desired = desired_state(&plan, &binaries, &node.spec.host).unwrap();
+    let desired = DesiredState::from_rendered(
+        plan.vps_files
+            .iter()
+            .map(|f| (f.path.as_str(), f.contents.as_bytes())),
+        carried,
+    )
+    .unwrap();
     vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
     let report = session(&internet, &vps, async |s: &mut Session| {
         enroll::enroll(s, &desired, &PassOptions::default()).await
