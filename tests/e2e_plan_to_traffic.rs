@@ -7,11 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod enroll_support;
+
+use enroll_support::{agent_binary, wait_until, with_session};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use testbed::netns::{End, Netns, veth};
@@ -21,71 +24,14 @@ use tunnel::enroll::{
     self, Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning, PassOptions,
 };
 use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
-use tunnel::ssh::{Credentials, Session, SshOptions};
+use tunnel::ssh::Session;
 use uplink::key::PrivateKey;
-
-fn agent_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first",
-        path.display()
-    );
-    path
-}
 
 fn docs(file: &str) -> Vec<serde_yaml::Value> {
     let text = std::fs::read_to_string(format!("tests/fixtures/readme/{file}.yaml")).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde_yaml::Value::deserialize(d).unwrap())
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn session<R: Send>(
-    internet: &Netns,
-    vps: &Vps,
-    f: impl AsyncFnOnce(&mut Session) -> R + Send,
-) -> R {
-    let data = BTreeMap::from([
-        (
-            "privateKey".to_owned(),
-            vps.client_private_key().unwrap().into_bytes(),
-        ),
-        (
-            "knownHosts".to_owned(),
-            vps.known_hosts_line().unwrap().into_bytes(),
-        ),
-    ]);
-    let host = vps.address().to_string();
-    internet
-        .enter(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let spec: tunnel::crd::SshSpec =
-                        serde_json::from_str(r#"{"secretRef":{"name":"vps-ssh-secret"}}"#).unwrap();
-                    let options = SshOptions::from_spec(&host, &spec).unwrap();
-                    let mut s =
-                        Session::connect(options, Credentials::from_secret_data(&data).unwrap())
-                            .await
-                            .unwrap();
-                    let out = f(&mut s).await;
-                    s.close().await;
-                    out
-                })
-        })
-        .unwrap()
 }
 
 #[test]
@@ -229,7 +175,7 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
     )
     .unwrap();
     vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    let report = session(&internet, &vps, async |s: &mut Session| {
+    let report = with_session(&internet, &vps, async |s: &mut Session| {
         enroll::enroll(s, &desired, &PassOptions::default()).await
     })
     .unwrap();
@@ -275,7 +221,7 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
 
     // Both uplinks handshake with the relay.
     wait_until("both uplinks to handshake", Duration::from_secs(60), || {
-        session(&internet, &vps, async |s: &mut Session| {
+        with_session(&internet, &vps, async |s: &mut Session| {
             enroll::health::check(s).await.unwrap()
         })
         .relay_status
@@ -336,7 +282,7 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
     );
 
     // A second pass with the same plan changes nothing on the VPS.
-    let again = session(&internet, &vps, async |s: &mut Session| {
+    let again = with_session(&internet, &vps, async |s: &mut Session| {
         enroll::enroll(s, &desired, &PassOptions::default()).await
     })
     .unwrap();

@@ -10,11 +10,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod enroll_support;
+
+use enroll_support::{agent_binary, wait_until, with_session};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testbed::netns::{End, Netns, veth};
 use testbed::vps::{Vps, VpsOptions};
@@ -22,35 +25,12 @@ use tunnel::enroll::{
     self, Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning, PassOptions,
 };
 use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
-use tunnel::ssh::{Credentials, Session, SshOptions};
+use tunnel::ssh::Session;
 use uplink::key::PrivateKey;
 
 const RELAY_PORT: u16 = 51821;
 const TARGET: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 9000);
-
-/// A data-plane binary next to this test's own target directory.
-fn agent_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p uplink --bins` first",
-        path.display()
-    );
-    path
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 fn exchange(addr: SocketAddr) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -73,47 +53,6 @@ fn traffic_flows(internet: &Netns, vps: Ipv4Addr) -> bool {
                 std::thread::sleep(Duration::from_millis(500));
             }
             false
-        })
-        .unwrap()
-}
-
-fn with_session<R: Send>(
-    internet: &Netns,
-    vps: &Vps,
-    f: impl AsyncFnOnce(&mut Session) -> R + Send,
-) -> R {
-    let data = BTreeMap::from([
-        (
-            "privateKey".to_owned(),
-            vps.client_private_key().unwrap().into_bytes(),
-        ),
-        (
-            "knownHosts".to_owned(),
-            vps.known_hosts_line().unwrap().into_bytes(),
-        ),
-    ]);
-    let host = vps.address().to_string();
-    internet
-        .enter(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let mut spec: tunnel::crd::SshSpec = serde_json::from_str(
-                        r#"{"secretRef":{"name":"vps-ssh"},"connectTimeout":"20s"}"#,
-                    )
-                    .unwrap();
-                    spec.port = 22;
-                    let options = SshOptions::from_spec(&host, &spec).unwrap();
-                    let mut s =
-                        Session::connect(options, Credentials::from_secret_data(&data).unwrap())
-                            .await
-                            .unwrap();
-                    let out = f(&mut s).await;
-                    s.close().await;
-                    out
-                })
         })
         .unwrap()
 }
