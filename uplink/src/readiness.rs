@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::device::DeviceStatus;
+use crate::offload::Offloads;
 use crate::tunnel::PeerStats;
 
 /// A handshake older than this is stale: WireGuard rekeys every 2 minutes while traffic
@@ -100,6 +101,9 @@ pub struct RelayReport {
     pub detail: String,
     /// Peers.
     pub peers: Vec<PeerReport>,
+    /// The offloads the data path runs with (absent when the relay is not running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offloads: Option<Offloads>,
 }
 
 impl PeerReport {
@@ -138,6 +142,7 @@ impl RelayReport {
             ready,
             detail,
             peers,
+            offloads: Some(status.offloads),
         }
     }
 
@@ -150,6 +155,7 @@ impl RelayReport {
             ready: false,
             detail: detail.into(),
             peers: Vec::new(),
+            offloads: None,
         }
     }
 }

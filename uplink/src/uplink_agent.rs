@@ -231,6 +231,7 @@ impl UplinkAgent {
                 "spoofed": s.drops.spoofed,
                 "sendErrors": s.send_errors,
             })),
+            "offloads": status.as_ref().map(|s| s.offloads),
             "lastError": self.last_error,
         })
     }
