@@ -36,6 +36,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Reads from one source before the loop looks at the other one (with offloads one read
 /// may carry up to 64 KiB: a TSO super-packet or a GRO super-datagram).
 const ROUND: usize = 64;
+/// Capacity of a buffer for writing to the TUN device: room for the virtio header (twice, as
+/// tun-rs's coalescer requires) and a whole GRO packet.
+const GRO_BUFFER: usize = 2 * OFFSET + MAX_PACKET;
 const TUN: Token = Token(0);
 const UDP: Token = Token(1);
 const WAKE: Token = Token(2);
@@ -205,7 +208,7 @@ impl Device {
                         offloads,
                         poll,
                         tun_in: TunIn::new(mtu),
-                        tun_out: TunOut::new(mtu),
+                        tun_out: TunOut::new(),
                         tun,
                         udp,
                         tunnel,
@@ -341,10 +344,12 @@ struct TunOut {
 }
 
 impl TunOut {
-    fn new(mtu: usize) -> Self {
+    fn new() -> Self {
         Self {
+            // The coalescer appends to a buffer only when it has room for a whole GRO packet
+            // (it never reallocates); pages are touched only as far as they are used.
             bufs: (0..IDEAL_BATCH_SIZE)
-                .map(|_| Vec::with_capacity(OFFSET + mtu.max(1280)))
+                .map(|_| Vec::with_capacity(GRO_BUFFER))
                 .collect(),
             len: 0,
             gro: tun_rs::GROTable::new(),
