@@ -36,6 +36,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Reads from one source before the loop looks at the other one (with offloads one read
 /// may carry up to 64 KiB: a TSO super-packet or a GRO super-datagram).
 const ROUND: usize = 64;
+/// Packets the kernel queues for the loop to read from the TUN device (default 500).
+const TX_QUEUE_LEN: u32 = 5000;
 /// Capacity of a buffer for writing to the TUN device: room for the virtio header (twice, as
 /// tun-rs's coalescer requires) and a whole GRO packet.
 const GRO_BUFFER: usize = 2 * OFFSET + MAX_PACKET;
@@ -168,6 +170,11 @@ impl Device {
             build(false).map_err(tun_err)?
         };
         tun.set_nonblocking(true).map_err(tun_err)?;
+        // Best effort: a longer queue rides out the moments the loop is not scheduled
+        // (bursts of UDP from Envoy otherwise overflow the default 500 packets).
+        if let Err(e) = tun.set_tx_queue_len(TX_QUEUE_LEN) {
+            tracing::debug!(interface = %config.name, error = %e, "cannot set txqueuelen");
+        }
 
         let mut udp =
             Udp::bind(config.listen_port, want_offloads).map_err(|source| DeviceError::Socket {
