@@ -239,6 +239,11 @@ impl Lab {
 
     /// Starts replica `i` in its pod namespace.
     pub fn start_uplink(&self, i: usize) -> Process {
+        self.start_uplink_with(i, "LOG_LEVEL=debug")
+    }
+
+    /// Starts replica `i` with one more environment variable (`NAME=value`).
+    pub fn start_uplink_with(&self, i: usize, env: &str) -> Process {
         let config = self.path("config").join("uplink.json");
         self.pods[i]
             .spawn(
@@ -247,6 +252,7 @@ impl Lab {
                     "env",
                     &format!("POD_NAME=edge-uplink-{i}"),
                     "LOG_LEVEL=debug",
+                    env,
                     uplink_bin(),
                     "--config",
                     config.to_str().unwrap(),

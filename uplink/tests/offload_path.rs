@@ -1,0 +1,198 @@
+//! The batched data path with real traffic through real TUN devices: a TCP bulk transfer
+//! and UDP bursts from the VPS through the relay and an uplink (DNAT) to servers in the
+//! cluster and back, checked byte for byte and in order; once through an uplink with every
+//! offload (TSO/GRO on the TUN, UDP GSO/GRO) and once through one forced onto the plain
+//! per-packet path (`TUNNEL_OFFLOADS=off`) against the same offloading relay. The status
+//! reports (`tunnelctl status`, the uplink's `/status`) say which offloads are on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use support::{Lab, TARGET_IP, tcp_echo, udp_echo, wait_until};
+use uplink::document::{Forward, Protocol};
+
+const BULK: usize = 4 << 20;
+
+fn forward(protocol: Protocol, listen_port: u16, target_port: u16) -> Forward {
+    Forward {
+        protocol,
+        listen_port,
+        target_ip: TARGET_IP,
+        target_port,
+    }
+}
+
+fn pattern(i: usize) -> u8 {
+    u8::try_from((i * 131 + i / 7919) % 251).unwrap()
+}
+
+/// Sends `BULK` bytes through the echo server behind `addr` and checks every byte comes
+/// back, in order.
+fn tcp_bulk(lab: &Lab, addr: &str) {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let stream = lab
+        .vps
+        .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+        .unwrap()
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let data: Vec<u8> = (0..BULK).map(pattern).collect();
+        // Uneven writes: TSO super-packets of every size, short last segments.
+        let mut at = 0;
+        let mut k = 0;
+        while at < data.len() {
+            let n = [65_536, 1, 1419, 100_000, 7, 32_768][k % 6].min(data.len() - at);
+            writer.write_all(&data[at..at + n]).unwrap();
+            at += n;
+            k += 1;
+        }
+    });
+    let mut reader = stream;
+    let mut greeting = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        reader.read_exact(&mut byte).unwrap();
+        greeting.push(byte[0]);
+    }
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    while got < BULK {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        for (k, b) in buf[..n].iter().enumerate() {
+            assert_eq!(*b, pattern(got + k), "byte {} differs", got + k);
+        }
+        got += n;
+    }
+    sender.join().unwrap();
+}
+
+/// Bursts of UDP datagrams (equal sizes, the last one shorter, so they coalesce) through
+/// the echo server behind `addr`: every answer comes back intact and in order.
+fn udp_bursts(lab: &Lab, addr: &str) {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let socket = lab
+        .vps
+        .enter(|| UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    for burst in 0..20usize {
+        let size = [1200, 1300, 64, 1000][burst % 4];
+        let count = 32;
+        let payloads: Vec<Vec<u8>> = (0..count)
+            .map(|i| {
+                let len = if i + 1 == count { size / 2 } else { size };
+                let mut p = format!("{burst:03}:{i:03}:").into_bytes();
+                p.extend((p.len()..len).map(|k| pattern(k + i + burst)));
+                p
+            })
+            .collect();
+        for p in &payloads {
+            socket.send_to(p, addr).unwrap();
+        }
+        for (i, p) in payloads.iter().enumerate() {
+            let (n, _) = socket
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("burst {burst}, datagram {i}: {e}"));
+            let answer = &buf[..n];
+            let prefix = b"from 10.244.";
+            assert!(answer.starts_with(prefix), "burst {burst}, datagram {i}");
+            let body = &answer[answer
+                .iter()
+                .skip(prefix.len())
+                .position(|&b| b == b' ')
+                .unwrap()
+                + prefix.len()
+                + 1..];
+            assert_eq!(
+                body,
+                &p[..],
+                "burst {burst}, datagram {i}: out of order or damaged"
+            );
+        }
+    }
+}
+
+#[test]
+fn bulk_tcp_and_udp_bursts_through_the_offload_path_and_the_plain_one() {
+    let lab = Lab::new(2);
+    tcp_echo(&lab.cluster, "10.96.0.10:9000");
+    udp_echo(&lab.cluster, "10.96.0.10:9053");
+    let _relay = lab.start_relay(&lab.relay_doc());
+    lab.publish_uplink(&lab.uplink_doc(vec![
+        forward(Protocol::Tcp, 8080, 9000),
+        forward(Protocol::Udp, 5353, 9053),
+    ]));
+    let _offloading = lab.start_uplink(0);
+    let _plain = lab.start_uplink_with(1, "TUNNEL_OFFLOADS=off");
+    for i in 0..2 {
+        wait_until(
+            &format!("uplink {i} ready"),
+            Duration::from_secs(30),
+            || lab.ready(i).0 == 200,
+        );
+    }
+
+    // What each end reports.
+    let status = lab.relay_status();
+    let offloads = &status["offloads"];
+    for name in ["tunVnetHdr", "udpGso", "udpGro"] {
+        assert_eq!(offloads[name], true, "relay {name}: {status}");
+    }
+    assert!(offloads["tunUso"].is_boolean(), "{status}");
+    let report = |i: usize| -> serde_json::Value {
+        let (code, body) =
+            support::http_get(&lab.vps, &format!("10.200.0.{}:40500", i + 2), "/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let on = report(0);
+    for name in ["tunVnetHdr", "udpGso", "udpGro"] {
+        assert_eq!(on["offloads"][name], true, "uplink 0 {name}: {on}");
+    }
+    let off = report(1);
+    for name in ["tunVnetHdr", "tunUso", "udpGso", "udpGro"] {
+        assert_eq!(off["offloads"][name], false, "uplink 1 {name}: {off}");
+    }
+    let log = lab.log("relay.log");
+    let up = log
+        .lines()
+        .find(|l| l.contains("interface up"))
+        .unwrap_or_default();
+    for name in ["tun_vnet_hdr", "tun_uso", "udp_gso", "udp_gro"] {
+        assert!(
+            up.contains(name),
+            "the start-up log names the offloads: {up}"
+        );
+    }
+
+    // Real traffic, both ways, through each uplink.
+    for i in 0..2 {
+        tcp_bulk(&lab, &format!("10.200.0.{}:8080", i + 2));
+        udp_bursts(&lab, &format!("10.200.0.{}:5353", i + 2));
+    }
+
+    // Nothing was refused on the way.
+    let status = lab.relay_status();
+    for peer in status["peers"].as_array().unwrap() {
+        assert!(peer["rxBytes"].as_u64().unwrap() > BULK as u64, "{status}");
+    }
+    for i in 0..2 {
+        let r = report(i);
+        assert_eq!(r["drops"]["invalid"], 0, "{r}");
+        assert_eq!(r["drops"]["sendErrors"], 0, "{r}");
+    }
+}
