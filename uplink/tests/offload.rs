@@ -74,7 +74,7 @@ fn packet(shape: Shape, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
         p[16..20].copy_from_slice(&[10, 200, 0, 2]);
         for (k, b) in p[20..ip].iter_mut().enumerate() {
             // Options: NOPs then end-of-list.
-            *b = if k + 1 == shape.ip_options { 0 } else { 1 };
+            *b = u8::from(k + 1 != shape.ip_options);
         }
     }
     let t = ip;
