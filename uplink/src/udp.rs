@@ -11,7 +11,9 @@
 //!
 //! Each offload is probed when the socket is opened; without it the socket sends and
 //! receives one datagram per syscall. A kernel that accepts `UDP_SEGMENT` on the socket but
-//! refuses it on send (`EIO`: no checksum offload on the route) turns GSO off for good.
+//! refuses it on send (`EIO`: no checksum offload on the route) turns GSO off for good; a
+//! batch refused because a segment exceeds the path MTU (GSO does not fragment) is sent
+//! again one datagram at a time, which the kernel may fragment.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -141,22 +143,30 @@ impl Udp {
             self.send_one(to, &batch);
             self.batch = batch;
         } else if let Err(e) = self.send_gso(to) {
-            if e == Errno::EIO {
-                tracing::warn!(error = %e, "UDP GSO refused on send; sending one datagram per syscall from now on");
-                self.gso = false;
-                let batch = std::mem::take(&mut self.batch);
-                for datagram in batch.chunks(self.segment) {
-                    self.send_one(to, datagram);
+            match e {
+                // The device cannot segment (no checksum offload): never again.
+                Errno::EIO => {
+                    tracing::warn!(error = %e, "UDP GSO refused on send; sending one datagram per syscall from now on");
+                    self.gso = false;
+                    self.send_each(to);
                 }
-                self.batch = batch;
-            } else {
-                self.send_errors += segments as u64;
+                // A segment larger than the path MTU: GSO does not fragment, plain sends do.
+                Errno::EMSGSIZE | Errno::EINVAL => self.send_each(to),
+                _ => self.send_errors += segments as u64,
             }
         }
         self.batch.clear();
         self.segments = 0;
         self.last_short = false;
         self.dest = None;
+    }
+
+    fn send_each(&mut self, to: SocketAddr) {
+        let batch = std::mem::take(&mut self.batch);
+        for datagram in batch.chunks(self.segment) {
+            self.send_one(to, datagram);
+        }
+        self.batch = batch;
     }
 
     fn send_gso(&self, to: SocketAddr) -> Result<usize, Errno> {
