@@ -92,6 +92,7 @@ METRICS = [
 _children: list[subprocess.Popen] = []
 _workdir: Path | None = None
 _verbose = False
+_ours_offloads: str | None = None
 
 
 def log(msg: str) -> None:
@@ -440,6 +441,25 @@ def setup_ours() -> list[subprocess.Popen]:
     return [relay_proc, uplink_proc]
 
 
+def ours_offloads() -> str:
+    """The offloads each of our agents reports (`tunnelctl status`, the uplink's /status)."""
+    assert _workdir is not None
+
+    def fmt(report: str) -> str:
+        try:
+            o = json.loads(report).get("offloads") or {}
+        except ValueError:
+            return "?"
+        return ", ".join(f"{k} {'on' if v else 'off'}" for k, v in o.items()) or "?"
+    relay = subprocess.run([str(BIN / "ours" / "tunnelctl"), "--control",
+                            str(_workdir / "relay.sock"), "status"],
+                           capture_output=True, text=True).stdout
+    uplink = subprocess.run(["ip", "netns", "exec", NS_CLUSTER, "curl", "-sS", "-m", "2",
+                             f"http://{CLUSTER_LAN}:40500/status"],
+                            capture_output=True, text=True).stdout
+    return f"relay: {fmt(relay)}; uplink: {fmt(uplink)}"
+
+
 def setup_path(path: str) -> tuple[list[subprocess.Popen], subprocess.Popen | None, str]:
     tcp_ports = (IPERF_PORT, HTTP_PORT)
     if path == "direct":
@@ -637,6 +657,8 @@ def machine_facts() -> list[str]:
     ours = BIN / "ours" / "BUILD"
     if ours.exists():
         facts.append("our agents: " + ours.read_text().strip())
+    if _ours_offloads:
+        facts.append("our agents' offloads, as reported in the run: " + _ours_offloads)
     return facts
 
 
@@ -787,6 +809,9 @@ def attempt_path(p: str, rnd: int, args, results: dict, last: bool) -> bool:
         wait_ready(target, everyone)
         r = measure(p, target, [x.pid for x in procs], [envoy.pid] if envoy else [],
                     args.duration)
+        if p == "ours":
+            global _ours_offloads
+            _ours_offloads = ours_offloads()
         for x in everyone:
             if x.poll() is not None:
                 raise RuntimeError(f"{x.bench_name} died during the measurement")
