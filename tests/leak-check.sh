@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fails when a test left something behind: a test-bed network namespace, a VPS container,
-# or a test-bed process. With --clean-stale it first removes leftovers of an earlier,
+# Fails when a test left something behind: a test-bed network namespace, a VPS container
+# or its cgroup, or a test-bed process. With --clean-stale it first removes leftovers of an earlier,
 # killed run (before any test of this run starts) and reports them.
 set -uo pipefail
 PROCS='systemd-nspawn|envoy|etcd|kube-apiserver|tunnelctl|uplink|wireguard-go|boringtun-cli'
@@ -8,6 +8,8 @@ PROCS='systemd-nspawn|envoy|etcd|kube-apiserver|tunnelctl|uplink|wireguard-go|bo
 leaks() {
   ip netns list 2>/dev/null | awk '{print $1}' | grep '^tb-' | sed 's/^/netns /'
   pgrep -a "^($PROCS)$" 2>/dev/null | sed 's/^/process /'
+  # Each VPS container runs in a cgroup of its own (tests/testbed/src/cgroup.rs).
+  find /sys/fs/cgroup -maxdepth 3 -type d -name 'tb-*' 2>/dev/null | sed 's/^/cgroup /'
 }
 
 if [[ ${1:-} == --clean-stale ]]; then
@@ -20,6 +22,10 @@ if [[ ${1:-} == --clean-stale ]]; then
       [[ -d /proc/$owner ]] && continue
       for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
       ip netns del "$ns"
+    done
+    # Only empty cgroups can be removed: those of a container still running stay.
+    find /sys/fs/cgroup -maxdepth 3 -type d -name 'tb-*' 2>/dev/null | while read -r cg; do
+      find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
   fi
   exit 0

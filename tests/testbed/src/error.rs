@@ -27,6 +27,16 @@ pub enum TestbedError {
         /// What was awaited.
         what: String,
     },
+    /// A machine did not become ready in time; what was last seen explains why.
+    #[error("timed out waiting for {what}; last attempt: {last}; console:\n{log_tail}")]
+    NotReady {
+        /// What was awaited.
+        what: String,
+        /// The outcome of the last readiness check.
+        last: String,
+        /// The end of the machine's console log.
+        log_tail: String,
+    },
     /// File system or socket error.
     #[error("{context}: {source}")]
     Io {

@@ -12,6 +12,7 @@
 //! `tests/leak-check.sh` fails the run if something was.
 
 pub mod apiserver;
+pub mod cgroup;
 pub mod envoy;
 pub mod error;
 pub mod netns;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::cgroup::Cgroups;
 use crate::netns::{self, End, Netns};
 use crate::process::Process;
 use crate::{TestbedError, tools, unique_name};
@@ -34,6 +35,7 @@ pub struct Vps {
     address: Ipv4Addr,
     dir: tempfile::TempDir,
     process: Option<Process>,
+    cgroups: Option<Cgroups>,
     boots: u32,
 }
 
@@ -79,6 +81,7 @@ impl Vps {
             address,
             dir,
             process: None,
+            cgroups: None,
             boots: 0,
         };
         vps.prepare_upper()?;
@@ -167,22 +170,65 @@ impl Vps {
     }
 
     /// Waits until the VPS accepts SSH from `from` and systemd reports a booted system.
+    /// On timeout the error carries the last attempt's outcome and the tail of the boot log.
     pub fn wait_ready(&self, from: &Netns, timeout: Duration) -> Result<(), TestbedError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(out) = self.ssh(from, "systemctl is-system-running --wait") {
-                let state = String::from_utf8_lossy(&out.stdout);
-                if state.trim() == "running" || state.trim() == "degraded" {
-                    return Ok(());
+            let last = match self.ssh(from, "systemctl is-system-running --wait; true") {
+                Ok(out) => {
+                    let state = String::from_utf8_lossy(&out.stdout);
+                    // `is-system-running` exits 1 for `degraded`, hence the `; true` above: a
+                    // failed unit that tests do not use must not hold up the boot.
+                    if state.trim() == "running" {
+                        return Ok(());
+                    }
+                    if state.trim() == "degraded" {
+                        let failed = self
+                            .ssh(from, "systemctl --failed --no-legend --no-pager; for u in $(systemctl --failed --no-legend --plain | cut -d' ' -f1); do journalctl -b -u $u --no-pager | tail -n 5; done")
+                            .map_or_else(
+                                |e| e.to_string(),
+                                |out| String::from_utf8_lossy(&out.stdout).into_owned(),
+                            );
+                        eprintln!("VPS {} booted degraded; failed units:\n{failed}", self.name);
+                        return Ok(());
+                    }
+                    format!(
+                        "system state {:?}, stderr {:?}",
+                        state.trim(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
                 }
-            }
+                Err(e) => e.to_string(),
+            };
             if Instant::now() > deadline {
-                return Err(TestbedError::Timeout {
-                    what: format!("VPS {} to accept SSH", self.name),
+                let jobs = self
+                    .ssh(
+                        from,
+                        "systemctl is-system-running; systemctl list-jobs --no-pager | head -n 15; ls -l /run/nologin; true",
+                    )
+                    .map_or_else(
+                        |e| e.to_string(),
+                        |out| String::from_utf8_lossy(&out.stdout).into_owned(),
+                    );
+                return Err(TestbedError::NotReady {
+                    what: format!("VPS {} (boot {})", self.name, self.boots),
+                    last: format!("{last}; jobs: {jobs}"),
+                    log_tail: self.boot_log_tail(40),
                 });
             }
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+
+    /// The last `lines` lines of the current boot's console log (systemd-nspawn's output).
+    pub fn boot_log_tail(&self, lines: usize) -> String {
+        let log = self
+            .dir
+            .path()
+            .join(format!("boot-{}.log", self.boots.saturating_sub(1)));
+        let text = std::fs::read_to_string(&log).unwrap_or_else(|e| format!("({e})"));
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// How many times this VPS has booted.
@@ -214,6 +260,7 @@ impl Vps {
         if let Some(mut process) = self.process.take() {
             process.stop(Duration::from_secs(30));
         }
+        self.cgroups = None;
     }
 
     fn start(&mut self) -> Result<(), TestbedError> {
@@ -239,9 +286,30 @@ impl Vps {
                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW",
                 "--bind=/dev/net/tun",
             ])
-            .arg(format!("--machine={}", self.name));
+            .arg(format!("--machine={}", self.name))
+            // Arguments for the container's systemd: its unit status lines go to the console
+            // log, so a boot that hangs says where.
+            .args(["systemd.show_status=true"]);
         let log = self.dir.path().join(format!("boot-{}.log", self.boots));
-        self.process = Some(Process::spawn("systemd-nspawn", &mut cmd, Some(&log))?);
+        // A cgroup of its own (see `cgroup`): a shell moves itself in, then becomes
+        // systemd-nspawn (same PID).
+        self.cgroups = None;
+        let cgroups = Cgroups::create(&format!("{}-{}", self.name, self.boots))?;
+        let procs: Vec<String> = cgroups
+            .procs_files()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let mut wrapped = Command::new("sh");
+        wrapped
+            .arg("-c")
+            .arg(r#"for f in $TB_CGROUP_PROCS; do echo $$ > "$f"; done; exec "$@""#)
+            .arg("sh")
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env("TB_CGROUP_PROCS", procs.join(" "));
+        self.cgroups = Some(cgroups);
+        self.process = Some(Process::spawn("systemd-nspawn", &mut wrapped, Some(&log))?);
         self.boots += 1;
         Ok(())
     }
