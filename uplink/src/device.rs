@@ -36,6 +36,10 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Reads from one source before the loop looks at the other one (with offloads one read
 /// may carry up to 64 KiB: a TSO super-packet or a GRO super-datagram).
 const ROUND: usize = 64;
+/// Segments one TSO read can split into: 64 KiB at Linux's smallest MSS (48 bytes). With
+/// fewer buffers, a super-packet of a small-MSS flow could never be split and its
+/// connection would stall; about 2 MB per device.
+const TSO_MAX_SEGMENTS: usize = MAX_PACKET / 48 + 1;
 /// Packets the kernel queues for the loop to read from the TUN device (default 500).
 const TX_QUEUE_LEN: u32 = 5000;
 /// Capacity of a buffer for writing to the TUN device: room for the virtio header (twice, as
@@ -333,10 +337,10 @@ impl TunIn {
     fn new(mtu: usize) -> Self {
         Self {
             raw: vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET].into_boxed_slice(),
-            bufs: (0..IDEAL_BATCH_SIZE)
+            bufs: (0..TSO_MAX_SEGMENTS)
                 .map(|_| vec![0; OFFSET + mtu.max(1280)].into_boxed_slice())
                 .collect(),
-            sizes: vec![0; IDEAL_BATCH_SIZE],
+            sizes: vec![0; TSO_MAX_SEGMENTS],
         }
     }
 }

@@ -31,13 +31,20 @@ fn pattern(i: usize) -> u8 {
     u8::try_from((i * 131 + i / 7919) % 251).unwrap()
 }
 
-/// Sends `BULK` bytes through the echo server behind `addr` and checks every byte comes
-/// back, in order.
-fn tcp_bulk(lab: &Lab, addr: &str) {
+/// Sends `bulk` bytes through the echo server behind `addr` and checks every byte comes
+/// back, in order. `mss`: an MSS for the VPS end (small: many tiny segments per TSO read).
+fn tcp_bulk(lab: &Lab, addr: &str, bulk: usize, mss: Option<u32>) {
     let addr: SocketAddr = addr.parse().unwrap();
-    let stream = lab
+    let stream: TcpStream = lab
         .vps
-        .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+        .enter(move || -> std::io::Result<TcpStream> {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            if let Some(mss) = mss {
+                nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::TcpMaxSeg, &mss)?;
+            }
+            s.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+            Ok(s.into())
+        })
         .unwrap()
         .unwrap();
     stream
@@ -45,7 +52,7 @@ fn tcp_bulk(lab: &Lab, addr: &str) {
         .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
-        let data: Vec<u8> = (0..BULK).map(pattern).collect();
+        let data: Vec<u8> = (0..bulk).map(pattern).collect();
         // Uneven writes: TSO super-packets of every size, short last segments.
         let mut at = 0;
         let mut k = 0;
@@ -65,7 +72,7 @@ fn tcp_bulk(lab: &Lab, addr: &str) {
     }
     let mut got = 0;
     let mut buf = vec![0u8; 1 << 16];
-    while got < BULK {
+    while got < bulk {
         let n = reader.read(&mut buf).unwrap();
         assert!(n > 0, "closed after {got} bytes");
         for (k, b) in buf[..n].iter().enumerate() {
@@ -181,9 +188,12 @@ fn bulk_tcp_and_udp_bursts_through_the_offload_path_and_the_plain_one() {
 
     // Real traffic, both ways, through each uplink.
     for i in 0..2 {
-        tcp_bulk(&lab, &format!("10.200.0.{}:8080", i + 2));
+        tcp_bulk(&lab, &format!("10.200.0.{}:8080", i + 2), BULK, None);
         udp_bursts(&lab, &format!("10.200.0.{}:5353", i + 2));
     }
+
+    // The smallest MSS Linux lets a socket ask for: tiny segments, split and coalesced intact.
+    tcp_bulk(&lab, "10.200.0.2:8080", 1 << 20, Some(88));
 
     // Nothing was refused on the way.
     let status = lab.relay_status();
