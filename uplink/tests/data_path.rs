@@ -11,17 +11,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::{Conn, Lab, TARGET_IP, healthy_hosts, tcp_echo, udp_echo, udp_request, wait_until};
-use uplink::document::{Forward, Protocol};
-
-fn forward(protocol: Protocol, listen_port: u16, target_port: u16) -> Forward {
-    Forward {
-        protocol,
-        listen_port,
-        target_ip: TARGET_IP,
-        target_port,
-    }
-}
+use support::{Conn, Lab, forward, healthy_hosts, tcp_echo, udp_echo, udp_request, wait_until};
+use uplink::document::Protocol;
 
 /// Opens `n` connections to the public port; returns the set of pod addresses that served.
 fn spread(lab: &Lab, port: u16, n: usize) -> Result<BTreeSet<String>, String> {
@@ -52,13 +43,7 @@ fn relay_envoy_and_three_uplinks_carry_real_traffic() {
     lab.publish_uplink(&lab.uplink_doc(forwards.clone()));
     let mut uplinks: Vec<_> = (0..3).map(|i| Some(lab.start_uplink(i))).collect();
 
-    for i in 0..3 {
-        wait_until(
-            &format!("uplink {i} ready"),
-            Duration::from_secs(30),
-            || lab.ready(i).0 == 200,
-        );
-    }
+    lab.wait_uplinks_ready(3);
     let status = lab.relay_status();
     assert_eq!(status["ready"], true, "{status}");
     assert_eq!(status["peers"].as_array().unwrap().len(), 3);

@@ -13,19 +13,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use support::{Lab, TARGET_IP, tcp_echo, udp_echo, wait_until};
-use uplink::document::{Forward, Protocol};
+use support::{Lab, forward, tcp_echo, udp_echo};
+use uplink::document::Protocol;
 
 const BULK: usize = 4 << 20;
-
-fn forward(protocol: Protocol, listen_port: u16, target_port: u16) -> Forward {
-    Forward {
-        protocol,
-        listen_port,
-        target_ip: TARGET_IP,
-        target_port,
-    }
-}
 
 fn pattern(i: usize) -> u8 {
     u8::try_from((i * 131 + i / 7919) % 251).unwrap()
@@ -145,13 +136,7 @@ fn bulk_tcp_and_udp_bursts_through_the_offload_path_and_the_plain_one() {
     ]));
     let _offloading = lab.start_uplink(0);
     let _plain = lab.start_uplink_with(1, "TUNNEL_OFFLOADS=off");
-    for i in 0..2 {
-        wait_until(
-            &format!("uplink {i} ready"),
-            Duration::from_secs(30),
-            || lab.ready(i).0 == 200,
-        );
-    }
+    lab.wait_uplinks_ready(2);
 
     // What each end reports.
     let status = lab.relay_status();

@@ -23,11 +23,21 @@ use std::time::{Duration, Instant};
 
 use testbed::netns::{End, Netns, veth};
 use testbed::process::Process;
-use uplink::document::{Forward, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay};
+use uplink::document::{Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay};
 use uplink::key::PrivateKey;
 
 pub const RELAY_PORT: u16 = 51820;
 pub const TARGET_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+/// A forward from the relay's `listen_port` to `TARGET_IP:target_port`.
+pub fn forward(protocol: Protocol, listen_port: u16, target_port: u16) -> Forward {
+    Forward {
+        protocol,
+        listen_port,
+        target_ip: TARGET_IP,
+        target_port,
+    }
+}
 pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 pub fn tunnelctl() -> &'static str {
@@ -269,6 +279,17 @@ impl Lab {
     /// `/ready` of replica `i`, asked from the vps namespace over the tunnel.
     pub fn ready(&self, i: usize) -> (u16, String) {
         http_get(&self.vps, &format!("10.200.0.{}:40500", i + 2), "/ready")
+    }
+
+    /// Waits until uplinks `0..count` all answer 200 on `/ready`.
+    pub fn wait_uplinks_ready(&self, count: usize) {
+        for i in 0..count {
+            wait_until(
+                &format!("uplink {i} ready"),
+                Duration::from_secs(30),
+                || self.ready(i).0 == 200,
+            );
+        }
     }
 
     pub fn log(&self, name: &str) -> String {
