@@ -3,7 +3,9 @@
 //! cluster and back, checked byte for byte and in order; once through an uplink with every
 //! offload (TSO/GRO on the TUN, UDP GSO/GRO) and once through one forced onto the plain
 //! per-packet path (`TUNNEL_OFFLOADS=off`) against the same offloading relay. The status
-//! reports (`tunnelctl status`, the uplink's `/status`) say which offloads are on.
+//! reports (`tunnelctl status`, the uplink's `/status`) say which offloads are on. And a
+//! stream kept at full speed across WireGuard's 120 s rekey: the timers still run under
+//! saturation and the stream stays whole.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -190,4 +192,115 @@ fn bulk_tcp_and_udp_bursts_through_the_offload_path_and_the_plain_one() {
         assert_eq!(r["drops"]["invalid"], 0, "{r}");
         assert_eq!(r["drops"]["sendErrors"], 0, "{r}");
     }
+}
+
+/// WireGuard replaces a session's keys after 120 s of use (`REKEY_AFTER_TIME`; the uplink
+/// dials, so it starts the new handshake). A TCP stream kept at full speed through the batched
+/// path across that point: the relay sees a new handshake while the stream flows (the timers
+/// still run under saturation), the stream keeps moving after it, and every byte arrives
+/// intact and in order. Bounded: it stops at the first rekey, or after 200 s.
+#[test]
+fn a_rekey_under_saturation_keeps_the_stream_whole() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    let lab = Lab::new(1);
+    tcp_echo(&lab.cluster, "10.96.0.10:9000");
+    let _relay = lab.start_relay(&lab.relay_doc());
+    lab.publish_uplink(&lab.uplink_doc(vec![forward(Protocol::Tcp, 8080, 9000)]));
+    let _uplink = lab.start_uplink(0);
+    lab.wait_uplinks_ready(1);
+    let handshake_age = || lab.relay_status()["peers"][0]["lastHandshakeSecondsAgo"].as_u64();
+    let first = handshake_age().expect("a handshake before the stream");
+
+    let addr: SocketAddr = "10.200.0.2:8080".parse().unwrap();
+    let stream = lab
+        .vps
+        .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+        .unwrap()
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = stream.try_clone().unwrap();
+    let mut writer = stream;
+    let mut greeting = [0u8; 1];
+    while greeting[0] != b'\n' {
+        reader.read_exact(&mut greeting).unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicUsize::new(0));
+    let sender = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        move || {
+            let chunk: Vec<u8> = (0..65_536).map(pattern).collect();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // Whole chunks keep the pattern aligned: byte i of the stream is pattern(i % 65536).
+                writer.write_all(&chunk).unwrap();
+                sent += chunk.len();
+            }
+            sent
+        }
+    });
+    let checker = std::thread::spawn({
+        let received = Arc::clone(&received);
+        let stop = Arc::clone(&stop);
+        move || {
+            let mut got = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        for (k, b) in buf[..n].iter().enumerate() {
+                            assert_eq!(*b, pattern((got + k) % 65_536), "byte {} differs", got + k);
+                        }
+                        got += n;
+                        received.store(got, Ordering::Relaxed);
+                    }
+                    // Once the sender stopped, a quiet connection means everything arrived.
+                    Err(_) if stop.load(Ordering::Relaxed) => break,
+                    Err(e) => panic!("stream stalled after {got} bytes: {e}"),
+                }
+            }
+            got
+        }
+    });
+
+    // Watch the relay's view of the handshake while the stream runs.
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let mut previous = first;
+    let mut at_rekey = None;
+    while Instant::now() < deadline && at_rekey.is_none() {
+        std::thread::sleep(Duration::from_secs(1));
+        let age = handshake_age().expect("the session stays up");
+        if age < previous {
+            at_rekey = Some(received.load(Ordering::Relaxed));
+        }
+        previous = age;
+    }
+    let at_rekey = at_rekey.expect("no new handshake within 200 s of saturating traffic");
+    // The stream keeps moving after the new keys are in use.
+    let after = received.load(Ordering::Relaxed);
+    let moving = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Relaxed) < after + (8 << 20) && Instant::now() < moving {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    let got = checker.join().unwrap();
+    assert!(
+        got > after + (8 << 20),
+        "the stream stalled after the rekey at {at_rekey} bytes"
+    );
+    assert_eq!(got, sent, "bytes lost");
+
+    let (code, body) = support::http_get(&lab.vps, "10.200.0.2:40500", "/status");
+    assert_eq!(code, 200, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["drops"]["invalid"], 0, "{r}");
+    assert_eq!(r["drops"]["sendErrors"], 0, "{r}");
 }
