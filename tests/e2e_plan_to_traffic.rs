@@ -9,16 +9,14 @@
 
 mod enroll_support;
 
-use enroll_support::{agent_binary, wait_until, with_session};
+use enroll_support::{Network, agent_binary, serve_greeting, wait_until, with_session};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use serde::Deserialize;
-use testbed::netns::{End, Netns, veth};
-use testbed::vps::{Vps, VpsOptions};
 use tunnel::crd::{EdgeNode, PortBinding};
 use tunnel::enroll::{
     self, Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning, PassOptions,
@@ -37,67 +35,17 @@ fn docs(file: &str) -> Vec<serde_yaml::Value> {
 #[test]
 fn readme_example_reaches_its_service_through_an_enrolled_vps() {
     // internet ── VPS; internet ── cluster ── pod-0, pod-1.
-    let internet = Netns::new("inet").unwrap();
-    let vps = Vps::boot(&internet, &VpsOptions::default()).unwrap();
-    let cluster = Netns::new("cluster").unwrap();
-    veth(
-        End {
-            ns: &internet,
-            ifname: "k8s0",
-            cidr: "198.51.100.1/24",
-        },
-        End {
-            ns: &cluster,
-            ifname: "up0",
-            cidr: "198.51.100.2/24",
-        },
-    )
-    .unwrap();
-    internet.enable_forwarding().unwrap();
-    internet
-        .run(&["ip", "route", "add", "10.244.0.0/16", "via", "198.51.100.2"])
-        .unwrap();
-    cluster.enable_forwarding().unwrap();
-    cluster
-        .default_route(Ipv4Addr::new(198, 51, 100, 1))
-        .unwrap();
-    // The Service's ClusterIP and the raw UDP target live in the cluster namespace.
-    cluster.addr("lo", "10.96.0.10/32").unwrap();
+    let Network {
+        internet,
+        vps,
+        cluster,
+        pods,
+    } = Network::new(2);
+    // The raw UDP target lives in the cluster namespace too, next to the Service's ClusterIP.
     cluster.addr("lo", "10.96.0.53/32").unwrap();
-    let pods: Vec<Netns> = (0..2).map(|_| Netns::new("pod").unwrap()).collect();
-    for (i, pod) in pods.iter().enumerate() {
-        veth(
-            End {
-                ns: &cluster,
-                ifname: &format!("p{i}"),
-                cidr: &format!("10.244.{i}.1/24"),
-            },
-            End {
-                ns: pod,
-                ifname: "eth0",
-                cidr: &format!("10.244.{i}.2/24"),
-            },
-        )
-        .unwrap();
-        pod.default_route(Ipv4Addr::new(10, 244, u8::try_from(i).unwrap(), 1))
-            .unwrap();
-    }
 
     // The Service `my-web` (port 8080) and a UDP echo at 10.96.0.53:53.
-    let tcp = cluster
-        .enter(|| TcpListener::bind("10.96.0.10:8080").unwrap())
-        .unwrap();
-    std::thread::spawn(move || {
-        for mut stream in tcp.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                if let Ok(n) = stream.read(&mut buf) {
-                    let _ = stream.write_all(b"my-web: ");
-                    let _ = stream.write_all(&buf[..n]);
-                }
-            });
-        }
-    });
+    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
     let udp = cluster
         .enter(|| UdpSocket::bind("10.96.0.53:53").unwrap())
         .unwrap();

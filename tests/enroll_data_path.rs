@@ -11,23 +11,20 @@
 
 mod enroll_support;
 
-use enroll_support::{agent_binary, wait_until, with_session};
+use enroll_support::{
+    Network, agent_binary, serve_greeting, traffic_flows, wait_until, with_session,
+};
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use testbed::netns::{End, Netns, veth};
-use testbed::vps::{Vps, VpsOptions};
 use tunnel::enroll::{self, Arch, Blob, DesiredState, EnvoyInstall, HostTuning, PassOptions};
 use tunnel::ssh::Session;
 use uplink::document::{Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay};
 use uplink::key::PrivateKey;
 
 const RELAY_PORT: u16 = 51821;
-const TARGET: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 9000);
 
 fn bootstrap() -> String {
     "node: {id: tunnel-edge, cluster: tunnel}\n\
@@ -62,31 +59,6 @@ const CDS: &str = "resources:\n\
 \x20   - lb_endpoints:\n\
 \x20     - endpoint: {address: {socket_address: {address: 10.200.0.2, port_value: 8080}}}\n";
 
-fn exchange(addr: SocketAddr) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"ping\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
-fn traffic_flows(internet: &Netns, vps: Ipv4Addr) -> bool {
-    internet
-        .enter(|| {
-            for _ in 0..60 {
-                if exchange(SocketAddr::from((vps, 8080)))
-                    .is_ok_and(|a| a == "cluster says: ping\n")
-                {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            false
-        })
-        .unwrap()
-}
-
 #[test]
 fn enrolled_vps_carries_traffic_over_the_real_relay_and_survives_a_reboot() {
     let tunnelctl = Blob::new(std::fs::read(agent_binary("tunnelctl")).unwrap());
@@ -94,64 +66,17 @@ fn enrolled_vps_carries_traffic_over_the_real_relay_and_survives_a_reboot() {
     let envoy = Blob::new(std::fs::read(testbed::tools::envoy().unwrap()).unwrap());
 
     // internet ── VPS; internet ── cluster ── pod (the uplink replica).
-    let internet = Netns::new("inet").unwrap();
-    let mut vps = Vps::boot(&internet, &VpsOptions::default()).unwrap();
-    let cluster = Netns::new("cluster").unwrap();
-    let pod = Netns::new("pod").unwrap();
-    veth(
-        End {
-            ns: &internet,
-            ifname: "k8s0",
-            cidr: "198.51.100.1/24",
-        },
-        End {
-            ns: &cluster,
-            ifname: "up0",
-            cidr: "198.51.100.2/24",
-        },
-    )
-    .unwrap();
-    veth(
-        End {
-            ns: &cluster,
-            ifname: "p0",
-            cidr: "10.244.0.1/24",
-        },
-        End {
-            ns: &pod,
-            ifname: "eth0",
-            cidr: "10.244.0.2/24",
-        },
-    )
-    .unwrap();
-    internet.enable_forwarding().unwrap();
-    internet
-        .run(&["ip", "route", "add", "10.244.0.0/16", "via", "198.51.100.2"])
-        .unwrap();
-    cluster.enable_forwarding().unwrap();
-    cluster
-        .default_route(Ipv4Addr::new(198, 51, 100, 1))
-        .unwrap();
-    cluster.addr("lo", "10.96.0.10/32").unwrap();
-    pod.default_route(Ipv4Addr::new(10, 244, 0, 1)).unwrap();
+    let Network {
+        internet,
+        mut vps,
+        cluster,
+        mut pods,
+    } = Network::new(1);
+    let pod = pods.remove(0);
     vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
 
     // The target "Service" in the cluster.
-    let listener = cluster
-        .enter(|| TcpListener::bind(TARGET).unwrap())
-        .unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                if let Ok(n) = stream.read(&mut buf) {
-                    let _ = stream.write_all(b"cluster says: ");
-                    let _ = stream.write_all(&buf[..n]);
-                }
-            });
-        }
-    });
+    serve_greeting(&cluster, "10.96.0.10:9000", b"cluster says: ");
 
     // Keys and documents, as the planner would render them.
     let relay_key = PrivateKey::generate().unwrap();
