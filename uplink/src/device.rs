@@ -132,7 +132,6 @@ enum Command {
 pub struct Device {
     name: String,
     listen_port: u16,
-    offloads: Offloads,
     commands: mpsc::Sender<Command>,
     waker: Waker,
     thread: Option<JoinHandle<()>>,
@@ -186,12 +185,7 @@ impl Device {
                 source,
             })?;
         let listen_port = udp.port();
-        let offloads = Offloads {
-            tun_vnet_hdr: tun.tcp_gso(),
-            tun_uso: tun.udp_gso(),
-            udp_gso: udp.gso(),
-            udp_gro: udp.gro(),
-        };
+        let offloads = offloads(&tun, &udp);
 
         let poll = Poll::new().map_err(DeviceError::Poll)?;
         let tun_fd = tun.as_raw_fd();
@@ -216,7 +210,6 @@ impl Device {
                     let mut io = Io {
                         name,
                         listen_port,
-                        offloads,
                         poll,
                         tun_in: TunIn::new(mtu),
                         tun_out: TunOut::new(),
@@ -245,16 +238,10 @@ impl Device {
         Ok(Self {
             name,
             listen_port,
-            offloads,
             commands,
             waker,
             thread: Some(thread),
         })
-    }
-
-    /// The offloads the device runs with.
-    pub fn offloads(&self) -> Offloads {
-        self.offloads
     }
 
     /// The interface name.
@@ -315,7 +302,6 @@ impl Drop for Device {
 struct Io {
     name: String,
     listen_port: u16,
-    offloads: Offloads,
     poll: Poll,
     tun: tun_rs::SyncDevice,
     tun_in: TunIn,
@@ -518,10 +504,18 @@ impl Io {
             peers: self.tunnel.stats(),
             drops: self.tunnel.drops(),
             send_errors: self.udp.send_errors + self.tun_out.errors,
-            offloads: Offloads {
-                udp_gso: self.udp.gso(),
-                ..self.offloads
-            },
+            // Derived each time: GSO can be switched off by the kernel's first refusal.
+            offloads: offloads(&self.tun, &self.udp),
         }
+    }
+}
+
+/// The offloads a TUN device and a socket run with.
+fn offloads(tun: &tun_rs::SyncDevice, udp: &Udp) -> Offloads {
+    Offloads {
+        tun_vnet_hdr: tun.tcp_gso(),
+        tun_uso: tun.udp_gso(),
+        udp_gso: udp.gso(),
+        udp_gro: udp.gro(),
     }
 }
