@@ -2,7 +2,6 @@
 //! script) on free loopback ports, with generated certificates, RBAC authorization and a
 //! service cluster IP range. Stopped, and its data removed, when the handle drops.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use rcgen::{
 };
 
 use crate::process::Process;
-use crate::{TestbedError, tools};
+use crate::{TestbedError, free_port, tools};
 
 /// The service cluster IP range the API server allocates ClusterIPs from.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
@@ -258,15 +257,6 @@ async fn client_from(path: &Path) -> Result<kube::Client, TestbedError> {
         .await
         .map_err(|e| TestbedError::Kube(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| TestbedError::Kube(e.to_string()))
-}
-
-fn free_port() -> Result<u16, TestbedError> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(TestbedError::io("finding a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(TestbedError::io("reading the port"))?
-        .port())
 }
 
 fn set_private(path: &Path) -> Result<(), TestbedError> {

@@ -13,6 +13,14 @@ pub enum TestbedError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// A binary of the workspace itself has not been built.
+    #[error("{name} not found at {path}: run `cargo build -p uplink --bins` first")]
+    MissingBinary {
+        /// The binary's name.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
     /// A command could not be started or failed.
     #[error("`{command}` failed: {detail}")]
     Command {

@@ -2,11 +2,13 @@
 //!
 //! - [`tools`]: where the set-up script cached the binaries (`kube-apiserver`, `etcd`, `helm`,
 //!   `envoy`) and the VPS root file system.
-//! - [`netns`]: network namespaces and veth links, removed when their handle drops.
+//! - [`netns`]: network namespaces and veth links, removed when their handle drops;
+//!   [`pods`]: a cluster's network (a router and pod namespaces) below one of them.
 //! - [`process`]: child processes that are stopped (by PID) when their handle drops.
 //! - [`apiserver`]: a real etcd + kube-apiserver on loopback, with the CRDs installed.
 //! - [`vps`]: a Debian VPS booted with `systemd-nspawn`, reachable over SSH.
 //! - [`envoy`]: running and validating the real Envoy.
+//! - [`wait`]: bounded waiting; [`free_port`] and [`unique_name`] for things tests make.
 //!
 //! Every handle cleans up on drop, so a failing or panicking test leaves nothing behind;
 //! `tests/leak-check.sh` fails the run if something was.
@@ -16,9 +18,11 @@ pub mod cgroup;
 pub mod envoy;
 pub mod error;
 pub mod netns;
+pub mod pods;
 pub mod process;
 pub mod tools;
 pub mod vps;
+pub mod wait;
 
 pub use error::TestbedError;
 
@@ -28,4 +32,14 @@ pub fn unique_name(label: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("tb-{}-{n}-{label}", std::process::id())
+}
+
+/// A loopback TCP port nothing listens on right now.
+pub fn free_port() -> Result<u16, TestbedError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(TestbedError::io("finding a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(TestbedError::io("reading the port"))?
+        .port())
 }

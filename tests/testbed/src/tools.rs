@@ -52,3 +52,22 @@ pub fn vps_rootfs() -> Result<PathBuf, TestbedError> {
         })
     }
 }
+
+/// One of the workspace's own binaries (`tunnelctl`, `uplink`, `tunnel`), built into the
+/// target directory of the running test (`target/<profile>/`, next to `deps/`).
+pub fn agent_binary(name: &str) -> Result<PathBuf, TestbedError> {
+    let exe = std::env::current_exe().map_err(TestbedError::io("locating the test binary"))?;
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join(name))
+        .unwrap_or_default();
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TestbedError::MissingBinary {
+            name: name.into(),
+            path,
+        })
+    }
+}
