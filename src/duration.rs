@@ -183,7 +183,10 @@ mod tests {
             DurationError::TooLong { input: input() },
         ];
         let categories: Vec<&str> = all.iter().map(DurationError::category).collect();
-        assert_eq!(categories, ["DurationSyntax", "DurationZero", "DurationTooLong"]);
+        assert_eq!(
+            categories,
+            ["DurationSyntax", "DurationZero", "DurationTooLong"]
+        );
     }
 
     #[test]
@@ -215,7 +218,11 @@ mod tests {
             ("0.1h", "360s"),
         ];
         for (input, want) in cases {
-            assert_eq!(GoDuration::parse(input).unwrap().to_envoy(), want, "{input}");
+            assert_eq!(
+                GoDuration::parse(input).unwrap().to_envoy(),
+                want,
+                "{input}"
+            );
         }
     }
 

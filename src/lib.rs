@@ -2,10 +2,14 @@
 //! IP of a VPS over WireGuard. The binary `tunnel` is a thin shell over these modules.
 
 pub mod crd;
+pub mod duration;
 pub mod enroll;
+pub mod hash;
 pub mod health;
 pub mod operator;
 pub mod plan;
 pub mod ssh;
-pub mod telemetry;
 pub mod workload;
+
+/// The logging set-up: the agents' own ([`tunnel_contract::logging`]), one for every binary.
+pub use tunnel_contract::logging as telemetry;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use serde::Deserialize;
-use uplink::{PrivateKey, PublicKey};
+use tunnel_contract::{PrivateKey, PublicKey};
 
 use tunnel::crd::{EdgeNode, PortBinding};
 use tunnel::plan::{
@@ -62,9 +62,9 @@ impl RenderCmdError {
     /// A stable label for metrics and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Read { .. } => "render_read",
-            Self::Parse { .. } => "render_parse",
-            Self::NoEdgeNode => "render_no_edge_node",
+            Self::Read { .. } => "RenderReadFailed",
+            Self::Parse { .. } => "RenderParseFailed",
+            Self::NoEdgeNode => "RenderNoEdgeNode",
             Self::Plan { source, .. } => source.category(),
         }
     }
@@ -398,4 +398,39 @@ fn redact(text: &str) -> String {
         out.push_str(line);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_category_is_upper_camel_case() {
+        let all = [
+            RenderCmdError::Read {
+                path: PathBuf::new(),
+                source: std::io::Error::other("gone"),
+            },
+            RenderCmdError::Parse {
+                path: PathBuf::new(),
+                index: 1,
+                message: String::new(),
+            },
+            RenderCmdError::NoEdgeNode,
+            RenderCmdError::Plan {
+                node: String::new(),
+                source: tunnel::plan::PlanError::Replicas(0),
+            },
+        ];
+        let categories: Vec<&str> = all.iter().map(RenderCmdError::category).collect();
+        assert_eq!(
+            categories,
+            [
+                "RenderReadFailed",
+                "RenderParseFailed",
+                "RenderNoEdgeNode",
+                "ReplicasInvalid"
+            ]
+        );
+    }
 }

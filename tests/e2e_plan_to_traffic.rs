@@ -23,7 +23,7 @@ use tunnel::enroll::{
 };
 use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
 use tunnel::ssh::Session;
-use uplink::key::PrivateKey;
+use tunnel_contract::key::PrivateKey;
 
 fn docs(file: &str) -> Vec<serde_yaml::Value> {
     let text = std::fs::read_to_string(format!("tests/fixtures/readme/{file}.yaml")).unwrap();

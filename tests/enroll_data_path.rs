@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use tunnel::enroll::{self, Arch, Blob, DesiredState, EnvoyInstall, HostTuning, PassOptions};
 use tunnel::ssh::Session;
-use uplink::document::{Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay};
-use uplink::key::PrivateKey;
+use tunnel_contract::document::{
+    Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay,
+};
+use tunnel_contract::key::PrivateKey;
 
 const RELAY_PORT: u16 = 51821;
 

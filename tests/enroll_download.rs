@@ -18,9 +18,10 @@ use testbed::vps::{Vps, VpsOptions};
 use tunnel::enroll::{
     self, Arch, Blob, DesiredState, EnrollError, EnvoyInstall, HostTuning, PassOptions,
 };
-use tunnel::ssh::{Credentials, Session, SshOptions, sha256_hex};
-use uplink::document::RelayDocument;
-use uplink::key::PrivateKey;
+use tunnel::hash::sha256_hex;
+use tunnel::ssh::{Credentials, Session, SshOptions};
+use tunnel_contract::document::RelayDocument;
+use tunnel_contract::key::PrivateKey;
 
 /// A data-plane binary next to this test's own target directory.
 fn agent_binary(name: &str) -> PathBuf {

@@ -25,8 +25,8 @@ use tunnel::enroll::{
     self, Arch, Blob, DesiredState, EnrollError, EnvoyInstall, HostTuning, PassOptions, Request,
 };
 use tunnel::ssh::{Access, Credentials, Session, SshOptions};
-use uplink::document::{RelayDocument, RelayPeer};
-use uplink::key::PrivateKey;
+use tunnel_contract::document::{RelayDocument, RelayPeer};
+use tunnel_contract::key::PrivateKey;
 
 const SDS_SECRET: &str = "SDS-PRIVATE-KEY-Pw27nVc";
 

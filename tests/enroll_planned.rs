@@ -24,7 +24,7 @@ use tunnel::enroll::{
 };
 use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
 use tunnel::ssh::Session;
-use uplink::key::PrivateKey;
+use tunnel_contract::key::PrivateKey;
 
 const RELAY_PORT: u16 = 51821;
 

@@ -23,7 +23,7 @@ impl RenderError {
     /// A stable label for metrics and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Yaml { .. } => "crd_yaml",
+            Self::Yaml { .. } => "CRDRenderFailed",
         }
     }
 }
@@ -44,4 +44,18 @@ pub fn crds_yaml() -> Result<String, RenderError> {
         out.push_str(&doc);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_category_is_upper_camel_case() {
+        let e = RenderError::Yaml {
+            name: String::new(),
+            source: serde_yaml::from_str::<u8>("x").unwrap_err(),
+        };
+        assert_eq!(e.category(), "CRDRenderFailed");
+    }
 }

@@ -8,9 +8,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::EnrollError;
+use super::error::DesiredError;
 use super::layout;
 use crate::crd::HostSpec;
-use crate::ssh::sha256_hex;
+use crate::hash::sha256_hex;
 
 /// Machine architecture of a VPS, from `uname -m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -139,10 +140,7 @@ impl EnvoyInstall {
                 if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                     Ok(digest.to_ascii_lowercase())
                 } else {
-                    Err(EnrollError::Desired(format!(
-                        "the pinned Envoy SHA-256 for {} is not 64 hex digits",
-                        arch.uname()
-                    )))
+                    Err(DesiredError::PinnedDigest { arch: arch.uname() }.into())
                 }
             }
         }
@@ -163,9 +161,10 @@ impl EnvoyInstall {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
         if !version_ok {
-            return Err(EnrollError::Desired(format!(
-                "Envoy version {version:?} is not a plain version string"
-            )));
+            return Err(DesiredError::EnvoyVersion {
+                version: version.clone(),
+            }
+            .into());
         }
         let url = url_template
             .replace("{version}", version)
@@ -174,21 +173,15 @@ impl EnvoyInstall {
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))
         else {
-            return Err(EnrollError::Desired(
-                "the Envoy download URL template must give an http:// or https:// URL".into(),
-            ));
+            return Err(DesiredError::UrlScheme.into());
         };
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(EnrollError::Desired(
-                "the Envoy download URL must not contain spaces or control characters".into(),
-            ));
+            return Err(DesiredError::UrlCharacters.into());
         }
         let authority = rest.split('/').next().unwrap_or_default();
         if authority.contains('@') {
             // They would show in the VPS's process list and in command logs.
-            return Err(EnrollError::Desired(
-                "the Envoy download URL must not carry credentials (user:password@)".into(),
-            ));
+            return Err(DesiredError::UrlCredentials.into());
         }
         Ok(Some(url))
     }
@@ -277,16 +270,14 @@ impl DesiredState {
                         .strip_prefix(layout::ENVOY_TLS_DIR)
                         .and_then(|rest| rest.strip_prefix('/'))
                         .filter(|name| layout::is_sds_file_name(name))
-                        .ok_or_else(|| {
-                            EnrollError::Desired(format!(
-                                "rendered file {path:?} is not one enrollment manages"
-                            ))
+                        .ok_or_else(|| DesiredError::Unmanaged {
+                            path: path.to_owned(),
                         })?;
                     sds.insert(name.to_owned(), Blob::new(bytes.to_vec()));
                 }
             }
         }
-        let missing = |what: &str| EnrollError::Desired(format!("no rendered {what}"));
+        let missing = |path: &'static str| DesiredError::Missing { path };
         let desired = Self {
             tunnelctl: carried.tunnelctl,
             envoy: carried.envoy,
@@ -305,13 +296,11 @@ impl DesiredState {
     pub fn validate(&self) -> Result<(), EnrollError> {
         for name in self.sds.keys() {
             if !layout::is_sds_file_name(name) {
-                return Err(EnrollError::Desired(format!(
-                    "SDS file name {name:?} must be letters, digits and ._- ending in .sds.yaml"
-                )));
+                return Err(DesiredError::SdsName { name: name.clone() }.into());
             }
         }
         if self.tunnelctl.is_empty() {
-            return Err(EnrollError::Desired("no tunnelctl binary".into()));
+            return Err(DesiredError::NoTunnelctl.into());
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! repaired), reporting health, restarting Envoy on request, and tearing everything down.
 //!
 //! Planning is pure and apart from running: [`observe`] parses one read-only look at the VPS,
-//! [`plan`] turns it and the [`DesiredState`] into a list of steps, [`pass`] runs them over an
+//! [`steps`] turns it and the [`DesiredState`] into a list of steps, [`pass`] runs them over an
 //! [`crate::ssh::Session`]. See docs/enrollment.md.
 
 pub mod desired;
@@ -12,16 +12,16 @@ pub mod health;
 pub mod layout;
 pub mod observe;
 pub mod pass;
-pub mod plan;
 pub mod state;
+pub mod steps;
 pub mod teardown;
 pub mod units;
 
 pub use desired::{
     Arch, Blob, Carried, DesiredState, ENVOY_RELEASE_URL_TEMPLATE, EnvoyInstall, HostTuning,
 };
-pub use error::EnrollError;
+pub use error::{DesiredError, EnrollError, ObservationError};
 pub use health::{Health, RelayStatus};
 pub use pass::{PassOptions, PassReport, enroll, plan_pass, restart_envoy};
-pub use plan::{Plan, Request, Step};
+pub use steps::{PassPlan, Request, Step};
 pub use teardown::teardown;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 
 use super::EnrollError;
+use super::error::ObservationError;
 use super::layout;
 use super::state::State;
 use crate::ssh::{Script, SshError};
@@ -124,7 +125,7 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
             "file" => {
                 let mut f = rest.splitn(3, ' ');
                 let (Some(mode), Some(sha256), Some(path)) = (f.next(), f.next(), f.next()) else {
-                    return Err(EnrollError::Observation(format!("bad file line {line:?}")));
+                    return Err(ObservationError::FileLine(line.to_owned()).into());
                 };
                 observed.files.insert(
                     path.to_owned(),
@@ -140,7 +141,7 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
                 let mut f = rest.splitn(3, ' ');
                 let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next())
                 else {
-                    return Err(EnrollError::Observation(format!("bad unit line {line:?}")));
+                    return Err(ObservationError::UnitLine(line.to_owned()).into());
                 };
                 observed.units.insert(
                     name.to_owned(),
@@ -153,7 +154,7 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
             "state" => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(rest.trim())
-                    .map_err(|_| EnrollError::Observation("state.json is not base64".into()))?;
+                    .map_err(ObservationError::StateEncoding)?;
                 observed.state = State::parse(&bytes);
                 observed.state_bytes = Some(bytes);
             }
@@ -161,7 +162,7 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
         }
     }
     if observed.machine.is_empty() {
-        return Err(EnrollError::Observation("no `uname -m` answer".into()));
+        return Err(ObservationError::NoArch.into());
     }
     Ok(observed)
 }

@@ -10,7 +10,7 @@ use super::EnrollError;
 use super::health::{self, Health};
 use super::layout;
 use super::observe;
-use super::plan::{self, Plan, Request, Source, Step};
+use super::steps::{self, PassPlan, Request, Source, Step};
 use crate::ssh::{Script, Session, SshError, write_file};
 
 /// How a pass runs.
@@ -58,10 +58,10 @@ pub async fn plan_pass(
     session: &mut Session,
     desired: &super::DesiredState,
     request: Request,
-) -> Result<Plan, EnrollError> {
+) -> Result<PassPlan, EnrollError> {
     let out = session.run_ok(&observe::script()?).await?;
     let observed = observe::parse(&out.stdout_text())?;
-    plan::plan(desired, &observed, request)
+    steps::plan(desired, &observed, request)
 }
 
 /// Brings the VPS to `desired`.
@@ -188,7 +188,7 @@ async fn download(
         );
     match session.run_ok(&script).await {
         Ok(_) => Ok(()),
-        Err(SshError::CommandFailed { stderr, .. }) => Err(EnrollError::EnvoyDownload(stderr)),
+        Err(e @ SshError::CommandFailed { .. }) => Err(EnrollError::EnvoyDownload(e)),
         Err(e) => Err(e.into()),
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ssh::sha256_hex;
+use crate::hash::sha256_hex;
 
 /// The current schema version.
 pub const STATE_VERSION: u32 = 1;

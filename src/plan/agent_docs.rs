@@ -1,13 +1,14 @@
-//! The agent documents, built with the types the agents themselves read (`uplink::document`):
-//! the relay's `/etc/tunnel/relay.json` (its key, port, address, MTU, one peer per uplink
-//! replica) and the uplinks' shared `uplink.json` (the relay peer, the forwarded ports, the
-//! admin bridge). Each uplink forwards a binding's tunnel port to the binding's target.
+//! The agent documents, built with the types the agents themselves read
+//! (`tunnel_contract::document`): the relay's `/etc/tunnel/relay.json` (its key, port,
+//! address, MTU, one peer per uplink replica) and the uplinks' shared `uplink.json` (the relay
+//! peer, the forwarded ports, the admin bridge). Each uplink forwards a binding's tunnel port
+//! to the binding's target.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use ipnet::Ipv4Net;
-use uplink::document::{ADMIN_BRIDGE_PORT, DOCUMENT_VERSION};
-use uplink::{
+use tunnel_contract::document::{ADMIN_BRIDGE_PORT, DOCUMENT_VERSION};
+use tunnel_contract::{
     DocumentError, Forward, PrivateKey, Protocol as FwdProtocol, PublicKey, RelayDocument,
     RelayPeer, UplinkDocument, UplinkRelay,
 };
@@ -59,9 +60,9 @@ impl AgentDocsError {
     /// A stable label for metrics and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::MissingUplinkKey { .. } => "missing_uplink_key",
-            Self::OutOfRange { .. } => "agent_doc_out_of_range",
-            Self::Invalid { .. } => "agent_doc_invalid",
+            Self::MissingUplinkKey { .. } => "UplinkKeyMissing",
+            Self::OutOfRange { .. } => "AgentDocumentOutOfRange",
+            Self::Invalid { .. } => "AgentDocumentInvalid",
         }
     }
 }

@@ -11,13 +11,13 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use super::conflicts::{self, Claim, Sharing};
-use super::duration::Duration;
 use super::outcome::{BindingId, BindingOutcome, Reason, Refusal};
 use super::resolve::{Resolver, ServiceLookup, TlsSecret};
 use crate::crd::{
     Binding, PortBindingSpec, Protocol, ProxyProtocolVersion, RESERVED_PORTS, TcpParams, TlsMode,
     UdpParams,
 };
+use crate::duration::GoDuration;
 
 /// A PortBinding as the planner reads it.
 #[derive(Debug, Clone)]
@@ -68,9 +68,9 @@ pub enum BindingKind {
     /// A TCP port.
     Tcp {
         /// Time to connect to an uplink.
-        connect_timeout: Duration,
+        connect_timeout: GoDuration,
         /// Idle time after which a connection is closed.
-        idle_timeout: Duration,
+        idle_timeout: GoDuration,
         /// PROXY protocol header towards the target, if any.
         proxy_protocol: Option<ProxyProtocolVersion>,
         /// TLS at the edge, if any.
@@ -79,7 +79,7 @@ pub enum BindingKind {
     /// A UDP port.
     Udp {
         /// Idle time after which a client's session is forgotten.
-        session_timeout: Duration,
+        session_timeout: GoDuration,
     },
 }
 
@@ -276,8 +276,8 @@ fn resolve(
     })
 }
 
-fn duration(field: &str, value: &str) -> Result<Duration, Refusal> {
-    Duration::parse_positive(value).map_err(|e| Refusal {
+fn duration(field: &str, value: &str) -> Result<GoDuration, Refusal> {
+    GoDuration::parse_positive(value).map_err(|e| Refusal {
         reason: Reason::InvalidSpec,
         message: format!("{field}: {e}"),
     })

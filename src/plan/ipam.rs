@@ -32,8 +32,8 @@ impl IpamError {
     /// A stable label for metrics and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Syntax { .. } => "ipam_syntax",
-            Self::TooSmall { .. } => "ipam_too_small",
+            Self::Syntax { .. } => "TunnelNetworkInvalid",
+            Self::TooSmall { .. } => "TunnelNetworkTooSmall",
         }
     }
 }
@@ -143,6 +143,25 @@ impl Ipam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_category_is_upper_camel_case() {
+        let all = [
+            IpamError::Syntax {
+                network: String::new(),
+            },
+            IpamError::TooSmall {
+                network: String::new(),
+                capacity: 0,
+                replicas: 1,
+            },
+        ];
+        let categories: Vec<&str> = all.iter().map(IpamError::category).collect();
+        assert_eq!(
+            categories,
+            ["TunnelNetworkInvalid", "TunnelNetworkTooSmall"]
+        );
+    }
 
     #[test]
     fn relay_is_base_plus_one_and_replicas_follow() {

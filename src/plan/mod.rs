@@ -7,15 +7,14 @@
 //! - [`bindings`] and [`conflicts`]: the binding table, per-binding outcomes ([`outcome`]).
 //! - [`resolve`]: the resolver trait (Service ClusterIPs, TLS Secrets).
 //! - [`envoy`]: bootstrap, LDS, CDS and SDS documents.
-//! - [`agent_docs`]: the relay and uplink documents of `uplink::document`.
-//! - [`hash`]: content hashes; [`duration`]: Go-style durations to Envoy's.
+//! - [`agent_docs`]: the relay and uplink documents of `tunnel_contract::document`.
+//!
+//! Content hashes come from [`crate::hash`], durations from [`crate::duration`].
 
 pub mod agent_docs;
 pub mod bindings;
 pub mod conflicts;
-pub mod duration;
 pub mod envoy;
-pub mod hash;
 pub mod ipam;
 pub mod outcome;
 pub mod resolve;
@@ -25,13 +24,14 @@ use std::net::Ipv4Addr;
 
 pub use agent_docs::{AgentDocsError, Keys};
 pub use bindings::{BindingKind, EdgeTls, PlannedBinding, PortBindingInput, SecretKey};
-pub use duration::{Duration, DurationError};
 pub use envoy::{EdgeSettings, EnvoyError, HealthCheck, Layout, OutlierDetection};
 pub use ipam::{Ipam, IpamError};
 pub use outcome::{BindingId, BindingOutcome, OutcomeKind, Reason, Refusal};
 pub use resolve::{Resolver, ServiceLookup, StaticResolver, TlsSecret};
 
 use crate::crd::EdgeNodeSpec;
+use crate::duration::{DurationError, GoDuration};
+use crate::hash;
 
 /// Where the relay's document lives on the VPS.
 pub const RELAY_DOCUMENT_PATH: &str = "/etc/tunnel/relay.json";
@@ -136,9 +136,9 @@ pub struct Plan {
     /// The uplink document (ConfigMap key `uplink.json`).
     pub uplink_file: RenderedFile,
     /// The relay document, typed.
-    pub relay_document: uplink::RelayDocument,
+    pub relay_document: tunnel_contract::RelayDocument,
     /// The uplink document, typed.
-    pub uplink_document: uplink::UplinkDocument,
+    pub uplink_document: tunnel_contract::UplinkDocument,
     /// Hashes.
     pub hashes: Hashes,
     /// TLS Secrets whose private key is copied to the VPS (offload and mutual).
@@ -222,17 +222,17 @@ impl PlanError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Ipam(e) => e.category(),
-            Self::Duration { .. } => "edge_duration",
-            Self::TimeoutOverInterval { .. } => "edge_timeout_over_interval",
-            Self::Replicas(_) => "replicas",
+            Self::Duration { .. } => "EdgeDurationInvalid",
+            Self::TimeoutOverInterval { .. } => "HealthCheckTimeoutOverInterval",
+            Self::Replicas(_) => "ReplicasInvalid",
             Self::AgentDocs(e) => e.category(),
             Self::Envoy(e) => e.category(),
         }
     }
 }
 
-fn positive(field: &'static str, value: &str) -> Result<Duration, PlanError> {
-    Duration::parse_positive(value).map_err(|source| PlanError::Duration { field, source })
+fn positive(field: &'static str, value: &str) -> Result<GoDuration, PlanError> {
+    GoDuration::parse_positive(value).map_err(|source| PlanError::Duration { field, source })
 }
 
 /// The node-wide Envoy settings: addresses, validated health checking and outlier detection.
@@ -387,6 +387,57 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_category_is_upper_camel_case() {
+        let yaml = || serde_yaml::from_str::<u8>("x").unwrap_err();
+        let all = [
+            PlanError::Ipam(IpamError::Syntax {
+                network: String::new(),
+            }),
+            PlanError::Duration {
+                field: "healthCheck.interval",
+                source: DurationError::Zero {
+                    input: String::new(),
+                },
+            },
+            PlanError::TimeoutOverInterval {
+                timeout: String::new(),
+                interval: String::new(),
+            },
+            PlanError::Replicas(0),
+            PlanError::AgentDocs(AgentDocsError::MissingUplinkKey {
+                replicas: 1,
+                keys: 0,
+            }),
+            PlanError::AgentDocs(AgentDocsError::OutOfRange {
+                field: "tunnel.mtu",
+                value: String::new(),
+            }),
+            PlanError::AgentDocs(AgentDocsError::Invalid {
+                which: "relay",
+                source: tunnel_contract::DocumentError::Syntax(String::new()),
+            }),
+            PlanError::Envoy(EnvoyError::Yaml {
+                what: "lds",
+                source: yaml(),
+            }),
+        ];
+        let categories: Vec<&str> = all.iter().map(PlanError::category).collect();
+        assert_eq!(
+            categories,
+            [
+                "TunnelNetworkInvalid",
+                "EdgeDurationInvalid",
+                "HealthCheckTimeoutOverInterval",
+                "ReplicasInvalid",
+                "UplinkKeyMissing",
+                "AgentDocumentOutOfRange",
+                "AgentDocumentInvalid",
+                "EnvoyRenderFailed",
+            ]
+        );
+    }
 
     #[test]
     fn debug_never_shows_private_keys() {

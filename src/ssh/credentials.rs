@@ -10,9 +10,9 @@ use std::fmt;
 use std::time::Duration;
 
 use super::SshError;
-use super::duration::parse_duration;
 use super::known_hosts::KnownHosts;
 use crate::crd::SshSpec;
+use crate::duration::GoDuration;
 
 /// Secret key holding an OpenSSH/PEM private key.
 pub const KEY_PRIVATE_KEY: &str = "privateKey";
@@ -144,7 +144,12 @@ impl SshOptions {
             host: address.to_owned(),
             port: spec.port,
             user: spec.user.clone(),
-            connect_timeout: parse_duration(&spec.connect_timeout)?,
+            connect_timeout: GoDuration::parse(&spec.connect_timeout)
+                .map_err(|source| SshError::Duration {
+                    field: "ssh.connectTimeout",
+                    source,
+                })?
+                .to_std(),
             keepalive_interval: Self::KEEPALIVE,
             keepalive_max: 3,
             command_timeout: Self::COMMAND_TIMEOUT,

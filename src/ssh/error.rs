@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::duration::DurationError;
+
 /// What went wrong talking to a VPS over SSH.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -21,9 +23,19 @@ pub enum SshError {
         supported: &'static str,
     },
 
-    /// A setting is out of range or malformed (duration, address).
+    /// A setting is out of range or malformed (an empty address).
     #[error("SSH settings: {0}")]
     Settings(String),
+
+    /// A duration setting (`spec.ssh.connectTimeout`) is not a Go duration.
+    #[error("SSH settings: {field}: {source}")]
+    Duration {
+        /// The field under `spec`.
+        field: &'static str,
+        /// What the parser said.
+        #[source]
+        source: DurationError,
+    },
 
     /// No `knownHosts` and `insecureSkipHostKeyVerification` is not set.
     #[error(
@@ -76,12 +88,13 @@ pub enum SshError {
     },
 
     /// The SSH protocol failed (handshake, channel, closed connection).
-    #[error("SSH transport to {host}: {message}")]
+    #[error("SSH transport to {host}: {source}")]
     Transport {
         /// `host:port` of the VPS.
         host: String,
-        /// russh's description.
-        message: String,
+        /// What failed.
+        #[source]
+        source: TransportError,
     },
 
     /// A remote command ran longer than the per-command timeout; its channel was closed.
@@ -114,7 +127,7 @@ impl SshError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Credentials(_) | Self::UnsupportedKeyType { .. } => "SSHCredentialsInvalid",
-            Self::Settings(_) => "SSHSettingsInvalid",
+            Self::Settings(_) | Self::Duration { .. } => "SSHSettingsInvalid",
             Self::NoKnownHosts { .. } => "SSHHostKeyMissing",
             Self::HostKeyRejected { .. } => "SSHHostKeyRejected",
             Self::AuthRejected { .. } => "SSHAuthFailed",
@@ -130,9 +143,9 @@ impl SshError {
     #[must_use]
     pub fn at(self, address: &str) -> Self {
         match self {
-            Self::Transport { host, message } if host.is_empty() => Self::Transport {
+            Self::Transport { host, source } if host.is_empty() => Self::Transport {
                 host: address.to_owned(),
-                message,
+                source,
             },
             other => other,
         }
@@ -148,11 +161,124 @@ impl SshError {
     }
 }
 
+/// Why the SSH transport failed: russh's error, or what the session found itself.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The SSH protocol layer failed (boxed: russh's error is large, and every result of
+    /// the SSH layer carries this enum).
+    #[error(transparent)]
+    Protocol(Box<russh::Error>),
+    /// A command was attempted on a session that is not connected.
+    #[error("not connected")]
+    NotConnected,
+    /// The server did not open a channel in time.
+    #[error("opening a channel timed out")]
+    ChannelTimeout,
+    /// The server answered a command request with a failure.
+    #[error("the server refused to run the command")]
+    CommandRefused,
+}
+
 impl From<russh::Error> for SshError {
     fn from(e: russh::Error) -> Self {
+        TransportError::Protocol(Box::new(e)).into()
+    }
+}
+
+impl From<TransportError> for SshError {
+    /// A transport error whose host [`SshError::at`] fills in.
+    fn from(source: TransportError) -> Self {
         Self::Transport {
             host: String::new(),
-            message: e.to_string(),
+            source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn every_category_is_upper_camel_case() {
+        let host = String::new;
+        let all = [
+            SshError::Credentials(String::new()),
+            SshError::UnsupportedKeyType {
+                found: String::new(),
+                supported: "",
+            },
+            SshError::Settings(String::new()),
+            SshError::Duration {
+                field: "ssh.connectTimeout",
+                source: DurationError::Syntax { input: host() },
+            },
+            SshError::NoKnownHosts { host: host() },
+            SshError::HostKeyRejected {
+                host: host(),
+                reason: String::new(),
+            },
+            SshError::AuthRejected {
+                host: host(),
+                user: String::new(),
+                method: "publickey",
+                remaining: String::new(),
+            },
+            SshError::ConnectTimeout {
+                host: host(),
+                timeout: Duration::from_secs(1),
+            },
+            SshError::Connect {
+                host: host(),
+                source: std::io::Error::other("refused"),
+            },
+            TransportError::NotConnected.into(),
+            SshError::CommandTimeout {
+                command: String::new(),
+                timeout: Duration::from_secs(1),
+            },
+            SshError::CommandFailed {
+                command: String::new(),
+                status: 1,
+                stderr: String::new(),
+            },
+            SshError::UnsafeArgument(String::new()),
+        ];
+        let categories: Vec<&str> = all.iter().map(SshError::category).collect();
+        assert_eq!(
+            categories,
+            [
+                "SSHCredentialsInvalid",
+                "SSHCredentialsInvalid",
+                "SSHSettingsInvalid",
+                "SSHSettingsInvalid",
+                "SSHHostKeyMissing",
+                "SSHHostKeyRejected",
+                "SSHAuthFailed",
+                "SSHUnreachable",
+                "SSHUnreachable",
+                "SSHTransportError",
+                "SSHCommandTimeout",
+                "SSHCommandFailed",
+                "SSHUnsafeArgument",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transport_error_keeps_russh_as_its_source_and_gets_its_host() {
+        let e = SshError::from(russh::Error::Disconnect).at("203.0.113.10:22");
+        assert!(
+            e.to_string()
+                .starts_with("SSH transport to 203.0.113.10:22: "),
+            "{e}"
+        );
+        assert!(
+            e.source()
+                .is_some_and(|s| s.to_string() == russh::Error::Disconnect.to_string())
+        );
+        assert!(e.is_transient());
     }
 }

@@ -13,7 +13,6 @@
 
 pub mod command_log;
 pub mod credentials;
-pub mod duration;
 mod error;
 pub mod known_hosts;
 pub mod private_key;
@@ -23,7 +22,7 @@ pub mod transfer;
 
 pub use command_log::{CommandLog, LoggedCommand};
 pub use credentials::{Credentials, SecretString, SshOptions};
-pub use error::SshError;
+pub use error::{SshError, TransportError};
 pub use script::{Access, Script};
 pub use session::{Output, Session};
-pub use transfer::{sha256_hex, write_file};
+pub use transfer::write_file;

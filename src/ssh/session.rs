@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::SshError;
 use super::command_log::{CommandLog, LoggedCommand};
 use super::credentials::{Credentials, SshOptions};
+use super::error::TransportError;
 use super::known_hosts::{KnownHosts, Verdict, fingerprint};
 use super::private_key;
 use super::script::{Access, Script};
@@ -290,13 +291,13 @@ impl Session {
         let target = self.options.target();
         let handle = self.handle.as_ref().ok_or_else(|| SshError::Transport {
             host: target.clone(),
-            message: "not connected".into(),
+            source: TransportError::NotConnected,
         })?;
         match tokio::time::timeout(timeout, handle.channel_open_session()).await {
             Ok(result) => result.map_err(|e| SshError::from(e).at(&target)),
             Err(_) => Err(SshError::Transport {
                 host: target,
-                message: "opening a channel timed out".into(),
+                source: TransportError::ChannelTimeout,
             }),
         }
     }
@@ -461,10 +462,7 @@ async fn exec(
                     got_status = true;
                 }
                 ChannelMsg::Failure => {
-                    return Err(SshError::Transport {
-                        host: String::new(),
-                        message: "the server refused to run the command".into(),
-                    });
+                    return Err(SshError::from(TransportError::CommandRefused));
                 }
                 _ => {}
             }

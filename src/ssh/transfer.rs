@@ -4,19 +4,13 @@
 //! corrupted upload therefore never replaces anything; a leftover temporary file is named
 //! `.tunnel.*` and swept by the next pass.
 
-use sha2::{Digest, Sha256};
-
 use super::SshError;
 use super::script::{Script, check_path};
 use super::session::Session;
+use crate::hash::sha256_hex;
 
 /// Prefix of temporary files (in the target's directory) while an upload is in flight.
 pub const TEMP_PREFIX: &str = ".tunnel.";
-
-/// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 /// Writes `content` to `path` on the VPS with permission bits `mode` (e.g. `0o600`),
 /// creating the parent directory (0755) when missing. Atomic: readers see the old file or the

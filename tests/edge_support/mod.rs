@@ -14,7 +14,7 @@ use tunnel::crd::{EdgeNodeSpec, PortBindingSpec};
 use tunnel::plan::{
     Keys, Layout, NodeInput, Plan, PlanInput, PortBindingInput, StaticResolver, TlsSecret,
 };
-use uplink::PrivateKey;
+use tunnel_contract::PrivateKey;
 
 /// The EdgeNode `default/edge` from a YAML spec.
 pub fn node(spec_yaml: &str) -> NodeInput {

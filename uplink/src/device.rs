@@ -82,10 +82,10 @@ impl DeviceError {
     /// A stable, low-cardinality name for metrics labels and event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Tun { .. } => "tun",
-            Self::Socket { .. } => "udp_socket",
-            Self::Poll(_) => "event_loop",
-            Self::Stopped => "stopped",
+            Self::Tun { .. } => "TunDeviceFailed",
+            Self::Socket { .. } => "UDPSocketFailed",
+            Self::Poll(_) => "EventLoopFailed",
+            Self::Stopped => "DeviceStopped",
         }
     }
 }
@@ -131,7 +131,6 @@ enum Command {
 #[derive(Debug)]
 pub struct Device {
     name: String,
-    listen_port: u16,
     commands: mpsc::Sender<Command>,
     waker: Waker,
     thread: Option<JoinHandle<()>>,
@@ -237,21 +236,10 @@ impl Device {
         );
         Ok(Self {
             name,
-            listen_port,
             commands,
             waker,
             thread: Some(thread),
         })
-    }
-
-    /// The interface name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The UDP port bound.
-    pub fn listen_port(&self) -> u16 {
-        self.listen_port
     }
 
     /// Replaces the peers (unchanged peers keep their sessions).
@@ -454,7 +442,8 @@ impl Io {
                     ) {
                         Ok(n) => {
                             for (buf, &size) in tun_in.bufs.iter().zip(&tun_in.sizes).take(n) {
-                                self.tunnel.from_tun(&buf[OFFSET..OFFSET + size], &mut sink);
+                                self.tunnel
+                                    .handle_tun(&buf[OFFSET..OFFSET + size], &mut sink);
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -476,7 +465,7 @@ impl Io {
                     match sink.udp.recv(&mut buf) {
                         Ok((n, from, segment)) => {
                             for datagram in buf[..n].chunks(segment) {
-                                self.tunnel.from_network(from, datagram, &mut sink);
+                                self.tunnel.handle_network(from, datagram, &mut sink);
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

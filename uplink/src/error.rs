@@ -57,10 +57,10 @@ impl AgentError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Document { source, .. } => source.category(),
-            Self::File { .. } => "file",
-            Self::Key { .. } => "key",
-            Self::Identity(_) => "identity",
-            Self::Resolve { .. } => "resolve",
+            Self::File { .. } => "FileUnreadable",
+            Self::Key { .. } => "KeyUnreadable",
+            Self::Identity(_) => "IdentityInvalid",
+            Self::Resolve { .. } => "RelayUnresolvable",
             Self::Device(e) => e.category(),
             Self::Nat(e) => e.category(),
         }
@@ -73,4 +73,86 @@ pub fn read(path: &std::path::Path) -> Result<String, AgentError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_category_is_upper_camel_case() {
+        let path = PathBuf::new;
+        let io = || std::io::Error::other("x");
+        let all = [
+            AgentError::Document {
+                path: path(),
+                source: DocumentError::Version(String::new()),
+            },
+            AgentError::File {
+                path: path(),
+                source: io(),
+            },
+            AgentError::Key { path: path() },
+            AgentError::Identity(String::new()),
+            AgentError::Resolve {
+                endpoint: String::new(),
+                reason: String::new(),
+            },
+            AgentError::Device(DeviceError::Stopped),
+            AgentError::Nat(NetlinkError::Socket(io())),
+        ];
+        let categories: Vec<&str> = all.iter().map(AgentError::category).collect();
+        assert_eq!(
+            categories,
+            [
+                "DocumentVersionUnsupported",
+                "FileUnreadable",
+                "KeyUnreadable",
+                "IdentityInvalid",
+                "RelayUnresolvable",
+                "DeviceStopped",
+                "NetlinkSocketFailed",
+            ]
+        );
+        let device = [
+            DeviceError::Tun {
+                name: String::new(),
+                source: io(),
+            },
+            DeviceError::Socket {
+                port: 0,
+                source: io(),
+            },
+            DeviceError::Poll(io()),
+            DeviceError::Stopped,
+        ];
+        let categories: Vec<&str> = device.iter().map(DeviceError::category).collect();
+        assert_eq!(
+            categories,
+            [
+                "TunDeviceFailed",
+                "UDPSocketFailed",
+                "EventLoopFailed",
+                "DeviceStopped"
+            ]
+        );
+        let netlink = [
+            NetlinkError::Socket(io()),
+            NetlinkError::Refused {
+                index: 0,
+                what: String::new(),
+                source: io(),
+            },
+            NetlinkError::Decode(String::new()),
+        ];
+        let categories: Vec<&str> = netlink.iter().map(NetlinkError::category).collect();
+        assert_eq!(
+            categories,
+            [
+                "NetlinkSocketFailed",
+                "NetlinkRefused",
+                "NetlinkDecodeFailed"
+            ]
+        );
+    }
 }

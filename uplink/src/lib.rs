@@ -1,27 +1,31 @@
-//! The Tunnel data plane: the agent documents shared with the operator ([`document`]), the
-//! WireGuard keys ([`key`]), the sans-IO WireGuard core ([`tunnel`]) and its I/O shell
-//! ([`device`], with the TUN offloads of [`offload`] and the UDP socket of [`udp`]), the uplink's NAT over netlink ([`nat`]), readiness ([`readiness`]), and the
-//! two agents ([`relay`] for `tunnelctl`, [`uplink_agent`] for `uplink`).
+//! The Tunnel data plane behind the two agents: the sans-IO WireGuard core (`tunnel`) and its
+//! I/O shell (`device`, with the TUN offloads of [`offload`] and the UDP socket of [`udp`]),
+//! the uplink's NAT over netlink ([`nat`]), readiness ([`readiness`], served by [`http`]), and
+//! the two agents ([`relay`] for `tunnelctl`, [`uplink_agent`] for `uplink`), with their
+//! process plumbing ([`watch`], [`signals`], [`notify`]).
+//!
+//! What the operator shares with the agents (the documents, the keys, the logging set-up) is
+//! the `tunnel-contract` crate; the public modules here are the ones the two binaries and the
+//! integration tests call.
 
-pub mod device;
-pub mod document;
-pub mod error;
+mod device;
+mod error;
 pub mod http;
-pub mod key;
-pub mod logging;
 pub mod nat;
-pub mod netlink;
+mod netlink;
 pub mod notify;
 pub mod offload;
 pub mod readiness;
 pub mod relay;
 pub mod signals;
-pub mod tunnel;
+mod tunnel;
 pub mod udp;
 pub mod uplink_agent;
 pub mod watch;
 
-pub use document::{
-    DocumentError, Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay,
-};
-pub use key::{KeyError, PrivateKey, PublicKey};
+// The contract's modules under their old names inside this crate: `crate::document::...`.
+use tunnel_contract::{document, key};
+
+pub use device::DeviceError;
+pub use error::AgentError;
+pub use netlink::NetlinkError;

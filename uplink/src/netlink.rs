@@ -39,9 +39,9 @@ impl NetlinkError {
     /// A stable, low-cardinality name for metrics labels and event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Socket(_) => "netlink_socket",
-            Self::Refused { .. } => "netlink_refused",
-            Self::Decode(_) => "netlink_decode",
+            Self::Socket(_) => "NetlinkSocketFailed",
+            Self::Refused { .. } => "NetlinkRefused",
+            Self::Decode(_) => "NetlinkDecodeFailed",
         }
     }
 

@@ -1,6 +1,6 @@
 //! The sans-IO WireGuard core: many peers over one private key, built on boringtun's
 //! `noise::Tunn`. It owns no socket and no device; the I/O shell ([`crate::device`]) hands it
-//! packets (one at a time or in batches) and it answers through a [`Sink`].
+//! packets one at a time and it answers through a [`Sink`].
 //!
 //! - Packets from the TUN device are routed to a peer by longest-prefix match over the peers'
 //!   allowed IPs (cryptokey routing), encrypted, and sent to the peer's current endpoint.
@@ -11,7 +11,8 @@
 //! - [`Tunnel::tick`] drives handshakes, retries, rekeys and keepalives (`update_timers`).
 //!
 //! The per-packet path does not allocate: one scratch buffer is reused, and the sink decides
-//! whether to write at once or to collect a batch (sendmmsg/GSO later, issue 6).
+//! whether to write at once or to collect a batch (the device collects one UDP GSO batch per
+//! endpoint and one TUN write per coalesced run, see [`crate::device`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -140,7 +141,7 @@ impl std::fmt::Debug for Tunnel {
 impl Tunnel {
     /// A core with `key` and no peers.
     pub fn new(key: &PrivateKey) -> Self {
-        let private = key.to_x25519();
+        let private = boringtun::x25519::StaticSecret::from(*key.as_bytes());
         let public = boringtun::x25519::PublicKey::from(&private);
         Self {
             rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
@@ -156,7 +157,8 @@ impl Tunnel {
         }
     }
 
-    /// This end's public key.
+    /// This end's public key (the tests' peers are made from it).
+    #[cfg(test)]
     pub fn public_key(&self) -> PublicKey {
         PublicKey::from_bytes(self.public.to_bytes())
     }
@@ -196,7 +198,7 @@ impl Tunnel {
         let keepalive = (config.persistent_keepalive > 0).then_some(config.persistent_keepalive);
         let tunn = Tunn::new(
             self.private.clone(),
-            config.public_key.to_x25519(),
+            boringtun::x25519::PublicKey::from(*config.public_key.as_bytes()),
             None,
             keepalive,
             index,
@@ -235,7 +237,7 @@ impl Tunnel {
     }
 
     /// A packet read from the TUN device: encrypt it for the peer that owns its destination.
-    pub fn from_tun(&mut self, packet: &[u8], sink: &mut impl Sink) {
+    pub fn handle_tun(&mut self, packet: &[u8], sink: &mut impl Sink) {
         let Some(i) = Tunn::dst_address(packet).and_then(|dst| self.route(dst)) else {
             self.drops.no_route += 1;
             return;
@@ -253,19 +255,8 @@ impl Tunnel {
         }
     }
 
-    /// Packets read from the TUN device, in order.
-    pub fn from_tun_batch<'a>(
-        &mut self,
-        packets: impl IntoIterator<Item = &'a [u8]>,
-        sink: &mut impl Sink,
-    ) {
-        for packet in packets {
-            self.from_tun(packet, sink);
-        }
-    }
-
     /// A datagram received from `from`: handshake, cookie, keepalive or data.
-    pub fn from_network(&mut self, from: SocketAddr, datagram: &[u8], sink: &mut impl Sink) {
+    pub fn handle_network(&mut self, from: SocketAddr, datagram: &[u8], sink: &mut impl Sink) {
         // A handshake initiation costs a Diffie-Hellman to attribute to a peer: check its MAC
         // and shed load (cookie replies) with the shared limiter first.
         if datagram.len() == HANDSHAKE_INIT_LEN && datagram[0] == 1 {
@@ -331,17 +322,6 @@ impl Tunnel {
         if moved && peer.endpoint != Some(from) {
             tracing::info!(peer = %peer.config.public_key.short(), endpoint = %from, "peer endpoint");
             peer.endpoint = Some(from);
-        }
-    }
-
-    /// Datagrams received from the network, in order.
-    pub fn from_network_batch<'a>(
-        &mut self,
-        datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
-        sink: &mut impl Sink,
-    ) {
-        for (from, datagram) in datagrams {
-            self.from_network(from, datagram, sink);
         }
     }
 
@@ -540,13 +520,13 @@ mod tests {
                 let i = (0..net.uplinks.len())
                     .find(|&i| uplink_ep(i) == to)
                     .unwrap();
-                net.uplinks[i].from_network(addr(RELAY_EP), &d, &mut up_out[i]);
+                net.uplinks[i].handle_network(addr(RELAY_EP), &d, &mut up_out[i]);
             }
             for (i, out) in up_out.iter_mut().enumerate() {
                 for (to, d) in std::mem::take(&mut out.net) {
                     quiet = false;
                     assert_eq!(to, addr(RELAY_EP));
-                    net.relay.from_network(uplink_ep(i), &d, &mut relay_out);
+                    net.relay.handle_network(uplink_ep(i), &d, &mut relay_out);
                 }
                 up_tun[i].append(&mut out.tun);
             }
@@ -569,7 +549,7 @@ mod tests {
             b"hi",
         );
         let mut outs: Vec<Collect> = (0..3).map(|_| Collect::default()).collect();
-        net.uplinks[1].from_tun(&hello, &mut outs[1]);
+        net.uplinks[1].handle_tun(&hello, &mut outs[1]);
         let (relay_tun, _) = pump(&mut net, Collect::default(), outs);
         assert_eq!(relay_tun, vec![hello]);
 
@@ -584,7 +564,7 @@ mod tests {
             b"yo",
         );
         let mut relay_out = Collect::default();
-        net.relay.from_tun(&reply, &mut relay_out);
+        net.relay.handle_tun(&reply, &mut relay_out);
         assert_eq!(relay_out.net.len(), 1);
         let outs = (0..3).map(|_| Collect::default()).collect();
         let (_, up_tun) = pump(&mut net, relay_out, outs);
@@ -593,7 +573,7 @@ mod tests {
 
         // No peer for 10.200.0.9; no endpoint yet for uplink 0.
         let mut relay_out = Collect::default();
-        net.relay.from_tun(
+        net.relay.handle_tun(
             &ipv4(
                 Ipv4Addr::new(10, 200, 0, 1),
                 Ipv4Addr::new(10, 200, 0, 9),
@@ -601,7 +581,7 @@ mod tests {
             ),
             &mut relay_out,
         );
-        net.relay.from_tun(
+        net.relay.handle_tun(
             &ipv4(
                 Ipv4Addr::new(10, 200, 0, 1),
                 Ipv4Addr::new(10, 200, 0, 2),
@@ -625,7 +605,7 @@ mod tests {
             b"x",
         );
         let mut outs: Vec<Collect> = (0..2).map(|_| Collect::default()).collect();
-        net.uplinks[0].from_tun(&spoof, &mut outs[0]);
+        net.uplinks[0].handle_tun(&spoof, &mut outs[0]);
         let (relay_tun, _) = pump(&mut net, Collect::default(), outs);
         assert!(relay_tun.is_empty());
         assert_eq!(net.relay.drops().spoofed, 1);
@@ -640,10 +620,10 @@ mod tests {
             persistent_keepalive: 0,
         }]);
         let mut out = Collect::default();
-        stranger.from_tun(&spoof, &mut out);
+        stranger.handle_tun(&spoof, &mut out);
         let mut relay_out = Collect::default();
         net.relay
-            .from_network(addr("203.0.113.1:1"), &out.net[0].1, &mut relay_out);
+            .handle_network(addr("203.0.113.1:1"), &out.net[0].1, &mut relay_out);
         assert!(relay_out.net.is_empty());
         assert_eq!(net.relay.drops().invalid, 1);
     }
@@ -657,22 +637,23 @@ mod tests {
             b"a",
         );
         let mut outs = vec![Collect::default()];
-        net.uplinks[0].from_tun(&hello, &mut outs[0]);
+        net.uplinks[0].handle_tun(&hello, &mut outs[0]);
         pump(&mut net, Collect::default(), outs);
         // Same peers again (a re-apply): the session survives, no new handshake needed.
         let peers: Vec<PeerConfig> = net.relay.peers.iter().map(|p| p.config.clone()).collect();
         net.relay.set_peers(peers);
         let mut out = Collect::default();
-        net.uplinks[0].from_tun(&hello, &mut out);
+        net.uplinks[0].handle_tun(&hello, &mut out);
         assert_eq!(out.net.len(), 1);
         // The uplink's packet now arrives from a new address (NAT rebinding): the relay moves.
         let mut relay_out = Collect::default();
         let moved = addr("198.51.100.99:50000");
-        net.relay.from_network(moved, &out.net[0].1, &mut relay_out);
+        net.relay
+            .handle_network(moved, &out.net[0].1, &mut relay_out);
         assert_eq!(relay_out.tun.len(), 1);
         assert_eq!(net.relay.stats()[0].endpoint, Some(moved));
         let mut relay_out = Collect::default();
-        net.relay.from_tun(
+        net.relay.handle_tun(
             &ipv4(
                 Ipv4Addr::new(10, 200, 0, 1),
                 Ipv4Addr::new(10, 200, 0, 2),
@@ -684,7 +665,7 @@ mod tests {
         // Removing the peer removes its route.
         net.relay.set_peers(Vec::new());
         let mut relay_out = Collect::default();
-        net.relay.from_tun(
+        net.relay.handle_tun(
             &ipv4(
                 Ipv4Addr::new(10, 200, 0, 1),
                 Ipv4Addr::new(10, 200, 0, 2),
@@ -739,7 +720,7 @@ mod tests {
             net.uplinks[0].peers[0].initiate = true;
             net.uplinks[0].peers[0].tunn = Tunn::new(
                 net.uplinks[0].private.clone(),
-                net.relay.public_key().to_x25519(),
+                boringtun::x25519::PublicKey::from(*net.relay.public_key().as_bytes()),
                 None,
                 None,
                 7,
@@ -749,7 +730,7 @@ mod tests {
             let (to, init) = out.net.pop().unwrap();
             assert_eq!(to, relay_ep);
             let mut back = Collect::default();
-            net.relay.from_network(from, &init, &mut back);
+            net.relay.handle_network(from, &init, &mut back);
             back.net.first().map_or(0, |(_, d)| d.len())
         };
         let answers: Vec<usize> = (0..HANDSHAKE_RATE_LIMIT + 5)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::{Lab, tunnelctl, wait_until};
 use testbed::netns::Netns;
-use uplink::document::{Forward, Protocol};
+use tunnel_contract::document::{Forward, Protocol};
 use uplink::nat::{self, NatSpec};
 
 const REFERENCE: &str = r#"table ip uplink {

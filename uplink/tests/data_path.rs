@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use support::{Conn, Lab, forward, healthy_hosts, tcp_echo, udp_echo, udp_request, wait_until};
-use uplink::document::Protocol;
+use tunnel_contract::document::Protocol;
 
 /// Opens `n` connections to the public port; returns the set of pod addresses that served.
 fn spread(lab: &Lab, port: u16, n: usize) -> Result<BTreeSet<String>, String> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::{Conn, Lab, RELAY_PORT, TARGET_IP, tcp_echo, wait_until};
 use testbed::netns::Netns;
 use testbed::process::Process;
-use uplink::document::{Forward, Protocol};
+use tunnel_contract::document::{Forward, Protocol};
 
 /// Starts `wireguard-go` in `ns` on a machine-unique interface name (its control sockets
 /// in /var/run/wireguard are shared by every namespace).

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use support::{Lab, forward, tcp_echo, udp_echo};
-use uplink::document::Protocol;
+use tunnel_contract::document::Protocol;
 
 const BULK: usize = 4 << 20;
 

@@ -13,7 +13,7 @@ pub mod sds;
 
 use std::net::Ipv4Addr;
 
-use super::duration::Duration;
+use crate::duration::GoDuration;
 
 /// Port of each uplink's `/ready` endpoint, on its tunnel address.
 pub const READY_PORT: u16 = 40500;
@@ -62,9 +62,9 @@ impl Layout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Between two probes.
-    pub interval: Duration,
+    pub interval: GoDuration,
     /// For one probe.
-    pub timeout: Duration,
+    pub timeout: GoDuration,
     /// Successes before a replica is back in rotation.
     pub healthy_threshold: u32,
     /// Failures before a replica is taken out.
@@ -77,9 +77,9 @@ pub struct OutlierDetection {
     /// Consecutive connection failures before an ejection.
     pub consecutive_failures: u32,
     /// Between two sweeps.
-    pub interval: Duration,
+    pub interval: GoDuration,
     /// Base ejection time.
-    pub base_ejection_time: Duration,
+    pub base_ejection_time: GoDuration,
     /// Largest share of uplinks ejected at once, in percent.
     pub max_ejection_percent: u32,
 }
@@ -118,7 +118,7 @@ impl EnvoyError {
     /// A stable label for metrics and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Yaml { .. } => "envoy_yaml",
+            Self::Yaml { .. } => "EnvoyRenderFailed",
         }
     }
 }

@@ -100,7 +100,10 @@ mod tests {
 
     #[test]
     fn every_category_is_upper_camel_case() {
-        let all = [LoggingError::Format(String::new()), LoggingError::Level(String::new())];
+        let all = [
+            LoggingError::Format(String::new()),
+            LoggingError::Level(String::new()),
+        ];
         let categories: Vec<&str> = all.iter().map(LoggingError::category).collect();
         assert_eq!(categories, ["LogFormatInvalid", "LogLevelInvalid"]);
     }

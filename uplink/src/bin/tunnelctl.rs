@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use uplink::document::{RELAY_INTERFACE, RelayDocument};
+use tunnel_contract::document::{RELAY_INTERFACE, RelayDocument};
 use uplink::readiness::RelayReport;
 use uplink::relay::Relay;
 use uplink::watch::Watch;
@@ -65,7 +65,10 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    uplink::logging::init();
+    if let Err(e) = tunnel_contract::logging::init_from_env() {
+        eprintln!("tunnelctl: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run { interface } => run(&cli, interface),

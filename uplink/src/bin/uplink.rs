@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use uplink::document::{UPLINK_INTERFACE, ordinal_from_pod_name};
+use tunnel_contract::document::{UPLINK_INTERFACE, ordinal_from_pod_name};
 use uplink::readiness::uplink_ready;
 use uplink::uplink_agent::{Identity, UplinkAgent};
 use uplink::watch::Watch;
@@ -43,7 +43,10 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    uplink::logging::init();
+    if let Err(e) = tunnel_contract::logging::init_from_env() {
+        eprintln!("uplink: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     match run(&Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use testbed::netns::{End, Netns, veth};
 use testbed::process::Process;
-use uplink::document::{Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay};
-use uplink::key::PrivateKey;
+use tunnel_contract::document::{
+    Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay,
+};
+use tunnel_contract::key::PrivateKey;
 
 pub const RELAY_PORT: u16 = 51820;
 pub const TARGET_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -451,7 +453,8 @@ pub fn udp_request(ns: &Netns, addr: &str, payload: &str) -> Result<String, Stri
     .unwrap()
 }
 
-/// A fixed Envoy config (until the planner renders the real one): public TCP/UDP listeners
+/// A fixed Envoy config, so these tests do not depend on the planner (the enrollment tests
+/// run the planner's own files): public TCP/UDP listeners
 /// proxied to every replica's tunnel address, health-checked on `/ready`, no panic routing.
 pub fn envoy_config(replicas: usize, tcp_ports: &[u16], udp_ports: &[u16]) -> String {
     let endpoints = |port: u16| -> String {
