@@ -1,0 +1,21 @@
+//! The tests that start real components of the test bed (DESIGN.md §5; root, a warm
+//! `/var/cache/tunnel`): the real Envoy in network namespaces, nspawn VPSes over SSH, and the
+//! real agents (`cargo build -p uplink --bins` first). `cargo test -p tunnel --test components`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod edge_support;
+mod enroll_support;
+mod envoy_files;
+#[path = "../shared/plan_inputs.rs"]
+mod plan_inputs;
+
+mod e2e_plan_to_traffic;
+mod edge_reload;
+mod edge_traffic;
+mod edge_validate;
+mod enroll_data_path;
+mod enroll_download;
+mod enroll_lifecycle;
+mod enroll_planned;
+mod ssh_session;

@@ -1,0 +1,448 @@
+//! The russh client against a real nspawn VPS: host key verification (plain, hashed and
+//! `[host]:port` known_hosts entries; refusal without knownHosts; a second machine on the same
+//! address refused), every authentication method of the Secret (ed25519, ECDSA, an encrypted
+//! key with its passphrase, password; RSA refused with a clear error), one connection reused
+//! for many commands, atomic uploads with modes, the per-command timeout, reconnection after
+//! the connection is cut, and no secret in the logs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use testbed::netns::Netns;
+use testbed::vps::{Vps, VpsOptions};
+use tunnel::ssh::{Credentials, Script, Session, SshError, SshOptions, write_file};
+
+use crate::enroll_support::Capture;
+
+const PASSWORD: &str = "pw-Zq8r7K2m-never-logged";
+const PASSPHRASE: &str = "pp-Xv3n9W4t-never-logged";
+const SECRET_CONTENT: &[u8] = b"{\"privateKey\":\"RELAY-SECRET-Hk29dLq0\"}\n";
+
+fn keygen(dir: &Path, name: &str, args: &[&str]) -> (String, String) {
+    let path = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-C", name, "-f"])
+        .arg(&path)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (
+        std::fs::read_to_string(&path).unwrap(),
+        std::fs::read_to_string(path.with_extension("pub")).unwrap(),
+    )
+}
+
+fn secret(pairs: &[(&str, &str)]) -> Credentials {
+    let data: BTreeMap<String, Vec<u8>> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    Credentials::from_secret_data(&data).unwrap()
+}
+
+/// The remote user id (`0` for root).
+async fn uid(s: &mut Session) -> String {
+    s.run_ok(&Script::read("id -u"))
+        .await
+        .unwrap()
+        .stdout_text()
+}
+
+/// A session to `host:22` with the Secret `pairs`.
+async fn connect(host: &str, pairs: &[(&str, &str)]) -> Result<Session, SshError> {
+    Session::connect(options(host, 22), secret(pairs)).await
+}
+
+fn options(host: &str, port: u16) -> SshOptions {
+    SshOptions {
+        host: host.to_owned(),
+        port,
+        user: "root".into(),
+        connect_timeout: Duration::from_secs(20),
+        keepalive_interval: Duration::from_secs(5),
+        keepalive_max: 3,
+        command_timeout: Duration::from_secs(60),
+        insecure_skip_host_key_verification: false,
+        reconnect_attempts: 3,
+    }
+}
+
+fn run<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
+    let internet = Netns::new("inet").unwrap();
+    let vps_options = VpsOptions {
+        address: Some("10.97.0.2".parse().unwrap()),
+        peer_address: Some("10.97.0.1".parse().unwrap()),
+        peer_ifname: Some("sshwan0".into()),
+    };
+    let vps = Vps::boot(&internet, &vps_options).unwrap();
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let host = vps.address().to_string();
+
+    let keys = tempfile::tempdir().unwrap();
+    let (ecdsa, ecdsa_pub) = keygen(
+        keys.path(),
+        "ecdsa",
+        &["-t", "ecdsa", "-b", "256", "-N", ""],
+    );
+    let (ecdsa384, ecdsa384_pub) = keygen(
+        keys.path(),
+        "ecdsa384",
+        &["-t", "ecdsa", "-b", "384", "-N", ""],
+    );
+    let (ecdsa521, ecdsa521_pub) = keygen(
+        keys.path(),
+        "ecdsa521",
+        &["-t", "ecdsa", "-b", "521", "-N", ""],
+    );
+    let (encrypted, encrypted_pub) = keygen(
+        keys.path(),
+        "encrypted",
+        &["-t", "ed25519", "-N", PASSPHRASE],
+    );
+    let (rsa, rsa_pub) = keygen(keys.path(), "rsa", &["-t", "rsa", "-b", "2048", "-N", ""]);
+    let ed25519 = vps.client_private_key().unwrap();
+
+    // Root may log in with a password too, and sshd also listens on 2222.
+    let setup = format!(
+        "printf '%s\\n' '{}' '{}' '{}' '{}' '{}' >> /root/.ssh/authorized_keys && echo 'root:{PASSWORD}' | chpasswd && printf 'PermitRootLogin yes\\nPort 22\\nPort 2222\\n' > /etc/ssh/sshd_config.d/01-test.conf && systemctl restart ssh",
+        ecdsa_pub.trim(),
+        ecdsa384_pub.trim(),
+        ecdsa521_pub.trim(),
+        encrypted_pub.trim(),
+        rsa_pub.trim()
+    );
+    vps.ssh(&internet, &setup).unwrap();
+    let known_line = vps.known_hosts_line().unwrap();
+    let known_file = keys.path().join("known_hosts");
+    std::fs::write(&known_file, format!("{known_line}\n")).unwrap();
+    assert!(
+        Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&known_file)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let hashed = std::fs::read_to_string(&known_file).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    let (_, key_part) = known_line.split_once(' ').unwrap();
+    let bracketed = format!("[{host}]:2222 {key_part}");
+
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+
+    internet
+        .enter(|| {
+            tracing::subscriber::with_default(subscriber, || {
+                run(async {
+                    // ed25519 key, plain known_hosts line; many commands on one connection.
+                    let mut s = connect(
+                        &host,
+                        &[("privateKey", &ed25519), ("knownHosts", &known_line)],
+                    )
+                    .await
+                    .unwrap();
+                    let first = s
+                        .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
+                        .await
+                        .unwrap()
+                        .stdout_text();
+                    for _ in 0..5 {
+                        let again = s
+                            .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
+                            .await
+                            .unwrap()
+                            .stdout_text();
+                        assert_eq!(again, first, "one connection for every command");
+                    }
+                    let out = s
+                        .run(&Script::read("echo out; echo err >&2; exit 7"))
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        (out.status, out.stdout_text().as_str(), out.stderr_tail().as_str()),
+                        (7, "out\n", "err")
+                    );
+
+                    // Atomic upload with a mode; the content travels on stdin.
+                    write_file(&mut s, "/etc/tunnel-test/secret.json", SECRET_CONTENT, 0o600)
+                        .await
+                        .unwrap();
+                    let out = s
+                        .run_ok(&Script::read(
+                            "stat -c %a /etc/tunnel-test/secret.json; cat /etc/tunnel-test/secret.json; ls -a /etc/tunnel-test",
+                        ))
+                        .await
+                        .unwrap()
+                        .stdout_text();
+                    assert_eq!(
+                        out,
+                        format!(
+                            "600\n{}.\n..\nsecret.json\n",
+                            String::from_utf8_lossy(SECRET_CONTENT)
+                        )
+                    );
+                    let hostile = write_file(&mut s, "/tmp/x; touch /tmp/pwned", b"x", 0o600).await;
+                    assert!(matches!(hostile, Err(SshError::UnsafeArgument(_))), "{hostile:?}");
+                    let name = "it's $(touch /tmp/pwned) `x`";
+                    let out = s
+                        .run_ok(&Script::read("printf '%s' ").quoted(name).unwrap())
+                        .await
+                        .unwrap();
+                    assert_eq!(out.stdout_text(), name);
+                    let pwned = s.run(&Script::read("test -e /tmp/pwned")).await.unwrap();
+                    assert_eq!(pwned.status, 1, "nothing was injected");
+
+                    // The connection is cut under us: the next command reconnects.
+                    let _ = s.run(&Script::write("kill -9 $PPID")).await;
+                    let after = s
+                        .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
+                        .await
+                        .unwrap()
+                        .stdout_text();
+                    assert_ne!(after, first, "a new connection after the cut");
+                    s.close().await;
+
+                    // Per-command timeout; the session stays usable.
+                    let mut short = options(&host, 22);
+                    short.command_timeout = Duration::from_secs(2);
+                    let mut s = Session::connect(
+                        short,
+                        secret(&[("privateKey", &ed25519), ("knownHosts", &hashed)]),
+                    )
+                    .await
+                    .unwrap();
+                    let slow = s.run(&Script::read("sleep 30")).await;
+                    assert!(matches!(slow, Err(SshError::CommandTimeout { .. })), "{slow:?}");
+                    assert_eq!(
+                        s.run_ok(&Script::read("echo ok")).await.unwrap().stdout_text(),
+                        "ok\n"
+                    );
+                    let log = s.log().entries();
+                    assert!(log.iter().any(|e| e.command == "sleep 30" && e.status.is_none()));
+                    s.close().await;
+
+                    // [host]:port entries for a non-22 port; a plain entry does not cover it.
+                    let s = Session::connect(
+                        options(&host, 2222),
+                        secret(&[("privateKey", &ed25519), ("knownHosts", &bracketed)]),
+                    )
+                    .await
+                    .unwrap();
+                    s.close().await;
+                    let e = Session::connect(
+                        options(&host, 2222),
+                        secret(&[("privateKey", &ed25519), ("knownHosts", &known_line)]),
+                    )
+                    .await
+                    .unwrap_err();
+                    assert_eq!(e.category(), "SSHHostKeyRejected", "{e}");
+                    assert!(e.to_string().contains(&format!("[{host}]:2222")), "{e}");
+
+                    // ECDSA keys on each NIST curve.
+                    for key in [&ecdsa, &ecdsa384, &ecdsa521] {
+                        let mut s = connect(
+                            &host,
+                            &[("privateKey", key), ("knownHosts", &known_line)],
+                        )
+                        .await
+                        .unwrap();
+                        assert_eq!(uid(&mut s).await, "0\n");
+                        s.close().await;
+                    }
+
+                    // Encrypted key: with its passphrase it works; without, or wrong, a clear error.
+                    let s = connect(
+                        &host,
+                        &[
+                            ("privateKey", &encrypted),
+                            ("passphrase", PASSPHRASE),
+                            ("knownHosts", &known_line),
+                        ],
+                    )
+                    .await
+                    .unwrap();
+                    s.close().await;
+                    let e = connect(
+                        &host,
+                        &[("privateKey", &encrypted), ("knownHosts", &known_line)],
+                    )
+                    .await
+                    .unwrap_err();
+                    assert!(e.to_string().contains("add its \"passphrase\""), "{e}");
+                    let e = connect(
+                        &host,
+                        &[
+                            ("privateKey", &encrypted),
+                            ("passphrase", "wrong-passphrase"),
+                            ("knownHosts", &known_line),
+                        ],
+                    )
+                    .await
+                    .unwrap_err();
+                    assert!(e.to_string().contains("could not be decrypted"), "{e}");
+
+                    // Password.
+                    let mut s = connect(
+                        &host,
+                        &[("password", PASSWORD), ("knownHosts", &known_line)],
+                    )
+                    .await
+                    .unwrap();
+                    assert_eq!(uid(&mut s).await, "0\n");
+                    s.close().await;
+                    let e = connect(
+                        &host,
+                        &[("password", "wrong-password"), ("knownHosts", &known_line)],
+                    )
+                    .await
+                    .unwrap_err();
+                    assert_eq!(e.category(), "SSHAuthFailed", "{e}");
+
+                    // RSA: refused before anything is sent, naming what works.
+                    let e = connect(
+                        &host,
+                        &[("privateKey", &rsa), ("knownHosts", &known_line)],
+                    )
+                    .await
+                    .unwrap_err();
+                    let text = e.to_string();
+                    assert!(matches!(e, SshError::UnsupportedKeyType { .. }), "{text}");
+                    assert!(text.contains("ssh-rsa") && text.contains("ssh-ed25519"), "{text}");
+
+                    // No knownHosts: refused unless verification is explicitly skipped.
+                    let e = connect(&host, &[("privateKey", &ed25519)]).await
+                        .unwrap_err();
+                    assert!(matches!(e, SshError::NoKnownHosts { .. }), "{e}");
+                    assert!(e.to_string().contains("insecureSkipHostKeyVerification"), "{e}");
+                    let mut insecure = options(&host, 22);
+                    insecure.insecure_skip_host_key_verification = true;
+                    let s = Session::connect(insecure, secret(&[("privateKey", &ed25519)]))
+                        .await
+                        .unwrap();
+                    s.close().await;
+                });
+            });
+        })
+        .unwrap();
+
+    // Another machine answering on the same address is refused by the pinned key.
+    drop(vps);
+    let imposter = Vps::boot(&internet, &vps_options).unwrap();
+    imposter
+        .wait_ready(&internet, Duration::from_secs(90))
+        .unwrap();
+    let imposter_key = imposter.client_private_key().unwrap();
+    let e = internet
+        .enter(|| {
+            run(async {
+                connect(
+                    &host,
+                    &[("privateKey", &imposter_key), ("knownHosts", &known_line)],
+                )
+                .await
+                .unwrap_err()
+            })
+        })
+        .unwrap();
+    assert!(matches!(e, SshError::HostKeyRejected { .. }), "{e}");
+    assert!(e.to_string().contains("does not match"), "{e}");
+
+    // Nothing secret reached the logs.
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("SSH session established"),
+        "logs were captured"
+    );
+    for key in [&ed25519, &ecdsa, &ecdsa384, &ecdsa521, &encrypted, &rsa] {
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!logs.contains(line), "private key material in the logs");
+        }
+    }
+    for secret in [PASSWORD, PASSPHRASE, "RELAY-SECRET-Hk29dLq0"] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+    }
+}
+
+#[test]
+fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
+    let internet = Netns::new("inet").unwrap();
+    let vps_options = VpsOptions {
+        address: Some("10.96.5.2".parse().unwrap()),
+        peer_address: Some("10.96.5.1".parse().unwrap()),
+        peer_ifname: Some("kawan0".into()),
+    };
+    let vps = Vps::boot(&internet, &vps_options).unwrap();
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let key = vps.client_private_key().unwrap();
+    let known = vps.known_hosts_line().unwrap();
+    let mut opts = options(&vps.address().to_string(), 22);
+    opts.keepalive_interval = Duration::from_secs(1);
+    opts.keepalive_max = 2;
+
+    internet
+        .enter(|| {
+            run(async {
+                let mut s = Session::connect(
+                    opts,
+                    secret(&[("privateKey", &key), ("knownHosts", &known)]),
+                )
+                .await
+                .unwrap();
+                let first = s
+                    .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
+                    .await
+                    .unwrap()
+                    .stdout_text();
+
+                // The link goes dark: no RST, no FIN, just silence. Keepalives notice.
+                internet
+                    .run(&["ip", "link", "set", "kawan0", "down"])
+                    .unwrap();
+                let mut noticed = false;
+                for _ in 0..60 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if !s.is_connected() {
+                        noticed = true;
+                        break;
+                    }
+                }
+                internet
+                    .run(&["ip", "link", "set", "kawan0", "up"])
+                    .unwrap();
+                internet
+                    .run(&["ip", "addr", "replace", "10.96.5.1/24", "dev", "kawan0"])
+                    .unwrap();
+                assert!(noticed, "keepalives did not declare the connection dead");
+
+                // The next command reconnects (with backoff while the link comes back).
+                let after = s
+                    .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
+                    .await
+                    .unwrap()
+                    .stdout_text();
+                assert_ne!(after, first, "a new connection");
+                s.close().await;
+            });
+        })
+        .unwrap();
+}

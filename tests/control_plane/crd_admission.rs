@@ -1,0 +1,617 @@
+//! The CRDs in a real API server: the README's examples apply unchanged and come back with
+//! their defaults; bad specs are refused at admission with a message that names the field.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use testbed::apiserver::ApiServer;
+
+fn resource(kind: &str) -> ApiResource {
+    let plural = if kind == "EdgeNode" {
+        "edgenodes"
+    } else {
+        "portbindings"
+    };
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tunnel.achetronic.com", "v1alpha1", kind),
+        plural,
+    )
+}
+
+fn docs(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+use serde::Deserialize;
+
+async fn create(client: &kube::Client, doc: &Value) -> Result<DynamicObject, kube::Error> {
+    let kind = doc["kind"].as_str().unwrap();
+    let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource(kind));
+    let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+    api.create(&PostParams::default(), &obj).await
+}
+
+async fn started() -> (ApiServer, kube::Client) {
+    let server = ApiServer::start().await.expect("API server starts");
+    server
+        .install_crds(&tunnel::crd::crds())
+        .await
+        .expect("CRDs install");
+    let client = server.client().await.unwrap();
+    (server, client)
+}
+
+#[tokio::test]
+async fn readme_examples_apply_unchanged_and_show_defaults() {
+    let (_server, client) = started().await;
+    // Examples 1 and 4 both name their EdgeNode `edge-node`: apply 4 in a second namespace.
+    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    ns_api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "example4"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let mut stored = Vec::new();
+    for file in ["example1", "example2", "example3"] {
+        for doc in docs(&format!("tests/fixtures/readme/{file}.yaml")) {
+            stored.push(
+                create(&client, &doc)
+                    .await
+                    .unwrap_or_else(|e| panic!("{file}: {e}")),
+            );
+        }
+    }
+    for mut doc in docs("tests/fixtures/readme/example4.yaml") {
+        doc["metadata"]["namespace"] = "example4".into();
+        stored.push(
+            create(&client, &doc)
+                .await
+                .unwrap_or_else(|e| panic!("example4: {e}")),
+        );
+    }
+
+    // Example 1 omits every optional parent object: the nested defaults still hold.
+    let en1 = serde_json::to_value(&stored[0]).unwrap();
+    let spec = &en1["spec"];
+    assert_eq!(
+        spec["uplink"]["namespace"], "tunnel",
+        "uplink.namespace defaults with spec.uplink omitted"
+    );
+    assert_eq!(spec["uplink"]["replicas"], 1);
+    assert_eq!(spec["ssh"]["port"], 22);
+    assert_eq!(spec["ssh"]["user"], "root");
+    assert_eq!(spec["ssh"]["connectTimeout"], "30s");
+    assert_eq!(spec["ssh"]["insecureSkipHostKeyVerification"], false);
+    assert_eq!(spec["tunnel"]["listenPort"], 51821);
+    assert_eq!(spec["tunnel"]["network"], "10.200.0.0/24");
+    assert_eq!(spec["tunnel"]["mtu"], 1420);
+    assert_eq!(spec["tunnel"]["persistentKeepalive"], 25);
+    assert_eq!(spec["edge"]["healthCheck"]["interval"], "5s");
+    assert_eq!(spec["edge"]["healthCheck"]["timeout"], "2s");
+    assert_eq!(spec["edge"]["healthCheck"]["healthyThreshold"], 2);
+    assert_eq!(spec["edge"]["healthCheck"]["unhealthyThreshold"], 2);
+    assert!(
+        spec["edge"].get("outlierDetection").is_none(),
+        "outlier detection is off by default"
+    );
+    assert_eq!(spec["host"]["kernelMaxSocketBufferBytes"], 26_214_400);
+    assert_eq!(spec["host"]["disableNicOffloads"], false);
+
+    // The stored object reads back into the Rust type with the same values.
+    let typed: tunnel::crd::EdgeNode = serde_json::from_value(en1.clone()).unwrap();
+    assert_eq!(typed.spec.uplink.namespace, "tunnel");
+
+    // Example 2: TCP and UDP defaults fill in around what the user set.
+    let pb2 = serde_json::to_value(&stored[2]).unwrap();
+    let https = &pb2["spec"]["bindings"][0];
+    assert_eq!(https["tcp"]["proxyProtocol"], true);
+    assert_eq!(https["tcp"]["proxyProtocolVersion"], "v1");
+    assert_eq!(https["tcp"]["connectTimeout"], "5s");
+    assert_eq!(https["tcp"]["idleTimeout"], "1h");
+    assert_eq!(pb2["spec"]["bindings"][1]["udp"]["sessionTimeout"], "60s");
+    assert_eq!(
+        pb2["spec"]["bindings"][1]["target"]["address"],
+        "10.96.0.10"
+    );
+
+    // Example 4 keeps every knob it spelled out.
+    let en4 = serde_json::to_value(stored.last().unwrap()).unwrap();
+    assert_eq!(en4["spec"]["uplink"]["replicas"], 3);
+    assert_eq!(
+        en4["spec"]["uplink"]["tolerations"][0]["effect"],
+        "NoSchedule"
+    );
+    assert_eq!(
+        en4["spec"]["uplink"]["resources"]["limits"]["memory"],
+        "512Mi"
+    );
+    let typed4: tunnel::crd::EdgeNode = serde_json::from_value(en4).unwrap();
+    assert_eq!(
+        typed4
+            .spec
+            .uplink
+            .node_selector
+            .get("node-role.kubernetes.io/edge")
+            .map(String::as_str),
+        Some("true")
+    );
+}
+
+fn edge_node() -> Value {
+    json!({
+        "apiVersion": "tunnel.achetronic.com/v1alpha1",
+        "kind": "EdgeNode",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"address": "203.0.113.10", "ssh": {"secretRef": {"name": "vps-ssh-secret"}}}
+    })
+}
+
+fn port_binding() -> Value {
+    json!({
+        "apiVersion": "tunnel.achetronic.com/v1alpha1",
+        "kind": "PortBinding",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {
+            "edgeNodeRef": {"name": "edge-node"},
+            "bindings": [{
+                "name": "http", "protocol": "TCP", "listenPort": 80,
+                "target": {"service": {"name": "web", "namespace": "default", "port": 8080}}
+            }]
+        }
+    })
+}
+
+/// Sets `value` at a JSON pointer, creating objects on the way (`null` removes the key).
+fn set(mut doc: Value, pointer: &str, value: Value) -> Value {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let mut cur = &mut doc;
+    for part in parent.split('/').skip(1) {
+        cur = if let Ok(i) = part.parse::<usize>() {
+            &mut cur[i]
+        } else {
+            let obj = cur.as_object_mut().unwrap();
+            obj.entry(part).or_insert_with(|| json!({}))
+        };
+    }
+    if value.is_null() {
+        cur.as_object_mut().unwrap().remove(key);
+    } else if let Ok(i) = key.parse::<usize>() {
+        let arr = cur.as_array_mut().unwrap();
+        if i == arr.len() {
+            arr.push(value);
+        } else {
+            arr[i] = value;
+        }
+    } else {
+        cur[key] = value;
+    }
+    doc
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_with_a_message_naming_the_field() {
+    let (_server, client) = started().await;
+    let en = edge_node;
+    let pb = port_binding;
+    let b = "/spec/bindings/0";
+    let tls_pt = json!({"mode": "passthrough"});
+    let second = |name: &str, port: u16, protocol: &str| {
+        json!({"name": name, "protocol": protocol, "listenPort": port,
+               "target": {"address": "10.0.0.1", "port": 80}})
+    };
+    // (what, document, expected field path, expected words)
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "no address",
+            set(en(), "/spec/address", Value::Null),
+            "spec.address",
+            "Required value",
+        ),
+        (
+            "address not a host",
+            set(en(), "/spec/address", "not an address!".into()),
+            "spec.address",
+            "IPv4 or IPv6 address or a DNS hostname",
+        ),
+        (
+            "no ssh",
+            set(en(), "/spec/ssh", Value::Null),
+            "spec.ssh",
+            "Required value",
+        ),
+        (
+            "ssh port 0",
+            set(en(), "/spec/ssh/port", 0.into()),
+            "spec.ssh.port",
+            "greater than or equal to 1",
+        ),
+        (
+            "ssh port too big",
+            set(en(), "/spec/ssh/port", 70000.into()),
+            "spec.ssh.port",
+            "less than or equal to 65535",
+        ),
+        (
+            "empty secret name",
+            set(en(), "/spec/ssh/secretRef/name", "".into()),
+            "spec.ssh.secretRef.name",
+            "at least 1 chars",
+        ),
+        (
+            "connectTimeout without unit",
+            set(en(), "/spec/ssh/connectTimeout", "5".into()),
+            "spec.ssh.connectTimeout",
+            "positive duration",
+        ),
+        (
+            "negative duration",
+            set(en(), "/spec/edge/healthCheck/interval", "-1s".into()),
+            "spec.edge.healthCheck.interval",
+            "positive duration",
+        ),
+        (
+            "duration garbage",
+            set(en(), "/spec/edge/healthCheck/timeout", "abc".into()),
+            "spec.edge.healthCheck.timeout",
+            "positive duration",
+        ),
+        (
+            "timeout longer than interval",
+            set(
+                set(en(), "/spec/edge/healthCheck/interval", "1s".into()),
+                "/spec/edge/healthCheck/timeout",
+                "2s".into(),
+            ),
+            "spec.edge.healthCheck.timeout",
+            "must not be longer than interval",
+        ),
+        (
+            "healthyThreshold 0",
+            set(en(), "/spec/edge/healthCheck/healthyThreshold", 0.into()),
+            "spec.edge.healthCheck.healthyThreshold",
+            "greater than or equal to 1",
+        ),
+        (
+            "mtu too small",
+            set(en(), "/spec/tunnel/mtu", 1000.into()),
+            "spec.tunnel.mtu",
+            "greater than or equal to 1280",
+        ),
+        (
+            "mtu too big",
+            set(en(), "/spec/tunnel/mtu", 9001.into()),
+            "spec.tunnel.mtu",
+            "less than or equal to 9000",
+        ),
+        (
+            "tunnel port 0",
+            set(en(), "/spec/tunnel/listenPort", 0.into()),
+            "spec.tunnel.listenPort",
+            "greater than or equal to 1",
+        ),
+        (
+            "network not CIDR",
+            set(en(), "/spec/tunnel/network", "10.200.0.0".into()),
+            "spec.tunnel.network",
+            "IPv4 network in CIDR form",
+        ),
+        (
+            "network too small",
+            set(en(), "/spec/tunnel/network", "10.200.0.0/30".into()),
+            "spec.tunnel.network",
+            "/29 or larger",
+        ),
+        (
+            "network IPv6",
+            set(en(), "/spec/tunnel/network", "fd00::/64".into()),
+            "spec.tunnel.network",
+            "IPv4 network",
+        ),
+        (
+            "network not aligned",
+            set(en(), "/spec/tunnel/network", "10.200.0.1/24".into()),
+            "spec.tunnel.network",
+            "network address",
+        ),
+        (
+            "replicas 0",
+            set(en(), "/spec/uplink/replicas", 0.into()),
+            "spec.uplink.replicas",
+            "greater than or equal to 1",
+        ),
+        (
+            "replicas 254",
+            set(en(), "/spec/uplink/replicas", 254.into()),
+            "spec.uplink.replicas",
+            "less than or equal to 253",
+        ),
+        (
+            "replicas beyond the network",
+            set(
+                set(en(), "/spec/tunnel/network", "10.200.0.0/29".into()),
+                "/spec/uplink/replicas",
+                6.into(),
+            ),
+            "spec.uplink.replicas",
+            "does not fit in tunnel.network",
+        ),
+        (
+            "uplink namespace not a DNS label",
+            set(en(), "/spec/uplink/namespace", "Tunnel_NS".into()),
+            "spec.uplink.namespace",
+            "should match",
+        ),
+        (
+            "user label clobbers the selector",
+            set(
+                en(),
+                "/spec/uplink/labels",
+                json!({"app.kubernetes.io/name": "mine"}),
+            ),
+            "spec.uplink.labels",
+            "must not set app.kubernetes.io/name",
+        ),
+        (
+            "socket buffer too small",
+            set(en(), "/spec/host/kernelMaxSocketBufferBytes", 1000.into()),
+            "spec.host.kernelMaxSocketBufferBytes",
+            "greater than or equal to 212992",
+        ),
+        (
+            "no bindings",
+            set(pb(), "/spec/bindings", json!([])),
+            "spec.bindings",
+            "at least 1 items",
+        ),
+        (
+            "no edgeNodeRef",
+            set(pb(), "/spec/edgeNodeRef", Value::Null),
+            "spec.edgeNodeRef",
+            "Required value",
+        ),
+        (
+            "bad protocol",
+            set(pb(), &format!("{b}/protocol"), "SCTP".into()),
+            "spec.bindings[0].protocol",
+            "supported values: \"TCP\", \"UDP\"",
+        ),
+        (
+            "listenPort 0",
+            set(pb(), &format!("{b}/listenPort"), 0.into()),
+            "spec.bindings[0].listenPort",
+            "greater than or equal to 1",
+        ),
+        (
+            "listenPort 65536",
+            set(pb(), &format!("{b}/listenPort"), 65536.into()),
+            "spec.bindings[0].listenPort",
+            "less than or equal to 65535",
+        ),
+        (
+            "reserved port",
+            set(pb(), &format!("{b}/listenPort"), 40500.into()),
+            "spec.bindings[0].listenPort",
+            "reserved",
+        ),
+        (
+            "binding name not a DNS label",
+            set(pb(), &format!("{b}/name"), "HTTP_1".into()),
+            "spec.bindings[0].name",
+            "should match",
+        ),
+        (
+            "duplicate binding name",
+            set(pb(), "/spec/bindings/1", second("http", 81, "TCP")),
+            "spec.bindings[1]",
+            "Duplicate value",
+        ),
+        (
+            "same port twice",
+            set(pb(), "/spec/bindings/1", second("other", 80, "TCP")),
+            "spec.bindings",
+            "same protocol and listenPort",
+        ),
+        (
+            "tcp params on UDP",
+            set(
+                set(pb(), &format!("{b}/protocol"), "UDP".into()),
+                &format!("{b}/tcp"),
+                json!({"proxyProtocol": true}),
+            ),
+            "spec.bindings[0]",
+            "Protocol TCP cannot have UDP params",
+        ),
+        (
+            "udp params on TCP",
+            set(pb(), &format!("{b}/udp"), json!({"sessionTimeout": "30s"})),
+            "spec.bindings[0]",
+            "Protocol TCP cannot have UDP params",
+        ),
+        (
+            "tls on UDP",
+            set(
+                set(pb(), &format!("{b}/protocol"), "UDP".into()),
+                &format!("{b}/tls"),
+                tls_pt.clone(),
+            ),
+            "spec.bindings[0].tls",
+            "only valid for TCP",
+        ),
+        (
+            "offload without secret",
+            set(pb(), &format!("{b}/tls"), json!({"mode": "offload"})),
+            "spec.bindings[0].tls",
+            "tls.secretRef is required",
+        ),
+        (
+            "bad tls mode",
+            set(pb(), &format!("{b}/tls"), json!({"mode": "terminate"})),
+            "spec.bindings[0].tls.mode",
+            "supported values",
+        ),
+        (
+            "bad server name",
+            set(
+                pb(),
+                &format!("{b}/tls"),
+                json!({"mode": "passthrough", "serverNames": ["*bad*.com"]}),
+            ),
+            "spec.bindings[0].tls.serverNames[0]",
+            "should match",
+        ),
+        (
+            "service and address",
+            set(pb(), &format!("{b}/target/address"), "10.0.0.1".into()),
+            "spec.bindings[0].target",
+            "either Service or Address",
+        ),
+        (
+            "no target",
+            set(pb(), &format!("{b}/target"), json!({})),
+            "spec.bindings[0].target",
+            "either Service or Address",
+        ),
+        (
+            "address without port",
+            set(pb(), &format!("{b}/target"), json!({"address": "10.0.0.1"})),
+            "spec.bindings[0].target.port",
+            "required with target.address",
+        ),
+        (
+            "address is a hostname",
+            set(
+                pb(),
+                &format!("{b}/target"),
+                json!({"address": "db.internal", "port": 5432}),
+            ),
+            "spec.bindings[0].target.address",
+            "IPv4 or IPv6 address",
+        ),
+        (
+            "port with a service",
+            set(pb(), &format!("{b}/target/port"), 80.into()),
+            "spec.bindings[0].target.port",
+            "only valid with target.address",
+        ),
+        (
+            "service without namespace",
+            set(pb(), &format!("{b}/target/service/namespace"), Value::Null),
+            "spec.bindings[0].target.service.namespace",
+            "Required value",
+        ),
+        (
+            "session timeout without unit",
+            set(
+                set(pb(), &format!("{b}/protocol"), "UDP".into()),
+                &format!("{b}/udp"),
+                json!({"sessionTimeout": "60"}),
+            ),
+            "spec.bindings[0].udp.sessionTimeout",
+            "positive duration",
+        ),
+        (
+            "idle timeout negative",
+            set(pb(), &format!("{b}/tcp"), json!({"idleTimeout": "-5m"})),
+            "spec.bindings[0].tcp.idleTimeout",
+            "positive duration",
+        ),
+        (
+            "proxy protocol v3",
+            set(
+                pb(),
+                &format!("{b}/tcp"),
+                json!({"proxyProtocol": true, "proxyProtocolVersion": "v3"}),
+            ),
+            "spec.bindings[0].tcp.proxyProtocolVersion",
+            "supported values",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+
+    let mut failures = Vec::new();
+    for (what, doc, field, words) in &cases {
+        match create(&client, doc).await {
+            Ok(_) => failures.push(format!("{what}: accepted, expected refusal naming {field}")),
+            Err(kube::Error::Api(status)) => {
+                let message = status.message.clone();
+                if std::env::var_os("SHOW_MESSAGES").is_some() {
+                    eprintln!("{what}: {message}");
+                }
+                if !(message.contains(field) && message.contains(words)) {
+                    failures.push(format!(
+                        "{what}: expected `{field}` and `{words}` in: {message}"
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{what}: unexpected error {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+
+    // The passthrough exception: two passthrough bindings may share a port (SNI routing).
+    let shared = set(
+        set(
+            pb(),
+            &format!("{b}/tls"),
+            json!({"mode": "passthrough", "serverNames": ["a.example.com"]}),
+        ),
+        "/spec/bindings/1",
+        json!({"name": "b", "protocol": "TCP", "listenPort": 80, "tls": {"mode": "passthrough", "serverNames": ["*.b.example.com"]},
+               "target": {"address": "10.0.0.2", "port": 443}}),
+    );
+    create(&client, &shared)
+        .await
+        .expect("passthrough bindings may share a port");
+
+    // TCP/53 and UDP/53 are different ports.
+    let dns = set(
+        set(pb(), "/metadata/name", "dns".into()),
+        "/spec/bindings/1",
+        json!({"name": "dns-udp", "protocol": "UDP", "listenPort": 80, "target": {"address": "fd00::53", "port": 53}}),
+    );
+    create(&client, &dns)
+        .await
+        .expect("TCP and UDP may use the same number; IPv6 targets are fine");
+
+    // uplink.namespace is immutable.
+    let node = set(en(), "/metadata/name", "immutable".into());
+    create(&client, &node)
+        .await
+        .expect("a valid EdgeNode is accepted");
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &resource("EdgeNode"));
+    let err = api
+        .patch(
+            "immutable",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"uplink": {"namespace": "elsewhere"}}})),
+        )
+        .await
+        .expect_err("changing uplink.namespace is refused");
+    assert!(
+        err.to_string().contains("uplink.namespace is immutable"),
+        "{err}"
+    );
+    // Other fields still change.
+    api.patch(
+        "immutable",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"uplink": {"replicas": 2}}})),
+    )
+    .await
+    .expect("replicas can change");
+}

@@ -1,0 +1,9 @@
+//! The tests against a real API server (etcd + kube-apiserver of the test bed, and `helm`):
+//! the CRDs and their admission rules, the chart and its RBAC, the uplink workload objects.
+//! `cargo test -p tunnel --test control_plane`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod chart;
+mod crd_admission;
+mod workload;

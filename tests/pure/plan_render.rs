@@ -1,0 +1,119 @@
+//! `tunnel render -f ...`, run as the real binary over the README's examples plus the Services
+//! and Secrets they point at: every file is printed, private keys are redacted unless asked
+//! for, and each binding's outcome is listed.
+
+use std::path::Path;
+use std::process::Command;
+
+const EXTRA: &str = r"
+apiVersion: v1
+kind: Service
+metadata: {name: my-web, namespace: default}
+spec: {clusterIP: 10.96.0.20, ports: [{port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: internal-ingress, namespace: networking}
+spec: {clusterIP: None, ports: [{port: 443}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-tls, namespace: default}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+    -----BEGIN CERTIFICATE-----
+    ZmFrZQ==
+    -----END CERTIFICATE-----
+  tls.key: |
+    -----BEGIN PRIVATE KEY-----
+    c2VjcmV0LWtleS1ieXRlcw==
+    -----END PRIVATE KEY-----
+";
+
+fn render(args: &[&str]) -> (bool, String, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tunnel"))
+        .arg("render")
+        .args(args)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn renders_the_readme_examples_with_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = dir.path().join("extra.yaml");
+    std::fs::write(&extra, EXTRA).unwrap();
+    let extra = extra.to_str().unwrap();
+    let args = [
+        "-f",
+        "tests/fixtures/readme/example1.yaml",
+        "-f",
+        "tests/fixtures/readme/example3.yaml",
+        "-f",
+        extra,
+    ];
+    let (ok, out, err) = render(&args);
+    assert!(ok, "{err}");
+    for want in [
+        "# --- VPS /etc/envoy/envoy.yaml",
+        "# --- VPS /etc/envoy/lds.yaml",
+        "# --- VPS /etc/envoy/cds.yaml",
+        "# --- VPS /etc/envoy/tls/default_web-tls.sds.yaml",
+        "# --- VPS /etc/tunnel/relay.json",
+        "uplink.json",
+        "# WireGuard keys: placeholders",
+        "default/public-web \"http\" TCP/80: planned",
+        "default/public-tls \"https-offload\" TCP/9443: planned",
+        "default/public-tls \"sni-passthrough\" TCP/8443: missing target (ServiceHeadless)",
+        "default/public-tls \"grpc-mtls\" TCP/9444: missing target (ServiceNotFound)",
+        "# 2/4 bindings planned",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains("c2VjcmV0LWtleS1ieXRlcw=="),
+        "a private key was printed"
+    );
+    assert!(out.contains("<private key redacted; --show-secrets prints it>"));
+    assert!(out.contains("\"privateKey\": \"<redacted>\""));
+    assert!(out.contains("ZmFrZQ=="), "the certificate itself is shown");
+
+    let mut with = args.to_vec();
+    with.push("--show-secrets");
+    let (ok, out, _) = render(&with);
+    assert!(ok);
+    assert!(out.contains("c2VjcmV0LWtleS1ieXRlcw=="));
+}
+
+#[test]
+fn a_later_object_replaces_an_earlier_one() {
+    // Examples 1 and 4 both define default/edge-node: one EdgeNode, Example 4's (3 replicas).
+    let (ok, out, err) = render(&[
+        "-f",
+        "tests/fixtures/readme/example1.yaml",
+        "-f",
+        "tests/fixtures/readme/example4.yaml",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.matches("# EdgeNode default/edge-node").count(),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("\"10.200.0.4/32\""), "{out}");
+}
+
+#[test]
+fn refuses_input_without_an_edge_node() {
+    let (ok, _, err) = render(&["-f", "tests/fixtures/readme/example3.yaml"]);
+    assert!(!ok);
+    assert!(err.contains("no EdgeNode in the input files"), "{err}");
+}

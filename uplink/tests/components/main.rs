@@ -1,0 +1,12 @@
+//! The data-plane tests with real traffic through the real agents (`tunnelctl`, `uplink`) in
+//! network namespaces, with the real Envoy and `wireguard-go` (root, a warm
+//! `/var/cache/tunnel`). `cargo test -p uplink --test components`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod agents;
+mod data_path;
+mod interop;
+mod offload_path;
