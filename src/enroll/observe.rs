@@ -44,7 +44,7 @@ impl UnitFound {
 }
 
 /// Everything a pass needs to know about the VPS.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     /// `uname -m`.
     pub machine: String,
@@ -109,15 +109,7 @@ pub fn script() -> Result<Script, SshError> {
 
 /// Parses the observation command's output.
 pub fn parse(output: &str) -> Result<Observed, EnrollError> {
-    let mut observed = Observed {
-        machine: String::new(),
-        files: BTreeMap::new(),
-        tls_files: Vec::new(),
-        temp_files: Vec::new(),
-        units: BTreeMap::new(),
-        state: None,
-        state_bytes: None,
-    };
+    let mut observed = Observed::default();
     for line in output.lines() {
         let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
         match tag {

@@ -335,12 +335,7 @@ mod tests {
     fn fresh() -> Observed {
         Observed {
             machine: "x86_64".into(),
-            files: BTreeMap::new(),
-            tls_files: Vec::new(),
-            temp_files: Vec::new(),
-            units: BTreeMap::new(),
-            state: None,
-            state_bytes: None,
+            ..Observed::default()
         }
     }
 

@@ -384,14 +384,8 @@ async fn authenticate(
             .authenticate_publickey(options.user.clone(), key)
             .await
             .map_err(|e| SshError::from(e).at(&target))?;
-        match result {
-            client::AuthResult::Success => return Ok(()),
-            client::AuthResult::Failure {
-                remaining_methods, ..
-            } => {
-                tried.push("publickey");
-                remaining = methods(&remaining_methods);
-            }
+        if accepted(result, "publickey", &mut tried, &mut remaining) {
+            return Ok(());
         }
     }
     if let Some(password) = &credentials.password {
@@ -399,14 +393,8 @@ async fn authenticate(
             .authenticate_password(options.user.clone(), password.expose())
             .await
             .map_err(|e| SshError::from(e).at(&target))?;
-        match result {
-            client::AuthResult::Success => return Ok(()),
-            client::AuthResult::Failure {
-                remaining_methods, ..
-            } => {
-                tried.push("password");
-                remaining = methods(&remaining_methods);
-            }
+        if accepted(result, "password", &mut tried, &mut remaining) {
+            return Ok(());
         }
     }
     Err(SshError::AuthRejected {
@@ -423,6 +411,26 @@ async fn authenticate(
             format!("; the server accepts: {remaining}")
         },
     })
+}
+
+/// Whether the server let us in with `method`; if not, records the method as tried and what
+/// the server said it would accept instead.
+fn accepted(
+    result: client::AuthResult,
+    method: &'static str,
+    tried: &mut Vec<&'static str>,
+    remaining: &mut String,
+) -> bool {
+    match result {
+        client::AuthResult::Success => true,
+        client::AuthResult::Failure {
+            remaining_methods, ..
+        } => {
+            tried.push(method);
+            *remaining = methods(&remaining_methods);
+            false
+        }
+    }
 }
 
 fn methods(set: &russh::MethodSet) -> String {
