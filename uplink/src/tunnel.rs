@@ -538,17 +538,27 @@ mod tests {
         (relay_tun, up_tun)
     }
 
+    /// An IPv4 packet between two overlay addresses `10.200.0.<from>` and `10.200.0.<to>`.
+    fn overlay(from: u8, to: u8, payload: &[u8]) -> Vec<u8> {
+        ipv4(
+            Ipv4Addr::new(10, 200, 0, from),
+            Ipv4Addr::new(10, 200, 0, to),
+            payload,
+        )
+    }
+
+    /// One empty sink per uplink.
+    fn sinks(n: usize) -> Vec<Collect> {
+        (0..n).map(|_| Collect::default()).collect()
+    }
+
     #[test]
     fn handshake_then_data_both_ways_with_routing_by_allowed_ips() {
         let mut net = net(3);
         // Uplink 1 sends first (it knows the relay's endpoint); the packet is queued until
         // the handshake completes, then delivered.
-        let hello = ipv4(
-            Ipv4Addr::new(10, 200, 0, 3),
-            Ipv4Addr::new(10, 200, 0, 1),
-            b"hi",
-        );
-        let mut outs: Vec<Collect> = (0..3).map(|_| Collect::default()).collect();
+        let hello = overlay(3, 1, b"hi");
+        let mut outs: Vec<Collect> = sinks(3);
         net.uplinks[1].handle_tun(&hello, &mut outs[1]);
         let (relay_tun, _) = pump(&mut net, Collect::default(), outs);
         assert_eq!(relay_tun, vec![hello]);
@@ -558,37 +568,19 @@ mod tests {
         assert_eq!(stats[1].endpoint, Some(uplink_ep(1)));
         assert!(stats[1].last_handshake.is_some());
         assert!(stats[0].last_handshake.is_none());
-        let reply = ipv4(
-            Ipv4Addr::new(10, 200, 0, 1),
-            Ipv4Addr::new(10, 200, 0, 3),
-            b"yo",
-        );
+        let reply = overlay(1, 3, b"yo");
         let mut relay_out = Collect::default();
         net.relay.handle_tun(&reply, &mut relay_out);
         assert_eq!(relay_out.net.len(), 1);
-        let outs = (0..3).map(|_| Collect::default()).collect();
+        let outs = sinks(3);
         let (_, up_tun) = pump(&mut net, relay_out, outs);
         assert_eq!(up_tun[1], vec![reply]);
         assert!(up_tun[0].is_empty() && up_tun[2].is_empty());
 
         // No peer for 10.200.0.9; no endpoint yet for uplink 0.
         let mut relay_out = Collect::default();
-        net.relay.handle_tun(
-            &ipv4(
-                Ipv4Addr::new(10, 200, 0, 1),
-                Ipv4Addr::new(10, 200, 0, 9),
-                b"",
-            ),
-            &mut relay_out,
-        );
-        net.relay.handle_tun(
-            &ipv4(
-                Ipv4Addr::new(10, 200, 0, 1),
-                Ipv4Addr::new(10, 200, 0, 2),
-                b"",
-            ),
-            &mut relay_out,
-        );
+        net.relay.handle_tun(&overlay(1, 9, b""), &mut relay_out);
+        net.relay.handle_tun(&overlay(1, 2, b""), &mut relay_out);
         assert!(relay_out.net.is_empty());
         assert_eq!(net.relay.drops().no_route, 1);
         assert_eq!(net.relay.drops().no_endpoint, 1);
@@ -599,12 +591,8 @@ mod tests {
     fn spoofed_source_and_unknown_peers_are_dropped() {
         let mut net = net(2);
         // Uplink 0 claims uplink 1's address.
-        let spoof = ipv4(
-            Ipv4Addr::new(10, 200, 0, 3),
-            Ipv4Addr::new(10, 200, 0, 1),
-            b"x",
-        );
-        let mut outs: Vec<Collect> = (0..2).map(|_| Collect::default()).collect();
+        let spoof = overlay(3, 1, b"x");
+        let mut outs: Vec<Collect> = sinks(2);
         net.uplinks[0].handle_tun(&spoof, &mut outs[0]);
         let (relay_tun, _) = pump(&mut net, Collect::default(), outs);
         assert!(relay_tun.is_empty());
@@ -631,11 +619,7 @@ mod tests {
     #[test]
     fn roaming_and_reconfiguration_keep_sessions() {
         let mut net = net(1);
-        let hello = ipv4(
-            Ipv4Addr::new(10, 200, 0, 2),
-            Ipv4Addr::new(10, 200, 0, 1),
-            b"a",
-        );
+        let hello = overlay(2, 1, b"a");
         let mut outs = vec![Collect::default()];
         net.uplinks[0].handle_tun(&hello, &mut outs[0]);
         pump(&mut net, Collect::default(), outs);
@@ -653,26 +637,12 @@ mod tests {
         assert_eq!(relay_out.tun.len(), 1);
         assert_eq!(net.relay.stats()[0].endpoint, Some(moved));
         let mut relay_out = Collect::default();
-        net.relay.handle_tun(
-            &ipv4(
-                Ipv4Addr::new(10, 200, 0, 1),
-                Ipv4Addr::new(10, 200, 0, 2),
-                b"b",
-            ),
-            &mut relay_out,
-        );
+        net.relay.handle_tun(&overlay(1, 2, b"b"), &mut relay_out);
         assert_eq!(relay_out.net[0].0, moved);
         // Removing the peer removes its route.
         net.relay.set_peers(Vec::new());
         let mut relay_out = Collect::default();
-        net.relay.handle_tun(
-            &ipv4(
-                Ipv4Addr::new(10, 200, 0, 1),
-                Ipv4Addr::new(10, 200, 0, 2),
-                b"b",
-            ),
-            &mut relay_out,
-        );
+        net.relay.handle_tun(&overlay(1, 2, b"b"), &mut relay_out);
         assert!(relay_out.net.is_empty());
     }
 
