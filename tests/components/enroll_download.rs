@@ -124,6 +124,24 @@ fn pass(
         .unwrap()
 }
 
+/// The SHA-256 of the installed Envoy binary, as `sha256sum` prints it (with a newline).
+fn envoy_digest(vps: &Vps, internet: &Netns) -> String {
+    vps_text(
+        vps,
+        internet,
+        "sha256sum < /usr/local/bin/envoy | cut -d' ' -f1",
+    )
+}
+
+/// The running Envoy's PID (`0` when it is not running), with a newline.
+fn envoy_pid(vps: &Vps, internet: &Netns) -> String {
+    vps_text(
+        vps,
+        internet,
+        "systemctl show -p MainPID --value tunnel-envoy.service",
+    )
+}
+
 #[test]
 fn envoy_download_installs_only_the_pinned_digest() {
     let genuine = Arc::new(std::fs::read(testbed::tools::envoy().unwrap()).unwrap());
@@ -173,43 +191,18 @@ fn envoy_download_installs_only_the_pinned_digest() {
         report.steps
     );
     assert!(report.health.envoy_active(), "{:?}", report.health);
-    assert_eq!(
-        vps_text(
-            &vps,
-            &internet,
-            "sha256sum < /usr/local/bin/envoy | cut -d' ' -f1"
-        ),
-        format!("{digest}\n")
-    );
+    assert_eq!(envoy_digest(&vps, &internet), format!("{digest}\n"));
     let report = pass(&internet, &vps, &desired("1.40.0", &template, &digest)).unwrap();
     assert!(!report.changed(), "{:?}", report.steps);
 
     // An upgrade whose download does not match its pin: refused, the installed Envoy stays
     // and keeps running.
-    let pid = vps_text(
-        &vps,
-        &internet,
-        "systemctl show -p MainPID --value tunnel-envoy.service",
-    );
+    let pid = envoy_pid(&vps, &internet);
     let pinned_141 = sha256_hex(b"what the genuine 1.41.0 would hash to");
     let e = pass(&internet, &vps, &desired("1.41.0", &template, &pinned_141)).unwrap_err();
     assert!(matches!(e, EnrollError::EnvoyDownload(_)), "{e}");
-    assert_eq!(
-        vps_text(
-            &vps,
-            &internet,
-            "sha256sum < /usr/local/bin/envoy | cut -d' ' -f1"
-        ),
-        format!("{digest}\n")
-    );
-    assert_eq!(
-        vps_text(
-            &vps,
-            &internet,
-            "systemctl show -p MainPID --value tunnel-envoy.service"
-        ),
-        pid
-    );
+    assert_eq!(envoy_digest(&vps, &internet), format!("{digest}\n"));
+    assert_eq!(envoy_pid(&vps, &internet), pid);
     assert_eq!(vps_text(&vps, &internet, no_temp), "0\n");
 
     // A mirror without the file: a clear error, nothing replaced either.
@@ -220,12 +213,5 @@ fn envoy_download_installs_only_the_pinned_digest() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("failed"), "{e}");
-    assert_eq!(
-        vps_text(
-            &vps,
-            &internet,
-            "sha256sum < /usr/local/bin/envoy | cut -d' ' -f1"
-        ),
-        format!("{digest}\n")
-    );
+    assert_eq!(envoy_digest(&vps, &internet), format!("{digest}\n"));
 }

@@ -165,6 +165,29 @@ fn with_session<R: Send>(
         .unwrap()
 }
 
+/// A pass with `options`.
+fn pass_with(
+    internet: &Netns,
+    vps: &Vps,
+    logs: &Capture,
+    want: &DesiredState,
+    options: &PassOptions,
+) -> Result<enroll::PassReport, EnrollError> {
+    with_session(internet, vps, logs, async |s: &mut Session| {
+        enroll::enroll(s, want, options).await
+    })
+}
+
+/// A pass with the default options.
+fn full_pass(
+    internet: &Netns,
+    vps: &Vps,
+    logs: &Capture,
+    want: &DesiredState,
+) -> Result<enroll::PassReport, EnrollError> {
+    pass_with(internet, vps, logs, want, &PassOptions::default())
+}
+
 /// A pass that stops on purpose after `steps` steps.
 fn cut_pass(
     internet: &Netns,
@@ -173,17 +196,11 @@ fn cut_pass(
     want: &DesiredState,
     steps: usize,
 ) -> Result<enroll::PassReport, EnrollError> {
-    with_session(internet, vps, logs, async |s: &mut Session| {
-        enroll::enroll(
-            s,
-            want,
-            &PassOptions {
-                stop_after_steps: Some(steps),
-                ..PassOptions::default()
-            },
-        )
-        .await
-    })
+    let options = PassOptions {
+        stop_after_steps: Some(steps),
+        ..PassOptions::default()
+    };
+    pass_with(internet, vps, logs, want, &options)
 }
 
 const MANAGED: &[&str] = &[
@@ -230,10 +247,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
 
     // 1. From scratch.
     let want = desired(&agent, &envoy, &relay_v1, target, &[8080]);
-    let report = with_session(&internet, &vps, &logs, async |s: &mut Session| {
-        enroll::enroll(s, &want, &PassOptions::default()).await
-    })
-    .unwrap();
+    let report = full_pass(&internet, &vps, &logs, &want).unwrap();
     assert!(report.changed());
     // The only acceptable warning: a container VPS (like this nspawn one) keeping its own
     // socket buffer ceilings.
@@ -286,10 +300,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
          touch /etc/envoy/tls/stale.sds.yaml; systemctl stop tunnel-envoy.service",
     )
     .unwrap();
-    let report = with_session(&internet, &vps, &logs, async |s: &mut Session| {
-        enroll::enroll(s, &want, &PassOptions::default()).await
-    })
-    .unwrap();
+    let report = full_pass(&internet, &vps, &logs, &want).unwrap();
     assert_eq!(
         report.steps,
         vec![
@@ -312,10 +323,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
         matches!(cut, Err(EnrollError::Interrupted { done: 1, total: 3 })),
         "{cut:?}"
     );
-    let report = with_session(&internet, &vps, &logs, async |s: &mut Session| {
-        enroll::enroll(s, &want, &PassOptions::default()).await
-    })
-    .unwrap();
+    let report = full_pass(&internet, &vps, &logs, &want).unwrap();
     assert_eq!(
         report.steps,
         vec![
@@ -365,10 +373,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
     );
     assert_eq!(states, "active\nactive\n");
     traffic_flows(&internet, vps.address(), 8080).unwrap();
-    let report = with_session(&internet, &vps, &logs, async |s: &mut Session| {
-        enroll::enroll(s, &want, &PassOptions::default()).await
-    })
-    .unwrap();
+    let report = full_pass(&internet, &vps, &logs, &want).unwrap();
     assert!(!report.changed(), "{:?}", report.steps);
     assert!(report.health.envoy_active() && report.health.relay_active());
 

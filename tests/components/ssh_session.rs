@@ -43,12 +43,17 @@ fn secret(pairs: &[(&str, &str)]) -> Credentials {
     Credentials::from_secret_data(&data).unwrap()
 }
 
-/// The remote user id (`0` for root).
-async fn uid(s: &mut Session) -> String {
-    s.run_ok(&Script::read("id -u"))
-        .await
-        .unwrap()
-        .stdout_text()
+/// Connects with the Secret `pairs`, checks the session runs commands as root, closes it.
+async fn logs_in_as_root(host: &str, pairs: &[(&str, &str)]) {
+    let mut s = connect(host, pairs).await.unwrap();
+    assert_eq!(
+        s.run_ok(&Script::read("id -u"))
+            .await
+            .unwrap()
+            .stdout_text(),
+        "0\n"
+    );
+    s.close().await;
 }
 
 /// A session to `host:22` with the Secret `pairs`.
@@ -260,14 +265,7 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
 
                     // ECDSA keys on each NIST curve.
                     for key in [&ecdsa, &ecdsa384, &ecdsa521] {
-                        let mut s = connect(
-                            &host,
-                            &[("privateKey", key), ("knownHosts", &known_line)],
-                        )
-                        .await
-                        .unwrap();
-                        assert_eq!(uid(&mut s).await, "0\n");
-                        s.close().await;
+                        logs_in_as_root(&host, &[("privateKey", key), ("knownHosts", &known_line)]).await;
                     }
 
                     // Encrypted key: with its passphrase it works; without, or wrong, a clear error.
@@ -302,14 +300,7 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
                     assert!(e.to_string().contains("could not be decrypted"), "{e}");
 
                     // Password.
-                    let mut s = connect(
-                        &host,
-                        &[("password", PASSWORD), ("knownHosts", &known_line)],
-                    )
-                    .await
-                    .unwrap();
-                    assert_eq!(uid(&mut s).await, "0\n");
-                    s.close().await;
+                    logs_in_as_root(&host, &[("password", PASSWORD), ("knownHosts", &known_line)]).await;
                     let e = connect(
                         &host,
                         &[("password", "wrong-password"), ("knownHosts", &known_line)],
