@@ -33,16 +33,26 @@ pub enum AgentError {
         /// The key file.
         path: PathBuf,
     },
-    /// The replica's identity cannot be derived.
+    /// The document's network has no address for this replica.
     #[error("identity: {0}")]
-    Identity(String),
-    /// The relay endpoint does not resolve to an IPv4 address.
-    #[error("relay.endpoint: cannot resolve {endpoint}: {reason}")]
+    Identity(#[source] DocumentError),
+    /// The replica's address and the network's prefix do not make an interface address.
+    #[error("identity: {0}")]
+    Prefix(#[source] ipnet::PrefixLenError),
+    /// The relay endpoint does not resolve.
+    #[error("relay.endpoint: cannot resolve {endpoint}: {source}")]
     Resolve {
         /// The endpoint.
         endpoint: String,
-        /// Why.
-        reason: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The relay endpoint resolves, but to no IPv4 address (the tunnel's socket is IPv4).
+    #[error("relay.endpoint: cannot resolve {endpoint}: no IPv4 address")]
+    NoIpv4 {
+        /// The endpoint.
+        endpoint: String,
     },
     /// The WireGuard device failed.
     #[error(transparent)]
@@ -59,8 +69,8 @@ impl AgentError {
             Self::Document { source, .. } => source.category(),
             Self::File { .. } => "FileUnreadable",
             Self::Key { .. } => "KeyUnreadable",
-            Self::Identity(_) => "IdentityInvalid",
-            Self::Resolve { .. } => "RelayUnresolvable",
+            Self::Identity(_) | Self::Prefix(_) => "IdentityInvalid",
+            Self::Resolve { .. } | Self::NoIpv4 { .. } => "RelayUnresolvable",
             Self::Device(e) => e.category(),
             Self::Nat(e) => e.category(),
         }
@@ -93,10 +103,14 @@ mod tests {
                 source: io(),
             },
             AgentError::Key { path: path() },
-            AgentError::Identity(String::new()),
+            AgentError::Identity(DocumentError::Version(String::new())),
+            AgentError::Prefix(ipnet::PrefixLenError),
             AgentError::Resolve {
                 endpoint: String::new(),
-                reason: String::new(),
+                source: io(),
+            },
+            AgentError::NoIpv4 {
+                endpoint: String::new(),
             },
             AgentError::Device(DeviceError::Stopped),
             AgentError::Nat(NetlinkError::Socket(io())),
@@ -109,6 +123,8 @@ mod tests {
                 "FileUnreadable",
                 "KeyUnreadable",
                 "IdentityInvalid",
+                "IdentityInvalid",
+                "RelayUnresolvable",
                 "RelayUnresolvable",
                 "DeviceStopped",
                 "NetlinkSocketFailed",
@@ -143,7 +159,7 @@ mod tests {
                 what: String::new(),
                 source: io(),
             },
-            NetlinkError::Decode(String::new()),
+            NetlinkError::Decode("truncated".into()),
         ];
         let categories: Vec<&str> = netlink.iter().map(NetlinkError::category).collect();
         assert_eq!(

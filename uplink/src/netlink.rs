@@ -32,7 +32,7 @@ pub enum NetlinkError {
     },
     /// A reply could not be decoded.
     #[error("cannot decode the kernel's reply: {0}")]
-    Decode(String),
+    Decode(#[source] netlink_packet_core::DecodeError),
 }
 
 impl NetlinkError {
@@ -92,8 +92,8 @@ where
         let (reply, _) = socket.recv_from_full().map_err(NetlinkError::Socket)?;
         let mut offset = 0;
         while offset < reply.len() {
-            let msg = NetlinkMessage::<T>::deserialize(&reply[offset..])
-                .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+            let msg =
+                NetlinkMessage::<T>::deserialize(&reply[offset..]).map_err(NetlinkError::Decode)?;
             let len = usize::try_from(msg.header.length).unwrap_or(0);
             if len == 0 {
                 break;

@@ -100,11 +100,10 @@ impl UplinkAgent {
         let key = self.identity.load_key()?;
         let address = doc
             .replica_address(self.identity.ordinal)
-            .map_err(|e| AgentError::Identity(e.to_string()))?;
+            .map_err(AgentError::Identity)?;
         let interface = InterfaceConfig {
             name: self.identity.interface.clone(),
-            address: Ipv4Net::new(address, doc.network.prefix_len())
-                .map_err(|e| AgentError::Identity(e.to_string()))?,
+            address: Ipv4Net::new(address, doc.network.prefix_len()).map_err(AgentError::Prefix)?,
             mtu: doc.mtu,
             listen_port: 0,
         };
@@ -251,13 +250,14 @@ impl UplinkAgent {
 
 /// Resolves `host:port` to an IPv4 socket address (the tunnel's socket is IPv4).
 fn resolve(endpoint: &str) -> Result<SocketAddr, AgentError> {
-    let err = |reason: String| AgentError::Resolve {
-        endpoint: endpoint.into(),
-        reason,
-    };
     endpoint
         .to_socket_addrs()
-        .map_err(|e| err(e.to_string()))?
+        .map_err(|source| AgentError::Resolve {
+            endpoint: endpoint.into(),
+            source,
+        })?
         .find(SocketAddr::is_ipv4)
-        .ok_or_else(|| err("no IPv4 address".into()))
+        .ok_or_else(|| AgentError::NoIpv4 {
+            endpoint: endpoint.into(),
+        })
 }
