@@ -424,7 +424,6 @@ async fn readme_examples_are_served_through_the_running_operator() {
         "a broken EdgeNode does not disturb the served one"
     );
 
-    // restart-envoy: a new Envoy process, and the annotation is consumed.
     let envoy_pid = || {
         let out = vps
             .ssh(
@@ -435,37 +434,6 @@ async fn readme_examples_are_served_through_the_running_operator() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     let pid_before = envoy_pid();
-    nodes
-        .patch(
-            "edge-node",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"tunnel.achetronic.com/restart-envoy": "true"}}})),
-        )
-        .await
-        .unwrap();
-    eventually(
-        "the restart-envoy annotation to be consumed",
-        LONG,
-        async || {
-            let n = nodes.get("edge-node").await.ok()?;
-            (!n.metadata
-                .annotations
-                .unwrap_or_default()
-                .contains_key("tunnel.achetronic.com/restart-envoy"))
-            .then_some(())
-        },
-        describe,
-    )
-    .await;
-    let pid_after = envoy_pid();
-    assert_ne!(pid_before, pid_after, "Envoy was restarted");
-    assert!(
-        until_in(&internet, move || tcp_exchange((public, 80).into(), b"z\n")
-            .is_some_and(|a| a == "my-web: z\n")),
-        "served again after the restart\n{}",
-        describe()
-    );
-
     // The operator killed and started again: it converges without changing the VPS.
     operator.process.signal("KILL");
     let _ = operator.process.wait_exit(Duration::from_secs(10));
@@ -527,10 +495,43 @@ async fn readme_examples_are_served_through_the_running_operator() {
     );
     assert_eq!(
         envoy_pid(),
-        pid_after,
+        pid_before,
         "Envoy untouched by the new operator"
     );
     assert!(echo("five\n"), "sessions survive an operator restart");
+
+    // restart-envoy: a new Envoy process (sessions through Envoy end with it), and the
+    // annotation is consumed.
+    nodes
+        .patch(
+            "edge-node",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"tunnel.achetronic.com/restart-envoy": "true"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the restart-envoy annotation to be consumed",
+        LONG,
+        async || {
+            let n = nodes.get("edge-node").await.ok()?;
+            (!n.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("tunnel.achetronic.com/restart-envoy"))
+            .then_some(())
+        },
+        || second.log_text(),
+    )
+    .await;
+    let pid_after = envoy_pid();
+    assert_ne!(pid_before, pid_after, "Envoy was restarted");
+    assert!(
+        until_in(&internet, move || tcp_exchange((public, 80).into(), b"z\n")
+            .is_some_and(|a| a == "my-web: z\n")),
+        "served again after the restart\n{}",
+        second.log_text()
+    );
 
     // No secret reaches a log or an Event.
     let key = vps.client_private_key().unwrap();
