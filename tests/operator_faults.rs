@@ -121,7 +121,7 @@ async fn one_failing_edge_node_never_stops_the_others() {
         .await;
     }
     let (a, b) = (vps_a.address(), vps_b.address());
-    let served = |addr: std::net::Ipv4Addr| {
+    let answers = |addr: std::net::Ipv4Addr| {
         in_ns(&internet, move || {
             (0..60).any(|_| {
                 let ok = greet((addr, 80).into()).is_some_and(|g| g == "my-web: hi\n");
@@ -132,7 +132,7 @@ async fn one_failing_edge_node_never_stops_the_others() {
             })
         })
     };
-    assert!(served(a) && served(b), "both VPSes serve\n{}", describe());
+    assert!(answers(a) && answers(b), "both VPSes serve\n{}", describe());
 
     // The panicking actor is restarted with backoff, then parked; `a` serves throughout.
     let parked = eventually(
@@ -184,7 +184,7 @@ async fn one_failing_edge_node_never_stops_the_others() {
     .await;
     assert!(down.1.starts_with("SSH"), "the reason says SSH: {down:?}");
     assert!(down.2.contains(&b.to_string()), "names the VPS: {down:?}");
-    assert!(served(a), "a serves while b is down\n{}", describe());
+    assert!(answers(a), "a serves while b is down\n{}", describe());
     assert_eq!(node_ready(&nodes, "a").await.unwrap().0, "True");
 
     // Powered on again: served again, with no operator action.
@@ -196,6 +196,6 @@ async fn one_failing_edge_node_never_stops_the_others() {
         describe,
     )
     .await;
-    assert!(served(b), "b serves again\n{}", describe());
+    assert!(answers(b), "b serves again\n{}", describe());
     drop((uplinks_a, uplinks_b));
 }

@@ -379,7 +379,7 @@ pub async fn binding_ready(api: &Api<PortBinding>, name: &str) -> Option<(String
 /// Events about one object, as `reason: note` lines.
 pub async fn events_of(client: &Client, namespace: &str, name: &str) -> Vec<String> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
-    let list = api.list(&Default::default()).await.unwrap();
+    let list = api.list(&kube::api::ListParams::default()).await.unwrap();
     list.items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
