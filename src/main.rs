@@ -33,22 +33,18 @@ enum Command {
         show_secrets: bool,
     },
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run {
-        /// Address of the liveness/readiness probes (`/healthz`, `/readyz`).
-        #[arg(long, default_value = "0.0.0.0:8081")]
-        health_probe_bind_address: std::net::SocketAddr,
-    },
+    Run(tunnel::settings::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run {
-            health_probe_bind_address,
-        } => {
+        Command::Run(args) => {
             tunnel::telemetry::init_from_env()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(tunnel::operator::run(health_probe_bind_address))?;
+            runtime
+                .block_on(tunnel::operator::run(args))
+                .map_err(|e| anyhow::anyhow!("[{}] {e}", e.category()))?;
         }
         Command::Render {
             files,

@@ -1,21 +1,22 @@
-//! The operator process (`tunnel run`): connects to the API server, checks that the CRDs are
-//! served, serves the health probes, and watches EdgeNodes and PortBindings until SIGTERM.
-//!
-//! Reconciliation (the actor tree of DESIGN.md §3) plugs in here; today the watches only log
-//! what they see, so an operator deployed from the chart starts, reports healthy and shows
-//! its view of the resources.
+//! The operator process (`tunnel run`): loads what it pushes to the VPSes, serves the health
+//! probes, connects to the API server, checks that the CRDs are served, then runs the actor
+//! tree ([`crate::actors`]) until SIGTERM/SIGINT, or until the tree stops (non-zero exit: the
+//! Deployment restarts the pod, and the new process rebuilds everything from the API server
+//! and the VPSes).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use ractor::Actor;
 
+use crate::actors::manager::{Manager, ManagerArgs};
+use crate::actors::{self, Artefacts, Context, ObjectKey};
 use crate::crd::{EdgeNode, PortBinding};
 use crate::health;
+use crate::settings::{self, RunArgs, SettingsError};
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -41,22 +42,59 @@ pub enum OperatorError {
         /// The socket error.
         source: std::io::Error,
     },
+    /// A flag points at something unusable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A flag value is malformed.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The actor tree could not start, or stopped.
+    #[error("the actor tree stopped: {0}")]
+    Tree(String),
 }
 
 impl OperatorError {
-    /// A stable label for metrics and Event reasons.
+    /// A stable UpperCamelCase label for metrics and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Connect(_) => "connect",
-            Self::MissingCrd { .. } => "missing_crd",
-            Self::Bind { .. } => "bind",
+            Self::Connect(_) => "APIUnreachable",
+            Self::MissingCrd { .. } => "CRDMissing",
+            Self::Bind { .. } => "ProbeBindFailed",
+            Self::Settings(e) => e.category(),
+            Self::Flag { .. } => "InvalidFlag",
+            Self::Tree(_) => "TreeStopped",
         }
     }
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
-pub async fn run(health_addr: SocketAddr) -> Result<(), OperatorError> {
+pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
+    let tunnelctl = settings::load_tunnelctl(&args.tunnelctl_dir)?;
+    let envoy = settings::load_envoy(
+        &args.envoy_dir,
+        &args.envoy_version,
+        &args.envoy_download_url,
+    )?;
+    let fault_panic = args
+        .fault_panic_edge_node
+        .as_deref()
+        .map(|s| {
+            s.split_once('/')
+                .map(|(ns, name)| ObjectKey::new(ns, name))
+                .ok_or_else(|| OperatorError::Flag {
+                    flag: "--fault-panic-edge-node",
+                    message: format!("{s:?} is not namespace/name"),
+                })
+        })
+        .transpose()?;
+
     let ready = Arc::new(AtomicBool::new(false));
+    let health_addr = args.health_probe_bind_address;
     let listener = tokio::net::TcpListener::bind(health_addr)
         .await
         .map_err(|source| OperatorError::Bind {
@@ -69,9 +107,71 @@ pub async fn run(health_addr: SocketAddr) -> Result<(), OperatorError> {
     let client = Client::try_default()
         .await
         .map_err(OperatorError::Connect)?;
+    check_crds(&client).await?;
+
+    let artefacts = Artefacts {
+        tunnelctl,
+        envoy,
+        uplink_image: format!("{}/uplink:{}", args.image_repo, args.image_tag),
+    };
+    let uplink_log = (
+        std::env::var("LOG_FORMAT").unwrap_or_else(|_| "json".into()),
+        std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+    );
+    let context_client = client.clone();
+    let make_context = Box::new(move |stores| Context {
+        recorder: kube::runtime::events::Recorder::new(context_client.clone(), actors::reporter()),
+        client: context_client,
+        stores,
+        artefacts,
+        resync: args.resync_period,
+        ssh_slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
+            args.max_concurrent_reconciles,
+        ))),
+        prefix: format!("tunnel-{}", std::process::id()),
+        schedule: actors::edge_node_core::Schedule::default(),
+        restarts: actors::restarts::RestartPolicy::default(),
+        fault_panic,
+        uplink_log,
+    });
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        max_concurrent_reconciles = args.max_concurrent_reconciles,
+        resync = ?args.resync_period,
+        "starting the actor tree"
+    );
+    let (manager, handle) = Actor::spawn(
+        None,
+        Manager,
+        ManagerArgs {
+            make_context,
+            client,
+            ready: ready.clone(),
+        },
+    )
+    .await
+    .map_err(|e| OperatorError::Tree(e.to_string()))?;
+
+    let result = tokio::select! {
+        joined = handle => Err(OperatorError::Tree(match joined {
+            Ok(()) => "the Manager stopped".into(),
+            Err(e) => e.to_string(),
+        })),
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            manager.stop(Some("shutdown".into()));
+            Ok(())
+        }
+    };
+    ready.store(false, Ordering::Relaxed);
+    probes.abort();
+    result
+}
+
+async fn check_crds(client: &Client) -> Result<(), OperatorError> {
     let edge_nodes: Api<EdgeNode> = Api::all(client.clone());
-    let port_bindings: Api<PortBinding> = Api::all(client);
-    edge_nodes
+    let port_bindings: Api<PortBinding> = Api::all(client.clone());
+    let nodes = edge_nodes
         .list(&ListParams::default().limit(1))
         .await
         .map_err(|source| OperatorError::MissingCrd {
@@ -85,51 +185,9 @@ pub async fn run(health_addr: SocketAddr) -> Result<(), OperatorError> {
             kind: "PortBinding",
             source,
         })?;
-    ready.store(true, Ordering::Relaxed);
-    tracing::info!("watching EdgeNodes and PortBindings");
-
-    let nodes = watcher(edge_nodes, watcher::Config::default()).for_each(|event| async move {
-        match event {
-            Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) => {
-                tracing::info!(
-                    namespace = node.namespace().unwrap_or_default(),
-                    name = node.name_any(),
-                    address = node.spec.address,
-                    "EdgeNode seen"
-                );
-            }
-            Ok(watcher::Event::Delete(node)) => {
-                tracing::info!(name = node.name_any(), "EdgeNode deleted");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "EdgeNode watch"),
-        }
-    });
-    let bindings =
-        watcher(port_bindings, watcher::Config::default()).for_each(|event| async move {
-            match event {
-                Ok(watcher::Event::Apply(pb) | watcher::Event::InitApply(pb)) => {
-                    tracing::info!(
-                        namespace = pb.namespace().unwrap_or_default(),
-                        name = pb.name_any(),
-                        bindings = pb.spec.bindings.len(),
-                        "PortBinding seen"
-                    );
-                }
-                Ok(watcher::Event::Delete(pb)) => {
-                    tracing::info!(name = pb.name_any(), "PortBinding deleted");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "PortBinding watch"),
-            }
-        });
-
-    tokio::select! {
-        () = nodes => {}
-        () = bindings => {}
-        () = shutdown_signal() => tracing::info!("shutting down"),
+    if let Some(first) = nodes.items.first() {
+        tracing::debug!(name = first.name_any(), "CRDs served");
     }
-    probes.abort();
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -275,9 +275,6 @@ pub struct UplinkStatus {
     pub tunnel_ip: String,
     /// WireGuard public key of the replica.
     pub public_key: String,
-    /// Last WireGuard handshake the relay completed with the replica.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_handshake: Option<Time>,
 }
 
 fn default_ssh_port() -> u16 {

@@ -16,8 +16,8 @@ pub use edge_node::{
     OutlierDetectionSpec, SshSpec, TunnelSpec, UplinkSpec, UplinkStatus,
 };
 pub use port_binding::{
-    Binding, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus, Protocol,
-    ProxyProtocolVersion, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
+    Binding, BindingStatus, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus,
+    Protocol, ProxyProtocolVersion, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
 };
 pub use render::{RenderError, crds, crds_yaml};
 

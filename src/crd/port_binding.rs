@@ -257,10 +257,34 @@ pub struct PortBindingStatus {
     /// Public ports served, e.g. `80/TCP,53/UDP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<String>,
-    /// `Ready` and the per-binding outcome.
+    /// `Ready`, and why not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// One entry per binding: served, or refused with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub bindings: Vec<BindingStatus>,
+}
+
+/// What happened to one binding.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingStatus {
+    /// The binding's name.
+    pub name: String,
+    /// Its protocol.
+    pub protocol: String,
+    /// Its public port.
+    pub listen_port: u16,
+    /// `Served` or `Refused`.
+    pub state: String,
+    /// Why it is refused (e.g. `PortConflict`, `ServiceNotFound`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is wrong and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn default_connect_timeout() -> String {

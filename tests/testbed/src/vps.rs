@@ -255,6 +255,14 @@ impl Vps {
         self.wait_ready(from, Duration::from_secs(60))
     }
 
+    /// Powers a stopped VPS on again, with its disk as it was, and waits for SSH.
+    pub fn power_on(&mut self, from: &Netns) -> Result<(), TestbedError> {
+        if self.process.is_none() {
+            self.start()?;
+        }
+        self.wait_ready(from, Duration::from_secs(90))
+    }
+
     /// Powers the VPS off (SIGTERM to systemd-nspawn, which shuts systemd down).
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {

@@ -1,0 +1,153 @@
+//! Control-plane latency: a PortBinding applied → the first successful connection through the
+//! VPS, over many bindings, with the same test bed as the operator tests (real API server,
+//! nspawn VPS, Envoy, uplink agents). The reference, measured in the same run on the same
+//! changes, is Envoy's own part: from the moment the operator's pass wrote `lds.yaml` on the
+//! VPS (its log line) to the first connection. What is left is ours (watch, plan, SSH).
+//!
+//! `cargo bench -p tunnel --bench operator_latency -- [bindings]` (default 50; needs root and
+//! the test bed: `bash tests/testbed/setup.sh`). Not part of CI.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+#[path = "../tests/enroll_support/mod.rs"]
+mod enroll_support;
+#[path = "../tests/operator_support/mod.rs"]
+mod operator_support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime};
+
+use testbed::apiserver::ApiServer;
+use tunnel::crd::{EdgeNode, PortBinding};
+
+use enroll_support::{Network, serve_greeting};
+use operator_support::{
+    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready,
+    relay_loopback_into, service, ssh_secret,
+};
+
+fn connects(addr: (std::net::Ipv4Addr, u16)) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut out = String::new();
+    s.write_all(b"x\n").is_ok() && s.read_to_string(&mut out).is_ok() && out == "my-web: x\n"
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// The wall-clock time of the last `write /etc/envoy/lds.yaml` step in the operator's log.
+fn last_lds_write(log: &str) -> Option<SystemTime> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("enrollment step") && l.contains("lds.yaml"))?;
+    let stamp = line.split_whitespace().next()?;
+    let t: k8s_openapi::jiff::Timestamp = stamp.parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(t.as_nanosecond()).ok()?))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let count: u16 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50);
+    let server = ApiServer::start().await.unwrap();
+    server.install_crds(&tunnel::crd::crds()).await.unwrap();
+    let client = server.client().await.unwrap();
+    let Network {
+        internet,
+        vps,
+        cluster,
+        pods,
+    } = Network::new(1);
+    relay_loopback_into(&internet, operator_support::api_port(&server));
+    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
+    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
+    let dirs = artefact_dirs();
+    let logs = tempfile::tempdir().unwrap();
+    let operator = Operator::start(&internet, &server, &dirs, &logs.path().join("op.log"), &[]);
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
+    apply_yaml::<EdgeNode>(
+        &client,
+        &format!(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {{name: edge-node, namespace: default}}\nspec:\n  address: {}\n  ssh: {{secretRef: {{name: vps-ssh-secret}}}}\n",
+            vps.address()
+        ),
+    )
+    .await;
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    let nodes = kube::Api::<EdgeNode>::namespaced(client.clone(), "default");
+    eventually(
+        "EdgeNode Ready",
+        Duration::from_secs(180),
+        async || {
+            node_ready(&nodes, "edge-node")
+                .await
+                .filter(|c| c.0 == "True")
+        },
+        || operator.log_text() + &uplinks.logs(),
+    )
+    .await;
+
+    let public = vps.address();
+    let mut total = Vec::new();
+    let mut envoy = Vec::new();
+    for i in 0..count {
+        let port = 10_000 + i;
+        let yaml = format!(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {{name: pb-{i}, namespace: default}}\nspec:\n  edgeNodeRef: {{name: edge-node}}\n  bindings:\n  - name: http\n    protocol: TCP\n    listenPort: {port}\n    target: {{service: {{name: my-web, namespace: default, port: 8080}}}}\n"
+        );
+        let applied = Instant::now();
+        apply_yaml::<PortBinding>(&client, &yaml).await;
+        let connected = in_ns(&internet, move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if connects((public, port)) {
+                    return Some(SystemTime::now());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        })
+        .unwrap_or_else(|| panic!("binding {i} never answered:\n{}", operator.log_text()));
+        total.push(applied.elapsed().as_secs_f64());
+        if let Some(written) = last_lds_write(&operator.log_text()) {
+            envoy.push(
+                connected
+                    .duration_since(written)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+        }
+    }
+    total.sort_by(f64::total_cmp);
+    envoy.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&total, 50.0), percentile(&total, 99.0));
+    let (e50, e99) = (percentile(&envoy, 50.0), percentile(&envoy, 99.0));
+    println!("bindings: {count}");
+    println!("apply → first connection: p50 {p50:.3} s, p99 {p99:.3} s");
+    println!(
+        "  of which Envoy (lds.yaml written → first connection): p50 {e50:.3} s, p99 {e99:.3} s"
+    );
+    println!(
+        "  the operator's share at p50: {:.3} s ({:.0}%)",
+        p50 - e50,
+        100.0 * (p50 - e50) / p50
+    );
+    drop(uplinks);
+}

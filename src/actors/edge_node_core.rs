@@ -1,0 +1,294 @@
+//! The EdgeNode actor's decisions, sans-IO: when to run a pass, how bursts coalesce, and when
+//! to look again. Events in, effects out; the actor shell turns effects into API calls, SSH
+//! jobs and timers. Time is an input (delays are returned, never slept).
+//!
+//! - At most one pass runs at a time. Inputs that arrive while it runs only mark the node
+//!   dirty; when it reports back, one more pass applies the latest state.
+//! - A failed pass is retried with an exponential delay (reset by success).
+//! - A pass that succeeded but left the node unhealthy (e.g. the uplinks have not shaken hands
+//!   yet) is followed by a check soon, backing off while it stays unhealthy; a healthy node
+//!   waits for the drift timer.
+//! - Every scheduled wake-up carries an epoch; a pass that starts makes older wake-ups stale.
+
+use std::time::Duration;
+
+/// What happens to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Something the node depends on changed (its spec, a PortBinding, a Secret, a Service).
+    Changed,
+    /// The drift timer fired.
+    DriftDue,
+    /// A wake-up scheduled by [`Effect::WakeAfter`].
+    WakeUp {
+        /// The epoch it was scheduled with.
+        epoch: u64,
+    },
+    /// The running pass finished.
+    PassDone {
+        /// It reached its end without an error.
+        ok: bool,
+        /// Everything reported healthy afterwards.
+        healthy: bool,
+    },
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Start a pass now.
+    StartPass,
+    /// Send `Event::WakeUp { epoch }` after this delay.
+    WakeAfter {
+        /// The delay.
+        delay: Duration,
+        /// The epoch to send back.
+        epoch: u64,
+    },
+}
+
+/// Delays of the retry and re-check schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// First retry after a failed pass.
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// First re-check of an unhealthy node.
+    pub recheck_min: Duration,
+    /// Longest re-check delay.
+    pub recheck_max: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            retry_min: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            recheck_min: Duration::from_secs(3),
+            recheck_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The pass state of one EdgeNode.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeNodeCore {
+    schedule: Schedule,
+    running: bool,
+    dirty: bool,
+    failures: u32,
+    unhealthy: u32,
+    epoch: u64,
+}
+
+impl EdgeNodeCore {
+    /// A node with no pass run yet.
+    pub fn new(schedule: Schedule) -> Self {
+        Self {
+            schedule,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a pass is running.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Consecutive failed passes.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Feeds one event.
+    pub fn on(&mut self, event: Event) -> Vec<Effect> {
+        match event {
+            Event::Changed | Event::DriftDue => self.want_pass(),
+            Event::WakeUp { epoch } if epoch == self.epoch => self.want_pass(),
+            Event::WakeUp { .. } => Vec::new(),
+            Event::PassDone { ok, healthy } => {
+                self.running = false;
+                if ok {
+                    self.failures = 0;
+                    self.unhealthy = if healthy { 0 } else { self.unhealthy + 1 };
+                } else {
+                    self.failures += 1;
+                }
+                if self.dirty {
+                    return self.start();
+                }
+                if !ok {
+                    let delay = backoff(
+                        self.schedule.retry_min,
+                        self.schedule.retry_max,
+                        self.failures,
+                    );
+                    return vec![self.wake_after(delay)];
+                }
+                if !healthy {
+                    let delay = backoff(
+                        self.schedule.recheck_min,
+                        self.schedule.recheck_max,
+                        self.unhealthy,
+                    );
+                    return vec![self.wake_after(delay)];
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn want_pass(&mut self) -> Vec<Effect> {
+        if self.running {
+            self.dirty = true;
+            Vec::new()
+        } else {
+            self.start()
+        }
+    }
+
+    fn start(&mut self) -> Vec<Effect> {
+        self.running = true;
+        self.dirty = false;
+        self.epoch += 1;
+        vec![Effect::StartPass]
+    }
+
+    fn wake_after(&mut self, delay: Duration) -> Effect {
+        self.epoch += 1;
+        Effect::WakeAfter {
+            delay,
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// `min · 2^(n-1)`, at most `max` (n ≥ 1).
+pub fn backoff(min: Duration, max: Duration, n: u32) -> Duration {
+    let exponent = n.saturating_sub(1).min(20);
+    min.saturating_mul(2u32.saturating_pow(exponent)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> EdgeNodeCore {
+        EdgeNodeCore::new(Schedule::default())
+    }
+
+    #[test]
+    fn a_burst_during_a_pass_gives_one_more_pass() {
+        let mut c = core();
+        assert_eq!(c.on(Event::Changed), vec![Effect::StartPass]);
+        for _ in 0..10 {
+            assert!(c.on(Event::Changed).is_empty());
+        }
+        assert_eq!(
+            c.on(Event::PassDone {
+                ok: true,
+                healthy: true
+            }),
+            vec![Effect::StartPass]
+        );
+        assert!(
+            c.on(Event::PassDone {
+                ok: true,
+                healthy: true
+            })
+            .is_empty()
+        );
+        assert!(!c.is_running());
+    }
+
+    #[test]
+    fn failures_back_off_and_success_resets() {
+        let mut c = core();
+        c.on(Event::Changed);
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            let effects = c.on(Event::PassDone {
+                ok: false,
+                healthy: false,
+            });
+            let [Effect::WakeAfter { delay, epoch }] = effects[..] else {
+                panic!("{effects:?}")
+            };
+            delays.push(delay);
+            assert_eq!(c.on(Event::WakeUp { epoch }), vec![Effect::StartPass]);
+        }
+        assert_eq!(
+            delays,
+            [2, 4, 8, 16].map(Duration::from_secs).to_vec(),
+            "exponential"
+        );
+        assert_eq!(c.failures(), 4);
+        c.on(Event::PassDone {
+            ok: true,
+            healthy: true,
+        });
+        assert_eq!(c.failures(), 0);
+    }
+
+    #[test]
+    fn an_unhealthy_node_is_rechecked_soon_and_a_healthy_one_is_left_alone() {
+        let mut c = core();
+        c.on(Event::Changed);
+        let effects = c.on(Event::PassDone {
+            ok: true,
+            healthy: false,
+        });
+        assert!(matches!(
+            effects[..],
+            [Effect::WakeAfter { delay, .. }] if delay == Duration::from_secs(3)
+        ));
+        let Effect::WakeAfter { epoch, .. } = effects[0] else {
+            unreachable!()
+        };
+        c.on(Event::WakeUp { epoch });
+        let effects = c.on(Event::PassDone {
+            ok: true,
+            healthy: false,
+        });
+        assert!(matches!(
+            effects[..],
+            [Effect::WakeAfter { delay, .. }] if delay == Duration::from_secs(6)
+        ));
+    }
+
+    #[test]
+    fn a_wake_up_from_before_a_newer_pass_is_stale() {
+        let mut c = core();
+        c.on(Event::Changed);
+        let effects = c.on(Event::PassDone {
+            ok: false,
+            healthy: false,
+        });
+        let [Effect::WakeAfter { epoch: old, .. }] = effects[..] else {
+            panic!()
+        };
+        // A change starts a pass before the retry fires: the retry is now stale.
+        assert_eq!(c.on(Event::Changed), vec![Effect::StartPass]);
+        c.on(Event::PassDone {
+            ok: true,
+            healthy: true,
+        });
+        assert!(c.on(Event::WakeUp { epoch: old }).is_empty());
+        assert!(!c.is_running());
+    }
+
+    #[test]
+    fn drift_runs_a_pass_only_when_idle() {
+        let mut c = core();
+        assert_eq!(c.on(Event::DriftDue), vec![Effect::StartPass]);
+        assert!(c.on(Event::DriftDue).is_empty());
+        assert_eq!(
+            c.on(Event::PassDone {
+                ok: true,
+                healthy: true
+            }),
+            vec![Effect::StartPass]
+        );
+    }
+}

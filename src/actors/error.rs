@@ -1,0 +1,142 @@
+//! What can stop one step of an EdgeNode pass. Each variant names the object concerned; its
+//! `category()` is the condition reason and Event reason (UpperCamelCase, the source error's
+//! own category where there is one). Messages never hold Secret contents.
+
+use crate::enroll::EnrollError;
+use crate::plan::PlanError;
+use crate::ssh::SshError;
+
+use super::keys::KeysError;
+
+/// An API write or read of the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiStep {
+    /// Reading or writing the keys Secrets.
+    Keys,
+    /// Applying the uplink namespace, ConfigMap, Service or StatefulSet.
+    Workload,
+    /// Adding or removing the finalizer, or the restart-envoy annotation.
+    Metadata,
+    /// Deleting the in-cluster objects of a deleted EdgeNode.
+    Cleanup,
+}
+
+impl ApiStep {
+    fn category(self) -> &'static str {
+        match self {
+            Self::Keys => "KeysSecretWriteFailed",
+            Self::Workload => "WorkloadApplyFailed",
+            Self::Metadata => "MetadataUpdateFailed",
+            Self::Cleanup => "CleanupFailed",
+        }
+    }
+}
+
+/// Why a step of a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The SSH Secret does not exist.
+    #[error(
+        "SSH Secret {secret} not found: create it with key privateKey (or password) and knownHosts"
+    )]
+    SshSecretNotFound {
+        /// `namespace/name`.
+        secret: String,
+    },
+    /// The SSH Secret is unusable (no key, a malformed key, bad knownHosts).
+    #[error("SSH Secret {secret}: {source}")]
+    SshSecret {
+        /// `namespace/name`.
+        secret: String,
+        /// What is wrong with it.
+        #[source]
+        source: SshError,
+    },
+    /// `spec.ssh` is unusable.
+    #[error("spec.ssh: {0}")]
+    SshSettings(#[source] SshError),
+    /// The WireGuard keys.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// No plan could be made.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The desired state of the VPS could not be assembled.
+    #[error("assembling the VPS's desired state: {0}")]
+    Desired(#[source] EnrollError),
+    /// The SSH pass failed.
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    /// An API call failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// Which step.
+        step: ApiStep,
+        /// What was being done, naming the object.
+        what: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The SSH session actor is gone (it is being restarted).
+    #[error("the SSH session of this EdgeNode is restarting")]
+    SessionGone,
+}
+
+impl ReconcileError {
+    /// The stable UpperCamelCase reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::SshSecretNotFound { .. } => "SSHSecretNotFound",
+            Self::SshSecret { source, .. } | Self::SshSettings(source) => source.category(),
+            Self::Keys(e) => e.category(),
+            Self::Plan(e) => e.category(),
+            Self::Desired(e) | Self::Enroll(e) => e.category(),
+            Self::Api { step, .. } => step.category(),
+            Self::SessionGone => "SSHSessionRestarting",
+        }
+    }
+
+    /// An API error at `step`.
+    pub fn api(step: ApiStep, what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Api { step, what, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_are_upper_camel_case_words() {
+        let samples = [
+            ReconcileError::SshSecretNotFound {
+                secret: "d/s".into(),
+            },
+            ReconcileError::SshSettings(SshError::Settings("x".into())),
+            ReconcileError::SessionGone,
+            ReconcileError::Api {
+                step: ApiStep::Workload,
+                what: "applying".into(),
+                source: kube::Error::LinesCodecMaxLineLengthExceeded,
+            },
+        ];
+        for e in samples {
+            let c = e.category();
+            assert!(
+                c.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                    && c.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{c}"
+            );
+        }
+        for step in [
+            ApiStep::Keys,
+            ApiStep::Workload,
+            ApiStep::Metadata,
+            ApiStep::Cleanup,
+        ] {
+            assert!(step.category().ends_with("Failed"));
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The reference index, pure: which EdgeNodes a Secret, a Service or a PortBinding concerns.
+//! A change of any of them becomes a `Changed` in exactly those EdgeNodes' mailboxes.
+//!
+//! It is computed from the reflector stores' current contents at each event (a scan of the
+//! EdgeNodes and PortBindings, which is cheap at the sizes an operator of VPSes sees), so it
+//! can never disagree with the stores.
+
+use std::collections::BTreeSet;
+
+use crate::crd::{EdgeNode, PortBinding};
+
+/// `namespace/name` of an object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The key of a namespaced object.
+    pub fn of<K: kube::Resource>(object: &K) -> Self {
+        let meta = object.meta();
+        Self::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The EdgeNode a PortBinding points at.
+pub fn edge_node_of(pb: &PortBinding) -> ObjectKey {
+    let ns = pb.metadata.namespace.clone().unwrap_or_default();
+    ObjectKey::new(
+        pb.spec.edge_node_ref.namespace_or(&ns),
+        pb.spec.edge_node_ref.name.clone(),
+    )
+}
+
+/// The PortBindings that point at `node`.
+pub fn port_bindings_of<'a>(
+    node: &'a ObjectKey,
+    port_bindings: &'a [impl AsRef<PortBinding>],
+) -> impl Iterator<Item = &'a PortBinding> + 'a {
+    port_bindings
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(move |pb| edge_node_of(pb) == *node)
+}
+
+/// EdgeNodes that read Secret `secret`: as their SSH Secret, or through a PortBinding's TLS
+/// Secret.
+pub fn users_of_secret(
+    secret: &ObjectKey,
+    nodes: &[impl AsRef<EdgeNode>],
+    port_bindings: &[impl AsRef<PortBinding>],
+) -> BTreeSet<ObjectKey> {
+    let mut users: BTreeSet<ObjectKey> = nodes
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|n| {
+            let ns = n.metadata.namespace.as_deref().unwrap_or_default();
+            let r = &n.spec.ssh.secret_ref;
+            r.name == secret.name && r.namespace_or(ns) == secret.namespace
+        })
+        .map(ObjectKey::of)
+        .collect();
+    for pb in port_bindings.iter().map(AsRef::as_ref) {
+        let ns = pb.metadata.namespace.as_deref().unwrap_or_default();
+        let references = pb.spec.bindings.iter().any(|b| {
+            b.tls
+                .as_ref()
+                .and_then(|t| t.secret_ref.as_ref())
+                .is_some_and(|r| r.name == secret.name && r.namespace_or(ns) == secret.namespace)
+        });
+        if references {
+            users.insert(edge_node_of(pb));
+        }
+    }
+    users
+}
+
+/// EdgeNodes with a binding whose target is Service `service`.
+pub fn users_of_service(
+    service: &ObjectKey,
+    port_bindings: &[impl AsRef<PortBinding>],
+) -> BTreeSet<ObjectKey> {
+    port_bindings
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|pb| {
+            pb.spec.bindings.iter().any(|b| {
+                b.target
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| s.name == service.name && s.namespace == service.namespace)
+            })
+        })
+        .map(edge_node_of)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Arc;
+
+    fn node(yaml: &str) -> Arc<EdgeNode> {
+        Arc::new(serde_yaml::from_str(yaml).unwrap())
+    }
+
+    fn pb(yaml: &str) -> Arc<PortBinding> {
+        Arc::new(serde_yaml::from_str(yaml).unwrap())
+    }
+
+    fn nodes() -> Vec<Arc<EdgeNode>> {
+        vec![
+            node(
+                "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {name: a, namespace: team}\nspec:\n  address: 192.0.2.1\n  ssh: {secretRef: {name: vps-ssh}}\n",
+            ),
+            node(
+                "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {name: b, namespace: other}\nspec:\n  address: 192.0.2.2\n  ssh: {secretRef: {name: vps-ssh}}\n",
+            ),
+        ]
+    }
+
+    fn bindings() -> Vec<Arc<PortBinding>> {
+        vec![pb(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {name: web, namespace: apps}\nspec:\n  edgeNodeRef: {name: a, namespace: team}\n  bindings:\n  - name: https\n    protocol: TCP\n    listenPort: 443\n    tls: {mode: offload, secretRef: {name: web-tls}}\n    target: {service: {name: web, namespace: apps, port: 8443}}\n",
+        )]
+    }
+
+    #[test]
+    fn an_ssh_secret_concerns_only_the_nodes_of_its_namespace() {
+        let users = users_of_secret(&ObjectKey::new("team", "vps-ssh"), &nodes(), &bindings());
+        assert_eq!(users, BTreeSet::from([ObjectKey::new("team", "a")]));
+        let none = users_of_secret(&ObjectKey::new("apps", "vps-ssh"), &nodes(), &bindings());
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_tls_secret_and_a_target_service_reach_the_referenced_node() {
+        let via_tls = users_of_secret(&ObjectKey::new("apps", "web-tls"), &nodes(), &bindings());
+        assert_eq!(via_tls, BTreeSet::from([ObjectKey::new("team", "a")]));
+        let via_service = users_of_service(&ObjectKey::new("apps", "web"), &bindings());
+        assert_eq!(via_service, BTreeSet::from([ObjectKey::new("team", "a")]));
+        assert!(users_of_service(&ObjectKey::new("team", "web"), &bindings()).is_empty());
+    }
+
+    #[test]
+    fn port_bindings_are_matched_by_the_defaulted_namespace() {
+        let pbs = bindings();
+        let a = ObjectKey::new("team", "a");
+        assert_eq!(port_bindings_of(&a, &pbs).count(), 1);
+        let same_name_elsewhere = ObjectKey::new("apps", "a");
+        assert_eq!(port_bindings_of(&same_name_elsewhere, &pbs).count(), 0);
+    }
+}

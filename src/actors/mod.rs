@@ -1,0 +1,168 @@
+//! The control plane (DESIGN.md §3): a supervision tree of ractor actors fed by kube-runtime
+//! reflectors.
+//!
+//! ```text
+//! Manager ─ watches (reflectors: EdgeNodes, PortBindings, Secrets, Services, StatefulSets)
+//!   ├─ EdgeNode supervisor ─ EdgeNode actor per EdgeNode ─ SSH session actor
+//!   └─ PortBinding supervisor ─ PortBinding actor per PortBinding
+//! ```
+//!
+//! Each actor keeps its decisions in a sans-IO core ([`edge_node_core`], [`restarts`],
+//! [`conditions`], [`status`], [`index`], [`keys`]) and does I/O in a thin shell. Actors are
+//! found by name (prefixed per Manager, since ractor's registry is process-wide), never by a
+//! reference kept across a restart.
+
+pub mod conditions;
+pub mod edge_node;
+pub mod edge_node_core;
+pub mod error;
+pub mod index;
+pub mod keys;
+pub mod manager;
+pub mod port_binding;
+pub mod resolver;
+pub mod restarts;
+pub mod ssh_session;
+pub mod status;
+pub mod supervisor;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+
+use crate::crd::{EdgeNode, PortBinding};
+use crate::enroll::{Arch, Blob, EnvoyInstall};
+
+pub use index::ObjectKey;
+
+/// The finalizer on EdgeNodes: the VPS is torn down before the object goes.
+pub const FINALIZER: &str = "tunnel.achetronic.com/teardown";
+/// Annotation: restart Envoy on the next pass (removed once it succeeded).
+pub const RESTART_ENVOY: &str = "tunnel.achetronic.com/restart-envoy";
+/// Annotation: on deletion, leave the VPS as it is.
+pub const SKIP_DEPROVISION: &str = "tunnel.achetronic.com/skip-deprovision";
+/// Field manager of the EdgeNode status and of the objects EdgeNode actors write.
+pub const EDGE_NODE_MANAGER: &str = "tunnel-edgenode";
+/// Field manager of the PortBinding status.
+pub const PORT_BINDING_MANAGER: &str = "tunnel-portbinding";
+
+/// The watch caches every actor reads.
+#[derive(Clone)]
+pub struct Stores {
+    /// EdgeNodes.
+    pub edge_nodes: Store<EdgeNode>,
+    /// PortBindings.
+    pub port_bindings: Store<PortBinding>,
+    /// Secrets (SSH and TLS).
+    pub secrets: Store<Secret>,
+    /// Services (targets).
+    pub services: Store<Service>,
+    /// The uplink StatefulSets.
+    pub stateful_sets: Store<StatefulSet>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("edge_nodes", &self.edge_nodes.state().len())
+            .field("port_bindings", &self.port_bindings.state().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the operator carries to every VPS.
+#[derive(Debug, Clone)]
+pub struct Artefacts {
+    /// The relay agent per architecture.
+    pub tunnelctl: BTreeMap<Arch, Blob>,
+    /// Envoy, pushed or downloaded.
+    pub envoy: EnvoyInstall,
+    /// The uplink image, `<repo>/uplink:<tag>`.
+    pub uplink_image: String,
+}
+
+/// Shared by every actor of one tree.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The watch caches.
+    pub stores: Stores,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// What is pushed to the VPSes.
+    pub artefacts: Artefacts,
+    /// Period of the drift pass.
+    pub resync: Duration,
+    /// At most this many SSH passes at once, across EdgeNodes.
+    pub ssh_slots: Arc<tokio::sync::Semaphore>,
+    /// Prefix of every actor name of this tree.
+    pub prefix: String,
+    /// Retry and re-check delays of EdgeNode passes.
+    pub schedule: edge_node_core::Schedule,
+    /// Restart policy of the supervisors.
+    pub restarts: restarts::RestartPolicy,
+    /// Test only: this EdgeNode's actor panics at the start of every pass.
+    pub fault_panic: Option<ObjectKey>,
+    /// `LOG_FORMAT` and `LOG_LEVEL` given to the uplink pods.
+    pub uplink_log: (String, String),
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("prefix", &self.prefix)
+            .field("resync", &self.resync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// The registered name of the `kind` actor for `key`.
+    pub fn name(&self, kind: &str, key: &ObjectKey) -> String {
+        format!("{}/{kind}/{}/{}", self.prefix, key.namespace, key.name)
+    }
+
+    /// The registered name of a singleton of this tree.
+    pub fn singleton(&self, kind: &str) -> String {
+        format!("{}/{kind}", self.prefix)
+    }
+
+    /// Publishes an Event on `object`; a failure is logged, never fatal.
+    pub async fn publish(
+        &self,
+        object: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, object).await {
+            tracing::warn!(reason, error = %e, "publishing an Event");
+        }
+    }
+}
+
+/// The Event reporter of this process.
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: "tunnel".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
+}

@@ -1,0 +1,196 @@
+//! The PortBinding actor: the single writer of one PortBinding's status. On a change of its
+//! spec it asks its EdgeNode actor for a pass (or for the answer of the last one); the
+//! EdgeNode actor owns the port table and answers with each binding's outcome, which this
+//! actor turns into `Ready`, `bindings[]` and `ports`. An EdgeNode that does not exist is
+//! reported here, since no EdgeNode actor would answer.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::warn;
+
+use crate::crd::{PortBinding, PortBindingStatus};
+
+use super::conditions::{self, Verdict};
+use super::edge_node::NodeMsg;
+use super::index::{self, ObjectKey};
+use super::status::{self, PortBindingReport};
+use super::supervisor::Child;
+use super::{Context, PORT_BINDING_MANAGER};
+
+/// Messages of a PortBinding actor.
+#[derive(Debug)]
+pub enum BindingMsg {
+    /// Its spec changed (or the actor just started).
+    Changed,
+    /// What its EdgeNode's last pass did with it.
+    Report(PortBindingReport),
+}
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct PortBindingActor;
+
+/// Its state.
+#[derive(Debug)]
+pub struct PortBindingState {
+    ctx: Arc<Context>,
+    key: ObjectKey,
+}
+
+impl Child for PortBindingActor {
+    const KIND: &'static str = "PortBinding";
+
+    fn changed() -> BindingMsg {
+        BindingMsg::Changed
+    }
+
+    async fn parked(ctx: Arc<Context>, key: ObjectKey, message: String) {
+        let Some(pb) = get(&ctx, &key) else { return };
+        let verdict = Verdict::failed(status::READY, "RestartLoop", message.clone());
+        let mut st = pb.status.clone().unwrap_or_default();
+        st.conditions = conditions::merge(
+            &st.conditions,
+            &[verdict],
+            pb.metadata.generation,
+            &Time(Timestamp::now()),
+        );
+        write(&ctx, &key, &pb, &st).await;
+        ctx.publish(
+            &pb.object_ref(&()),
+            true,
+            "RestartLoop",
+            message,
+            "Reconcile",
+        )
+        .await;
+    }
+}
+
+fn get(ctx: &Context, key: &ObjectKey) -> Option<Arc<PortBinding>> {
+    ctx.stores
+        .port_bindings
+        .get(&ObjectRef::new(&key.name).within(&key.namespace))
+}
+
+impl Actor for PortBindingActor {
+    type Msg = BindingMsg;
+    type State = PortBindingState;
+    type Arguments = (Arc<Context>, ObjectKey);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (ctx, key): (Arc<Context>, ObjectKey),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_message(BindingMsg::Changed)?;
+        Ok(PortBindingState { ctx, key })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: BindingMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let ctx = state.ctx.clone();
+        let Some(pb) = get(&ctx, &state.key) else {
+            myself.stop(Some("the PortBinding is gone".into()));
+            return Ok(());
+        };
+        match message {
+            BindingMsg::Changed => {
+                let node = index::edge_node_of(&pb);
+                let exists = ctx
+                    .stores
+                    .edge_nodes
+                    .get(&ObjectRef::new(&node.name).within(&node.namespace))
+                    .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
+                if !exists {
+                    let verdict = status::edge_node_missing(&node.to_string());
+                    let st = PortBindingStatus {
+                        observed_generation: pb.metadata.generation,
+                        ports: None,
+                        conditions: Vec::new(),
+                        bindings: Vec::new(),
+                    };
+                    settle(&ctx, &state.key, &pb, st, verdict).await;
+                    return Ok(());
+                }
+                if let Some(actor) = ActorRef::<NodeMsg>::where_is(ctx.name("EdgeNode", &node)) {
+                    let _ = actor.send_message(NodeMsg::PortBindingChanged {
+                        key: state.key.clone(),
+                        generation: pb.metadata.generation,
+                    });
+                }
+            }
+            BindingMsg::Report(report) => {
+                let (verdict, bindings) = status::port_binding_status(&report);
+                let st = PortBindingStatus {
+                    observed_generation: report.generation,
+                    ports: (!report.ports.is_empty()).then(|| report.ports.clone()),
+                    conditions: Vec::new(),
+                    bindings,
+                };
+                settle(&ctx, &state.key, &pb, st, verdict).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Merges `verdict` into `st` against the current status, writes it when it differs, and
+/// publishes an Event when `Ready` changed.
+async fn settle(
+    ctx: &Context,
+    key: &ObjectKey,
+    pb: &PortBinding,
+    mut st: PortBindingStatus,
+    verdict: Verdict,
+) {
+    let before = pb.status.clone().unwrap_or_default().conditions;
+    st.conditions = conditions::merge(
+        &before,
+        std::slice::from_ref(&verdict),
+        st.observed_generation,
+        &Time(Timestamp::now()),
+    );
+    write(ctx, key, pb, &st).await;
+    if !conditions::transitions(&before, std::slice::from_ref(&verdict)).is_empty() {
+        ctx.publish(
+            &pb.object_ref(&()),
+            !verdict.ok,
+            &verdict.reason,
+            verdict.message.clone(),
+            "Reconcile",
+        )
+        .await;
+    }
+}
+
+async fn write(ctx: &Context, key: &ObjectKey, pb: &PortBinding, st: &PortBindingStatus) {
+    if pb.status.as_ref() == Some(st) {
+        return;
+    }
+    let api: Api<PortBinding> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let patch = serde_json::json!({
+        "apiVersion": PortBinding::api_version(&()),
+        "kind": PortBinding::kind(&()),
+        "status": st,
+    });
+    if let Err(e) = api
+        .patch_status(
+            &pb.name_any(),
+            &PatchParams::apply(PORT_BINDING_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        warn!(port_binding = %key, error = %e, "writing the PortBinding status");
+    }
+}

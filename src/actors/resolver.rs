@@ -1,0 +1,134 @@
+//! The planner's [`Resolver`] over the operator's reflector stores: a target Service's
+//! ClusterIP (by port number or by the name of one of its ports) and a TLS Secret's keys.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::plan::{Resolver, ServiceLookup, TlsSecret};
+
+/// Reads Services and Secrets from the watch caches.
+#[derive(Clone)]
+pub struct StoreResolver {
+    services: Store<Service>,
+    secrets: Store<Secret>,
+}
+
+impl std::fmt::Debug for StoreResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreResolver").finish_non_exhaustive()
+    }
+}
+
+impl StoreResolver {
+    /// A resolver over these stores.
+    pub fn new(services: Store<Service>, secrets: Store<Secret>) -> Self {
+        Self { services, secrets }
+    }
+}
+
+/// What a Service offers for a target port, pure.
+pub fn lookup(service: Option<&Service>, port: u16) -> ServiceLookup {
+    let Some(service) = service else {
+        return ServiceLookup::NotFound;
+    };
+    let spec = service.spec.clone().unwrap_or_default();
+    let ip = spec
+        .cluster_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let Some(ip) = ip else {
+        return ServiceLookup::Headless;
+    };
+    let ports = spec.ports.unwrap_or_default();
+    if ports.iter().any(|p| i32::from(port) == p.port) {
+        return ServiceLookup::Found(ip);
+    }
+    let mut available: Vec<u16> = ports
+        .iter()
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect();
+    available.sort_unstable();
+    available.dedup();
+    ServiceLookup::PortNotFound { available }
+}
+
+/// The TLS keys of a Secret, pure.
+pub fn tls_of(secret: &Secret) -> TlsSecret {
+    let text = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .filter(|s| !s.trim().is_empty())
+    };
+    TlsSecret {
+        certificate_chain: text("tls.crt"),
+        private_key: text("tls.key"),
+        ca: text("ca.crt"),
+    }
+}
+
+impl Resolver for StoreResolver {
+    fn service(&self, namespace: &str, name: &str, port: u16) -> ServiceLookup {
+        let found = self.services.get(&ObjectRef::new(name).within(namespace));
+        lookup(found.as_deref(), port)
+    }
+
+    fn tls_secret(&self, namespace: &str, name: &str) -> Option<TlsSecret> {
+        self.secrets
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|s| tls_of(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(yaml: &str) -> Service {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_cluster_ip_service_resolves_by_port() {
+        let s = service(
+            "metadata: {name: web, namespace: d}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 8080}, {port: 9090, name: metrics}]}",
+        );
+        assert_eq!(
+            lookup(Some(&s), 8080),
+            ServiceLookup::Found("10.96.0.10".parse().unwrap())
+        );
+        assert_eq!(
+            lookup(Some(&s), 81),
+            ServiceLookup::PortNotFound {
+                available: vec![8080, 9090]
+            }
+        );
+    }
+
+    #[test]
+    fn headless_and_missing_services_say_so() {
+        let headless =
+            service("metadata: {name: web}\nspec: {clusterIP: None, ports: [{port: 80}]}");
+        assert_eq!(lookup(Some(&headless), 80), ServiceLookup::Headless);
+        let pending = service("metadata: {name: web}\nspec: {ports: [{port: 80}]}");
+        assert_eq!(lookup(Some(&pending), 80), ServiceLookup::Headless);
+        assert_eq!(lookup(None, 80), ServiceLookup::NotFound);
+    }
+
+    #[test]
+    fn tls_keys_are_read_and_empty_values_count_as_absent() {
+        let secret: Secret = serde_yaml::from_str(
+            "metadata: {name: t}\ndata: {tls.crt: Q0VSVA==, tls.key: '', ca.crt: Q0E=}",
+        )
+        .unwrap();
+        let tls = tls_of(&secret);
+        assert_eq!(tls.certificate_chain.as_deref(), Some("CERT"));
+        assert_eq!(tls.private_key, None);
+        assert_eq!(tls.ca.as_deref(), Some("CA"));
+    }
+}

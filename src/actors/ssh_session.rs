@@ -1,0 +1,205 @@
+//! The SSH session actor: one per EdgeNode, a child of its EdgeNode actor. It owns one russh
+//! connection to the VPS (kept open and reused across passes, re-made when the credentials or
+//! the address change), runs the jobs it is sent one at a time (an enrollment pass, a
+//! teardown), and answers each with a message, so the EdgeNode's mailbox never waits on SSH.
+//! At most `--max-concurrent-reconciles` jobs run at once across all session actors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{info, warn};
+
+use crate::enroll::{self, DesiredState, EnrollError, PassOptions, PassReport, Request};
+use crate::ssh::{Credentials, Session, SshOptions};
+
+use super::Context;
+use super::edge_node::NodeMsg;
+
+/// Longest a job may take (an Envoy push over a slow link included).
+const JOB_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Address, port, user, timeouts.
+    pub options: SshOptions,
+    /// From the SSH Secret.
+    pub credentials: Credentials,
+    /// A digest of both: a new one means a new connection.
+    pub fingerprint: String,
+}
+
+/// What to do on the VPS.
+#[derive(Debug)]
+pub enum Work {
+    /// Bring it to the desired state, then report health.
+    Converge {
+        /// The desired state.
+        desired: Box<DesiredState>,
+        /// E.g. restart Envoy.
+        request: Request,
+    },
+    /// Remove everything of ours.
+    Teardown,
+}
+
+/// A job and whom to answer.
+#[derive(Debug)]
+pub struct Job {
+    /// The pass it belongs to.
+    pub pass: u64,
+    /// Where.
+    pub target: Target,
+    /// What.
+    pub work: Work,
+    /// Who gets the answer.
+    pub reply: ActorRef<NodeMsg>,
+}
+
+/// The answer to a job.
+#[derive(Debug)]
+pub enum JobResult {
+    /// A converge pass.
+    Converged(Result<PassReport, EnrollError>),
+    /// A teardown.
+    TornDown(Result<(), EnrollError>),
+}
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct SshSessionActor;
+
+/// Its state: the open session, if any, and the target it was opened for.
+pub struct SshSessionState {
+    ctx: Arc<Context>,
+    session: Option<(String, Session)>,
+}
+
+impl std::fmt::Debug for SshSessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshSessionState")
+            .field("connected", &self.session.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Actor for SshSessionActor {
+    type Msg = Job;
+    type State = SshSessionState;
+    type Arguments = Arc<Context>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        ctx: Arc<Context>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SshSessionState { ctx, session: None })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, session)) = state.session.take() {
+            session.close().await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        job: Job,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Job {
+            pass,
+            target,
+            work,
+            reply,
+        } = job;
+        let slots = state.ctx.ssh_slots.clone();
+        let permit = slots.acquire_owned().await?;
+        let teardown = matches!(work, Work::Teardown);
+        let answer = if let Ok(answer) =
+            tokio::time::timeout(JOB_TIMEOUT, run(state, &target, work)).await
+        {
+            answer
+        } else {
+            // The session may be mid-command: drop it and start afresh next time.
+            state.session = None;
+            timeout_error(&target, teardown)
+        };
+        drop(permit);
+        if reply
+            .send_message(NodeMsg::JobDone {
+                pass,
+                result: answer,
+            })
+            .is_err()
+        {
+            // Our EdgeNode actor is gone (it is being restarted or was removed).
+            info!("EdgeNode actor gone; closing its SSH session");
+            myself.stop(None);
+        }
+        Ok(())
+    }
+}
+
+/// Runs one job; a failed connection is an answer too.
+async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobResult {
+    let fail = |e: EnrollError| match work {
+        Work::Teardown => JobResult::TornDown(Err(e)),
+        Work::Converge { .. } => JobResult::Converged(Err(e)),
+    };
+    let reuse = state
+        .session
+        .as_ref()
+        .is_some_and(|(fingerprint, s)| *fingerprint == target.fingerprint && s.is_connected());
+    if !reuse {
+        if let Some((_, old)) = state.session.take() {
+            old.close().await;
+        }
+        match Session::connect(target.options.clone(), target.credentials.clone()).await {
+            Ok(session) => state.session = Some((target.fingerprint.clone(), session)),
+            Err(e) => return fail(EnrollError::Ssh(e)),
+        }
+    }
+    let Some((_, session)) = state.session.as_mut() else {
+        return fail(EnrollError::Desired("no SSH session".into()));
+    };
+    let result = match work {
+        Work::Converge { desired, request } => {
+            let options = PassOptions {
+                request,
+                ..PassOptions::default()
+            };
+            JobResult::Converged(enroll::enroll(session, &desired, &options).await)
+        }
+        Work::Teardown => JobResult::TornDown(enroll::teardown(session).await),
+    };
+    let broken = match &result {
+        JobResult::Converged(Err(EnrollError::Ssh(e)))
+        | JobResult::TornDown(Err(EnrollError::Ssh(e))) => e.is_transient(),
+        _ => false,
+    };
+    if broken {
+        warn!(host = %target.options.target(), "dropping the SSH session after a transport error");
+        state.session = None;
+    }
+    result
+}
+
+fn timeout_error(target: &Target, teardown: bool) -> JobResult {
+    let e = EnrollError::Ssh(crate::ssh::SshError::CommandTimeout {
+        command: format!("pass on {}", target.options.target()),
+        timeout: JOB_TIMEOUT,
+    });
+    if teardown {
+        JobResult::TornDown(Err(e))
+    } else {
+        JobResult::Converged(Err(e))
+    }
+}

@@ -1,0 +1,212 @@
+//! The settings of `tunnel run`: its flags (the seed's names and defaults), parsed by clap,
+//! and the artefacts they point at (the agent binaries the operator pushes to each VPS, and
+//! Envoy: pushed too when the operator carries it, else downloaded by the VPS against a
+//! pinned digest).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::enroll::{Arch, Blob, ENVOY_RELEASE_URL_TEMPLATE, EnvoyInstall};
+
+/// The flags of `tunnel run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Address of the liveness/readiness probes (`/healthz`, `/readyz`); `:8081` means every
+    /// interface.
+    #[arg(long, default_value = ":8081", value_parser = parse_bind_address)]
+    pub health_probe_bind_address: SocketAddr,
+    /// Directory with the relay agent per architecture (`tunnelctl-linux-amd64`,
+    /// `tunnelctl-linux-arm64`), pushed to each VPS.
+    #[arg(long, default_value = "/opt/tunnelctl")]
+    pub tunnelctl_dir: PathBuf,
+    /// Envoy version installed on the VPSes.
+    #[arg(long, default_value = "1.40.0")]
+    pub envoy_version: String,
+    /// Directory with Envoy binaries to push (`envoy-linux-amd64`, `envoy-linux-arm64`). When
+    /// it has none, each VPS downloads Envoy from `--envoy-download-url` and checks it against
+    /// the SHA-256 pinned for that version and architecture.
+    #[arg(long, default_value = "/opt/envoy")]
+    pub envoy_dir: PathBuf,
+    /// Download URL template of the download mode (`{version}`, `{arch}`); a mirror works.
+    #[arg(long, default_value = ENVOY_RELEASE_URL_TEMPLATE)]
+    pub envoy_download_url: String,
+    /// Uplink image repository; the image is `<repo>/uplink:<tag>`.
+    #[arg(long, default_value = "ghcr.io/achetronic/tunnel")]
+    pub image_repo: String,
+    /// Uplink image tag.
+    #[arg(long, default_value = "latest")]
+    pub image_tag: String,
+    /// At most this many SSH passes run at once, across all EdgeNodes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_reconciles: u16,
+    /// How often every EdgeNode is checked for drift on its VPS (Go duration).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub resync_period: Duration,
+    /// Test only: the EdgeNode actor of `namespace/name` panics at the start of every pass
+    /// (proves crash isolation; a panic is a fault no real component can be made to produce).
+    #[arg(long, hide = true)]
+    pub fault_panic_edge_node: Option<String>,
+}
+
+/// Accepts `host:port`, `:port` (every interface) and `port`.
+pub fn parse_bind_address(text: &str) -> Result<SocketAddr, String> {
+    let full = if let Some(port) = text.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
+        format!("0.0.0.0:{text}")
+    } else {
+        text.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("{text:?} is not an address like :8081 or 127.0.0.1:8081"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::ssh::duration::parse_duration(text)
+        .map_err(|e| e.to_string())
+        .and_then(|d| {
+            if d.is_zero() {
+                Err("the resync period must be longer than zero".into())
+            } else {
+                Ok(d)
+            }
+        })
+}
+
+/// Why the artefacts could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A directory or binary could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No relay agent for any architecture.
+    #[error("--tunnelctl-dir {dir} holds neither tunnelctl-linux-amd64 nor tunnelctl-linux-arm64")]
+    NoTunnelctl {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+impl SettingsError {
+    /// A stable UpperCamelCase label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "SettingsUnreadable",
+            Self::NoTunnelctl { .. } => "TunnelctlMissing",
+        }
+    }
+}
+
+/// The SHA-256 of Envoy's release assets, per version and architecture, for the download
+/// mode. Empty in this build: the digests of GitHub's release assets could not be verified
+/// from this build's network (docs/operations.md); operators that download use
+/// `--envoy-dir` with their own binaries, or add the digests of the versions they verified.
+pub const PINNED_ENVOY_DIGESTS: &[(&str, Arch, &str)] = &[];
+
+/// Reads `<dir>/<stem>-linux-{amd64,arm64}` when present.
+fn per_arch(dir: &Path, stem: &str) -> Result<BTreeMap<Arch, Blob>, SettingsError> {
+    let mut found = BTreeMap::new();
+    for (arch, suffix) in [(Arch::X86_64, "amd64"), (Arch::Aarch64, "arm64")] {
+        let path = dir.join(format!("{stem}-linux-{suffix}"));
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                found.insert(arch, Blob::new(bytes));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(SettingsError::Read { path, source }),
+        }
+    }
+    Ok(found)
+}
+
+/// The relay agents to push, by architecture.
+pub fn load_tunnelctl(dir: &Path) -> Result<BTreeMap<Arch, Blob>, SettingsError> {
+    let found = per_arch(dir, "tunnelctl")?;
+    if found.is_empty() {
+        return Err(SettingsError::NoTunnelctl {
+            dir: dir.to_owned(),
+        });
+    }
+    Ok(found)
+}
+
+/// How Envoy is installed: pushed when `dir` has binaries, else downloaded.
+pub fn load_envoy(
+    dir: &Path,
+    version: &str,
+    url_template: &str,
+) -> Result<EnvoyInstall, SettingsError> {
+    let binaries = per_arch(dir, "envoy")?;
+    if !binaries.is_empty() {
+        return Ok(EnvoyInstall::Push {
+            version: version.to_owned(),
+            binaries,
+        });
+    }
+    let sha256 = PINNED_ENVOY_DIGESTS
+        .iter()
+        .filter(|(v, _, _)| *v == version)
+        .map(|(_, arch, digest)| (*arch, (*digest).to_owned()))
+        .collect();
+    Ok(EnvoyInstall::Download {
+        version: version.to_owned(),
+        url_template: url_template.to_owned(),
+        sha256,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses_in_the_seeds_forms() {
+        assert_eq!(
+            parse_bind_address(":8081").unwrap(),
+            "0.0.0.0:8081".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_bind_address("127.0.0.1:9000").unwrap(),
+            "127.0.0.1:9000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_bind_address("8081").unwrap(),
+            "0.0.0.0:8081".parse::<SocketAddr>().unwrap()
+        );
+        assert!(
+            parse_bind_address("localhost")
+                .unwrap_err()
+                .contains("localhost")
+        );
+    }
+
+    #[test]
+    fn artefacts_are_found_per_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            load_tunnelctl(dir.path()).unwrap_err().category(),
+            "TunnelctlMissing"
+        );
+        std::fs::write(dir.path().join("tunnelctl-linux-amd64"), b"relay").unwrap();
+        let found = load_tunnelctl(dir.path()).unwrap();
+        assert_eq!(found.keys().copied().collect::<Vec<_>>(), [Arch::X86_64]);
+        // No Envoy binary: the download mode.
+        assert!(matches!(
+            load_envoy(dir.path(), "1.40.0", ENVOY_RELEASE_URL_TEMPLATE).unwrap(),
+            EnvoyInstall::Download { .. }
+        ));
+        std::fs::write(dir.path().join("envoy-linux-amd64"), b"envoy").unwrap();
+        assert!(matches!(
+            load_envoy(dir.path(), "1.40.0", ENVOY_RELEASE_URL_TEMPLATE).unwrap(),
+            EnvoyInstall::Push { .. }
+        ));
+    }
+}

@@ -1,0 +1,201 @@
+//! Crash isolation of the operator's actor tree, with the real binary, API server and VPSes:
+//! an EdgeNode whose actor panics on every pass (the test-only `--fault-panic-edge-node`
+//! hook: no real component can be made to panic) is restarted with backoff, then parked with
+//! `RestartLoop`, while an EdgeNode on a VPS keeps serving traffic; a second VPS powered off
+//! makes only its own EdgeNode `Ready=False` at its next drift pass (the reason says SSH),
+//! and once it is powered on
+//! again it is served without anyone touching the operator.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod enroll_support;
+mod operator_support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use kube::api::Api;
+use testbed::apiserver::ApiServer;
+use testbed::vps::{Vps, VpsOptions};
+use tunnel::crd::{EdgeNode, PortBinding};
+
+use enroll_support::{Network, serve_greeting};
+use operator_support::{
+    Operator, Uplinks, apply_yaml, artefact_dirs, events_of, eventually, in_ns, node_ready,
+    relay_loopback_into, service, ssh_secret,
+};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn greet(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"hi\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn node_yaml(name: &str, address: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  address: {address}\n  ssh: {{secretRef: {{name: {secret}}}, connectTimeout: 5s}}\n"
+    )
+}
+
+fn binding_yaml(name: &str, node: &str, port: u16) -> String {
+    format!(
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  edgeNodeRef: {{name: {node}}}\n  bindings:\n  - name: http\n    protocol: TCP\n    listenPort: {port}\n    target: {{service: {{name: my-web, namespace: default, port: 8080}}}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_failing_edge_node_never_stops_the_others() {
+    let server = ApiServer::start().await.unwrap();
+    server.install_crds(&tunnel::crd::crds()).await.unwrap();
+    let client = server.client().await.unwrap();
+    let Network {
+        internet,
+        vps: vps_a,
+        cluster,
+        pods,
+    } = Network::new(2);
+    let mut vps_b = Vps::boot(&internet, &VpsOptions::default()).unwrap();
+    relay_loopback_into(&internet, operator_support::api_port(&server));
+    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
+    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
+
+    let dirs = artefact_dirs();
+    let logs = tempfile::tempdir().unwrap();
+    let operator = Operator::start(
+        &internet,
+        &server,
+        &dirs,
+        &logs.path().join("operator.log"),
+        &[
+            "--fault-panic-edge-node",
+            "default/broken",
+            "--resync-period",
+            "15s",
+        ],
+    );
+    vps_a
+        .wait_ready(&internet, Duration::from_secs(90))
+        .unwrap();
+    vps_b
+        .wait_ready(&internet, Duration::from_secs(90))
+        .unwrap();
+    ssh_secret(&client, "default", "ssh-a", &vps_a).await;
+    ssh_secret(&client, "default", "ssh-b", &vps_b).await;
+    apply_yaml::<EdgeNode>(
+        &client,
+        &node_yaml("a", &vps_a.address().to_string(), "ssh-a"),
+    )
+    .await;
+    apply_yaml::<EdgeNode>(
+        &client,
+        &node_yaml("b", &vps_b.address().to_string(), "ssh-b"),
+    )
+    .await;
+    apply_yaml::<EdgeNode>(&client, &node_yaml("broken", "192.0.2.77", "ssh-a")).await;
+    apply_yaml::<PortBinding>(&client, &binding_yaml("web-a", "a", 80)).await;
+    apply_yaml::<PortBinding>(&client, &binding_yaml("web-b", "b", 80)).await;
+    let uplinks_a = Uplinks::start(&client, "tunnel", "a", &pods[0..1]).await;
+    let uplinks_b = Uplinks::start(&client, "tunnel", "b", &pods[1..2]).await;
+    let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
+    let describe = || {
+        format!(
+            "operator:\n{}\nuplinks a:\n{}\nuplinks b:\n{}",
+            operator.log_text(),
+            uplinks_a.logs(),
+            uplinks_b.logs()
+        )
+    };
+    for name in ["a", "b"] {
+        eventually(
+            &format!("EdgeNode {name} Ready=True"),
+            LONG,
+            async || node_ready(&nodes, name).await.filter(|c| c.0 == "True"),
+            describe,
+        )
+        .await;
+    }
+    let (a, b) = (vps_a.address(), vps_b.address());
+    let answers = |addr: std::net::Ipv4Addr| {
+        in_ns(&internet, move || {
+            (0..60).any(|_| {
+                let ok = greet((addr, 80).into()).is_some_and(|g| g == "my-web: hi\n");
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                ok
+            })
+        })
+    };
+    assert!(answers(a) && answers(b), "both VPSes serve\n{}", describe());
+
+    // The panicking actor is restarted with backoff, then parked; `a` serves throughout.
+    let parked = eventually(
+        "EdgeNode broken to be parked",
+        LONG,
+        async || {
+            assert!(
+                in_ns(&internet, move || greet((a, 80).into()))
+                    .is_some_and(|g| g == "my-web: hi\n"),
+                "a stopped serving while broken was failing"
+            );
+            node_ready(&nodes, "broken")
+                .await
+                .filter(|c| c.1 == "RestartLoop")
+        },
+        describe,
+    )
+    .await;
+    assert_eq!(parked.0, "False");
+    assert!(parked.2.contains("parked"), "{}", parked.2);
+    let log = operator.log_text();
+    let failures = log
+        .lines()
+        .filter(|l| l.contains("actor failed") && l.contains("default/broken"))
+        .count();
+    assert!(
+        failures >= 6,
+        "5 restarts, then parked on the 6th failure; saw {failures}"
+    );
+    let events = events_of(&client, "default", "broken").await;
+    assert!(
+        events.iter().any(|e| e.starts_with("RestartLoop")),
+        "{events:?}"
+    );
+    assert_eq!(
+        node_ready(&nodes, "a").await.unwrap().0,
+        "True",
+        "a is untouched by broken's restarts"
+    );
+
+    // VPS b powered off: b reports SSH, a keeps serving.
+    vps_b.stop();
+    let down = eventually(
+        "EdgeNode b to report its VPS down",
+        LONG,
+        async || node_ready(&nodes, "b").await.filter(|c| c.0 == "False"),
+        describe,
+    )
+    .await;
+    assert!(down.1.starts_with("SSH"), "the reason says SSH: {down:?}");
+    assert!(down.2.contains(&b.to_string()), "names the VPS: {down:?}");
+    assert!(answers(a), "a serves while b is down\n{}", describe());
+    assert_eq!(node_ready(&nodes, "a").await.unwrap().0, "True");
+
+    // Powered on again: served again, with no operator action.
+    vps_b.power_on(&internet).unwrap();
+    eventually(
+        "EdgeNode b Ready=True again",
+        LONG,
+        async || node_ready(&nodes, "b").await.filter(|c| c.0 == "True"),
+        describe,
+    )
+    .await;
+    assert!(answers(b), "b serves again\n{}", describe());
+    drop((uplinks_a, uplinks_b));
+}

@@ -1,0 +1,325 @@
+//! TLS at the edge through the running operator: README Example 4's EdgeNode (three uplinks)
+//! and Example 3's PortBinding applied unchanged (only the address and Secret pointed at the
+//! test VPS): SNI passthrough reaches a TLS backend with its own certificate, offload presents
+//! the Secret's certificate and reaches a plain backend, mutual TLS refuses a client without a
+//! certificate. Then a cert-manager-style rotation of the offload Secret: clients see the new
+//! certificate and Envoy keeps its PID (the SDS file is swapped and hot-reloaded).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod edge_support;
+mod enroll_support;
+mod operator_support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use rustls::pki_types::ServerName;
+use testbed::apiserver::ApiServer;
+use testbed::netns::Netns;
+use tunnel::crd::{EdgeNode, PortBinding};
+
+use edge_support::bed::{client_config, peer_cert, pem_der, server_config};
+use edge_support::{client_cert, leaf, pki};
+use enroll_support::{Network, serve_greeting};
+use operator_support::{
+    Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, eventually, in_ns, namespace,
+    node_ready, relay_loopback_into, service, ssh_secret,
+};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap()
+}
+
+/// A TLS server answering `reply` after the handshake.
+fn serve_tls(ns: &Netns, addr: &'static str, cert: &str, key: &str, reply: &'static [u8]) {
+    let config = Arc::new(server_config(cert, key, None));
+    let listener = ns
+        .enter(move || std::net::TcpListener::bind(addr).unwrap())
+        .unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let _ = tls.write_all(reply);
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.conn.complete_io(&mut tls.sock);
+            });
+        }
+    });
+}
+
+/// A TLS exchange from the internet: the certificate the server presented, and its answer.
+fn tls_exchange(
+    addr: (Ipv4Addr, u16),
+    sni: &str,
+    ca: &str,
+    client: Option<(&str, &str)>,
+) -> std::io::Result<(Vec<u8>, String)> {
+    let config = Arc::new(client_config(ca, client));
+    let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let sock = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    let cert = peer_cert(&tls);
+    tls.write_all(b"hello\n")?;
+    let mut out = String::new();
+    match tls.read_to_string(&mut out) {
+        Ok(_) => {}
+        // Envoy may close without close_notify once the backend is done.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok((cert, out))
+}
+
+/// Retries inside `ns` for up to 60 s until `f` holds.
+fn until_in(ns: &Netns, f: impl Fn() -> bool + Send) -> bool {
+    in_ns(ns, move || {
+        (0..120).any(|_| {
+            let ok = f();
+            if !ok {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            ok
+        })
+    })
+}
+
+async fn tls_secret(client: &kube::Client, name: &str, cert: &str, key: &str, ca: Option<&str>) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let mut data = serde_json::json!({"tls.crt": cert, "tls.key": key});
+    if let Some(ca) = ca {
+        data["ca.crt"] = serde_json::Value::String(ca.to_owned());
+    }
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default"},
+        "type": "kubernetes.io/tls",
+        "stringData": data,
+    }))
+    .unwrap();
+    api.patch(
+        name,
+        &PatchParams::apply("cert-manager").force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readme_tls_examples_and_a_certificate_rotation() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await.unwrap();
+    server.install_crds(&tunnel::crd::crds()).await.unwrap();
+    let client = server.client().await.unwrap();
+    let Network {
+        internet,
+        vps,
+        cluster,
+        pods,
+    } = Network::new(3);
+    relay_loopback_into(&internet, operator_support::api_port(&server));
+
+    let web = pki(&["web.example.test"]);
+    let grpc = pki(&["grpc.example.test"]);
+    let ingress = pki(&["ingress.example.test"]);
+    cluster.addr("lo", "10.96.0.20/32").unwrap();
+    cluster.addr("lo", "10.96.0.40/32").unwrap();
+    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
+    serve_greeting(&cluster, "10.96.0.40:50051", b"grpc: ");
+    serve_tls(
+        &cluster,
+        "10.96.0.20:443",
+        &ingress.server_pem,
+        &ingress.server_key_pem,
+        b"ingress-tls\n",
+    );
+    namespace(&client, "networking").await;
+    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
+    service(
+        &client,
+        "networking",
+        "internal-ingress",
+        "10.96.0.20",
+        &[(443, "TCP")],
+    )
+    .await;
+    service(
+        &client,
+        "default",
+        "grpc-api",
+        "10.96.0.40",
+        &[(50051, "TCP")],
+    )
+    .await;
+    tls_secret(
+        &client,
+        "web-tls",
+        &web.server_pem,
+        &web.server_key_pem,
+        None,
+    )
+    .await;
+    tls_secret(
+        &client,
+        "grpc-mtls",
+        &grpc.server_pem,
+        &grpc.server_key_pem,
+        Some(&grpc.ca_pem),
+    )
+    .await;
+
+    let dirs = artefact_dirs();
+    let logs = tempfile::tempdir().unwrap();
+    let operator = Operator::start(
+        &internet,
+        &server,
+        &dirs,
+        &logs.path().join("operator.log"),
+        &[],
+    );
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
+    let node_yaml = fixture("example4").replace("203.0.113.10", &vps.address().to_string());
+    apply_yaml::<EdgeNode>(&client, &node_yaml).await;
+    apply_yaml::<PortBinding>(&client, &fixture("example3")).await;
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    assert_eq!(
+        uplinks.processes.len(),
+        3,
+        "Example 4 asks for three replicas"
+    );
+    let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
+    let pbs: Api<PortBinding> = Api::namespaced(client.clone(), "default");
+    let describe = || {
+        format!(
+            "operator:\n{}\nuplinks:\n{}",
+            operator.log_text(),
+            uplinks.logs()
+        )
+    };
+    eventually(
+        "EdgeNode Ready=True with three uplinks",
+        LONG,
+        async || {
+            node_ready(&nodes, "edge-node")
+                .await
+                .filter(|c| c.0 == "True")
+        },
+        describe,
+    )
+    .await;
+    eventually(
+        "PortBinding public-tls Ready=True",
+        LONG,
+        async || {
+            binding_ready(&pbs, "public-tls")
+                .await
+                .filter(|c| c.0 == "True")
+        },
+        describe,
+    )
+    .await;
+    let st = pbs.get("public-tls").await.unwrap().status.unwrap();
+    assert_eq!(st.ports.as_deref(), Some("8443/TCP,9443/TCP,9444/TCP"));
+
+    let public = vps.address();
+    // SNI passthrough: the backend's own certificate, end to end.
+    let (ingress_ca, ingress_cert) = (ingress.ca_pem.clone(), pem_der(&ingress.server_pem));
+    assert!(
+        until_in(&internet, move || {
+            tls_exchange((public, 8443), "ingress.example.test", &ingress_ca, None)
+                .is_ok_and(|(cert, reply)| cert == ingress_cert && reply == "ingress-tls\n")
+        }),
+        "SNI passthrough\n{}",
+        describe()
+    );
+    // Offload: the Secret's certificate at the edge, plain to the Service.
+    let (web_ca, web_cert) = (web.ca_pem.clone(), pem_der(&web.server_pem));
+    let ca = web_ca.clone();
+    assert!(
+        until_in(&internet, move || {
+            tls_exchange((public, 9443), "web.example.test", &ca, None)
+                .is_ok_and(|(cert, reply)| cert == web_cert && reply == "my-web: hello\n")
+        }),
+        "TLS offload\n{}",
+        describe()
+    );
+    // Mutual: a client certificate from the Secret's CA is required.
+    let (grpc_ca, (client_pem, client_key)) = (grpc.ca_pem.clone(), client_cert(&grpc, "client"));
+    let ca = grpc_ca.clone();
+    assert!(
+        until_in(&internet, move || {
+            tls_exchange(
+                (public, 9444),
+                "grpc.example.test",
+                &ca,
+                Some((&client_pem, &client_key)),
+            )
+            .is_ok_and(|(_, reply)| reply == "grpc: hello\n")
+        }),
+        "mutual TLS with a client certificate\n{}",
+        describe()
+    );
+    let ca = grpc_ca.clone();
+    let anonymous = in_ns(&internet, move || {
+        tls_exchange((public, 9444), "grpc.example.test", &ca, None)
+    });
+    assert!(
+        !anonymous
+            .as_ref()
+            .is_ok_and(|(_, reply)| reply.contains("grpc")),
+        "a client without a certificate is refused: {anonymous:?}"
+    );
+
+    // The private keys went to the VPS, and the user was told.
+    let events = operator_support::events_of(&client, "default", "edge-node").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("PrivateKeyOnEdge") && e.contains("default/web-tls")),
+        "{events:?}"
+    );
+
+    // Rotation: a new certificate in the same Secret reaches clients; Envoy keeps running.
+    let envoy_pid = || {
+        let out = vps
+            .ssh(
+                &internet,
+                "systemctl show -p MainPID --value tunnel-envoy.service",
+            )
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let pid = envoy_pid();
+    let (new_cert, new_key) = leaf(&web, &["web.example.test"]);
+    tls_secret(&client, "web-tls", &new_cert, &new_key, None).await;
+    let rotated = pem_der(&new_cert);
+    let ca = web_ca.clone();
+    assert!(
+        until_in(&internet, move || {
+            tls_exchange((public, 9443), "web.example.test", &ca, None)
+                .is_ok_and(|(cert, reply)| cert == rotated && reply == "my-web: hello\n")
+        }),
+        "clients see the rotated certificate\n{}",
+        describe()
+    );
+    assert_eq!(envoy_pid(), pid, "the rotation did not restart Envoy");
+    drop(uplinks);
+}
