@@ -16,9 +16,12 @@
     clippy::cast_sign_loss
 )]
 
-#[path = "../tests/enroll_support/mod.rs"]
+// The operator tests' support, shared by path; the bench uses only part of it.
+#[allow(dead_code)]
+#[path = "../tests/components/enroll_support.rs"]
 mod enroll_support;
-#[path = "../tests/operator_support/mod.rs"]
+#[allow(dead_code)]
+#[path = "../tests/components/operator_support.rs"]
 mod operator_support;
 
 use std::io::{Read, Write};

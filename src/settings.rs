@@ -64,15 +64,9 @@ pub fn parse_bind_address(text: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::ssh::duration::parse_duration(text)
+    crate::duration::GoDuration::parse_positive(text)
+        .map(crate::duration::GoDuration::to_std)
         .map_err(|e| e.to_string())
-        .and_then(|d| {
-            if d.is_zero() {
-                Err("the resync period must be longer than zero".into())
-            } else {
-                Ok(d)
-            }
-        })
 }
 
 /// Why the artefacts could not be loaded.

@@ -22,8 +22,9 @@ use tracing::{info, warn};
 
 use crate::crd::{EdgeNode, EdgeNodeStatus, UplinkStatus};
 use crate::enroll::{Carried, DesiredState, HostTuning, PassReport, Request};
+use crate::hash::sha256_hex;
 use crate::plan::{self, Layout, NodeInput, PlanInput, PortBindingInput};
-use crate::ssh::{Credentials, SshOptions, sha256_hex};
+use crate::ssh::{Credentials, SshOptions};
 use crate::workload::{self, UplinkNames, UplinkWorkload};
 
 use super::conditions::{self, Verdict};
@@ -213,9 +214,7 @@ impl Actor for EdgeNodeActor {
                 let pass = state.pass;
                 myself.send_message(NodeMsg::JobDone {
                     pass,
-                    result: JobResult::Converged(Err(crate::enroll::EnrollError::Desired(
-                        ReconcileError::SessionGone.to_string(),
-                    ))),
+                    result: JobResult::Converged(Err(ReconcileError::SessionGone)),
                 })?;
             }
         }

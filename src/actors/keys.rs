@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use uplink::key::{KeyError, PrivateKey};
+use tunnel_contract::key::{KeyError, PrivateKey};
 
 use crate::plan::Keys;
 

@@ -15,6 +15,7 @@ use crate::ssh::{Credentials, Session, SshOptions};
 
 use super::Context;
 use super::edge_node::NodeMsg;
+use super::error::ReconcileError;
 
 /// Longest a job may take (an Envoy push over a slow link included).
 const JOB_TIMEOUT: Duration = Duration::from_secs(900);
@@ -61,9 +62,9 @@ pub struct Job {
 #[derive(Debug)]
 pub enum JobResult {
     /// A converge pass.
-    Converged(Result<PassReport, EnrollError>),
+    Converged(Result<PassReport, ReconcileError>),
     /// A teardown.
-    TornDown(Result<(), EnrollError>),
+    TornDown(Result<(), ReconcileError>),
 }
 
 /// The actor.
@@ -150,7 +151,7 @@ impl Actor for SshSessionActor {
 
 /// Runs one job; a failed connection is an answer too.
 async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobResult {
-    let fail = |e: EnrollError| match work {
+    let fail = |e: ReconcileError| match work {
         Work::Teardown => JobResult::TornDown(Err(e)),
         Work::Converge { .. } => JobResult::Converged(Err(e)),
     };
@@ -164,11 +165,11 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
         }
         match Session::connect(target.options.clone(), target.credentials.clone()).await {
             Ok(session) => state.session = Some((target.fingerprint.clone(), session)),
-            Err(e) => return fail(EnrollError::Ssh(e)),
+            Err(e) => return fail(ReconcileError::Enroll(EnrollError::Ssh(e))),
         }
     }
     let Some((_, session)) = state.session.as_mut() else {
-        return fail(EnrollError::Desired("no SSH session".into()));
+        return fail(ReconcileError::SessionGone);
     };
     let result = match work {
         Work::Converge { desired, request } => {
@@ -176,13 +177,21 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
                 request,
                 ..PassOptions::default()
             };
-            JobResult::Converged(enroll::enroll(session, &desired, &options).await)
+            JobResult::Converged(
+                enroll::enroll(session, &desired, &options)
+                    .await
+                    .map_err(ReconcileError::Enroll),
+            )
         }
-        Work::Teardown => JobResult::TornDown(enroll::teardown(session).await),
+        Work::Teardown => JobResult::TornDown(
+            enroll::teardown(session)
+                .await
+                .map_err(ReconcileError::Enroll),
+        ),
     };
     let broken = match &result {
-        JobResult::Converged(Err(EnrollError::Ssh(e)))
-        | JobResult::TornDown(Err(EnrollError::Ssh(e))) => e.is_transient(),
+        JobResult::Converged(Err(ReconcileError::Enroll(EnrollError::Ssh(e))))
+        | JobResult::TornDown(Err(ReconcileError::Enroll(EnrollError::Ssh(e)))) => e.is_transient(),
         _ => false,
     };
     if broken {
@@ -193,10 +202,10 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
 }
 
 fn timeout_error(target: &Target, teardown: bool) -> JobResult {
-    let e = EnrollError::Ssh(crate::ssh::SshError::CommandTimeout {
+    let e = ReconcileError::Enroll(EnrollError::Ssh(crate::ssh::SshError::CommandTimeout {
         command: format!("pass on {}", target.options.target()),
         timeout: JOB_TIMEOUT,
-    });
+    }));
     if teardown {
         JobResult::TornDown(Err(e))
     } else {

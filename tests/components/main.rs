@@ -7,6 +7,7 @@
 mod edge_support;
 mod enroll_support;
 mod envoy_files;
+mod operator_support;
 #[path = "../shared/plan_inputs.rs"]
 mod plan_inputs;
 
@@ -18,4 +19,7 @@ mod enroll_data_path;
 mod enroll_download;
 mod enroll_lifecycle;
 mod enroll_planned;
+mod operator_e2e;
+mod operator_faults;
+mod operator_tls;
 mod ssh_session;

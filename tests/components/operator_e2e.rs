@@ -5,11 +5,6 @@
 //! remove a binding while a session on another stays open, a port conflict, a reference to a
 //! missing EdgeNode and Secret, restart-envoy, an operator killed and restarted, and deletion.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod enroll_support;
-mod operator_support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -19,8 +14,8 @@ use testbed::apiserver::ApiServer;
 use testbed::netns::Netns;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use enroll_support::{Network, serve_greeting};
-use operator_support::{
+use crate::enroll_support::{Network, serve_greeting};
+use crate::operator_support::{
     Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, condition, events_of, eventually,
     in_ns, namespace, node_ready, relay_loopback_into, service, ssh_secret,
 };
@@ -128,7 +123,7 @@ async fn readme_examples_are_served_through_the_running_operator() {
         cluster,
         pods,
     } = Network::new(2);
-    relay_loopback_into(&internet, operator_support::api_port(&server));
+    relay_loopback_into(&internet, crate::operator_support::api_port(&server));
 
     // The targets, in the cluster: my-web (Example 1), internal-ingress with PROXY protocol
     // and a DNS-like UDP echo (Example 2), and a long-lived echo for the session test.

@@ -5,12 +5,6 @@
 //! certificate. Then a cert-manager-style rotation of the offload Secret: clients see the new
 //! certificate and Envoy keeps its PID (the SDS file is swapped and hot-reloaded).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod edge_support;
-mod enroll_support;
-mod operator_support;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::sync::Arc;
@@ -23,10 +17,10 @@ use testbed::apiserver::ApiServer;
 use testbed::netns::Netns;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use edge_support::bed::{client_config, peer_cert, pem_der, server_config};
-use edge_support::{client_cert, leaf, pki};
-use enroll_support::{Network, serve_greeting};
-use operator_support::{
+use crate::edge_support::bed::{client_config, peer_cert, pem_der, server_config};
+use crate::edge_support::{client_cert, leaf, pki};
+use crate::enroll_support::{Network, serve_greeting};
+use crate::operator_support::{
     Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, eventually, in_ns, namespace,
     node_ready, relay_loopback_into, service, ssh_secret,
 };
@@ -134,7 +128,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
         cluster,
         pods,
     } = Network::new(3);
-    relay_loopback_into(&internet, operator_support::api_port(&server));
+    relay_loopback_into(&internet, crate::operator_support::api_port(&server));
 
     let web = pki(&["web.example.test"]);
     let grpc = pki(&["grpc.example.test"]);
@@ -289,7 +283,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
     );
 
     // The private keys went to the VPS, and the user was told.
-    let events = operator_support::events_of(&client, "default", "edge-node").await;
+    let events = crate::operator_support::events_of(&client, "default", "edge-node").await;
     assert!(
         events
             .iter()

@@ -3,13 +3,7 @@
 //! hook: no real component can be made to panic) is restarted with backoff, then parked with
 //! `RestartLoop`, while an EdgeNode on a VPS keeps serving traffic; a second VPS powered off
 //! makes only its own EdgeNode `Ready=False` at its next drift pass (the reason says SSH),
-//! and once it is powered on
-//! again it is served without anyone touching the operator.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod enroll_support;
-mod operator_support;
+//! and once it is powered on again it is served without anyone touching the operator.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,8 +14,8 @@ use testbed::apiserver::ApiServer;
 use testbed::vps::{Vps, VpsOptions};
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use enroll_support::{Network, serve_greeting};
-use operator_support::{
+use crate::enroll_support::{Network, serve_greeting};
+use crate::operator_support::{
     Operator, Uplinks, apply_yaml, artefact_dirs, events_of, eventually, in_ns, node_ready,
     relay_loopback_into, service, ssh_secret,
 };
@@ -61,7 +55,7 @@ async fn one_failing_edge_node_never_stops_the_others() {
         pods,
     } = Network::new(2);
     let mut vps_b = Vps::boot(&internet, &VpsOptions::default()).unwrap();
-    relay_loopback_into(&internet, operator_support::api_port(&server));
+    relay_loopback_into(&internet, crate::operator_support::api_port(&server));
     serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
     service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
 

@@ -5,8 +5,6 @@
 //! wrote, as a kubelet would (the ConfigMap is re-read and its file replaced on change, like a
 //! ConfigMap volume).
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,7 +21,7 @@ use testbed::process::Process;
 use testbed::vps::Vps;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::enroll_support::agent_binary;
+use testbed::tools::agent_binary;
 
 /// Relays TCP from `127.0.0.1:port` inside `ns` to `127.0.0.1:port` of the host, so a
 /// process in `ns` reaches the API server at the kubeconfig's address.
@@ -64,7 +62,7 @@ pub fn artefact_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
     std::fs::create_dir_all(&tunnelctl).unwrap();
     std::fs::create_dir_all(&envoy).unwrap();
     std::os::unix::fs::symlink(
-        agent_binary("tunnelctl"),
+        agent_binary("tunnelctl").unwrap(),
         tunnelctl.join("tunnelctl-linux-amd64"),
     )
     .unwrap();
@@ -281,7 +279,7 @@ impl Uplinks {
         for (k, v) in keys.data.unwrap_or_default() {
             std::fs::write(keys_dir.join(k), v.0).unwrap();
         }
-        let bin = agent_binary("uplink");
+        let bin = agent_binary("uplink").unwrap();
         let processes = (0..usize::try_from(replicas).unwrap())
             .map(|ordinal| {
                 pods[ordinal]
