@@ -1,9 +1,12 @@
 //! Decoding the `privateKey` of the Secret (OpenSSH or PEM/PKCS#8, optionally encrypted with
 //! the `passphrase`) and refusing key types this client does not sign with.
 //!
-//! Supported: Ed25519 and ECDSA (NIST P-256, P-384, P-521). RSA is deliberately not built in
-//! (the only pure-Rust RSA implementation carries an open timing side-channel advisory,
-//! RUSTSEC-2023-0071), and DSA is obsolete; both get an error naming what works.
+//! Supported: Ed25519, ECDSA (NIST P-256, P-384, P-521) and RSA (the most common legacy key;
+//! signed with rsa-sha2-256/512, never SHA-1). RSA signing uses the pure-Rust `rsa` crate,
+//! which carries a timing side-channel advisory (RUSTSEC-2023-0071): the VPS sees one signature
+//! per SSH connection, and the session is kept open for days, so the exposure is small, but
+//! Ed25519 is the recommendation (docs/enrollment.md). DSA is obsolete and refused with an
+//! error naming what works.
 
 use russh::keys::{Algorithm, PrivateKey};
 
@@ -11,8 +14,7 @@ use super::SshError;
 use super::credentials::SecretString;
 
 /// The key types this client authenticates with, for error messages and docs.
-pub const SUPPORTED_KEY_TYPES: &str =
-    "ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521";
+pub const SUPPORTED_KEY_TYPES: &str = "ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa (2048 bits or more)";
 
 /// Decodes and checks `key`, decrypting it with `passphrase` when it is encrypted.
 pub fn decode(
@@ -30,6 +32,13 @@ pub fn decode(
     };
     match key.algorithm() {
         Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => Ok(key),
+        Algorithm::Rsa { .. } => {
+            let bits = key.key_data().rsa().map_or(0, |k| k.key_size());
+            if bits < 2048 {
+                return Err(unsupported(format!("ssh-rsa with {bits} bits")));
+            }
+            Ok(key)
+        }
         other => Err(unsupported(other.as_str().to_owned())),
     }
 }
@@ -43,9 +52,7 @@ fn unsupported(found: String) -> SshError {
 
 /// PEM headers that name an unsupported algorithm outright.
 fn legacy_unsupported_type(text: &str) -> Option<String> {
-    if text.starts_with("-----BEGIN RSA PRIVATE KEY-----") {
-        Some("ssh-rsa (PEM)".into())
-    } else if text.starts_with("-----BEGIN DSA PRIVATE KEY-----") {
+    if text.starts_with("-----BEGIN DSA PRIVATE KEY-----") {
         Some("ssh-dss (PEM)".into())
     } else {
         None
@@ -58,7 +65,7 @@ fn explain(text: &str, had_passphrase: bool, error: &russh::keys::Error) -> SshE
     // "unsupported type" apart from "corrupt".
     if let Ok(parsed) = russh::keys::ssh_key::PrivateKey::from_openssh(text) {
         match parsed.algorithm() {
-            Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => {}
+            Algorithm::Ed25519 | Algorithm::Ecdsa { .. } | Algorithm::Rsa { .. } => {}
             other => return unsupported(other.as_str().to_owned()),
         }
         if parsed.is_encrypted() {
@@ -96,17 +103,40 @@ mod tests {
         assert!(!e.to_string().contains("not a key at all"));
     }
 
+    fn ssh_keygen(args: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let out = std::process::Command::new("ssh-keygen")
+            .args(args)
+            .args(["-q", "-N", "", "-f"])
+            .arg(&path)
+            .output()
+            .expect("ssh-keygen (openssh-client, installed by tests/testbed/setup.sh)");
+        assert!(out.status.success(), "{out:?}");
+        std::fs::read_to_string(path).unwrap()
+    }
+
     #[test]
-    fn pem_rsa_is_refused_by_name() {
-        let e = decode(
-            &SecretString::new(
-                "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
-            ),
-            None,
-        )
-        .unwrap_err();
+    fn rsa_keys_are_accepted_in_openssh_and_pem_form() {
+        for form in [
+            &["-t", "rsa", "-b", "2048"][..],
+            &["-t", "rsa", "-b", "3072", "-m", "PEM"],
+        ] {
+            let text = ssh_keygen(form);
+            let key = decode(&SecretString::new(text), None).unwrap();
+            assert!(matches!(key.algorithm(), Algorithm::Rsa { .. }), "{form:?}");
+        }
+    }
+
+    #[test]
+    fn short_rsa_keys_are_refused_with_what_works() {
+        let text = ssh_keygen(&["-t", "rsa", "-b", "1024"]);
+        let e = decode(&SecretString::new(text), None).unwrap_err();
+        assert_eq!(e.category(), "SSHCredentialsInvalid");
         let text = e.to_string();
-        assert!(text.contains("ssh-rsa"), "{text}");
-        assert!(text.contains("ssh-ed25519"), "{text}");
+        assert!(
+            text.contains("1024 bits") && text.contains("ssh-ed25519"),
+            "{text}"
+        );
     }
 }

@@ -379,7 +379,17 @@ async fn authenticate(
     let mut remaining = String::new();
     if let Some(key) = &credentials.private_key {
         let key = private_key::decode(key, credentials.passphrase.as_ref())?;
-        let key = PrivateKeyWithHashAlg::new(Arc::new(key), None);
+        // RSA signs with SHA-2 (rsa-sha2-512/256, as the server offers), never SHA-1.
+        let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
+            let offered = handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| SshError::from(e).at(&target))?;
+            offered.flatten().or(Some(russh::keys::HashAlg::Sha256))
+        } else {
+            None
+        };
+        let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
         let result = handle
             .authenticate_publickey(options.user.clone(), key)
             .await
