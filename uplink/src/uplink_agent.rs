@@ -26,6 +26,8 @@ pub struct Identity {
     pub keys_dir: PathBuf,
     /// Tunnel interface name.
     pub interface: String,
+    /// The `/ready` port: the one local port the tunnel may reach.
+    pub ready_port: u16,
 }
 
 impl Identity {
@@ -150,7 +152,9 @@ impl UplinkAgent {
         }
         nat::apply(&NatSpec {
             interface: self.identity.interface.clone(),
+            address: next.interface.address.addr(),
             network: next.doc.network,
+            ready_port: self.identity.ready_port,
             forwards: next.doc.forwards.clone(),
             admin_bridge: next.doc.admin_bridge,
         })?;

@@ -89,6 +89,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         ordinal,
         keys_dir: cli.keys_dir.clone(),
         interface: cli.interface.clone(),
+        ready_port: cli.ready_addr.port(),
     };
     tracing::info!(pod = %cli.pod_name, ordinal, config = %cli.config.display(), "uplink starting");
     let mut watch = Watch::new([cli.config.clone(), identity.key_path()]);
