@@ -21,8 +21,11 @@ pub const ADMIN_BRIDGE_PORT: i32 = 40600;
 pub const CONFIG_KEY: &str = "uplink.json";
 /// Where the ConfigMap is mounted in the uplink container.
 pub const CONFIG_DIR: &str = "/etc/tunnel";
-/// Where the keys Secret is mounted in the uplink container (`priv-<ordinal>` files).
+/// Where the uplink container finds its own key (`priv-<ordinal>`, an in-memory `emptyDir`
+/// that the init container filled).
 pub const KEYS_DIR: &str = "/etc/wireguard/keys";
+/// Where the init container (only) mounts the keys Secret with every replica's key.
+pub const ALL_KEYS_DIR: &str = "/etc/wireguard/all-keys";
 
 /// Names of the objects that make up one EdgeNode's uplink workload.
 #[derive(Debug, Clone, PartialEq, Eq)]

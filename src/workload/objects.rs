@@ -9,8 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{CONFIG_KEY, UplinkNames, UplinkWorkload, labels, selector_labels};
 
-/// The uplink namespace, created when missing. Uplink pods are privileged (TUN device, NAT
-/// rules, IP forwarding in their own network namespace), so it admits privileged pods.
+/// The uplink namespace, created when missing. It admits privileged pods: the uplink pod's
+/// short-lived init container is privileged (IP forwarding in the pod's own network
+/// namespace) and the agent mounts `/dev/net/tun` from the host; the agent itself runs with
+/// `NET_ADMIN` only.
 pub fn namespace(name: &str) -> Namespace {
     Namespace {
         metadata: ObjectMeta {

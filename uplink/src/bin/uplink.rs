@@ -53,11 +53,44 @@ struct Cli {
     /// the relay's name).
     #[arg(long, env = "RECONCILE_SECONDS", default_value_t = 30)]
     reconcile_seconds: u64,
+    /// `init`: the pod's privileged init step instead of the agent.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Turn on IPv4 forwarding in the pod's network namespace and copy this replica's key
+    /// (only) from the keys Secret to the agent's key directory, then exit.
+    Init {
+        /// The keys Secret's mount (every replica's `priv-<ordinal>`).
+        #[arg(long)]
+        keys_from: PathBuf,
+        /// The agent's key directory (an in-memory volume).
+        #[arg(long)]
+        keys_to: PathBuf,
+    },
+}
+
+/// The init step: forwarding on, own key copied.
+fn init(cli: &Cli, keys_from: &std::path::Path, keys_to: &std::path::Path) -> anyhow::Result<()> {
+    let Some(ordinal) = ordinal_from_pod_name(&cli.pod_name) else {
+        bail!("POD_NAME {:?} does not end in -<ordinal>", cli.pod_name);
+    };
+    uplink::pod_init::enable_forwarding().context("enabling IPv4 forwarding")?;
+    uplink::pod_init::copy_key(keys_from, keys_to, ordinal).context("copying the key")?;
+    tracing::info!(pod = %cli.pod_name, ordinal, "forwarding on, key in place");
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     uplink::logging::init();
-    match run(&Cli::parse()) {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Init { keys_from, keys_to }) => init(&cli, keys_from, keys_to),
+        None => run(&cli),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -175,9 +208,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let Some(ordinal) = ordinal_from_pod_name(&cli.pod_name) else {
         bail!("POD_NAME {:?} does not end in -<ordinal>", cli.pod_name);
     };
-    // DNAT to the targets forwards packets from wg-uplink to the pod network.
-    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
-        tracing::warn!(error = %e, "cannot enable IPv4 forwarding in the pod's namespace");
+    // DNAT to the targets forwards packets from wg-uplink to the pod network. In a pod the
+    // init step turned it on (/proc/sys is read-only here); elsewhere, try.
+    if !uplink::pod_init::forwarding_enabled()
+        && let Err(e) = uplink::pod_init::enable_forwarding()
+    {
+        tracing::warn!(error = %e, "IPv4 forwarding is off and cannot be turned on: forwards will not work");
     }
     let identity = Identity {
         ordinal,
