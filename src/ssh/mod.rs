@@ -26,4 +26,4 @@ pub use credentials::{Credentials, SecretString, SshOptions};
 pub use error::SshError;
 pub use script::{Access, Script};
 pub use session::{Output, Session};
-pub use transfer::{sha256_hex, write_file};
+pub use transfer::{sha256_hex, write_file, write_file_owned};
