@@ -79,7 +79,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 
 /// The StatefulSet for the EdgeNode described by `w`.
 pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
-    let names = UplinkNames::for_node(w.node);
+    let names = UplinkNames::for_node(w.node_namespace, w.node);
     // User labels first, then ours: a user label can never break the selector.
     let mut pod_labels: BTreeMap<String, String> = w.spec.labels.clone();
     pod_labels.extend(labels(w.node, w.node_namespace));
@@ -87,7 +87,7 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
         .spec
         .affinity
         .clone()
-        .unwrap_or_else(|| default_affinity(w.node));
+        .unwrap_or_else(|| default_affinity(w.node, w.node_namespace));
 
     let env = |name: &str, value: &str| EnvVar {
         name: name.into(),
@@ -207,7 +207,7 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
             // Replicas are independent tunnels: start and replace them in parallel.
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
-                match_labels: Some(selector_labels(w.node)),
+                match_labels: Some(selector_labels(w.node, w.node_namespace)),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
@@ -278,12 +278,12 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
 }
 
 /// One uplink per node: a node failure takes out at most one tunnel.
-fn default_affinity(node: &str) -> Affinity {
+fn default_affinity(node: &str, node_namespace: &str) -> Affinity {
     Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
             required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
                 label_selector: Some(LabelSelector {
-                    match_labels: Some(selector_labels(node)),
+                    match_labels: Some(selector_labels(node, node_namespace)),
                     ..LabelSelector::default()
                 }),
                 topology_key: "kubernetes.io/hostname".into(),
