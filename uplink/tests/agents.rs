@@ -260,14 +260,18 @@ fn uplink_recovers_from_relay_restart_and_drift_and_the_relay_follows_its_file()
     );
     assert_eq!(lab.ready(0).0, 200, "a peer rename keeps the session");
 
-    // Drift: the NAT table disappears. /ready says so at once, and the agent repairs it.
+    // Drift: the NAT table disappears. /ready says so with the next snapshot (published each
+    // second, so /ready never waits on netlink), and the agent repairs it.
     lab.pods[0]
         .run(&["nft", "delete", "table", "ip", "uplink"])
         .unwrap();
-    let (code, body) = lab.ready(0);
-    assert_eq!(
-        (code, body.trim()),
-        (503, "forwarding rules are not in place")
+    wait_until(
+        "/ready to report the missing table",
+        Duration::from_secs(5),
+        || {
+            let (code, body) = lab.ready(0);
+            (code, body.trim()) == (503, "forwarding rules are not in place")
+        },
     );
     wait_until("the table to be repaired", Duration::from_secs(45), || {
         lab.ready(0).0 == 200
