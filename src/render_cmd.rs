@@ -119,6 +119,13 @@ fn read_inputs(files: &[PathBuf]) -> Result<Inputs, RenderCmdError> {
                         serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
                     add_service(&mut inputs.resolver, &svc);
                 }
+                "ReferenceGrant" => {
+                    let grant: tunnel::crd::ReferenceGrant =
+                        serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
+                    if let Some(g) = tunnel::crd::GrantInput::from_object(&grant) {
+                        inputs.resolver.grants.push(g);
+                    }
+                }
                 "Secret" => {
                     let secret: Secret =
                         serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;

@@ -354,7 +354,7 @@ async fn prepare(ctx: &Context, node: &EdgeNode) -> PrepareResult {
     let uplink_ns = node.spec.uplink.namespace.clone();
     let replicas = u32::try_from(node.spec.uplink.replicas.max(1)).unwrap_or(1);
     apply_namespace(ctx, &uplink_ns).await.map_err(no_reports)?;
-    let names = UplinkNames::for_node(&key.name);
+    let names = UplinkNames::for_node(&key.namespace, &key.name);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &uplink_ns);
     let stored_relay = read_secret(&secrets, &names.vps_key_secret)
         .await
@@ -997,7 +997,7 @@ async fn read_secret(
 
 async fn delete_uplink_objects(ctx: &Context, node: &EdgeNode) -> Result<(), ReconcileError> {
     let ns = &node.spec.uplink.namespace;
-    let names = UplinkNames::for_node(&node.name_any());
+    let names = UplinkNames::for_node(&node.namespace().unwrap_or_default(), &node.name_any());
     let dp = DeleteParams::default();
     let gone = |r: Result<(), kube::Error>| match r {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

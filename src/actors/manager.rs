@@ -381,7 +381,10 @@ impl Actor for Manager {
             }
             ManagerMsg::StatefulSetGone(sts) => {
                 for node in state.ctx.stores.edge_nodes.state() {
-                    let names = crate::workload::UplinkNames::for_node(&node.name_any());
+                    let names = crate::workload::UplinkNames::for_node(
+                        &node.namespace().unwrap_or_default(),
+                        &node.name_any(),
+                    );
                     if node.spec.uplink.namespace == sts.namespace && names.workload == sts.name {
                         changed(&state.ctx, &ObjectKey::of(node.as_ref()));
                     }

@@ -1,5 +1,6 @@
 //! The user's contract: the `EdgeNode` and `PortBinding` custom resources of
-//! `tunnel.achetronic.com/v1alpha1`, their defaults, and the admission rules (OpenAPI bounds
+//! `tunnel.achetronic.com/v1alpha1` (and `ReferenceGrant`, a namespace's consent to be
+//! referenced from another one), their defaults, and the admission rules (OpenAPI bounds
 //! and CEL) that refuse a bad spec with a message naming the field.
 //!
 //! Everything here is plain data: the operator, the planner and `tunnel crds` all read it.
@@ -7,6 +8,7 @@
 mod common;
 mod edge_node;
 mod port_binding;
+pub mod reference_grant;
 mod render;
 mod rules;
 
@@ -18,6 +20,10 @@ pub use edge_node::{
 pub use port_binding::{
     Binding, BindingStatus, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus,
     Protocol, ProxyProtocolVersion, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
+};
+pub use reference_grant::{
+    FromKind, GrantFrom, GrantInput, GrantTo, Reference, ReferenceGrant, ReferenceGrantSpec,
+    ToKind, reference_allowed,
 };
 pub use render::{RenderError, crds, crds_yaml};
 

@@ -4,7 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use super::{EdgeNode, PortBinding};
+use super::{EdgeNode, PortBinding, ReferenceGrant};
 
 /// Why the CRDs could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +28,12 @@ impl RenderError {
     }
 }
 
-/// Both CRDs, EdgeNode first.
+/// The CRDs: EdgeNode, PortBinding, ReferenceGrant.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![EdgeNode::crd(), PortBinding::crd()]
+    vec![EdgeNode::crd(), PortBinding::crd(), ReferenceGrant::crd()]
 }
 
-/// Both CRDs as one multi-document YAML stream, deterministic byte for byte.
+/// The CRDs as one multi-document YAML stream, deterministic byte for byte.
 pub fn crds_yaml() -> Result<String, RenderError> {
     let mut out = String::new();
     for crd in crds() {

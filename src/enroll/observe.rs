@@ -60,6 +60,10 @@ pub struct Observed {
     pub state: Option<State>,
     /// The state file's exact bytes, when present.
     pub state_bytes: Option<Vec<u8>>,
+    /// Whether Envoy's system user exists.
+    pub envoy_user: bool,
+    /// Whether a binary found before enrollment is kept aside at `<envoy>.pre-tunnel`.
+    pub envoy_preserved: bool,
 }
 
 impl Observed {
@@ -103,7 +107,9 @@ pub fn script() -> Result<Script, SshError> {
     }
     Ok(s.code(
         " -maxdepth 1 -name '.tunnel.*' 2>/dev/null | sed 's/^/temp /'; \
-         if [ -f /etc/tunnel/state.json ]; then printf 'state %s\\n' \"$(base64 -w0 < /etc/tunnel/state.json)\"; fi; true",
+         if [ -f /etc/tunnel/state.json ]; then printf 'state %s\\n' \"$(base64 -w0 < /etc/tunnel/state.json)\"; fi; \
+         if getent passwd tunnel-envoy >/dev/null 2>&1; then echo 'user tunnel-envoy'; fi; \
+         if [ -e /usr/local/bin/envoy.pre-tunnel ]; then echo 'preserved /usr/local/bin/envoy'; fi; true",
     ))
 }
 
@@ -128,6 +134,8 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
                 );
             }
             "tls" => observed.tls_files.push(rest.to_owned()),
+            "user" => observed.envoy_user |= rest.trim() == layout::ENVOY_USER,
+            "preserved" => observed.envoy_preserved |= rest.trim() == layout::ENVOY,
             "temp" => observed.temp_files.push(rest.to_owned()),
             "unit" => {
                 let mut f = rest.splitn(3, ' ');
@@ -168,6 +176,7 @@ mod tests {
         let s = script().unwrap();
         assert_eq!(s.access(), crate::ssh::Access::Read);
         assert!(s.as_str().contains("'/etc/tunnel/relay.json'"));
+        assert!(s.as_str().contains("getent passwd tunnel-envoy"));
     }
 
     #[test]
@@ -178,7 +187,7 @@ mod tests {
         };
         let b64 = base64::engine::general_purpose::STANDARD.encode(state.to_bytes());
         let out = format!(
-            "arch x86_64\nfile 600 abcd /etc/tunnel/relay.json\nfile 600 ef01 /etc/envoy/tls/web.sds.yaml\ntls web.sds.yaml\nunit tunnel-relay.service active enabled\nunit tunnel-envoy.service inactive absent\ntemp /etc/envoy/.tunnel.AbCd1234\nstate {b64}\n"
+            "arch x86_64\nfile 600 abcd /etc/tunnel/relay.json\nfile 600 ef01 /etc/envoy/tls/web.sds.yaml\ntls web.sds.yaml\nunit tunnel-relay.service active enabled\nunit tunnel-envoy.service inactive absent\ntemp /etc/envoy/.tunnel.AbCd1234\nstate {b64}\nuser tunnel-envoy\n"
         );
         let o = parse(&out).unwrap();
         assert_eq!(o.machine, "x86_64");
@@ -188,6 +197,8 @@ mod tests {
         assert!(o.unit("tunnel-relay.service").is_active());
         assert!(!o.unit("tunnel-envoy.service").is_enabled());
         assert_eq!(o.state, Some(state));
+        assert!(o.envoy_user);
+        assert!(!o.envoy_preserved);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::health::{self, Health};
 use super::layout;
 use super::observe;
 use super::steps::{self, PassPlan, Request, Source, Step};
-use crate::ssh::{Script, Session, SshError, write_file};
+use crate::ssh::{Script, Session, SshError, write_file, write_file_owned};
 
 /// How a pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +108,8 @@ async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, 
     match step {
         Step::Write(file) => match &file.source {
             Source::Upload(blob) => {
-                write_file(session, &file.path, blob.bytes(), file.mode).await?;
+                let owner = layout::owner_of(&file.path);
+                write_file_owned(session, &file.path, blob.bytes(), file.mode, owner).await?;
             }
             Source::Download(url) => download(session, &file.path, url, &file.sha256).await?,
         },
@@ -159,8 +160,36 @@ async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, 
         Step::WriteState(blob) => {
             write_file(session, layout::STATE, blob.bytes(), layout::MODE_SECRET).await?;
         }
+        Step::EnsureEnvoyUser => {
+            session.run_ok(&ensure_envoy_user_script()?).await?;
+        }
+        Step::Preserve(path) => {
+            let kept = format!("{path}{}", layout::PRESERVED_SUFFIX);
+            session
+                .run_ok(
+                    &Script::write("if [ ! -e ")
+                        .path(&kept)?
+                        .code(" ]; then mv -f -- ")
+                        .path(path)?
+                        .code(" ")
+                        .path(&kept)?
+                        .code("; fi"),
+                )
+                .await?;
+        }
     }
     Ok(None)
+}
+
+/// Creates Envoy's system user and group when missing (no home, no shell, marked with
+/// [`layout::ENVOY_USER_COMMENT`] so teardown knows it is ours).
+pub fn ensure_envoy_user_script() -> Result<Script, SshError> {
+    let user = layout::ENVOY_USER;
+    Ok(Script::write("u=")
+        .quoted(user)?
+        .code("; getent group \"$u\" >/dev/null || groupadd --system \"$u\"; getent passwd \"$u\" >/dev/null || useradd --system --gid \"$u\" --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --comment ")
+        .quoted(layout::ENVOY_USER_COMMENT)?
+        .code(" \"$u\""))
 }
 
 /// Downloads the Envoy binary on the VPS into a temporary file beside its target, checks the
@@ -184,7 +213,7 @@ async fn download(
                || { echo \"downloading $u failed\" >&2; exit 4; }; \
              got=$(sha256sum < \"$t\" | cut -d' ' -f1); \
              if [ \"$got\" != \"$want\" ]; then echo \"the download from $u has SHA-256 $got, but $want is pinned: refusing it\" >&2; exit 5; fi; \
-             chmod 0755 \"$t\"; mv -f \"$t\" \"$p\"; trap - EXIT",
+             chmod 0755 \"$t\"; sync -- \"$t\"; mv -f \"$t\" \"$p\"; trap - EXIT; sync -- \"$d\" 2>/dev/null || true",
         );
     match session.run_ok(&script).await {
         Ok(_) => Ok(()),

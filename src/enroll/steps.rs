@@ -85,6 +85,11 @@ pub enum Step {
     },
     /// Write the state file (last).
     WriteState(Blob),
+    /// Create Envoy's system user and group (before the first file they own).
+    EnsureEnvoyUser,
+    /// Keep a binary that was on the VPS before enrollment at `<path>.pre-tunnel` (teardown
+    /// puts it back).
+    Preserve(&'static str),
 }
 
 impl fmt::Display for Step {
@@ -100,6 +105,8 @@ impl fmt::Display for Step {
             Self::Restart(unit) => write!(f, "restart {unit}"),
             Self::ApplySysctl { .. } => write!(f, "apply {}", layout::SYSCTL),
             Self::WriteState(_) => write!(f, "write {}", layout::STATE),
+            Self::EnsureEnvoyUser => write!(f, "create user {}", layout::ENVOY_USER),
+            Self::Preserve(path) => write!(f, "preserve {path}"),
         }
     }
 }
@@ -206,16 +213,29 @@ pub fn plan(
         files.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut steps = Vec::new();
 
+    let previous = observed.state.clone().unwrap_or_default();
     let mut changed = Vec::new();
+    let mut user_ensured = observed.envoy_user;
     for file in &files {
-        let same = observed
-            .files
-            .get(&file.path)
-            .is_some_and(|found| found.sha256 == file.sha256 && found.mode == file.mode_text());
-        if !same {
-            changed.push(file.path.as_str());
-            steps.push(Step::Write(file.clone()));
+        let found = observed.files.get(&file.path);
+        let same = found.is_some_and(|f| f.sha256 == file.sha256 && f.mode == file.mode_text());
+        if same {
+            continue;
         }
+        // A binary we did not put there (no record of it, and not ours by digest) is kept.
+        if file.path == layout::ENVOY
+            && found.is_some()
+            && !observed.envoy_preserved
+            && !previous.files.contains_key(layout::ENVOY)
+        {
+            steps.push(Step::Preserve(layout::ENVOY));
+        }
+        if !user_ensured && layout::owner_of(&file.path).is_some() {
+            steps.push(Step::EnsureEnvoyUser);
+            user_ensured = true;
+        }
+        changed.push(file.path.as_str());
+        steps.push(Step::Write(file.clone()));
     }
     // Only plainly named files are removed: anything else in the directory was not made by
     // us, cannot be referenced by Envoy's config, and is left alone rather than wedging every
@@ -239,7 +259,6 @@ pub fn plan(
 
     let is_changed = |path: &str| changed.contains(&path);
     let digest = |path: &str| by_path.get(path).map_or("", |f| f.sha256.as_str());
-    let previous = observed.state.clone().unwrap_or_default();
 
     if is_changed(layout::RELAY_UNIT_FILE) || is_changed(layout::ENVOY_UNIT_FILE) {
         steps.push(Step::DaemonReload);
@@ -359,6 +378,7 @@ mod tests {
             },
         );
         o.tls_files = vec!["web.sds.yaml".into()];
+        o.envoy_user = true;
         for unit in [layout::RELAY_UNIT, layout::ENVOY_UNIT] {
             o.units.insert(
                 unit.into(),
@@ -378,6 +398,45 @@ mod tests {
     }
 
     #[test]
+    fn a_binary_found_before_enrollment_is_kept_aside_once() {
+        let mut o = fresh();
+        o.files.insert(
+            layout::ENVOY.into(),
+            FileFound {
+                sha256: "theirs".into(),
+                mode: "755".into(),
+            },
+        );
+        let steps = names(&plan(&desired(), &o, Request::default()).unwrap());
+        let preserve = steps
+            .iter()
+            .position(|s| s == "preserve /usr/local/bin/envoy");
+        let write = steps
+            .iter()
+            .position(|s| s == "write /usr/local/bin/envoy (755)");
+        assert!(preserve.is_some() && preserve < write, "{steps:?}");
+        // Already kept, or recorded as ours in the state: not again.
+        o.envoy_preserved = true;
+        let steps = names(&plan(&desired(), &o, Request::default()).unwrap());
+        assert!(
+            !steps.iter().any(|s| s.starts_with("preserve")),
+            "{steps:?}"
+        );
+        let p = plan(&desired(), &fresh(), Request::default()).unwrap();
+        let mut ours = converged(&p);
+        ours.files.get_mut(layout::ENVOY).unwrap().sha256 = "changed".into();
+        let steps = names(&plan(&desired(), &ours, Request::default()).unwrap());
+        assert!(
+            !steps.iter().any(|s| s.starts_with("preserve")),
+            "{steps:?}"
+        );
+        assert!(
+            !steps.iter().any(|s| s.starts_with("create user")),
+            "{steps:?}"
+        );
+    }
+
+    #[test]
     fn a_fresh_vps_gets_everything_in_order() {
         let p = plan(&desired(), &fresh(), Request::default()).unwrap();
         assert_eq!(
@@ -386,6 +445,7 @@ mod tests {
                 "write /usr/local/bin/tunnelctl (755)",
                 "write /usr/local/bin/envoy (755)",
                 "write /etc/tunnel/relay.json (600)",
+                "create user tunnel-envoy",
                 "write /etc/envoy/tls/web.sds.yaml (600)",
                 "write /etc/envoy/cds.yaml (600)",
                 "write /etc/envoy/lds.yaml (600)",

@@ -1,8 +1,33 @@
 //! The files enrollment renders itself: the two systemd units and the sysctl drop-in. Pure
 //! functions of the host tuning, so their hashes only change when the tuning does.
+//!
+//! Both units run under systemd's sandbox with only what they need (docs/security.md):
+//! - the relay as root with `CAP_NET_ADMIN` alone (TUN device, addresses, routes; it reads
+//!   its 0600 root document), its control socket in a `RuntimeDirectory`;
+//! - Envoy as its own system user `tunnel-envoy` with `CAP_NET_BIND_SERVICE` alone (public
+//!   ports below 1024), owning its files in `/etc/envoy` (re-owned on every start, so an
+//!   upgrade from root-owned files or a hand edit cannot lock it out), mounted read-only.
+//!
+//! Both: `NoNewPrivileges`, `ProtectSystem=strict`, `ProtectHome`, `PrivateTmp`, kernel
+//! tunables/modules/logs/cgroups protected, address families limited to IP, Unix and
+//! netlink, no SUID/SGID, no realtime, personality locked.
 
 use super::desired::HostTuning;
 use super::layout;
+
+/// The sandbox both units share.
+const SANDBOX: &str = "NoNewPrivileges=yes\n\
+     ProtectSystem=strict\n\
+     ProtectHome=yes\n\
+     PrivateTmp=yes\n\
+     ProtectKernelTunables=yes\n\
+     ProtectKernelModules=yes\n\
+     ProtectKernelLogs=yes\n\
+     ProtectControlGroups=yes\n\
+     RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK\n\
+     RestrictSUIDSGID=yes\n\
+     RestrictRealtime=yes\n\
+     LockPersonality=yes\n";
 
 /// `tunnel-relay.service`: the relay agent (`tunnelctl run`, following `/etc/tunnel/relay.json`)
 /// owning `wg-relay`. `Type=notify`: the agent reports ready once `wg-relay` is up, so Envoy
@@ -31,11 +56,16 @@ pub fn relay_unit(host: &HostTuning) -> String {
          Restart=always\n\
          RestartSec=2\n\
          LimitNOFILE=65536\n\
-         \n\
+         RuntimeDirectory=tunnel\n\
+         RuntimeDirectoryMode=0700\n\
+         CapabilityBoundingSet=CAP_NET_ADMIN\n\
+         AmbientCapabilities=CAP_NET_ADMIN\n\
+         {sandbox}         \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
         iface = layout::RELAY_INTERFACE,
         tunnelctl = layout::TUNNELCTL,
+        sandbox = SANDBOX,
     )
 }
 
@@ -51,16 +81,26 @@ pub fn envoy_unit() -> String {
          \n\
          [Service]\n\
          Type=simple\n\
+         User={user}\n\
+         Group={user}\n\
+         ExecStartPre=+/bin/chown -R {user}:{user} {dir}\n\
          ExecStart={envoy} -c {bootstrap} --disable-hot-restart\n\
          Restart=always\n\
          RestartSec=2\n\
          LimitNOFILE=1048576\n\
-         \n\
+         CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n\
+         AmbientCapabilities=CAP_NET_BIND_SERVICE\n\
+         PrivateDevices=yes\n\
+         ReadOnlyPaths={dir}\n\
+         {sandbox}         \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
         relay = layout::RELAY_UNIT,
         envoy = layout::ENVOY,
         bootstrap = layout::ENVOY_BOOTSTRAP,
+        user = layout::ENVOY_USER,
+        dir = layout::ENVOY_DIR,
+        sandbox = SANDBOX,
     )
 }
 
@@ -87,6 +127,27 @@ mod tests {
         assert!(unit.contains("Requires=tunnel-relay.service\n"));
         assert!(unit.contains("After=network.target tunnel-relay.service\n"));
         assert!(unit.contains("WantedBy=multi-user.target"));
+    }
+
+    #[test]
+    fn both_units_are_sandboxed_with_only_their_capability() {
+        let envoy = envoy_unit();
+        assert!(envoy.contains("User=tunnel-envoy\n"));
+        assert!(envoy.contains("CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"));
+        assert!(envoy.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE\n"));
+        let relay = relay_unit(&HostTuning::default());
+        assert!(relay.contains("CapabilityBoundingSet=CAP_NET_ADMIN\n"));
+        assert!(!relay.contains("User="));
+        for unit in [&envoy, &relay] {
+            for line in [
+                "NoNewPrivileges=yes",
+                "ProtectSystem=strict",
+                "ProtectHome=yes",
+                "PrivateTmp=yes",
+            ] {
+                assert!(unit.contains(&format!("{line}\n")), "{line} in {unit}");
+            }
+        }
     }
 
     #[test]

@@ -13,10 +13,12 @@ use sha2::{Digest, Sha256};
 use super::conflicts::{self, Claim, Sharing};
 use super::outcome::{BindingId, BindingOutcome, Reason, Refusal};
 use super::resolve::{Resolver, ServiceLookup, TlsSecret};
+use crate::crd::reference_grant::not_granted_message;
 use crate::crd::{
     Binding, PortBindingSpec, Protocol, ProxyProtocolVersion, RESERVED_PORTS, TcpParams, TlsMode,
     UdpParams,
 };
+use crate::crd::{FromKind, Reference, ToKind};
 use crate::duration::GoDuration;
 
 /// A PortBinding as the planner reads it.
@@ -117,21 +119,28 @@ pub struct BindingTable {
 
 struct Candidate<'a> {
     id: BindingId,
+    /// The PortBinding's `edgeNodeRef` crosses into the EdgeNode's namespace.
+    node_namespace: &'a str,
     created: Option<i64>,
     binding: &'a Binding,
 }
 
 /// Builds the table from the PortBindings that reference the node. `tunnel_port` is the
 /// relay's WireGuard UDP port.
+/// `node` is the EdgeNode's `(namespace, name)`: a PortBinding of another namespace needs a
+/// `ReferenceGrant` for it.
 pub fn build(
     port_bindings: &[PortBindingInput],
+    node: (&str, &str),
     tunnel_port: u16,
     resolver: &dyn Resolver,
 ) -> BindingTable {
+    let (node_namespace, node_name) = node;
     let mut candidates: Vec<Candidate<'_>> = port_bindings
         .iter()
         .flat_map(|pb| {
             pb.spec.bindings.iter().map(move |b| Candidate {
+                node_namespace,
                 id: BindingId {
                     namespace: pb.namespace.clone(),
                     port_binding: pb.name.clone(),
@@ -172,7 +181,7 @@ pub fn build(
     for (c, decision) in candidates.iter().zip(decisions) {
         let refusal = match decision {
             Some(r) => Some(r),
-            None => match resolve(c, resolver, &mut table.secrets) {
+            None => match resolve(c, node_name, resolver, &mut table.secrets) {
                 Ok(mut planned) => {
                     if is_named_passthrough(c.binding) {
                         planned.tunnel_port = shared_tunnel_port(&c.id, &mut tunnel_tcp);
@@ -235,10 +244,21 @@ fn shared_tunnel_port(id: &BindingId, taken: &mut BTreeSet<u16>) -> u16 {
 
 fn resolve(
     c: &Candidate<'_>,
+    node_name: &str,
     resolver: &dyn Resolver,
     secrets: &mut BTreeMap<SecretKey, (TlsSecret, bool)>,
 ) -> Result<PlannedBinding, Refusal> {
     let b = c.binding;
+    granted(
+        resolver,
+        &Reference {
+            from_kind: FromKind::PortBinding,
+            from_namespace: &c.id.namespace,
+            to_kind: ToKind::EdgeNode,
+            to_namespace: c.node_namespace,
+            to_name: node_name,
+        },
+    )?;
     let (target_ip, target_port) = resolve_target(b, resolver)?;
     let kind = match b.protocol {
         Protocol::Tcp => {
@@ -274,6 +294,18 @@ fn resolve(
         target_port,
         kind,
     })
+}
+
+/// `Ok` when `reference` stays in its namespace or is granted there.
+fn granted(resolver: &dyn Resolver, reference: &Reference<'_>) -> Result<(), Refusal> {
+    if resolver.reference_allowed(reference) {
+        Ok(())
+    } else {
+        Err(Refusal {
+            reason: Reason::ReferenceNotGranted,
+            message: not_granted_message(reference),
+        })
+    }
 }
 
 fn duration(field: &str, value: &str) -> Result<GoDuration, Refusal> {
@@ -332,6 +364,14 @@ fn resolve_target(b: &Binding, resolver: &dyn Resolver) -> Result<(IpAddr, u16),
                 reason: Reason::InvalidSpec,
                 message: "target.port is required with target.address".to_owned(),
             })?;
+            if let Some(what) = resolver.target_policy().restriction(ip) {
+                return Err(Refusal {
+                    reason: Reason::RestrictedTarget,
+                    message: format!(
+                        "target.address {ip} is {what}; publishing it needs the operator's --allow-restricted-targets flag"
+                    ),
+                });
+            }
             (ip, port)
         }
         (None, None) => {
@@ -378,6 +418,17 @@ fn edge_tls(
         namespace: reference.namespace_or(&c.id.namespace).to_owned(),
         name: reference.name.clone(),
     };
+    // Copying another namespace's private key to the VPS needs that namespace's consent.
+    granted(
+        resolver,
+        &Reference {
+            from_kind: FromKind::PortBinding,
+            from_namespace: &c.id.namespace,
+            to_kind: ToKind::Secret,
+            to_namespace: &key.namespace,
+            to_name: &key.name,
+        },
+    )?;
     let secret = resolver
         .tls_secret(&key.namespace, &key.name)
         .ok_or_else(|| Refusal {

@@ -27,7 +27,7 @@ pub use bindings::{BindingKind, EdgeTls, PlannedBinding, PortBindingInput, Secre
 pub use envoy::{EdgeSettings, EnvoyError, HealthCheck, Layout, OutlierDetection};
 pub use ipam::{Ipam, IpamError};
 pub use outcome::{BindingId, BindingOutcome, OutcomeKind, Reason, Refusal};
-pub use resolve::{Resolver, ServiceLookup, StaticResolver, TlsSecret};
+pub use resolve::{Resolver, ServiceLookup, StaticResolver, TargetPolicy, TlsSecret};
 
 use crate::crd::EdgeNodeSpec;
 use crate::duration::{DurationError, GoDuration};
@@ -296,7 +296,12 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
         })
         .cloned()
         .collect();
-    let table = bindings::build(&mine, spec.tunnel.listen_port, resolver);
+    let table = bindings::build(
+        &mine,
+        (&input.node.namespace, &input.node.name),
+        spec.tunnel.listen_port,
+        resolver,
+    );
 
     let layout = &input.layout;
     let mut vps_files = vec![

@@ -52,6 +52,12 @@ pub enum Reason {
     TlsSecretIncomplete,
     /// A value admission could not catch (e.g. a duration too long for Envoy).
     InvalidSpec,
+    /// A reference into another namespace (a TLS Secret, the EdgeNode) that no
+    /// `ReferenceGrant` there allows.
+    ReferenceNotGranted,
+    /// A raw `target.address` that is loopback, link-local or the API server's, without the
+    /// operator flag that allows it.
+    RestrictedTarget,
 }
 
 /// The broad class of a reason, for `tunnel render`'s summary.
@@ -95,6 +101,8 @@ impl Reason {
             Self::TlsSecretNotFound => "TLSSecretNotFound",
             Self::TlsSecretIncomplete => "TLSSecretIncomplete",
             Self::InvalidSpec => "InvalidSpec",
+            Self::ReferenceNotGranted => "ReferenceNotGranted",
+            Self::RestrictedTarget => "RestrictedTarget",
         }
     }
 
@@ -110,9 +118,11 @@ impl Reason {
             | Self::ServiceHeadless
             | Self::ServicePortNotFound
             | Self::TlsSecretNotFound => OutcomeKind::MissingTarget,
-            Self::UnsupportedTarget | Self::TlsSecretIncomplete | Self::InvalidSpec => {
-                OutcomeKind::Invalid
-            }
+            Self::UnsupportedTarget
+            | Self::TlsSecretIncomplete
+            | Self::InvalidSpec
+            | Self::ReferenceNotGranted
+            | Self::RestrictedTarget => OutcomeKind::Invalid,
         }
     }
 }

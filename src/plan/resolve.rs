@@ -1,9 +1,13 @@
 //! What the planner needs from the cluster, behind a trait so the planner stays pure: the
-//! ClusterIP of a target Service, and the contents of a TLS Secret. The operator implements it
-//! over its watch caches; `tunnel render` over the YAML files it read; tests over maps.
+//! ClusterIP of a target Service, the contents of a TLS Secret, whether a reference across
+//! namespaces is granted (`ReferenceGrant`), and which raw target addresses are refused. The
+//! operator implements it over its watch caches; `tunnel render` over the YAML files it read;
+//! tests over maps.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+use crate::crd::{GrantInput, Reference, reference_allowed};
 
 /// The answer for a Service target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +59,55 @@ pub trait Resolver {
     fn service(&self, namespace: &str, name: &str, port: u16) -> ServiceLookup;
     /// The TLS Secret `namespace/name`, or `None` when it does not exist.
     fn tls_secret(&self, namespace: &str, name: &str) -> Option<TlsSecret>;
+    /// Whether a reference across namespaces may be followed: the operator answers with
+    /// [`crate::crd::reference_allowed`] over the `ReferenceGrant`s it watches. The default
+    /// (no grants known) allows same-namespace references only.
+    fn reference_allowed(&self, reference: &Reference<'_>) -> bool {
+        reference_allowed(reference, &[])
+    }
+    /// What raw `target.address`es are refused. The default refuses loopback, link-local and
+    /// unspecified addresses (no API server addresses known).
+    fn target_policy(&self) -> TargetPolicy {
+        TargetPolicy::default()
+    }
+}
+
+/// Which raw `target.address`es the planner refuses (binding refusal `RestrictedTarget`):
+/// loopback (127.0.0.0/8), link-local (169.254.0.0/16, where cloud metadata lives), and the
+/// API server's addresses, unless the operator was started with the flag that allows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetPolicy {
+    /// The operator flag: publish restricted addresses anyway.
+    pub allow_restricted: bool,
+    /// The API server's addresses (the `default/kubernetes` Service's ClusterIP and its
+    /// endpoints), which a raw target may not name.
+    pub api_server: Vec<IpAddr>,
+}
+
+impl TargetPolicy {
+    /// Why `ip` may not be a raw target, or `None` when it may.
+    pub fn restriction(&self, ip: IpAddr) -> Option<&'static str> {
+        if self.allow_restricted {
+            return None;
+        }
+        let v4 = match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        };
+        if ip.is_loopback() || v4.is_some_and(|v| v.is_loopback()) {
+            Some("a loopback address")
+        } else if v4.is_some_and(|v| v.is_link_local())
+            || matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
+        {
+            Some("a link-local address (cloud metadata lives there)")
+        } else if self.api_server.contains(&ip)
+            || v4.is_some_and(|v| self.api_server.contains(&IpAddr::V4(v)))
+        {
+            Some("an address of the Kubernetes API server")
+        } else {
+            None
+        }
+    }
 }
 
 /// A resolver over plain maps, for `tunnel render` and tests.
@@ -64,9 +117,30 @@ pub struct StaticResolver {
     pub services: BTreeMap<(String, String), (Option<IpAddr>, Vec<u16>)>,
     /// `(namespace, name)` → Secret contents.
     pub secrets: BTreeMap<(String, String), TlsSecret>,
+    /// The ReferenceGrants in force.
+    pub grants: Vec<GrantInput>,
+    /// The raw-target policy.
+    pub policy: TargetPolicy,
 }
 
 impl StaticResolver {
+    #[must_use]
+    /// Adds a ReferenceGrant in `namespace`.
+    pub fn with_grant(mut self, namespace: &str, spec: crate::crd::ReferenceGrantSpec) -> Self {
+        self.grants.push(GrantInput {
+            namespace: namespace.to_owned(),
+            spec,
+        });
+        self
+    }
+
+    #[must_use]
+    /// Sets the raw-target policy.
+    pub fn with_target_policy(mut self, policy: TargetPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     #[must_use]
     /// Adds a Service with a ClusterIP (`None`: headless) and its ports.
     pub fn with_service(
@@ -93,6 +167,14 @@ impl StaticResolver {
 }
 
 impl Resolver for StaticResolver {
+    fn reference_allowed(&self, reference: &Reference<'_>) -> bool {
+        reference_allowed(reference, &self.grants)
+    }
+
+    fn target_policy(&self) -> TargetPolicy {
+        self.policy.clone()
+    }
+
     fn service(&self, namespace: &str, name: &str, port: u16) -> ServiceLookup {
         match self.services.get(&(namespace.to_owned(), name.to_owned())) {
             None => ServiceLookup::NotFound,

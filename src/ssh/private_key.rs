@@ -33,7 +33,10 @@ pub fn decode(
     match key.algorithm() {
         Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => Ok(key),
         Algorithm::Rsa { .. } => {
-            let bits = key.key_data().rsa().map_or(0, |k| k.key_size());
+            let bits = key
+                .key_data()
+                .rsa()
+                .map_or(0, russh::keys::ssh_key::private::RsaKeypair::key_size);
             if bits < 2048 {
                 return Err(unsupported(format!("ssh-rsa with {bits} bits")));
             }

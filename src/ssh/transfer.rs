@@ -1,6 +1,7 @@
 //! File transfer to the VPS with atomic replace: the bytes go on stdin into a temporary file
 //! (created mode 0600 in the target's directory), are checked against their SHA-256 on the
-//! VPS, get their final mode, and only then are renamed over the target. An interrupted or
+//! VPS, get their final mode (and owner, when not root), are synced to disk, and only then are
+//! renamed over the target (the directory is synced after). An interrupted or
 //! corrupted upload therefore never replaces anything; a leftover temporary file is named
 //! `.tunnel.*` and swept by the next pass.
 
@@ -21,13 +22,48 @@ pub async fn write_file(
     content: &[u8],
     mode: u32,
 ) -> Result<(), SshError> {
-    let script = write_file_script(path, &sha256_hex(content), mode)?;
+    write_file_owned(session, path, content, mode, None).await
+}
+
+/// [`write_file`], the file owned by user and group `owner` (root when `None`).
+pub async fn write_file_owned(
+    session: &mut Session,
+    path: &str,
+    content: &[u8],
+    mode: u32,
+    owner: Option<&str>,
+) -> Result<(), SshError> {
+    let script = write_file_script_owned(path, &sha256_hex(content), mode, owner)?;
     session.run_ok_with_stdin(&script, content).await?;
     Ok(())
 }
 
 /// The script [`write_file`] runs (exposed for tests of its shape).
 pub fn write_file_script(path: &str, sha256: &str, mode: u32) -> Result<Script, SshError> {
+    write_file_script_owned(path, sha256, mode, None)
+}
+
+/// A plain system user name (`[a-z_][a-z0-9_-]*`, at most 32 bytes).
+fn check_user(user: &str) -> Result<(), SshError> {
+    let ok = !user.is_empty()
+        && user.len() <= 32
+        && user.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b == b'_' || (i > 0 && (b.is_ascii_digit() || b == b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(SshError::UnsafeArgument(format!("bad user name {user:?}")))
+    }
+}
+
+/// The script [`write_file_owned`] runs.
+pub fn write_file_script_owned(
+    path: &str,
+    sha256: &str,
+    mode: u32,
+    owner: Option<&str>,
+) -> Result<Script, SshError> {
     check_path(path)?;
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SshError::UnsafeArgument("bad SHA-256 digest".into()));
@@ -36,7 +72,7 @@ pub fn write_file_script(path: &str, sha256: &str, mode: u32) -> Result<Script, 
         .rsplit_once('/')
         .ok_or_else(|| SshError::UnsafeArgument(format!("{path:?} has no directory")))?;
     let dir = if dir.is_empty() { "/" } else { dir };
-    Ok(Script::write("set -eu; d=")
+    let script = Script::write("set -eu; d=")
         .quoted(dir)?
         .code("; p=")
         .path(path)?
@@ -46,15 +82,30 @@ pub fn write_file_script(path: &str, sha256: &str, mode: u32) -> Result<Script, 
              [ \"$(sha256sum < \"$t\" | cut -d' ' -f1)\" = ",
         )
         .quoted(sha256)?
-        .code(" ] || { echo 'uploaded content does not match its SHA-256' >&2; exit 3; }; chmod ")
+        .code(" ] || { echo 'uploaded content does not match its SHA-256' >&2; exit 3; }; ");
+    let script = match owner {
+        Some(user) => {
+            check_user(user)?;
+            script
+                .code("chown -- ")
+                .quoted(&format!("{user}:{user}"))?
+                .code(" \"$t\"; ")
+        }
+        None => script,
+    };
+    Ok(script
+        .code("chmod ")
         .code(mode_literal(mode)?)
-        .code(" \"$t\"; mv -f \"$t\" \"$p\"; trap - EXIT"))
+        .code(
+            " \"$t\"; sync -- \"$t\"; mv -f \"$t\" \"$p\"; trap - EXIT; sync -- \"$d\" 2>/dev/null || true",
+        ))
 }
 
 /// Only the modes the contract uses, as literals (so the script stays static code).
 fn mode_literal(mode: u32) -> Result<&'static str, SshError> {
     match mode {
         0o600 => Ok("0600"),
+        0o640 => Ok("0640"),
         0o644 => Ok("0644"),
         0o700 => Ok("0700"),
         0o755 => Ok("0755"),
@@ -75,6 +126,31 @@ mod tests {
         assert!(text.contains("p='/etc/tunnel/relay.json'"), "{text}");
         assert!(text.contains("chmod 0600"), "{text}");
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn the_file_is_synced_before_the_rename_and_owned_when_asked() {
+        let h = sha256_hex(b"x");
+        let plain = write_file_script("/etc/envoy/lds.yaml", &h, 0o600).unwrap();
+        let text = plain.as_str();
+        let (sync, mv) = (
+            text.find("sync -- \"$t\"").unwrap(),
+            text.find("mv -f").unwrap(),
+        );
+        assert!(sync < mv, "{text}");
+        assert!(text.contains("sync -- \"$d\""), "{text}");
+        assert!(!text.contains("chown"), "{text}");
+        let owned = write_file_script_owned("/etc/envoy/lds.yaml", &h, 0o600, Some("tunnel-envoy"))
+            .unwrap();
+        assert!(
+            owned
+                .as_str()
+                .contains("chown -- 'tunnel-envoy:tunnel-envoy' \"$t\""),
+            "{}",
+            owned.as_str()
+        );
+        assert!(write_file_script_owned("/etc/x", &h, 0o600, Some("root;reboot")).is_err());
+        assert!(write_file_script_owned("/etc/x", &h, 0o600, Some("")).is_err());
     }
 
     #[test]

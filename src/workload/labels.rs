@@ -6,18 +6,36 @@ use std::collections::BTreeMap;
 /// Label naming the namespace of the EdgeNode that owns an uplink object.
 pub const OWNER_NAMESPACE_LABEL: &str = "tunnel.achetronic.com/owner-namespace";
 
-/// The labels that select one EdgeNode's uplink pods. User labels never override them.
-pub fn selector_labels(node: &str) -> BTreeMap<String, String> {
+/// The labels that select one EdgeNode's uplink pods: its name and its namespace, so two
+/// same-named EdgeNodes of different namespaces sharing an uplink namespace never select
+/// each other's pods. User labels never override them.
+pub fn selector_labels(node: &str, node_namespace: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "uplink".to_string()),
-        ("app.kubernetes.io/instance".to_string(), node.to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance(node, node_namespace),
+        ),
+        (
+            OWNER_NAMESPACE_LABEL.to_string(),
+            node_namespace.to_string(),
+        ),
     ])
 }
 
-/// Every label of an uplink object: the selector labels, `managed-by`, and the owner.
+/// The `app.kubernetes.io/instance` value: the EdgeNode's name, or, when that is longer than
+/// a label value may be (63), the names' base ([`super::UplinkNames`]), which is shorter.
+fn instance(node: &str, node_namespace: &str) -> String {
+    if node.len() <= 63 {
+        node.to_string()
+    } else {
+        super::UplinkNames::for_node(node_namespace, node).base
+    }
+}
+
+/// Every label of an uplink object: the selector labels (with the owner) and `managed-by`.
 pub fn labels(node: &str, node_namespace: &str) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(node);
+    let mut labels = selector_labels(node, node_namespace);
     labels.insert("app.kubernetes.io/managed-by".into(), "tunnel".into());
-    labels.insert(OWNER_NAMESPACE_LABEL.into(), node_namespace.into());
     labels
 }

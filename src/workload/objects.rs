@@ -9,8 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{CONFIG_KEY, UplinkNames, UplinkWorkload, labels, selector_labels};
 
-/// The uplink namespace, created when missing. Uplink pods are privileged (TUN device, NAT
-/// rules, IP forwarding in their own network namespace), so it admits privileged pods.
+/// The uplink namespace, created when missing. It admits privileged pods: the uplink pod's
+/// short-lived init container is privileged (IP forwarding in the pod's own network
+/// namespace) and the agent mounts `/dev/net/tun` from the host; the agent itself runs with
+/// `NET_ADMIN` only.
 pub fn namespace(name: &str) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
@@ -43,10 +45,10 @@ fn meta(w: &UplinkWorkload<'_>, name: String) -> ObjectMeta {
 /// The headless Service that gives each uplink pod a stable DNS name.
 pub fn headless_service(w: &UplinkWorkload<'_>) -> Service {
     Service {
-        metadata: meta(w, UplinkNames::for_node(w.node).workload),
+        metadata: meta(w, UplinkNames::for_node(w.node_namespace, w.node).workload),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
-            selector: Some(selector_labels(w.node)),
+            selector: Some(selector_labels(w.node, w.node_namespace)),
             publish_not_ready_addresses: Some(true),
             ..ServiceSpec::default()
         }),
@@ -57,7 +59,10 @@ pub fn headless_service(w: &UplinkWorkload<'_>) -> Service {
 /// The ConfigMap holding the uplink document shared by every replica.
 pub fn config_map(w: &UplinkWorkload<'_>, uplink_document: &str) -> ConfigMap {
     ConfigMap {
-        metadata: meta(w, UplinkNames::for_node(w.node).config_map),
+        metadata: meta(
+            w,
+            UplinkNames::for_node(w.node_namespace, w.node).config_map,
+        ),
         data: Some(BTreeMap::from([(
             CONFIG_KEY.to_string(),
             uplink_document.to_string(),
@@ -69,7 +74,10 @@ pub fn config_map(w: &UplinkWorkload<'_>, uplink_document: &str) -> ConfigMap {
 /// The Secret holding each replica's private key as `priv-<ordinal>` (base64 WireGuard keys).
 pub fn keys_secret(w: &UplinkWorkload<'_>, private_keys: &BTreeMap<u32, String>) -> Secret {
     Secret {
-        metadata: meta(w, UplinkNames::for_node(w.node).keys_secret),
+        metadata: meta(
+            w,
+            UplinkNames::for_node(w.node_namespace, w.node).keys_secret,
+        ),
         type_: Some("Opaque".into()),
         data: Some(
             private_keys

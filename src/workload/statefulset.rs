@@ -1,24 +1,85 @@
 //! The uplink StatefulSet: one pod per replica, each owning one tunnel and one key.
+//!
+//! Least privilege (DESIGN.md §4, "Trust boundaries"; docs/security.md):
+//! - a short-lived privileged init container (`uplink init`) turns on IPv4 forwarding in the
+//!   pod's own network namespace (`/proc/sys` is read-only for anything unprivileged) and
+//!   copies this replica's key, and only it, from the keys Secret into an in-memory
+//!   `emptyDir`;
+//! - the long-running `uplink` container has only `NET_ADMIN` (TUN device, netlink), no
+//!   privilege escalation, seccomp `RuntimeDefault`, a read-only root file system, default
+//!   resource requests and a memory limit, and mounts neither the keys Secret nor any other
+//!   replica's key: a compromised agent holds one tunnel's key, not all of them;
+//! - a liveness probe (`/healthz`) restarts a wedged agent; readiness stays `/ready`.
+//!
+//! A key is read once per pod: a changed key reaches a running replica by restarting it.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
-    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    ADMIN_BRIDGE_PORT, CONFIG_DIR, KEYS_DIR, READY_PORT, UplinkNames, UplinkWorkload, labels,
-    selector_labels,
+    ADMIN_BRIDGE_PORT, ALL_KEYS_DIR, CONFIG_DIR, KEYS_DIR, READY_PORT, UplinkNames, UplinkWorkload,
+    labels, selector_labels,
 };
+
+/// Default requests and limits when `spec.uplink.resources` is not set. No CPU limit: CFS
+/// throttling would stall the packet loop in bursts; memory is what a hostile peer could try
+/// to grow, and it is capped.
+fn default_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), q("50m")),
+            ("memory".to_string(), q("32Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), q("256Mi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The long-running agent: `NET_ADMIN` only, nothing else.
+fn agent_security_context() -> SecurityContext {
+    SecurityContext {
+        privileged: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            add: Some(vec!["NET_ADMIN".into()]),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
 
 /// The StatefulSet for the EdgeNode described by `w`.
 pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
-    let names = UplinkNames::for_node(w.node);
+    let names = UplinkNames::for_node(w.node_namespace, w.node);
     // User labels first, then ours: a user label can never break the selector.
     let mut pod_labels: BTreeMap<String, String> = w.spec.labels.clone();
     pod_labels.extend(labels(w.node, w.node_namespace));
@@ -26,29 +87,60 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
         .spec
         .affinity
         .clone()
-        .unwrap_or_else(|| default_affinity(w.node));
+        .unwrap_or_else(|| default_affinity(w.node, w.node_namespace));
 
     let env = |name: &str, value: &str| EnvVar {
         name: name.into(),
         value: Some(value.into()),
         ..EnvVar::default()
     };
+    let pod_name = EnvVar {
+        name: "POD_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    // Short-lived and privileged: forwarding on in the pod's namespace, this replica's key
+    // copied out of the Secret. It runs the agent's own binary (the image has no shell).
+    let init = Container {
+        name: "init".into(),
+        image: Some(w.image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            "init".into(),
+            "--keys-from".into(),
+            ALL_KEYS_DIR.into(),
+            "--keys-to".into(),
+            KEYS_DIR.into(),
+        ]),
+        env: Some(vec![
+            pod_name.clone(),
+            env("LOG_FORMAT", w.log_format),
+            env("LOG_LEVEL", w.log_level),
+        ]),
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            read_only_root_filesystem: Some(true),
+            ..SecurityContext::default()
+        }),
+        resources: Some(default_resources()),
+        volume_mounts: Some(vec![
+            mount("all-keys", ALL_KEYS_DIR, true),
+            mount("key", KEYS_DIR, false),
+        ]),
+        ..Container::default()
+    };
     let container = Container {
         name: "uplink".into(),
         image: Some(w.image.into()),
         image_pull_policy: Some("IfNotPresent".into()),
         env: Some(vec![
-            EnvVar {
-                name: "POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
+            pod_name,
             env("LOG_FORMAT", w.log_format),
             env("LOG_LEVEL", w.log_level),
         ]),
@@ -74,30 +166,25 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
             failure_threshold: Some(2),
             ..Probe::default()
         }),
-        resources: w.spec.resources.clone(),
-        // The agent creates a TUN device, programs NAT and enables forwarding in the pod's
-        // own network namespace; /proc/sys is only writable for privileged containers.
-        security_context: Some(SecurityContext {
-            privileged: Some(true),
-            capabilities: Some(Capabilities {
-                add: Some(vec!["NET_ADMIN".into()]),
-                ..Capabilities::default()
+        // Restarts an agent whose observer stopped publishing (see the uplink's /healthz).
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::Int(READY_PORT),
+                ..HTTPGetAction::default()
             }),
-            ..SecurityContext::default()
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(6),
+            ..Probe::default()
         }),
+        resources: Some(w.spec.resources.clone().unwrap_or_else(default_resources)),
+        // The agent creates a TUN device and programs NAT in the pod's own network namespace:
+        // NET_ADMIN, and /dev/net/tun, nothing more. Forwarding was turned on by `init`.
+        security_context: Some(agent_security_context()),
         volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "keys".into(),
-                mount_path: KEYS_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
+            mount("config", CONFIG_DIR, true),
+            mount("key", KEYS_DIR, true),
             VolumeMount {
                 name: "tun".into(),
                 mount_path: "/dev/net/tun".into(),
@@ -120,7 +207,7 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
             // Replicas are independent tunnels: start and replace them in parallel.
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
-                match_labels: Some(selector_labels(w.node)),
+                match_labels: Some(selector_labels(w.node, w.node_namespace)),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
@@ -131,7 +218,12 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: Some(vec![init]),
                     containers: vec![container],
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(runtime_default()),
+                        ..PodSecurityContext::default()
+                    }),
                     affinity: Some(affinity),
                     node_selector: (!w.spec.node_selector.is_empty())
                         .then(|| w.spec.node_selector.clone()),
@@ -150,11 +242,20 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
                             ..Volume::default()
                         },
                         Volume {
-                            name: "keys".into(),
+                            name: "all-keys".into(),
                             secret: Some(SecretVolumeSource {
                                 secret_name: Some(names.keys_secret.clone()),
                                 default_mode: Some(0o400),
                                 ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        // This replica's key only, in memory, written by `init`.
+                        Volume {
+                            name: "key".into(),
+                            empty_dir: Some(EmptyDirVolumeSource {
+                                medium: Some("Memory".into()),
+                                size_limit: Some(Quantity("1Mi".into())),
                             }),
                             ..Volume::default()
                         },
@@ -177,12 +278,12 @@ pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
 }
 
 /// One uplink per node: a node failure takes out at most one tunnel.
-fn default_affinity(node: &str) -> Affinity {
+fn default_affinity(node: &str, node_namespace: &str) -> Affinity {
     Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
             required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
                 label_selector: Some(LabelSelector {
-                    match_labels: Some(selector_labels(node)),
+                    match_labels: Some(selector_labels(node, node_namespace)),
                     ..LabelSelector::default()
                 }),
                 topology_key: "kubernetes.io/hostname".into(),

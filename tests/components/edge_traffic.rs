@@ -109,7 +109,7 @@ fn tls_offload_mutual_and_passthrough_sni() {
     bed.ready(Ipv4Addr::new(10, 200, 0, 2));
     let edge_pki = pki(&["web.example.com"]);
     let backend_pki = pki(&["a.example.com", "x.b.example.com", "other.example.com"]);
-    let resolver = StaticResolver::default()
+    let resolver = crate::plan_inputs::edge_grants(StaticResolver::default())
         .with_secret("default", "web-tls", tls_secret(&edge_pki, false))
         .with_secret("default", "mtls", tls_secret(&edge_pki, true));
     let p = make_plan(

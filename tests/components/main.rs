@@ -23,3 +23,6 @@ mod operator_e2e;
 mod operator_faults;
 mod operator_tls;
 mod ssh_session;
+mod trust_admin;
+mod trust_references;
+mod trust_vps;

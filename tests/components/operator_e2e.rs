@@ -572,21 +572,16 @@ async fn readme_examples_are_served_through_the_running_operator() {
         "",
         "left on the VPS"
     );
+    let names = tunnel::workload::UplinkNames::for_node("default", "edge-node");
     let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> =
         Api::namespaced(client.clone(), "tunnel");
-    assert!(sts.get_opt("edge-node-uplink").await.unwrap().is_none());
+    assert!(sts.get_opt(&names.workload).await.unwrap().is_none());
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), "tunnel");
+    assert!(secrets.get_opt(&names.keys_secret).await.unwrap().is_none());
     assert!(
         secrets
-            .get_opt("edge-node-uplink-keys")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        secrets
-            .get_opt("edge-node-vps-key")
+            .get_opt(&names.vps_key_secret)
             .await
             .unwrap()
             .is_none()

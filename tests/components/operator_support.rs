@@ -245,26 +245,22 @@ impl Drop for Uplinks {
 }
 
 impl Uplinks {
-    /// Waits for the StatefulSet, its ConfigMap and keys Secret in `namespace`, then runs one
+    /// Waits for the StatefulSet, its ConfigMap and keys Secret of the EdgeNode
+    /// `default/<node>` in `namespace`, then runs one
     /// uplink agent per replica in `pods[ordinal]`.
     pub async fn start(client: &Client, namespace: &str, node: &str, pods: &[Netns]) -> Self {
         let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
         let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
         let secret_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        let workload = format!("{node}-uplink");
+        let names = tunnel::workload::UplinkNames::for_node("default", node);
+        let workload = names.workload.clone();
         let (sts, cm, keys) = eventually(
             "the uplink StatefulSet, ConfigMap and keys Secret",
             Duration::from_secs(120),
             async || {
                 let sts = sts_api.get_opt(&workload).await.ok()??;
-                let cm = cm_api
-                    .get_opt(&format!("{node}-uplink-config"))
-                    .await
-                    .ok()??;
-                let keys = secret_api
-                    .get_opt(&format!("{node}-uplink-keys"))
-                    .await
-                    .ok()??;
+                let cm = cm_api.get_opt(&names.config_map).await.ok()??;
+                let keys = secret_api.get_opt(&names.keys_secret).await.ok()??;
                 Some((sts, cm, keys))
             },
             String::new,
@@ -305,7 +301,7 @@ impl Uplinks {
         // The ConfigMap volume: follow the ConfigMap.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop_flag = stop.clone();
-        let name = format!("{node}-uplink-config");
+        let name = names.config_map.clone();
         let last = Arc::new(Mutex::new(cm.data.clone()));
         tokio::spawn(async move {
             while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {

@@ -6,4 +6,5 @@
 
 mod chart;
 mod crd_admission;
+mod trust_names;
 mod workload;

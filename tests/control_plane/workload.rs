@@ -33,7 +33,7 @@ async fn uplink_objects_are_accepted_and_labelled() {
         log_format: "json",
         log_level: "info",
     };
-    let names = UplinkNames::for_node("edge-node");
+    let names = UplinkNames::for_node("default", "edge-node");
     let ns = &node.spec.uplink.namespace;
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -91,7 +91,7 @@ async fn uplink_objects_are_accepted_and_labelled() {
 
     let spec = stored.spec.unwrap();
     assert_eq!(spec.replicas, Some(3));
-    assert_eq!(spec.service_name.as_deref(), Some("edge-node-uplink"));
+    assert_eq!(spec.service_name.as_deref(), Some(names.workload.as_str()));
     let template = spec.template;
     let pod_labels = template.metadata.unwrap().labels.unwrap();
     assert_eq!(pod_labels["app.kubernetes.io/name"], "uplink");

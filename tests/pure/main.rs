@@ -12,3 +12,4 @@ mod plan_conflicts;
 mod plan_golden;
 mod plan_proptest;
 mod plan_render;
+mod trust_workload;

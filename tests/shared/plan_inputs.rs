@@ -66,8 +66,30 @@ pub fn input(node: NodeInput, pbs: Vec<PortBindingInput>, layout: Layout) -> Pla
 }
 
 /// A resolver knowing a few Services.
+/// `resolver` with a ReferenceGrant in `default` letting the tests' other namespaces'
+/// PortBindings use the EdgeNode `default/edge`.
+pub fn edge_grants(resolver: StaticResolver) -> StaticResolver {
+    use tunnel::crd::{FromKind, GrantFrom, GrantTo, ReferenceGrantSpec, ToKind};
+    resolver.with_grant(
+        "default",
+        ReferenceGrantSpec {
+            from: ["ns-a", "ns-b", "other", "team-b"]
+                .iter()
+                .map(|ns| GrantFrom {
+                    kind: FromKind::PortBinding,
+                    namespace: (*ns).into(),
+                })
+                .collect(),
+            to: vec![GrantTo {
+                kind: ToKind::EdgeNode,
+                name: Some("edge".into()),
+            }],
+        },
+    )
+}
+
 pub fn services() -> StaticResolver {
-    StaticResolver::default()
+    edge_grants(StaticResolver::default())
         .with_service("default", "my-web", Some(ip("10.96.0.20")), &[8080])
         .with_service(
             "networking",

@@ -1,6 +1,6 @@
 //! The Tunnel data plane behind the two agents: the sans-IO WireGuard core (`tunnel`) and its
 //! I/O shell (`device`, with the TUN offloads of [`offload`] and the UDP socket of [`udp`]),
-//! the uplink's NAT over netlink ([`nat`]), readiness ([`readiness`], served by [`http`]), and
+//! the uplink's NAT over netlink ([`nat`]), readiness ([`readiness`], served by [`http`]), the pod's init step ([`pod_init`]), and
 //! the two agents ([`relay`] for `tunnelctl`, [`uplink_agent`] for `uplink`), with their
 //! process plumbing ([`watch`], [`signals`], [`notify`]).
 //!
@@ -10,11 +10,12 @@
 
 mod device;
 mod error;
-pub mod http;
+pub use tunnel_probe as http;
 pub mod nat;
 mod netlink;
 pub mod notify;
 pub mod offload;
+pub mod pod_init;
 pub mod readiness;
 pub mod relay;
 pub mod signals;

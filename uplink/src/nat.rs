@@ -1,22 +1,42 @@
-//! The uplink's NAT, as one nftables table (`ip uplink`) programmed over netlink:
+//! The uplink's packet filter and NAT, as one nftables table (`ip uplink`) programmed over
+//! netlink. The VPS is the least trusted party (DESIGN.md §4, "Trust boundaries"): what
+//! arrives on the tunnel may reach only the configured forwards and `/ready`, nothing else
+//! in the cluster.
 //!
 //! ```text
 //! table ip uplink {
 //!   chain prerouting { type nat hook prerouting priority -100; policy accept;
-//!     iifname "wg-uplink" meta l4proto tcp th dport 443 dnat to 10.96.0.10:8443   # per forward
+//!     iifname "wg-uplink" ip daddr 10.200.0.2 meta l4proto tcp th dport 443 dnat to 10.96.0.10:8443  # per forward
 //!     iifname != "wg-uplink" meta l4proto tcp th dport 40600 dnat to 10.200.0.1:40600  # admin bridge
 //!   }
 //!   chain postrouting { type nat hook postrouting priority 100; policy accept;
 //!     ip saddr 10.200.0.0/24 oifname != "wg-uplink" masquerade   # targets answer this pod
 //!     oifname "wg-uplink" masquerade                             # admin bridge replies return
 //!   }
+//!   chain forward { type filter hook forward priority 0; policy drop;
+//!     ct state established,related accept
+//!     iifname "wg-uplink" ct status dnat accept                          # a configured forward
+//!     iifname != "wg-uplink" oifname "wg-uplink" ct status dnat accept   # the admin bridge
+//!   }
+//!   chain input { type filter hook input priority 0; policy accept;
+//!     iifname "wg-uplink" ct state established,related accept
+//!     iifname "wg-uplink" ct status dnat accept          # a forward whose target is this pod
+//!     iifname "wg-uplink" meta l4proto tcp th dport 40500 accept   # /ready
+//!     iifname "wg-uplink" drop
+//!   }
 //! }
 //! ```
 //!
+//! A forward is DNAT'ed only when addressed to this replica's own tunnel address, and only
+//! connections our DNAT rules translated may cross the pod: the pod forwards nothing else
+//! (an uplink pod routes for no one), so from the VPS the API server, kubelets, other pods
+//! and cloud metadata are unreachable even though `ip_forward` is on.
+//!
 //! [`ruleset`] is pure (tested against the bytes `nft` would send); [`apply`] replaces the
 //! whole table in one atomic batch, so a refused batch leaves the previous table in place.
-//! Established connections keep their conntrack NAT bindings across a replace, which is
-//! why a config change does not drop sessions of unchanged ports.
+//! Established connections keep their conntrack NAT bindings across a replace (and the
+//! forward chain accepts established flows first), which is why a config change does not
+//! drop sessions of unchanged ports.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -36,6 +56,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 
 use crate::document::{ADMIN_BRIDGE_PORT, Forward, Protocol};
 use crate::netlink::{NetlinkError, transact};
+use netlink_packet_netfilter::nftables::{Bitwise, Verdict, VerdictAttribute};
 
 /// The table's name (family `ip`).
 pub const TABLE: &str = "uplink";
@@ -49,7 +70,16 @@ const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
 const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 const NFT_NAT_DNAT: u32 = 1;
 const NFPROTO_IPV4: u32 = 2;
+const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFT_CT_STATE: u32 = 0;
+const NFT_CT_STATUS: u32 = 2;
+/// `ct state established,related`: the conntrack state bits (host byte order, as nft).
+const CT_STATE_ESTABLISHED_RELATED: u32 = 0b110;
+/// `ct status dnat` (`IPS_DST_NAT`).
+const CT_STATUS_DNAT: u32 = 1 << 5;
 const NFT_REG_1: u32 = 1;
 const NFT_REG_2: u32 = 2;
 const ENOENT: i32 = 2;
@@ -59,8 +89,12 @@ const ENOENT: i32 = 2;
 pub struct NatSpec {
     /// The tunnel interface (`wg-uplink`).
     pub interface: String,
+    /// This replica's own tunnel address: the only destination a forward is DNAT'ed from.
+    pub address: Ipv4Addr,
     /// The tunnel network, masqueraded toward the targets.
     pub network: Ipv4Net,
+    /// The `/ready` port, the one local port the tunnel may reach.
+    pub ready_port: u16,
     /// Forwarded ports.
     pub forwards: Vec<Forward>,
     /// Envoy's admin on the relay, bridged from TCP [`ADMIN_BRIDGE_PORT`] on other interfaces.
@@ -94,9 +128,23 @@ pub fn ruleset(spec: &NatSpec) -> Vec<Message> {
         }),
         NLM_F_CREATE,
     ));
-    for (name, hook, priority) in [
-        ("prerouting", InetHookNumber::PreRouting, -100i32),
-        ("postrouting", InetHookNumber::PostRouting, 100i32),
+    for (name, hook, priority, kind, policy) in [
+        (
+            "prerouting",
+            InetHookNumber::PreRouting,
+            -100i32,
+            "nat",
+            NF_ACCEPT,
+        ),
+        (
+            "postrouting",
+            InetHookNumber::PostRouting,
+            100i32,
+            "nat",
+            NF_ACCEPT,
+        ),
+        ("forward", InetHookNumber::Forward, 0i32, "filter", NF_DROP),
+        ("input", InetHookNumber::LocalIn, 0i32, "filter", NF_ACCEPT),
     ] {
         batch.push(nft(
             NfTablesMessage::NewChain(ChainMessage {
@@ -107,8 +155,8 @@ pub fn ruleset(spec: &NatSpec) -> Vec<Message> {
                         Hook::Number(hook.into()),
                         Hook::Priority(priority.cast_unsigned()),
                     ]),
-                    ChainAttribute::Policy(NF_ACCEPT),
-                    ChainAttribute::Type("nat".into()),
+                    ChainAttribute::Policy(policy),
+                    ChainAttribute::Type(kind.into()),
                 ],
             }),
             NLM_F_CREATE,
@@ -117,6 +165,7 @@ pub fn ruleset(spec: &NatSpec) -> Vec<Message> {
     let iface = ifname(&spec.interface);
     for fwd in &spec.forwards {
         let mut e = vec![meta(MetaKey::Iifname), cmp(Operator::Equal, iface.to_vec())];
+        e.extend(daddr(spec.address));
         e.extend(dport(fwd.protocol, fwd.listen_port));
         e.extend(dnat(fwd.target_ip, fwd.target_port));
         batch.push(rule("prerouting", e));
@@ -147,8 +196,50 @@ pub fn ruleset(spec: &NatSpec) -> Vec<Message> {
             ],
         ));
     }
+    batch.extend(filter_rules(spec, &iface));
     batch.push(control(ControlMessage::BatchEnd));
     batch
+}
+
+/// The `forward` and `input` rules: the tunnel reaches only DNAT'ed forwards and `/ready`.
+fn filter_rules(spec: &NatSpec, iface: &[u8; 16]) -> Vec<Message> {
+    let from_tunnel = || [meta(MetaKey::Iifname), cmp(Operator::Equal, iface.to_vec())];
+    let mut out = Vec::new();
+    let mut e = ct_bits(NFT_CT_STATE, CT_STATE_ESTABLISHED_RELATED).to_vec();
+    e.push(verdict(NF_ACCEPT));
+    out.push(rule("forward", e));
+    let mut e = from_tunnel().to_vec();
+    e.extend(ct_bits(NFT_CT_STATUS, CT_STATUS_DNAT));
+    e.push(verdict(NF_ACCEPT));
+    out.push(rule("forward", e));
+    if spec.admin_bridge.is_some() {
+        let mut e = vec![
+            meta(MetaKey::Iifname),
+            cmp(Operator::NotEqual, iface.to_vec()),
+            meta(MetaKey::Oifname),
+            cmp(Operator::Equal, iface.to_vec()),
+        ];
+        e.extend(ct_bits(NFT_CT_STATUS, CT_STATUS_DNAT));
+        e.push(verdict(NF_ACCEPT));
+        out.push(rule("forward", e));
+    }
+    for bits in [
+        (NFT_CT_STATE, CT_STATE_ESTABLISHED_RELATED),
+        (NFT_CT_STATUS, CT_STATUS_DNAT),
+    ] {
+        let mut e = from_tunnel().to_vec();
+        e.extend(ct_bits(bits.0, bits.1));
+        e.push(verdict(NF_ACCEPT));
+        out.push(rule("input", e));
+    }
+    let mut e = from_tunnel().to_vec();
+    e.extend(dport(Protocol::Tcp, spec.ready_port));
+    e.push(verdict(NF_ACCEPT));
+    out.push(rule("input", e));
+    let mut e = from_tunnel().to_vec();
+    e.push(verdict(NF_DROP));
+    out.push(rule("input", e));
+    out
 }
 
 /// Replaces the table with `spec`'s rules in one atomic batch.
@@ -285,7 +376,6 @@ fn dport(protocol: Protocol, port: u16) -> [Expressions; 4] {
 /// `ip saddr <network>`, as nft writes it: whole bytes compared when the prefix is a byte
 /// boundary, else the full address masked.
 fn saddr_in(network: Ipv4Net) -> Vec<Expressions> {
-    use netlink_packet_netfilter::nftables::Bitwise;
     let prefix = network.prefix_len();
     let octets = network.network().octets();
     if prefix == 0 {
@@ -309,6 +399,47 @@ fn saddr_in(network: Ipv4Net) -> Vec<Expressions> {
         ]),
         cmp(Operator::Equal, octets.to_vec()),
     ]
+}
+
+/// `ip daddr <addr>`.
+fn daddr(addr: Ipv4Addr) -> [Expressions; 2] {
+    [
+        payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4),
+        cmp(Operator::Equal, addr.octets().to_vec()),
+    ]
+}
+
+/// `ct <state|status> <bits>`: conntrack key `key` has any of `bits` set.
+fn ct_bits(key: u32, bits: u32) -> [Expressions; 3] {
+    let be = |v: u32| v.to_be_bytes().to_vec();
+    [
+        Expressions::Other {
+            expression_type: "ct".into(),
+            attributes: vec![
+                DefaultNla::new(NFTA_CT_DREG, be(NFT_REG_1)),
+                DefaultNla::new(NFTA_CT_KEY, be(key)),
+            ],
+        },
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(4),
+            // Conntrack keys are host-endian words, like nft writes them.
+            Bitwise::Mask(DataAttribute::Value(bits.to_ne_bytes().to_vec())),
+            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+        ]),
+        cmp(Operator::NotEqual, vec![0; 4]),
+    ]
+}
+
+/// `accept` / `drop`.
+fn verdict(code: u32) -> Expressions {
+    Expressions::Immediate(vec![
+        Immediate::DestinationRegister(Register::Verdict),
+        Immediate::Data(DataAttribute::Verdict(vec![VerdictAttribute::Code(
+            Verdict::Other(code),
+        )])),
+    ])
 }
 
 /// `dnat to <addr>:<port>`.
@@ -343,7 +474,9 @@ mod tests {
     fn spec() -> NatSpec {
         NatSpec {
             interface: "wg-uplink".into(),
+            address: Ipv4Addr::new(10, 200, 0, 2),
             network: "10.200.0.0/24".parse().unwrap(),
+            ready_port: 40500,
             forwards: vec![
                 Forward {
                     protocol: Protocol::Tcp,
@@ -365,8 +498,9 @@ mod tests {
     #[test]
     fn batch_shape() {
         let batch = ruleset(&spec());
-        // begin, 3 table ops, 2 chains, 2 forwards + bridge, 2 masquerades, end
-        assert_eq!(batch.len(), 1 + 3 + 2 + 3 + 2 + 1);
+        // begin, 3 table ops, 4 chains, 2 forwards + bridge, 2 masquerades, 3 forward-chain
+        // rules, 4 input rules, end
+        assert_eq!(batch.len(), 1 + 3 + 4 + 3 + 2 + 3 + 4 + 1);
         for msg in &batch {
             let mut m = msg.clone();
             m.finalize();
@@ -379,7 +513,7 @@ mod tests {
             forwards: vec![],
             ..spec()
         };
-        assert_eq!(ruleset(&no_bridge).len(), 1 + 3 + 2 + 1 + 1);
+        assert_eq!(ruleset(&no_bridge).len(), 1 + 3 + 4 + 1 + 2 + 4 + 1);
     }
 
     #[test]

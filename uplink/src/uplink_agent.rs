@@ -3,6 +3,11 @@
 //! the previous state when a new document is refused, and repairs what drifted (a deleted NAT
 //! table, a stopped loop, a relay name that resolves elsewhere) when called again with the
 //! same document; [`UplinkAgent::observe`] feeds `/ready`.
+//!
+//! An apply is two steps so that slow I/O never runs while the agent is locked:
+//! [`Prepared::load`] reads the files and resolves the relay's name (cluster DNS may stall
+//! for many seconds) without touching the agent, then [`UplinkAgent::commit`] programs the
+//! device and the NAT table (netlink, bounded by its own timeouts).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -26,6 +31,8 @@ pub struct Identity {
     pub keys_dir: PathBuf,
     /// Tunnel interface name.
     pub interface: String,
+    /// The `/ready` port: the one local port the tunnel may reach.
+    pub ready_port: u16,
 }
 
 impl Identity {
@@ -41,6 +48,34 @@ impl Identity {
             .trim()
             .parse()
             .map_err(|_| AgentError::Key { path })
+    }
+}
+
+/// What an apply needs that takes blocking I/O other than netlink: the document, the key,
+/// and the relay's endpoint resolved. Made without the agent, so without its lock.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    doc: UplinkDocument,
+    key: PrivateKey,
+    endpoint: SocketAddr,
+}
+
+impl Prepared {
+    /// Reads and parses the document at `path` and the key, and resolves the relay.
+    pub fn load(identity: &Identity, path: &Path) -> Result<Self, AgentError> {
+        let text = read(path)?;
+        let doc = UplinkDocument::parse(&text).map_err(|source| AgentError::Document {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_document(identity, doc)
+    }
+
+    /// Loads the key and resolves the relay of `doc`.
+    pub fn from_document(identity: &Identity, doc: UplinkDocument) -> Result<Self, AgentError> {
+        let key = identity.load_key()?;
+        let endpoint = resolve(&doc.relay.endpoint)?;
+        Ok(Self { doc, key, endpoint })
     }
 }
 
@@ -83,21 +118,29 @@ impl UplinkAgent {
     }
 
     /// Reads and applies the document at `path`; on any error the running state is kept.
+    /// Holds `self` across file reads and DNS: callers that share the agent use
+    /// [`Prepared::load`] then [`Self::commit`].
     pub fn apply_file(&mut self, path: &Path) -> Result<(), AgentError> {
-        let result = read(path).and_then(|text| {
-            UplinkDocument::parse(&text).map_err(|source| AgentError::Document {
-                path: path.to_path_buf(),
-                source,
-            })
-        });
-        let result = result.and_then(|doc| self.apply(doc));
+        let prepared = Prepared::load(&self.identity, path);
+        self.commit(prepared)
+    }
+
+    /// Applies what [`Prepared::load`] made (or records why it failed); on any error the
+    /// running state is kept.
+    pub fn commit(&mut self, prepared: Result<Prepared, AgentError>) -> Result<(), AgentError> {
+        let result = prepared.and_then(|p| self.apply_prepared(p));
         self.last_error = result.as_ref().err().map(ToString::to_string);
         result
     }
 
     /// Applies `doc` with the key currently in the keys directory.
     pub fn apply(&mut self, doc: UplinkDocument) -> Result<(), AgentError> {
-        let key = self.identity.load_key()?;
+        let prepared = Prepared::from_document(&self.identity, doc)?;
+        self.apply_prepared(prepared)
+    }
+
+    fn apply_prepared(&mut self, prepared: Prepared) -> Result<(), AgentError> {
+        let Prepared { doc, key, endpoint } = prepared;
         let address = doc
             .replica_address(self.identity.ordinal)
             .map_err(AgentError::Identity)?;
@@ -107,7 +150,6 @@ impl UplinkAgent {
             mtu: doc.mtu,
             listen_port: 0,
         };
-        let endpoint = resolve(&doc.relay.endpoint)?;
         let next = Applied {
             doc,
             key,
@@ -149,7 +191,9 @@ impl UplinkAgent {
         }
         nat::apply(&NatSpec {
             interface: self.identity.interface.clone(),
+            address: next.interface.address.addr(),
             network: next.doc.network,
+            ready_port: self.identity.ready_port,
             forwards: next.doc.forwards.clone(),
             admin_bridge: next.doc.admin_bridge,
         })?;

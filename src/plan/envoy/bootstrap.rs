@@ -1,11 +1,31 @@
-//! The bootstrap, `/etc/envoy/envoy.yaml`: the node identity, the admin interface on the
-//! relay's tunnel address (never on a public address), and the LDS and CDS files. It changes
-//! only when the tunnel network changes, and that needs an Envoy restart; everything else is
-//! hot-reloaded from the files it points at.
+//! The bootstrap, `/etc/envoy/envoy.yaml`: the node identity, Envoy's admin, the read-only
+//! admin bridge, and the LDS and CDS files. It changes only when the tunnel network changes,
+//! and that needs an Envoy restart; everything else is hot-reloaded from the files it points
+//! at.
+//!
+//! The admin interface listens on the VPS's loopback only (`127.0.0.1:40600`): its mutating
+//! endpoints (`/quitquitquit`, `/drain_listeners`, `/runtime_modify`, `/healthcheck/fail`,
+//! `/logging`, ...) must never be reachable from a pod. What the uplinks' admin bridge
+//! reaches instead is the static listener `admin_bridge` on the relay's tunnel address
+//! (`<relay>:40600`): an HTTP connection manager that routes only GET and HEAD requests to
+//! the admin cluster and answers every other method with 405, so `/stats/prometheus`,
+//! `/config_dump`, `/clusters`, `/ready` and `/server_info` keep working from the cluster
+//! while nothing can stop, drain or reconfigure Envoy. Envoy's admin itself refuses a GET on
+//! a mutating endpoint, so the two layers together leave only reads. The same port on two
+//! specific addresses does not collide, and 40600 is reserved for bindings.
 
 use serde_json::json;
 
 use super::{ADMIN_PORT, EdgeSettings, EnvoyError, file_source, to_yaml};
+
+/// Where Envoy's admin listens: loopback of the VPS, never the tunnel or a public address.
+pub const ADMIN_ADDRESS: &str = "127.0.0.1";
+/// The listener (and stat prefix) of the read-only admin bridge.
+pub const ADMIN_BRIDGE_LISTENER: &str = "admin_bridge";
+/// The cluster that reaches the loopback admin.
+pub const ADMIN_CLUSTER: &str = "admin_loopback";
+/// The methods the bridge passes on; the rest are answered 405.
+pub const READ_ONLY_METHODS: [&str; 2] = ["GET", "HEAD"];
 
 /// Most downstream connections Envoy accepts at once, over all listeners.
 pub const MAX_DOWNSTREAM_CONNECTIONS: u64 = 100_000;
@@ -17,8 +37,12 @@ pub fn document(edge: &EdgeSettings) -> serde_json::Value {
         "node": { "id": "tunnel-relay", "cluster": "tunnel-relay" },
         "admin": {
             "address": {
-                "socket_address": { "address": edge.relay.to_string(), "port_value": ADMIN_PORT }
+                "socket_address": { "address": ADMIN_ADDRESS, "port_value": ADMIN_PORT }
             }
+        },
+        "static_resources": {
+            "listeners": [admin_bridge_listener(edge)],
+            "clusters": [admin_cluster()],
         },
         "dynamic_resources": {
             "lds_config": file_source(&layout.lds(), &layout.dir),
@@ -31,6 +55,88 @@ pub fn document(edge: &EdgeSettings) -> serde_json::Value {
                     "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
                     "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
                 }
+            }]
+        },
+    })
+}
+
+/// The read-only view of the admin on `<relay>:40600`, what the uplinks bridge to.
+fn admin_bridge_listener(edge: &EdgeSettings) -> serde_json::Value {
+    let mut routes: Vec<serde_json::Value> = READ_ONLY_METHODS
+        .iter()
+        .map(|method| {
+            json!({
+                "match": {
+                    "prefix": "/",
+                    "headers": [{ "name": ":method", "string_match": { "exact": method } }],
+                },
+                "route": { "cluster": ADMIN_CLUSTER, "timeout": "10s" },
+            })
+        })
+        .collect();
+    routes.push(json!({
+        "match": { "prefix": "/" },
+        "direct_response": {
+            "status": 405,
+            "body": { "inline_string": "the admin bridge is read-only: GET and HEAD only\n" },
+        },
+    }));
+    json!({
+        "name": ADMIN_BRIDGE_LISTENER,
+        "address": {
+            "socket_address": { "address": edge.relay.to_string(), "port_value": ADMIN_PORT }
+        },
+        "per_connection_buffer_limit_bytes": 32768,
+        "filter_chains": [{
+            "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": ADMIN_BRIDGE_LISTENER,
+                    "codec_type": "HTTP1",
+                    "request_headers_timeout": "10s",
+                    "stream_idle_timeout": "30s",
+                    "common_http_protocol_options": {
+                        "idle_timeout": "60s",
+                        "max_headers_count": 64,
+                    },
+                    "max_request_headers_kb": 16,
+                    "http_filters": [{
+                        "name": "envoy.filters.http.router",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                        }
+                    }],
+                    "route_config": {
+                        "name": ADMIN_BRIDGE_LISTENER,
+                        "virtual_hosts": [{
+                            "name": ADMIN_BRIDGE_LISTENER,
+                            "domains": ["*"],
+                            "routes": routes,
+                        }],
+                    },
+                }
+            }]
+        }],
+    })
+}
+
+/// The cluster of the loopback admin.
+fn admin_cluster() -> serde_json::Value {
+    json!({
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [{
+                "lb_endpoints": [{
+                    "endpoint": {
+                        "address": {
+                            "socket_address": { "address": ADMIN_ADDRESS, "port_value": ADMIN_PORT }
+                        }
+                    }
+                }]
             }]
         },
     })

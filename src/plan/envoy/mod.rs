@@ -17,7 +17,8 @@ use crate::duration::GoDuration;
 
 /// Port of each uplink's `/ready` endpoint, on its tunnel address.
 pub const READY_PORT: u16 = 40500;
-/// Port of Envoy's admin on the relay address (and of the uplinks' admin bridge).
+/// Port of Envoy's admin on the VPS's loopback, and of its read-only bridge listener on the
+/// relay address (what the uplinks' admin bridge reaches).
 pub const ADMIN_PORT: u16 = 40600;
 
 /// Where the files live on the VPS. Tests render into a temporary directory.
@@ -87,7 +88,7 @@ pub struct OutlierDetection {
 /// What every listener and cluster shares: the node's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeSettings {
-    /// The relay's tunnel address (Envoy's admin binds it).
+    /// The relay's tunnel address (the read-only admin bridge listener binds it).
     pub relay: Ipv4Addr,
     /// The uplinks' tunnel addresses, by ordinal.
     pub uplinks: Vec<Ipv4Addr>,

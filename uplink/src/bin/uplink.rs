@@ -2,6 +2,12 @@
 //! mounted key `priv-<ordinal>`, brings up `wg-uplink` toward the relay, programs the
 //! forwarding NAT, serves `/ready` on :40500, follows the mounted config, and on SIGTERM
 //! answers 503 for the drain window before stopping.
+//!
+//! Three threads, so that `/ready` never waits on I/O: the main loop reads the config and
+//! resolves the relay with no lock held, then commits under the agent's lock; an observer
+//! publishes what `/ready`, `/healthz` and `/status` report once a second; the HTTP server
+//! answers from that published snapshot only. `/healthz` (the liveness probe) fails when the
+//! observer could not publish for [`STUCK_AFTER`]: the agent is wedged and a restart helps.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -12,12 +18,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use tunnel_contract::document::{UPLINK_INTERFACE, ordinal_from_pod_name};
-use uplink::readiness::uplink_ready;
-use uplink::uplink_agent::{Identity, UplinkAgent};
+use uplink::http::Reply;
+use uplink::readiness::{UplinkObservation, uplink_ready};
+use uplink::uplink_agent::{Identity, Prepared, UplinkAgent};
 use uplink::watch::Watch;
 
-/// How often an applied document is re-applied to repair drift.
-const RECONCILE: Duration = Duration::from_secs(30);
+/// How often the observer publishes a snapshot.
+const OBSERVE_EVERY: Duration = Duration::from_secs(1);
+/// A snapshot older than this makes `/healthz` fail (liveness).
+const STUCK_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Parser, Debug)]
 #[command(name = "uplink", version, about = "Tunnel uplink agent (pod side)")]
@@ -40,6 +49,38 @@ struct Cli {
     /// Tunnel interface name.
     #[arg(long, default_value = UPLINK_INTERFACE)]
     interface: String,
+    /// Seconds between two re-applies of an unchanged document (repairs drift, re-resolves
+    /// the relay's name).
+    #[arg(long, env = "RECONCILE_SECONDS", default_value_t = 30)]
+    reconcile_seconds: u64,
+    /// `init`: the pod's privileged init step instead of the agent.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Turn on IPv4 forwarding in the pod's network namespace and copy this replica's key
+    /// (only) from the keys Secret to the agent's key directory, then exit.
+    Init {
+        /// The keys Secret's mount (every replica's `priv-<ordinal>`).
+        #[arg(long)]
+        keys_from: PathBuf,
+        /// The agent's key directory (an in-memory volume).
+        #[arg(long)]
+        keys_to: PathBuf,
+    },
+}
+
+/// The init step: forwarding on, own key copied.
+fn init(cli: &Cli, keys_from: &std::path::Path, keys_to: &std::path::Path) -> anyhow::Result<()> {
+    let Some(ordinal) = ordinal_from_pod_name(&cli.pod_name) else {
+        bail!("POD_NAME {:?} does not end in -<ordinal>", cli.pod_name);
+    };
+    uplink::pod_init::enable_forwarding().context("enabling IPv4 forwarding")?;
+    uplink::pod_init::copy_key(keys_from, keys_to, ordinal).context("copying the key")?;
+    tracing::info!(pod = %cli.pod_name, ordinal, "forwarding on, key in place");
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,7 +88,12 @@ fn main() -> std::process::ExitCode {
         eprintln!("uplink: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    match run(&Cli::parse()) {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Init { keys_from, keys_to }) => init(&cli, keys_from, keys_to),
+        None => run(&cli),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -56,21 +102,102 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// What `/ready` and `/status` look at.
+/// What the observer saw last, and when.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    taken: Instant,
+    observation: UplinkObservation,
+    report: serde_json::Value,
+}
+
+/// The latest [`Snapshot`]; its lock is only ever held to swap or clone an `Arc`.
+type Published = Arc<Mutex<Arc<Snapshot>>>;
+
+/// What `/ready`, `/healthz` and `/status` answer from: the published snapshot and the
+/// draining flag, never the agent.
 struct Probe {
-    agent: Arc<Mutex<UplinkAgent>>,
+    published: Published,
     draining: Arc<AtomicBool>,
 }
 
-impl uplink::http::Handler for Probe {
-    fn ready(&self) -> Result<(), String> {
-        uplink_ready(&lock(&self.agent).observe(self.draining.load(Ordering::Relaxed)))
+impl Probe {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(
+            &self
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
-    fn status(&self) -> String {
-        let report = lock(&self.agent).report(self.draining.load(Ordering::Relaxed));
-        format!("{report:#}\n")
+    /// The observation as of now: draining from the flag, the handshake aged since the
+    /// snapshot was taken.
+    fn observation(&self, snap: &Snapshot) -> UplinkObservation {
+        let mut o = snap.observation.clone();
+        o.draining = self.draining.load(Ordering::Relaxed);
+        o.last_handshake = o.last_handshake.map(|age| age + snap.taken.elapsed());
+        o
     }
+}
+
+impl uplink::http::Handler for Probe {
+    fn get(&self, path: &str) -> Reply {
+        let snap = self.snapshot();
+        match path {
+            "/ready" => match uplink_ready(&self.observation(&snap)) {
+                Ok(()) => Reply::text(200, "ok\n"),
+                Err(reason) => Reply::text(503, format!("{reason}\n")),
+            },
+            "/healthz" => {
+                let age = snap.taken.elapsed();
+                if age < STUCK_AFTER {
+                    Reply::text(200, "ok\n")
+                } else {
+                    Reply::text(
+                        503,
+                        format!("agent observed nothing for {}s\n", age.as_secs()),
+                    )
+                }
+            }
+            "/status" => {
+                let mut report = snap.report.clone();
+                let o = self.observation(&snap);
+                report["draining"] = o.draining.into();
+                report["ready"] = uplink_ready(&o)
+                    .map_or_else(|reason| reason, |()| "ok".into())
+                    .into();
+                report["observedSecondsAgo"] = snap.taken.elapsed().as_secs().into();
+                Reply::json(format!("{report:#}\n"))
+            }
+            _ => Reply::not_found(),
+        }
+    }
+}
+
+/// Takes a snapshot of the agent (under its lock, which is never held across DNS).
+fn observe(agent: &Mutex<UplinkAgent>) -> Snapshot {
+    let a = lock(agent);
+    Snapshot {
+        taken: Instant::now(),
+        observation: a.observe(false),
+        report: a.report(false),
+    }
+}
+
+/// Publishes a snapshot every [`OBSERVE_EVERY`], forever.
+fn spawn_observer(agent: Arc<Mutex<UplinkAgent>>, published: Published) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("observe".into())
+        .spawn(move || {
+            loop {
+                let snap = Arc::new(observe(&agent));
+                *published
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = snap;
+                std::thread::sleep(OBSERVE_EVERY);
+            }
+        })
+        .map(|_| ())
 }
 
 fn lock(agent: &Mutex<UplinkAgent>) -> std::sync::MutexGuard<'_, UplinkAgent> {
@@ -84,29 +211,37 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let Some(ordinal) = ordinal_from_pod_name(&cli.pod_name) else {
         bail!("POD_NAME {:?} does not end in -<ordinal>", cli.pod_name);
     };
-    // DNAT to the targets forwards packets from wg-uplink to the pod network.
-    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
-        tracing::warn!(error = %e, "cannot enable IPv4 forwarding in the pod's namespace");
+    // DNAT to the targets forwards packets from wg-uplink to the pod network. In a pod the
+    // init step turned it on (/proc/sys is read-only here); elsewhere, try.
+    if !uplink::pod_init::forwarding_enabled()
+        && let Err(e) = uplink::pod_init::enable_forwarding()
+    {
+        tracing::warn!(error = %e, "IPv4 forwarding is off and cannot be turned on: forwards will not work");
     }
     let identity = Identity {
         ordinal,
         keys_dir: cli.keys_dir.clone(),
         interface: cli.interface.clone(),
+        ready_port: cli.ready_addr.port(),
     };
     tracing::info!(pod = %cli.pod_name, ordinal, config = %cli.config.display(), "uplink starting");
     let mut watch = Watch::new([cli.config.clone(), identity.key_path()]);
-    let agent = Arc::new(Mutex::new(UplinkAgent::new(identity)));
+    let agent = Arc::new(Mutex::new(UplinkAgent::new(identity.clone())));
     let draining = Arc::new(AtomicBool::new(false));
 
+    let published: Published = Arc::new(Mutex::new(Arc::new(observe(&agent))));
+    spawn_observer(Arc::clone(&agent), Arc::clone(&published)).context("observer thread")?;
     let listener =
         TcpListener::bind(cli.ready_addr).with_context(|| format!("binding {}", cli.ready_addr))?;
-    uplink::http::serve(
+    uplink::http::spawn(
         listener,
         Probe {
-            agent: Arc::clone(&agent),
+            published,
             draining: Arc::clone(&draining),
         },
+        uplink::http::Limits::default(),
     )?;
+    let reconcile_every = Duration::from_secs(cli.reconcile_seconds.max(1));
 
     // Retry a failed apply with backoff even when nothing changed (e.g. DNS not ready yet).
     let mut retry_at: Option<Instant> = None;
@@ -116,10 +251,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let changed = watch.changed();
         let due = retry_at.is_some_and(|t| Instant::now() >= t);
         // Now and then, re-apply the same document: repairs drift, re-resolves the relay.
-        let reconcile = reconciled.elapsed() >= RECONCILE && lock(&agent).is_applied();
+        let reconcile = reconciled.elapsed() >= reconcile_every && lock(&agent).is_applied();
         if changed || due || reconcile {
             reconciled = Instant::now();
-            let result = lock(&agent).apply_file(&cli.config);
+            // Files and DNS first, with no lock held: /ready never waits on them.
+            let prepared = Prepared::load(&identity, &cli.config);
+            let result = lock(&agent).commit(prepared);
             match result {
                 Ok(()) => {
                     retry_at = None;

@@ -14,14 +14,27 @@ use uplink::nat::{self, NatSpec};
 const REFERENCE: &str = r#"table ip uplink {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
-		iifname "wg-uplink" tcp dport 8080 dnat to 10.1.2.3:80
-		iifname "wg-uplink" udp dport 5353 dnat to 10.1.2.3:53
+		iifname "wg-uplink" ip daddr 10.200.0.2 tcp dport 8080 dnat to 10.1.2.3:80
+		iifname "wg-uplink" ip daddr 10.200.0.2 udp dport 5353 dnat to 10.1.2.3:53
 		iifname != "wg-uplink" tcp dport 40600 dnat to 10.200.0.1:40600
 	}
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
 		ip saddr 10.200.0.0/20 oifname != "wg-uplink" masquerade
 		oifname "wg-uplink" masquerade
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		iifname "wg-uplink" ct status dnat accept
+		iifname != "wg-uplink" oifname "wg-uplink" ct status dnat accept
+	}
+	chain input {
+		type filter hook input priority filter; policy accept;
+		iifname "wg-uplink" ct state established,related accept
+		iifname "wg-uplink" ct status dnat accept
+		iifname "wg-uplink" tcp dport 40500 accept
+		iifname "wg-uplink" drop
 	}
 }
 "#;
@@ -52,7 +65,9 @@ fn nat_table_matches_what_nft_loads() {
     let theirs = Netns::new("nat-nft").unwrap();
     let spec = NatSpec {
         interface: "wg-uplink".into(),
+        address: Ipv4Addr::new(10, 200, 0, 2),
         network: "10.200.0.0/20".parse().unwrap(),
+        ready_port: 40500,
         forwards: vec![
             Forward {
                 protocol: Protocol::Tcp,
@@ -241,14 +256,18 @@ fn uplink_recovers_from_relay_restart_and_drift_and_the_relay_follows_its_file()
     );
     assert_eq!(lab.ready(0).0, 200, "a peer rename keeps the session");
 
-    // Drift: the NAT table disappears. /ready says so at once, and the agent repairs it.
+    // Drift: the NAT table disappears. /ready says so with the next snapshot (published each
+    // second, so /ready never waits on netlink), and the agent repairs it.
     lab.pods[0]
         .run(&["nft", "delete", "table", "ip", "uplink"])
         .unwrap();
-    let (code, body) = lab.ready(0);
-    assert_eq!(
-        (code, body.trim()),
-        (503, "forwarding rules are not in place")
+    wait_until(
+        "/ready to report the missing table",
+        Duration::from_secs(5),
+        || {
+            let (code, body) = lab.ready(0);
+            (code, body.trim()) == (503, "forwarding rules are not in place")
+        },
     );
     wait_until("the table to be repaired", Duration::from_secs(45), || {
         lab.ready(0).0 == 200

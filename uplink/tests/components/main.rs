@@ -10,3 +10,7 @@ mod agents;
 mod data_path;
 mod interop;
 mod offload_path;
+mod trust_forward;
+mod trust_http;
+mod trust_least_privilege;
+mod trust_ready;
