@@ -28,13 +28,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
-use testbed::apiserver::ApiServer;
 use tunnel::crd::{EdgeNode, PortBinding};
 
 use enroll_support::{Network, serve_greeting};
 use operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready,
-    relay_loopback_into, service, ssh_secret,
+    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready, service,
+    ssh_secret,
 };
 
 fn connects(addr: (std::net::Ipv4Addr, u16)) -> bool {
@@ -68,16 +67,16 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(50);
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
-    let Network {
-        internet,
-        vps,
-        cluster,
-        pods,
-    } = Network::new(1);
-    relay_loopback_into(&internet, operator_support::api_port(&server));
+    let (
+        server,
+        client,
+        Network {
+            internet,
+            vps,
+            cluster,
+            pods,
+        },
+    ) = operator_support::start_bed(1).await;
     serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
     service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
     let dirs = artefact_dirs();

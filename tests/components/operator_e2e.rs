@@ -10,14 +10,13 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use testbed::apiserver::ApiServer;
 use testbed::netns::Netns;
 use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::enroll_support::{Network, serve_greeting};
 use crate::operator_support::{
     Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, condition, events_of, eventually,
-    in_ns, namespace, node_ready, relay_loopback_into, service, ssh_secret,
+    in_ns, namespace, node_ready, service, ssh_secret,
 };
 
 const LONG: Duration = Duration::from_secs(180);
@@ -114,16 +113,16 @@ fn until_in(ns: &Netns, f: impl Fn() -> bool + Send) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readme_examples_are_served_through_the_running_operator() {
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
-    let Network {
-        internet,
-        vps,
-        cluster,
-        pods,
-    } = Network::new(2);
-    relay_loopback_into(&internet, crate::operator_support::api_port(&server));
+    let (
+        server,
+        client,
+        Network {
+            internet,
+            vps,
+            cluster,
+            pods,
+        },
+    ) = crate::operator_support::start_bed(2).await;
 
     // The targets, in the cluster: my-web (Example 1), internal-ingress with PROXY protocol
     // and a DNS-like UDP echo (Example 2), and a long-lived echo for the session test.

@@ -10,14 +10,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use kube::api::Api;
-use testbed::apiserver::ApiServer;
 use testbed::vps::{Vps, VpsOptions};
 use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::enroll_support::{Network, serve_greeting};
 use crate::operator_support::{
     Operator, Uplinks, apply_yaml, artefact_dirs, events_of, eventually, in_ns, node_ready,
-    relay_loopback_into, service, ssh_secret,
+    service, ssh_secret,
 };
 
 const LONG: Duration = Duration::from_secs(180);
@@ -45,17 +44,17 @@ fn binding_yaml(name: &str, node: &str, port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_failing_edge_node_never_stops_the_others() {
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
-    let Network {
-        internet,
-        vps: vps_a,
-        cluster,
-        pods,
-    } = Network::new(2);
+    let (
+        server,
+        client,
+        Network {
+            internet,
+            vps: vps_a,
+            cluster,
+            pods,
+        },
+    ) = crate::operator_support::start_bed(2).await;
     let mut vps_b = Vps::boot(&internet, &VpsOptions::default()).unwrap();
-    relay_loopback_into(&internet, crate::operator_support::api_port(&server));
     serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
     service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
 

@@ -49,6 +49,18 @@ pub fn relay_loopback_into(ns: &Netns, port: u16) {
     });
 }
 
+/// The start of every operator test: a real API server with the CRDs, a client, and the
+/// internet/VPS/cluster/pods network with the API server reachable from the internet
+/// namespace (where the operator runs).
+pub async fn start_bed(pods: usize) -> (ApiServer, Client, crate::enroll_support::Network) {
+    let server = ApiServer::start().await.unwrap();
+    server.install_crds(&tunnel::crd::crds()).await.unwrap();
+    let client = server.client().await.unwrap();
+    let net = crate::enroll_support::Network::new(pods);
+    relay_loopback_into(&net.internet, api_port(&server));
+    (server, client, net)
+}
+
 /// The port of the API server's URL.
 pub fn api_port(server: &ApiServer) -> u16 {
     server.url().rsplit(':').next().unwrap().parse().unwrap()

@@ -13,7 +13,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use rustls::pki_types::ServerName;
-use testbed::apiserver::ApiServer;
 use testbed::netns::Netns;
 use tunnel::crd::{EdgeNode, PortBinding};
 
@@ -22,7 +21,7 @@ use crate::edge_support::{client_cert, leaf, pki};
 use crate::enroll_support::{Network, serve_greeting};
 use crate::operator_support::{
     Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, eventually, in_ns, namespace,
-    node_ready, relay_loopback_into, service, ssh_secret,
+    node_ready, service, ssh_secret,
 };
 
 const LONG: Duration = Duration::from_secs(180);
@@ -119,16 +118,16 @@ async fn tls_secret(client: &kube::Client, name: &str, cert: &str, key: &str, ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readme_tls_examples_and_a_certificate_rotation() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
-    let Network {
-        internet,
-        vps,
-        cluster,
-        pods,
-    } = Network::new(3);
-    relay_loopback_into(&internet, crate::operator_support::api_port(&server));
+    let (
+        server,
+        client,
+        Network {
+            internet,
+            vps,
+            cluster,
+            pods,
+        },
+    ) = crate::operator_support::start_bed(3).await;
 
     let web = pki(&["web.example.test"]);
     let grpc = pki(&["grpc.example.test"]);
