@@ -133,6 +133,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         restarts: actors::restarts::RestartPolicy::default(),
         fault_panic,
         uplink_log,
+        allow_restricted_targets: args.allow_restricted_targets,
     });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// How often every EdgeNode is checked for drift on its VPS (Go duration).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_period: Duration,
+    /// Let raw `target.address`es be loopback, link-local (cloud metadata) or the API
+    /// server's ClusterIP; refused (`RestrictedTarget`) otherwise.
+    #[arg(long)]
+    pub allow_restricted_targets: bool,
     /// Test only: the EdgeNode actor of `namespace/name` panics at the start of every pass
     /// (proves crash isolation; a panic is a fault no real component can be made to produce).
     #[arg(long, hide = true)]

@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
-use crate::crd::{EdgeNode, EdgeNodeStatus, UplinkStatus};
+use crate::crd::{EdgeNode, EdgeNodeStatus, FromKind, Reference, ToKind, UplinkStatus};
 use crate::enroll::{Carried, DesiredState, HostTuning, PassReport, Request};
 use crate::hash::sha256_hex;
 use crate::plan::{self, Layout, NodeInput, PlanInput, PortBindingInput};
@@ -429,7 +429,12 @@ async fn prepare(ctx: &Context, node: &EdgeNode) -> PrepareResult {
         keys: key_set.keys.clone(),
         layout: Layout::default(),
     };
-    let resolver = StoreResolver::new(ctx.stores.services.clone(), ctx.stores.secrets.clone());
+    let resolver = StoreResolver::new(
+        ctx.stores.services.clone(),
+        ctx.stores.secrets.clone(),
+        &ctx.stores.grants,
+        ctx.allow_restricted_targets,
+    );
     let plan = plan::plan(&input, &resolver).map_err(|e| no_reports(e.into()))?;
     let reports: BTreeMap<ObjectKey, PortBindingReport> = generations
         .iter()
@@ -535,6 +540,25 @@ fn target_of(ctx: &Context, node: &EdgeNode) -> Result<Target, ReconcileError> {
     let secret_ref = &node.spec.ssh.secret_ref;
     let secret_ns = secret_ref.namespace_or(&ns);
     let secret_name = format!("{secret_ns}/{}", secret_ref.name);
+    let reference = Reference {
+        from_kind: FromKind::EdgeNode,
+        from_namespace: &ns,
+        to_kind: ToKind::Secret,
+        to_namespace: secret_ns,
+        to_name: &secret_ref.name,
+    };
+    let resolver = StoreResolver::new(
+        ctx.stores.services.clone(),
+        ctx.stores.secrets.clone(),
+        &ctx.stores.grants,
+        ctx.allow_restricted_targets,
+    );
+    if !crate::plan::Resolver::reference_allowed(&resolver, &reference) {
+        return Err(ReconcileError::SshSecretNotGranted {
+            secret: secret_name,
+            namespace: ns.clone(),
+        });
+    }
     let secret = ctx
         .stores
         .secrets

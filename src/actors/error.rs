@@ -43,6 +43,16 @@ pub enum ReconcileError {
         /// `namespace/name`.
         secret: String,
     },
+    /// The SSH Secret is in another namespace that grants this EdgeNode's namespace nothing.
+    #[error(
+        "SSH Secret {secret} is in another namespace, which has no ReferenceGrant from EdgeNodes in {namespace} to Secrets"
+    )]
+    SshSecretNotGranted {
+        /// `namespace/name`.
+        secret: String,
+        /// The EdgeNode's namespace.
+        namespace: String,
+    },
     /// The SSH Secret is unusable (no key, a malformed key, bad knownHosts).
     #[error("SSH Secret {secret}: {source}")]
     SshSecret {
@@ -88,6 +98,7 @@ impl ReconcileError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::SshSecretNotFound { .. } => "SSHSecretNotFound",
+            Self::SshSecretNotGranted { .. } => "ReferenceNotGranted",
             Self::SshSecret { source, .. } | Self::SshSettings(source) => source.category(),
             Self::Keys(e) => e.category(),
             Self::Plan(e) => e.category(),
@@ -116,6 +127,10 @@ mod tests {
             },
             ReconcileError::SshSettings(SshError::Settings("x".into())),
             ReconcileError::SessionGone,
+            ReconcileError::SshSecretNotGranted {
+                secret: "other/s".into(),
+                namespace: "d".into(),
+            },
             ReconcileError::Api {
                 step: ApiStep::Workload,
                 what: "applying".into(),

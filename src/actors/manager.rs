@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
-use crate::crd::{EdgeNode, PortBinding};
+use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
 
 use super::edge_node::{EdgeNodeActor, NodeMsg};
 use super::index::{self, ObjectKey};
@@ -43,6 +43,8 @@ pub enum ManagerMsg {
     Secret(ObjectKey),
     /// A Service changed or went.
     Service(ObjectKey),
+    /// A ReferenceGrant changed or went: every EdgeNode plans again.
+    Grant,
     /// An uplink StatefulSet went (someone deleted it: re-apply).
     StatefulSetGone(ObjectKey),
     /// A watch relisted: these are all the objects of that kind.
@@ -235,18 +237,30 @@ impl Actor for Manager {
                 _ => Vec::new(),
             },
         );
+        let (grants, t6) = pump(
+            Api::<ReferenceGrant>::all(client.clone()),
+            cfg(),
+            ready.clone(),
+            myself.clone(),
+            |e| match e {
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::Grant],
+                _ => Vec::new(),
+            },
+        );
         let stores = Stores {
             edge_nodes,
             port_bindings,
             secrets,
             services,
             stateful_sets,
+            grants,
         };
         stores.edge_nodes.wait_until_ready().await?;
         stores.port_bindings.wait_until_ready().await?;
         stores.secrets.wait_until_ready().await?;
         stores.services.wait_until_ready().await?;
         stores.stateful_sets.wait_until_ready().await?;
+        stores.grants.wait_until_ready().await?;
         info!("watch caches filled");
         let ctx = Arc::new(make_context(stores));
         let (edge_nodes, _) = Actor::spawn_linked(
@@ -271,7 +285,7 @@ impl Actor for Manager {
             port_bindings,
             node_seen: BTreeMap::new(),
             pb_seen: BTreeMap::new(),
-            tasks: vec![t1, t2, t3, t4, t5],
+            tasks: vec![t1, t2, t3, t4, t5, t6],
         })
     }
 
@@ -377,6 +391,11 @@ impl Actor for Manager {
             ManagerMsg::Service(key) => {
                 for node in index::users_of_service(&key, &state.ctx.stores.port_bindings.state()) {
                     changed(&state.ctx, &node);
+                }
+            }
+            ManagerMsg::Grant => {
+                for node in state.ctx.stores.edge_nodes.state() {
+                    changed(&state.ctx, &ObjectKey::of(node.as_ref()));
                 }
             }
             ManagerMsg::StatefulSetGone(sts) => {

@@ -36,7 +36,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
-use crate::crd::{EdgeNode, PortBinding};
+use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
 use crate::enroll::{Arch, Blob, EnvoyInstall};
 
 pub use index::ObjectKey;
@@ -65,6 +65,8 @@ pub struct Stores {
     pub services: Store<Service>,
     /// The uplink StatefulSets.
     pub stateful_sets: Store<StatefulSet>,
+    /// ReferenceGrants: which cross-namespace references each namespace allows.
+    pub grants: Store<ReferenceGrant>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -111,6 +113,8 @@ pub struct Context {
     pub fault_panic: Option<ObjectKey>,
     /// `LOG_FORMAT` and `LOG_LEVEL` given to the uplink pods.
     pub uplink_log: (String, String),
+    /// `--allow-restricted-targets`: raw targets may be loopback, link-local or the API server.
+    pub allow_restricted_targets: bool,
 }
 
 impl std::fmt::Debug for Context {

@@ -1,18 +1,23 @@
 //! The planner's [`Resolver`] over the operator's reflector stores: a target Service's
-//! ClusterIP (by port number or by the name of one of its ports) and a TLS Secret's keys.
+//! ClusterIP (by port number), a TLS Secret's keys, whether a reference to another namespace
+//! is granted there (ReferenceGrants), and which raw target addresses are refused (loopback,
+//! link-local, the API server's ClusterIP) unless `--allow-restricted-targets`.
 
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::plan::{Resolver, ServiceLookup, TlsSecret};
+use crate::crd::{GrantInput, Reference, ReferenceGrant, reference_allowed};
+use crate::plan::{Resolver, ServiceLookup, TargetPolicy, TlsSecret};
 
 /// Reads Services and Secrets from the watch caches.
 #[derive(Clone)]
 pub struct StoreResolver {
     services: Store<Service>,
     secrets: Store<Secret>,
+    grants: Vec<GrantInput>,
+    policy: TargetPolicy,
 }
 
 impl std::fmt::Debug for StoreResolver {
@@ -22,9 +27,34 @@ impl std::fmt::Debug for StoreResolver {
 }
 
 impl StoreResolver {
-    /// A resolver over these stores.
-    pub fn new(services: Store<Service>, secrets: Store<Secret>) -> Self {
-        Self { services, secrets }
+    /// A resolver over these stores; `allow_restricted` is `--allow-restricted-targets`.
+    pub fn new(
+        services: Store<Service>,
+        secrets: Store<Secret>,
+        grants: &Store<ReferenceGrant>,
+        allow_restricted: bool,
+    ) -> Self {
+        let grants = grants
+            .state()
+            .iter()
+            .filter_map(|g| GrantInput::from_object(g))
+            .collect();
+        let api_server = services
+            .get(&ObjectRef::new("kubernetes").within("default"))
+            .and_then(|s| s.spec.clone())
+            .and_then(|s| s.cluster_ip)
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .into_iter()
+            .collect();
+        Self {
+            services,
+            secrets,
+            grants,
+            policy: TargetPolicy {
+                allow_restricted,
+                api_server,
+            },
+        }
     }
 }
 
@@ -73,6 +103,14 @@ pub fn tls_of(secret: &Secret) -> TlsSecret {
 }
 
 impl Resolver for StoreResolver {
+    fn reference_allowed(&self, reference: &Reference<'_>) -> bool {
+        reference_allowed(reference, &self.grants)
+    }
+
+    fn target_policy(&self) -> TargetPolicy {
+        self.policy.clone()
+    }
+
     fn service(&self, namespace: &str, name: &str, port: u16) -> ServiceLookup {
         let found = self.services.get(&ObjectRef::new(name).within(namespace));
         lookup(found.as_deref(), port)
@@ -118,6 +156,40 @@ mod tests {
         let pending = service("metadata: {name: web}\nspec: {ports: [{port: 80}]}");
         assert_eq!(lookup(Some(&pending), 80), ServiceLookup::Headless);
         assert_eq!(lookup(None, 80), ServiceLookup::NotFound);
+    }
+
+    #[test]
+    fn grants_and_the_api_server_address_come_from_the_stores() {
+        use crate::crd::{FromKind, ToKind};
+        use kube::runtime::{reflector, watcher};
+        let (services, mut services_w) = reflector::store::<Service>();
+        let (secrets, _secrets_w) = reflector::store::<Secret>();
+        let (grants, mut grants_w) = reflector::store::<ReferenceGrant>();
+        services_w.apply_watcher_event(&watcher::Event::Apply(service(
+            "metadata: {name: kubernetes, namespace: default}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 443}]}",
+        )));
+        let grant: ReferenceGrant = serde_yaml::from_str(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: certs}\nspec:\n  from: [{kind: PortBinding, namespace: apps}]\n  to: [{kind: Secret}]\n",
+        )
+        .unwrap();
+        grants_w.apply_watcher_event(&watcher::Event::Apply(grant));
+        let r = StoreResolver::new(services, secrets, &grants, false);
+        let to_certs = |from| Reference {
+            from_kind: FromKind::PortBinding,
+            from_namespace: from,
+            to_kind: ToKind::Secret,
+            to_namespace: "certs",
+            to_name: "tls",
+        };
+        assert!(r.reference_allowed(&to_certs("apps")));
+        assert!(!r.reference_allowed(&to_certs("other")));
+        let policy = r.target_policy();
+        assert_eq!(
+            policy.api_server,
+            vec!["10.96.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert!(policy.restriction("10.96.0.1".parse().unwrap()).is_some());
+        assert!(policy.restriction("10.96.0.53".parse().unwrap()).is_none());
     }
 
     #[test]

@@ -6,5 +6,6 @@
 
 mod chart;
 mod crd_admission;
+mod operator_run;
 mod trust_names;
 mod workload;

@@ -1,23 +1,17 @@
-//! `tunnel run` against a real API server: refuses clearly without the CRDs, becomes ready
-//! with them, sees the resources, and stops cleanly on SIGTERM.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `tunnel run` against a real API server: refuses clearly without its agent binaries and
+//! without the CRDs, becomes ready with them, acts on an EdgeNode created afterwards (its
+//! finalizer, and a condition naming the missing SSH Secret), every log line JSON, and stops
+//! cleanly on SIGTERM.
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::api::{Api, DynamicObject, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, PostParams};
 use testbed::apiserver::ApiServer;
+use testbed::free_port;
 use testbed::process::Process;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testbed::wait::wait_until;
+use tunnel::crd::EdgeNode;
 
 fn probe(port: u16, path: &str) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -29,25 +23,41 @@ fn probe(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(60), f);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
     let server = ApiServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // The relay agent it would push (never run here: no VPS in this test).
+    let agents = dir.path().join("tunnelctl");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(agents.join("tunnelctl-linux-amd64"), b"relay agent").unwrap();
+    let agents = agents.to_str().unwrap().to_owned();
+
+    // Without the agent binaries: a clear error naming the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"))
+        .args(["run", "--tunnelctl-dir", dir.path().to_str().unwrap()])
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[TunnelctlMissing]") && stderr.contains("--tunnelctl-dir"),
+        "{stderr}"
+    );
 
     // Without the CRDs: a clear error, non-zero exit.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"))
         .args([
             "run",
+            "--tunnelctl-dir",
+            &agents,
             "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", free_port().unwrap()),
         ])
         .env("KUBECONFIG", server.kubeconfig_path())
         .env("LOG_FORMAT", "text")
@@ -71,13 +81,15 @@ async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
 
     // With the CRDs: ready, and it sees an EdgeNode created afterwards.
     server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let port = free_port();
+    let port = free_port().unwrap();
     let log = dir.path().join("operator.log");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"));
     cmd.args([
         "run",
+        "--tunnelctl-dir",
+        &agents,
         "--health-probe-bind-address",
-        &format!("127.0.0.1:{port}"),
+        &format!(":{port}"),
     ])
     .env("KUBECONFIG", server.kubeconfig_path())
     .env("LOG_FORMAT", "json");
@@ -88,24 +100,41 @@ async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
     assert!(probe(port, "/healthz").unwrap().starts_with("HTTP/1.1 200"));
 
     let client = server.client().await.unwrap();
-    let res = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("tunnel.achetronic.com", "v1alpha1", "EdgeNode"),
-        "edgenodes",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &res);
-    let node: DynamicObject = serde_json::from_value(serde_json::json!({
+    let api: Api<EdgeNode> = Api::namespaced(client, "default");
+    let node: EdgeNode = serde_json::from_value(serde_json::json!({
         "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
         "metadata": {"name": "edge-node", "namespace": "default"},
         "spec": {"address": "203.0.113.10", "ssh": {"secretRef": {"name": "vps-ssh-secret"}}}
     }))
     .unwrap();
     api.create(&PostParams::default(), &node).await.unwrap();
-    wait_for("the EdgeNode in the log", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.contains("EdgeNode seen") && l.contains("203.0.113.10"))
-    });
+    let mut seen = None;
+    for _ in 0..120 {
+        let n = api.get("edge-node").await.unwrap();
+        let ready = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        if let Some(c) = ready {
+            seen = Some((n.metadata.finalizers.unwrap_or_default(), c));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (finalizers, ready) = seen.expect("the operator wrote the EdgeNode's status");
+    assert_eq!(
+        finalizers,
+        vec!["tunnel.achetronic.com/teardown".to_owned()]
+    );
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SSHSecretNotFound")
+    );
+    assert!(
+        ready.message.contains("default/vps-ssh-secret"),
+        "{}",
+        ready.message
+    );
     // Every log line is JSON.
     for line in std::fs::read_to_string(&log).unwrap().lines() {
         serde_json::from_str::<serde_json::Value>(line)
