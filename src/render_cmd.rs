@@ -271,20 +271,7 @@ pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
     let port_bindings: Vec<PortBindingInput> = inputs
         .port_bindings
         .iter()
-        .map(|pb| PortBindingInput {
-            namespace: pb
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            name: pb.metadata.name.clone().unwrap_or_default(),
-            created: pb
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second()),
-            spec: pb.spec.clone(),
-        })
+        .map(|pb| PortBindingInput::of(pb, "default"))
         .collect();
     let mut out = String::new();
     for node in &inputs.nodes {

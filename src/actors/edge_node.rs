@@ -404,16 +404,7 @@ async fn prepare(ctx: &Context, node: &EdgeNode) -> PrepareResult {
     // 3. The plan, with targets resolved from the caches.
     let port_bindings = ctx.stores.port_bindings.state();
     let inputs: Vec<PortBindingInput> = index::port_bindings_of(&key, &port_bindings)
-        .map(|pb| PortBindingInput {
-            namespace: pb.namespace().unwrap_or_default(),
-            name: pb.name_any(),
-            created: pb
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second()),
-            spec: pb.spec.clone(),
-        })
+        .map(|pb| PortBindingInput::of(pb, &key.namespace))
         .collect();
     let generations: BTreeMap<ObjectKey, Option<i64>> =
         index::port_bindings_of(&key, &port_bindings)

@@ -35,6 +35,27 @@ pub struct PortBindingInput {
     pub spec: PortBindingSpec,
 }
 
+impl PortBindingInput {
+    /// What the planner reads of a PortBinding object; `default_namespace` stands in for a
+    /// missing namespace (local files given to `tunnel render`).
+    pub fn of(pb: &crate::crd::PortBinding, default_namespace: &str) -> Self {
+        Self {
+            namespace: pb
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| default_namespace.to_owned()),
+            name: pb.metadata.name.clone().unwrap_or_default(),
+            created: pb
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            spec: pb.spec.clone(),
+        }
+    }
+}
+
 /// A TLS Secret reference, resolved to a namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SecretKey {
