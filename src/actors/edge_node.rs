@@ -294,10 +294,16 @@ async fn start_pass(
     if node.metadata.deletion_timestamp.is_some() {
         return start_teardown(myself, state, node, &api).await;
     }
-    if !node.finalizers().iter().any(|f| f == FINALIZER) {
-        set_finalizer(&api, &key.name, true).await?;
-    }
-    match prepare(&ctx, &node).await {
+    let finalized = if node.finalizers().iter().any(|f| f == FINALIZER) {
+        Ok(())
+    } else {
+        set_finalizer(&api, &key.name, true).await
+    };
+    let prepared = match finalized {
+        Ok(()) => prepare(&ctx, &node).await,
+        Err(e) => Err((e, BTreeMap::new())),
+    };
+    match prepared {
         Ok((prepared, target, desired, request)) => {
             let ssh = session_actor(myself, state).await?;
             state.in_flight = Some(InFlight::Converge(Box::new(prepared)));
@@ -349,7 +355,8 @@ async fn prepare(ctx: &Context, node: &EdgeNode) -> PrepareResult {
     let no_reports = |e: ReconcileError| (e, BTreeMap::new());
     let key = ObjectKey::of(node);
     // 1. Credentials.
-    let target = target_of(ctx, node).map_err(no_reports)?;
+    let resolver = ctx.resolver();
+    let target = target_of(ctx, &resolver, node).map_err(no_reports)?;
     // 2. Keys, in their Secrets (and the uplink namespace they live in).
     let uplink_ns = node.spec.uplink.namespace.clone();
     let replicas = u32::try_from(node.spec.uplink.replicas.max(1)).unwrap_or(1);
@@ -420,12 +427,6 @@ async fn prepare(ctx: &Context, node: &EdgeNode) -> PrepareResult {
         keys: key_set.keys.clone(),
         layout: Layout::default(),
     };
-    let resolver = StoreResolver::new(
-        ctx.stores.services.clone(),
-        ctx.stores.secrets.clone(),
-        &ctx.stores.grants,
-        ctx.allow_restricted_targets,
-    );
     let plan = plan::plan(&input, &resolver).map_err(|e| no_reports(e.into()))?;
     let reports: BTreeMap<ObjectKey, PortBindingReport> = generations
         .iter()
@@ -526,7 +527,11 @@ async fn prepare(ctx: &Context, node: &EdgeNode) -> PrepareResult {
 }
 
 /// The SSH target from the EdgeNode's spec and its Secret.
-fn target_of(ctx: &Context, node: &EdgeNode) -> Result<Target, ReconcileError> {
+fn target_of(
+    ctx: &Context,
+    resolver: &StoreResolver,
+    node: &EdgeNode,
+) -> Result<Target, ReconcileError> {
     let ns = node.namespace().unwrap_or_default();
     let secret_ref = &node.spec.ssh.secret_ref;
     let secret_ns = secret_ref.namespace_or(&ns);
@@ -538,13 +543,7 @@ fn target_of(ctx: &Context, node: &EdgeNode) -> Result<Target, ReconcileError> {
         to_namespace: secret_ns,
         to_name: &secret_ref.name,
     };
-    let resolver = StoreResolver::new(
-        ctx.stores.services.clone(),
-        ctx.stores.secrets.clone(),
-        &ctx.stores.grants,
-        ctx.allow_restricted_targets,
-    );
-    if !crate::plan::Resolver::reference_allowed(&resolver, &reference) {
+    if !crate::plan::Resolver::reference_allowed(resolver, &reference) {
         return Err(ReconcileError::SshSecretNotGranted {
             secret: secret_name,
             namespace: ns.clone(),
@@ -597,7 +596,7 @@ async fn start_teardown(
         info!(node = %state.key, "skip-deprovision: leaving the VPS as it is");
         return finish_deletion(state, &node, api).await;
     }
-    match target_of(&state.ctx, &node) {
+    match target_of(&state.ctx, &state.ctx.resolver(), &node) {
         Ok(target) => {
             let ssh = session_actor(myself, state).await?;
             state.in_flight = Some(InFlight::Teardown(node));

@@ -137,6 +137,17 @@ impl Context {
         format!("{}/{kind}", self.prefix)
     }
 
+    /// The planner's view of the caches for one pass (grants and the API server's address
+    /// read once).
+    pub fn resolver(&self) -> resolver::StoreResolver {
+        resolver::StoreResolver::new(
+            self.stores.services.clone(),
+            self.stores.secrets.clone(),
+            &self.stores.grants,
+            self.allow_restricted_targets,
+        )
+    }
+
     /// Publishes an Event on `object`; a failure is logged, never fatal.
     pub async fn publish(
         &self,
