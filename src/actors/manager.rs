@@ -1,9 +1,9 @@
 //! The Manager, root of the tree: it runs the reflectors (EdgeNodes, PortBindings, Secrets,
-//! Services, uplink StatefulSets), waits until every cache is filled, spawns the two
-//! supervisors, and turns watch events into messages: EdgeNode and PortBinding changes go to
-//! their supervisor (only when the spec, the annotations or the deletion state changed, so
-//! our own status writes never loop), Secret and Service changes go through the reference
-//! index to the EdgeNodes that use them.
+//! Services, uplink StatefulSets, ReferenceGrants), waits until every cache is filled, spawns
+//! the two supervisors, and turns watch events into messages: EdgeNode and PortBinding changes
+//! go to their supervisor (only when the spec, the annotations or the deletion state changed,
+//! so our own status writes never loop), Secret and Service changes go through the reference
+//! index to the EdgeNodes that use them, and a grant change to every EdgeNode.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

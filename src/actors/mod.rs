@@ -2,7 +2,7 @@
 //! reflectors.
 //!
 //! ```text
-//! Manager ─ watches (reflectors: EdgeNodes, PortBindings, Secrets, Services, StatefulSets)
+//! Manager ─ reflectors: EdgeNodes, PortBindings, Secrets, Services, StatefulSets, grants
 //!   ├─ EdgeNode supervisor ─ EdgeNode actor per EdgeNode ─ SSH session actor
 //!   └─ PortBinding supervisor ─ PortBinding actor per PortBinding
 //! ```
