@@ -11,6 +11,7 @@ use backon::{ExponentialBuilder, Retryable};
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
 use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::SshError;
@@ -60,16 +61,30 @@ impl Output {
     }
 }
 
-/// The russh handler: verifies the server's host key against `knownHosts`.
+/// The russh handler: verifies the server's host key against `knownHosts`, and signals
+/// `lost` when an established connection ends (keepalives unanswered, reset, server gone).
 struct Verifier {
     host: String,
     port: u16,
     known_hosts: Option<KnownHosts>,
     insecure: bool,
+    lost: Arc<Notify>,
 }
 
 impl client::Handler for Verifier {
     type Error = SshError;
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        debug!(host = %self.host, port = self.port, "SSH connection ended");
+        self.lost.notify_waiters();
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            client::DisconnectReason::Error(e) => Err(e),
+        }
+    }
 
     async fn check_server_key(
         &mut self,
@@ -134,6 +149,7 @@ pub struct Session {
     credentials: Credentials,
     handle: Option<Handle<Verifier>>,
     log: CommandLog,
+    lost: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Session {
@@ -160,6 +176,7 @@ impl Session {
             credentials,
             handle: None,
             log: CommandLog::new(),
+            lost: Arc::new(Notify::new()),
         };
         session.reconnect().await?;
         Ok(session)
@@ -173,6 +190,14 @@ impl Session {
     /// The settings this session was made with.
     pub fn options(&self) -> &SshOptions {
         &self.options
+    }
+
+    /// Wakes whoever waits on it (`notify_waiters`: nothing is stored for later) each time an
+    /// established connection of this session ends: unanswered keepalives, a reset, the
+    /// server going away, or [`Session::close`]. Lets the owner notice a VPS that went down
+    /// between passes instead of at the next one.
+    pub fn lost(&self) -> Arc<Notify> {
+        self.lost.clone()
     }
 
     /// Whether the connection is open right now.
@@ -195,7 +220,8 @@ impl Session {
         }
         let options = &self.options;
         let credentials = &self.credentials;
-        let attempt = || connect_once(options, credentials);
+        let lost = &self.lost;
+        let attempt = || connect_once(options, credentials, lost.clone());
         let handle = attempt
             .retry(
                 ExponentialBuilder::default()
@@ -318,6 +344,7 @@ fn require_success(script: &Script, out: Output) -> Result<Output, SshError> {
 async fn connect_once(
     options: &SshOptions,
     credentials: &Credentials,
+    lost: Arc<Notify>,
 ) -> Result<Handle<Verifier>, SshError> {
     let target = options.target();
     let mut preferred = russh::Preferred::default();
@@ -346,6 +373,7 @@ async fn connect_once(
         port: options.port,
         known_hosts: credentials.known_hosts.clone(),
         insecure: options.insecure_skip_host_key_verification,
+        lost,
     };
     let work = async {
         let stream = tokio::net::TcpStream::connect((options.host.as_str(), options.port))
