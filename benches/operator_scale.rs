@@ -75,15 +75,18 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// The `tunnel` process itself (the spawned `ip netns exec` and `env` exec into it).
+/// The `tunnel` process itself: the spawned `ip netns exec` and `env` exec into it, so it
+/// keeps the spawned PID once they have.
 fn operator_pid(spawned: u32) -> u32 {
-    let comm = std::fs::read_to_string(format!("/proc/{spawned}/comm")).unwrap_or_default();
-    assert_eq!(
-        comm.trim(),
-        "tunnel",
-        "the spawned process became the operator"
-    );
-    spawned
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let comm = std::fs::read_to_string(format!("/proc/{spawned}/comm")).unwrap_or_default();
+        if comm.trim() == "tunnel" {
+            return spawned;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("PID {spawned} never became the operator");
 }
 
 /// Samples the RSS peak of `pid` until stopped.

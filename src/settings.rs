@@ -139,9 +139,9 @@ fn per_arch(dir: &Path, stem: &str) -> Result<BTreeMap<Arch, Blob>, SettingsErro
     let mut found = BTreeMap::new();
     for (arch, suffix) in [(Arch::X86_64, "amd64"), (Arch::Aarch64, "arm64")] {
         let path = dir.join(format!("{stem}-linux-{suffix}"));
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                found.insert(arch, Blob::new(bytes));
+        match Blob::from_file(&path) {
+            Ok(blob) => {
+                found.insert(arch, blob);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(SettingsError::Read { path, source }),

@@ -268,13 +268,42 @@ impl Session {
         script: &Script,
         stdin: &[u8],
     ) -> Result<Output, SshError> {
+        self.run_with_reader(script, stdin, stdin.len() as u64)
+            .await
+    }
+
+    /// Runs `script` with the `len` bytes of `stdin` streamed to it (a large file is never
+    /// held in memory), and requires exit status 0.
+    pub async fn run_ok_with_reader<R>(
+        &mut self,
+        script: &Script,
+        stdin: R,
+        len: u64,
+    ) -> Result<Output, SshError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        let out = self.run_with_reader(script, stdin, len).await?;
+        require_success(script, out)
+    }
+
+    /// [`Session::run_with_stdin`] with stdin read from `stdin` (`len` bytes).
+    async fn run_with_reader<R>(
+        &mut self,
+        script: &Script,
+        stdin: R,
+        len: u64,
+    ) -> Result<Output, SshError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
         if !self.is_connected() {
             warn!(host = %self.options.target(), "SSH connection lost, reconnecting");
             self.reconnect().await?;
         }
         let target = self.options.target();
         let timeout = self.options.command_timeout;
-        debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = stdin.len(), "remote command");
+        debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = len, "remote command");
         // Opening the channel is retried once on a fresh connection: the command has not
         // started, so this cannot run it twice.
         let channel = match self.open_channel(timeout).await {
@@ -285,7 +314,7 @@ impl Session {
                 self.open_channel(timeout).await?
             }
         };
-        let result = tokio::time::timeout(timeout, exec(channel, script, stdin)).await;
+        let result = tokio::time::timeout(timeout, exec(channel, script, stdin, len)).await;
         let result = match result {
             Ok(r) => r.map_err(|e| e.at(&target)),
             Err(_) => Err(SshError::CommandTimeout {
@@ -302,7 +331,7 @@ impl Session {
         self.log.push(LoggedCommand {
             command: script.to_string(),
             access: script.access(),
-            stdin_bytes: stdin.len(),
+            stdin_bytes: usize::try_from(len).unwrap_or(usize::MAX),
             status: result.as_ref().ok().map(|o| o.status),
         });
         result
@@ -475,16 +504,19 @@ fn methods(set: &russh::MethodSet) -> String {
     set.iter().map(<&str>::from).collect::<Vec<_>>().join(", ")
 }
 
-async fn exec(
+async fn exec<R: tokio::io::AsyncRead + Unpin>(
     channel: russh::Channel<client::Msg>,
     script: &Script,
-    stdin: &[u8],
+    stdin: R,
+    len: u64,
 ) -> Result<Output, SshError> {
     channel.exec(true, script.as_str()).await?;
     let (mut read, write) = channel.split();
     let send = async {
-        if !stdin.is_empty() {
-            write.data(stdin).await?;
+        if len > 0 {
+            write
+                .data(tokio::io::AsyncReadExt::take(stdin, len))
+                .await?;
         }
         write.eof().await?;
         Ok::<_, SshError>(())
