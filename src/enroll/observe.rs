@@ -113,6 +113,19 @@ pub fn script() -> Result<Script, SshError> {
     ))
 }
 
+/// At most this much of a line the VPS sent goes into an error (and so into a status
+/// condition or an Event): the VPS is not trusted with their size.
+const QUOTED_CHARS: usize = 200;
+
+/// The start of `line`, cut to [`QUOTED_CHARS`] characters.
+fn quoted(line: &str) -> String {
+    let mut out: String = line.chars().take(QUOTED_CHARS).collect();
+    if out.len() < line.len() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// Parses the observation command's output.
 pub fn parse(output: &str) -> Result<Observed, EnrollError> {
     let mut observed = Observed::default();
@@ -123,7 +136,7 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
             "file" => {
                 let mut f = rest.splitn(3, ' ');
                 let (Some(mode), Some(sha256), Some(path)) = (f.next(), f.next(), f.next()) else {
-                    return Err(ObservationError::FileLine(line.to_owned()).into());
+                    return Err(ObservationError::FileLine(quoted(line)).into());
                 };
                 observed.files.insert(
                     path.to_owned(),
@@ -141,7 +154,7 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
                 let mut f = rest.splitn(3, ' ');
                 let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next())
                 else {
-                    return Err(ObservationError::UnitLine(line.to_owned()).into());
+                    return Err(ObservationError::UnitLine(quoted(line)).into());
                 };
                 observed.units.insert(
                     name.to_owned(),
