@@ -114,6 +114,12 @@ proptest! {
         ready in any::<bool>(),
     ) {
         let h = health::parse(&lines.join("\n"));
+        for unit in [&h.envoy, &h.relay].into_iter().flatten() {
+            prop_assert!(unit.active.chars().count() <= 203 && unit.enabled.chars().count() <= 203);
+        }
+        let long = format!("unit tunnel-relay.service {} {}\n", "a".repeat(50_000), "e ".repeat(50_000));
+        let relay = health::parse(&long).relay.unwrap();
+        prop_assert!(relay.active.len() <= 203 && relay.enabled.len() <= 203);
         if let Some(e) = &h.relay_status_error {
             prop_assert!(e.chars().count() < 400, "{} chars", e.chars().count());
         }
