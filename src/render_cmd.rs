@@ -4,8 +4,9 @@
 //! uplinks would get, then the outcome of every binding (planned, conflict, missing target,
 //! invalid).
 //!
-//! Private keys (PEM blocks in the SDS files, `privateKey` in `relay.json`) are redacted
-//! unless `--show-secrets`.
+//! Private keys are redacted unless `--show-secrets`, by the documents' structure rather than
+//! their lines: the SDS files' `private_key`, the agent documents' `privateKey`, and any string
+//! holding a PEM private key.
 //! WireGuard keys come from the `<node>-vps-key` and `<node>-uplink-keys` Secrets when they are
 //! among the inputs; otherwise fixed placeholder keys are used and the output says so.
 
@@ -339,7 +340,7 @@ pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
 fn print_file(out: &mut String, place: &str, file: &tunnel::plan::RenderedFile, show: bool) {
     let _ = writeln!(out, "# --- {place} {} (sha256 {})", file.path, file.sha256);
     let text = if file.secret && !show {
-        redact(&file.contents)
+        redact(&file.path, &file.contents)
     } else {
         file.contents.clone()
     };
@@ -349,42 +350,82 @@ fn print_file(out: &mut String, place: &str, file: &tunnel::plan::RenderedFile, 
     }
 }
 
-/// Hides private keys: the lines of PEM `PRIVATE KEY` blocks, and JSON `"privateKey"` values.
-fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_key = false;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim();
-        if trimmed.starts_with("-----BEGIN") && trimmed.contains("PRIVATE KEY") {
-            in_key = true;
-            let indent = &line[..line.len() - line.trim_start().len()];
-            out.push_str(indent);
-            out.push_str("<private key redacted; --show-secrets prints it>\n");
-            continue;
-        }
-        if in_key {
-            if trimmed.starts_with("-----END") {
-                in_key = false;
+/// What replaces a secret value.
+const REDACTED: &str = "<private key redacted; --show-secrets prints it>";
+/// Fields whose whole value is secret, wherever they are: Envoy's SDS `private_key`, the
+/// agent documents' `privateKey`.
+const SECRET_FIELDS: [&str; 2] = ["private_key", "privateKey"];
+
+/// Hides the secrets of a file by its structure, not its lines: the document is parsed (YAML,
+/// or JSON for `.json` files, key order kept), every [`SECRET_FIELDS`] value and every string
+/// holding a PEM private key is replaced by [`REDACTED`], and it is printed again in its
+/// format. A file that does not parse is not shown at all.
+fn redact(path: &str, text: &str) -> String {
+    let Ok(mut doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return format!("{REDACTED} (the whole file)\n");
+    };
+    hide_secrets(&mut doc);
+    let json = std::path::Path::new(path)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let printed = if json {
+        serde_json::to_string_pretty(&doc)
+            .map(|t| t + "\n")
+            .map_err(|_| ())
+    } else {
+        serde_yaml::to_string(&doc).map_err(|_| ())
+    };
+    printed.unwrap_or_else(|()| format!("{REDACTED} (the whole file)\n"))
+}
+
+fn hide_secrets(value: &mut serde_yaml::Value) {
+    use serde_yaml::Value;
+    match value {
+        Value::Mapping(map) => {
+            for (key, child) in map.iter_mut() {
+                if key.as_str().is_some_and(|k| SECRET_FIELDS.contains(&k)) {
+                    *child = Value::String(REDACTED.to_owned());
+                } else {
+                    hide_secrets(child);
+                }
             }
-            continue;
         }
-        if let Some(pos) = line.find("\"privateKey\": \"") {
-            let start = pos + "\"privateKey\": \"".len();
-            if let Some(len) = line[start..].find('"') {
-                out.push_str(&line[..start]);
-                out.push_str("<redacted>");
-                out.push_str(&line[start + len..]);
-                continue;
-            }
-        }
-        out.push_str(line);
+        Value::Sequence(items) => items.iter_mut().for_each(hide_secrets),
+        Value::Tagged(tagged) => hide_secrets(&mut tagged.value),
+        Value::String(s) if s.contains("PRIVATE KEY") => REDACTED.clone_into(s),
+        _ => {}
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_redacted_by_structure_whatever_their_layout() {
+        // A PEM on one line, a PEM with CRLF, a compact JSON document, an unknown field
+        // holding a PEM: none is found by looking at lines.
+        let sds = "resources:\n- name: x\n  tls_certificate:\n    certificate_chain:\n      inline_string: CERT-PUBLIC\n    private_key:\n      inline_string: '-----BEGIN PRIVATE KEY-----SECRET-ONE-----END PRIVATE KEY-----'\n";
+        let out = redact("/etc/envoy/tls/x.sds.yaml", sds);
+        assert!(!out.contains("SECRET-ONE"), "{out}");
+        assert!(out.contains("CERT-PUBLIC"), "{out}");
+        assert!(out.contains(REDACTED), "{out}");
+        let crlf = "a:\n  note: \"-----BEGIN EC PRIVATE KEY-----\\r\\nSECRET-TWO\\r\\n-----END EC PRIVATE KEY-----\"\n";
+        let out = redact("/x.yaml", crlf);
+        assert!(!out.contains("SECRET-TWO"), "{out}");
+        let json = r#"{"version":1,"privateKey":"SECRET-THREE","peers":[{"publicKey":"PUB"}],"listenPort":51820}"#;
+        let out = redact("/etc/tunnel/relay.json", json);
+        assert!(!out.contains("SECRET-THREE"), "{out}");
+        assert!(out.contains("PUB") && out.contains("51820"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["privateKey"], REDACTED);
+        // Key order is kept.
+        assert!(out.find("version").unwrap() < out.find("privateKey").unwrap());
+        assert!(out.find("privateKey").unwrap() < out.find("peers").unwrap());
+        // What does not parse is not shown.
+        let out = redact("/x.yaml", "a: [unclosed SECRET-FOUR");
+        assert!(!out.contains("SECRET-FOUR"), "{out}");
+    }
 
     #[test]
     fn every_category_is_upper_camel_case() {

@@ -140,6 +140,19 @@ pub enum ObservationError {
     NoArch,
 }
 
+/// At most this much of what the VPS printed goes into an error (and so into a status
+/// condition or an Event): the VPS is not trusted with their size.
+pub(crate) const QUOTED_CHARS: usize = 200;
+
+/// The start of `text` from the VPS, cut to [`QUOTED_CHARS`] characters (`...` marks a cut).
+pub(crate) fn quote_vps(text: &str) -> String {
+    let mut out: String = text.chars().take(QUOTED_CHARS).collect();
+    if out.len() < text.len() {
+        out.push_str("...");
+    }
+    out
+}
+
 impl EnrollError {
     /// A stable label for metrics and Event reasons.
     pub fn category(&self) -> &'static str {

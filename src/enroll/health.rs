@@ -6,6 +6,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::EnrollError;
+use super::error::quote_vps;
 use super::layout;
 use super::observe::UnitFound;
 use crate::ssh::{Script, Session};
@@ -102,8 +103,8 @@ pub fn parse(output: &str) -> Health {
                 let mut f = rest.splitn(3, ' ');
                 if let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next()) {
                     let found = UnitFound {
-                        active: active.to_owned(),
-                        enabled: enabled.to_owned(),
+                        active: quote_vps(active),
+                        enabled: quote_vps(enabled),
                     };
                     if name == layout::ENVOY_UNIT {
                         health.envoy = Some(found);

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 
 use super::EnrollError;
-use super::error::ObservationError;
+use super::error::{ObservationError, quote_vps};
 use super::layout;
 use super::state::State;
 use crate::ssh::{Script, SshError};
@@ -123,7 +123,7 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
             "file" => {
                 let mut f = rest.splitn(3, ' ');
                 let (Some(mode), Some(sha256), Some(path)) = (f.next(), f.next(), f.next()) else {
-                    return Err(ObservationError::FileLine(line.to_owned()).into());
+                    return Err(ObservationError::FileLine(quote_vps(line)).into());
                 };
                 observed.files.insert(
                     path.to_owned(),
@@ -141,13 +141,13 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
                 let mut f = rest.splitn(3, ' ');
                 let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next())
                 else {
-                    return Err(ObservationError::UnitLine(line.to_owned()).into());
+                    return Err(ObservationError::UnitLine(quote_vps(line)).into());
                 };
                 observed.units.insert(
                     name.to_owned(),
                     UnitFound {
-                        active: active.to_owned(),
-                        enabled: enabled.to_owned(),
+                        active: quote_vps(active),
+                        enabled: quote_vps(enabled),
                     },
                 );
             }

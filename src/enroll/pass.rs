@@ -270,5 +270,8 @@ async fn wait_active(
             _ => {}
         }
     }
-    Err(EnrollError::ServiceNotActive { unit, state })
+    Err(EnrollError::ServiceNotActive {
+        unit,
+        state: super::error::quote_vps(&state),
+    })
 }

@@ -4,7 +4,12 @@
 //! lists, `[host]:port` entries for non-22 ports, hashed entries (`|1|salt|hmac`, as written
 //! by `ssh-keyscan -H` or `HashKnownHosts yes`), and `@revoked` markers.
 //! `@cert-authority` lines are skipped: host certificates are not accepted.
-//! Lines for key types this client cannot use (RSA, DSA) are skipped as well.
+//!
+//! Host key types: ed25519, ECDSA (P-256/384/521) and RSA of at least [`MIN_RSA_HOST_KEY_BITS`]
+//! bits, which russh verifies with `rsa-sha2-512`/`rsa-sha2-256` signatures (never SHA-1). A
+//! pinned `ssh-rsa` key makes the client ask for those two algorithms. Lines this client
+//! cannot use are skipped: DSA (`ssh-dss`), shorter RSA keys, a key whose blob is not of the
+//! type the line names, and unparsable keys.
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
@@ -12,6 +17,9 @@ use russh::keys::ssh_key::PublicKey;
 use russh::keys::{HashAlg, PublicKeyBase64};
 
 use super::SshError;
+
+/// RSA host keys shorter than this are skipped (as RSA client keys are refused).
+pub const MIN_RSA_HOST_KEY_BITS: u32 = 2048;
 
 /// One usable line of `known_hosts`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +92,9 @@ impl KnownHosts {
             let Ok(key) = russh::keys::parse_public_key_base64(blob) else {
                 continue;
             };
+            if !usable_host_key(algorithm, &key) {
+                continue;
+            }
             let patterns = first.split(',').filter_map(parse_pattern).collect();
             entries.push(Entry {
                 line: index + 1,
@@ -95,7 +106,7 @@ impl KnownHosts {
         }
         if entries.iter().all(|e| e.revoked) {
             return Err(SshError::Credentials(
-                "knownHosts has no usable entry (expected lines like `203.0.113.10 ssh-ed25519 AAAA...`; RSA and DSA host keys are not supported)".into(),
+                "knownHosts has no usable entry (expected lines like `203.0.113.10 ssh-ed25519 AAAA...`; ed25519, ECDSA and RSA of 2048 bits or more are supported, DSA is not)".into(),
             ));
         }
         Ok(Self { entries })
@@ -110,8 +121,9 @@ impl KnownHosts {
         }
     }
 
-    /// Algorithms pinned for `host:port`, most trusted first, so the client can ask the
-    /// server for a key it can verify.
+    /// Host key algorithms to ask the server for, from the keys pinned for `host:port` in
+    /// file order, so the client asks for a key it can verify. An RSA pin asks for
+    /// `rsa-sha2-512` and `rsa-sha2-256` (its key type `ssh-rsa` names SHA-1 signatures).
     pub fn algorithms_for(&self, host: &str, port: u16) -> Vec<String> {
         let name = Self::host_key_name(host, port);
         let mut out: Vec<String> = Vec::new();
@@ -120,8 +132,15 @@ impl KnownHosts {
             .iter()
             .filter(|e| !e.revoked && e.matches(&name))
         {
-            if !out.contains(&e.algorithm) {
-                out.push(e.algorithm.clone());
+            let names: Vec<&str> = if e.algorithm == "ssh-rsa" {
+                vec!["rsa-sha2-512", "rsa-sha2-256"]
+            } else {
+                vec![e.algorithm.as_str()]
+            };
+            for n in names {
+                if !out.iter().any(|o| o == n) {
+                    out.push(n.to_owned());
+                }
             }
         }
         out
@@ -177,6 +196,20 @@ impl Entry {
             }
         }
         positive
+    }
+}
+
+/// Whether a line's key can be verified here: its blob is of the type the line names, and it
+/// is ed25519, ECDSA, or RSA of at least [`MIN_RSA_HOST_KEY_BITS`].
+fn usable_host_key(algorithm: &str, key: &PublicKey) -> bool {
+    if key.algorithm().as_str() != algorithm {
+        return false;
+    }
+    match key.key_data() {
+        russh::keys::ssh_key::public::KeyData::Ed25519(_)
+        | russh::keys::ssh_key::public::KeyData::Ecdsa(_) => true,
+        russh::keys::ssh_key::public::KeyData::Rsa(rsa) => rsa.key_size() >= MIN_RSA_HOST_KEY_BITS,
+        _ => false,
     }
 }
 
@@ -237,6 +270,9 @@ mod tests {
     use super::*;
 
     const KEY_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+
+    const RSA_2048: &str = "AAAAB3NzaC1yc2EAAAADAQABAAABAQDHQ9n/XO//Gj2MaRwEHNBoo5xdKsIw5Fy1kFbYz3hRb2ZckMiZgHu4YNKOjnlVvz1kDLjwCcyH+gYxJt3RCfc08kzlYOC7GfnFGOcChunGZVRNNGr/8Yejq4ERqF8W11G/h2KzqMAulMeN5Ik3+ni2v3sk7OmqyuOdT+TPpgIhvytnJqMINiQvu1/yNZvQnb6MxDVWC0z8/rQyHt2lcDMn5Oh+0FY1/wD4QQdUCDxfRu6QDmlNt/4oPLif1qDwUIf9Hn3UMUM+/5e5avVMzsp3Z6SstbW5Spu3wx7TitAODQjsFvmu6xaDIAkYVDk8/GqpZZJs1UswGTON09yR26w1";
+    const RSA_1024: &str = "AAAAB3NzaC1yc2EAAAADAQABAAAAgQCmqS4ksAAWQN3FPkiTsAm7+8fZt9vnMMj4rtR26Lr48PkINrKzDmBP+kHuZSznZoZHmyNVAJuQUS1aT3b2SsNURfR3iJXi0aD7yzxqVkAk4FRgR0po6rQPXJyvCANWS1wzOpDjGZ//ybHNzUvjhqDCIPMsqzSCu4Y8369g5q7kLQ==";
 
     fn key(b64: &str) -> PublicKey {
         russh::keys::parse_public_key_base64(b64).unwrap()
@@ -328,6 +364,29 @@ mod tests {
     fn nothing_usable_is_an_error() {
         assert!(KnownHosts::parse("# only a comment\n").is_err());
         assert!(KnownHosts::parse("host ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ\n").is_err());
+    }
+
+    #[test]
+    fn rsa_host_keys_of_2048_bits_are_pinned_and_asked_for_with_sha2() {
+        let kh = KnownHosts::parse(&format!(
+            "vps ssh-rsa {RSA_2048}\nvps ssh-ed25519 {KEY_A}\n"
+        ))
+        .unwrap();
+        assert_eq!(kh.verify("vps", 22, &key(RSA_2048)), Verdict::Trusted);
+        assert_eq!(
+            kh.algorithms_for("vps", 22),
+            vec!["rsa-sha2-512", "rsa-sha2-256", "ssh-ed25519"]
+        );
+        // Too short, or a blob that is not what the line says: skipped.
+        let kh = KnownHosts::parse(&format!(
+            "vps ssh-rsa {RSA_1024}\nvps ssh-ed25519 {RSA_2048}\nother ssh-ed25519 {KEY_A}\n"
+        ))
+        .unwrap();
+        assert_eq!(kh.verify("vps", 22, &key(RSA_1024)), Verdict::UnknownHost);
+        assert_eq!(kh.verify("vps", 22, &key(RSA_2048)), Verdict::UnknownHost);
+        assert!(kh.algorithms_for("vps", 22).is_empty());
+        let e = KnownHosts::parse(&format!("vps ssh-rsa {RSA_1024}\n")).unwrap_err();
+        assert!(e.to_string().contains("2048 bits"), "{e}");
     }
 
     #[test]

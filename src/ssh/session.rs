@@ -261,38 +261,65 @@ impl Session {
         require_success(script, out)
     }
 
+    /// Runs `script` with `stdin` fed to it under `timeout` instead of the per-command one
+    /// (an upload's timeout grows with its size), and requires exit status 0.
+    pub async fn run_ok_with_stdin_timeout(
+        &mut self,
+        script: &Script,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
+        let out = self.run_with_timeout(script, stdin, timeout).await?;
+        require_success(script, out)
+    }
+
     /// Runs `script` on a new channel with `stdin` fed to it, under the per-command timeout.
     /// Reconnects first (with backoff) when the connection was lost since the last command.
+    /// A command that times out is killed on the VPS (see [`exec`]).
     pub async fn run_with_stdin(
         &mut self,
         script: &Script,
         stdin: &[u8],
     ) -> Result<Output, SshError> {
-        self.run_with_reader(script, stdin, stdin.len() as u64)
+        let timeout = self.options.command_timeout;
+        self.run_with_reader(script, stdin, stdin.len() as u64, timeout)
             .await
     }
 
     /// Runs `script` with the `len` bytes of `stdin` streamed to it (a large file is never
-    /// held in memory), and requires exit status 0.
+    /// held in memory) under `timeout`, and requires exit status 0.
     pub async fn run_ok_with_reader<R>(
         &mut self,
         script: &Script,
         stdin: R,
         len: u64,
+        timeout: Duration,
     ) -> Result<Output, SshError>
     where
         R: tokio::io::AsyncRead + Unpin + Send,
     {
-        let out = self.run_with_reader(script, stdin, len).await?;
+        let out = self.run_with_reader(script, stdin, len, timeout).await?;
         require_success(script, out)
     }
 
-    /// [`Session::run_with_stdin`] with stdin read from `stdin` (`len` bytes).
+    async fn run_with_timeout(
+        &mut self,
+        script: &Script,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
+        self.run_with_reader(script, stdin, stdin.len() as u64, timeout)
+            .await
+    }
+
+    /// [`Session::run_with_stdin`] with the `len` bytes of `stdin` read from a reader, under
+    /// `timeout`.
     async fn run_with_reader<R>(
         &mut self,
         script: &Script,
         stdin: R,
         len: u64,
+        timeout: Duration,
     ) -> Result<Output, SshError>
     where
         R: tokio::io::AsyncRead + Unpin + Send,
@@ -302,7 +329,6 @@ impl Session {
             self.reconnect().await?;
         }
         let target = self.options.target();
-        let timeout = self.options.command_timeout;
         debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = len, "remote command");
         // Opening the channel is retried once on a fresh connection: the command has not
         // started, so this cannot run it twice.
@@ -314,14 +340,9 @@ impl Session {
                 self.open_channel(timeout).await?
             }
         };
-        let result = tokio::time::timeout(timeout, exec(channel, script, stdin, len)).await;
-        let result = match result {
-            Ok(r) => r.map_err(|e| e.at(&target)),
-            Err(_) => Err(SshError::CommandTimeout {
-                command: script.to_string(),
-                timeout,
-            }),
-        };
+        let result = exec(channel, script, stdin, len, timeout)
+            .await
+            .map_err(|e| e.at(&target));
         if let Err(e) = &result
             && e.is_transient()
         {
@@ -504,14 +525,65 @@ fn methods(set: &russh::MethodSet) -> String {
     set.iter().map(<&str>::from).collect::<Vec<_>>().join(", ")
 }
 
+/// How long a timed-out command's channel gets to close before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How much later than the client's timeout the VPS itself kills the command: the client
+/// reports the timeout first, and the kill happens even if the connection is gone by then.
+const REMOTE_KILL_MARGIN: Duration = Duration::from_secs(2);
+
+/// The command line sent for `script`: the login shell runs it under coreutils' `timeout`,
+/// which puts it in its own process group and kills the whole group (the command and its
+/// children) with SIGKILL once `timeout` plus [`REMOTE_KILL_MARGIN`] has passed. Without it
+/// a command the client gave up on (a hung `systemctl`, a stalled download) would run on for
+/// days beside the next pass. The script stays one single-quoted word, so nothing in it is
+/// interpreted by the outer shell.
+pub fn command_line(script: &Script, timeout: Duration) -> String {
+    let total = timeout.saturating_add(REMOTE_KILL_MARGIN);
+    let seconds = total
+        .as_secs()
+        .saturating_add(u64::from(total.subsec_nanos() > 0));
+    format!(
+        "exec timeout -s KILL {seconds}s \"${{SHELL:-/bin/sh}}\" -c {}",
+        super::script::quote(script.as_str())
+    )
+}
+
+/// Runs `script` on `channel` with the `len` bytes of `stdin`, within `timeout`. On timeout
+/// the channel is closed and the command is killed on the VPS ([`command_line`]); sshd is
+/// also asked to send SIGKILL.
 async fn exec<R: tokio::io::AsyncRead + Unpin>(
     channel: russh::Channel<client::Msg>,
     script: &Script,
     stdin: R,
     len: u64,
+    timeout: Duration,
 ) -> Result<Output, SshError> {
-    channel.exec(true, script.as_str()).await?;
-    let (mut read, write) = channel.split();
+    let (read, write) = channel.split();
+    let line = command_line(script, timeout);
+    let work = run_on_channel(read, &write, &line, stdin, len);
+    if let Ok(result) = tokio::time::timeout(timeout, work).await {
+        return result;
+    }
+    warn!(command = %script, ?timeout, "remote command timed out; it is killed on the VPS");
+    let close = async {
+        let _ = write.signal(russh::Sig::KILL).await;
+        let _ = write.close().await;
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+    Err(SshError::CommandTimeout {
+        command: script.to_string(),
+        timeout,
+    })
+}
+
+async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
+    mut read: russh::ChannelReadHalf,
+    write: &russh::ChannelWriteHalf<client::Msg>,
+    command_line: &str,
+    stdin: R,
+    len: u64,
+) -> Result<Output, SshError> {
+    write.exec(true, command_line).await?;
     let send = async {
         if len > 0 {
             write
@@ -574,4 +646,20 @@ fn append(buffer: &mut Vec<u8>, data: &[u8], truncated: &mut bool) {
 pub async fn read_text(session: &mut Session, script: &Script) -> Result<String, SshError> {
     debug_assert_eq!(script.access(), Access::Read);
     Ok(session.run_ok(script).await?.stdout_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_kills_the_script_after_its_timeout_and_keeps_it_one_word() {
+        let script = Script::read("echo \"it's\"; sleep 9");
+        let line = command_line(&script, Duration::from_millis(60_500));
+        assert_eq!(
+            line,
+            r#"exec timeout -s KILL 63s "${SHELL:-/bin/sh}" -c 'echo "it'\''s"; sleep 9'"#
+        );
+        assert!(command_line(&script, Duration::MAX).contains(" -c '"));
+    }
 }

@@ -4,11 +4,29 @@
 //! renamed over the target (the directory is synced after). An interrupted or
 //! corrupted upload therefore never replaces anything; a leftover temporary file is named
 //! `.tunnel.*` and swept by the next pass.
+//!
+//! An upload may take longer than a command: its timeout is the per-command timeout plus the
+//! time the bytes need at [`SLOWEST_LINK_BYTES_PER_SECOND`] ([`transfer_timeout`]), so a
+//! 100 MB Envoy binary on a slow link is not cut off at a minute.
+
+use std::time::Duration;
 
 use super::SshError;
 use super::script::{Script, check_path};
 use super::session::Session;
 use crate::hash::sha256_hex;
+
+/// The slowest link an upload must still complete on: 128 KiB/s (about 1 Mbit/s).
+pub const SLOWEST_LINK_BYTES_PER_SECOND: u64 = 128 * 1024;
+
+/// The timeout of uploading `bytes`: `base` (the per-command timeout, for the checks and the
+/// rename) plus the bytes at [`SLOWEST_LINK_BYTES_PER_SECOND`], rounded up to a second.
+pub fn transfer_timeout(base: Duration, bytes: usize) -> Duration {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    base.saturating_add(Duration::from_secs(
+        bytes.div_ceil(SLOWEST_LINK_BYTES_PER_SECOND),
+    ))
+}
 
 /// Prefix of temporary files (in the target's directory) while an upload is in flight.
 pub const TEMP_PREFIX: &str = ".tunnel.";
@@ -34,7 +52,10 @@ pub async fn write_file_owned(
     owner: Option<&str>,
 ) -> Result<(), SshError> {
     let script = write_file_script_owned(path, &sha256_hex(content), mode, owner)?;
-    session.run_ok_with_stdin(&script, content).await?;
+    let timeout = transfer_timeout(session.options().command_timeout, content.len());
+    session
+        .run_ok_with_stdin_timeout(&script, content, timeout)
+        .await?;
     Ok(())
 }
 
@@ -54,7 +75,13 @@ where
     R: tokio::io::AsyncRead + Unpin + Send,
 {
     let script = write_file_script_owned(path, sha256, mode, owner)?;
-    session.run_ok_with_reader(&script, content, len).await?;
+    let timeout = transfer_timeout(
+        session.options().command_timeout,
+        usize::try_from(len).unwrap_or(usize::MAX),
+    );
+    session
+        .run_ok_with_reader(&script, content, len, timeout)
+        .await?;
     Ok(())
 }
 
@@ -171,6 +198,19 @@ mod tests {
         );
         assert!(write_file_script_owned("/etc/x", &h, 0o600, Some("root;reboot")).is_err());
         assert!(write_file_script_owned("/etc/x", &h, 0o600, Some("")).is_err());
+    }
+
+    #[test]
+    fn the_transfer_timeout_grows_with_the_size() {
+        let base = Duration::from_secs(60);
+        assert_eq!(transfer_timeout(base, 0), base);
+        assert_eq!(transfer_timeout(base, 1), base + Duration::from_secs(1));
+        // A 100 MB Envoy binary: 60 s + 763 s at 128 KiB/s.
+        assert_eq!(
+            transfer_timeout(base, 100_000_000),
+            base + Duration::from_secs(763)
+        );
+        assert!(transfer_timeout(base, usize::MAX) > base);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The russh client against a real nspawn VPS: host key verification (plain, hashed and
-//! `[host]:port` known_hosts entries; refusal without knownHosts; a second machine on the same
+//! `[host]:port` known_hosts entries, an RSA host key pinned alone; refusal without knownHosts; a second machine on the same
 //! address refused), every authentication method of the Secret (ed25519, ECDSA, an encrypted
 //! key with its passphrase, password; RSA refused with a clear error), one connection reused
-//! for many commands, atomic uploads with modes, the per-command timeout, reconnection after
+//! for many commands, atomic uploads with modes, the per-command timeout (the command killed on
+//! the VPS), reconnection after
 //! the connection is cut, and no secret in the logs.
 
 use std::collections::BTreeMap;
@@ -121,7 +122,7 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
 
     // Root may log in with a password too, and sshd also listens on 2222.
     let setup = format!(
-        "printf '%s\\n' '{}' '{}' '{}' '{}' '{}' >> /root/.ssh/authorized_keys && echo 'root:{PASSWORD}' | chpasswd && printf 'PermitRootLogin yes\\nPort 22\\nPort 2222\\n' > /etc/ssh/sshd_config.d/01-test.conf && systemctl restart ssh",
+        "printf '%s\\n' '{}' '{}' '{}' '{}' '{}' >> /root/.ssh/authorized_keys && echo 'root:{PASSWORD}' | chpasswd && ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/test_host_rsa_key && printf 'PermitRootLogin yes\\nPort 22\\nPort 2222\\nHostKey /etc/ssh/test_host_rsa_key\\n' > /etc/ssh/sshd_config.d/01-test.conf && systemctl restart ssh",
         ecdsa_pub.trim(),
         ecdsa384_pub.trim(),
         ecdsa521_pub.trim(),
@@ -146,6 +147,19 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
     assert!(hashed.starts_with("|1|"), "{hashed}");
     let (_, key_part) = known_line.split_once(' ').unwrap();
     let bracketed = format!("[{host}]:2222 {key_part}");
+    // Only the VPS's RSA host key (sshd offers it beside ed25519) pinned: the client asks for
+    // it (rsa-sha2) and verifies it.
+    let rsa_host = vps
+        .ssh(&internet, "cat /etc/ssh/test_host_rsa_key.pub")
+        .unwrap();
+    let rsa_host = String::from_utf8(rsa_host.stdout).unwrap();
+    let mut rsa_fields = rsa_host.split_whitespace();
+    let rsa_pin = format!(
+        "{host} {} {}",
+        rsa_fields.next().unwrap(),
+        rsa_fields.next().unwrap()
+    );
+    assert!(rsa_pin.contains(" ssh-rsa "), "{rsa_pin}");
 
     let logs = Capture::default();
     let writer = logs.clone();
@@ -218,7 +232,10 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
                     assert_eq!(pwned.status, 1, "nothing was injected");
 
                     // The connection is cut under us: the next command reconnects.
-                    let _ = s.run(&Script::write("kill -9 $PPID")).await;
+                    // (The script's parent is `timeout`; its parent is sshd's session.)
+                    let _ = s
+                        .run(&Script::write("kill -9 $(cut -d' ' -f4 /proc/$PPID/stat)"))
+                        .await;
                     let after = s
                         .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
                         .await
@@ -236,14 +253,33 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
                     )
                     .await
                     .unwrap();
-                    let slow = s.run(&Script::read("sleep 30")).await;
+                    // The shell keeps `sleep` as its child (a command follows it).
+                    let slow = s.run(&Script::read("sleep 30; true")).await;
                     assert!(matches!(slow, Err(SshError::CommandTimeout { .. })), "{slow:?}");
                     assert_eq!(
                         s.run_ok(&Script::read("echo ok")).await.unwrap().stdout_text(),
                         "ok\n"
                     );
                     let log = s.log().entries();
-                    assert!(log.iter().any(|e| e.command == "sleep 30" && e.status.is_none()));
+                    assert!(log.iter().any(|e| e.command == "sleep 30; true" && e.status.is_none()));
+                    // The timed-out command and its child are killed on the VPS, not left
+                    // running (bounded wait, well under the 30 s it would sleep).
+                    let mut alive = String::new();
+                    for _ in 0..20 {
+                        let out = s.run(&Script::read("pgrep -a -x sleep")).await.unwrap();
+                        alive = out.stdout_text();
+                        if out.status == 1 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    assert_eq!(alive, "", "the timed-out command still runs on the VPS");
+                    s.close().await;
+
+                    let mut s = connect(&host, &[("privateKey", &ed25519), ("knownHosts", &rsa_pin)])
+                        .await
+                        .unwrap();
+                    assert_eq!(s.run_ok(&Script::read("echo rsa")).await.unwrap().stdout_text(), "rsa\n");
                     s.close().await;
 
                     // [host]:port entries for a non-22 port; a plain entry does not cover it.

@@ -12,4 +12,5 @@ mod plan_conflicts;
 mod plan_golden;
 mod plan_proptest;
 mod plan_render;
+mod trust_generated;
 mod trust_workload;

@@ -83,7 +83,7 @@ fn renders_the_readme_examples_with_outcomes() {
         "a private key was printed"
     );
     assert!(out.contains("<private key redacted; --show-secrets prints it>"));
-    assert!(out.contains("\"privateKey\": \"<redacted>\""));
+    assert!(out.contains("\"privateKey\": \"<private key redacted; --show-secrets prints it>\""));
     assert!(out.contains("ZmFrZQ=="), "the certificate itself is shown");
 
     let mut with = args.to_vec();

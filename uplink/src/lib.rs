@@ -19,7 +19,7 @@ pub mod pod_init;
 pub mod readiness;
 pub mod relay;
 pub mod signals;
-mod tunnel;
+pub mod tunnel;
 pub mod udp;
 pub mod uplink_agent;
 pub mod watch;

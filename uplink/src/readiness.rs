@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::device::DeviceStatus;
 use crate::offload::Offloads;
-use crate::tunnel::PeerStats;
+use crate::tunnel::{DropStats, PeerStats};
 
 /// A handshake older than this is stale: WireGuard rekeys every 2 minutes while traffic
 /// flows, and keepalives or health checks keep traffic flowing.
@@ -104,6 +104,9 @@ pub struct RelayReport {
     /// The offloads the data path runs with (absent when the relay is not running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offloads: Option<Offloads>,
+    /// Datagrams and packets dropped, by reason (absent when the relay is not running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drops: Option<DropStats>,
 }
 
 impl PeerReport {
@@ -143,6 +146,7 @@ impl RelayReport {
             detail,
             peers,
             offloads: Some(status.offloads),
+            drops: Some(status.drops),
         }
     }
 
@@ -156,6 +160,7 @@ impl RelayReport {
             detail: detail.into(),
             peers: Vec::new(),
             offloads: None,
+            drops: None,
         }
     }
 }

@@ -10,6 +10,16 @@
 //!   endpoint there (roaming).
 //! - [`Tunnel::tick`] drives handshakes, retries, rekeys and keepalives (`update_timers`).
 //!
+//! Handshake floods: an initiation costs two Diffie-Hellman operations before it can be
+//! attributed to a peer. Its MAC is checked first, and past [`HANDSHAKE_RATE_LIMIT`]
+//! initiations a second every sender must prove its address with a cookie (boringtun's
+//! `RateLimiter`). On top of that, as the kernel's WireGuard does, while under load each source
+//! address gets at most [`PER_SOURCE_RATE`] initiations a second (bursts of
+//! [`PER_SOURCE_BURST`]) through to the Diffie-Hellman ([`SourceLimiter`]): a flooder that
+//! answers cookies from its own address cannot starve the loop, and a legitimate peer from
+//! another address still gets its handshake through. Receiver indices are random, so they say
+//! nothing about how many peers there are or in which order they came.
+//!
 //! The per-packet path does not allocate: one scratch buffer is reused, and the sink decides
 //! whether to write at once or to collect a batch (the device collects one UDP GSO batch per
 //! endpoint and one TUN write per coalesced run, see [`crate::device`]).
@@ -30,8 +40,16 @@ use crate::key::{PrivateKey, PublicKey};
 /// Largest packet the core handles (a TUN read, or a UDP datagram), plus WireGuard overhead.
 pub const MAX_PACKET: usize = 65_535;
 const SCRATCH: usize = MAX_PACKET + 64;
-/// Handshakes per second accepted before cookies are required (boringtun's device default).
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Handshakes per second accepted before cookies are required (boringtun's device default),
+/// and before the per-source limit applies.
+pub const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Initiations per second one source address may have processed while under load (the
+/// kernel's `PACKETS_PER_SECOND`).
+pub const PER_SOURCE_RATE: u64 = 20;
+/// Initiations one source address may send at once while under load (`PACKETS_BURSTABLE`).
+pub const PER_SOURCE_BURST: u64 = 5;
+/// Source addresses tracked at once; a new source past it is refused while under load.
+pub const MAX_TRACKED_SOURCES: usize = 4096;
 /// Size of a handshake initiation (message type 1).
 const HANDSHAKE_INIT_LEN: usize = 148;
 /// Size of a cookie reply, which is not proof that the sender holds the peer's key.
@@ -85,8 +103,9 @@ pub struct PeerStats {
     pub tx_bytes: u64,
 }
 
-/// Counters of packets the core dropped, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters of packets the core dropped, by reason (`tunnelctl status` shows them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DropStats {
     /// TUN packets whose destination no peer's allowed IPs cover.
     pub no_route: u64,
@@ -96,6 +115,73 @@ pub struct DropStats {
     pub invalid: u64,
     /// Decrypted packets whose source the sending peer may not use.
     pub spoofed: u64,
+    /// Handshake initiations refused because their source sent too many while under load.
+    pub rate_limited: u64,
+}
+
+/// A token bucket per source address for handshake initiations under load, bounded in size.
+#[derive(Debug)]
+pub struct SourceLimiter {
+    /// Source → (credit in nanoseconds, when it was last topped up).
+    buckets: HashMap<IpAddr, (u64, Instant)>,
+}
+
+impl Default for SourceLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SourceLimiter {
+    const COST: u64 = 1_000_000_000 / PER_SOURCE_RATE;
+    const MAX_CREDIT: u64 = Self::COST * PER_SOURCE_BURST;
+
+    /// An empty limiter.
+    pub fn new() -> Self {
+        Self {
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Whether an initiation from `source` at `now` may go on.
+    pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
+        let full = self.buckets.len() >= MAX_TRACKED_SOURCES;
+        let bucket = match self.buckets.get_mut(&source) {
+            Some(b) => b,
+            None if full => return false,
+            None => self
+                .buckets
+                .entry(source)
+                .or_insert((Self::MAX_CREDIT, now)),
+        };
+        let earned =
+            u64::try_from(now.saturating_duration_since(bucket.1).as_nanos()).unwrap_or(u64::MAX);
+        bucket.0 = bucket.0.saturating_add(earned).min(Self::MAX_CREDIT);
+        bucket.1 = now;
+        if bucket.0 >= Self::COST {
+            bucket.0 -= Self::COST;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets sources whose bucket has been full again for a while (they cost nothing to
+    /// re-create), so the table holds only recent senders.
+    pub fn forget_idle(&mut self, now: Instant) {
+        self.buckets
+            .retain(|_, (_, last)| now.saturating_duration_since(*last) < Duration::from_secs(1));
+    }
+
+    /// Sources tracked.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no source is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
 }
 
 struct Peer {
@@ -117,12 +203,15 @@ pub struct Tunnel {
     private: boringtun::x25519::StaticSecret,
     public: boringtun::x25519::PublicKey,
     rate_limiter: Arc<RateLimiter>,
+    /// Initiations that passed their MAC check since `load_since`.
+    load_count: u64,
+    load_since: Instant,
+    sources: SourceLimiter,
     peers: Vec<Peer>,
     /// Receiver index (upper 24 bits) → position in `peers`.
     by_index: HashMap<u32, usize>,
     /// (network, peer position), longest prefix first.
     routes: Vec<(Ipv4Net, usize)>,
-    next_index: u32,
     scratch: Box<[u8]>,
     drops: DropStats,
     /// The time of the last tick: per-packet code stamps with it instead of reading the clock.
@@ -145,12 +234,14 @@ impl Tunnel {
         let public = boringtun::x25519::PublicKey::from(&private);
         Self {
             rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            load_count: 0,
+            load_since: Instant::now(),
+            sources: SourceLimiter::new(),
             private,
             public,
             peers: Vec::new(),
             by_index: HashMap::new(),
             routes: Vec::new(),
-            next_index: 1,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             drops: DropStats::default(),
             now: Instant::now(),
@@ -171,6 +262,8 @@ impl Tunnel {
             .drain(..)
             .map(|p| (p.config.public_key, p))
             .collect();
+        // Kept peers keep their indices: new ones must not take them.
+        let taken: Vec<u32> = old.values().map(|p| p.index).collect();
         self.by_index.clear();
         for config in configs {
             let peer = match old.remove(&config.public_key) {
@@ -183,7 +276,7 @@ impl Tunnel {
                     peer.config = config;
                     peer
                 }
-                _ => self.new_peer(config),
+                _ => self.new_peer(config, &taken),
             };
             self.by_index.insert(peer.index, self.peers.len());
             self.peers.push(peer);
@@ -191,10 +284,28 @@ impl Tunnel {
         self.rebuild_routes();
     }
 
-    fn new_peer(&mut self, config: PeerConfig) -> Peer {
-        let index = self.next_index;
-        // Indices are 24 bits in boringtun (the low 8 bits number sessions).
-        self.next_index = (self.next_index + 1) & 0x00ff_ffff;
+    /// A random receiver index (24 bits: boringtun numbers sessions in the low 8) that no
+    /// current peer uses, nor one in `taken`.
+    fn random_index(&self, taken: &[u32]) -> u32 {
+        let mut attempt: u32 = 0;
+        loop {
+            let mut bytes = [0u8; 4];
+            let raw = match getrandom::fill(&mut bytes) {
+                Ok(()) => u32::from_le_bytes(bytes),
+                // Not expected on Linux once booted; distinct values still come out.
+                Err(_) => attempt.wrapping_mul(0x9e37_79b9) ^ std::process::id(),
+            };
+            attempt = attempt.wrapping_add(1);
+            let index = raw & 0x00ff_ffff;
+            if index != 0 && !taken.contains(&index) && !self.peers.iter().any(|p| p.index == index)
+            {
+                return index;
+            }
+        }
+    }
+
+    fn new_peer(&mut self, config: PeerConfig, taken: &[u32]) -> Peer {
+        let index = self.random_index(taken);
         let keepalive = (config.persistent_keepalive > 0).then_some(config.persistent_keepalive);
         let tunn = Tunn::new(
             self.private.clone(),
@@ -265,8 +376,19 @@ impl Tunnel {
                 .rate_limiter
                 .verify_packet(Some(from.ip()), datagram, &mut cookie)
             {
-                Ok(_) => {}
+                Ok(_) => {
+                    // Under load (past the cookie threshold) the sender proved its address;
+                    // it still gets only its share.
+                    self.load_count += 1;
+                    if self.load_count > HANDSHAKE_RATE_LIMIT
+                        && !self.sources.allow(from.ip(), self.now)
+                    {
+                        self.drops.rate_limited += 1;
+                        return;
+                    }
+                }
                 Err(TunnResult::WriteToNetwork(reply)) => {
+                    self.load_count += 1;
                     sink.to_network(from, reply);
                     return;
                 }
@@ -361,6 +483,11 @@ impl Tunnel {
         // The shared limiter counts handshakes; nobody else resets it (boringtun's Tunn only
         // resets its own). It resets at most once a second, whatever the tick rate.
         self.rate_limiter.reset_count();
+        if now.saturating_duration_since(self.load_since) >= Duration::from_secs(1) {
+            self.load_count = 0;
+            self.load_since = now;
+            self.sources.forget_idle(now);
+        }
         for peer in &mut self.peers {
             let keepalive = peer.config.persistent_keepalive;
             if keepalive > 0
@@ -711,6 +838,150 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1100));
         net.relay.tick(&mut Collect::default());
         assert_eq!(answer(&mut net), 92, "a second later the limit is reset");
+    }
+
+    /// A stranger (a key the relay does not know) that floods the relay from `from` with
+    /// initiations whose MACs are right, answering the cookie reply as a real flooder would.
+    /// Returns the answers' sizes.
+    fn flood(net: &mut Net, from: SocketAddr, count: usize) -> Vec<usize> {
+        let mut stranger = Tunnel::new(&PrivateKey::generate().unwrap());
+        stranger.set_peers(vec![PeerConfig {
+            public_key: net.relay.public_key(),
+            name: None,
+            endpoint: Some(addr(RELAY_EP)),
+            allowed_ips: vec!["10.200.0.1/32".parse().unwrap()],
+            persistent_keepalive: 0,
+        }]);
+        let mut answers = Vec::new();
+        for _ in 0..count {
+            let init = match stranger.peers[0]
+                .tunn
+                .format_handshake_initiation(&mut stranger.scratch, true)
+            {
+                TunnResult::WriteToNetwork(out) => out.to_vec(),
+                other => panic!("{other:?}"),
+            };
+            let mut back = Collect::default();
+            net.relay.handle_network(from, &init, &mut back);
+            answers.push(back.net.first().map_or(0, |(_, d)| d.len()));
+            for (_, reply) in back.net {
+                stranger.handle_network(addr(RELAY_EP), &reply, &mut Collect::default());
+            }
+        }
+        answers
+    }
+
+    #[test]
+    fn a_flood_from_one_source_is_limited_and_a_peer_elsewhere_still_handshakes() {
+        let mut net = net(1);
+        net.relay.tick(&mut Collect::default());
+        let flooder = addr("203.0.113.66:9999");
+        let answers = flood(&mut net, flooder, 600);
+        // Past the load threshold the flooder got a cookie and answered with it: without a
+        // per-source limit each of its initiations would cost a Diffie-Hellman.
+        assert!(answers.contains(&COOKIE_REPLY_LEN), "cookies under load");
+        let drops = net.relay.drops();
+        let through = drops.invalid; // initiations that reached the DH and matched no peer
+        assert!(
+            through <= HANDSHAKE_RATE_LIMIT + PER_SOURCE_BURST + 1,
+            "{through} flood initiations reached the Diffie-Hellman"
+        );
+        assert!(drops.rate_limited >= 400, "{drops:?}");
+        // The same second, a legitimate uplink from another address: a cookie first (under
+        // load), then its retry with the cookie completes the handshake.
+        let mut outs = vec![Collect::default()];
+        net.uplinks[0].tick(&mut outs[0]);
+        pump(&mut net, Collect::default(), outs);
+        let up = &mut net.uplinks[0];
+        let init = match up.peers[0]
+            .tunn
+            .format_handshake_initiation(&mut up.scratch, true)
+        {
+            TunnResult::WriteToNetwork(out) => out.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        let mut back = Collect::default();
+        net.relay.handle_network(uplink_ep(0), &init, &mut back);
+        let mut up_out = vec![Collect::default()];
+        for (_, d) in back.net {
+            net.uplinks[0].handle_network(addr(RELAY_EP), &d, &mut up_out[0]);
+        }
+        pump(&mut net, Collect::default(), up_out);
+        assert!(
+            net.relay.stats()[0].last_handshake.is_some(),
+            "the legitimate peer got through the flood"
+        );
+        // A second later the flooder has earned its share again, not more.
+        let later = Instant::now() + Duration::from_secs(2);
+        net.relay.tick_at(later, &mut Collect::default());
+        let before = net.relay.drops().invalid;
+        flood(&mut net, flooder, 300);
+        let through = net.relay.drops().invalid - before;
+        assert!(
+            through <= HANDSHAKE_RATE_LIMIT + PER_SOURCE_BURST + 1,
+            "{through} after the reset"
+        );
+    }
+
+    #[test]
+    fn the_source_table_is_bounded() {
+        let mut limiter = SourceLimiter::new();
+        let now = Instant::now();
+        for i in 0..MAX_TRACKED_SOURCES + 100 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(
+                0x0b00_0000 + u32::try_from(i).unwrap(),
+            ));
+            let allowed = limiter.allow(ip, now);
+            assert_eq!(allowed, i < MAX_TRACKED_SOURCES, "{ip}");
+        }
+        assert_eq!(limiter.len(), MAX_TRACKED_SOURCES);
+        // A source gets its burst, then one per 1/rate seconds.
+        let mut limiter = SourceLimiter::new();
+        let ip = IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, 1));
+        let allowed = (0..10).filter(|_| limiter.allow(ip, now)).count();
+        assert_eq!(u64::try_from(allowed).unwrap(), PER_SOURCE_BURST);
+        assert!(!limiter.allow(ip, now + Duration::from_millis(10)));
+        assert!(limiter.allow(ip, now + Duration::from_millis(60)));
+        limiter.forget_idle(now + Duration::from_secs(5));
+        assert!(limiter.is_empty());
+    }
+
+    #[test]
+    fn receiver_indices_are_random_and_distinct() {
+        let configs = |n: usize| -> Vec<PeerConfig> {
+            (0..n)
+                .map(|_| PeerConfig {
+                    public_key: PrivateKey::generate().unwrap().public_key(),
+                    name: None,
+                    endpoint: None,
+                    allowed_ips: Vec::new(),
+                    persistent_keepalive: 0,
+                })
+                .collect()
+        };
+        let key = PrivateKey::generate().unwrap();
+        let mut a = Tunnel::new(&key);
+        let mut b = Tunnel::new(&key);
+        let peers = configs(64);
+        a.set_peers(peers.clone());
+        b.set_peers(peers);
+        let ia: Vec<u32> = a.peers.iter().map(|p| p.index).collect();
+        let ib: Vec<u32> = b.peers.iter().map(|p| p.index).collect();
+        let distinct: std::collections::HashSet<u32> = ia.iter().copied().collect();
+        assert_eq!(distinct.len(), 64);
+        assert!(ia.iter().all(|i| *i != 0 && *i <= 0x00ff_ffff));
+        assert_ne!(ia, ib, "two relays number the same peers differently");
+        let sequential = ia.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(sequential < 4, "{ia:?}");
+        // A kept peer keeps its index; a new one gets a fresh one.
+        let mut more = a.peers.iter().map(|p| p.config.clone()).collect::<Vec<_>>();
+        more.extend(configs(1));
+        a.set_peers(more);
+        assert_eq!(
+            a.peers[..64].iter().map(|p| p.index).collect::<Vec<_>>(),
+            ia
+        );
+        assert!(!ia.contains(&a.peers[64].index));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use serde_json::json;
 
-use super::{ADMIN_PORT, EdgeSettings, EnvoyError, file_source, to_yaml};
+use super::{ADMIN_PORT, BUFFER_LIMIT_BYTES, EdgeSettings, EnvoyError, file_source, to_yaml};
 
 /// Where Envoy's admin listens: loopback of the VPS, never the tunnel or a public address.
 pub const ADMIN_ADDRESS: &str = "127.0.0.1";
@@ -27,8 +27,20 @@ pub const ADMIN_CLUSTER: &str = "admin_loopback";
 /// The methods the bridge passes on; the rest are answered 405.
 pub const READ_ONLY_METHODS: [&str; 2] = ["GET", "HEAD"];
 
-/// Most downstream connections Envoy accepts at once, over all listeners.
+/// Most downstream connections Envoy accepts at once, over all listeners (TCP; UDP sessions
+/// are not connections). Over it, a new connection is accepted and closed at once.
 pub const MAX_DOWNSTREAM_CONNECTIONS: u64 = 100_000;
+/// The heap Envoy may use before the overload manager acts (1 GiB).
+pub const MAX_HEAP_BYTES: u64 = 1 << 30;
+/// Share of [`MAX_HEAP_BYTES`] at which Envoy gives freed memory back to the system.
+pub const SHRINK_HEAP_AT: f64 = 0.90;
+/// Share of [`MAX_HEAP_BYTES`] at which new connections are refused (existing ones go on).
+pub const REJECT_CONNECTIONS_AT: f64 = 0.95;
+/// From this share of the heap up to [`REJECT_CONNECTIONS_AT`], TLS handshake and HTTP idle
+/// timeouts shrink linearly, down to [`MIN_TIMEOUT_SCALE_PERCENT`] of their value.
+pub const REDUCE_TIMEOUTS_FROM: f64 = 0.80;
+/// The smallest share of a reduced timeout, in percent.
+pub const MIN_TIMEOUT_SCALE_PERCENT: f64 = 20.0;
 
 /// The bootstrap document.
 pub fn document(edge: &EdgeSettings) -> serde_json::Value {
@@ -48,15 +60,61 @@ pub fn document(edge: &EdgeSettings) -> serde_json::Value {
             "lds_config": file_source(&layout.lds(), &layout.dir),
             "cds_config": file_source(&layout.cds(), &layout.dir),
         },
-        "overload_manager": {
-            "resource_monitors": [{
+        "overload_manager": overload_manager(),
+    })
+}
+
+/// Envoy faces the internet: a global connection limit and a heap limit with actions
+/// (docs/edge-config.md "Limits at the edge").
+fn overload_manager() -> serde_json::Value {
+    const HEAP: &str = "envoy.resource_monitors.fixed_heap";
+    let threshold = |value: f64| json!({ "name": HEAP, "threshold": { "value": value } });
+    json!({
+        "refresh_interval": "0.250s",
+        "resource_monitors": [
+            {
                 "name": "envoy.resource_monitors.global_downstream_max_connections",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
                     "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
                 }
-            }]
-        },
+            },
+            {
+                "name": HEAP,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": MAX_HEAP_BYTES,
+                }
+            },
+        ],
+        "actions": [
+            {
+                "name": "envoy.overload_actions.shrink_heap",
+                "triggers": [threshold(SHRINK_HEAP_AT)],
+            },
+            {
+                "name": "envoy.overload_actions.reduce_timeouts",
+                "triggers": [{
+                    "name": HEAP,
+                    "scaled": {
+                        "scaling_threshold": REDUCE_TIMEOUTS_FROM,
+                        "saturation_threshold": REJECT_CONNECTIONS_AT,
+                    },
+                }],
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
+                    "timer_scale_factors": [
+                        { "timer": "TRANSPORT_SOCKET_CONNECT", "min_scale": { "value": MIN_TIMEOUT_SCALE_PERCENT } },
+                        { "timer": "HTTP_DOWNSTREAM_CONNECTION_IDLE", "min_scale": { "value": MIN_TIMEOUT_SCALE_PERCENT } },
+                        { "timer": "HTTP_DOWNSTREAM_STREAM_IDLE", "min_scale": { "value": MIN_TIMEOUT_SCALE_PERCENT } },
+                    ],
+                },
+            },
+            {
+                "name": "envoy.overload_actions.reject_incoming_connections",
+                "triggers": [threshold(REJECT_CONNECTIONS_AT)],
+            },
+        ],
     })
 }
 
@@ -86,7 +144,7 @@ fn admin_bridge_listener(edge: &EdgeSettings) -> serde_json::Value {
         "address": {
             "socket_address": { "address": edge.relay.to_string(), "port_value": ADMIN_PORT }
         },
-        "per_connection_buffer_limit_bytes": 32768,
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
         "filter_chains": [{
             "filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
@@ -127,6 +185,7 @@ fn admin_cluster() -> serde_json::Value {
         "name": ADMIN_CLUSTER,
         "type": "STATIC",
         "connect_timeout": "1s",
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
         "load_assignment": {
             "cluster_name": ADMIN_CLUSTER,
             "endpoints": [{

@@ -3,7 +3,8 @@
 //! target). Each endpoint is health-checked with `GET /ready` on port 40500 of the same tunnel
 //! address, also while the binding carries no traffic; `healthy_panic_threshold: 0` makes a
 //! cluster with no healthy uplink refuse at once instead of trying them all. Optional outlier
-//! detection ejects an uplink after consecutive connection failures.
+//! detection ejects an uplink after consecutive connection failures. A TCP cluster buffers at
+//! most [`BUFFER_LIMIT_BYTES`] per upstream connection, like the listeners.
 //!
 //! PROXY protocol (v1 or v2) is an upstream transport socket selected by endpoint metadata, so
 //! the traffic gets the header and the health checks (which match the plain socket) do not.
@@ -11,7 +12,7 @@
 use serde_json::{Value, json};
 
 use super::super::bindings::{BindingKind, PlannedBinding};
-use super::{EdgeSettings, EnvoyError, READY_PORT, names, resources, to_yaml};
+use super::{BUFFER_LIMIT_BYTES, EdgeSettings, EnvoyError, READY_PORT, names, resources, to_yaml};
 use crate::crd::ProxyProtocolVersion;
 
 /// Connect timeout of UDP clusters (Envoy wants one; UDP never connects).
@@ -81,6 +82,9 @@ fn cluster(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
             "endpoints": [{ "lb_endpoints": endpoints }],
         },
     });
+    if matches!(b.kind, BindingKind::Tcp { .. }) {
+        c["per_connection_buffer_limit_bytes"] = json!(BUFFER_LIMIT_BYTES);
+    }
     if let Some(version) = proxy_protocol {
         health_check["transport_socket_match_criteria"] = json!({});
         let raw = json!({

@@ -1,11 +1,15 @@
 //! The listeners, `/etc/envoy/lds.yaml`: one per public (protocol, port).
 //!
-//! - TCP: a `tcp_proxy` to the binding's cluster, with its idle timeout.
+//! - TCP: a `tcp_proxy` to the binding's cluster, with its idle timeout; every TCP listener
+//!   buffers at most [`BUFFER_LIMIT_BYTES`] per connection.
 //! - TLS offload/mutual: the same, behind a `DownstreamTlsContext` whose certificate (and, for
-//!   mutual, the CA that client certificates must chain to) comes from the Secret's SDS file.
+//!   mutual, the CA that client certificates must chain to) comes from the Secret's SDS file;
+//!   a handshake not done within [`TLS_HANDSHAKE_TIMEOUT`] is closed.
 //! - TLS passthrough: a `tls_inspector` reads the SNI; one filter chain per binding matches its
 //!   `server_names` (exact or `*.` wildcard; the most specific wins), the binding without names
 //!   is the chain without a match (the catch-all). With no catch-all, an unknown name is closed.
+//!   A client that does not finish its ClientHello within [`LISTENER_FILTERS_TIMEOUT`] is
+//!   closed (a slowloris on the peek holds nothing for long).
 //! - UDP: a `udp_proxy` with the session timeout, and SO_RCVBUF/SO_SNDBUF raised so bursts are
 //!   not dropped at the socket.
 //!
@@ -17,7 +21,10 @@
 use serde_json::{Value, json};
 
 use super::super::bindings::{BindingKind, EdgeTls, PlannedBinding};
-use super::{EdgeSettings, EnvoyError, file_source, names, resources, to_yaml};
+use super::{
+    BUFFER_LIMIT_BYTES, EdgeSettings, EnvoyError, LISTENER_FILTERS_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
+    file_source, names, resources, to_yaml,
+};
 use crate::crd::Protocol;
 
 const SOL_SOCKET: i64 = 1;
@@ -72,9 +79,13 @@ fn listener(group: &[PlannedBinding], edge: &EdgeSettings) -> Value {
                 "address": {
                     "socket_address": { "address": "0.0.0.0", "port_value": first.listen_port }
                 },
+                "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
                 "filter_chains": chains.iter().map(|b| filter_chain(b, edge)).collect::<Vec<_>>(),
             });
             if passthrough {
+                // A peek that never completes is closed, not passed on without its SNI.
+                l["listener_filters_timeout"] = json!(LISTENER_FILTERS_TIMEOUT);
+                l["continue_on_listener_filters_timeout"] = json!(false);
                 l["listener_filters"] = json!([{
                     "name": "envoy.filters.listener.tls_inspector",
                     "typed_config": {
@@ -129,6 +140,7 @@ fn filter_chain(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
         }
         Some(EdgeTls::Offload { secret }) => {
             let file = names::certificate(secret);
+            chain["transport_socket_connect_timeout"] = json!(TLS_HANDSHAKE_TIMEOUT);
             chain["transport_socket"] = json!({
                 "name": "envoy.transport_sockets.tls",
                 "typed_config": {
@@ -141,6 +153,7 @@ fn filter_chain(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
         }
         Some(EdgeTls::Mutual { secret }) => {
             let file = names::certificate(secret);
+            chain["transport_socket_connect_timeout"] = json!(TLS_HANDSHAKE_TIMEOUT);
             chain["transport_socket"] = json!({
                 "name": "envoy.transport_sockets.tls",
                 "typed_config": {

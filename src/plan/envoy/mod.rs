@@ -21,6 +21,15 @@ pub const READY_PORT: u16 = 40500;
 /// relay address (what the uplinks' admin bridge reaches).
 pub const ADMIN_PORT: u16 = 40600;
 
+/// What Envoy buffers per connection and direction before it stops reading from the other
+/// side (its edge recommendation; Envoy's default is 1 MiB), on every listener and cluster.
+pub const BUFFER_LIMIT_BYTES: u32 = 32 * 1024;
+/// How long a client may take over the SNI peek of a passthrough port (`tls_inspector`)
+/// before Envoy closes the connection.
+pub const LISTENER_FILTERS_TIMEOUT: &str = "5s";
+/// How long a client may take over the TLS handshake of an offload or mutual port.
+pub const TLS_HANDSHAKE_TIMEOUT: &str = "10s";
+
 /// Where the files live on the VPS. Tests render into a temporary directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
