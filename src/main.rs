@@ -33,7 +33,7 @@ enum Command {
         show_secrets: bool,
     },
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(tunnel::settings::RunArgs),
+    Run(Box<tunnel::settings::RunArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
             tunnel::telemetry::init_from_env()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime
-                .block_on(tunnel::operator::run(args))
+                .block_on(tunnel::operator::run(*args))
                 .map_err(|e| anyhow::anyhow!("[{}] {e}", e.category()))?;
         }
         Command::Render {

@@ -91,6 +91,9 @@ pub enum ReconcileError {
     /// The SSH session actor is gone (it is being restarted).
     #[error("the SSH session of this EdgeNode is restarting")]
     SessionGone,
+    /// Leader election may have moved on: this process touches no VPS.
+    #[error("not the leader: the Lease was not renewed in time, no SSH job runs")]
+    NotLeader,
 }
 
 impl ReconcileError {
@@ -105,6 +108,7 @@ impl ReconcileError {
             Self::Desired(e) | Self::Enroll(e) => e.category(),
             Self::Api { step, .. } => step.category(),
             Self::SessionGone => "SSHSessionRestarting",
+            Self::NotLeader => "NotLeader",
         }
     }
 
@@ -127,6 +131,7 @@ mod tests {
             },
             ReconcileError::SshSettings(SshError::Settings("x".into())),
             ReconcileError::SessionGone,
+            ReconcileError::NotLeader,
             ReconcileError::SshSecretNotGranted {
                 secret: "other/s".into(),
                 namespace: "d".into(),

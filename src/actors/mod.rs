@@ -115,6 +115,11 @@ pub struct Context {
     pub uplink_log: (String, String),
     /// `--allow-restricted-targets`: raw targets may be loopback, link-local or the API server.
     pub allow_restricted_targets: bool,
+    /// The operator's metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// Shut when leader election may have moved on: no SSH job starts then (API writes are
+    /// fenced in the client already).
+    pub fence: crate::write_fence::Fence,
 }
 
 impl std::fmt::Debug for Context {

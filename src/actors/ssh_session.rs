@@ -75,6 +75,7 @@ pub struct SshSessionActor;
 pub struct SshSessionState {
     ctx: Arc<Context>,
     session: Option<(String, Session)>,
+    _alive: crate::metrics::AliveGuard,
 }
 
 impl std::fmt::Debug for SshSessionState {
@@ -95,7 +96,12 @@ impl Actor for SshSessionActor {
         _myself: ActorRef<Self::Msg>,
         ctx: Arc<Context>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(SshSessionState { ctx, session: None })
+        let alive = ctx.metrics.alive("SSHSession");
+        Ok(SshSessionState {
+            ctx,
+            session: None,
+            _alive: alive,
+        })
     }
 
     async fn post_stop(
@@ -121,6 +127,7 @@ impl Actor for SshSessionActor {
             work,
             reply,
         } = job;
+        let _timer = state.ctx.metrics.handling("SSHSession");
         let slots = state.ctx.ssh_slots.clone();
         let permit = slots.acquire_owned().await?;
         let teardown = matches!(work, Work::Teardown);
@@ -155,6 +162,9 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
         Work::Teardown => JobResult::TornDown(Err(e)),
         Work::Converge { .. } => JobResult::Converged(Err(e)),
     };
+    if !state.ctx.fence.allows() {
+        return fail(ReconcileError::NotLeader);
+    }
     let reuse = state
         .session
         .as_ref()
@@ -171,6 +181,7 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
     let Some((_, session)) = state.session.as_mut() else {
         return fail(ReconcileError::SessionGone);
     };
+    let (mark, started) = (session.log().len(), std::time::Instant::now());
     let result = match work {
         Work::Converge { desired, request } => {
             let options = PassOptions {
@@ -189,6 +200,18 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
                 .map_err(ReconcileError::Enroll),
         ),
     };
+    let ok = matches!(
+        result,
+        JobResult::Converged(Ok(_)) | JobResult::TornDown(Ok(()))
+    );
+    let teardown = matches!(result, JobResult::TornDown(_));
+    state
+        .ctx
+        .metrics
+        .enrollment_pass(teardown, ok, started.elapsed());
+    if let Some((_, s)) = &state.session {
+        state.ctx.metrics.ssh_commands(&s.log().since(mark));
+    }
     let broken = match &result {
         JobResult::Converged(Err(ReconcileError::Enroll(EnrollError::Ssh(e))))
         | JobResult::TornDown(Err(ReconcileError::Enroll(EnrollError::Ssh(e)))) => e.is_transient(),

@@ -248,6 +248,7 @@ impl Session {
         }
         let target = self.options.target();
         let timeout = self.options.command_timeout;
+        let started = std::time::Instant::now();
         debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = stdin.len(), "remote command");
         // Opening the channel is retried once on a fresh connection: the command has not
         // started, so this cannot run it twice.
@@ -278,6 +279,7 @@ impl Session {
             access: script.access(),
             stdin_bytes: stdin.len(),
             status: result.as_ref().ok().map(|o| o.status),
+            duration: started.elapsed(),
         });
         result
     }
