@@ -8,6 +8,7 @@ mod chart;
 mod crd_admission;
 mod leader_election;
 mod metrics_scrape;
+mod operator_flags;
 mod operator_run;
 mod trust_names;
 mod workload;
