@@ -169,7 +169,7 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(clip_note(note)),
             action: action.to_owned(),
             secondary: None,
         };
@@ -179,10 +179,37 @@ impl Context {
     }
 }
 
+/// The API server refuses an Event whose note is longer than 1024 bytes (and the Event is
+/// lost): long notes are cut at a character boundary, marked with `…`.
+pub fn clip_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() <= MAX {
+        return note;
+    }
+    let mut end = MAX - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
+}
+
 /// The Event reporter of this process.
 pub fn reporter() -> Reporter {
     Reporter {
         controller: "tunnel".into(),
         instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_notes_fit_the_api_limit() {
+        assert_eq!(super::clip_note("short".into()), "short");
+        let long = "é".repeat(700);
+        let clipped = super::clip_note(long);
+        assert!(clipped.len() <= 1024 && clipped.ends_with('…'));
     }
 }
