@@ -21,6 +21,7 @@ mod enroll_lifecycle;
 mod enroll_planned;
 mod operator_e2e;
 mod operator_faults;
+mod operator_metrics;
 mod operator_tls;
 mod ssh_session;
 mod trust_admin;
