@@ -150,7 +150,7 @@ async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
     )
     .await;
     let public = vps.address();
-    let served = in_ns(&internet, move || {
+    let through_vps = in_ns(&internet, move || {
         (0..120).any(|_| {
             let ok = tcp_exchange((public, 80).into(), b"hello\n")
                 .is_some_and(|a| a == "my-web: hello\n");
@@ -160,7 +160,7 @@ async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
             ok
         })
     });
-    assert!(served, "TCP :80 through the VPS\n{}", describe());
+    assert!(through_vps, "TCP :80 through the VPS\n{}", describe());
     // Nothing was refused along the way.
     let log = operator.log_text();
     assert!(
