@@ -136,6 +136,29 @@ async fn non_default_flags_have_their_effect() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A certificate directory without the certificate: refused at start, naming the file.
+    let out = tunnel()
+        .args(["run", "--tunnelctl-dir", &agents])
+        .args([
+            "--health-probe-bind-address",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .args([
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .args(["--metrics-cert-path", dir.path().to_str().unwrap()])
+        .args(["--metrics-cert-name", "mine.pem"])
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("[MetricsCertificateUnreadable]") && stderr.contains("mine.pem"),
+        "{stderr}"
+    );
+
     // An EdgeNode whose pass gets as far as the uplink workload (its VPS is a closed
     // loopback port, so the SSH step fails after the workload was applied).
     let (private, public) = ssh_key(dir.path());
