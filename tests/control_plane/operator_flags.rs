@@ -3,12 +3,16 @@
 //! a real API server: the uplink image from `--image-repo`/`--image-tag`, no Lease with
 //! `--leader-elect=false`, the Lease in `--leader-elect-namespace`, plain HTTP metrics with
 //! `--metrics-secure=false`, HTTPS with a self-signed certificate by default, HTTP/2 only with
-//! `--enable-http2`, a standby serving metrics, and `LOG_FORMAT`/`LOG_LEVEL`.
+//! `--enable-http2`, a standby serving metrics, `--max-concurrent-reconciles` (how many
+//! never-answering VPSes are dialled at once), and `LOG_FORMAT`/`LOG_LEVEL`.
 
 #![allow(clippy::float_cmp)] // samples of gauges are whole numbers
 
+use std::io::Read;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -67,6 +71,40 @@ fn curl(port: u16, http2: bool) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loopback port that accepts SSH connections and never answers (no banner): the client
+/// holds its SSH slot until its connect timeout. Counts the connections open right now.
+fn tarpit() -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counter = counter.clone();
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0_u8; 4096];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// The most tarpits holding a connection at once, sampled for `window` (or until `enough`).
+fn most_at_once(pits: &[&Arc<AtomicUsize>], window: Duration, enough: usize) -> usize {
+    let deadline = std::time::Instant::now() + window;
+    let mut most = 0;
+    while std::time::Instant::now() < deadline && most < enough {
+        let now = pits.iter().filter(|p| p.load(Ordering::SeqCst) > 0).count();
+        most = most.max(now);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    most
 }
 
 fn ssh_key(dir: &Path) -> (String, String) {
@@ -163,10 +201,16 @@ async fn non_default_flags_have_their_effect() {
     // loopback port, so the SSH step fails after the workload was applied).
     let (private, public) = ssh_key(dir.path());
     let closed = free_port().unwrap();
+    // Two more EdgeNodes whose VPSes never answer: how many SSH passes run at once.
+    let ((port_a, pit_a), (port_b, pit_b)) = (tarpit(), tarpit());
+    let known: String = [closed, port_a, port_b]
+        .iter()
+        .map(|p| format!("[127.0.0.1]:{p} {public}"))
+        .collect();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "vps-ssh-secret", "namespace": "default"},
-        "stringData": {"privateKey": private, "knownHosts": format!("[127.0.0.1]:{closed} {public}")}
+        "stringData": {"privateKey": private, "knownHosts": known}
     }))
     .unwrap();
     secrets
@@ -181,6 +225,16 @@ async fn non_default_flags_have_their_effect() {
     }))
     .unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
+    for (name, port) in [("tarpit-a", port_a), ("tarpit-b", port_b)] {
+        let node: EdgeNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"address": "127.0.0.1", "ssh": {"port": port, "connectTimeout": "2s",
+                     "secretRef": {"name": "vps-ssh-secret"}}}
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
 
     // 1: no leader election, the uplink image, plain-HTTP metrics, text logs at debug.
     let plain = free_port().unwrap();
@@ -239,6 +293,10 @@ async fn non_default_flags_have_their_effect() {
         serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap_or("")).is_err(),
         "LOG_FORMAT=text"
     );
+    // --max-concurrent-reconciles 1: never two SSH passes at once.
+    let most =
+        tokio::task::block_in_place(|| most_at_once(&[&pit_a, &pit_b], Duration::from_secs(20), 2));
+    assert_eq!(most, 1, "--max-concurrent-reconciles 1");
     one.stop(Duration::from_secs(10));
 
     // 2 and 3: the Lease in another namespace, HTTPS metrics with a self-signed certificate,
@@ -284,6 +342,10 @@ async fn non_default_flags_have_their_effect() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(held.is_some(), "no Lease in --leader-elect-namespace");
+    // The default (5): both never-answering VPSes are dialled at once.
+    let most =
+        tokio::task::block_in_place(|| most_at_once(&[&pit_a, &pit_b], Duration::from_secs(60), 2));
+    assert_eq!(most, 2, "the default --max-concurrent-reconciles");
     let _three = start("tunnel-three", h1, &[]);
     // No token: 401, over HTTP/2 where enabled and HTTP/1.1 otherwise.
     wait_until("HTTP/2 metrics", Duration::from_secs(30), || {
