@@ -203,10 +203,11 @@ async fn non_default_flags_have_their_effect() {
     let closed = free_port().unwrap();
     // Two more EdgeNodes whose VPSes never answer: how many SSH passes run at once.
     let ((port_a, pit_a), (port_b, pit_b)) = (tarpit(), tarpit());
-    let known: String = [closed, port_a, port_b]
+    let known = [closed, port_a, port_b]
         .iter()
         .map(|p| format!("[127.0.0.1]:{p} {public}"))
-        .collect();
+        .collect::<Vec<_>>()
+        .concat();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "vps-ssh-secret", "namespace": "default"},
