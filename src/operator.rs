@@ -232,6 +232,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
             make_context,
             client,
             ready: ready.clone(),
+            watch_namespaces: args.watch_namespaces.clone(),
         },
     )
     .await

@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// server's ClusterIP; refused (`RestrictedTarget`) otherwise.
     #[arg(long)]
     pub allow_restricted_targets: bool,
+    /// Watch Secrets and Services only in these namespaces (comma-separated; default: every
+    /// namespace). SSH and TLS Secrets and target Services elsewhere are then not found.
+    #[arg(long, value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// Leader election on a Lease: only the holder runs the tree, so several replicas can run
     /// (`--leader-elect=false` for one replica that needs no Lease).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,

@@ -22,6 +22,7 @@ pub mod manager;
 pub mod port_binding;
 pub mod resolver;
 pub mod restarts;
+pub mod scoped_store;
 pub mod ssh_session;
 pub mod status;
 pub mod supervisor;
@@ -59,10 +60,10 @@ pub struct Stores {
     pub edge_nodes: Store<EdgeNode>,
     /// PortBindings.
     pub port_bindings: Store<PortBinding>,
-    /// Secrets (SSH and TLS).
-    pub secrets: Store<Secret>,
-    /// Services (targets).
-    pub services: Store<Service>,
+    /// Secrets (SSH and TLS), in the watched namespaces.
+    pub secrets: scoped_store::ScopedStore<Secret>,
+    /// Services (targets), in the watched namespaces.
+    pub services: scoped_store::ScopedStore<Service>,
     /// The uplink StatefulSets.
     pub stateful_sets: Store<StatefulSet>,
     /// ReferenceGrants: which cross-namespace references each namespace allows.

@@ -648,6 +648,111 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     );
     operator.stop(Duration::from_secs(10));
 
+    // watchNamespaces: Secrets and Services readable only there.
+    ok(
+        &helm(
+            Some(&server),
+            &[
+                "upgrade",
+                "tunnel",
+                "charts/tunnel",
+                "--namespace",
+                "tunnel-system",
+                "--reuse-values",
+                "--set",
+                "watchNamespaces={default}",
+            ],
+            homes.path(),
+        ),
+        "helm upgrade watchNamespaces",
+    );
+    let mut wrong = Vec::new();
+    for (verb, resource, ns, expected) in [
+        ("list", "secrets", None, false),
+        ("watch", "secrets", Some("kube-system"), false),
+        ("list", "secrets", Some("other"), false),
+        ("list", "secrets", Some("default"), true),
+        ("watch", "services", Some("default"), true),
+        ("list", "services", None, false),
+        // The uplink namespace's own key Secrets stay readable.
+        ("get", "secrets", Some("tunnel"), true),
+    ] {
+        if allowed(&sa, verb, "", resource, ns).await != expected {
+            wrong.push(format!("{verb} {resource} in {ns:?}: expected {expected}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let args = Api::<Deployment>::namespaced(admin.clone(), "tunnel-system")
+        .get("tunnel")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.contains(&"--watch-namespaces=default".to_owned()),
+        "{args:?}"
+    );
+    // The operator, on the same token, with the chart's new flag: it runs (its watches are
+    // allowed) and an EdgeNode whose SSH Secret is in an unwatched namespace does not see it.
+    Api::<Namespace>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut other_secret = secret.clone();
+    other_secret.metadata.namespace = Some("other".into());
+    other_secret.metadata.resource_version = None;
+    Api::<Secret>::namespaced(admin.clone(), "other")
+        .create(&PostParams::default(), &other_secret)
+        .await
+        .unwrap();
+    let outside: EdgeNode = serde_json::from_value(json!({
+        "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
+        "metadata": {"name": "outside", "namespace": "other"},
+        "spec": {"address": "127.0.0.1", "ssh": {"port": closed, "secretRef": {"name": "vps-ssh-secret"}}}
+    }))
+    .unwrap();
+    let other_nodes: Api<EdgeNode> = Api::namespaced(admin.clone(), "other");
+    other_nodes
+        .create(&PostParams::default(), &outside)
+        .await
+        .unwrap();
+    let log = dir.path().join("operator-watch.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
+    cmd.args(["run", "--tunnelctl-dir", &agents_dir(dir.path())])
+        .args([
+            "--health-probe-bind-address",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .args(["--watch-namespaces", "default"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "tunnel-system")
+        .env("LOG_FORMAT", "text");
+    let mut operator = Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap();
+    let mut hidden = None;
+    for _ in 0..120 {
+        hidden = condition_of(&other_nodes, "outside").await;
+        if hidden.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (reason, _) = hidden.unwrap_or_else(|| panic!("no condition on other/outside:\n{text}"));
+    assert_eq!(reason, "SSHSecretNotFound", "{text}");
+    assert!(text.contains("the actor tree runs"), "{text}");
+    assert!(!text.contains("forbidden"), "{text}");
+    operator.stop(Duration::from_secs(10));
+
     // Uninstall: the CRDs, the user's objects and the uplink namespaces stay.
     ok(
         &helm(
