@@ -38,6 +38,7 @@ const FLAGS: &[&str] = &[
     "--max-concurrent-reconciles",
     "--resync-period",
     "--allow-restricted-targets",
+    "--watch-namespaces",
     "--leader-elect",
     "--leader-elect-namespace",
     "--leader-elect-lease-duration",
