@@ -92,6 +92,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         &args.envoy_dir,
         &args.envoy_version,
         &args.envoy_download_url,
+        &args.envoy_sha256,
     )?;
     let fault_panic = args
         .fault_panic_edge_node
@@ -207,6 +208,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         stores,
         artefacts,
         resync: args.resync_period,
+        ssh_keepalive: args.ssh_keepalive_interval,
         ssh_slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
             args.max_concurrent_reconciles,
         ))),

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -171,20 +170,9 @@ fn add_service(resolver: &mut StaticResolver, svc: &Service) {
         .clone()
         .unwrap_or_else(|| "default".into());
     let name = svc.metadata.name.clone().unwrap_or_default();
-    let spec = svc.spec.clone().unwrap_or_default();
-    let cluster_ip = spec
-        .cluster_ip
-        .as_deref()
-        .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let ports: Vec<u16> = spec
-        .ports
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| u16::try_from(p.port).ok())
-        .collect();
     resolver
         .services
-        .insert((namespace, name), (cluster_ip, ports));
+        .insert((namespace, name), tunnel::plan::service_ports(svc));
 }
 
 fn add_secret(inputs: &mut Inputs, secret: &Secret) {

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Download URL template of the download mode (`{version}`, `{arch}`); a mirror works.
     #[arg(long, default_value = ENVOY_RELEASE_URL_TEMPLATE)]
     pub envoy_download_url: String,
+    /// The SHA-256 a download must have, as `amd64=<hex>` or `arm64=<hex>` (repeat for each
+    /// architecture); takes precedence over the digests this build ships for the version.
+    #[arg(long = "envoy-sha256", value_name = "ARCH=SHA256", value_parser = parse_digest)]
+    pub envoy_sha256: Vec<(Arch, String)>,
     /// Uplink image repository; the image is `<repo>/uplink:<tag>`.
     #[arg(long, default_value = "ghcr.io/achetronic/tunnel")]
     pub image_repo: String,
@@ -44,6 +48,10 @@ pub struct RunArgs {
     /// How often every EdgeNode is checked for drift on its VPS (Go duration).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_period: Duration,
+    /// Keepalive interval of the SSH connection kept to each VPS (Go duration). Three
+    /// unanswered keepalives declare the VPS unreachable, and its EdgeNode is checked at once.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub ssh_keepalive_interval: Duration,
     /// Let raw `target.address`es be loopback, link-local (cloud metadata) or the API
     /// server's ClusterIP; refused (`RestrictedTarget`) otherwise.
     #[arg(long)]
@@ -126,6 +134,23 @@ pub fn parse_optional_bind_address(text: &str) -> Result<OptionalAddress, String
     parse_bind_address(text).map(|a| OptionalAddress(Some(a)))
 }
 
+/// Reads `amd64=<64 hex digits>` (or `arm64=`, `x86_64=`, `aarch64=`).
+pub fn parse_digest(text: &str) -> Result<(Arch, String), String> {
+    let (arch, hex) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ARCH=SHA256, e.g. amd64=<64 hex digits>"))?;
+    let arch = Arch::from_uname(arch)
+        .map_err(|_| format!("{arch:?} is not an architecture Tunnel supports (amd64, arm64)"))?;
+    let hex = hex.to_ascii_lowercase();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "the SHA-256 for {arch:?} must be 64 hex digits, got {} characters",
+            hex.len()
+        ));
+    }
+    Ok((arch, hex))
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::duration::GoDuration::parse_positive(text)
         .map(crate::duration::GoDuration::to_std)
@@ -173,9 +198,9 @@ fn per_arch(dir: &Path, stem: &str) -> Result<BTreeMap<Arch, Blob>, SettingsErro
     let mut found = BTreeMap::new();
     for (arch, suffix) in [(Arch::X86_64, "amd64"), (Arch::Aarch64, "arm64")] {
         let path = dir.join(format!("{stem}-linux-{suffix}"));
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                found.insert(arch, Blob::new(bytes));
+        match Blob::from_file(&path) {
+            Ok(blob) => {
+                found.insert(arch, blob);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(SettingsError::Read { path, source }),
@@ -196,10 +221,12 @@ pub fn load_tunnelctl(dir: &Path) -> Result<BTreeMap<Arch, Blob>, SettingsError>
 }
 
 /// How Envoy is installed: pushed when `dir` has binaries, else downloaded.
+/// `pinned` (from `--envoy-sha256`) overrides the digests shipped for `version`.
 pub fn load_envoy(
     dir: &Path,
     version: &str,
     url_template: &str,
+    pinned: &[(Arch, String)],
 ) -> Result<EnvoyInstall, SettingsError> {
     let binaries = per_arch(dir, "envoy")?;
     if !binaries.is_empty() {
@@ -212,6 +239,7 @@ pub fn load_envoy(
         .iter()
         .filter(|(v, _, _)| *v == version)
         .map(|(_, arch, digest)| (*arch, (*digest).to_owned()))
+        .chain(pinned.iter().cloned())
         .collect();
     Ok(EnvoyInstall::Download {
         version: version.to_owned(),
@@ -265,13 +293,57 @@ mod tests {
         assert_eq!(found.keys().copied().collect::<Vec<_>>(), [Arch::X86_64]);
         // No Envoy binary: the download mode.
         assert!(matches!(
-            load_envoy(dir.path(), "1.40.0", ENVOY_RELEASE_URL_TEMPLATE).unwrap(),
+            load_envoy(dir.path(), "1.40.0", ENVOY_RELEASE_URL_TEMPLATE, &[]).unwrap(),
             EnvoyInstall::Download { .. }
         ));
+        let digest = "ab".repeat(32);
+        let EnvoyInstall::Download { sha256, .. } = load_envoy(
+            dir.path(),
+            "1.40.0",
+            ENVOY_RELEASE_URL_TEMPLATE,
+            &[(Arch::Aarch64, digest.clone())],
+        )
+        .unwrap() else {
+            panic!("download mode")
+        };
+        assert_eq!(
+            sha256.get(&Arch::Aarch64),
+            Some(&digest),
+            "the flag pins it"
+        );
         std::fs::write(dir.path().join("envoy-linux-amd64"), b"envoy").unwrap();
         assert!(matches!(
-            load_envoy(dir.path(), "1.40.0", ENVOY_RELEASE_URL_TEMPLATE).unwrap(),
+            load_envoy(dir.path(), "1.40.0", ENVOY_RELEASE_URL_TEMPLATE, &[]).unwrap(),
             EnvoyInstall::Push { .. }
         ));
+    }
+
+    #[test]
+    fn envoy_digests_are_arch_equals_hex() {
+        let hex = "AB".repeat(32);
+        assert_eq!(
+            parse_digest(&format!("amd64={hex}")).unwrap(),
+            (Arch::X86_64, hex.to_ascii_lowercase())
+        );
+        assert_eq!(
+            parse_digest(&format!("aarch64={hex}")).unwrap().0,
+            Arch::Aarch64
+        );
+        assert!(parse_digest(&hex).unwrap_err().contains("ARCH=SHA256"));
+        assert!(
+            parse_digest(&format!("riscv64={hex}"))
+                .unwrap_err()
+                .contains("riscv64")
+        );
+        assert!(
+            parse_digest("amd64=abc")
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
+        assert!(
+            parse_digest(&format!("amd64={}", "zz".repeat(32)))
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
     }
 }

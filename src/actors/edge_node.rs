@@ -55,6 +55,8 @@ pub enum NodeMsg {
     },
     /// The drift timer.
     DriftDue,
+    /// The SSH session actor saw its kept connection end between jobs.
+    SessionLost,
     /// A scheduled wake-up of the core.
     WakeUp(u64),
     /// The SSH session actor finished a job.
@@ -232,6 +234,10 @@ impl Actor for EdgeNodeActor {
         let event = match message {
             NodeMsg::Changed => Event::Changed,
             NodeMsg::DriftDue => Event::DriftDue,
+            NodeMsg::SessionLost => {
+                info!(node = %state.key, "SSH connection to the VPS lost; checking it now");
+                Event::SessionLost
+            }
             NodeMsg::WakeUp(epoch) => Event::WakeUp { epoch },
             NodeMsg::PortBindingChanged { key, generation } => match state.reports.get(&key) {
                 Some(report) if report.generation == generation && !state.core.is_running() => {
@@ -570,8 +576,9 @@ fn target_of(
             secret: secret_name,
             source,
         })?;
-    let options = SshOptions::from_spec(&node.spec.address, &node.spec.ssh)
+    let mut options = SshOptions::from_spec(&node.spec.address, &node.spec.ssh)
         .map_err(ReconcileError::SshSettings)?;
+    options.keepalive_interval = ctx.ssh_keepalive;
     let mut material = format!("{options:?}");
     for (k, v) in &data {
         material.push_str(k);

@@ -9,6 +9,9 @@
 //!   yet) is followed by a check soon, backing off while it stays unhealthy; a healthy node
 //!   waits for the drift timer.
 //! - Every scheduled wake-up carries an epoch; a pass that starts makes older wake-ups stale.
+//! - The SSH connection dropping between passes (the VPS went down, keepalives unanswered)
+//!   runs a pass at once, so the loss shows in status now rather than at the drift pass;
+//!   while failed passes are being retried, it changes nothing (the retry is on its way).
 
 use std::time::Duration;
 
@@ -24,6 +27,8 @@ pub enum Event {
         /// The epoch it was scheduled with.
         epoch: u64,
     },
+    /// The kept SSH connection to the VPS ended between passes.
+    SessionLost,
     /// The running pass finished.
     PassDone {
         /// It reached its end without an error.
@@ -104,7 +109,9 @@ impl EdgeNodeCore {
     /// Feeds one event.
     pub fn on(&mut self, event: Event) -> Vec<Effect> {
         match event {
-            Event::Changed | Event::DriftDue => self.want_pass(),
+            // While failed passes are retried, a lost session is their own doing: no storm.
+            Event::SessionLost if self.failures > 0 => Vec::new(),
+            Event::Changed | Event::DriftDue | Event::SessionLost => self.want_pass(),
             Event::WakeUp { epoch } if epoch == self.epoch => self.want_pass(),
             Event::WakeUp { .. } => Vec::new(),
             Event::PassDone { ok, healthy } => {
@@ -276,6 +283,38 @@ mod tests {
         });
         assert!(c.on(Event::WakeUp { epoch: old }).is_empty());
         assert!(!c.is_running());
+    }
+
+    #[test]
+    fn a_lost_session_runs_a_pass_unless_retries_are_already_scheduled() {
+        let mut c = core();
+        c.on(Event::Changed);
+        c.on(Event::PassDone {
+            ok: true,
+            healthy: true,
+        });
+        assert_eq!(c.on(Event::SessionLost), vec![Effect::StartPass]);
+        let effects = c.on(Event::PassDone {
+            ok: false,
+            healthy: false,
+        });
+        let [Effect::WakeAfter { epoch, .. }] = effects[..] else {
+            panic!("{effects:?}")
+        };
+        // The failed pass's own reconnect attempts end connections too: no pass storm.
+        assert!(c.on(Event::SessionLost).is_empty());
+        assert_eq!(c.on(Event::WakeUp { epoch }), vec![Effect::StartPass]);
+        // During a pass it only marks the node dirty.
+        assert!(c.on(Event::SessionLost).is_empty());
+        assert_eq!(
+            c.on(Event::PassDone {
+                ok: false,
+                healthy: false
+            })
+            .len(),
+            1,
+            "the loss during the pass does not add a pass on top of the retry"
+        );
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub struct Context {
     pub artefacts: Artefacts,
     /// Period of the drift pass.
     pub resync: Duration,
+    /// `--ssh-keepalive-interval`.
+    pub ssh_keepalive: Duration,
     /// At most this many SSH passes at once, across EdgeNodes.
     pub ssh_slots: Arc<tokio::sync::Semaphore>,
     /// Prefix of every actor name of this tree.

@@ -1,5 +1,5 @@
 //! The planner's [`Resolver`] over the operator's reflector stores: a target Service's
-//! ClusterIP (by port number), a TLS Secret's keys, whether a reference to another namespace
+//! ClusterIP (by port number or port name), a TLS Secret's keys, whether a reference to another namespace
 //! is granted there (ReferenceGrants), and which raw target addresses are refused (loopback,
 //! link-local, the API server's ClusterIP) unless `--allow-restricted-targets`.
 
@@ -10,8 +10,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::scoped_store::ScopedStore;
 
-use crate::crd::{GrantInput, Reference, ReferenceGrant, reference_allowed};
-use crate::plan::{Resolver, ServiceLookup, TargetPolicy, TlsSecret};
+use crate::crd::{GrantInput, Reference, ReferenceGrant, ServicePort, reference_allowed};
+use crate::plan::{Resolver, ServiceLookup, TargetPolicy, TlsSecret, match_port, service_ports};
 
 /// Reads Services and Secrets from the watch caches.
 #[derive(Clone)]
@@ -60,31 +60,18 @@ impl StoreResolver {
     }
 }
 
-/// What a Service offers for a target port, pure.
-pub fn lookup(service: Option<&Service>, port: u16) -> ServiceLookup {
+/// What a Service offers for a target port (a number, or a port name), pure.
+pub fn lookup(service: Option<&Service>, port: &ServicePort) -> ServiceLookup {
     let Some(service) = service else {
         return ServiceLookup::NotFound;
     };
-    let spec = service.spec.clone().unwrap_or_default();
-    let ip = spec
-        .cluster_ip
-        .as_deref()
-        .filter(|ip| !ip.is_empty() && *ip != "None")
-        .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let Some(ip) = ip else {
+    let (Some(address), ports) = service_ports(service) else {
         return ServiceLookup::Headless;
     };
-    let ports = spec.ports.unwrap_or_default();
-    if ports.iter().any(|p| i32::from(port) == p.port) {
-        return ServiceLookup::Found(ip);
+    match match_port(&ports, port) {
+        Ok(port) => ServiceLookup::Found { address, port },
+        Err(available) => ServiceLookup::PortNotFound { available },
     }
-    let mut available: Vec<u16> = ports
-        .iter()
-        .filter_map(|p| u16::try_from(p.port).ok())
-        .collect();
-    available.sort_unstable();
-    available.dedup();
-    ServiceLookup::PortNotFound { available }
 }
 
 /// The TLS keys of a Secret, pure.
@@ -113,7 +100,7 @@ impl Resolver for StoreResolver {
         self.policy.clone()
     }
 
-    fn service(&self, namespace: &str, name: &str, port: u16) -> ServiceLookup {
+    fn service(&self, namespace: &str, name: &str, port: &ServicePort) -> ServiceLookup {
         let found = self.services.get(&ObjectRef::new(name).within(namespace));
         lookup(found.as_deref(), port)
     }
@@ -134,19 +121,33 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_ip_service_resolves_by_port() {
+    fn a_cluster_ip_service_resolves_by_port_number_or_name() {
         let s = service(
-            "metadata: {name: web, namespace: d}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 8080}, {port: 9090, name: metrics}]}",
+            "metadata: {name: web, namespace: d}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 9090, name: metrics}, {port: 8080}]}",
+        );
+        let found = |port| ServiceLookup::Found {
+            address: "10.96.0.10".parse().unwrap(),
+            port,
+        };
+        assert_eq!(lookup(Some(&s), &8080.into()), found(8080));
+        assert_eq!(
+            lookup(Some(&s), &ServicePort::Name("metrics".into())),
+            found(9090),
+            "a named port resolves to its number"
+        );
+        let missing = ServiceLookup::PortNotFound {
+            available: vec!["8080".into(), "9090 (metrics)".into()],
+        };
+        assert_eq!(lookup(Some(&s), &81.into()), missing);
+        assert_eq!(
+            lookup(Some(&s), &ServicePort::Name("http".into())),
+            missing,
+            "an unknown name is refused with the ports there are"
         );
         assert_eq!(
-            lookup(Some(&s), 8080),
-            ServiceLookup::Found("10.96.0.10".parse().unwrap())
-        );
-        assert_eq!(
-            lookup(Some(&s), 81),
-            ServiceLookup::PortNotFound {
-                available: vec![8080, 9090]
-            }
+            lookup(Some(&s), &ServicePort::Name("9090".into())),
+            missing,
+            "a name never matches a number"
         );
     }
 
@@ -154,10 +155,10 @@ mod tests {
     fn headless_and_missing_services_say_so() {
         let headless =
             service("metadata: {name: web}\nspec: {clusterIP: None, ports: [{port: 80}]}");
-        assert_eq!(lookup(Some(&headless), 80), ServiceLookup::Headless);
+        assert_eq!(lookup(Some(&headless), &80.into()), ServiceLookup::Headless);
         let pending = service("metadata: {name: web}\nspec: {ports: [{port: 80}]}");
-        assert_eq!(lookup(Some(&pending), 80), ServiceLookup::Headless);
-        assert_eq!(lookup(None, 80), ServiceLookup::NotFound);
+        assert_eq!(lookup(Some(&pending), &80.into()), ServiceLookup::Headless);
+        assert_eq!(lookup(None, &80.into()), ServiceLookup::NotFound);
     }
 
     #[test]

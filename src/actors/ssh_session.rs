@@ -3,6 +3,8 @@
 //! the address change), runs the jobs it is sent one at a time (an enrollment pass, a
 //! teardown), and answers each with a message, so the EdgeNode's mailbox never waits on SSH.
 //! At most `--max-concurrent-reconciles` jobs run at once across all session actors.
+//! Between jobs it watches the kept connection: when it ends (the VPS went down, keepalives
+//! went unanswered) it tells its EdgeNode actor, which checks the VPS at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +78,32 @@ pub struct SshSessionState {
     ctx: Arc<Context>,
     session: Option<(String, Session)>,
     _alive: crate::metrics::AliveGuard,
+    /// Waits for the kept connection to end while no job runs.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SshSessionState {
+    /// Stops watching (a job is about to use the session, or it is being replaced).
+    fn unwatch(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
+    }
+
+    /// Watches the connection that is open now, until the next job.
+    fn watch(&mut self, node: &ActorRef<NodeMsg>) {
+        self.unwatch();
+        let Some((_, session)) = self.session.as_ref().filter(|(_, s)| s.is_connected()) else {
+            return;
+        };
+        let lost = session.lost();
+        let node = node.clone();
+        self.watcher = Some(tokio::spawn(async move {
+            lost.notified().await;
+            // The EdgeNode actor may be gone; then nobody needs to know.
+            let _ = node.send_message(NodeMsg::SessionLost);
+        }));
+    }
 }
 
 impl std::fmt::Debug for SshSessionState {
@@ -100,6 +128,7 @@ impl Actor for SshSessionActor {
         Ok(SshSessionState {
             ctx,
             session: None,
+            watcher: None,
             _alive: alive,
         })
     }
@@ -109,6 +138,7 @@ impl Actor for SshSessionActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.unwatch();
         if let Some((_, session)) = state.session.take() {
             session.close().await;
         }
@@ -128,6 +158,7 @@ impl Actor for SshSessionActor {
             reply,
         } = job;
         let _timer = state.ctx.metrics.handling("SSHSession");
+        state.unwatch();
         let slots = state.ctx.ssh_slots.clone();
         let permit = slots.acquire_owned().await?;
         let teardown = matches!(work, Work::Teardown);
@@ -141,6 +172,9 @@ impl Actor for SshSessionActor {
             timeout_error(&target, teardown)
         };
         drop(permit);
+        if !teardown {
+            state.watch(&reply);
+        }
         if reply
             .send_message(NodeMsg::JobDone {
                 pass,

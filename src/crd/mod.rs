@@ -19,7 +19,8 @@ pub use edge_node::{
 };
 pub use port_binding::{
     Binding, BindingStatus, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus,
-    Protocol, ProxyProtocolVersion, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
+    Protocol, ProxyProtocolVersion, ServicePort, ServiceTarget, TcpParams, TlsMode, TlsParams,
+    UdpParams,
 };
 pub use reference_grant::{
     FromKind, GrantFrom, GrantInput, GrantTo, Reference, ReferenceGrant, ReferenceGrantSpec,

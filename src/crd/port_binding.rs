@@ -242,9 +242,34 @@ pub struct ServiceTarget {
     /// Namespace of the Service.
     #[schemars(length(min = 1, max = 63))]
     pub namespace: String,
-    /// Service port to forward to.
-    #[schemars(schema_with = "rules::port")]
-    pub port: u16,
+    /// Service port to forward to: its number, or its name (`spec.ports[].name`).
+    #[schemars(schema_with = "rules::service_port")]
+    pub port: ServicePort,
+}
+
+/// A Service port, by number (`8080`) or by name (`https`), as in a Pod's `targetPort`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(untagged)]
+pub enum ServicePort {
+    /// `spec.ports[].port`.
+    Number(u16),
+    /// `spec.ports[].name`.
+    Name(String),
+}
+
+impl std::fmt::Display for ServicePort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Name(name) => write!(f, "{name:?}"),
+        }
+    }
+}
+
+impl From<u16> for ServicePort {
+    fn from(n: u16) -> Self {
+        Self::Number(n)
+    }
 }
 
 /// What the EdgeNode did with this PortBinding.

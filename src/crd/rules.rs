@@ -25,6 +25,21 @@ pub fn port(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "integer", "format": "int32", "minimum": 1, "maximum": 65535 })
 }
 
+/// A Service port by number (1–65535) or by name (an IANA service name, as Kubernetes
+/// requires of `spec.ports[].name`).
+pub fn service_port(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "anyOf": [{ "type": "integer" }, { "type": "string" }],
+        // Applies to the string form only; bounds the cost of the rule below.
+        "maxLength": 15,
+        "x-kubernetes-validations": [{
+            "rule": "type(self) == int ? (self >= 1 && self <= 65535) : (size(self) <= 15 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.matches('[a-z]'))",
+            "message": "target.service.port must be a port number (1-65535) or a Service port name (lower-case letters, digits and '-', at most 15 characters, at least one letter)"
+        }]
+    })
+}
+
 /// An optional TCP or UDP port number.
 pub fn optional_port(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = port(generator);

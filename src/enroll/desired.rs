@@ -4,14 +4,12 @@
 //! systemd units and the sysctl drop-in (see [`super::units`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::Arc;
 
 use super::EnrollError;
+pub use super::blob::Blob;
 use super::error::DesiredError;
 use super::layout;
 use crate::crd::HostSpec;
-use crate::hash::sha256_hex;
 
 /// Machine architecture of a VPS, from `uname -m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,44 +46,6 @@ impl Arch {
             Self::X86_64 => "x86_64",
             Self::Aarch64 => "aarch_64",
         }
-    }
-}
-
-/// File content with its SHA-256, cheap to clone. `Debug` shows only size and digest, so a
-/// document holding a private key never reaches a log through it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Blob {
-    bytes: Arc<[u8]>,
-    sha256: String,
-}
-
-impl Blob {
-    /// Wraps `bytes` and computes their digest.
-    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
-        let bytes = bytes.into();
-        let sha256 = sha256_hex(&bytes);
-        Self { bytes, sha256 }
-    }
-
-    /// The content.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Lowercase hex SHA-256 of the content.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
-    }
-}
-
-impl fmt::Debug for Blob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Blob({} bytes, sha256 {})",
-            self.bytes.len(),
-            &self.sha256[..12]
-        )
     }
 }
 
@@ -320,14 +280,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn blob_debug_hides_content() {
-        let b = Blob::new(b"PRIVATE KEY MATERIAL".to_vec());
-        let shown = format!("{b:?}");
-        assert!(!shown.contains("PRIVATE"), "{shown}");
-        assert!(shown.contains("20 bytes"), "{shown}");
-    }
-
     fn carried() -> Carried {
         Carried {
             tunnelctl: BTreeMap::from([(Arch::X86_64, Blob::new(b"t".to_vec()))]),
@@ -349,7 +301,10 @@ mod tests {
             ("/etc/tunnel/relay.json", b"relay"),
         ];
         let d = DesiredState::from_rendered(files.clone(), carried()).unwrap();
-        assert_eq!(d.envoy_lds.bytes(), b"lds");
+        assert_eq!(
+            d.envoy_lds.stored(),
+            crate::enroll::blob::Stored::Memory(b"lds")
+        );
         assert_eq!(
             d.sds.keys().collect::<Vec<_>>(),
             vec!["default_web.sds.yaml"]

@@ -21,6 +21,15 @@ pub enum EnrollError {
         found: String,
     },
 
+    /// A binary the operator carries could not be read, or changed on disk.
+    #[error("reading {path} to push it: {reason}")]
+    ArtifactUnreadable {
+        /// Its path on the operator's file system.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+
     /// No binary (or pinned digest) for the VPS's architecture.
     #[error("no {what} for architecture {arch}")]
     MissingArtifact {
@@ -137,6 +146,7 @@ impl EnrollError {
         match self {
             Self::Ssh(e) => e.category(),
             Self::Desired(_) => "EnrollInvalidDesiredState",
+            Self::ArtifactUnreadable { .. } => "ArtifactUnreadable",
             Self::UnsupportedArch { .. } | Self::MissingArtifact { .. } => "EnrollUnsupportedArch",
             Self::EnvoyDownload(_) => "EnvoyInstallFailed",
             Self::Observation(_) => "EnrollObservationFailed",
@@ -158,6 +168,10 @@ mod tests {
             EnrollError::Desired(DesiredError::NoTunnelctl),
             EnrollError::UnsupportedArch {
                 found: String::new(),
+            },
+            EnrollError::ArtifactUnreadable {
+                path: String::new(),
+                reason: String::new(),
             },
             EnrollError::MissingArtifact {
                 what: "Envoy binary",
@@ -183,6 +197,7 @@ mod tests {
                 "SSHSettingsInvalid",
                 "EnrollInvalidDesiredState",
                 "EnrollUnsupportedArch",
+                "ArtifactUnreadable",
                 "EnrollUnsupportedArch",
                 "EnvoyInstallFailed",
                 "EnrollObservationFailed",

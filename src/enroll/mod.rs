@@ -6,6 +6,7 @@
 //! [`steps`] turns it and the [`DesiredState`] into a list of steps, [`pass`] runs them over an
 //! [`crate::ssh::Session`]. See docs/enrollment.md.
 
+pub mod blob;
 pub mod desired;
 mod error;
 pub mod health;

@@ -7,11 +7,12 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::EnrollError;
+use super::blob::{Blob, Stored};
 use super::health::{self, Health};
 use super::layout;
 use super::observe;
 use super::steps::{self, PassPlan, Request, Source, Step};
-use crate::ssh::{Script, Session, SshError, write_file, write_file_owned};
+use crate::ssh::{Script, Session, SshError, write_file_owned, write_file_streamed};
 
 /// How a pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,12 +105,36 @@ pub async fn restart_envoy(session: &mut Session, checks: u32) -> Result<(), Enr
     wait_active(session, layout::ENVOY_UNIT, checks).await
 }
 
+/// Writes `blob` to `path` on the VPS atomically, checked against its digest there; a blob
+/// kept in a file is streamed from it.
+async fn write_blob(
+    session: &mut Session,
+    path: &str,
+    blob: &Blob,
+    mode: u32,
+    owner: Option<&str>,
+) -> Result<(), EnrollError> {
+    match blob.stored() {
+        Stored::Memory(bytes) => write_file_owned(session, path, bytes, mode, owner).await?,
+        Stored::File(local) => {
+            let unreadable = |e: std::io::Error| EnrollError::ArtifactUnreadable {
+                path: local.display().to_string(),
+                reason: e.to_string(),
+            };
+            let file = tokio::fs::File::open(local).await.map_err(unreadable)?;
+            write_file_streamed(session, path, file, blob.len(), blob.sha256(), mode, owner)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, EnrollError> {
     match step {
         Step::Write(file) => match &file.source {
             Source::Upload(blob) => {
                 let owner = layout::owner_of(&file.path);
-                write_file_owned(session, &file.path, blob.bytes(), file.mode, owner).await?;
+                write_blob(session, &file.path, blob, file.mode, owner).await?;
             }
             Source::Download(url) => download(session, &file.path, url, &file.sha256).await?,
         },
@@ -158,7 +183,7 @@ async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, 
             }
         }
         Step::WriteState(blob) => {
-            write_file(session, layout::STATE, blob.bytes(), layout::MODE_SECRET).await?;
+            write_blob(session, layout::STATE, blob, layout::MODE_SECRET, None).await?;
         }
         Step::EnsureEnvoyUser => {
             session.run_ok(&ensure_envoy_user_script()?).await?;

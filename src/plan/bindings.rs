@@ -338,8 +338,8 @@ fn duration(field: &str, value: &str) -> Result<GoDuration, Refusal> {
 
 fn resolve_target(b: &Binding, resolver: &dyn Resolver) -> Result<(IpAddr, u16), Refusal> {
     let (ip, port) = match (&b.target.service, &b.target.address) {
-        (Some(svc), _) => match resolver.service(&svc.namespace, &svc.name, svc.port) {
-            ServiceLookup::Found(ip) => (ip, svc.port),
+        (Some(svc), _) => match resolver.service(&svc.namespace, &svc.name, &svc.port) {
+            ServiceLookup::Found { address, port } => (address, port),
             ServiceLookup::NotFound => {
                 return Err(Refusal {
                     reason: Reason::ServiceNotFound,
@@ -358,8 +358,7 @@ fn resolve_target(b: &Binding, resolver: &dyn Resolver) -> Result<(IpAddr, u16),
                     ),
                 });
             }
-            ServiceLookup::PortNotFound { available } => {
-                let list: Vec<String> = available.iter().map(u16::to_string).collect();
+            ServiceLookup::PortNotFound { available: list } => {
                 return Err(Refusal {
                     reason: Reason::ServicePortNotFound,
                     message: format!(

@@ -27,7 +27,10 @@ pub use bindings::{BindingKind, EdgeTls, PlannedBinding, PortBindingInput, Secre
 pub use envoy::{EdgeSettings, EnvoyError, HealthCheck, Layout, OutlierDetection};
 pub use ipam::{Ipam, IpamError};
 pub use outcome::{BindingId, BindingOutcome, OutcomeKind, Reason, Refusal};
-pub use resolve::{Resolver, ServiceLookup, StaticResolver, TargetPolicy, TlsSecret};
+pub use resolve::{
+    Resolver, ServiceLookup, ServicePortEntry, StaticResolver, TargetPolicy, TlsSecret, match_port,
+    service_ports,
+};
 
 use crate::crd::EdgeNodeSpec;
 use crate::duration::{DurationError, GoDuration};

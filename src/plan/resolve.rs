@@ -7,22 +7,82 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::crd::{GrantInput, Reference, reference_allowed};
+use k8s_openapi::api::core::v1::Service;
+
+use crate::crd::{GrantInput, Reference, ServicePort, reference_allowed};
 
 /// The answer for a Service target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceLookup {
     /// The Service exists, has a ClusterIP and exposes the port.
-    Found(IpAddr),
+    Found {
+        /// Its ClusterIP.
+        address: IpAddr,
+        /// The port number (a named port resolved).
+        port: u16,
+    },
     /// No such Service.
     NotFound,
     /// The Service has no ClusterIP (`clusterIP: None`, or not allocated yet).
     Headless,
     /// The Service exists but does not expose the requested port.
     PortNotFound {
-        /// The ports it does expose, sorted.
-        available: Vec<u16>,
+        /// The ports it does expose, sorted: `8080`, or `8443 (https)` for a named one.
+        available: Vec<String>,
     },
+}
+
+/// One port of a Service: its number and, when it has one, its name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServicePortEntry {
+    /// `spec.ports[].port`.
+    pub port: u16,
+    /// `spec.ports[].name`.
+    pub name: Option<String>,
+}
+
+/// A Service's ClusterIP (`None`: headless, or not allocated yet) and its ports.
+pub fn service_ports(service: &Service) -> (Option<IpAddr>, Vec<ServicePortEntry>) {
+    let spec = service.spec.clone().unwrap_or_default();
+    let address = spec
+        .cluster_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let ports = spec
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            Some(ServicePortEntry {
+                port: u16::try_from(p.port).ok()?,
+                name: p.name.filter(|n| !n.is_empty()),
+            })
+        })
+        .collect();
+    (address, ports)
+}
+
+/// Finds `wanted` (a number, or a name) among a Service's ports: the port number, or the
+/// ports there are (sorted, for the refusal message).
+pub fn match_port(ports: &[ServicePortEntry], wanted: &ServicePort) -> Result<u16, Vec<String>> {
+    let found = ports.iter().find(|p| match wanted {
+        ServicePort::Number(n) => p.port == *n,
+        ServicePort::Name(name) => p.name.as_deref() == Some(name.as_str()),
+    });
+    if let Some(p) = found {
+        return Ok(p.port);
+    }
+    let mut sorted = ports.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    Err(sorted
+        .iter()
+        .map(|p| match &p.name {
+            Some(name) if !name.is_empty() => format!("{} ({name})", p.port),
+            _ => p.port.to_string(),
+        })
+        .collect())
 }
 
 /// The keys of a `kubernetes.io/tls` Secret the edge may need. The private key is never
@@ -55,8 +115,9 @@ impl std::fmt::Debug for TlsSecret {
 
 /// Looks up what bindings point at.
 pub trait Resolver {
-    /// The ClusterIP of Service `namespace/name`, checked to expose `port`.
-    fn service(&self, namespace: &str, name: &str, port: u16) -> ServiceLookup;
+    /// The ClusterIP of Service `namespace/name` and the number of its port `port` (a number
+    /// it must expose, or the name of one of its ports).
+    fn service(&self, namespace: &str, name: &str, port: &ServicePort) -> ServiceLookup;
     /// The TLS Secret `namespace/name`, or `None` when it does not exist.
     fn tls_secret(&self, namespace: &str, name: &str) -> Option<TlsSecret>;
     /// Whether a reference across namespaces may be followed: the operator answers with
@@ -114,7 +175,7 @@ impl TargetPolicy {
 #[derive(Debug, Clone, Default)]
 pub struct StaticResolver {
     /// `(namespace, name)` → `(ClusterIP or None when headless, ports)`.
-    pub services: BTreeMap<(String, String), (Option<IpAddr>, Vec<u16>)>,
+    pub services: BTreeMap<(String, String), (Option<IpAddr>, Vec<ServicePortEntry>)>,
     /// `(namespace, name)` → Secret contents.
     pub secrets: BTreeMap<(String, String), TlsSecret>,
     /// The ReferenceGrants in force.
@@ -142,18 +203,32 @@ impl StaticResolver {
     }
 
     #[must_use]
-    /// Adds a Service with a ClusterIP (`None`: headless) and its ports.
+    /// Adds a Service with a ClusterIP (`None`: headless) and its (unnamed) ports.
     pub fn with_service(
-        mut self,
+        self,
         namespace: &str,
         name: &str,
         cluster_ip: Option<IpAddr>,
         ports: &[u16],
     ) -> Self {
-        self.services.insert(
-            (namespace.to_owned(), name.to_owned()),
-            (cluster_ip, ports.to_vec()),
-        );
+        let ports: Vec<ServicePortEntry> = ports
+            .iter()
+            .map(|&port| ServicePortEntry { port, name: None })
+            .collect();
+        self.with_service_ports(namespace, name, cluster_ip, ports)
+    }
+
+    #[must_use]
+    /// Adds a Service with a ClusterIP (`None`: headless) and its ports, named or not.
+    pub fn with_service_ports(
+        mut self,
+        namespace: &str,
+        name: &str,
+        cluster_ip: Option<IpAddr>,
+        ports: Vec<ServicePortEntry>,
+    ) -> Self {
+        self.services
+            .insert((namespace.to_owned(), name.to_owned()), (cluster_ip, ports));
         self
     }
 
@@ -175,20 +250,17 @@ impl Resolver for StaticResolver {
         self.policy.clone()
     }
 
-    fn service(&self, namespace: &str, name: &str, port: u16) -> ServiceLookup {
+    fn service(&self, namespace: &str, name: &str, port: &ServicePort) -> ServiceLookup {
         match self.services.get(&(namespace.to_owned(), name.to_owned())) {
             None => ServiceLookup::NotFound,
             Some((None, _)) => ServiceLookup::Headless,
-            Some((Some(ip), ports)) => {
-                if ports.contains(&port) {
-                    ServiceLookup::Found(*ip)
-                } else {
-                    let mut available = ports.clone();
-                    available.sort_unstable();
-                    available.dedup();
-                    ServiceLookup::PortNotFound { available }
-                }
-            }
+            Some((Some(address), ports)) => match match_port(ports, port) {
+                Ok(port) => ServiceLookup::Found {
+                    address: *address,
+                    port,
+                },
+                Err(available) => ServiceLookup::PortNotFound { available },
+            },
         }
     }
 
@@ -196,5 +268,49 @@ impl Resolver for StaticResolver {
         self.secrets
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_match_by_number_or_by_name_and_a_miss_lists_them() {
+        let ports = vec![
+            ServicePortEntry {
+                port: 8443,
+                name: Some("https".into()),
+            },
+            ServicePortEntry {
+                port: 80,
+                name: None,
+            },
+        ];
+        assert_eq!(match_port(&ports, &ServicePort::Number(80)), Ok(80));
+        assert_eq!(
+            match_port(&ports, &ServicePort::Name("https".into())),
+            Ok(8443)
+        );
+        let listed = vec!["80".to_owned(), "8443 (https)".to_owned()];
+        assert_eq!(
+            match_port(&ports, &ServicePort::Number(443)),
+            Err(listed.clone())
+        );
+        assert_eq!(
+            match_port(&ports, &ServicePort::Name("http".into())),
+            Err(listed)
+        );
+        assert_eq!(match_port(&[], &ServicePort::Number(1)), Err(Vec::new()));
+    }
+
+    #[test]
+    fn a_port_is_a_number_or_a_name_in_yaml() {
+        let number: ServicePort = serde_yaml::from_str("8080").unwrap();
+        let name: ServicePort = serde_yaml::from_str("https").unwrap();
+        assert_eq!(number, ServicePort::Number(8080));
+        assert_eq!(name, ServicePort::Name("https".into()));
+        assert_eq!(serde_json::to_string(&number).unwrap(), "8080");
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"https\"");
     }
 }

@@ -11,6 +11,7 @@ use backon::{ExponentialBuilder, Retryable};
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
 use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::SshError;
@@ -60,16 +61,30 @@ impl Output {
     }
 }
 
-/// The russh handler: verifies the server's host key against `knownHosts`.
+/// The russh handler: verifies the server's host key against `knownHosts`, and signals
+/// `lost` when an established connection ends (keepalives unanswered, reset, server gone).
 struct Verifier {
     host: String,
     port: u16,
     known_hosts: Option<KnownHosts>,
     insecure: bool,
+    lost: Arc<Notify>,
 }
 
 impl client::Handler for Verifier {
     type Error = SshError;
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        debug!(host = %self.host, port = self.port, "SSH connection ended");
+        self.lost.notify_waiters();
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            client::DisconnectReason::Error(e) => Err(e),
+        }
+    }
 
     async fn check_server_key(
         &mut self,
@@ -134,6 +149,7 @@ pub struct Session {
     credentials: Credentials,
     handle: Option<Handle<Verifier>>,
     log: CommandLog,
+    lost: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Session {
@@ -160,6 +176,7 @@ impl Session {
             credentials,
             handle: None,
             log: CommandLog::new(),
+            lost: Arc::new(Notify::new()),
         };
         session.reconnect().await?;
         Ok(session)
@@ -173,6 +190,14 @@ impl Session {
     /// The settings this session was made with.
     pub fn options(&self) -> &SshOptions {
         &self.options
+    }
+
+    /// Wakes whoever waits on it (`notify_waiters`: nothing is stored for later) each time an
+    /// established connection of this session ends: unanswered keepalives, a reset, the
+    /// server going away, or [`Session::close`]. Lets the owner notice a VPS that went down
+    /// between passes instead of at the next one.
+    pub fn lost(&self) -> Arc<Notify> {
+        self.lost.clone()
     }
 
     /// Whether the connection is open right now.
@@ -195,7 +220,8 @@ impl Session {
         }
         let options = &self.options;
         let credentials = &self.credentials;
-        let attempt = || connect_once(options, credentials);
+        let lost = &self.lost;
+        let attempt = || connect_once(options, credentials, lost.clone());
         let handle = attempt
             .retry(
                 ExponentialBuilder::default()
@@ -242,6 +268,35 @@ impl Session {
         script: &Script,
         stdin: &[u8],
     ) -> Result<Output, SshError> {
+        self.run_with_reader(script, stdin, stdin.len() as u64)
+            .await
+    }
+
+    /// Runs `script` with the `len` bytes of `stdin` streamed to it (a large file is never
+    /// held in memory), and requires exit status 0.
+    pub async fn run_ok_with_reader<R>(
+        &mut self,
+        script: &Script,
+        stdin: R,
+        len: u64,
+    ) -> Result<Output, SshError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        let out = self.run_with_reader(script, stdin, len).await?;
+        require_success(script, out)
+    }
+
+    /// [`Session::run_with_stdin`] with stdin read from `stdin` (`len` bytes).
+    async fn run_with_reader<R>(
+        &mut self,
+        script: &Script,
+        stdin: R,
+        len: u64,
+    ) -> Result<Output, SshError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
         if !self.is_connected() {
             warn!(host = %self.options.target(), "SSH connection lost, reconnecting");
             self.reconnect().await?;
@@ -249,7 +304,7 @@ impl Session {
         let target = self.options.target();
         let timeout = self.options.command_timeout;
         let started = std::time::Instant::now();
-        debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = stdin.len(), "remote command");
+        debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = len, "remote command");
         // Opening the channel is retried once on a fresh connection: the command has not
         // started, so this cannot run it twice.
         let channel = match self.open_channel(timeout).await {
@@ -260,7 +315,7 @@ impl Session {
                 self.open_channel(timeout).await?
             }
         };
-        let result = tokio::time::timeout(timeout, exec(channel, script, stdin)).await;
+        let result = tokio::time::timeout(timeout, exec(channel, script, stdin, len)).await;
         let result = match result {
             Ok(r) => r.map_err(|e| e.at(&target)),
             Err(_) => Err(SshError::CommandTimeout {
@@ -277,7 +332,7 @@ impl Session {
         self.log.push(LoggedCommand {
             command: script.to_string(),
             access: script.access(),
-            stdin_bytes: stdin.len(),
+            stdin_bytes: usize::try_from(len).unwrap_or(usize::MAX),
             status: result.as_ref().ok().map(|o| o.status),
             duration: started.elapsed(),
         });
@@ -320,6 +375,7 @@ fn require_success(script: &Script, out: Output) -> Result<Output, SshError> {
 async fn connect_once(
     options: &SshOptions,
     credentials: &Credentials,
+    lost: Arc<Notify>,
 ) -> Result<Handle<Verifier>, SshError> {
     let target = options.target();
     let mut preferred = russh::Preferred::default();
@@ -348,6 +404,7 @@ async fn connect_once(
         port: options.port,
         known_hosts: credentials.known_hosts.clone(),
         insecure: options.insecure_skip_host_key_verification,
+        lost,
     };
     let work = async {
         let stream = tokio::net::TcpStream::connect((options.host.as_str(), options.port))
@@ -449,16 +506,19 @@ fn methods(set: &russh::MethodSet) -> String {
     set.iter().map(<&str>::from).collect::<Vec<_>>().join(", ")
 }
 
-async fn exec(
+async fn exec<R: tokio::io::AsyncRead + Unpin>(
     channel: russh::Channel<client::Msg>,
     script: &Script,
-    stdin: &[u8],
+    stdin: R,
+    len: u64,
 ) -> Result<Output, SshError> {
     channel.exec(true, script.as_str()).await?;
     let (mut read, write) = channel.split();
     let send = async {
-        if !stdin.is_empty() {
-            write.data(stdin).await?;
+        if len > 0 {
+            write
+                .data(tokio::io::AsyncReadExt::take(stdin, len))
+                .await?;
         }
         write.eof().await?;
         Ok::<_, SshError>(())

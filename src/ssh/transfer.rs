@@ -38,6 +38,26 @@ pub async fn write_file_owned(
     Ok(())
 }
 
+/// [`write_file_owned`] with the `len` bytes of `content` streamed (a large binary is never
+/// held in memory); `sha256` is what they must hash to, checked on the VPS before the file
+/// replaces the old one.
+pub async fn write_file_streamed<R>(
+    session: &mut Session,
+    path: &str,
+    content: R,
+    len: u64,
+    sha256: &str,
+    mode: u32,
+    owner: Option<&str>,
+) -> Result<(), SshError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send,
+{
+    let script = write_file_script_owned(path, sha256, mode, owner)?;
+    session.run_ok_with_reader(&script, content, len).await?;
+    Ok(())
+}
+
 /// The script [`write_file`] runs (exposed for tests of its shape).
 pub fn write_file_script(path: &str, sha256: &str, mode: u32) -> Result<Script, SshError> {
     write_file_script_owned(path, sha256, mode, None)

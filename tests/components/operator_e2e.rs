@@ -317,10 +317,10 @@ async fn readme_examples_are_served_through_the_running_operator() {
     };
 
     // A newer PortBinding that wants port 80 too: the older keeps it, the newer is told who
-    // holds it, and its other binding is served.
+    // holds it, and its other binding (to the Service port by its name) is served.
     apply_yaml::<PortBinding>(
         &client,
-        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {name: newer, namespace: default}\nspec:\n  edgeNodeRef: {name: edge-node}\n  bindings:\n  - name: also-http\n    protocol: TCP\n    listenPort: 80\n    target: {service: {name: my-web, namespace: default, port: 8080}}\n  - name: other\n    protocol: TCP\n    listenPort: 8081\n    target: {service: {name: my-web, namespace: default, port: 8080}}\n",
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {name: newer, namespace: default}\nspec:\n  edgeNodeRef: {name: edge-node}\n  bindings:\n  - name: also-http\n    protocol: TCP\n    listenPort: 80\n    target: {service: {name: my-web, namespace: default, port: 8080}}\n  - name: other\n    protocol: TCP\n    listenPort: 8081\n    target: {service: {name: my-web, namespace: default, port: p8080-tcp}}\n",
     )
     .await;
     let conflict = eventually(
@@ -348,7 +348,7 @@ async fn readme_examples_are_served_through_the_running_operator() {
             b"x\n"
         )
         .is_some_and(|a| a == "my-web: x\n")),
-        "the newer PortBinding's other binding is served\n{}",
+        "the newer PortBinding's other binding, to a named Service port, is served\n{}",
         describe()
     );
     assert!(echo("two\n"), "the session survives a binding being added");

@@ -2,8 +2,9 @@
 //! an EdgeNode whose actor panics on every pass (the test-only `--fault-panic-edge-node`
 //! hook: no real component can be made to panic) is restarted with backoff, then parked with
 //! `RestartLoop`, while an EdgeNode on a VPS keeps serving traffic; a second VPS powered off
-//! makes only its own EdgeNode `Ready=False` at its next drift pass (the reason says SSH),
-//! and once it is powered on again it is served without anyone touching the operator.
+//! makes only its own EdgeNode `Ready=False` as soon as its kept SSH connection is lost (the
+//! drift pass is an hour away; the reason says SSH), and once it is powered on again it is
+//! served without anyone touching the operator.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -69,7 +70,9 @@ async fn one_failing_edge_node_never_stops_the_others() {
             "--fault-panic-edge-node",
             "default/broken",
             "--resync-period",
-            "15s",
+            "1h",
+            "--ssh-keepalive-interval",
+            "2s",
         ],
     );
     vps_a
@@ -176,6 +179,13 @@ async fn one_failing_edge_node_never_stops_the_others() {
     )
     .await;
     assert!(down.1.starts_with("SSH"), "the reason says SSH: {down:?}");
+    assert!(
+        operator
+            .log_text()
+            .contains("SSH connection to the VPS lost"),
+        "noticed through the kept connection, not a drift pass\n{}",
+        describe()
+    );
     assert!(down.2.contains(&b.to_string()), "names the VPS: {down:?}");
     assert!(answers(a), "a serves while b is down\n{}", describe());
     assert_eq!(node_ready(&nodes, "a").await.unwrap().0, "True");

@@ -398,7 +398,14 @@ fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
                     .unwrap()
                     .stdout_text();
 
-                // The link goes dark: no RST, no FIN, just silence. Keepalives notice.
+                // The link goes dark: no RST, no FIN, just silence. Keepalives notice, and
+                // whoever waits on `lost()` is woken (the operator checks the VPS at once).
+                let lost = s.lost();
+                let woken = tokio::spawn(async move {
+                    tokio::time::timeout(Duration::from_secs(30), lost.notified())
+                        .await
+                        .is_ok()
+                });
                 internet
                     .run(&["ip", "link", "set", "kawan0", "down"])
                     .unwrap();
@@ -410,6 +417,10 @@ fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
                         break;
                     }
                 }
+                assert!(
+                    woken.await.unwrap(),
+                    "the session's lost() signal fired when the keepalives gave up"
+                );
                 internet
                     .run(&["ip", "link", "set", "kawan0", "up"])
                     .unwrap();

@@ -158,6 +158,7 @@ fn helm_lint_passes_and_the_schema_and_templates_refuse_bad_values() {
             "metrics.podMonitor.enabled=true",
             "networkPolicy.enabled=true",
             "flags.imageTag=v9",
+            "flags.envoySha256={amd64=0000000000000000000000000000000000000000000000000000000000000000}",
         ]),
         "render",
     );
@@ -165,6 +166,8 @@ fn helm_lint_passes_and_the_schema_and_templates_refuse_bad_values() {
         assert!(text.contains(&format!("kind: {kind}")), "{kind}");
     }
     assert!(text.contains("--image-tag=v9"));
+    assert!(text.contains("--envoy-sha256=amd64=0000"));
+    assert!(text.contains("--ssh-keepalive-interval=15s"));
     assert!(text.contains("path: /stats/prometheus"));
 }
 

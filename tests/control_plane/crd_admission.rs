@@ -502,6 +502,34 @@ async fn bad_specs_are_refused_with_a_message_naming_the_field() {
             "only valid with target.address",
         ),
         (
+            "service port 0",
+            set(pb(), &format!("{b}/target/service/port"), 0.into()),
+            "spec.bindings[0].target.service.port",
+            "port number (1-65535) or a Service port name",
+        ),
+        (
+            "service port 65536",
+            set(pb(), &format!("{b}/target/service/port"), 65536.into()),
+            "spec.bindings[0].target.service.port",
+            "port number (1-65535) or a Service port name",
+        ),
+        (
+            "service port name not an IANA name",
+            set(pb(), &format!("{b}/target/service/port"), "HTTP_1".into()),
+            "spec.bindings[0].target.service.port",
+            "port number (1-65535) or a Service port name",
+        ),
+        (
+            "service port name too long",
+            set(
+                pb(),
+                &format!("{b}/target/service/port"),
+                "a-very-long-port-name".into(),
+            ),
+            "spec.bindings[0].target.service.port",
+            "may not be more than 15 bytes",
+        ),
+        (
             "service without namespace",
             set(pb(), &format!("{b}/target/service/namespace"), Value::Null),
             "spec.bindings[0].target.service.namespace",
@@ -576,6 +604,20 @@ async fn bad_specs_are_refused_with_a_message_naming_the_field() {
     create(&client, &shared)
         .await
         .expect("passthrough bindings may share a port");
+
+    // A Service port may be named.
+    let named = set(
+        set(pb(), "/metadata/name", "named".into()),
+        &format!("{b}/target/service/port"),
+        "https".into(),
+    );
+    let created = create(&client, &named)
+        .await
+        .expect("a named Service port is accepted");
+    assert_eq!(
+        created.data["spec"]["bindings"][0]["target"]["service"]["port"], "https",
+        "kept as a name"
+    );
 
     // TCP/53 and UDP/53 are different ports.
     let dns = set(

@@ -32,6 +32,8 @@ const FLAGS: &[&str] = &[
     "--envoy-version",
     "--envoy-dir",
     "--envoy-download-url",
+    "--envoy-sha256",
+    "--ssh-keepalive-interval",
     "--tunnelctl-dir",
     "--image-repo",
     "--image-tag",

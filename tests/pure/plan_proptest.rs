@@ -97,7 +97,7 @@ fn binding(i: usize) -> impl Strategy<Value = Binding> {
                         service: svc.map(|name| ServiceTarget {
                             name: name.into(),
                             namespace: "default".into(),
-                            port: 8080,
+                            port: 8080.into(),
                         }),
                         address: addr.map(str::to_owned),
                         port: tport,
