@@ -16,7 +16,12 @@ use crate::actors::manager::{Manager, ManagerArgs};
 use crate::actors::{self, Artefacts, Context, ObjectKey};
 use crate::crd::{EdgeNode, PortBinding};
 use crate::health;
+use crate::leader::{self, Candidate, LeaderError};
+use crate::leader_core::Timings;
+use crate::metrics::Metrics;
+use crate::metrics_server::{self, Authorizer, MetricsServerError};
 use crate::settings::{self, RunArgs, SettingsError};
+use crate::write_fence::Fence;
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,12 @@ pub enum OperatorError {
     /// The actor tree could not start, or stopped.
     #[error("the actor tree stopped: {0}")]
     Tree(String),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsServerError),
+    /// Leadership was lost: the tree was stopped.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
 }
 
 impl OperatorError {
@@ -68,6 +79,8 @@ impl OperatorError {
             Self::Settings(e) => e.category(),
             Self::Flag { .. } => "InvalidFlag",
             Self::Tree(_) => "TreeStopped",
+            Self::Leader(e) => e.category(),
+            Self::Metrics(e) => e.category(),
         }
     }
 }
@@ -105,10 +118,77 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
     tracing::info!(addr = %listener.local_addr().unwrap_or(health_addr), "serving health probes");
     let probes = tokio::spawn(health::serve(listener, ready.clone()));
 
-    let client = Client::try_default()
+    let timings = Timings {
+        lease_duration: args.leader_elect_lease_duration,
+        renew_deadline: args.leader_elect_renew_deadline,
+        retry_period: args.leader_elect_retry_period,
+    };
+    timings.validate().map_err(|message| OperatorError::Flag {
+        flag: "--leader-elect-*",
+        message,
+    })?;
+
+    let config = kube::Config::infer()
         .await
-        .map_err(OperatorError::Connect)?;
+        .map_err(|e| OperatorError::Connect(kube::Error::InferConfig(e)))?;
+    // Unfenced: the Lease itself and the CRD check. The tree gets a fenced one below.
+    let client = Client::try_from(config.clone()).map_err(OperatorError::Connect)?;
     check_crds(&client).await?;
+
+    let metrics = Metrics::new();
+    let metrics_task = match args.metrics_bind_address.0 {
+        Some(addr) => {
+            let options = metrics_server::Options {
+                addr,
+                secure: args.metrics_secure,
+                cert_dir: args.metrics_cert_path.clone().unwrap_or_default(),
+                cert_name: args.metrics_cert_name.clone(),
+                key_name: args.metrics_cert_key.clone(),
+                http2: args.enable_http2,
+            };
+            let (listener, tls) = metrics_server::bind(&options).await?;
+            // A standby serves metrics too; its reviews go through the unfenced client.
+            let authorizer = options.secure.then(|| Authorizer::new(client.clone()));
+            Some(tokio::spawn(metrics_server::serve(
+                listener,
+                tls,
+                metrics.clone(),
+                authorizer,
+                options.http2,
+            )))
+        }
+        None => None,
+    };
+
+    let mut candidate = if args.leader_elect {
+        let namespace = args
+            .leader_elect_namespace
+            .clone()
+            .unwrap_or_else(leader::pod_namespace);
+        let mut candidate = Candidate::new(client.clone(), &namespace, leader::identity(), timings);
+        // A standby is healthy and ready: it is waiting, and a rollout must not wait on it.
+        ready.store(true, Ordering::Relaxed);
+        tokio::select! {
+            () = candidate.acquire() => {}
+            () = shutdown_signal() => {
+                tracing::info!("shutting down before becoming the leader");
+                probes.abort();
+                if let Some(task) = &metrics_task {
+                    task.abort();
+                }
+                return Ok(());
+            }
+        }
+        ready.store(false, Ordering::Relaxed);
+        Some(candidate)
+    } else {
+        None
+    };
+    let fence = candidate
+        .as_ref()
+        .map_or_else(Fence::always_open, Candidate::fence);
+    let client = fence.client(config).map_err(OperatorError::Connect)?;
+    metrics.set_leader(true);
 
     let artefacts = Artefacts {
         tunnelctl,
@@ -120,6 +200,8 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()),
     );
     let context_client = client.clone();
+    let context_metrics = metrics.clone();
+    let context_fence = fence.clone();
     let make_context = Box::new(move |stores| Context {
         recorder: kube::runtime::events::Recorder::new(context_client.clone(), actors::reporter()),
         client: context_client,
@@ -136,6 +218,8 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         fault_panic,
         uplink_log,
         allow_restricted_targets: args.allow_restricted_targets,
+        metrics: context_metrics,
+        fence: context_fence,
     });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -143,20 +227,27 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         resync = ?args.resync_period,
         "starting the actor tree"
     );
-    let (manager, handle) = Actor::spawn(
+    let (manager, mut handle) = Actor::spawn(
         None,
         Manager,
         ManagerArgs {
             make_context,
             client,
             ready: ready.clone(),
+            watch_namespaces: args.watch_namespaces.clone(),
         },
     )
     .await
     .map_err(|e| OperatorError::Tree(e.to_string()))?;
 
+    let hold = async {
+        match candidate.as_mut() {
+            Some(c) => c.hold().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
-        joined = handle => Err(OperatorError::Tree(match joined {
+        joined = &mut handle => Err(OperatorError::Tree(match joined {
             Ok(()) => "the Manager stopped".into(),
             Err(e) => e.to_string(),
         })),
@@ -165,9 +256,25 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
             manager.stop(Some("shutdown".into()));
             Ok(())
         }
+        lost = hold => {
+            tracing::error!(error = %lost, "stopping the actor tree");
+            manager.stop(Some("leadership lost".into()));
+            metrics.set_leader(false);
+            Err(OperatorError::Leader(lost))
+        }
     };
     ready.store(false, Ordering::Relaxed);
+    if result.is_ok()
+        && let Some(candidate) = candidate.as_mut()
+    {
+        // Let the next leader start at once, but only after this tree stopped writing.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut handle).await;
+        candidate.release().await;
+    }
     probes.abort();
+    if let Some(task) = &metrics_task {
+        task.abort();
+    }
     result
 }
 

@@ -56,6 +56,53 @@ pub struct RunArgs {
     /// server's ClusterIP; refused (`RestrictedTarget`) otherwise.
     #[arg(long)]
     pub allow_restricted_targets: bool,
+    /// Watch Secrets and Services only in these namespaces (comma-separated; default: every
+    /// namespace). SSH and TLS Secrets and target Services elsewhere are then not found.
+    #[arg(long, value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// Leader election on a Lease: only the holder runs the tree, so several replicas can run
+    /// (`--leader-elect=false` for one replica that needs no Lease).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the pod's namespace from
+    /// `POD_NAMESPACE` or the ServiceAccount, else `default`; set it when running outside a
+    /// cluster).
+    #[arg(long)]
+    pub leader_elect_namespace: Option<String>,
+    /// How long a Lease stays held after its last renewal (whole seconds, Go duration).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// The leader stops when it could not renew the Lease for this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Between two attempts to acquire or renew the Lease.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// Address of the metrics endpoint (`/metrics`): `0` is off, `:8443` (HTTPS with
+    /// `--metrics-secure`) or `:8080` (plain HTTP with `--metrics-secure=false`).
+    #[arg(long, default_value = "0", value_parser = parse_optional_bind_address)]
+    pub metrics_bind_address: OptionalAddress,
+    /// Serve metrics over HTTPS, each scrape authenticated (TokenReview) and authorized
+    /// (SubjectAccessReview, `get` on the non-resource URL `/metrics`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub metrics_secure: bool,
+    /// Directory with the metrics server's certificate; unset or empty: a self-signed one
+    /// is made at start.
+    #[arg(long)]
+    pub metrics_cert_path: Option<PathBuf>,
+    /// File name of the certificate (PEM chain) in `--metrics-cert-path`.
+    #[arg(long, default_value = "tls.crt")]
+    pub metrics_cert_name: String,
+    /// File name of the private key (PEM) in `--metrics-cert-path`.
+    #[arg(long, default_value = "tls.key")]
+    pub metrics_cert_key: String,
+    /// Offer HTTP/2 on the metrics server (off by default: HTTP/2 rapid-reset and stream
+    /// floods, CVE-2023-44487 and CVE-2023-39325).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub enable_http2: bool,
     /// Test only: the EdgeNode actor of `namespace/name` panics at the start of every pass
     /// (proves crash isolation; a panic is a fault no real component can be made to produce).
     #[arg(long, hide = true)]
@@ -73,6 +120,18 @@ pub fn parse_bind_address(text: &str) -> Result<SocketAddr, String> {
     };
     full.parse()
         .map_err(|_| format!("{text:?} is not an address like :8081 or 127.0.0.1:8081"))
+}
+
+/// A bind address that may be off (`0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddress(pub Option<SocketAddr>);
+
+/// Accepts `0` (off) and the forms of [`parse_bind_address`].
+pub fn parse_optional_bind_address(text: &str) -> Result<OptionalAddress, String> {
+    if text == "0" {
+        return Ok(OptionalAddress(None));
+    }
+    parse_bind_address(text).map(|a| OptionalAddress(Some(a)))
 }
 
 /// Reads `amd64=<64 hex digits>` (or `arm64=`, `x86_64=`, `aarch64=`).
@@ -206,6 +265,14 @@ mod tests {
         assert_eq!(
             parse_bind_address("8081").unwrap(),
             "0.0.0.0:8081".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_optional_bind_address("0").unwrap(),
+            OptionalAddress(None)
+        );
+        assert_eq!(
+            parse_optional_bind_address(":8443").unwrap(),
+            OptionalAddress(Some("0.0.0.0:8443".parse().unwrap()))
         );
         assert!(
             parse_bind_address("localhost")

@@ -186,6 +186,7 @@ impl Actor for EdgeNodeActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.ctx.metrics.forget_node(&state.key);
         if let Some(drift) = state.drift.take() {
             drift.abort();
         }
@@ -229,6 +230,7 @@ impl Actor for EdgeNodeActor {
         message: NodeMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let _timer = state.ctx.metrics.handling(Self::KIND);
         let event = match message {
             NodeMsg::Changed => Event::Changed,
             NodeMsg::DriftDue => Event::DriftDue,
@@ -663,6 +665,10 @@ async fn finish(state: &mut EdgeNodeState, in_flight: InFlight, result: JobResul
             match result {
                 Ok(report) => {
                     let health = health_facts(&report, prepared.replicas);
+                    state
+                        .ctx
+                        .metrics
+                        .vps_health(&state.key, &report.health, &prepared.uplinks);
                     let end = PassEnd::Done(health);
                     after_enrolled(state, &prepared, &report).await;
                     conclude(
@@ -815,6 +821,14 @@ async fn conclude(
         }
         PassEnd::Done(_) => None,
     };
+    state
+        .ctx
+        .metrics
+        .pass("EdgeNode", problem.as_ref().map(|(r, _)| r.as_str()));
+    state
+        .ctx
+        .metrics
+        .bindings(&state.key, reports.values().flat_map(|r| &r.outcomes));
     if reports.is_empty() {
         // No plan: every PortBinding of the node waits, with the node's reason.
         let pbs = state.ctx.stores.port_bindings.state();

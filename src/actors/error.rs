@@ -88,9 +88,34 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+    /// The operator may not write in the uplink namespace (RBAC refused a Keys or Workload
+    /// step): with the Helm chart, only the namespaces of the value `uplinkNamespaces` are
+    /// writable.
+    #[error(
+        "{what}: the operator may not write in this EdgeNode's spec.uplink.namespace ({}); with the Helm chart, add the namespace to the value uplinkNamespaces (helm upgrade --reuse-values --set 'uplinkNamespaces={{tunnel,<namespace>}}'), or use a namespace already listed",
+        forbidden_message(source)
+    )]
+    UplinkNamespaceNotAllowed {
+        /// What was being done.
+        what: String,
+        /// The API error (403).
+        #[source]
+        source: kube::Error,
+    },
     /// The SSH session actor is gone (it is being restarted).
     #[error("the SSH session of this EdgeNode is restarting")]
     SessionGone,
+    /// Leader election may have moved on: this process touches no VPS.
+    #[error("not the leader: the Lease was not renewed in time, no SSH job runs")]
+    NotLeader,
+}
+
+/// The API server's own words for a refusal, without the debug dump of the whole Status.
+fn forbidden_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 impl ReconcileError {
@@ -105,13 +130,22 @@ impl ReconcileError {
             Self::Desired(e) | Self::Enroll(e) => e.category(),
             Self::Api { step, .. } => step.category(),
             Self::SessionGone => "SSHSessionRestarting",
+            Self::NotLeader => "NotLeader",
+            Self::UplinkNamespaceNotAllowed { .. } => "UplinkNamespaceNotAllowed",
         }
     }
 
     /// An API error at `step`.
     pub fn api(step: ApiStep, what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
         let what = what.into();
-        move |source| Self::Api { step, what, source }
+        // A refused Keys or Workload step is a write in the uplink namespace: say how to
+        // allow it.
+        move |source| match (&source, step) {
+            (kube::Error::Api(status), ApiStep::Keys | ApiStep::Workload) if status.code == 403 => {
+                Self::UplinkNamespaceNotAllowed { what, source }
+            }
+            _ => Self::Api { step, what, source },
+        }
     }
 }
 
@@ -127,12 +161,17 @@ mod tests {
             },
             ReconcileError::SshSettings(SshError::Settings("x".into())),
             ReconcileError::SessionGone,
+            ReconcileError::NotLeader,
             ReconcileError::SshSecretNotGranted {
                 secret: "other/s".into(),
                 namespace: "d".into(),
             },
             ReconcileError::Api {
                 step: ApiStep::Workload,
+                what: "applying".into(),
+                source: kube::Error::LinesCodecMaxLineLengthExceeded,
+            },
+            ReconcileError::UplinkNamespaceNotAllowed {
                 what: "applying".into(),
                 source: kube::Error::LinesCodecMaxLineLengthExceeded,
             },

@@ -25,6 +25,7 @@ use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
 use super::edge_node::{EdgeNodeActor, NodeMsg};
 use super::index::{self, ObjectKey};
 use super::port_binding::PortBindingActor;
+use super::scoped_store::pump_scoped;
 use super::supervisor::{Supervisor, SupervisorMsg};
 use super::{Context, Stores};
 
@@ -66,6 +67,8 @@ pub struct ManagerArgs {
     pub client: kube::Client,
     /// Set when every cache is filled and the watches are healthy.
     pub ready: Arc<AtomicBool>,
+    /// `--watch-namespaces`: Secrets and Services are watched only there (empty: everywhere).
+    pub watch_namespaces: Vec<String>,
 }
 
 impl std::fmt::Debug for ManagerArgs {
@@ -120,7 +123,7 @@ where
     (store, task)
 }
 
-async fn forward<K, F>(
+pub(super) async fn forward<K, F>(
     stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     ready: Arc<AtomicBool>,
     manager: ActorRef<ManagerMsg>,
@@ -171,6 +174,7 @@ impl Actor for Manager {
             make_context,
             client,
             ready,
+            watch_namespaces,
         } = args;
         let cfg = watcher::Config::default;
         let (edge_nodes, t1) = pump(
@@ -203,9 +207,10 @@ impl Actor for Manager {
                 watcher::Event::Init => Vec::new(),
             },
         );
-        let (secrets, t3) = pump(
-            Api::<Secret>::all(client.clone()),
-            cfg(),
+        let (secrets, t3) = pump_scoped::<Secret, _>(
+            &client,
+            &watch_namespaces,
+            &cfg(),
             ready.clone(),
             myself.clone(),
             |e| match e {
@@ -215,9 +220,10 @@ impl Actor for Manager {
                 _ => Vec::new(),
             },
         );
-        let (services, t4) = pump(
-            Api::<Service>::all(client.clone()),
-            cfg(),
+        let (services, t4) = pump_scoped::<Service, _>(
+            &client,
+            &watch_namespaces,
+            &cfg(),
             ready.clone(),
             myself.clone(),
             |e| match e {

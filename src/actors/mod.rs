@@ -22,6 +22,7 @@ pub mod manager;
 pub mod port_binding;
 pub mod resolver;
 pub mod restarts;
+pub mod scoped_store;
 pub mod ssh_session;
 pub mod status;
 pub mod supervisor;
@@ -59,10 +60,10 @@ pub struct Stores {
     pub edge_nodes: Store<EdgeNode>,
     /// PortBindings.
     pub port_bindings: Store<PortBinding>,
-    /// Secrets (SSH and TLS).
-    pub secrets: Store<Secret>,
-    /// Services (targets).
-    pub services: Store<Service>,
+    /// Secrets (SSH and TLS), in the watched namespaces.
+    pub secrets: scoped_store::ScopedStore<Secret>,
+    /// Services (targets), in the watched namespaces.
+    pub services: scoped_store::ScopedStore<Service>,
     /// The uplink StatefulSets.
     pub stateful_sets: Store<StatefulSet>,
     /// ReferenceGrants: which cross-namespace references each namespace allows.
@@ -117,6 +118,11 @@ pub struct Context {
     pub uplink_log: (String, String),
     /// `--allow-restricted-targets`: raw targets may be loopback, link-local or the API server.
     pub allow_restricted_targets: bool,
+    /// The operator's metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// Shut when leader election may have moved on: no SSH job starts then (API writes are
+    /// fenced in the client already).
+    pub fence: crate::write_fence::Fence,
 }
 
 impl std::fmt::Debug for Context {
@@ -166,7 +172,7 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(clip_note(note)),
             action: action.to_owned(),
             secondary: None,
         };
@@ -176,10 +182,37 @@ impl Context {
     }
 }
 
+/// The API server refuses an Event whose note is longer than 1024 bytes (and the Event is
+/// lost): long notes are cut at a character boundary, marked with `…`.
+pub fn clip_note(mut note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() <= MAX {
+        return note;
+    }
+    let mut end = MAX - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
+}
+
 /// The Event reporter of this process.
 pub fn reporter() -> Reporter {
     Reporter {
         controller: "tunnel".into(),
         instance: std::env::var("POD_NAME").ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_notes_fit_the_api_limit() {
+        assert_eq!(super::clip_note("short".into()), "short");
+        let long = "é".repeat(700);
+        let clipped = super::clip_note(long);
+        assert!(clipped.len() <= 1024 && clipped.ends_with('…'));
     }
 }

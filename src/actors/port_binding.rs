@@ -98,6 +98,7 @@ impl Actor for PortBindingActor {
         message: BindingMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let _timer = state.ctx.metrics.handling(Self::KIND);
         let ctx = state.ctx.clone();
         let Some(pb) = get(&ctx, &state.key) else {
             myself.stop(Some("the PortBinding is gone".into()));
@@ -175,6 +176,7 @@ async fn settle(
 
 async fn write(ctx: &Context, key: &ObjectKey, pb: &PortBinding, st: &PortBindingStatus) {
     if pb.status.as_ref() == Some(st) {
+        ctx.metrics.pass("PortBinding", None);
         return;
     }
     let api: Api<PortBinding> = Api::namespaced(ctx.client.clone(), &key.namespace);
@@ -183,14 +185,18 @@ async fn write(ctx: &Context, key: &ObjectKey, pb: &PortBinding, st: &PortBindin
         "kind": PortBinding::kind(&()),
         "status": st,
     });
-    if let Err(e) = api
+    let result = api
         .patch_status(
             &pb.name_any(),
             &PatchParams::apply(PORT_BINDING_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await
-    {
+        .await;
+    ctx.metrics.pass(
+        "PortBinding",
+        result.as_ref().err().map(|_| "StatusWriteFailed"),
+    );
+    if let Err(e) = result {
         warn!(port_binding = %key, error = %e, "writing the PortBinding status");
     }
 }

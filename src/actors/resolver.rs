@@ -8,14 +8,16 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::scoped_store::ScopedStore;
+
 use crate::crd::{GrantInput, Reference, ReferenceGrant, ServicePort, reference_allowed};
 use crate::plan::{Resolver, ServiceLookup, TargetPolicy, TlsSecret, match_port, service_ports};
 
 /// Reads Services and Secrets from the watch caches.
 #[derive(Clone)]
 pub struct StoreResolver {
-    services: Store<Service>,
-    secrets: Store<Secret>,
+    services: ScopedStore<Service>,
+    secrets: ScopedStore<Secret>,
     grants: Vec<GrantInput>,
     policy: TargetPolicy,
 }
@@ -29,8 +31,8 @@ impl std::fmt::Debug for StoreResolver {
 impl StoreResolver {
     /// A resolver over these stores; `allow_restricted` is `--allow-restricted-targets`.
     pub fn new(
-        services: Store<Service>,
-        secrets: Store<Secret>,
+        services: ScopedStore<Service>,
+        secrets: ScopedStore<Secret>,
         grants: &Store<ReferenceGrant>,
         allow_restricted: bool,
     ) -> Self {
@@ -174,7 +176,12 @@ mod tests {
         )
         .unwrap();
         grants_w.apply_watcher_event(&watcher::Event::Apply(grant));
-        let r = StoreResolver::new(services, secrets, &grants, false);
+        let r = StoreResolver::new(
+            ScopedStore::Cluster(services),
+            ScopedStore::Cluster(secrets),
+            &grants,
+            false,
+        );
         let to_certs = |from| Reference {
             from_kind: FromKind::PortBinding,
             from_namespace: from,

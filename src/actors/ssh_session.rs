@@ -77,6 +77,7 @@ pub struct SshSessionActor;
 pub struct SshSessionState {
     ctx: Arc<Context>,
     session: Option<(String, Session)>,
+    _alive: crate::metrics::AliveGuard,
     /// Waits for the kept connection to end while no job runs.
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
@@ -123,10 +124,12 @@ impl Actor for SshSessionActor {
         _myself: ActorRef<Self::Msg>,
         ctx: Arc<Context>,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let alive = ctx.metrics.alive("SSHSession");
         Ok(SshSessionState {
             ctx,
             session: None,
             watcher: None,
+            _alive: alive,
         })
     }
 
@@ -154,6 +157,7 @@ impl Actor for SshSessionActor {
             work,
             reply,
         } = job;
+        let _timer = state.ctx.metrics.handling("SSHSession");
         state.unwatch();
         let slots = state.ctx.ssh_slots.clone();
         let permit = slots.acquire_owned().await?;
@@ -192,6 +196,9 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
         Work::Teardown => JobResult::TornDown(Err(e)),
         Work::Converge { .. } => JobResult::Converged(Err(e)),
     };
+    if !state.ctx.fence.allows() {
+        return fail(ReconcileError::NotLeader);
+    }
     let reuse = state
         .session
         .as_ref()
@@ -208,6 +215,7 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
     let Some((_, session)) = state.session.as_mut() else {
         return fail(ReconcileError::SessionGone);
     };
+    let (mark, started) = (session.log().len(), std::time::Instant::now());
     let result = match work {
         Work::Converge { desired, request } => {
             let options = PassOptions {
@@ -226,6 +234,18 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
                 .map_err(ReconcileError::Enroll),
         ),
     };
+    let ok = matches!(
+        result,
+        JobResult::Converged(Ok(_)) | JobResult::TornDown(Ok(()))
+    );
+    let teardown = matches!(result, JobResult::TornDown(_));
+    state
+        .ctx
+        .metrics
+        .enrollment_pass(teardown, ok, started.elapsed());
+    if let Some((_, s)) = &state.session {
+        state.ctx.metrics.ssh_commands(&s.log().since(mark));
+    }
     let broken = match &result {
         JobResult::Converged(Err(ReconcileError::Enroll(EnrollError::Ssh(e))))
         | JobResult::TornDown(Err(ReconcileError::Enroll(EnrollError::Ssh(e)))) => e.is_transient(),

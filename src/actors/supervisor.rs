@@ -117,6 +117,7 @@ impl<C: Child> Actor for Supervisor<C> {
                 if entry.budget.is_parked() {
                     info!(kind = C::KIND, object = %key, "object changed: un-parking its actor");
                     entry.budget.unpark();
+                    state.ctx.metrics.actor_parked(C::KIND, false);
                 }
                 if let Some(actor) = &entry.actor {
                     let _ = actor.send_message(C::changed());
@@ -125,11 +126,16 @@ impl<C: Child> Actor for Supervisor<C> {
                 }
             }
             SupervisorMsg::Remove(key) => {
-                if let Some(entry) = state.children.remove(&key)
+                let removed = state.children.remove(&key);
+                if removed.as_ref().is_some_and(|e| e.budget.is_parked()) {
+                    state.ctx.metrics.actor_parked(C::KIND, false);
+                }
+                if let Some(entry) = removed
                     && let Some(actor) = entry.actor
                 {
                     state.by_id.remove(&actor.get_id());
                     actor.stop(Some("object deleted".into()));
+                    state.ctx.metrics.actor_stopped(C::KIND);
                 }
             }
             SupervisorMsg::Sync(keys) => {
@@ -151,6 +157,7 @@ impl<C: Child> Actor for Supervisor<C> {
                     {
                         // The cool-down passed.
                         entry.budget.unpark();
+                        state.ctx.metrics.actor_parked(C::KIND, false);
                     }
                     spawn::<C>(&myself, state, key).await;
                 }
@@ -177,14 +184,17 @@ impl<C: Child> Actor for Supervisor<C> {
                 };
                 entry.actor = None;
                 state.restarts += 1;
+                state.ctx.metrics.actor_stopped(C::KIND);
                 let decision = entry.budget.failed(&state.ctx.restarts, Instant::now());
                 warn!(kind = C::KIND, object = %key, error = %error, ?decision, "actor failed");
                 match decision {
                     AfterFailure::Restart(delay) => {
+                        state.ctx.metrics.actor_restarted(C::KIND);
                         let delay = jitter(delay, state.restarts);
                         myself.send_after(delay, move || SupervisorMsg::Respawn(key));
                     }
                     AfterFailure::Park(cool_down) => {
+                        state.ctx.metrics.actor_parked(C::KIND, true);
                         let message = format!(
                             "the {} actor failed {} times within {:?} and is parked; it is retried when the object changes or after {:?} (last error: {error})",
                             C::KIND,
@@ -203,6 +213,7 @@ impl<C: Child> Actor for Supervisor<C> {
                 // A child that stopped on its own: its object is gone (or being removed).
                 if let Some(key) = state.by_id.remove(&cell.get_id()) {
                     info!(kind = C::KIND, object = %key, ?reason, "actor stopped");
+                    state.ctx.metrics.actor_stopped(C::KIND);
                     state.children.remove(&key);
                 }
             }
@@ -228,6 +239,7 @@ async fn spawn<C: Child>(
     .await
     {
         Ok((actor, _)) => {
+            state.ctx.metrics.actor_started(C::KIND);
             state.by_id.insert(actor.get_id(), key.clone());
             state.children.entry(key).or_default().actor = Some(actor);
         }

@@ -21,6 +21,8 @@ pub struct LoggedCommand {
     pub stdin_bytes: usize,
     /// Exit status, `None` when it did not complete (timeout, transport error).
     pub status: Option<u32>,
+    /// How long it took, channel opening included.
+    pub duration: std::time::Duration,
 }
 
 /// How many of the latest commands are kept.
@@ -96,6 +98,7 @@ mod tests {
             access: Access::Read,
             stdin_bytes: 0,
             status: Some(0),
+            duration: std::time::Duration::ZERO,
         }
     }
 

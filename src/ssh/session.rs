@@ -329,6 +329,7 @@ impl Session {
             self.reconnect().await?;
         }
         let target = self.options.target();
+        let started = std::time::Instant::now();
         debug!(host = %target, access = ?script.access(), command = %script, stdin_bytes = len, "remote command");
         // Opening the channel is retried once on a fresh connection: the command has not
         // started, so this cannot run it twice.
@@ -354,6 +355,7 @@ impl Session {
             access: script.access(),
             stdin_bytes: usize::try_from(len).unwrap_or(usize::MAX),
             status: result.as_ref().ok().map(|o| o.status),
+            duration: started.elapsed(),
         });
         result
     }

@@ -101,7 +101,19 @@ impl Operator {
         log: &Path,
         extra: &[&str],
     ) -> Self {
-        let kubeconfig = format!("KUBECONFIG={}", server.kubeconfig_path().display());
+        Self::start_as(ns, &server.kubeconfig_path(), dirs, log, extra)
+    }
+
+    /// Starts `tunnel run` in `ns` with the credentials of `kubeconfig` (e.g. a
+    /// ServiceAccount token instead of the admin certificate).
+    pub fn start_as(
+        ns: &Netns,
+        kubeconfig: &Path,
+        dirs: &(tempfile::TempDir, PathBuf, PathBuf),
+        log: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let kubeconfig = format!("KUBECONFIG={}", kubeconfig.display());
         let tunnel = env!("CARGO_BIN_EXE_tunnel");
         let tunnelctl_dir = dirs.1.display().to_string();
         let envoy_dir = dirs.2.display().to_string();

@@ -6,6 +6,9 @@
 
 mod chart;
 mod crd_admission;
+mod leader_election;
+mod metrics_scrape;
+mod operator_flags;
 mod operator_run;
 mod trust_names;
 mod workload;

@@ -11,7 +11,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.19.5}
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
 DEBIAN_SUITE=bookworm
-APT_PACKAGES=(debootstrap systemd-container iproute2 openssh-client nftables procps psmisc)
+APT_PACKAGES=(debootstrap systemd-container iproute2 openssh-client nftables procps psmisc prometheus)
 
 mkdir -p "$BIN" "$CACHE/src"
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }

@@ -17,6 +17,45 @@ use rcgen::{
 use crate::process::Process;
 use crate::{TestbedError, free_port, tools};
 
+/// Audit policy of the test bed: every write (who, what, answer), no bodies; reads are not
+/// logged. Tests use it to tell which process wrote what ([`ApiServer::audited_writes`]).
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+"#;
+
+/// One write the API server answered, from its audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditedWrite {
+    /// Who wrote: the impersonated user when there was one, else the authenticated one.
+    pub user: String,
+    /// `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// Resource (plural), e.g. `edgenodes`, `leases`.
+    pub resource: String,
+    /// Subresource, e.g. `status`; empty when none.
+    pub subresource: String,
+    /// Namespace; empty for cluster-scoped objects.
+    pub namespace: String,
+    /// Object name; empty for a create without one.
+    pub name: String,
+    /// The HTTP status code of the answer.
+    pub code: u16,
+    /// When the API server received the request (RFC 3339, microseconds).
+    pub received: String,
+}
+
+impl AuditedWrite {
+    /// Whether the write was accepted (2xx).
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+}
+
 /// The service cluster IP range the API server allocates ClusterIPs from.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 
@@ -63,6 +102,8 @@ impl ApiServer {
         let etcd = Process::spawn("etcd", &mut etcd_cmd, Some(&d.join("etcd.log")))?;
 
         let p = |name: &str| d.join(name).display().to_string();
+        std::fs::write(d.join("audit-policy.yaml"), AUDIT_POLICY)
+            .map_err(TestbedError::io("writing the audit policy"))?;
         let mut api_cmd = Command::new(tools::bin("kube-apiserver")?);
         api_cmd
             .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
@@ -84,7 +125,10 @@ impl ApiServer {
                 "--allow-privileged=true",
                 "--v=0",
             ])
-            .arg("--disable-admission-plugins=ServiceAccount");
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg(format!("--audit-policy-file={}", p("audit-policy.yaml")))
+            .arg(format!("--audit-log-path={}", p("audit.log")))
+            .arg("--audit-log-format=json");
         let apiserver = Process::spawn(
             "kube-apiserver",
             &mut api_cmd,
@@ -123,6 +167,51 @@ impl ApiServer {
         self.dir.path().join("apiserver.log")
     }
 
+    /// The audit log (JSON lines, writes only).
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
+    }
+
+    /// Every write the API server answered so far (`ResponseComplete` audit events).
+    pub fn audited_writes(&self) -> Vec<AuditedWrite> {
+        let text = std::fs::read_to_string(self.audit_log_path()).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|e| e["stage"] == "ResponseComplete")
+            .map(|e| {
+                let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                let user = if e["impersonatedUser"]["username"].is_string() {
+                    s(&e["impersonatedUser"]["username"])
+                } else {
+                    s(&e["user"]["username"])
+                };
+                AuditedWrite {
+                    user,
+                    verb: s(&e["verb"]),
+                    resource: s(&e["objectRef"]["resource"]),
+                    subresource: s(&e["objectRef"]["subresource"]),
+                    namespace: s(&e["objectRef"]["namespace"]),
+                    name: s(&e["objectRef"]["name"]),
+                    code: e["responseStatus"]["code"]
+                        .as_u64()
+                        .and_then(|c| u16::try_from(c).ok())
+                        .unwrap_or(0),
+                    received: s(&e["requestReceivedTimestamp"]),
+                }
+            })
+            .collect()
+    }
+
+    /// A kubeconfig file that impersonates `user` in `groups` (written once per user).
+    pub fn kubeconfig_as(&self, user: &str, groups: &[&str]) -> Result<PathBuf, TestbedError> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-{}", user.replace(':', "_")));
+        self.write_kubeconfig(&path, Some((user, groups)))?;
+        Ok(path)
+    }
+
     /// A client with cluster-admin rights (group system:masters).
     pub async fn client(&self) -> Result<kube::Client, TestbedError> {
         client_from(&self.kubeconfig_path()).await
@@ -135,11 +224,7 @@ impl ApiServer {
         user: &str,
         groups: &[&str],
     ) -> Result<kube::Client, TestbedError> {
-        let path = self
-            .dir
-            .path()
-            .join(format!("kubeconfig-{}", user.replace(':', "_")));
-        self.write_kubeconfig(&path, Some((user, groups)))?;
+        let path = self.kubeconfig_as(user, groups)?;
         client_from(&path).await
     }
 

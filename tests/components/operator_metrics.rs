@@ -1,0 +1,195 @@
+//! The operator's per-EdgeNode and SSH metrics against the real chain: README Example 1 on a
+//! real nspawn VPS with a real uplink pod, traffic through it, then `/metrics` (plain HTTP,
+//! `--metrics-secure=false`, inside the operator's network namespace) shows the VPS healthy,
+//! one uplink with a fresh handshake and its handshake age from the relay's status, the
+//! binding planned, the SSH commands and enrollment passes that ran, and the actors alive.
+
+#![allow(clippy::float_cmp)] // samples of counters and gauges are whole numbers
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use kube::api::Api;
+use tunnel::crd::{EdgeNode, PortBinding};
+
+use crate::enroll_support::{Network, serve_greeting};
+use crate::operator_support::{
+    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready, service,
+    ssh_secret,
+};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn scrape(port: u16) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200").then_some(out)
+}
+
+/// The sample of the series whose line starts with `series` followed by a space.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// The sum of every sample of `family` (all label sets).
+fn total(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_node_and_ssh_metrics_follow_a_served_vps() {
+    let (
+        server,
+        client,
+        Network {
+            internet,
+            vps,
+            cluster,
+            pods,
+        },
+    ) = crate::operator_support::start_bed(1).await;
+    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
+    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
+
+    let dirs = artefact_dirs();
+    let logs = tempfile::tempdir().unwrap();
+    let port = testbed::free_port().unwrap();
+    let address = format!("127.0.0.1:{port}");
+    let operator = Operator::start(
+        &internet,
+        &server,
+        &dirs,
+        &logs.path().join("operator.log"),
+        &[
+            "--metrics-bind-address",
+            &address,
+            "--metrics-secure=false",
+            "--leader-elect=false",
+        ],
+    );
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
+    let text = std::fs::read_to_string("tests/fixtures/readme/example1.yaml").unwrap();
+    let example1: Vec<&str> = text.split("\n---\n").collect();
+    let node_yaml = example1[0].replace("203.0.113.10", &vps.address().to_string());
+    apply_yaml::<EdgeNode>(&client, &node_yaml).await;
+    apply_yaml::<PortBinding>(&client, example1[1]).await;
+    let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    let describe = || {
+        format!(
+            "operator log:\n{}\nuplinks:\n{}",
+            operator.log_text(),
+            uplinks.logs()
+        )
+    };
+    eventually(
+        "EdgeNode Ready=True",
+        LONG,
+        async || {
+            node_ready(&nodes, "edge-node")
+                .await
+                .filter(|c| c.0 == "True")
+        },
+        describe,
+    )
+    .await;
+
+    // The pass that found it healthy is the one the metrics report.
+    let node = "namespace=\"default\",name=\"edge-node\"";
+    let metrics = eventually(
+        "metrics of a healthy VPS",
+        LONG,
+        async || {
+            in_ns(&internet, || scrape(port)).filter(|m| {
+                sample(m, &format!("tunnel_edge_node_vps_healthy{{{node}}}")) == Some(1.0)
+            })
+        },
+        describe,
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("tunnel_edge_node_uplinks_fresh_handshake{{{node}}}")
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let age = sample(
+        &metrics,
+        &format!("tunnel_uplink_last_handshake_seconds{{{node},ordinal=\"0\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no handshake age of uplink 0:\n{metrics}"));
+    assert!(age >= 0.0, "{age}");
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("tunnel_bindings{{{node},outcome=\"planned\"}}")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("tunnel_bindings{{{node},outcome=\"conflict\"}}")
+        ),
+        Some(0.0)
+    );
+    // The SSH work behind it: commands of both kinds, at least one enrollment pass.
+    assert!(
+        sample(
+            &metrics,
+            "tunnel_ssh_commands_total{access=\"write\",result=\"success\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "tunnel_ssh_commands_total{access=\"read\",result=\"success\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(total(&metrics, "tunnel_ssh_command_duration_seconds_count") >= 2.0);
+    assert!(
+        sample(
+            &metrics,
+            "tunnel_enrollment_pass_duration_seconds_count{work=\"converge\",result=\"success\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+    for kind in ["EdgeNode", "PortBinding", "SSHSession"] {
+        assert_eq!(
+            sample(&metrics, &format!("tunnel_actors_alive{{kind=\"{kind}\"}}")),
+            Some(1.0),
+            "{kind}: {metrics}"
+        );
+    }
+    assert!(
+        sample(
+            &metrics,
+            "tunnel_reconcile_passes_total{kind=\"EdgeNode\",result=\"success\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(total(&metrics, "tunnel_actor_restarts_total"), 0.0);
+}

@@ -1,0 +1,295 @@
+//! The operator's metrics scraped by a real Prometheus (Debian's package, installed by the
+//! set-up script) over HTTPS, with the certificate given by `--metrics-cert-path` (Prometheus
+//! verifies it against the test's CA) and a ServiceAccount token allowed `get /metrics`:
+//! Prometheus's HTTP API shows the actor metrics moving, and a restart injected with
+//! `--fault-panic-edge-node` in the restarts counter. Two more scrape jobs of the same
+//! Prometheus are refused: one without a token (401), one with a token of a ServiceAccount
+//! not allowed `/metrics` (403).
+
+#![allow(clippy::float_cmp)] // samples of counters and gauges are whole numbers
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, PostParams};
+use rcgen::{CertificateParams, IsCa, Issuer, KeyPair};
+use testbed::apiserver::ApiServer;
+use testbed::free_port;
+use testbed::process::Process;
+use testbed::wait::wait_until;
+use tunnel::crd::EdgeNode;
+
+use super::leader_election::agents_dir;
+
+async fn create<K>(api: &Api<K>, json: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(json).unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap();
+}
+
+async fn token(client: &kube::Client, name: &str) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "monitoring");
+    create(
+        &sas,
+        serde_json::json!({"metadata": {"name": name, "namespace": "monitoring"}}),
+    )
+    .await;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    sas.create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+}
+
+/// A CA and a serving certificate for 127.0.0.1, written as `tls.crt`/`tls.key` (+ `ca.crt`).
+fn certificates(dir: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+}
+
+fn get(port: u16, path_and_query: &str) -> serde_json::Value {
+    // Null until Prometheus listens.
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return serde_json::Value::Null;
+    };
+    let mut out = String::new();
+    if write!(
+        stream,
+        "GET {path_and_query} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+    )
+    .and_then(|()| stream.read_to_string(&mut out))
+    .is_err()
+    {
+        return serde_json::Value::Null;
+    }
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Prometheus may answer chunked; its API bodies are one JSON document.
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    serde_json::from_str(&body[start..end]).unwrap_or(serde_json::Value::Null)
+}
+
+fn query(port: u16, promql: &str) -> Vec<serde_json::Value> {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    get(port, &format!("/api/v1/query?query={encoded}"))["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn value(result: &[serde_json::Value]) -> f64 {
+    result
+        .first()
+        .and_then(|r| r["value"][1].as_str())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_scrapes_over_https_with_a_token_allowed_metrics_and_others_are_refused() {
+    let server = ApiServer::start().await.unwrap();
+    server.install_crds(&tunnel::crd::crds()).await.unwrap();
+    let client = server.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Who may scrape: the `prometheus` ServiceAccount, by a ClusterRole on `/metrics`.
+    create(
+        &Api::<Namespace>::all(client.clone()),
+        serde_json::json!({"metadata": {"name": "monitoring"}}),
+    )
+    .await;
+    create(
+        &Api::<ClusterRole>::all(client.clone()),
+        serde_json::json!({"metadata": {"name": "tunnel-metrics-reader"},
+            "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}),
+    )
+    .await;
+    create(
+        &Api::<ClusterRoleBinding>::all(client.clone()),
+        serde_json::json!({"metadata": {"name": "prometheus-tunnel-metrics"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tunnel-metrics-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]}),
+    )
+    .await;
+    let allowed = token(&client, "prometheus").await;
+    let other = token(&client, "intruder").await;
+    std::fs::write(dir.path().join("allowed.token"), &allowed).unwrap();
+    std::fs::write(dir.path().join("other.token"), &other).unwrap();
+
+    // An EdgeNode whose actor panics at every pass: restarts to count.
+    let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
+    create(
+        &nodes,
+        serde_json::json!({
+            "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
+            "metadata": {"name": "crashy", "namespace": "default"},
+            "spec": {"address": "203.0.113.10", "ssh": {"secretRef": {"name": "vps-ssh-secret"}}}}),
+    )
+    .await;
+
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    certificates(&certs);
+    let metrics_port = free_port().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
+    cmd.args(["run", "--tunnelctl-dir", &agents_dir(dir.path())])
+        .args([
+            "--health-probe-bind-address",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .args([
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .args(["--metrics-cert-path", certs.to_str().unwrap()])
+        .args([
+            "--leader-elect=false",
+            "--fault-panic-edge-node",
+            "default/crashy",
+        ])
+        .env("KUBECONFIG", server.kubeconfig_path());
+    let _operator =
+        Process::spawn("tunnel", &mut cmd, Some(&dir.path().join("operator.log"))).unwrap();
+
+    let target = format!("127.0.0.1:{metrics_port}");
+    let ca = certs.join("ca.crt");
+    let job = |name: &str, auth: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n{auth}    static_configs:\n      - targets: ['{target}']\n",
+            ca = ca.display()
+        )
+    };
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{}{}{}",
+        job(
+            "tunnel",
+            &format!(
+                "    authorization:\n      credentials_file: {}\n",
+                dir.path().join("allowed.token").display()
+            )
+        ),
+        job(
+            "not-allowed",
+            &format!(
+                "    authorization:\n      credentials_file: {}\n",
+                dir.path().join("other.token").display()
+            )
+        ),
+        job("anonymous", ""),
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let prom_port = free_port().unwrap();
+    let mut prom_cmd = Command::new("prometheus");
+    prom_cmd
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+    let _prometheus = Process::spawn(
+        "prometheus",
+        &mut prom_cmd,
+        Some(&dir.path().join("prometheus.log")),
+    )
+    .unwrap();
+
+    // The allowed job is up, and the actor metrics move: messages handled, restarts.
+    wait_until("the tunnel job up", Duration::from_secs(90), || {
+        value(&query(prom_port, "up{job=\"tunnel\"}")) == 1.0
+    });
+    wait_until(
+        "an EdgeNode restart in Prometheus",
+        Duration::from_secs(90),
+        || {
+            value(&query(
+                prom_port,
+                "tunnel_actor_restarts_total{job=\"tunnel\",kind=\"EdgeNode\"}",
+            )) >= 1.0
+        },
+    );
+    // It keeps failing: past its budget it is parked, and the counters show both.
+    wait_until(
+        "the EdgeNode actor parked",
+        Duration::from_secs(120),
+        || {
+            value(&query(
+                prom_port,
+                "tunnel_actors_parked{job=\"tunnel\",kind=\"EdgeNode\"}",
+            )) == 1.0
+        },
+    );
+    assert!(
+        value(&query(
+            prom_port,
+            "tunnel_actor_restarts_total{job=\"tunnel\",kind=\"EdgeNode\"}",
+        )) >= 2.0
+    );
+    assert!(
+        value(&query(
+            prom_port,
+            "tunnel_actor_messages_total{job=\"tunnel\",kind=\"EdgeNode\"}"
+        )) >= 1.0
+    );
+    assert!(
+        value(&query(
+            prom_port,
+            "tunnel_actor_handler_duration_seconds_count{job=\"tunnel\",kind=\"PortBinding\"} or tunnel_actor_handler_duration_seconds_count{job=\"tunnel\",kind=\"EdgeNode\"}"
+        )) >= 1.0
+    );
+    assert_eq!(
+        value(&query(prom_port, "tunnel_leader{job=\"tunnel\"}")),
+        1.0
+    );
+
+    // The other two jobs are refused, and Prometheus says why.
+    wait_until("the refused jobs' errors", Duration::from_secs(60), || {
+        let targets = get(prom_port, "/api/v1/targets");
+        let error_of = |job: &str| {
+            targets["data"]["activeTargets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["labels"]["job"] == job)
+                .and_then(|t| t["lastError"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        error_of("not-allowed").contains("403") && error_of("anonymous").contains("401")
+    });
+    assert_eq!(value(&query(prom_port, "up{job=\"not-allowed\"}")), 0.0);
+    assert_eq!(value(&query(prom_port, "up{job=\"anonymous\"}")), 0.0);
+}

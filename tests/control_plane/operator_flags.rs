@@ -1,0 +1,363 @@
+//! Every flag of `tunnel run` is listed by `--help`, the seed's webhook-only flags are refused
+//! by name, and the operator started with non-default values shows each one's effect against
+//! a real API server: the uplink image from `--image-repo`/`--image-tag`, no Lease with
+//! `--leader-elect=false`, the Lease in `--leader-elect-namespace`, plain HTTP metrics with
+//! `--metrics-secure=false`, HTTPS with a self-signed certificate by default, HTTP/2 only with
+//! `--enable-http2`, a standby serving metrics, `--max-concurrent-reconciles` (how many
+//! never-answering VPSes are dialled at once), and `LOG_FORMAT`/`LOG_LEVEL`.
+
+#![allow(clippy::float_cmp)] // samples of gauges are whole numbers
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use testbed::apiserver::ApiServer;
+use testbed::free_port;
+use testbed::process::Process;
+use testbed::wait::wait_until;
+use tunnel::crd::EdgeNode;
+
+use super::leader_election::{agents_dir, sample, scrape};
+
+/// Every flag a user can set (the seed's table without the webhook flags, and the operator's).
+const FLAGS: &[&str] = &[
+    "--envoy-version",
+    "--envoy-dir",
+    "--envoy-download-url",
+    "--envoy-sha256",
+    "--ssh-keepalive-interval",
+    "--tunnelctl-dir",
+    "--image-repo",
+    "--image-tag",
+    "--max-concurrent-reconciles",
+    "--resync-period",
+    "--allow-restricted-targets",
+    "--watch-namespaces",
+    "--leader-elect",
+    "--leader-elect-namespace",
+    "--leader-elect-lease-duration",
+    "--leader-elect-renew-deadline",
+    "--leader-elect-retry-period",
+    "--health-probe-bind-address",
+    "--metrics-bind-address",
+    "--metrics-secure",
+    "--metrics-cert-path",
+    "--metrics-cert-name",
+    "--metrics-cert-key",
+    "--enable-http2",
+];
+
+fn tunnel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tunnel"))
+}
+
+/// `curl -k` to the metrics port: the HTTP version spoken and the status code.
+fn curl(port: u16, http2: bool) -> String {
+    let out = Command::new(testbed::tools::bin("curl").unwrap())
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(if http2 { "--http2" } else { "--http1.1" })
+        .arg(format!("https://127.0.0.1:{port}/metrics"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A loopback port that accepts SSH connections and never answers (no banner): the client
+/// holds its SSH slot until its connect timeout. Counts the connections open right now.
+fn tarpit() -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counter = counter.clone();
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0_u8; 4096];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// The most tarpits holding a connection at once, sampled for `window` (or until `enough`).
+fn most_at_once(pits: &[&Arc<AtomicUsize>], window: Duration, enough: usize) -> usize {
+    let deadline = std::time::Instant::now() + window;
+    let mut most = 0;
+    while std::time::Instant::now() < deadline && most < enough {
+        let now = pits.iter().filter(|p| p.load(Ordering::SeqCst) > 0).count();
+        most = most.max(now);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    most
+}
+
+fn ssh_key(dir: &Path) -> (String, String) {
+    let path = dir.join("id_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (
+        std::fs::read_to_string(&path).unwrap(),
+        std::fs::read_to_string(path.with_extension("pub")).unwrap(),
+    )
+}
+
+#[test]
+fn help_lists_every_flag_and_the_webhook_flags_are_not_there() {
+    let out = tunnel().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in FLAGS {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    assert!(
+        !help.contains("--fault-panic-edge-node"),
+        "test-only flag shown"
+    );
+    // Admission is CEL in the CRDs: there is no webhook server, so no webhook flags.
+    let out = tunnel()
+        .args(["run", "--webhook-cert-path", "/tmp"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--webhook-cert-path"));
+    // Bad values are refused by name.
+    let out = tunnel()
+        .args(["run", "--max-concurrent-reconciles", "0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-concurrent-reconciles"));
+    let out = tunnel()
+        .args(["run", "--metrics-bind-address", "somewhere"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-bind-address"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_default_flags_have_their_effect() {
+    let server = ApiServer::start().await.unwrap();
+    server.install_crds(&tunnel::crd::crds()).await.unwrap();
+    let client = server.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agents = agents_dir(dir.path());
+
+    // Bad leader-election timings are refused before anything starts.
+    let out = tunnel()
+        .args(["run", "--tunnelctl-dir", &agents])
+        .args(["--leader-elect-renew-deadline", "20s"])
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--leader-elect-renew-deadline"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A certificate directory without the certificate: refused at start, naming the file.
+    let out = tunnel()
+        .args(["run", "--tunnelctl-dir", &agents])
+        .args([
+            "--health-probe-bind-address",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .args([
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .args(["--metrics-cert-path", dir.path().to_str().unwrap()])
+        .args(["--metrics-cert-name", "mine.pem"])
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("[MetricsCertificateUnreadable]") && stderr.contains("mine.pem"),
+        "{stderr}"
+    );
+
+    // An EdgeNode whose pass gets as far as the uplink workload (its VPS is a closed
+    // loopback port, so the SSH step fails after the workload was applied).
+    let (private, public) = ssh_key(dir.path());
+    let closed = free_port().unwrap();
+    // Two more EdgeNodes whose VPSes never answer: how many SSH passes run at once.
+    let ((port_a, pit_a), (port_b, pit_b)) = (tarpit(), tarpit());
+    let known = [closed, port_a, port_b]
+        .iter()
+        .map(|p| format!("[127.0.0.1]:{p} {public}"))
+        .collect::<Vec<_>>()
+        .concat();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vps-ssh-secret", "namespace": "default"},
+        "stringData": {"privateKey": private, "knownHosts": known}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
+    let node: EdgeNode = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
+        "metadata": {"name": "edge-node", "namespace": "default"},
+        "spec": {"address": "127.0.0.1", "ssh": {"port": closed, "secretRef": {"name": "vps-ssh-secret"}}}
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    for (name, port) in [("tarpit-a", port_a), ("tarpit-b", port_b)] {
+        let node: EdgeNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"address": "127.0.0.1", "ssh": {"port": port, "connectTimeout": "2s",
+                     "secretRef": {"name": "vps-ssh-secret"}}}
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+
+    // 1: no leader election, the uplink image, plain-HTTP metrics, text logs at debug.
+    let plain = free_port().unwrap();
+    let log = dir.path().join("one.log");
+    let mut cmd = tunnel();
+    cmd.args(["run", "--tunnelctl-dir", &agents])
+        .args([
+            "--health-probe-bind-address",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .args(["--leader-elect=false"])
+        .args(["--image-repo", "registry.example/acme", "--image-tag", "v9"])
+        .args(["--max-concurrent-reconciles", "1"])
+        .args(["--metrics-bind-address", &format!("127.0.0.1:{plain}")])
+        .args(["--metrics-secure=false"])
+        .env("KUBECONFIG", server.kubeconfig_path())
+        .env("LOG_FORMAT", "text")
+        .env("LOG_LEVEL", "debug");
+    let mut one = Process::spawn("tunnel-one", &mut cmd, Some(&log)).unwrap();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "tunnel");
+    let mut image = None;
+    for _ in 0..120 {
+        if let Some(set) = sets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .next()
+        {
+            image = set.spec.unwrap().template.spec.unwrap().containers[0]
+                .image
+                .clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(image.as_deref(), Some("registry.example/acme/uplink:v9"));
+    wait_until("plain-HTTP metrics", Duration::from_secs(30), || {
+        scrape(plain).is_some_and(|m| sample(&m, "tunnel_leader") == 1.0)
+    });
+    let all_leases: Api<Lease> = Api::all(client.clone());
+    assert!(
+        all_leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|l| l.metadata.name.as_deref() != Some("6f1468a9.achetronic.com")),
+        "--leader-elect=false took a Lease"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("DEBUG"), "LOG_LEVEL=debug: {text}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap_or("")).is_err(),
+        "LOG_FORMAT=text"
+    );
+    // --max-concurrent-reconciles 1: never two SSH passes at once.
+    let most =
+        tokio::task::block_in_place(|| most_at_once(&[&pit_a, &pit_b], Duration::from_secs(20), 2));
+    assert_eq!(most, 1, "--max-concurrent-reconciles 1");
+    one.stop(Duration::from_secs(10));
+
+    // 2 and 3: the Lease in another namespace, HTTPS metrics with a self-signed certificate,
+    // HTTP/2 only where enabled; 3 is the standby and serves metrics all the same.
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "leases"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let start = |name: &str, port: u16, extra: &[&str]| {
+        let mut cmd = tunnel();
+        cmd.args(["run", "--tunnelctl-dir", &agents])
+            .args([
+                "--health-probe-bind-address",
+                &format!("127.0.0.1:{}", free_port().unwrap()),
+            ])
+            .args(["--leader-elect-namespace", "leases"])
+            .args(["--metrics-bind-address", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("KUBECONFIG", server.kubeconfig_path());
+        Process::spawn(
+            name,
+            &mut cmd,
+            Some(&dir.path().join(format!("{name}.log"))),
+        )
+        .unwrap()
+    };
+    let (h2, h1) = (free_port().unwrap(), free_port().unwrap());
+    let _two = start("tunnel-two", h2, &["--enable-http2"]);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "leases");
+    let mut held = None;
+    for _ in 0..120 {
+        held = leases
+            .get_opt("6f1468a9.achetronic.com")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity);
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(held.is_some(), "no Lease in --leader-elect-namespace");
+    // The default (5): both never-answering VPSes are dialled at once.
+    let most =
+        tokio::task::block_in_place(|| most_at_once(&[&pit_a, &pit_b], Duration::from_secs(60), 2));
+    assert_eq!(most, 2, "the default --max-concurrent-reconciles");
+    let _three = start("tunnel-three", h1, &[]);
+    // No token: 401, over HTTP/2 where enabled and HTTP/1.1 otherwise.
+    wait_until("HTTP/2 metrics", Duration::from_secs(30), || {
+        curl(h2, true) == "2 401"
+    });
+    wait_until(
+        "HTTP/1.1 metrics on the standby",
+        Duration::from_secs(30),
+        || curl(h1, true) == "1.1 401",
+    );
+}
