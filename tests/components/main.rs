@@ -19,6 +19,7 @@ mod enroll_data_path;
 mod enroll_download;
 mod enroll_lifecycle;
 mod enroll_planned;
+mod node_e2e;
 mod operator_e2e;
 mod operator_faults;
 mod operator_tls;

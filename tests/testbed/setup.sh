@@ -117,6 +117,6 @@ fi
 for ext in "$(dirname "$0")"/setup.d/*.sh; do
   [[ -e $ext ]] || continue
   log "running $(basename "$ext")"
-  CACHE=$CACHE BIN=$BIN bash "$ext"
+  CACHE=$CACHE BIN=$BIN K8S_VERSION=$K8S_VERSION bash "$ext"
 done
 log "all set"
