@@ -87,7 +87,8 @@ fn http_attempt(ns: &Netns, addr: SocketAddr) -> Result<String, String> {
         s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
             .map_err(|e| format!("write: {e}"))?;
         let mut bytes = Vec::new();
-        s.read_to_end(&mut bytes).map_err(|e| format!("read: {e}"))?;
+        s.read_to_end(&mut bytes)
+            .map_err(|e| format!("read: {e}"))?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     })
     .map_err(|e| e.to_string())?
@@ -109,7 +110,12 @@ fn udp_ask(ns: &Netns, addr: SocketAddr, payload: &'static [u8]) -> Option<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     let started = Instant::now();
-    let stage = |name: &str| eprintln!("[node e2e {:>5.1}s] {name}", started.elapsed().as_secs_f64());
+    let stage = |name: &str| {
+        eprintln!(
+            "[node e2e {:>5.1}s] {name}",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let bins = testbed::tools::agent_binary("tunnel").unwrap();
     let archives = images::standard(bins.parent().unwrap()).unwrap();
     stage("images written");
@@ -124,9 +130,22 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     let helm = node
         .helm()
         .unwrap()
-        .args(["install", "tunnel", chart, "--namespace", "tunnel", "--create-namespace"])
+        .args([
+            "install",
+            "tunnel",
+            chart,
+            "--namespace",
+            "tunnel",
+            "--create-namespace",
+        ])
         // The operator holds the Envoy it pushes in memory (push mode).
-        .args(["--set", "resources.limits.memory=1Gi", "--wait", "--timeout", "180s"])
+        .args([
+            "--set",
+            "resources.limits.memory=1Gi",
+            "--wait",
+            "--timeout",
+            "180s",
+        ])
         .output()
         .unwrap();
     let operator_logs = || {
@@ -134,16 +153,32 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
             "operator pods:\n{}\nlogs:\n{}\nuplink pods:\n{}\nevents:\n{}",
             try_kubectl(&node, &["-n", "tunnel", "get", "pods", "-o", "wide"], None)
                 .unwrap_or_else(|e| e),
-            try_kubectl(&node, &["-n", "tunnel", "logs", "deploy/tunnel", "--tail=60"], None)
-                .unwrap_or_else(|e| e),
             try_kubectl(
                 &node,
-                &["-n", "tunnel", "logs", "-l", "app.kubernetes.io/name=uplink", "--tail=20", "--all-containers"],
+                &["-n", "tunnel", "logs", "deploy/tunnel", "--tail=60"],
                 None
             )
             .unwrap_or_else(|e| e),
-            try_kubectl(&node, &["get", "events", "-A", "--sort-by=.lastTimestamp"], None)
-                .unwrap_or_else(|e| e),
+            try_kubectl(
+                &node,
+                &[
+                    "-n",
+                    "tunnel",
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/name=uplink",
+                    "--tail=20",
+                    "--all-containers"
+                ],
+                None
+            )
+            .unwrap_or_else(|e| e),
+            try_kubectl(
+                &node,
+                &["get", "events", "-A", "--sort-by=.lastTimestamp"],
+                None
+            )
+            .unwrap_or_else(|e| e),
         )
     };
     assert!(
@@ -155,8 +190,16 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     stage("helm install");
     let pod = kubectl(
         &node,
-        &["-n", "tunnel", "get", "pods", "-l", "app.kubernetes.io/name=tunnel", "-o",
-          "jsonpath={.items[0].spec.serviceAccountName} {.items[0].status.phase} {.items[0].status.conditions[?(@.type==\"Ready\")].status}"],
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=tunnel",
+            "-o",
+            "jsonpath={.items[0].spec.serviceAccountName} {.items[0].status.phase} {.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+        ],
         None,
     );
     assert_eq!(pod, "tunnel Running True", "{}", operator_logs());
@@ -170,13 +213,27 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         },
         operator_logs,
     );
-    assert!(logs.contains("INFO") || logs.contains("\"level\""), "{logs}");
+    assert!(
+        logs.contains("INFO") || logs.contains("\"level\""),
+        "{logs}"
+    );
 
     // 2. The targets, the SSH Secret, README Examples 1 and 2.
-    kubectl(&node, &["apply", "-f", "-"], Some(&testbed::echo::manifests()));
     kubectl(
         &node,
-        &["wait", "--for=condition=Available", "deploy/echo", "-n", "default", "--timeout=120s"],
+        &["apply", "-f", "-"],
+        Some(&testbed::echo::manifests()),
+    );
+    kubectl(
+        &node,
+        &[
+            "wait",
+            "--for=condition=Available",
+            "deploy/echo",
+            "-n",
+            "default",
+            "--timeout=120s",
+        ],
         None,
     );
     vps.wait_ready(&internet, Duration::from_secs(120)).unwrap();
@@ -203,7 +260,13 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         || {
             try_kubectl(
                 &node,
-                &["get", "edgenode", "edge-node", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+                &[
+                    "get",
+                    "edgenode",
+                    "edge-node",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
                 None,
             )
             .ok()
@@ -214,8 +277,16 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     stage("EdgeNode Ready");
     let uplinks = kubectl(
         &node,
-        &["-n", "tunnel", "get", "pods", "-l", "app.kubernetes.io/name=uplink", "-o",
-          "jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.spec.nodeName}{\"\\n\"}{end}"],
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=uplink",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.spec.nodeName}{\"\\n\"}{end}",
+        ],
         None,
     );
     assert!(
@@ -238,7 +309,13 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         || {
             try_kubectl(
                 &node,
-                &["get", "pb", "public-edge", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+                &[
+                    "get",
+                    "pb",
+                    "public-edge",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
                 None,
             )
             .ok()
@@ -253,7 +330,13 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         "PROXY protocol through :443",
         Duration::from_secs(150),
         || http_get(&internet, public(443)),
-        || format!("last: {:?}\n{}", http_attempt(&internet, public(443)), operator_logs()),
+        || {
+            format!(
+                "last: {:?}\n{}",
+                http_attempt(&internet, public(443)),
+                operator_logs()
+            )
+        },
     );
     assert!(
         proxied.contains(&format!("PROXY TCP4 {INTERNET_IP} {VPS_IP} ")),
@@ -265,7 +348,10 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         || udp_ask(&internet, public(53), b"ping"),
         operator_logs,
     );
-    assert!(udp.starts_with("hello from echo-") && udp.ends_with(": ping"), "{udp}");
+    assert!(
+        udp.starts_with("hello from echo-") && udp.ends_with(": ping"),
+        "{udp}"
+    );
     stage("Examples 1 and 2 served over TCP and UDP");
 
     // 3. What a user looks at.
@@ -282,9 +368,15 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         .lines()
         .find(|l| l.starts_with("portbinding.tunnel.achetronic.com/public-edge"))
         .unwrap_or_else(|| panic!("{table}"));
-    assert!(pb_row.contains("443/TCP") && pb_row.contains("53/UDP"), "{table}");
+    assert!(
+        pb_row.contains("443/TCP") && pb_row.contains("53/UDP"),
+        "{table}"
+    );
     let explain = kubectl(&node, &["explain", "edgenode.spec.tunnel"], None);
-    assert!(explain.contains("FIELDS") || explain.contains("DESCRIPTION"), "{explain}");
+    assert!(
+        explain.contains("FIELDS") || explain.contains("DESCRIPTION"),
+        "{explain}"
+    );
     let describe = kubectl(&node, &["describe", "edgenode", "edge-node"], None);
     let events = describe.split("Events:").nth(1).unwrap_or_default();
     assert!(
@@ -293,19 +385,46 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     );
     stage("kubectl get/explain/describe");
 
-    // 4. Restart Envoy by annotation: it disappears, traffic resumes.
+    // 4. Restart Envoy by annotation: Envoy restarts on the VPS (a new main PID), the
+    // annotation disappears, traffic resumes.
+    let envoy_pid = || {
+        let out = vps
+            .ssh(&internet, "systemctl show -p MainPID --value tunnel-envoy")
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let pid_before = envoy_pid();
+    assert!(
+        pid_before != "0" && !pid_before.is_empty(),
+        "Envoy runs: {pid_before:?}"
+    );
     kubectl(
         &node,
-        &["annotate", "edgenode", "edge-node", "tunnel.achetronic.com/restart-envoy=true"],
+        &[
+            "annotate",
+            "edgenode",
+            "edge-node",
+            "tunnel.achetronic.com/restart-envoy=true",
+        ],
         None,
     );
     eventually(
         "the restart-envoy annotation to be removed",
         LONG,
         || {
-            try_kubectl(&node, &["get", "edgenode", "edge-node", "-o", "jsonpath={.metadata.annotations}"], None)
-                .ok()
-                .filter(|a| !a.contains("restart-envoy"))
+            try_kubectl(
+                &node,
+                &[
+                    "get",
+                    "edgenode",
+                    "edge-node",
+                    "-o",
+                    "jsonpath={.metadata.annotations}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|a| !a.contains("restart-envoy"))
         },
         operator_logs,
     );
@@ -315,47 +434,144 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         || http_get(&internet, public(80)),
         operator_logs,
     );
+    let pid_after = envoy_pid();
+    assert!(
+        pid_after != pid_before && pid_after != "0",
+        "Envoy restarted: {pid_before} -> {pid_after}"
+    );
     stage("restart-envoy");
 
-    // 6. Two replicas (the default anti-affinity wants two nodes: an empty affinity replaces
-    // it on this single node); deleting one pod under traffic: the other serves, the pod comes back.
+    // 6. Two replicas. The default anti-affinity wants one node per uplink: an empty affinity
+    // replaces it on this single node, first (the running pod is replaced with the new
+    // template; its old anti-affinity would keep a second pod off the node), then replicas 2.
+    let uplink_uid = |node: &Node| {
+        try_kubectl(
+            node,
+            &["-n", "tunnel", "get", "pods", "-l", "app.kubernetes.io/name=uplink", "-o",
+              "jsonpath={range .items[*]}{.metadata.uid} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"],
+            None,
+        )
+        .unwrap_or_default()
+    };
+    let first = uplink_uid(&node);
     kubectl(
         &node,
-        &["patch", "edgenode", "edge-node", "--type=merge", "-p", r#"{"spec":{"uplink":{"replicas":2,"affinity":{}}}}"#],
+        &[
+            "patch",
+            "edgenode",
+            "edge-node",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"uplink":{"affinity":{}}}}"#,
+        ],
+        None,
+    );
+    eventually(
+        "the uplink pod replaced without anti-affinity",
+        LONG,
+        || {
+            let now = uplink_uid(&node);
+            (now != first && now.lines().count() == 1 && now.trim_end().ends_with(" True"))
+                .then_some(())
+        },
+        operator_logs,
+    );
+    kubectl(
+        &node,
+        &[
+            "patch",
+            "edgenode",
+            "edge-node",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"uplink":{"replicas":2}}}"#,
+        ],
         None,
     );
     eventually(
         "two uplink pods Ready",
         LONG,
         || {
-            try_kubectl(
+            let now = uplink_uid(&node);
+            (now.lines().filter(|l| l.ends_with(" True")).count() == 2).then_some(())
+        },
+        operator_logs,
+    );
+    // Both tunnels up: the EdgeNode has seen this generation, is Ready with two uplinks, and
+    // both pods stay Ready and traffic flows for ten checks in a row.
+    let mut streak = 0;
+    eventually(
+        "EdgeNode Ready with both uplinks, steadily",
+        LONG,
+        || {
+            let status = try_kubectl(
                 &node,
-                &["-n", "tunnel", "get", "pods", "-l", "app.kubernetes.io/name=uplink", "-o",
-                  "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"],
+                &["get", "edgenode", "edge-node", "-o", "jsonpath={.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type==\"Ready\")].status} {.status.uplink[*].ordinal}"],
                 None,
             )
-            .ok()
-            .filter(|s| s.lines().filter(|l| *l == "True").count() == 2)
+            .unwrap_or_default();
+            let f: Vec<&str> = status.split_whitespace().collect();
+            let good = f.len() == 5
+                && f[0] == f[1]
+                && f[2] == "True"
+                && uplink_uid(&node)
+                    .lines()
+                    .filter(|l| l.ends_with(" True"))
+                    .count()
+                    == 2
+                && http_get(&internet, public(80)).is_some();
+            streak = if good { streak + 1 } else { 0 };
+            (streak >= 10).then_some(())
         },
         operator_logs,
     );
     let victim = kubectl(
         &node,
-        &["-n", "tunnel", "get", "pods", "-l", "app.kubernetes.io/name=uplink", "-o", "jsonpath={.items[0].metadata.name}"],
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=uplink",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
         None,
     );
     let uid = |node: &Node| {
-        try_kubectl(node, &["-n", "tunnel", "get", "pod", &victim, "-o", "jsonpath={.metadata.uid}"], None)
+        try_kubectl(
+            node,
+            &[
+                "-n",
+                "tunnel",
+                "get",
+                "pod",
+                &victim,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+            None,
+        )
     };
     let before = uid(&node).unwrap();
-    kubectl(&node, &["-n", "tunnel", "delete", "pod", &victim, "--wait=false"], None);
+    kubectl(
+        &node,
+        &["-n", "tunnel", "delete", "pod", &victim, "--wait=false"],
+        None,
+    );
     // Served throughout: every request within the next seconds is answered (retried once,
     // as a client would, for a connection cut while Envoy ejects the drained replica).
     let until = Instant::now() + Duration::from_secs(15);
     let mut served = 0;
     while Instant::now() < until {
-        let ok = http_get(&internet, public(80)).or_else(|| http_get(&internet, public(80)));
-        assert!(ok.is_some(), "a request failed while {victim} was replaced\n{}", operator_logs());
+        let ok = (0..3).find_map(|_| http_get(&internet, public(80)));
+        assert!(
+            ok.is_some(),
+            "a request failed 3 times while {victim} was replaced (last: {:?})\n{}",
+            http_attempt(&internet, public(80)),
+            operator_logs()
+        );
         served += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -367,7 +583,15 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
             let now = uid(&node).ok()?;
             let ready = try_kubectl(
                 &node,
-                &["-n", "tunnel", "get", "pod", &victim, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+                &[
+                    "-n",
+                    "tunnel",
+                    "get",
+                    "pod",
+                    &victim,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
                 None,
             )
             .ok()?;
@@ -379,7 +603,11 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
 
     // 7. Delete the EdgeNode: the VPS is torn down, the uplink objects go.
     kubectl(&node, &["delete", "pb", "--all"], None);
-    kubectl(&node, &["delete", "edgenode", "edge-node", "--timeout=180s"], None);
+    kubectl(
+        &node,
+        &["delete", "edgenode", "edge-node", "--timeout=180s"],
+        None,
+    );
     eventually(
         "the uplink StatefulSet to be gone",
         LONG,
@@ -393,8 +621,14 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     let left = vps
         .ssh(&internet, "ls /etc/tunnel /opt/tunnel 2>/dev/null; systemctl is-active tunnel-envoy tunnelctl 2>/dev/null; true")
         .unwrap();
-    eprintln!("VPS after teardown: {}", String::from_utf8_lossy(&left.stdout));
-    assert!(http_get(&internet, public(80)).is_none(), "the VPS no longer serves :80");
+    eprintln!(
+        "VPS after teardown: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    assert!(
+        http_get(&internet, public(80)).is_none(),
+        "the VPS no longer serves :80"
+    );
 
     let helm = node
         .helm()
@@ -402,18 +636,38 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         .args(["uninstall", "tunnel", "--namespace", "tunnel", "--wait"])
         .output()
         .unwrap();
-    assert!(helm.status.success(), "{}", String::from_utf8_lossy(&helm.stderr));
+    assert!(
+        helm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&helm.stderr)
+    );
     eventually(
         "the operator pod to be gone",
         Duration::from_secs(60),
         || {
-            try_kubectl(&node, &["-n", "tunnel", "get", "pods", "-l", "app.kubernetes.io/name=tunnel", "-o", "name"], None)
-                .ok()
-                .filter(|s| s.trim().is_empty())
+            try_kubectl(
+                &node,
+                &[
+                    "-n",
+                    "tunnel",
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/name=tunnel",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|s| s.trim().is_empty())
         },
         operator_logs,
     );
     let crds = kubectl(&node, &["get", "crd", "-o", "name"], None);
-    assert!(crds.contains("edgenodes.tunnel.achetronic.com"), "CRDs kept: {crds}");
+    assert!(
+        crds.contains("edgenodes.tunnel.achetronic.com"),
+        "CRDs kept: {crds}"
+    );
     stage("EdgeNode deleted, helm uninstall");
 }

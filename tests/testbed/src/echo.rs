@@ -61,4 +61,3 @@ spec:
         deployment("networking", 1),
     )
 }
-

@@ -235,8 +235,11 @@ pub fn write(spec: &ImageSpec, out: &Path) -> Result<PathBuf, TestbedError> {
         "config": config_desc,
         "layers": layer_descriptors,
     });
-    let mut manifest_desc =
-        put_blob(&blobs, &manifest, "application/vnd.oci.image.manifest.v1+json")?;
+    let mut manifest_desc = put_blob(
+        &blobs,
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+    )?;
     let tag = spec.name.rsplit_once(':').map_or("latest", |(_, t)| t);
     manifest_desc["annotations"] = serde_json::json!({
         "io.containerd.image.name": spec.name,
@@ -274,8 +277,8 @@ fn put_blob(
 }
 
 fn digest_file(path: &Path) -> Result<(String, u64), TestbedError> {
-    let mut file =
-        std::fs::File::open(path).map_err(TestbedError::io(format!("opening {}", path.display())))?;
+    let mut file = std::fs::File::open(path)
+        .map_err(TestbedError::io(format!("opening {}", path.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;

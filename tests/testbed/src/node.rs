@@ -196,14 +196,26 @@ impl Node {
     /// the namespace needs no route back to the pods. Removed with the namespace.
     pub fn uplink_to(&self, ns: &Netns, n: u8, routed: &str) -> Result<(), TestbedError> {
         let host_if = format!("nsk-up{n}");
-        let (host, far) = (
-            Ipv4Addr::new(10, 236, n, 1),
-            Ipv4Addr::new(10, 236, n, 2),
-        );
+        let (host, far) = (Ipv4Addr::new(10, 236, n, 1), Ipv4Addr::new(10, 236, n, 2));
         netns::run(Command::new("ip").args([
-            "link", "add", &host_if, "type", "veth", "peer", "name", "up0", "netns", ns.name(),
+            "link",
+            "add",
+            &host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            ns.name(),
         ]))?;
-        netns::run(Command::new("ip").args(["addr", "add", &format!("{host}/30"), "dev", &host_if]))?;
+        netns::run(Command::new("ip").args([
+            "addr",
+            "add",
+            &format!("{host}/30"),
+            "dev",
+            &host_if,
+        ]))?;
         netns::run(Command::new("ip").args(["link", "set", &host_if, "up"]))?;
         ns.addr("up0", &format!("{far}/30"))?;
         ns.enable_forwarding()?;
@@ -448,7 +460,10 @@ conntrack: {{maxPerCore: 0}}
             &format!("--tls-cert-file={}", p("apiserver.crt")),
             &format!("--tls-private-key-file={}", p("apiserver.key")),
             &format!("--client-ca-file={}", p("ca.crt")),
-            &format!("--kubelet-client-certificate={}", p("apiserver-kubelet.crt")),
+            &format!(
+                "--kubelet-client-certificate={}",
+                p("apiserver-kubelet.crt")
+            ),
             &format!("--kubelet-client-key={}", p("apiserver-kubelet.key")),
             "--kubelet-preferred-address-types=InternalIP,Hostname",
             &format!("--service-account-key-file={}", p("sa.pub")),
@@ -465,25 +480,34 @@ conntrack: {{maxPerCore: 0}}
 
     async fn wait_api(&self) -> Result<(), TestbedError> {
         let path = self.kubeconfig_path();
-        wait_for("kube-apiserver /readyz", Duration::from_secs(90), || async {
-            let Ok(client) = crate::apiserver::client_from(&path).await else {
-                return false;
-            };
-            let Ok(req) = http::Request::get("/readyz").body(Vec::new()) else {
-                return false;
-            };
-            client
-                .request_text(req)
-                .await
-                .is_ok_and(|body| body.trim() == "ok")
-        })
+        wait_for(
+            "kube-apiserver /readyz",
+            Duration::from_secs(90),
+            || async {
+                let Ok(client) = crate::apiserver::client_from(&path).await else {
+                    return false;
+                };
+                let Ok(req) = http::Request::get("/readyz").body(Vec::new()) else {
+                    return false;
+                };
+                client
+                    .request_text(req)
+                    .await
+                    .is_ok_and(|body| body.trim() == "ok")
+            },
+        )
         .await
         .map_err(|e| self.with_log(e, "kube-apiserver"))
     }
 
     fn spawn_controllers(&mut self) -> Result<(), TestbedError> {
         let p = |f: &str| self.pki().join(f).display().to_string();
-        let kc = |name: &str| self.dir.join(format!("{name}.kubeconfig")).display().to_string();
+        let kc = |name: &str| {
+            self.dir
+                .join(format!("{name}.kubeconfig"))
+                .display()
+                .to_string()
+        };
         let (cm, sched) = (kc("controller-manager"), kc("scheduler"));
         let mut cmd = Command::new(node_bin("kube-controller-manager")?);
         cmd.args([
@@ -515,17 +539,20 @@ conntrack: {{maxPerCore: 0}}
 
     fn spawn_kubelet(&mut self) -> Result<(), TestbedError> {
         let mut cmd = Command::new(node_bin("kubelet")?);
-        cmd.arg(format!("--config={}", self.dir.join("kubelet.yaml").display()))
-            .arg(format!(
-                "--kubeconfig={}",
-                self.dir.join("kubelet.kubeconfig").display()
-            ))
-            .args([
-                &format!("--hostname-override={NODE_NAME}"),
-                &format!("--node-ip={NODE_IP}"),
-                &format!("--root-dir={KUBELET_DIR}"),
-                &format!("--cert-dir={}", self.dir.join("kubelet-pki").display()),
-            ]);
+        cmd.arg(format!(
+            "--config={}",
+            self.dir.join("kubelet.yaml").display()
+        ))
+        .arg(format!(
+            "--kubeconfig={}",
+            self.dir.join("kubelet.kubeconfig").display()
+        ))
+        .args([
+            &format!("--hostname-override={NODE_NAME}"),
+            &format!("--node-ip={NODE_IP}"),
+            &format!("--root-dir={KUBELET_DIR}"),
+            &format!("--cert-dir={}", self.dir.join("kubelet-pki").display()),
+        ]);
         self.spawn("kubelet", &mut cmd)
     }
 
@@ -555,7 +582,10 @@ conntrack: {{maxPerCore: 0}}
         wait_for(
             "the default ServiceAccount",
             Duration::from_secs(60),
-            || async { self.kubectl_run(&["get", "serviceaccount", "default"]).is_ok() },
+            || async {
+                self.kubectl_run(&["get", "serviceaccount", "default"])
+                    .is_ok()
+            },
         )
         .await
         .map_err(|e| self.with_log(e, "kube-controller-manager"))
@@ -669,10 +699,11 @@ fn write_pki(dir: &Path) -> Result<(), TestbedError> {
     )?;
     write("apiserver.key", &key.serialize_pem())?;
 
-    let clients = KUBECONFIGS
-        .iter()
-        .copied()
-        .chain([("apiserver-kubelet", "kube-apiserver-kubelet-client", "system:masters")]);
+    let clients = KUBECONFIGS.iter().copied().chain([(
+        "apiserver-kubelet",
+        "kube-apiserver-kubelet-client",
+        "system:masters",
+    )]);
     for (name, cn, org) in clients {
         let key = KeyPair::generate().map_err(err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;

@@ -46,11 +46,7 @@ fn kubectl(node: &Node, args: &[&str], input: Option<&str>) -> Result<String> {
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        return Err(format!(
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
+        return Err(format!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -90,17 +86,32 @@ async fn main() -> Result<()> {
         .arg("tunnel")
         .arg(&chart)
         .args(["--namespace", "tunnel", "--create-namespace"])
-        .args(["--set", "resources.limits.memory=1Gi", "--wait", "--timeout", "180s"])
+        .args([
+            "--set",
+            "resources.limits.memory=1Gi",
+            "--wait",
+            "--timeout",
+            "180s",
+        ])
         .output()?;
     if !out.status.success() {
         return Err(format!("helm install: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     stages.done("helm install charts/tunnel: operator Ready");
 
-    kubectl(&node, &["apply", "-f", "-"], Some(&testbed::echo::manifests()))?;
     kubectl(
         &node,
-        &["wait", "--for=condition=Available", "deploy/echo", "--timeout=120s"],
+        &["apply", "-f", "-"],
+        Some(&testbed::echo::manifests()),
+    )?;
+    kubectl(
+        &node,
+        &[
+            "wait",
+            "--for=condition=Available",
+            "deploy/echo",
+            "--timeout=120s",
+        ],
         None,
     )?;
     stages.done("sample app my-web deployed");
@@ -124,7 +135,13 @@ async fn main() -> Result<()> {
     until("EdgeNode edge-node Ready", Duration::from_secs(300), || {
         kubectl(
             &node,
-            &["get", "pb", "public-web", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+            &[
+                "get",
+                "pb",
+                "public-web",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
             None,
         )
         .is_ok_and(|s| s == "True")
@@ -147,7 +164,10 @@ async fn main() -> Result<()> {
     })?;
     stages.done("request from the internet answered");
 
-    println!("\n$ kubectl get en,pb\n{}", kubectl(&node, &["get", "en,pb"], None)?);
+    println!(
+        "\n$ kubectl get en,pb\n{}",
+        kubectl(&node, &["get", "en,pb"], None)?
+    );
     println!(
         "$ ip netns exec {ns} curl http://{VPS_IP}/\n{answer}",
         ns = internet.name()
