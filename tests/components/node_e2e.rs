@@ -114,7 +114,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         eprintln!(
             "[node e2e {:>5.1}s] {name}",
             started.elapsed().as_secs_f64()
-        )
+        );
     };
     let bins = testbed::tools::agent_binary("tunnel").unwrap();
     let archives = images::standard(bins.parent().unwrap()).unwrap();
@@ -619,11 +619,16 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         operator_logs,
     );
     let left = vps
-        .ssh(&internet, "ls /etc/tunnel /opt/tunnel 2>/dev/null; systemctl is-active tunnel-envoy tunnelctl 2>/dev/null; true")
+        .ssh(
+            &internet,
+            "ls -d /etc/tunnel /etc/envoy /usr/local/bin/tunnelctl 2>/dev/null; systemctl is-active tunnel-envoy tunnel-relay; true",
+        )
         .unwrap();
-    eprintln!(
-        "VPS after teardown: {}",
-        String::from_utf8_lossy(&left.stdout)
+    let left = String::from_utf8_lossy(&left.stdout).into_owned();
+    assert_eq!(
+        left.split_whitespace().collect::<Vec<_>>(),
+        ["inactive", "inactive"],
+        "the VPS is torn down: no files, no units running"
     );
     assert!(
         http_get(&internet, public(80)).is_none(),

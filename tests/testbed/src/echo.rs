@@ -8,7 +8,7 @@
 pub fn manifests() -> String {
     let deployment = |ns: &str, replicas: u8| {
         format!(
-            r#"apiVersion: apps/v1
+            r"apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: echo, namespace: {ns}}}
 spec:
@@ -24,12 +24,12 @@ spec:
           imagePullPolicy: Never
           ports: [{{containerPort: 8080}}, {{containerPort: 5353, protocol: UDP}}]
           readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
-"#,
+",
             image = crate::images::ECHO
         )
     };
     format!(
-        r#"apiVersion: v1
+        r"apiVersion: v1
 kind: Namespace
 metadata: {{name: networking}}
 ---
@@ -56,7 +56,7 @@ metadata: {{name: internal-ingress, namespace: networking}}
 spec:
   selector: {{app: echo}}
   ports: [{{name: https, port: 443, targetPort: 8080}}]
-"#,
+",
         deployment("default", 2),
         deployment("networking", 1),
     )

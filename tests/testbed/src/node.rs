@@ -124,7 +124,7 @@ impl Node {
             dir,
             _lock: lock,
         };
-        node.host_network()?;
+        Self::host_network()?;
         write_pki(&node.pki())?;
         for (name, _, _) in KUBECONFIGS {
             node.write_kubeconfig(name)?;
@@ -263,7 +263,7 @@ impl Node {
         Ok(())
     }
 
-    fn host_network(&self) -> Result<(), TestbedError> {
+    fn host_network() -> Result<(), TestbedError> {
         let saved = node_dir().join("ip_forward.saved");
         if !saved.exists() {
             let now = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
@@ -368,7 +368,7 @@ state = "{RUN}/containerd"
         write(
             "kubelet.yaml",
             format!(
-                r#"apiVersion: kubelet.config.k8s.io/v1beta1
+                r"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://{RUN}/containerd.sock
 cgroupDriver: cgroupfs
@@ -390,7 +390,7 @@ imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
-"#,
+",
                 logs = cache.join("pod-logs").display(),
                 ca = p("ca.crt"),
             ),
@@ -398,7 +398,7 @@ resolvConf: /etc/resolv.conf
         write(
             "kube-proxy.yaml",
             format!(
-                r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
+                r"apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {{kubeconfig: {kc}}}
 mode: iptables
@@ -408,7 +408,7 @@ bindAddress: {NODE_IP}
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
 conntrack: {{maxPerCore: 0}}
-"#,
+",
                 kc = d.join("kube-proxy.kubeconfig").display(),
             ),
         )
@@ -497,7 +497,7 @@ conntrack: {{maxPerCore: 0}}
             },
         )
         .await
-        .map_err(|e| self.with_log(e, "kube-apiserver"))
+        .map_err(|e| self.with_log(&e, "kube-apiserver"))
     }
 
     fn spawn_controllers(&mut self) -> Result<(), TestbedError> {
@@ -577,7 +577,7 @@ conntrack: {{maxPerCore: 0}}
             .is_ok_and(|s| s.trim() == "True")
         })
         .await
-        .map_err(|e| self.with_log(e, "kubelet"))?;
+        .map_err(|e| self.with_log(&e, "kubelet"))?;
         // Pods are refused in a namespace until its `default` ServiceAccount exists.
         wait_for(
             "the default ServiceAccount",
@@ -588,10 +588,10 @@ conntrack: {{maxPerCore: 0}}
             },
         )
         .await
-        .map_err(|e| self.with_log(e, "kube-controller-manager"))
+        .map_err(|e| self.with_log(&e, "kube-controller-manager"))
     }
 
-    fn with_log(&self, e: TestbedError, component: &str) -> TestbedError {
+    fn with_log(&self, e: &TestbedError, component: &str) -> TestbedError {
         let log = std::fs::read_to_string(self.log(component)).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(15).collect();
         let mut text = String::new();
@@ -657,7 +657,7 @@ fn write_pki(dir: &Path) -> Result<(), TestbedError> {
     let write = |name: &str, text: &str| -> Result<(), TestbedError> {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(TestbedError::io(format!("writing {name}")))?;
-        if name.ends_with(".key") {
+        if Path::new(name).extension().is_some_and(|x| x == "key") {
             set_private(&path)?;
         }
         Ok(())
