@@ -186,6 +186,7 @@ async fn main() -> Result<()> {
     );
     tokio::signal::ctrl_c().await?;
     println!("\nremoving everything...");
+    stages.last = Instant::now();
     drop(vps);
     drop(internet);
     drop(node);
