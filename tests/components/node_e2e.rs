@@ -354,6 +354,119 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     );
     stage("Examples 1 and 2 served over TCP and UDP");
 
+    // 5. Prometheus (built by the set-up: Debian's has no Kubernetes service discovery) with
+    // Kubernetes service discovery, as the README's PodMonitor
+    // says: role pod, label app.kubernetes.io/name=uplink, port 40600, /stats/prometheus.
+    // Envoy's stats come through an uplink pod's admin bridge; the bound listener's
+    // downstream connection counter counts the requests above.
+    let prom_dir = tempfile::tempdir().unwrap();
+    let prom_port = testbed::free_port().unwrap();
+    std::fs::write(
+        prom_dir.path().join("prometheus.yml"),
+        format!(
+            r#"global: {{scrape_interval: 2s, scrape_timeout: 1s}}
+scrape_configs:
+  - job_name: uplink-envoy
+    metrics_path: /stats/prometheus
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: {kc}
+        namespaces: {{names: [tunnel]}}
+    relabel_configs:
+      - {{source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name], regex: uplink, action: keep}}
+      - {{source_labels: [__meta_kubernetes_pod_container_port_number], regex: "40600", action: keep}}
+"#,
+            kc = node.kubeconfig_path().display()
+        ),
+    )
+    .unwrap();
+    let _prometheus = testbed::process::Process::spawn(
+        "prometheus",
+        std::process::Command::new(testbed::node::node_bin("prometheus").unwrap())
+            .arg(format!(
+                "--config.file={}",
+                prom_dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+        Some(&prom_dir.path().join("prometheus.log")),
+    )
+    .unwrap();
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sfG",
+                "--max-time",
+                "3",
+                &format!("http://127.0.0.1:{prom_port}/api/v1/query"),
+            ])
+            .args(["--data-urlencode", &format!("query={q}")])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let series = eventually(
+        "Prometheus to scrape Envoy's listener counters through the uplink pod",
+        Duration::from_secs(90),
+        || {
+            let v = query("envoy_listener_downstream_cx_total")?;
+            let result = v["data"]["result"].as_array()?.clone();
+            let on_80: Vec<_> = result
+                .into_iter()
+                .filter(|r| {
+                    r["metric"].as_object().is_some_and(|m| {
+                        m.values()
+                            .any(|l| l.as_str().is_some_and(|s| s.ends_with("_80")))
+                    }) && r["value"][1]
+                        .as_str()
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                        > 0.0
+                })
+                .collect();
+            (!on_80.is_empty()).then_some(on_80)
+        },
+        || {
+            format!(
+                "targets: {}\nlog: {}",
+                std::process::Command::new("curl")
+                    .args([
+                        "-s",
+                        &format!("http://127.0.0.1:{prom_port}/api/v1/targets")
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default(),
+                std::fs::read_to_string(prom_dir.path().join("prometheus.log")).unwrap_or_default()
+            )
+        },
+    );
+    eprintln!("Prometheus: {series:?}");
+    let uplink_ip = kubectl(
+        &node,
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=uplink",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ],
+        None,
+    );
+    assert!(
+        series
+            .iter()
+            .all(|s| s["metric"]["instance"] == format!("{uplink_ip}:40600").as_str()),
+        "scraped from the uplink pod {uplink_ip}:40600: {series:?}"
+    );
+    stage("Prometheus scrapes Envoy through an uplink pod");
+
     // 3. What a user looks at.
     let table = kubectl(&node, &["get", "en,pb", "-o", "wide"], None);
     let en_row = table
@@ -600,6 +713,27 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         operator_logs,
     );
     stage("uplink pod replaced under traffic");
+
+    // For the docs: the operator's peak memory (cgroup v1), with the Envoy it pushes in memory.
+    let operator_uid = kubectl(
+        &node,
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=tunnel",
+            "-o",
+            "jsonpath={.items[0].metadata.uid}",
+        ],
+        None,
+    );
+    let peak = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/kubepods/burstable/pod{operator_uid}/memory.max_usage_in_bytes"
+    ))
+    .unwrap_or_default();
+    eprintln!("operator pod peak memory: {} bytes", peak.trim());
 
     // 7. Delete the EdgeNode: the VPS is torn down, the uplink objects go.
     kubectl(&node, &["delete", "pb", "--all"], None);

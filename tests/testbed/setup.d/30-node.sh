@@ -2,12 +2,14 @@
 # The single-node cluster of the test bed (issue 13, docs/testing.md "The node"): containerd,
 # runc, the CNI plugins, iptables and conntrack from Debian; kubelet, kube-controller-manager,
 # kube-scheduler, kube-proxy, kubectl and a version-stamped kube-apiserver built from the same
-# wrapper module as the test bed's API server. Idempotent; run by tests/testbed/setup.sh with
+# wrapper module as the test bed's API server; Prometheus built from its Go module with only
+# the Kubernetes service discovery (Debian's package is built without it). Idempotent; run by tests/testbed/setup.sh with
 # CACHE, BIN and K8S_VERSION. Everything lands in $CACHE/node (bin/ has a .version stamp).
 set -euo pipefail
 
 CACHE=${CACHE:-/var/cache/tunnel}
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 NODE=$CACHE/node
 mkdir -p "$NODE/bin" "$NODE/src"
 log() { printf '[setup 30-node %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -64,6 +66,23 @@ GO
   for b in "${binaries[@]}"; do mv "$NODE/bin.tmp/$b" "$NODE/bin/$b"; done
   rmdir "$NODE/bin.tmp"
   echo "$stamp" >"$NODE/bin/.version"
+  log "built in $((SECONDS - start)) s"
+fi
+# Prometheus: Debian's 2.42 lacks kubernetes_sd_configs ("field kubernetes_sd_configs not
+# found"), which the README's PodMonitor setup needs; build tags keep only that discovery.
+if [[ "$(cat "$NODE/bin/.prometheus.version" 2>/dev/null)" != "$PROMETHEUS_VERSION" ]]; then
+  d=$NODE/src/prometheus-$PROMETHEUS_VERSION; mkdir -p "$d"
+  if [[ ! -f $d/go.sum ]]; then
+    (cd "$d" && go mod init testbed/prometheus >/dev/null 2>&1 \
+      && printf 'package main\n\nimport _ "github.com/prometheus/prometheus/cmd/prometheus"\n' >tools.go \
+      && go get "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" >/dev/null 2>&1)
+  fi
+  log "building prometheus $PROMETHEUS_VERSION (cached afterwards)"
+  start=$SECONDS
+  (cd "$d" && CGO_ENABLED=0 go build -trimpath -tags remove_all_sd,enable_kubernetes_sd -ldflags='-s -w' \
+    -o "$NODE/bin/prometheus.tmp" github.com/prometheus/prometheus/cmd/prometheus)
+  mv "$NODE/bin/prometheus.tmp" "$NODE/bin/prometheus"
+  echo "$PROMETHEUS_VERSION" >"$NODE/bin/.prometheus.version"
   log "built in $((SECONDS - start)) s"
 fi
 log "node binaries ready in $NODE/bin"
