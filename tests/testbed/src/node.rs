@@ -94,7 +94,8 @@ pub fn teardown() -> Result<(), TestbedError> {
 }
 
 impl Node {
-    /// Brings a fresh node up (empty etcd, new certificates, empty containerd), imports the
+    /// Brings a fresh node up (empty etcd, new certificates, new kubelet state; containerd's
+    /// image store is kept between runs), imports the
     /// given OCI archives into containerd's `k8s.io` namespace (the sandbox image
     /// [`crate::images::PAUSE`] among them), and waits until the node is Ready and the
     /// `default` ServiceAccount exists. Blocks while another node runs on this machine.
