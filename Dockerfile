@@ -1,10 +1,17 @@
 # Operator and uplink images, built from one workspace.
 #   docker build --target operator -t ghcr.io/achetronic/tunnel:dev .
 #   docker build --target uplink   -t ghcr.io/achetronic/tunnel/uplink:dev .
-# (Not built in CI here: these machines have no Docker engine. The binaries themselves are
-# built and tested by `bash tests/run.sh`.)
+# The base images are build arguments (a mirror, or a local base, works). Where no registry
+# or Docker engine is reachable, the test bed writes images with the same files, paths, users
+# and entrypoints as OCI archives by hand, on a base made from its cached Debian root file
+# system (tests/testbed/src/images.rs, docs/testing.md "The node").
+ARG BUILD_IMAGE=docker.io/library/rust:1.95-bookworm
+ARG OPERATOR_BASE=gcr.io/distroless/cc-debian12:nonroot
+ARG UPLINK_BASE=gcr.io/distroless/cc-debian12
+# The Envoy the operator pushes to each VPS (push mode); same version as --envoy-version.
+ARG ENVOY_IMAGE=docker.io/envoyproxy/envoy:distroless-v1.40.0
 
-FROM docker.io/library/rust:1.95-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -13,14 +20,22 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && mkdir -p /out \
  && cp target/release/tunnel target/release/tunnelctl target/release/uplink /out/
 
-# The operator carries tunnelctl, which it pushes to each VPS over SSH.
-FROM gcr.io/distroless/cc-debian12:nonroot AS operator
+FROM ${ENVOY_IMAGE} AS envoy
+
+# The operator carries what it pushes to each VPS over SSH: the relay agent and Envoy, named
+# for the architecture (`--tunnelctl-dir`, `--envoy-dir`; TARGETARCH is amd64 or arm64). One
+# image serves VPSes of its own architecture; for the other one, add its binaries next to
+# these (docs/operations.md, "Images").
+FROM ${OPERATOR_BASE} AS operator
+ARG TARGETARCH
 COPY --from=build /out/tunnel /usr/local/bin/tunnel
-COPY --from=build /out/tunnelctl /opt/tunnelctl/tunnelctl-x86_64
+COPY --from=build /out/tunnelctl /opt/tunnelctl/tunnelctl-linux-${TARGETARCH}
+COPY --from=envoy /usr/local/bin/envoy /opt/envoy/envoy-linux-${TARGETARCH}
+USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/tunnel"]
 CMD ["run"]
 
 # The uplink agent: needs CAP_NET_ADMIN (WireGuard TUN device, DNAT rules) and /dev/net/tun.
-FROM gcr.io/distroless/cc-debian12 AS uplink
+FROM ${UPLINK_BASE} AS uplink
 COPY --from=build /out/uplink /usr/local/bin/uplink
 ENTRYPOINT ["/usr/local/bin/uplink"]

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Fails when a test left something behind: a test-bed network namespace, a VPS container
-# or its cgroup, or a test-bed process. With --clean-stale it first removes leftovers of an earlier,
+# or its cgroup, a test-bed process, or any state of the single-node cluster (processes,
+# shims, pods, links, mounts, iptables chains, ip_forward: tests/testbed/node-down.sh --check). With --clean-stale it first removes leftovers of an earlier,
 # killed run (before any test of this run starts) and reports them.
 set -uo pipefail
-PROCS='systemd-nspawn|envoy|etcd|kube-apiserver|tunnelctl|uplink|wireguard-go|boringtun-cli'
+PROCS='systemd-nspawn|envoy|etcd|kube-apiserver|kubelet|kube-proxy|kube-controller-manager|kube-scheduler|tunnelctl|uplink|wireguard-go|boringtun-cli'
+NODE_DOWN="$(dirname "$0")/testbed/node-down.sh"
 
 leaks() {
   ip netns list 2>/dev/null | awk '{print $1}' | grep '^tb-' | sed 's/^/netns /'
   pgrep -a "^($PROCS)$" 2>/dev/null | sed 's/^/process /'
   # Each VPS container runs in a cgroup of its own (tests/testbed/src/cgroup.rs).
   find /sys/fs/cgroup -maxdepth 3 -type d -name 'tb-*' 2>/dev/null | sed 's/^/cgroup /'
+  bash "$NODE_DOWN" --check
 }
 
 if [[ ${1:-} == --clean-stale ]]; then
@@ -23,6 +26,8 @@ if [[ ${1:-} == --clean-stale ]]; then
       for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
       ip netns del "$ns"
     done
+    # The node's teardown, unless a node is up right now (it holds the host-wide lock).
+    flock -n /run/tbnode.lock bash "$NODE_DOWN"
     # Only empty cgroups can be removed: those of a container still running stay.
     find /sys/fs/cgroup -maxdepth 3 -type d -name 'tb-*' 2>/dev/null | while read -r cg; do
       find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null

@@ -149,6 +149,21 @@ async fn uplink_objects_are_accepted_and_labelled() {
         .map(|m| m.mount_path.as_str())
         .collect();
     assert!(mounts.contains(&"/etc/tunnel") && mounts.contains(&"/etc/wireguard/keys"));
+    // containerd creates no /dev/net/tun: the agent gets the host's device node, checked to
+    // be a character device (tests/components/node_e2e.rs runs these pods on a real kubelet).
+    assert!(mounts.contains(&"/dev/net/tun"));
+    let tun = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "tun")
+        .and_then(|v| v.host_path.as_ref())
+        .unwrap();
+    assert_eq!(
+        (tun.path.as_str(), tun.type_.as_deref()),
+        ("/dev/net/tun", Some("CharDevice"))
+    );
 
     // The README's PodMonitor selects these pods and scrapes a declared port 40600.
     let monitor: serde_yaml::Value = serde_yaml::from_str(

@@ -10,6 +10,7 @@ K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.19.5}
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
+# Prometheus's Go module version (v0.3XX.Y is Prometheus 3.XX.Y), for the node's scrape test.
 DEBIAN_SUITE=bookworm
 APT_PACKAGES=(debootstrap systemd-container iproute2 openssh-client nftables procps psmisc prometheus)
 
@@ -117,6 +118,6 @@ fi
 for ext in "$(dirname "$0")"/setup.d/*.sh; do
   [[ -e $ext ]] || continue
   log "running $(basename "$ext")"
-  CACHE=$CACHE BIN=$BIN bash "$ext"
+  CACHE=$CACHE BIN=$BIN K8S_VERSION=$K8S_VERSION bash "$ext"
 done
 log "all set"

@@ -336,7 +336,7 @@ impl ApiServer {
     }
 }
 
-async fn client_from(path: &Path) -> Result<kube::Client, TestbedError> {
+pub(crate) async fn client_from(path: &Path) -> Result<kube::Client, TestbedError> {
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| TestbedError::Kube(e.to_string()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

@@ -14,7 +14,9 @@ pub enum TestbedError {
         path: PathBuf,
     },
     /// A binary of the workspace itself has not been built.
-    #[error("{name} not found at {path}: run `cargo build -p uplink --bins` first")]
+    #[error(
+        "{name} not found at {path}: run `cargo build -p tunnel -p uplink -p testbed --bins` first"
+    )]
     MissingBinary {
         /// The binary's name.
         name: String,

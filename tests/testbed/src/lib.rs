@@ -8,6 +8,8 @@
 //! - [`apiserver`]: a real etcd + kube-apiserver on loopback, with the CRDs installed.
 //! - [`vps`]: a Debian VPS booted with `systemd-nspawn`, reachable over SSH.
 //! - [`envoy`]: running and validating the real Envoy.
+//! - [`node`]: a real single-node cluster (kubelet, containerd, kube-proxy, ...) on the host;
+//!   [`images`]: the OCI images it runs, written without a registry or builder.
 //! - [`wait`]: bounded waiting; [`free_port`] and [`unique_name`] for things tests make.
 //!
 //! Every handle cleans up on drop, so a failing or panicking test leaves nothing behind;
@@ -15,9 +17,12 @@
 
 pub mod apiserver;
 pub mod cgroup;
+pub mod echo;
 pub mod envoy;
 pub mod error;
+pub mod images;
 pub mod netns;
+pub mod node;
 pub mod pods;
 pub mod process;
 pub mod tools;

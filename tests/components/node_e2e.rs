@@ -1,0 +1,801 @@
+//! The whole system on a real node, driven as a user drives it (issue 13; docs/testing.md,
+//! "The node"): the images written offline and imported into containerd, `helm install` of
+//! the chart, the operator as a real pod under its ServiceAccount, an nspawn VPS reached from
+//! the pod network, real echo pods behind ClusterIP Services, README Examples 1 and 2 applied
+//! with `kubectl apply -f` (only the address and the Secret adjusted), the uplink StatefulSet's
+//! pods running as real pods, and a client on the "internet" reaching the echo pods through
+//! the VPS over TCP (plain and PROXY protocol) and UDP; then what a user looks at and does
+//! next with kubectl, up to `helm uninstall`.
+//!
+//! Needs the node's binaries (`tests/testbed/setup.d/30-node.sh`) and
+//! `cargo build -p uplink -p testbed --bins`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use testbed::images;
+use testbed::netns::Netns;
+use testbed::node::{INTERNET_IP, Node, VPS_IP};
+
+const LONG: Duration = Duration::from_secs(240);
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap()
+}
+
+/// `kubectl args...`, stdin `input`; panics with stderr on failure.
+fn kubectl(node: &Node, args: &[&str], input: Option<&str>) -> String {
+    try_kubectl(node, args, input).unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+}
+
+fn try_kubectl(node: &Node, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    let mut cmd = node.kubectl().unwrap();
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(text) = input {
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Polls `f` every 500 ms until it returns `Some`, or panics naming `what` and `context()`.
+fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn http_get(ns: &Netns, addr: SocketAddr) -> Option<String> {
+    http_attempt(ns, addr)
+        .ok()
+        .filter(|t| t.starts_with("HTTP/1.0 200"))
+}
+
+/// One GET; the answer, or what went wrong.
+fn http_attempt(ns: &Netns, addr: SocketAddr) -> Result<String, String> {
+    ns.enter(move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+            .map_err(|e| format!("write: {e}"))?;
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes)
+            .map_err(|e| format!("read: {e}"))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    })
+    .map_err(|e| e.to_string())?
+}
+
+fn udp_ask(ns: &Netns, addr: SocketAddr, payload: &'static [u8]) -> Option<String> {
+    ns.enter(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.send_to(payload, addr).ok()?;
+        let mut buf = [0u8; 2048];
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .ok()
+    .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
+    let started = Instant::now();
+    let stage = |name: &str| {
+        eprintln!(
+            "[node e2e {:>5.1}s] {name}",
+            started.elapsed().as_secs_f64()
+        );
+    };
+    let bins = testbed::tools::agent_binary("tunnel").unwrap();
+    let archives = images::standard(bins.parent().unwrap()).unwrap();
+    stage("images written");
+    let node = Node::start(&archives).await.unwrap();
+    stage("node Ready");
+
+    // The "internet": a namespace routed from the host, the VPS behind it.
+    let (internet, vps) = node.internet_with_vps().unwrap();
+
+    // 1. helm install: the operator pod Running and Ready under its ServiceAccount.
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/tunnel");
+    let helm = node
+        .helm()
+        .unwrap()
+        .args([
+            "install",
+            "tunnel",
+            chart,
+            "--namespace",
+            "tunnel",
+            "--create-namespace",
+        ])
+        // The chart's default resources: the operator streams the Envoy it pushes.
+        .args(["--wait", "--timeout", "180s"])
+        .output()
+        .unwrap();
+    let operator_logs = || {
+        format!(
+            "operator pods:\n{}\nlogs:\n{}\nuplink pods:\n{}\nevents:\n{}",
+            try_kubectl(&node, &["-n", "tunnel", "get", "pods", "-o", "wide"], None)
+                .unwrap_or_else(|e| e),
+            try_kubectl(
+                &node,
+                &["-n", "tunnel", "logs", "deploy/tunnel", "--tail=60"],
+                None
+            )
+            .unwrap_or_else(|e| e),
+            try_kubectl(
+                &node,
+                &[
+                    "-n",
+                    "tunnel",
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/name=uplink",
+                    "--tail=20",
+                    "--all-containers"
+                ],
+                None
+            )
+            .unwrap_or_else(|e| e),
+            try_kubectl(
+                &node,
+                &["get", "events", "-A", "--sort-by=.lastTimestamp"],
+                None
+            )
+            .unwrap_or_else(|e| e),
+        )
+    };
+    assert!(
+        helm.status.success(),
+        "helm install: {}\n{}",
+        String::from_utf8_lossy(&helm.stderr),
+        operator_logs()
+    );
+    stage("helm install");
+    let pod = kubectl(
+        &node,
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=tunnel",
+            "-o",
+            "jsonpath={.items[0].spec.serviceAccountName} {.items[0].status.phase} {.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        None,
+    );
+    assert_eq!(pod, "tunnel Running True", "{}", operator_logs());
+    let logs = eventually(
+        "the operator's log",
+        Duration::from_secs(30),
+        || {
+            try_kubectl(&node, &["-n", "tunnel", "logs", "deploy/tunnel"], None)
+                .ok()
+                .filter(|l| !l.trim().is_empty())
+        },
+        operator_logs,
+    );
+    assert!(
+        logs.contains("INFO") || logs.contains("\"level\""),
+        "{logs}"
+    );
+
+    // 2. The targets, the SSH Secret, README Examples 1 and 2.
+    kubectl(
+        &node,
+        &["apply", "-f", "-"],
+        Some(&testbed::echo::manifests()),
+    );
+    kubectl(
+        &node,
+        &[
+            "wait",
+            "--for=condition=Available",
+            "deploy/echo",
+            "-n",
+            "default",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    vps.wait_ready(&internet, Duration::from_secs(120)).unwrap();
+    stage("VPS booted, echo available");
+    let known_hosts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(known_hosts.path(), vps.known_hosts_line().unwrap()).unwrap();
+    kubectl(
+        &node,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "vps-ssh-secret",
+            &format!("--from-file=privateKey={}", vps.client_key_path().display()),
+            &format!("--from-file=knownHosts={}", known_hosts.path().display()),
+        ],
+        None,
+    );
+    let example1 = fixture("example1").replace("203.0.113.10", &VPS_IP.to_string());
+    kubectl(&node, &["apply", "-f", "-"], Some(&example1));
+    eventually(
+        "EdgeNode edge-node Ready",
+        LONG,
+        || {
+            try_kubectl(
+                &node,
+                &[
+                    "get",
+                    "edgenode",
+                    "edge-node",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|s| s == "True")
+        },
+        operator_logs,
+    );
+    stage("EdgeNode Ready");
+    let uplinks = kubectl(
+        &node,
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=uplink",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.spec.nodeName}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    assert!(
+        uplinks.lines().count() == 1 && uplinks.lines().all(|l| l.ends_with("Running tbnode")),
+        "one uplink pod, Running on the node: {uplinks}"
+    );
+    let public = |port| SocketAddr::from((VPS_IP, port));
+    let answer = eventually(
+        "HTTP through the VPS's :80",
+        Duration::from_secs(60),
+        || http_get(&internet, public(80)),
+        operator_logs,
+    );
+    assert!(answer.contains("hello from echo-"), "{answer}");
+
+    kubectl(&node, &["apply", "-f", "-"], Some(&fixture("example2")));
+    eventually(
+        "PortBinding public-edge Ready",
+        LONG,
+        || {
+            try_kubectl(
+                &node,
+                &[
+                    "get",
+                    "pb",
+                    "public-edge",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|s| s == "True")
+        },
+        operator_logs,
+    );
+    // PortBinding Ready says Envoy serves the ports; the uplink pods get the new forwards when
+    // the kubelet refreshes their ConfigMap volume (its sync period, up to about a minute
+    // here), and the first connections are refused until then.
+    let proxied = eventually(
+        "PROXY protocol through :443",
+        Duration::from_secs(150),
+        || http_get(&internet, public(443)),
+        || {
+            format!(
+                "last: {:?}\n{}",
+                http_attempt(&internet, public(443)),
+                operator_logs()
+            )
+        },
+    );
+    assert!(
+        proxied.contains(&format!("PROXY TCP4 {INTERNET_IP} {VPS_IP} ")),
+        "the ingress sees the client's real address: {proxied}"
+    );
+    let udp = eventually(
+        "UDP through :53",
+        Duration::from_secs(60),
+        || udp_ask(&internet, public(53), b"ping"),
+        operator_logs,
+    );
+    assert!(
+        udp.starts_with("hello from echo-") && udp.ends_with(": ping"),
+        "{udp}"
+    );
+    stage("Examples 1 and 2 served over TCP and UDP");
+
+    // 5. Prometheus (Debian's package) scrapes Envoy's stats through the uplink pod the
+    // README's PodMonitor selects: label app.kubernetes.io/name=uplink, port 40600,
+    // /stats/prometheus (the pod is found with that selector; Debian's build has no
+    // Kubernetes service discovery, and building Prometheus for it cost the cold set-up
+    // 7 minutes). The bound listener's downstream connection counter counts the requests
+    // above.
+    let uplink_ip = kubectl(
+        &node,
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=uplink",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ],
+        None,
+    );
+    let prom_dir = tempfile::tempdir().unwrap();
+    let prom_port = testbed::free_port().unwrap();
+    std::fs::write(
+        prom_dir.path().join("prometheus.yml"),
+        format!(
+            r#"global: {{scrape_interval: 2s, scrape_timeout: 1s}}
+scrape_configs:
+  - job_name: uplink-envoy
+    metrics_path: /stats/prometheus
+    static_configs:
+      - targets: ["{uplink_ip}:40600"]
+"#
+        ),
+    )
+    .unwrap();
+    let _prometheus = testbed::process::Process::spawn(
+        "prometheus",
+        std::process::Command::new("/usr/bin/prometheus")
+            .arg(format!(
+                "--config.file={}",
+                prom_dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+        Some(&prom_dir.path().join("prometheus.log")),
+    )
+    .unwrap();
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sfG",
+                "--max-time",
+                "3",
+                &format!("http://127.0.0.1:{prom_port}/api/v1/query"),
+            ])
+            .args(["--data-urlencode", &format!("query={q}")])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let series = eventually(
+        "Prometheus to scrape Envoy's listener counters through the uplink pod",
+        Duration::from_secs(90),
+        || {
+            let v = query("envoy_listener_downstream_cx_total")?;
+            let result = v["data"]["result"].as_array()?.clone();
+            let on_80: Vec<_> = result
+                .into_iter()
+                .filter(|r| {
+                    r["metric"].as_object().is_some_and(|m| {
+                        m.values()
+                            .any(|l| l.as_str().is_some_and(|s| s.ends_with("_80")))
+                    }) && r["value"][1]
+                        .as_str()
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                        > 0.0
+                })
+                .collect();
+            (!on_80.is_empty()).then_some(on_80)
+        },
+        || {
+            format!(
+                "targets: {}\nlog: {}",
+                std::process::Command::new("curl")
+                    .args([
+                        "-s",
+                        &format!("http://127.0.0.1:{prom_port}/api/v1/targets")
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default(),
+                std::fs::read_to_string(prom_dir.path().join("prometheus.log")).unwrap_or_default()
+            )
+        },
+    );
+    eprintln!("Prometheus: {series:?}");
+    assert!(
+        series
+            .iter()
+            .all(|s| s["metric"]["instance"] == format!("{uplink_ip}:40600").as_str()),
+        "scraped from the uplink pod {uplink_ip}:40600: {series:?}"
+    );
+    stage("Prometheus scrapes Envoy through an uplink pod");
+
+    // 3. What a user looks at.
+    let table = kubectl(&node, &["get", "en,pb", "-o", "wide"], None);
+    let en_row = table
+        .lines()
+        .find(|l| l.starts_with("edgenode.tunnel.achetronic.com/edge-node"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        en_row.contains(&VPS_IP.to_string()) && en_row.contains("True"),
+        "{table}"
+    );
+    let pb_row = table
+        .lines()
+        .find(|l| l.starts_with("portbinding.tunnel.achetronic.com/public-edge"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        pb_row.contains("443/TCP") && pb_row.contains("53/UDP"),
+        "{table}"
+    );
+    let explain = kubectl(&node, &["explain", "edgenode.spec.tunnel"], None);
+    assert!(
+        explain.contains("FIELDS") || explain.contains("DESCRIPTION"),
+        "{explain}"
+    );
+    let describe = kubectl(&node, &["describe", "edgenode", "edge-node"], None);
+    let events = describe.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.contains("Normal") && !events.trim().starts_with("<none>"),
+        "{describe}"
+    );
+    stage("kubectl get/explain/describe");
+
+    // 4. Restart Envoy by annotation: Envoy restarts on the VPS (a new main PID), the
+    // annotation disappears, traffic resumes.
+    let envoy_pid = || {
+        let out = vps
+            .ssh(&internet, "systemctl show -p MainPID --value tunnel-envoy")
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let pid_before = envoy_pid();
+    assert!(
+        pid_before != "0" && !pid_before.is_empty(),
+        "Envoy runs: {pid_before:?}"
+    );
+    kubectl(
+        &node,
+        &[
+            "annotate",
+            "edgenode",
+            "edge-node",
+            "tunnel.achetronic.com/restart-envoy=true",
+        ],
+        None,
+    );
+    eventually(
+        "the restart-envoy annotation to be removed",
+        LONG,
+        || {
+            try_kubectl(
+                &node,
+                &[
+                    "get",
+                    "edgenode",
+                    "edge-node",
+                    "-o",
+                    "jsonpath={.metadata.annotations}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|a| !a.contains("restart-envoy"))
+        },
+        operator_logs,
+    );
+    eventually(
+        "HTTP through :80 after the Envoy restart",
+        Duration::from_secs(60),
+        || http_get(&internet, public(80)),
+        operator_logs,
+    );
+    let pid_after = envoy_pid();
+    assert!(
+        pid_after != pid_before && pid_after != "0",
+        "Envoy restarted: {pid_before} -> {pid_after}"
+    );
+    stage("restart-envoy");
+
+    // 6. Two replicas. The default anti-affinity wants one node per uplink: an empty affinity
+    // replaces it on this single node, first (the running pod is replaced with the new
+    // template; its old anti-affinity would keep a second pod off the node), then replicas 2.
+    let uplink_uid = |node: &Node| {
+        try_kubectl(
+            node,
+            &["-n", "tunnel", "get", "pods", "-l", "app.kubernetes.io/name=uplink", "-o",
+              "jsonpath={range .items[*]}{.metadata.uid} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}"],
+            None,
+        )
+        .unwrap_or_default()
+    };
+    let first = uplink_uid(&node);
+    kubectl(
+        &node,
+        &[
+            "patch",
+            "edgenode",
+            "edge-node",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"uplink":{"affinity":{}}}}"#,
+        ],
+        None,
+    );
+    eventually(
+        "the uplink pod replaced without anti-affinity",
+        LONG,
+        || {
+            let now = uplink_uid(&node);
+            (now != first && now.lines().count() == 1 && now.trim_end().ends_with(" True"))
+                .then_some(())
+        },
+        operator_logs,
+    );
+    kubectl(
+        &node,
+        &[
+            "patch",
+            "edgenode",
+            "edge-node",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"uplink":{"replicas":2}}}"#,
+        ],
+        None,
+    );
+    eventually(
+        "two uplink pods Ready",
+        LONG,
+        || {
+            let now = uplink_uid(&node);
+            (now.lines().filter(|l| l.ends_with(" True")).count() == 2).then_some(())
+        },
+        operator_logs,
+    );
+    // Both tunnels up: the EdgeNode has seen this generation, is Ready with two uplinks, and
+    // both pods stay Ready and traffic flows for ten checks in a row.
+    let mut streak = 0;
+    eventually(
+        "EdgeNode Ready with both uplinks, steadily",
+        LONG,
+        || {
+            let status = try_kubectl(
+                &node,
+                &["get", "edgenode", "edge-node", "-o", "jsonpath={.metadata.generation} {.status.observedGeneration} {.status.conditions[?(@.type==\"Ready\")].status} {.status.uplink[*].ordinal}"],
+                None,
+            )
+            .unwrap_or_default();
+            let f: Vec<&str> = status.split_whitespace().collect();
+            let good = f.len() == 5
+                && f[0] == f[1]
+                && f[2] == "True"
+                && uplink_uid(&node)
+                    .lines()
+                    .filter(|l| l.ends_with(" True"))
+                    .count()
+                    == 2
+                && http_get(&internet, public(80)).is_some();
+            streak = if good { streak + 1 } else { 0 };
+            (streak >= 10).then_some(())
+        },
+        operator_logs,
+    );
+    let victim = kubectl(
+        &node,
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=uplink",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    );
+    let uid = |node: &Node| {
+        try_kubectl(
+            node,
+            &[
+                "-n",
+                "tunnel",
+                "get",
+                "pod",
+                &victim,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+            None,
+        )
+    };
+    let before = uid(&node).unwrap();
+    kubectl(
+        &node,
+        &["-n", "tunnel", "delete", "pod", &victim, "--wait=false"],
+        None,
+    );
+    // Served throughout: every request within the next seconds is answered (retried once,
+    // as a client would, for a connection cut while Envoy ejects the drained replica).
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut served = 0;
+    while Instant::now() < until {
+        let ok = (0..3).find_map(|_| http_get(&internet, public(80)));
+        assert!(
+            ok.is_some(),
+            "a request failed 3 times while {victim} was replaced (last: {:?})\n{}",
+            http_attempt(&internet, public(80)),
+            operator_logs()
+        );
+        served += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(served > 10);
+    eventually(
+        "the deleted uplink pod to come back Ready",
+        LONG,
+        || {
+            let now = uid(&node).ok()?;
+            let ready = try_kubectl(
+                &node,
+                &[
+                    "-n",
+                    "tunnel",
+                    "get",
+                    "pod",
+                    &victim,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+                None,
+            )
+            .ok()?;
+            (now != before && ready == "True").then_some(())
+        },
+        operator_logs,
+    );
+    stage("uplink pod replaced under traffic");
+
+    // For the docs: the operator's peak memory (cgroup v1), with the Envoy it pushes in memory.
+    let operator_uid = kubectl(
+        &node,
+        &[
+            "-n",
+            "tunnel",
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=tunnel",
+            "-o",
+            "jsonpath={.items[0].metadata.uid}",
+        ],
+        None,
+    );
+    let peak = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/kubepods/burstable/pod{operator_uid}/memory.max_usage_in_bytes"
+    ))
+    .unwrap_or_default();
+    eprintln!("operator pod peak memory: {} bytes", peak.trim());
+
+    // 7. Delete the EdgeNode: the VPS is torn down, the uplink objects go.
+    kubectl(&node, &["delete", "pb", "--all"], None);
+    kubectl(
+        &node,
+        &["delete", "edgenode", "edge-node", "--timeout=180s"],
+        None,
+    );
+    eventually(
+        "the uplink StatefulSet to be gone",
+        LONG,
+        || {
+            try_kubectl(&node, &["-n", "tunnel", "get", "sts", "-o", "name"], None)
+                .ok()
+                .filter(|s| s.trim().is_empty())
+        },
+        operator_logs,
+    );
+    let left = vps
+        .ssh(
+            &internet,
+            "ls -d /etc/tunnel /etc/envoy /usr/local/bin/tunnelctl 2>/dev/null; systemctl is-active tunnel-envoy tunnel-relay; true",
+        )
+        .unwrap();
+    let left = String::from_utf8_lossy(&left.stdout).into_owned();
+    assert_eq!(
+        left.split_whitespace().collect::<Vec<_>>(),
+        ["inactive", "inactive"],
+        "the VPS is torn down: no files, no units running"
+    );
+    assert!(
+        http_get(&internet, public(80)).is_none(),
+        "the VPS no longer serves :80"
+    );
+
+    let helm = node
+        .helm()
+        .unwrap()
+        .args(["uninstall", "tunnel", "--namespace", "tunnel", "--wait"])
+        .output()
+        .unwrap();
+    assert!(
+        helm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&helm.stderr)
+    );
+    eventually(
+        "the operator pod to be gone",
+        Duration::from_secs(60),
+        || {
+            try_kubectl(
+                &node,
+                &[
+                    "-n",
+                    "tunnel",
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/name=tunnel",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|s| s.trim().is_empty())
+        },
+        operator_logs,
+    );
+    let crds = kubectl(&node, &["get", "crd", "-o", "name"], None);
+    assert!(
+        crds.contains("edgenodes.tunnel.achetronic.com"),
+        "CRDs kept: {crds}"
+    );
+    stage("EdgeNode deleted, helm uninstall");
+}

@@ -1,0 +1,305 @@
+//! Container images without a registry or a builder: OCI image archives written directly
+//! (uncompressed layer tars, config, manifest, `index.json`, `oci-layout`) and imported into
+//! the node's containerd (`ctr -n k8s.io images import`), as `real-node.md` §5 verified.
+//!
+//! Every image sits on one base layer made from the cached Debian root file system (read
+//! only; documentation, locales, apt lists and the SSH host keys left out), so the layer is
+//! stored once. The operator and uplink images carry what the Dockerfile's `operator` and
+//! `uplink` stages do: the same files at the same paths, the same users and entrypoints
+//! ([`operator`], [`uplink`]); the Dockerfile's base images are build arguments, so it still
+//! builds where registries are reachable.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::netns::run;
+use crate::{TestbedError, tools};
+
+/// The node's sandbox ("pause") image: the base with `sleep infinity`.
+pub const PAUSE: &str = "docker.io/tbnode/pause:1";
+/// The operator image, under the chart's default name (`image.repository:appVersion`).
+pub const OPERATOR: &str = "ghcr.io/achetronic/tunnel:0.1.0";
+/// The uplink image, under the operator's default name (`--image-repo`/uplink:`--image-tag`).
+pub const UPLINK: &str = "ghcr.io/achetronic/tunnel/uplink:latest";
+/// The echo workload of the end-to-end test and the demo (`tb-echo`).
+pub const ECHO: &str = "docker.io/tbnode/echo:1";
+
+/// One image to write.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSpec {
+    /// Full name, e.g. `ghcr.io/achetronic/tunnel:0.1.0`.
+    pub name: String,
+    /// Files added on top of the base: (source on the host, absolute path in the image).
+    pub files: Vec<(PathBuf, String)>,
+    /// `USER` (`uid:gid`), empty for root.
+    pub user: String,
+    /// `ENTRYPOINT`.
+    pub entrypoint: Vec<String>,
+    /// `CMD`.
+    pub cmd: Vec<String>,
+}
+
+/// The operator image: `/usr/local/bin/tunnel`, the relay agent at
+/// `/opt/tunnelctl/tunnelctl-linux-amd64` and Envoy at `/opt/envoy/envoy-linux-amd64` (push
+/// mode), user 65532 (distroless `nonroot`), `tunnel run`.
+pub fn operator(tunnel: &Path, tunnelctl: &Path, envoy: &Path) -> ImageSpec {
+    ImageSpec {
+        name: OPERATOR.into(),
+        files: vec![
+            (tunnel.into(), "/usr/local/bin/tunnel".into()),
+            (
+                tunnelctl.into(),
+                "/opt/tunnelctl/tunnelctl-linux-amd64".into(),
+            ),
+            (envoy.into(), "/opt/envoy/envoy-linux-amd64".into()),
+        ],
+        user: "65532:65532".into(),
+        entrypoint: vec!["/usr/local/bin/tunnel".into()],
+        cmd: vec!["run".into()],
+    }
+}
+
+/// The uplink image: `/usr/local/bin/uplink` as the entrypoint, user root (its container
+/// drops every capability but `NET_ADMIN`).
+pub fn uplink(binary: &Path) -> ImageSpec {
+    ImageSpec {
+        name: UPLINK.into(),
+        files: vec![(binary.into(), "/usr/local/bin/uplink".into())],
+        entrypoint: vec!["/usr/local/bin/uplink".into()],
+        ..ImageSpec::default()
+    }
+}
+
+/// The four images the node's tests and the demo use, written into
+/// `$TUNNEL_CACHE/node/images` from the workspace's binaries in `bin_dir` (`tunnel`,
+/// `tunnelctl`, `uplink`, `tb-echo`: `target/<profile>/`) and the cached Envoy.
+pub fn standard(bin_dir: &Path) -> Result<Vec<PathBuf>, TestbedError> {
+    let agent = |name: &str| -> Result<PathBuf, TestbedError> {
+        let path = bin_dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(TestbedError::MissingBinary {
+                name: name.into(),
+                path,
+            })
+        }
+    };
+    let specs = [
+        ImageSpec {
+            name: PAUSE.into(),
+            entrypoint: vec!["/bin/sleep".into(), "infinity".into()],
+            ..ImageSpec::default()
+        },
+        operator(&agent("tunnel")?, &agent("tunnelctl")?, &tools::envoy()?),
+        uplink(&agent("uplink")?),
+        ImageSpec {
+            name: ECHO.into(),
+            files: vec![(agent("tb-echo")?, "/usr/local/bin/tb-echo".into())],
+            user: "65532:65532".into(),
+            entrypoint: vec!["/usr/local/bin/tb-echo".into()],
+            ..ImageSpec::default()
+        },
+    ];
+    let out = images_dir();
+    specs.iter().map(|spec| write(spec, &out)).collect()
+}
+
+fn images_dir() -> PathBuf {
+    tools::cache_dir().join("node/images")
+}
+
+/// The base layer: a tar of the cached VPS root file system, rebuilt when that changes.
+pub fn base_layer() -> Result<PathBuf, TestbedError> {
+    let rootfs = tools::vps_rootfs()?;
+    let dir = images_dir();
+    std::fs::create_dir_all(&dir).map_err(TestbedError::io("creating the images dir"))?;
+    let layer = dir.join("base.tar");
+    let stamp = dir.join("base.stamp");
+    let want = format!(
+        "{:?}",
+        std::fs::metadata(rootfs.join(".complete"))
+            .and_then(|m| m.modified())
+            .map_err(TestbedError::io("reading the rootfs stamp"))?
+    );
+    if layer.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&want) {
+        return Ok(layer);
+    }
+    let tmp = dir.join("base.tar.tmp");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(DETERMINISTIC)
+        .args([
+            "--exclude=./.complete",
+            "--exclude=./usr/share/doc/*",
+            "--exclude=./usr/share/man/*",
+            "--exclude=./usr/share/locale/*",
+            "--exclude=./usr/share/info/*",
+            "--exclude=./var/lib/apt/lists/*",
+            "--exclude=./var/cache/apt/*",
+            "--exclude=./etc/ssh/ssh_host_*",
+            "--exclude=./dev/*",
+            "--exclude=./proc/*",
+            "--exclude=./sys/*",
+            "--exclude=./run/*",
+            "--exclude=./tmp/*",
+            "-cf",
+        ])
+        .arg(&tmp)
+        .arg("."))?;
+    std::fs::rename(&tmp, &layer).map_err(TestbedError::io("storing the base layer"))?;
+    std::fs::write(&stamp, want).map_err(TestbedError::io("writing the base stamp"))?;
+    Ok(layer)
+}
+
+/// Same bytes for the same input: sorted names, fixed times and owners.
+const DETERMINISTIC: &[&str] = &[
+    "--sort=name",
+    "--mtime=@0",
+    "--numeric-owner",
+    "--format=posix",
+    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+];
+
+/// Writes `spec` as an OCI archive in `out` and returns its path.
+pub fn write(spec: &ImageSpec, out: &Path) -> Result<PathBuf, TestbedError> {
+    let base = base_layer()?;
+    let slug: String = spec
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let work = out.join(format!("{slug}.d"));
+    let _ = std::fs::remove_dir_all(&work);
+    let blobs = work.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(TestbedError::io("creating the blobs dir"))?;
+
+    let mut layers = vec![base];
+    if !spec.files.is_empty() {
+        let staging = work.join("staging");
+        for (source, target) in &spec.files {
+            let dest = staging.join(target.trim_start_matches('/'));
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(TestbedError::io("staging a file"))?;
+            }
+            // Debug builds carry their debug info (the operator's is ~280 MB): left out, as
+            // a release build would be, so the image and what the operator pushes stay small.
+            run(Command::new("strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(&dest)
+                .arg(source))?;
+        }
+        let layer = work.join("layer.tar");
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(&staging)
+            .args(DETERMINISTIC)
+            .args(["--owner=0", "--group=0", "-cf"])
+            .arg(&layer)
+            .arg("."))?;
+        layers.push(layer);
+    }
+
+    let mut layer_descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in &layers {
+        let (digest, size) = digest_file(layer)?;
+        link_or_copy(layer, &blobs.join(&digest))?;
+        diff_ids.push(format!("sha256:{digest}"));
+        layer_descriptors.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": format!("sha256:{digest}"),
+            "size": size,
+        }));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "User": spec.user,
+            "Entrypoint": spec.entrypoint,
+            "Cmd": spec.cmd,
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let config_desc = put_blob(&blobs, &config, "application/vnd.oci.image.config.v1+json")?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_desc,
+        "layers": layer_descriptors,
+    });
+    let mut manifest_desc = put_blob(
+        &blobs,
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+    )?;
+    let tag = spec.name.rsplit_once(':').map_or("latest", |(_, t)| t);
+    manifest_desc["annotations"] = serde_json::json!({
+        "io.containerd.image.name": spec.name,
+        "org.opencontainers.image.ref.name": tag,
+    });
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [manifest_desc]});
+    std::fs::write(work.join("index.json"), index.to_string())
+        .map_err(TestbedError::io("writing index.json"))?;
+    std::fs::write(work.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(TestbedError::io("writing oci-layout"))?;
+    let archive = out.join(format!("{slug}.tar"));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&work)
+        .args(["--hard-dereference", "-cf"])
+        .arg(&archive)
+        .args(["oci-layout", "index.json", "blobs"]))?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(archive)
+}
+
+fn put_blob(
+    blobs: &Path,
+    value: &serde_json::Value,
+    media_type: &str,
+) -> Result<serde_json::Value, TestbedError> {
+    let bytes = value.to_string().into_bytes();
+    let digest = hex::encode(Sha256::digest(&bytes));
+    std::fs::write(blobs.join(&digest), &bytes).map_err(TestbedError::io("writing a blob"))?;
+    Ok(serde_json::json!({
+        "mediaType": media_type,
+        "digest": format!("sha256:{digest}"),
+        "size": bytes.len(),
+    }))
+}
+
+fn digest_file(path: &Path) -> Result<(String, u64), TestbedError> {
+    let mut file = std::fs::File::open(path)
+        .map_err(TestbedError::io(format!("opening {}", path.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(TestbedError::io("reading a layer"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), TestbedError> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(TestbedError::io("copying a layer"))
+}
