@@ -22,8 +22,9 @@ use crate::{TestbedError, tools};
 pub const PAUSE: &str = "docker.io/tbnode/pause:1";
 /// The operator image, under the chart's default name (`image.repository:appVersion`).
 pub const OPERATOR: &str = "ghcr.io/achetronic/tunnel:0.1.0";
-/// The uplink image, under the operator's default name (`--image-repo`/uplink:`--image-tag`).
-pub const UPLINK: &str = "ghcr.io/achetronic/tunnel/uplink:latest";
+/// The uplink image, under the name the chart gives the operator (`flags.imageRepo`/uplink:
+/// `flags.imageTag`, which defaults to the chart's appVersion, like the operator's image).
+pub const UPLINK: &str = "ghcr.io/achetronic/tunnel/uplink:0.1.0";
 /// The echo workload of the end-to-end test and the demo (`tb-echo`).
 pub const ECHO: &str = "docker.io/tbnode/echo:1";
 
