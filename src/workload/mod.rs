@@ -21,6 +21,9 @@ pub const READY_PORT: i32 = 40500;
 pub const ADMIN_BRIDGE_PORT: i32 = 40600;
 /// Key of the uplink document in the ConfigMap (mounted at `/etc/tunnel/uplink.json`).
 pub const CONFIG_KEY: &str = "uplink.json";
+/// On each uplink pod: the hash of the configuration it should have. The operator sets it when
+/// the configuration changes, so the kubelet refreshes the ConfigMap volume at once.
+pub const CONFIG_HASH_ANNOTATION: &str = "tunnel.achetronic.com/uplink-config";
 /// Where the ConfigMap is mounted in the uplink container.
 pub const CONFIG_DIR: &str = "/etc/tunnel";
 /// Where the uplink container finds its own key (`priv-<ordinal>`, an in-memory `emptyDir`

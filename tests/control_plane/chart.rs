@@ -286,6 +286,8 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("patch", "", "services", Some("tunnel")),
         ("patch", "apps", "statefulsets", Some("tunnel")),
         ("delete", "apps", "statefulsets", Some("tunnel")),
+        // The configuration-hash annotation on the uplink pods.
+        ("patch", "", "pods", Some("tunnel")),
         ("create", "events.k8s.io", "events", Some("default")),
         (
             "get",
@@ -348,6 +350,8 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("patch", "apps", "statefulsets", Some("default")),
         ("create", "apps", "statefulsets", Some("kube-system")),
         ("patch", "", "services", Some("default")),
+        ("patch", "", "pods", Some("kube-system")),
+        ("patch", "", "pods", Some("default")),
         // No escalation: no pods, exec, tokens, impersonation, role bindings or role edits.
         ("create", "", "pods", Some("tunnel")),
         ("create", "", "pods/exec", Some("tunnel")),
