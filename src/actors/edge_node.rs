@@ -20,7 +20,10 @@ use kube::{Resource, ResourceExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
-use crate::crd::{EdgeNode, EdgeNodeStatus, FromKind, Reference, ToKind, UplinkStatus};
+use crate::crd::{
+    ANNOTATION_RESTART_ENVOY, ANNOTATION_SKIP_DEPROVISION, EdgeNode, EdgeNodeStatus, FromKind,
+    Reference, ToKind, UplinkStatus,
+};
 use crate::enroll::{Carried, DesiredState, HostTuning, PassReport, Request};
 use crate::hash::sha256_hex;
 use crate::plan::{self, Layout, NodeInput, PlanInput, PortBindingInput};
@@ -37,9 +40,7 @@ use super::resolver::StoreResolver;
 use super::restarts::jitter;
 use super::ssh_session::{Job, JobResult, SshSessionActor, Target, Work};
 use super::status::{self, HealthFacts, PassEnd, PortBindingReport};
-use super::{
-    Context, EDGE_NODE_MANAGER, FINALIZER, RESTART_ENVOY, SKIP_DEPROVISION, supervisor::Child,
-};
+use super::{Context, EDGE_NODE_MANAGER, FINALIZER, supervisor::Child};
 
 /// Messages of an EdgeNode actor.
 #[derive(Debug)]
@@ -516,8 +517,11 @@ async fn prepare(ctx: &Context, node: &EdgeNode) -> PrepareResult {
             public_key: public.to_string(),
         })
         .collect();
-    let restart_requested =
-        node.annotations().get(RESTART_ENVOY).map(String::as_str) == Some("true");
+    let restart_requested = node
+        .annotations()
+        .get(ANNOTATION_RESTART_ENVOY)
+        .map(String::as_str)
+        == Some("true");
     let prepared = Prepared {
         node: Arc::new(node.clone()),
         relay_public: key_set.keys.relay_private.public_key().to_string(),
@@ -609,7 +613,11 @@ async fn start_teardown(
     if !node.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Started::Gone);
     }
-    let skip = node.annotations().get(SKIP_DEPROVISION).map(String::as_str) == Some("true");
+    let skip = node
+        .annotations()
+        .get(ANNOTATION_SKIP_DEPROVISION)
+        .map(String::as_str)
+        == Some("true");
     if skip {
         info!(node = %state.key, "skip-deprovision: leaving the VPS as it is");
         return finish_deletion(state, &node, api).await;
@@ -638,7 +646,7 @@ async fn start_teardown(
 
 async fn deletion_blocked(state: &EdgeNodeState, node: &EdgeNode, reason: &str, message: &str) {
     let message = format!(
-        "deleting: the VPS could not be torn down ({message}); to delete without cleaning the VPS: kubectl annotate edgenode -n {} {} {SKIP_DEPROVISION}=true",
+        "deleting: the VPS could not be torn down ({message}); to delete without cleaning the VPS: kubectl annotate edgenode -n {} {} {ANNOTATION_SKIP_DEPROVISION}=true",
         state.key.namespace, state.key.name
     );
     let verdicts = [Verdict::failed(status::READY, reason, message)];
@@ -755,7 +763,8 @@ async fn after_enrolled(state: &EdgeNodeState, prepared: &Prepared, report: &Pas
     let reference = node.object_ref(&());
     if prepared.restart_requested {
         let api: Api<EdgeNode> = Api::namespaced(state.ctx.client.clone(), &state.key.namespace);
-        let patch = serde_json::json!({"metadata": {"annotations": {RESTART_ENVOY: null}}});
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {ANNOTATION_RESTART_ENVOY: null}}});
         match api
             .patch(
                 &state.key.name,

@@ -44,10 +44,6 @@ pub use index::ObjectKey;
 
 /// The finalizer on EdgeNodes: the VPS is torn down before the object goes.
 pub const FINALIZER: &str = "tunnel.achetronic.com/teardown";
-/// Annotation: restart Envoy on the next pass (removed once it succeeded).
-pub const RESTART_ENVOY: &str = "tunnel.achetronic.com/restart-envoy";
-/// Annotation: on deletion, leave the VPS as it is.
-pub const SKIP_DEPROVISION: &str = "tunnel.achetronic.com/skip-deprovision";
 /// Field manager of the EdgeNode status and of the objects EdgeNode actors write.
 pub const EDGE_NODE_MANAGER: &str = "tunnel-edgenode";
 /// Field manager of the PortBinding status.

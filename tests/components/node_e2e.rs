@@ -30,6 +30,22 @@ fn kubectl(node: &Node, args: &[&str], input: Option<&str>) -> String {
     try_kubectl(node, args, input).unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
 }
 
+/// The `Ready` condition's status of `kind/name` (in `namespace`, when given), if it can be read.
+fn ready_status(node: &Node, namespace: Option<&str>, kind: &str, name: &str) -> Option<String> {
+    let mut args = Vec::new();
+    if let Some(namespace) = namespace {
+        args.extend(["-n", namespace]);
+    }
+    args.extend([
+        "get",
+        kind,
+        name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    try_kubectl(node, &args, None).ok()
+}
+
 fn try_kubectl(node: &Node, args: &[&str], input: Option<&str>) -> Result<String, String> {
     let mut cmd = node.kubectl().unwrap();
     cmd.args(args)
@@ -251,21 +267,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     eventually(
         "EdgeNode edge-node Ready",
         LONG,
-        || {
-            try_kubectl(
-                &node,
-                &[
-                    "get",
-                    "edgenode",
-                    "edge-node",
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-                None,
-            )
-            .ok()
-            .filter(|s| s == "True")
-        },
+        || ready_status(&node, None, "edgenode", "edge-node").filter(|s| s == "True"),
         operator_logs,
     );
     stage("EdgeNode Ready");
@@ -300,21 +302,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     eventually(
         "PortBinding public-edge Ready",
         LONG,
-        || {
-            try_kubectl(
-                &node,
-                &[
-                    "get",
-                    "pb",
-                    "public-edge",
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-                None,
-            )
-            .ok()
-            .filter(|s| s == "True")
-        },
+        || ready_status(&node, None, "pb", "public-edge").filter(|s| s == "True"),
         operator_logs,
     );
     // PortBinding Ready says Envoy serves the ports; the uplink pods get the new forwards when
@@ -727,27 +715,14 @@ scrape_configs:
         LONG,
         || {
             let now = uid(&node).ok()?;
-            let ready = try_kubectl(
-                &node,
-                &[
-                    "-n",
-                    "tunnel",
-                    "get",
-                    "pod",
-                    &victim,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-                None,
-            )
-            .ok()?;
+            let ready = ready_status(&node, Some("tunnel"), "pod", &victim)?;
             (now != before && ready == "True").then_some(())
         },
         operator_logs,
     );
     stage("uplink pod replaced under traffic");
 
-    // For the docs: the operator's peak memory (cgroup v1), with the Envoy it pushes in memory.
+    // For the docs: the operator pod's peak memory as its cgroup (v1) counts it.
     let operator_uid = kubectl(
         &node,
         &[
