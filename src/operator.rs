@@ -85,6 +85,31 @@ impl OperatorError {
     }
 }
 
+/// Says how Envoy will reach the VPSes, and warns when it cannot reach any.
+fn log_envoy_install(envoy: &crate::enroll::EnvoyInstall) {
+    use crate::enroll::EnvoyInstall;
+    match envoy {
+        EnvoyInstall::Push { version, binaries } => {
+            let architectures: Vec<&str> = binaries.keys().map(|a| a.uname()).collect();
+            tracing::info!(mode = "push", %version, ?architectures, "Envoy install");
+        }
+        EnvoyInstall::Download {
+            version,
+            url_template,
+            sha256,
+        } => {
+            let pinned: Vec<&str> = sha256.keys().map(|a| a.uname()).collect();
+            tracing::info!(mode = "download", %version, %url_template, ?pinned, "Envoy install");
+            if pinned.is_empty() {
+                tracing::warn!(
+                    %version,
+                    "no SHA-256 is pinned for this Envoy version: every VPS will refuse the download; give --envoy-sha256 ARCH=HEX, or binaries in --envoy-dir"
+                );
+            }
+        }
+    }
+}
+
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
     let tunnelctl = settings::load_tunnelctl(&args.tunnelctl_dir)?;
@@ -94,6 +119,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         &args.envoy_download_url,
         &args.envoy_sha256,
     )?;
+    log_envoy_install(&envoy);
     let fault_panic = args
         .fault_panic_edge_node
         .as_deref()

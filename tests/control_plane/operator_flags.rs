@@ -1,6 +1,8 @@
 //! Every flag of `tunnel run` is listed by `--help`, the seed's webhook-only flags are refused
 //! by name, and the operator started with non-default values shows each one's effect against
-//! a real API server: the uplink image from `--image-repo`/`--image-tag`, no Lease with
+//! a real API server: the uplink image from `--image-repo`/`--image-tag`, the Envoy download
+//! mode from `--envoy-dir` (none), `--envoy-version`, `--envoy-download-url` and
+//! `--envoy-sha256` (as the operator announces it at start), no Lease with
 //! `--leader-elect=false`, the Lease in `--leader-elect-namespace`, plain HTTP metrics with
 //! `--metrics-secure=false`, HTTPS with a self-signed certificate by default, HTTP/2 only with
 //! `--enable-http2`, a standby serving metrics, `--max-concurrent-reconciles` (how many
@@ -251,6 +253,17 @@ async fn non_default_flags_have_their_effect() {
         ])
         .args(["--leader-elect=false"])
         .args(["--image-repo", "registry.example/acme", "--image-tag", "v9"])
+        // The download mode (no binaries to push), a mirror and a digest of our own.
+        .args([
+            "--envoy-dir",
+            &dir.path().join("no-envoy").display().to_string(),
+        ])
+        .args(["--envoy-version", "1.39.1"])
+        .args([
+            "--envoy-download-url",
+            "https://mirror.example/envoy/{version}/envoy-{arch}",
+        ])
+        .args(["--envoy-sha256", &format!("arm64={}", "ab".repeat(32))])
         .args(["--max-concurrent-reconciles", "1"])
         .args(["--metrics-bind-address", &format!("127.0.0.1:{plain}")])
         .args(["--metrics-secure=false"])
@@ -293,6 +306,21 @@ async fn non_default_flags_have_their_effect() {
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("DEBUG"), "LOG_LEVEL=debug: {text}");
+    let envoy = text
+        .lines()
+        .find(|l| l.contains("Envoy install"))
+        .unwrap_or_else(|| panic!("no Envoy install line: {text}"));
+    for want in [
+        "download",
+        "1.39.1",
+        "https://mirror.example/envoy/{version}/envoy-{arch}",
+        "aarch64",
+    ] {
+        assert!(
+            envoy.contains(want),
+            "--envoy-* flags: {want:?} missing in {envoy}"
+        );
+    }
     assert!(
         serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap_or("")).is_err(),
         "LOG_FORMAT=text"
