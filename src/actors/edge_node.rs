@@ -576,6 +576,11 @@ fn target_of(
         .get(&ObjectRef::new(&secret_ref.name).within(secret_ns))
         .ok_or_else(|| ReconcileError::SshSecretNotFound {
             secret: secret_name.clone(),
+            hint: if ctx.stores.secrets.watches(secret_ns) {
+                "create it with key privateKey (or password) and knownHosts"
+            } else {
+                "the operator watches Secrets only in the namespaces of --watch-namespaces (the chart's watchNamespaces), and this is not one of them"
+            },
         })?;
     let data: BTreeMap<String, Vec<u8>> = secret
         .data

@@ -35,13 +35,13 @@ impl ApiStep {
 /// Why a step of a pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    /// The SSH Secret does not exist.
-    #[error(
-        "SSH Secret {secret} not found: create it with key privateKey (or password) and knownHosts"
-    )]
+    /// The SSH Secret does not exist, or is in a namespace the operator does not watch.
+    #[error("SSH Secret {secret} not found: {hint}")]
     SshSecretNotFound {
         /// `namespace/name`.
         secret: String,
+        /// What to do.
+        hint: &'static str,
     },
     /// The SSH Secret is in another namespace that grants this EdgeNode's namespace nothing.
     #[error(
@@ -158,6 +158,7 @@ mod tests {
         let samples = [
             ReconcileError::SshSecretNotFound {
                 secret: "d/s".into(),
+                hint: "",
             },
             ReconcileError::SshSettings(SshError::Settings("x".into())),
             ReconcileError::SessionGone,

@@ -754,8 +754,13 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let (reason, _) = hidden.unwrap_or_else(|| panic!("no condition on other/outside:\n{text}"));
+    let (reason, message) =
+        hidden.unwrap_or_else(|| panic!("no condition on other/outside:\n{text}"));
     assert_eq!(reason, "SSHSecretNotFound", "{text}");
+    assert!(
+        message.contains("--watch-namespaces"),
+        "says the namespace is not watched: {message}"
+    );
     assert!(text.contains("the actor tree runs"), "{text}");
     assert!(!text.contains("forbidden"), "{text}");
     operator.stop(Duration::from_secs(10));
