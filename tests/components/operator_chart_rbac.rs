@@ -17,8 +17,8 @@ use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::enroll_support::{Network, serve_greeting};
 use crate::operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, eventually, in_ns, node_ready,
-    service, ssh_secret,
+    Operator, Uplinks, apply_example1, artefact_dirs, binding_ready, eventually, in_ns, logs_of,
+    service, ssh_secret, until_node_ready,
 };
 
 const LONG: Duration = Duration::from_secs(180);
@@ -111,32 +111,12 @@ async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
     );
     vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
     ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
-    let text = std::fs::read_to_string("tests/fixtures/readme/example1.yaml").unwrap();
-    let example1: Vec<&str> = text.split("\n---\n").collect();
-    let node_yaml = example1[0].replace("203.0.113.10", &vps.address().to_string());
-    apply_yaml::<EdgeNode>(&client, &node_yaml).await;
-    apply_yaml::<PortBinding>(&client, example1[1]).await;
+    apply_example1(&client, &vps).await;
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let pbs: Api<PortBinding> = Api::namespaced(client.clone(), "default");
     let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
-    let describe = || {
-        format!(
-            "operator log:\n{}\nuplinks:\n{}",
-            operator.log_text(),
-            uplinks.logs()
-        )
-    };
-    let ready = eventually(
-        "EdgeNode Ready=True",
-        LONG,
-        async || {
-            node_ready(&nodes, "edge-node")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        describe,
-    )
-    .await;
+    let describe = || logs_of(&operator, &uplinks);
+    let ready = until_node_ready(&nodes, "edge-node", describe).await;
     assert_eq!(ready.1, "AllHealthy");
     eventually(
         "PortBinding public-web Ready=True",

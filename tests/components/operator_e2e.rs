@@ -15,16 +15,12 @@ use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::enroll_support::{Network, serve_greeting};
 use crate::operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, condition, events_of, eventually,
-    in_ns, namespace, node_ready, service, ssh_secret,
+    Operator, Uplinks, apply_example1, apply_yaml, artefact_dirs, binding_ready, condition,
+    events_of, eventually, in_ns, logs_of, namespace, node_ready, readme_example, service,
+    ssh_secret, until_node_ready,
 };
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn fixture(name: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap();
-    text.split("\n---\n").map(str::to_owned).collect()
-}
 
 /// A PROXY-protocol server: answers `ingress saw <source address>` after the header.
 fn serve_proxy_protocol(ns: &Netns, addr: &'static str) {
@@ -157,34 +153,15 @@ async fn readme_examples_are_served_through_the_running_operator() {
 
     // README Example 1, pointed at the VPS, and its SSH Secret.
     ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
-    let example1 = fixture("example1");
-    let node_yaml = example1[0].replace("203.0.113.10", &vps.address().to_string());
-    apply_yaml::<EdgeNode>(&client, &node_yaml).await;
-    apply_yaml::<PortBinding>(&client, &example1[1]).await;
+    apply_example1(&client, &vps).await;
 
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let pbs: Api<PortBinding> = Api::namespaced(client.clone(), "default");
     let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
-    let describe = || {
-        format!(
-            "operator log:\n{}\nuplinks:\n{}",
-            operator.log_text(),
-            uplinks.logs()
-        )
-    };
+    let describe = || logs_of(&operator, &uplinks);
 
     // Served: Ready, every condition, and traffic.
-    let ready = eventually(
-        "EdgeNode Ready=True",
-        LONG,
-        async || {
-            node_ready(&nodes, "edge-node")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        describe,
-    )
-    .await;
+    let ready = until_node_ready(&nodes, "edge-node", describe).await;
     assert_eq!(ready.1, "AllHealthy");
     let node = nodes.get("edge-node").await.unwrap();
     let st = node.status.clone().unwrap();
@@ -236,7 +213,7 @@ async fn readme_examples_are_served_through_the_running_operator() {
     );
 
     // Example 2 unchanged: PROXY protocol to a Service in another namespace, UDP to an IP.
-    let example2 = fixture("example2");
+    let example2 = readme_example("example2");
     apply_yaml::<PortBinding>(&client, &example2[0]).await;
     eventually(
         "PortBinding public-edge Ready=True",

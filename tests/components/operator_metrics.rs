@@ -10,12 +10,12 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use kube::api::Api;
-use tunnel::crd::{EdgeNode, PortBinding};
+use tunnel::crd::EdgeNode;
 
 use crate::enroll_support::{Network, serve_greeting};
 use crate::operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready, service,
-    ssh_secret,
+    Operator, Uplinks, apply_example1, artefact_dirs, eventually, in_ns, logs_of, service,
+    ssh_secret, until_node_ready,
 };
 
 const LONG: Duration = Duration::from_secs(180);
@@ -81,31 +81,11 @@ async fn edge_node_and_ssh_metrics_follow_a_served_vps() {
     );
     vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
     ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
-    let text = std::fs::read_to_string("tests/fixtures/readme/example1.yaml").unwrap();
-    let example1: Vec<&str> = text.split("\n---\n").collect();
-    let node_yaml = example1[0].replace("203.0.113.10", &vps.address().to_string());
-    apply_yaml::<EdgeNode>(&client, &node_yaml).await;
-    apply_yaml::<PortBinding>(&client, example1[1]).await;
+    apply_example1(&client, &vps).await;
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
-    let describe = || {
-        format!(
-            "operator log:\n{}\nuplinks:\n{}",
-            operator.log_text(),
-            uplinks.logs()
-        )
-    };
-    eventually(
-        "EdgeNode Ready=True",
-        LONG,
-        async || {
-            node_ready(&nodes, "edge-node")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        describe,
-    )
-    .await;
+    let describe = || logs_of(&operator, &uplinks);
+    until_node_ready(&nodes, "edge-node", describe).await;
 
     // The pass that found it healthy is the one the metrics report.
     let node = "namespace=\"default\",name=\"edge-node\"";

@@ -388,6 +388,44 @@ pub async fn node_ready(api: &Api<EdgeNode>, name: &str) -> Option<(String, Stri
     condition(&node.status?.conditions, "Ready")
 }
 
+/// Waits (3 minutes at most) until EdgeNode `name` is `Ready=True`; its condition.
+pub async fn until_node_ready(
+    api: &Api<EdgeNode>,
+    name: &str,
+    describe: impl Fn() -> String,
+) -> (String, String, String) {
+    eventually(
+        &format!("EdgeNode {name} Ready=True"),
+        Duration::from_secs(180),
+        async || node_ready(api, name).await.filter(|c| c.0 == "True"),
+        describe,
+    )
+    .await
+}
+
+/// The documents of README example `name` (`tests/fixtures/readme/<name>.yaml`).
+pub fn readme_example(name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap();
+    text.split("\n---\n").map(str::to_owned).collect()
+}
+
+/// README Example 1 applied unchanged but for the EdgeNode's address, pointed at `vps`.
+pub async fn apply_example1(client: &Client, vps: &Vps) {
+    let docs = readme_example("example1");
+    let node = docs[0].replace("203.0.113.10", &vps.address().to_string());
+    apply_yaml::<EdgeNode>(client, &node).await;
+    apply_yaml::<PortBinding>(client, &docs[1]).await;
+}
+
+/// The operator's log and the uplinks' logs, for a failure message.
+pub fn logs_of(operator: &Operator, uplinks: &Uplinks) -> String {
+    format!(
+        "operator log:\n{}\nuplinks:\n{}",
+        operator.log_text(),
+        uplinks.logs()
+    )
+}
+
 /// The `Ready` condition of a PortBinding.
 pub async fn binding_ready(api: &Api<PortBinding>, name: &str) -> Option<(String, String, String)> {
     let pb = api.get_opt(name).await.ok()??;
