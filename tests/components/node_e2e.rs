@@ -694,11 +694,10 @@ scrape_configs:
         &["-n", "tunnel", "delete", "pod", &victim, "--wait=false"],
         None,
     );
-    // Served throughout: every request within the next seconds is answered (retried once,
-    // as a client would, for a connection cut while Envoy ejects the drained replica).
-    let until = Instant::now() + Duration::from_secs(15);
-    let mut served = 0;
-    while Instant::now() < until {
+    // Served throughout: each of the next requests is answered (retried up to twice, as a
+    // client would, for a connection cut while Envoy ejects the drained replica). A count of
+    // requests, 200 ms apart, however long each takes on this machine.
+    for _ in 0..60 {
         let ok = (0..3).find_map(|_| http_get(&internet, public(80)));
         assert!(
             ok.is_some(),
@@ -706,10 +705,8 @@ scrape_configs:
             http_attempt(&internet, public(80)),
             operator_logs()
         );
-        served += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(served > 10);
     eventually(
         "the deleted uplink pod to come back Ready",
         LONG,

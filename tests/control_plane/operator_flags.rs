@@ -325,7 +325,11 @@ async fn non_default_flags_have_their_effect() {
         serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap_or("")).is_err(),
         "LOG_FORMAT=text"
     );
-    // --max-concurrent-reconciles 1: never two SSH passes at once.
+    // --max-concurrent-reconciles 1: never two SSH passes at once. Sampled once the first pass
+    // holds a tarpit (an event), so a slow start cannot leave the window empty.
+    wait_until("a pass dialling a tarpit", Duration::from_secs(60), || {
+        pit_a.load(Ordering::SeqCst) + pit_b.load(Ordering::SeqCst) > 0
+    });
     let most =
         tokio::task::block_in_place(|| most_at_once(&[&pit_a, &pit_b], Duration::from_secs(20), 2));
     assert_eq!(most, 1, "--max-concurrent-reconciles 1");

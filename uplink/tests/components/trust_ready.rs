@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{Lab, RELAY_PORT, http_get};
 use testbed::netns::Netns;
@@ -102,18 +102,15 @@ fn ready_stays_200_while_cluster_dns_stalls() {
     wait_until("a stalled lookup", Duration::from_secs(45), || {
         queries.load(Ordering::SeqCst) > seen
     });
-    // While it hangs (5 s per try, 3 tries), every probe is answered, and 200.
-    let until = Instant::now() + Duration::from_secs(8);
-    let mut probes = 0;
-    while Instant::now() < until {
+    // While it hangs (the stall lasts until the test lifts it), every probe is answered, and
+    // 200: a count of probes, however long each takes on this machine.
+    for _ in 0..20 {
         let (code, body) = lab.ready(0);
         assert_eq!(code, 200, "/ready during a DNS stall: {body}");
         let (code, body) = http_get(&lab.vps, "10.200.0.2:40500", "/healthz");
         assert_eq!(code, 200, "/healthz during a DNS stall: {body}");
-        probes += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(probes > 5);
     stall.store(false, Ordering::SeqCst);
     assert_eq!(lab.ready(0).0, 200);
 }
