@@ -10,6 +10,7 @@ pub mod health;
 pub mod leader;
 pub mod leader_core;
 pub mod metrics;
+pub mod metrics_reviews;
 pub mod metrics_server;
 pub mod operator;
 pub mod plan;

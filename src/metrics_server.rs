@@ -7,15 +7,15 @@
 //! (SubjectAccessReview: `get` on the non-resource URL `/metrics`), as controller-runtime's
 //! `WithAuthenticationAndAuthorization` does: no token 401, a token not allowed 403. Answers
 //! are cached per token for a short while (allowed 60 s, refused 10 s) so a scrape every few
-//! seconds costs no API round trip. Without `--metrics-secure` it is plain HTTP without
-//! authentication, for a sidecar or a port-forward.
+//! seconds costs no API round trip, and what unknown tokens may cost is bounded
+//! ([`crate::metrics_reviews`]: 429 past the review rations). Without `--metrics-secure` it is
+//! plain HTTP without authentication, for a sidecar or a port-forward.
 //!
 //! HTTP/2 is offered (ALPN `h2`) only with `--enable-http2`. Bounds: at most
 //! [`MAX_CONNECTIONS`] at once, the request head within 5 s, a connection at most 30 s.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -35,12 +35,10 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::metrics_reviews::{Decision, ReviewLedger, Verdict, plausible};
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
-const ALLOWED_TTL: Duration = Duration::from_secs(60);
-const REFUSED_TTL: Duration = Duration::from_secs(10);
-const CACHE_LIMIT: usize = 1024;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Why the metrics server could not start.
@@ -150,22 +148,15 @@ fn self_signed() -> Result<Pair, MetricsServerError> {
     Ok((vec![made.cert.der().clone()], key))
 }
 
-/// What a scrape's token is allowed, as the API server said.
+/// Too many token reviews right now: the scrape gets 429.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Authenticated and allowed `get` on `/metrics`.
-    Allowed,
-    /// Not authenticated: 401.
-    Unauthenticated,
-    /// Authenticated, not allowed: 403.
-    Forbidden,
-}
+pub struct Busy;
 
-/// Asks the API server about bearer tokens, with a short cache.
+/// Asks the API server about bearer tokens, with a short cache and rationed reviews.
 #[derive(Clone)]
 pub struct Authorizer {
     client: kube::Client,
-    cache: Arc<Mutex<HashMap<String, (Verdict, Instant)>>>,
+    ledger: Arc<Mutex<ReviewLedger>>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -179,44 +170,40 @@ impl Authorizer {
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,
-            cache: Arc::default(),
+            ledger: Arc::new(Mutex::new(ReviewLedger::new(Instant::now()))),
         }
     }
 
-    /// The verdict on `token` (cached by its SHA-256, never by the token itself).
-    pub async fn verdict(&self, token: &str) -> Verdict {
+    /// The verdict on `token` sent from `source` (cached by its SHA-256, never by the token
+    /// itself), or [`Busy`] when reviews are rationed.
+    pub async fn verdict(&self, token: &str, source: IpAddr) -> Result<Verdict, Busy> {
+        if !plausible(token) {
+            return Ok(Verdict::Unauthenticated);
+        }
         let digest = crate::hash::sha256_hex(token.as_bytes());
-        let now = Instant::now();
-        {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((verdict, until)) = cache.get(&digest)
-                && now < *until
-            {
-                return *verdict;
-            }
+        let decision = self
+            .ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .decide(&digest, source, Instant::now());
+        match decision {
+            Decision::Known(verdict) => return Ok(verdict),
+            Decision::Busy => return Err(Busy),
+            Decision::Review => {}
         }
         let verdict = match self.ask(token).await {
             Ok(v) => v,
             Err(e) => {
                 warn!(error = %e, "metrics: the API server could not review a scrape's token");
                 // Not cached: the next scrape asks again.
-                return Verdict::Unauthenticated;
+                return Ok(Verdict::Unauthenticated);
             }
         };
-        let ttl = if verdict == Verdict::Allowed {
-            ALLOWED_TTL
-        } else {
-            REFUSED_TTL
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_LIMIT {
-            cache.retain(|_, (_, until)| now < *until);
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, (verdict, now + ttl));
-        verdict
+        self.ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(digest, verdict, Instant::now());
+        Ok(verdict)
     }
 
     async fn ask(&self, token: &str) -> Result<Verdict, kube::Error> {
@@ -286,6 +273,7 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 
 async fn answer(
     request: Request<Incoming>,
+    source: IpAddr,
     metrics: Metrics,
     authorizer: Option<Authorizer>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -308,16 +296,28 @@ async fn answer(
                 "Unauthorized: a bearer token is required\n".into(),
             ));
         };
-        match authorizer.verdict(token).await {
-            Verdict::Allowed => {}
-            Verdict::Unauthenticated => {
+        match authorizer.verdict(token, source).await {
+            Err(Busy) => {
+                let mut busy = reply(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    text,
+                    "Too many token reviews; try again shortly\n".into(),
+                );
+                busy.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                return Ok(busy);
+            }
+            Ok(Verdict::Allowed) => {}
+            Ok(Verdict::Unauthenticated) => {
                 return Ok(reply(
                     StatusCode::UNAUTHORIZED,
                     text,
                     "Unauthorized\n".into(),
                 ));
             }
-            Verdict::Forbidden => {
+            Ok(Verdict::Forbidden) => {
                 return Ok(reply(
                     StatusCode::FORBIDDEN,
                     text,
@@ -366,7 +366,7 @@ pub async fn serve(
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!(error = %e, "metrics: accept failed");
@@ -384,7 +384,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
-                answer(request, metrics.clone(), authorizer.clone())
+                answer(request, peer.ip(), metrics.clone(), authorizer.clone())
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder

@@ -4,14 +4,16 @@
 //! Prometheus's HTTP API shows the actor metrics moving, and a restart injected with
 //! `--fault-panic-edge-node` in the restarts counter. Two more scrape jobs of the same
 //! Prometheus are refused: one without a token (401), one with a token of a ServiceAccount
-//! not allowed `/metrics` (403).
+//! not allowed `/metrics` (403). A flood of random tokens costs the API server no more
+//! TokenReviews than the review rations allow (counted in its audit log), is answered 429, and
+//! Prometheus's own scrapes stay up meanwhile.
 
 #![allow(clippy::float_cmp)] // samples of counters and gauges are whole numbers
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -23,6 +25,7 @@ use testbed::free_port;
 use testbed::process::Process;
 use testbed::wait::wait_until;
 use tunnel::crd::EdgeNode;
+use tunnel::metrics_reviews::{SOURCE_REVIEW_BURST, SOURCE_REVIEWS_PER_SECOND};
 
 use super::leader_election::agents_dir;
 
@@ -114,6 +117,44 @@ fn value(result: &[serde_json::Value]) -> f64 {
         .and_then(|r| r["value"][1].as_str())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// TokenReviews created so far, as the API server's audit log says.
+fn token_reviews(server: &ApiServer) -> u64 {
+    let n = server
+        .audited_writes()
+        .iter()
+        .filter(|w| w.resource == "tokenreviews")
+        .count();
+    u64::try_from(n).unwrap()
+}
+
+/// `count` scrapes of `/metrics`, each with a fresh random bearer token, by one curl over
+/// kept-alive connections from 127.0.0.1; the status codes.
+fn random_token_scrapes(port: u16, count: usize, dir: &Path) -> Vec<String> {
+    let stamp = format!("{:?}", Instant::now());
+    let mut config = String::new();
+    for n in 0..count {
+        if n > 0 {
+            config.push_str("next\n");
+        }
+        let token = tunnel::hash::sha256_hex(format!("{stamp}-{n}").as_bytes());
+        config.push_str(&format!(
+            "url = \"https://127.0.0.1:{port}/metrics\"\ninsecure\nsilent\noutput = \"/dev/null\"\n\
+             write-out = \"%{{http_code}}\\n\"\nheader = \"Authorization: Bearer {token}\"\n"
+        ));
+    }
+    let path = dir.join("flood.curlrc");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(testbed::tools::bin("curl").unwrap())
+        .arg("-K")
+        .arg(&path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,4 +333,47 @@ async fn prometheus_scrapes_over_https_with_a_token_allowed_metrics_and_others_a
     });
     assert_eq!(value(&query(prom_port, "up{job=\"not-allowed\"}")), 0.0);
     assert_eq!(value(&query(prom_port, "up{job=\"anonymous\"}")), 0.0);
+
+    // A flood of random tokens from one address (by count: at least three times what the
+    // rations allow in the time it took, so without them the bound would break).
+    let bound = |elapsed: Duration| {
+        SOURCE_REVIEW_BURST + SOURCE_REVIEWS_PER_SECOND * (elapsed.as_secs() + 2)
+    };
+    let reviews_before = token_reviews(&server);
+    let started = Instant::now();
+    let mut codes = Vec::new();
+    while codes.len() < 300 || u64::try_from(codes.len()).unwrap() < 3 * bound(started.elapsed()) {
+        codes.extend(random_token_scrapes(metrics_port, 100, dir.path()));
+        assert!(
+            codes.len() < 100_000,
+            "the flood never got ahead of the bound"
+        );
+    }
+    let reviews = token_reviews(&server) - reviews_before;
+    let elapsed = started.elapsed();
+    let busy = codes.iter().filter(|c| *c == "429").count();
+    let refused = codes.iter().filter(|c| *c == "401").count();
+    eprintln!(
+        "{} random-token scrapes in {elapsed:.1?}: {busy} got 429, {refused} got 401; \
+         {reviews} TokenReviews (bound {})",
+        codes.len(),
+        bound(elapsed)
+    );
+    assert_eq!(busy + refused, codes.len(), "{codes:?}");
+    assert!(busy > 0);
+    assert!(
+        reviews <= bound(elapsed),
+        "{reviews} TokenReviews for {} scrapes in {elapsed:?} (bound {})",
+        codes.len(),
+        bound(elapsed)
+    );
+    // Right after it, with the rations spent, Prometheus's token is still served (its verdict
+    // cached, or still good within the grace).
+    let out = Command::new(testbed::tools::bin("curl").unwrap())
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {allowed}"))
+        .arg(format!("https://127.0.0.1:{metrics_port}/metrics"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }

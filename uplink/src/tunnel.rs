@@ -36,6 +36,7 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use ipnet::Ipv4Net;
 
 use crate::key::{PrivateKey, PublicKey};
+use tunnel_contract::rate::KeyedBuckets;
 
 /// Largest packet the core handles (a TUN read, or a UDP datagram), plus WireGuard overhead.
 pub const MAX_PACKET: usize = 65_535;
@@ -119,11 +120,11 @@ pub struct DropStats {
     pub rate_limited: u64,
 }
 
-/// A token bucket per source address for handshake initiations under load, bounded in size.
+/// A token bucket per source address for handshake initiations under load, bounded in size
+/// ([`MAX_TRACKED_SOURCES`]).
 #[derive(Debug)]
 pub struct SourceLimiter {
-    /// Source → (credit in nanoseconds, when it was last topped up).
-    buckets: HashMap<IpAddr, (u64, Instant)>,
+    buckets: KeyedBuckets<IpAddr>,
 }
 
 impl Default for SourceLimiter {
@@ -133,44 +134,22 @@ impl Default for SourceLimiter {
 }
 
 impl SourceLimiter {
-    const COST: u64 = 1_000_000_000 / PER_SOURCE_RATE;
-    const MAX_CREDIT: u64 = Self::COST * PER_SOURCE_BURST;
-
     /// An empty limiter.
     pub fn new() -> Self {
         Self {
-            buckets: HashMap::new(),
+            buckets: KeyedBuckets::new(PER_SOURCE_RATE, PER_SOURCE_BURST, MAX_TRACKED_SOURCES),
         }
     }
 
     /// Whether an initiation from `source` at `now` may go on.
     pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
-        let full = self.buckets.len() >= MAX_TRACKED_SOURCES;
-        let bucket = match self.buckets.get_mut(&source) {
-            Some(b) => b,
-            None if full => return false,
-            None => self
-                .buckets
-                .entry(source)
-                .or_insert((Self::MAX_CREDIT, now)),
-        };
-        let earned =
-            u64::try_from(now.saturating_duration_since(bucket.1).as_nanos()).unwrap_or(u64::MAX);
-        bucket.0 = bucket.0.saturating_add(earned).min(Self::MAX_CREDIT);
-        bucket.1 = now;
-        if bucket.0 >= Self::COST {
-            bucket.0 -= Self::COST;
-            true
-        } else {
-            false
-        }
+        self.buckets.allow(source, now)
     }
 
     /// Forgets sources whose bucket has been full again for a while (they cost nothing to
     /// re-create), so the table holds only recent senders.
     pub fn forget_idle(&mut self, now: Instant) {
-        self.buckets
-            .retain(|_, (_, last)| now.saturating_duration_since(*last) < Duration::from_secs(1));
+        self.buckets.forget_idle(now, Duration::from_secs(1));
     }
 
     /// Sources tracked.

@@ -3,13 +3,15 @@
 //!
 //! - [`document`]: the versioned agent documents the operator writes and the agents read;
 //! - [`key`]: WireGuard keys, generated in the cluster, never shown in `Debug` output;
-//! - [`logging`]: the one logging set-up of every binary (`LOG_FORMAT`, `LOG_LEVEL`).
+//! - [`logging`]: the one logging set-up of every binary (`LOG_FORMAT`, `LOG_LEVEL`);
+//! - [`rate`]: token buckets with an explicit clock (handshake and review rationing).
 //!
 //! It holds no TUN, netlink or socket code, so the operator does not build the data plane.
 
 pub mod document;
 pub mod key;
 pub mod logging;
+pub mod rate;
 
 pub use document::{
     DocumentError, Forward, Protocol, RelayDocument, RelayPeer, UplinkDocument, UplinkRelay,
