@@ -10,6 +10,7 @@
 
 #![allow(clippy::float_cmp)] // samples of counters and gauges are whole numbers
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
@@ -139,10 +140,12 @@ fn random_token_scrapes(port: u16, count: usize, dir: &Path) -> Vec<String> {
             config.push_str("next\n");
         }
         let token = tunnel::hash::sha256_hex(format!("{stamp}-{n}").as_bytes());
-        config.push_str(&format!(
+        writeln!(
+            config,
             "url = \"https://127.0.0.1:{port}/metrics\"\ninsecure\nsilent\noutput = \"/dev/null\"\n\
-             write-out = \"%{{http_code}}\\n\"\nheader = \"Authorization: Bearer {token}\"\n"
-        ));
+             write-out = \"%{{http_code}}\\n\"\nheader = \"Authorization: Bearer {token}\""
+        )
+        .unwrap();
     }
     let path = dir.join("flood.curlrc");
     std::fs::write(&path, config).unwrap();
