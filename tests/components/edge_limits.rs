@@ -4,15 +4,18 @@
 //!   an offload port, is closed by Envoy, while other clients of the same ports are served;
 //! - over the global connection limit a new connection is closed at once, and served again
 //!   once the count is back under it;
-//! - the overload manager's heap monitor and actions are loaded.
+//! - the overload manager's heap monitor and actions are loaded;
+//! - past Envoy's default circuit breaker (1 024 per cluster, issue 24, M5) a binding still
+//!   serves: 1 100 idle TCP connections, or datagrams from 1 100 UDP sources, and a fresh
+//!   client is still served.
 //!
 //! Needs root (network namespaces) and the test bed's Envoy.
 
 use std::io::{BufReader, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::edge_support::bed::{Bed, read_line};
+use crate::edge_support::bed::{Bed, CLIENT_IP, VPS_IP, read_line};
 use crate::edge_support::{pki, tls_secret};
 use crate::plan_inputs::{input, node, pb};
 use tunnel::plan::{StaticResolver, plan};
@@ -210,4 +213,154 @@ fn over_the_connection_limit_a_connection_is_closed_and_served_again_below_it() 
     });
     drop(held);
     assert!(stat(&bed, "downstream_global_cx_overflow") >= 5);
+}
+
+/// More than Envoy's default circuit breaker of a cluster (1 024 connections or UDP
+/// sessions).
+const PAST_DEFAULT_BREAKER: usize = 1_100;
+
+/// Raises this process's soft limit of open files to its hard limit when it is under
+/// `need` (Envoy, started by the test, inherits it): the breaker tests hold thousands of
+/// sockets on each side.
+fn raise_fd_limit(need: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(hard >= need, "RLIMIT_NOFILE hard limit {hard} < {need}");
+    if soft < need {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+}
+
+/// The first line the server sends on `s`, read without buffering past it.
+fn greeting(s: &mut TcpStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        match s.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => return String::from_utf8(line).ok(),
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A plan with one binding on the bed's node.
+fn plan_one(bed: &Bed, binding: &str) -> tunnel::plan::Plan {
+    let p = plan(
+        &input(
+            node(NODE),
+            vec![pb("default", "web", Some(1), binding)],
+            bed.layout(),
+        ),
+        &StaticResolver::default(),
+    )
+    .unwrap();
+    assert!(
+        p.outcomes.iter().all(|o| o.refusal.is_none()),
+        "{:?}",
+        p.outcomes
+    );
+    p
+}
+
+#[test]
+fn idle_tcp_connections_past_the_default_circuit_breaker_do_not_lock_a_binding_out() {
+    raise_fd_limit(4 * PAST_DEFAULT_BREAKER as u64 + 1024);
+    let mut bed = Bed::new(1);
+    bed.ready(Ipv4Addr::new(10, 200, 0, 2));
+    bed.tcp_echo(uplink(7100), "tcp", false);
+    let p = plan_one(
+        &bed,
+        "- {name: idle, protocol: TCP, listenPort: 7100, target: {address: 10.96.0.1, port: 80}}",
+    );
+    bed.apply(&p);
+    bed.wait_for("TCP 7100", || bed.tcp_tag(7100).as_deref() == Some("tcp"));
+
+    // Idle connections, each through to the backend (its greeting read), all kept open.
+    let mut idle = Vec::new();
+    for _ in 0..PAST_DEFAULT_BREAKER {
+        let mut s = bed.connect(7100).unwrap();
+        if greeting(&mut s).as_deref() == Some("tcp") {
+            idle.push(s);
+        }
+    }
+    let served = idle.len();
+    // A fresh client is served too, while they are all open.
+    let fresh = bed.tcp_tag(7100);
+    let overflow = stat(&bed, "upstream_cx_overflow");
+    let remaining = stat(&bed, "circuit_breakers.default.remaining_cx");
+    drop(idle);
+    assert_eq!(
+        served, PAST_DEFAULT_BREAKER,
+        "idle connections served; upstream_cx_overflow {overflow}"
+    );
+    assert_eq!(fresh.as_deref(), Some("tcp"), "a fresh client past them");
+    assert_eq!(overflow, 0);
+    // `track_remaining`: the room left under the rendered threshold is published.
+    let max = tunnel::plan::envoy::bootstrap::MAX_DOWNSTREAM_CONNECTIONS;
+    assert!(
+        remaining > 0 && remaining <= max - PAST_DEFAULT_BREAKER as u64,
+        "remaining_cx {remaining}"
+    );
+}
+
+#[test]
+fn udp_sources_past_the_default_circuit_breaker_do_not_lock_a_binding_out() {
+    raise_fd_limit(4 * PAST_DEFAULT_BREAKER as u64 + 1024);
+    let mut bed = Bed::new(1);
+    bed.ready(Ipv4Addr::new(10, 200, 0, 2));
+    bed.udp_echo(uplink(5300), "udp");
+    let p = plan_one(
+        &bed,
+        "- {name: dns, protocol: UDP, listenPort: 5300, target: {address: 10.96.0.1, port: 53}}",
+    );
+    bed.apply(&p);
+    bed.wait_for("UDP 5300", || {
+        bed.udp_roundtrip(5300, "hi").as_deref() == Some("udp:hi")
+    });
+
+    // One datagram from each of as many source ports: one session each (the default
+    // session timeout, 60 s, keeps them all), answered.
+    let answered = bed
+        .client
+        .enter(|| {
+            let mut answered = 0;
+            let mut buf = [0u8; 64];
+            for i in 0..PAST_DEFAULT_BREAKER {
+                let port = 20_000 + u16::try_from(i).unwrap();
+                let Ok(s) = UdpSocket::bind((CLIENT_IP, port)) else {
+                    continue;
+                };
+                s.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                s.send_to(format!("s{i}").as_bytes(), (VPS_IP, 5300))
+                    .unwrap();
+                if s.recv(&mut buf)
+                    .is_ok_and(|n| buf[..n] == *format!("udp:s{i}").as_bytes())
+                {
+                    answered += 1;
+                }
+            }
+            answered
+        })
+        .unwrap();
+    // A new client still gets its answer.
+    let fresh = bed.udp_roundtrip(5300, "fresh");
+    let overflow = stat(&bed, "upstream_cx_overflow");
+    assert_eq!(
+        answered, PAST_DEFAULT_BREAKER,
+        "sources answered; upstream_cx_overflow {overflow}"
+    );
+    assert_eq!(
+        fresh.as_deref(),
+        Some("udp:fresh"),
+        "a new client past them"
+    );
+    let max = tunnel::plan::envoy::bootstrap::MAX_DOWNSTREAM_CONNECTIONS;
+    let remaining = stat(&bed, "circuit_breakers.default.remaining_cx");
+    assert!(
+        remaining > 0 && remaining <= max - PAST_DEFAULT_BREAKER as u64,
+        "remaining_cx {remaining}"
+    );
 }

@@ -29,7 +29,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::key::PrivateKey;
 use crate::offload::{IDEAL_BATCH_SIZE, OFFSET, Offloads, VIRTIO_NET_HDR_LEN};
 use crate::tunnel::{DropStats, MAX_PACKET, PeerConfig, PeerStats, Sink, Tunnel};
-use crate::udp::{RECV_BUFFER, Udp};
+use crate::udp::{RECV_BUFFER, Udp, datagrams};
 
 /// How often the core's timers run.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -442,8 +442,16 @@ impl Io {
                     ) {
                         Ok(n) => {
                             for (buf, &size) in tun_in.bufs.iter().zip(&tun_in.sizes).take(n) {
-                                self.tunnel
-                                    .handle_tun(&buf[OFFSET..OFFSET + size], &mut sink);
+                                // tun-rs keeps `size` within the buffer; a size that is not
+                                // (a future change there) drops the packet, never panics.
+                                if let Some(packet) = OFFSET
+                                    .checked_add(size)
+                                    .and_then(|end| buf.get(OFFSET..end))
+                                {
+                                    self.tunnel.handle_tun(packet, &mut sink);
+                                } else {
+                                    tracing::debug!(size, "TUN read of an impossible size dropped");
+                                }
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -464,7 +472,8 @@ impl Io {
                 for _ in 0..ROUND {
                     match sink.udp.recv(&mut buf) {
                         Ok((n, from, segment)) => {
-                            for datagram in buf[..n].chunks(segment) {
+                            // Any size, zero included (issue 24, H3): cut by `datagrams`.
+                            for datagram in datagrams(&buf[..n.min(buf.len())], segment) {
                                 self.tunnel.handle_network(from, datagram, &mut sink);
                             }
                         }

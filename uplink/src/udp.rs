@@ -7,7 +7,13 @@
 //!   the order of datagrams is kept.
 //! - **Receive (GRO).** With `UDP_GRO` on, one `recvmsg` returns a run of datagrams from one
 //!   sender as a single buffer plus the segment size; [`Udp::recv`] reports it and the caller
-//!   cuts the buffer.
+//!   cuts the buffer with [`datagrams`].
+//!
+//! **Any size from anyone (issue 24, H3).** The socket is public: a datagram may have any
+//! length, zero included. [`datagrams`] is the one place a receive is cut, and it never
+//! panics: an empty datagram comes out as one empty datagram (the core counts it invalid), a
+//! segment size of 0 means "one datagram". An empty datagram is never put in a GSO batch
+//! (its segment size would be 0), it is sent on its own.
 //!
 //! Each offload is probed when the socket is opened; without it the socket sends and
 //! receives one datagram per syscall. A kernel that accepts `UDP_SEGMENT` on the socket but
@@ -115,6 +121,12 @@ impl Udp {
             self.send_one(to, datagram);
             return;
         }
+        // A batch's segment size cannot be 0: an empty datagram goes alone, in order.
+        if datagram.is_empty() {
+            self.flush();
+            self.send_one(to, datagram);
+            return;
+        }
         if self.segments > 0
             && (self.dest != Some(to)
                 || datagram.len() > self.segment
@@ -163,7 +175,7 @@ impl Udp {
 
     fn send_each(&mut self, to: SocketAddr) {
         let batch = std::mem::take(&mut self.batch);
-        for datagram in batch.chunks(self.segment) {
+        for datagram in datagrams(&batch, self.segment) {
             self.send_one(to, datagram);
         }
         self.batch = batch;
@@ -194,7 +206,8 @@ impl Udp {
 
     /// Receives into `buf`: `(bytes, sender, segment size)`. With GRO the buffer may hold
     /// several datagrams of `segment` bytes each (the last one may be shorter); without it,
-    /// or for a single datagram, `segment` equals `bytes`.
+    /// or for a single datagram, `segment` equals `bytes` (0 for an empty datagram). Cut
+    /// `buf[..bytes]` with [`datagrams`], never with `chunks(segment)`.
     pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
         if !self.gro {
             let (n, from) = self.socket.recv_from(buf)?;
@@ -228,6 +241,17 @@ impl Udp {
         }
         Ok((bytes, from, segment.clamp(1, bytes.max(1))))
     }
+}
+
+/// The datagrams of one receive: `buf` (what [`Udp::recv`] filled) cut every `segment`
+/// bytes, the last one possibly shorter. Never panics, whatever the sizes: an empty `buf` is
+/// one empty datagram (a 0-byte datagram is a datagram: the caller accounts for it), and a
+/// `segment` of 0 (a plain receive of an empty datagram, or a control message that says 0)
+/// leaves `buf` whole. The device loop, the GSO fallback and the tests all cut with this.
+pub fn datagrams(buf: &[u8], segment: usize) -> impl Iterator<Item = &[u8]> {
+    let size = if segment == 0 { buf.len() } else { segment };
+    let empty = buf.is_empty().then_some(buf);
+    empty.into_iter().chain(buf.chunks(size.max(1)))
 }
 
 /// The C `int` of the `UDP_GRO` control message.

@@ -6,17 +6,41 @@
 //! detection ejects an uplink after consecutive connection failures. A TCP cluster buffers at
 //! most [`BUFFER_LIMIT_BYTES`] per upstream connection, like the listeners.
 //!
+//! **Circuit breakers** (issue 24, M5). Envoy's defaults cap every cluster at 1 024
+//! connections, pending connections and requests, and its UDP proxy counts its sessions
+//! against the same `max_connections`: 1 024 idle TCP connections, or datagrams from 1 024
+//! (spoofable) sources, would lock every later client out of a binding. Each cluster sets
+//! its thresholds instead to [`MAX_DOWNSTREAM_CONNECTIONS`], the global limit the overload
+//! manager already enforces, so one binding may use the whole edge but no more, and
+//! `track_remaining` publishes how much is left (`circuit_breakers.default.remaining_cx`).
+//!
 //! PROXY protocol (v1 or v2) is an upstream transport socket selected by endpoint metadata, so
 //! the traffic gets the header and the health checks (which match the plain socket) do not.
 
 use serde_json::{Value, json};
 
 use super::super::bindings::{BindingKind, PlannedBinding};
+use super::bootstrap::MAX_DOWNSTREAM_CONNECTIONS;
 use super::{BUFFER_LIMIT_BYTES, EdgeSettings, EnvoyError, READY_PORT, names, resources, to_yaml};
 use crate::crd::ProxyProtocolVersion;
 
 /// Connect timeout of UDP clusters (Envoy wants one; UDP never connects).
 const UDP_CONNECT_TIMEOUT: &str = "5s";
+
+/// The cluster's circuit breakers: one threshold (the default priority, the only one the
+/// TCP and UDP proxies use) at the edge's global connection limit, with the remaining
+/// capacity published as stats.
+fn circuit_breakers() -> Value {
+    json!({
+        "thresholds": [{
+            "priority": "DEFAULT",
+            "max_connections": MAX_DOWNSTREAM_CONNECTIONS,
+            "max_pending_requests": MAX_DOWNSTREAM_CONNECTIONS,
+            "max_requests": MAX_DOWNSTREAM_CONNECTIONS,
+            "track_remaining": true,
+        }]
+    })
+}
 
 /// The cluster resources, in the order of `planned`.
 pub fn clusters(planned: &[PlannedBinding], edge: &EdgeSettings) -> Vec<Value> {
@@ -77,6 +101,7 @@ fn cluster(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
         "connect_timeout": connect_timeout,
         "lb_policy": "ROUND_ROBIN",
         "common_lb_config": { "healthy_panic_threshold": { "value": 0.0 } },
+        "circuit_breakers": circuit_breakers(),
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{ "lb_endpoints": endpoints }],

@@ -2,6 +2,11 @@
 //! `LOG_FORMAT` (`json`, the default, or `text`) and `LOG_LEVEL` (`debug`, `info`, the
 //! default, `warn`, `error`), validated with an error naming the variable. Private keys never
 //! reach a log: the key types' `Debug` is redacted and no code formats a private key.
+//!
+//! A panic is logged too, as one `error` event through the same subscriber (so it is a JSON
+//! line like the others), with the thread, the location, the message and a backtrace
+//! captured whatever `RUST_BACKTRACE` says: a panic in a data-plane thread (issue 24, H3) is
+//! then found, and located, in the agent's journal or pod log.
 
 use tracing_subscriber::EnvFilter;
 
@@ -68,7 +73,37 @@ pub fn init_from_env() -> Result<(), LoggingError> {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    install_panic_hook();
     Ok(())
+}
+
+/// Replaces the panic hook: every panic becomes one `error` event (`panicked: <message>`)
+/// with the fields `thread`, `location` and `backtrace`. Std's own hook is not called: its
+/// plain-text line would break a JSON log.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            %location,
+            %backtrace,
+            "panicked: {}",
+            panic_message(info.payload())
+        );
+    }));
+}
+
+/// The message of a panic's payload (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(a payload that is not a string)"
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +131,69 @@ mod tests {
                 .to_string()
                 .starts_with("LOG_LEVEL=\"trace\"")
         );
+    }
+
+    /// A `Write` into a shared buffer, for a subscriber under test.
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_is_logged_as_one_event_with_its_thread_location_and_backtrace() {
+        let buffer = Buffer::default();
+        let previous = std::panic::take_hook();
+        install_panic_hook();
+        let out = buffer.clone();
+        let joined = std::thread::Builder::new()
+            .name("wg:test".into())
+            .spawn(move || {
+                let subscriber = tracing_subscriber::fmt()
+                    .json()
+                    .with_writer(move || out.clone())
+                    .finish();
+                tracing::subscriber::with_default(subscriber, || {
+                    let segment = std::hint::black_box(0);
+                    let _ = [1u8].chunks(segment).count();
+                });
+            })
+            .unwrap()
+            .join();
+        std::panic::set_hook(previous);
+        assert!(joined.is_err(), "the thread panicked");
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let event: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(event["level"], "ERROR", "{event}");
+        let fields = &event["fields"];
+        assert_eq!(
+            fields["message"], "panicked: chunk size must be non-zero",
+            "{event}"
+        );
+        assert_eq!(fields["thread"], "wg:test", "{event}");
+        assert!(
+            fields["location"].as_str().unwrap().contains("logging.rs"),
+            "{event}"
+        );
+        assert!(
+            fields["backtrace"].as_str().unwrap().contains("logging"),
+            "{event}"
+        );
+    }
+
+    #[test]
+    fn panic_messages_of_str_and_string_payloads() {
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&7u8), "(a payload that is not a string)");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod agents;
 mod data_path;
 mod interop;
 mod offload_path;
+mod trust_datagrams;
 mod trust_flood;
 mod trust_forward;
 mod trust_http;

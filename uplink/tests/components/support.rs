@@ -139,6 +139,12 @@ impl Lab {
 
     /// Starts `tunnelctl run` in the vps namespace with `doc`.
     pub fn start_relay(&self, doc: &RelayDocument) -> Process {
+        self.start_relay_with(doc, "LOG_LEVEL=debug")
+    }
+
+    /// Starts `tunnelctl run` with `doc` and one more environment variable (`NAME=value`,
+    /// e.g. `TUNNEL_OFFLOADS=off`).
+    pub fn start_relay_with(&self, doc: &RelayDocument, env: &str) -> Process {
         std::fs::write(self.path("relay.json"), doc.to_json()).unwrap();
         let config = self.path("relay.json");
         let control = self.path("relay.sock");
@@ -149,6 +155,7 @@ impl Lab {
                 &[
                     "env",
                     "LOG_LEVEL=debug",
+                    env,
                     tunnelctl(),
                     "--config",
                     config.to_str().unwrap(),

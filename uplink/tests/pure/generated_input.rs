@@ -4,6 +4,13 @@
 //!   the TUN device never panic, never answer with more bytes than they brought (no
 //!   amplification), are all accounted for, and leave the core serving: a real peer still
 //!   handshakes and carries data afterwards;
+//! - the receive path (issue 24, H3): datagrams of any size, empty and maximal included, sent
+//!   one by one or as GSO batches, through the real socket ([`Udp::recv`], offloads on and
+//!   off) and the device loop's cut ([`uplink::udp::datagrams`]) into the core, come out as
+//!   exactly the datagrams sent, and nothing panics; the cut itself holds for any buffer and
+//!   segment size;
+//! - the TUN write path: whatever decrypted packets a peer sends, the GRO coalescer
+//!   ([`uplink::offload::coalesce`]) never panics;
 //! - the agent documents: arbitrary text and mutated valid documents never panic, and every
 //!   valid document round-trips through its JSON;
 //! - the `/ready` HTTP server (`tunnel-probe`, on loopback): any request, well-formed, huge or
@@ -13,7 +20,8 @@
 //! Bounded by the number of cases; `PROPTEST_CASES=20000 cargo test -p uplink --test pure
 //! generated_input` runs longer.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use tunnel_contract::document::{
@@ -21,6 +29,7 @@ use tunnel_contract::document::{
 };
 use tunnel_contract::key::PrivateKey;
 use uplink::tunnel::{MAX_PACKET, PeerConfig, Sink, Tunnel};
+use uplink::udp::{RECV_BUFFER, Udp, datagrams};
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -214,6 +223,175 @@ proptest! {
         got.extend(pump(&mut relay, &mut uplink, out));
         prop_assert!(got.contains(&hello), "no data after the garbage");
     }
+}
+
+/// A datagram size as anyone may send: mostly small, often empty, now and then the largest
+/// an IPv4 UDP datagram can be (65 507 bytes) or close to it.
+fn datagram_size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        6 => 0usize..2048,
+        2 => Just(0usize),
+        1 => Just(1452usize),
+        1 => prop_oneof![Just(65_507usize), 60_000usize..65_507],
+    ]
+}
+
+/// Receives with `rx` and cuts as the device loop does, feeding every datagram to `core`,
+/// until `got` holds `want` datagrams (bounded: 3 s without progress ends it).
+fn receive(rx: &mut Udp, core: &mut Tunnel, got: &mut Vec<Vec<u8>>, want: usize) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut deadline = Instant::now() + Duration::from_secs(3);
+    while got.len() < want && Instant::now() < deadline {
+        match rx.recv(&mut buf) {
+            Ok((n, from, segment)) => {
+                for d in datagrams(&buf[..n], segment) {
+                    let mut out = Collect::default();
+                    core.handle_network(from, d, &mut out);
+                    assert!(out.tun.is_empty(), "garbage reached the TUN device");
+                    got.push(d.to_vec());
+                }
+                deadline = Instant::now() + Duration::from_secs(3);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn the_receive_path_cuts_datagrams_of_any_size_with_offloads_on_and_off(
+        sizes in proptest::collection::vec(datagram_size(), 1..16),
+        batched in any::<bool>(),
+        fill in any::<u8>(),
+    ) {
+        let sent: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![fill.wrapping_add(u8::try_from(i).unwrap()); n])
+            .collect();
+        for offloads in [true, false] {
+            let mut rx = Udp::bind(0, offloads).unwrap();
+            prop_assert_eq!(rx.gro(), offloads, "loopback accepts UDP_GRO");
+            let to: SocketAddr = format!("127.0.0.1:{}", rx.port()).parse().unwrap();
+            let (_, mut relay, _) = pair();
+            let mut got = Vec::new();
+            if batched {
+                // GSO batches, which a GRO receiver gets as super-datagrams.
+                let mut tx = Udp::bind(0, true).unwrap();
+                for (i, d) in sent.iter().enumerate() {
+                    tx.send(to, d);
+                    if d.len() > 9000 {
+                        tx.flush();
+                        receive(&mut rx, &mut relay, &mut got, i + 1);
+                    }
+                }
+                tx.flush();
+                prop_assert_eq!(tx.send_errors, 0);
+            } else {
+                let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+                for (i, d) in sent.iter().enumerate() {
+                    tx.send_to(d, to).unwrap();
+                    receive(&mut rx, &mut relay, &mut got, i + 1);
+                }
+            }
+            receive(&mut rx, &mut relay, &mut got, sent.len());
+            prop_assert_eq!(&got, &sent, "offloads {}", offloads);
+            // Every one was garbage to the core, and accounted for.
+            let drops = relay.drops();
+            prop_assert!(drops.invalid + drops.rate_limited <= sent.len() as u64);
+            prop_assert!(drops.invalid >= sizes.iter().filter(|&&n| n == 0).count() as u64);
+        }
+    }
+
+    #[test]
+    fn the_cut_never_panics_and_gives_back_the_buffer(
+        buf in proptest::collection::vec(any::<u8>(), 0..300),
+        segment in prop_oneof![Just(0usize), 1usize..400, Just(usize::MAX)],
+    ) {
+        let pieces: Vec<&[u8]> = datagrams(&buf, segment).collect();
+        prop_assert_eq!(pieces.concat(), buf.clone());
+        if buf.is_empty() {
+            // An empty datagram is one datagram, empty.
+            prop_assert_eq!(pieces, vec![&[] as &[u8]]);
+        } else {
+            let size = if segment == 0 { buf.len() } else { segment.min(buf.len()) };
+            prop_assert_eq!(pieces.len(), buf.len().div_ceil(size));
+            let (last, full) = pieces.split_last().unwrap();
+            prop_assert!(full.iter().all(|p| p.len() == size));
+            prop_assert!(!last.is_empty() && last.len() <= size);
+        }
+    }
+
+    #[test]
+    fn the_tun_coalescer_survives_any_decrypted_packets(
+        packets in proptest::collection::vec(tun_packet(), 1..24),
+        udp in any::<bool>(),
+    ) {
+        let mut bufs: Vec<Vec<u8>> = packets
+            .iter()
+            .map(|p| {
+                // Buffers as the device's: room for the virtio header twice and a GRO packet.
+                let mut b = Vec::with_capacity(2 * uplink::offload::OFFSET + MAX_PACKET);
+                b.resize(uplink::offload::OFFSET, 0);
+                b.extend_from_slice(p);
+                b
+            })
+            .collect();
+        let mut to_write = Vec::new();
+        if uplink::offload::coalesce(&mut bufs, udp, &mut to_write).is_ok() {
+            prop_assert!(to_write.iter().all(|&i| i < bufs.len()));
+        }
+    }
+}
+
+/// A packet as a peer may put in the tunnel: random bytes, or an IPv4 TCP or UDP packet of
+/// one flow (so the coalescer tries to merge them) with random header lengths, length
+/// fields, flags, sequence numbers and payload sizes.
+fn tun_packet() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..120),
+        (
+            any::<bool>(),
+            0u8..16,
+            prop_oneof![Just(None), any::<u16>().prop_map(Some)],
+            0u8..16,
+            any::<u8>(),
+            any::<u32>(),
+            prop_oneof![0usize..64, Just(1380usize), 1usize..1500],
+        )
+            .prop_map(|(tcp, ihl, total, offset, flags, seq, payload)| {
+                let ip = usize::from(ihl.max(5)) * 4;
+                let l4 = if tcp {
+                    usize::from(offset.max(5)) * 4
+                } else {
+                    8
+                };
+                let len = ip + l4 + payload;
+                let mut p = vec![0u8; len];
+                p[0] = 0x40 | ihl;
+                let total = total.unwrap_or(u16::try_from(len).unwrap_or(u16::MAX));
+                p[2..4].copy_from_slice(&total.to_be_bytes());
+                p[8] = 64;
+                p[9] = if tcp { 6 } else { 17 };
+                p[12..16].copy_from_slice(&[10, 200, 0, 2]);
+                p[16..20].copy_from_slice(&[10, 96, 0, 10]);
+                p[ip..ip + 4].copy_from_slice(&[0x9c, 0x40, 0x23, 0x28]);
+                if tcp {
+                    p[ip + 4..ip + 8].copy_from_slice(&seq.to_be_bytes());
+                    p[ip + 12] = offset << 4;
+                    p[ip + 13] = flags;
+                } else {
+                    let udp_len = u16::try_from(l4 + payload).unwrap_or(u16::MAX);
+                    p[ip + 4..ip + 6].copy_from_slice(&udp_len.to_be_bytes());
+                }
+                p
+            }),
+    ]
 }
 
 fn relay_doc() -> impl Strategy<Value = RelayDocument> {
