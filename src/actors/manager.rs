@@ -477,7 +477,8 @@ impl Actor for Manager {
     }
 }
 
-/// A change of the API server's Service or EndpointSlices.
+/// A change of the API server's Service or EndpointSlices (by value: `pump`'s signature).
+#[allow(clippy::needless_pass_by_value)]
 fn api_server_changed<K>(e: watcher::Event<K>) -> Vec<ManagerMsg> {
     match e {
         watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::ApiServer],

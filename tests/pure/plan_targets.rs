@@ -4,6 +4,7 @@
 //! namespaces follow `--cross-namespace-targets` (`allow`: README Examples 2 and 3 unchanged;
 //! `require-grant`: only with a grant there); and `tunnel render` judges the same way.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -59,14 +60,16 @@ fn every_restricted_target_is_refused_as_an_address_and_through_a_service() {
         .with_service("default", "kubernetes", Some(ip("10.96.0.1")), &[443])
         .with_service("tenant", "fine", Some(ip("10.96.0.77")), &[80]);
     for (i, (address, _)) in RESTRICTED.iter().enumerate() {
-        bindings.push_str(&format!(
-            "- {{name: raw-{i}, protocol: TCP, listenPort: {}, target: {{address: '{address}', port: 80}}}}\n",
+        let _ = writeln!(
+            bindings,
+            "- {{name: raw-{i}, protocol: TCP, listenPort: {}, target: {{address: '{address}', port: 80}}}}",
             10_000 + i
-        ));
-        bindings.push_str(&format!(
-            "- {{name: svc-{i}, protocol: TCP, listenPort: {}, target: {{service: {{name: svc-{i}, namespace: tenant, port: 80}}}}}}\n",
+        );
+        let _ = writeln!(
+            bindings,
+            "- {{name: svc-{i}, protocol: TCP, listenPort: {}, target: {{service: {{name: svc-{i}, namespace: tenant, port: 80}}}}}}",
             11_000 + i
-        ));
+        );
         resolver = resolver.with_service("tenant", &format!("svc-{i}"), Some(ip(address)), &[80]);
     }
     bindings.push_str("- {name: api, protocol: TCP, listenPort: 6443, target: {service: {name: kubernetes, namespace: default, port: 443}}}\n");
