@@ -2,7 +2,8 @@
 //! reflectors.
 //!
 //! ```text
-//! Manager ─ reflectors: EdgeNodes, PortBindings, Secrets, Services, StatefulSets, grants
+//! Manager ─ reflectors: EdgeNodes, PortBindings, Secrets, Services, StatefulSets, grants,
+//!           the API server's Service and EndpointSlices
 //!   ├─ EdgeNode supervisor ─ EdgeNode actor per EdgeNode ─ SSH session actor
 //!   └─ PortBinding supervisor ─ PortBinding actor per PortBinding
 //! ```
