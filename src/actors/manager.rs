@@ -428,7 +428,26 @@ impl Actor for Manager {
                     changed(&state.ctx, &node);
                 }
             }
-            ManagerMsg::Grant | ManagerMsg::ApiServer => {
+            ManagerMsg::Grant => {
+                for node in state.ctx.stores.edge_nodes.state() {
+                    changed(&state.ctx, &ObjectKey::of(node.as_ref()));
+                }
+                // No pass answers a PortBinding whose EdgeNode does not exist: its own actor
+                // decides again (ReferenceNotGranted or EdgeNodeNotFound).
+                let nodes = &state.ctx.stores.edge_nodes;
+                for pb in state.ctx.stores.port_bindings.state() {
+                    let node = index::edge_node_of(&pb);
+                    if nodes
+                        .get(&reflector::ObjectRef::new(&node.name).within(&node.namespace))
+                        .is_none()
+                    {
+                        state
+                            .port_bindings
+                            .send_message(SupervisorMsg::Upsert(ObjectKey::of(pb.as_ref())))?;
+                    }
+                }
+            }
+            ManagerMsg::ApiServer => {
                 for node in state.ctx.stores.edge_nodes.state() {
                     changed(&state.ctx, &ObjectKey::of(node.as_ref()));
                 }

@@ -359,6 +359,32 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
             );
         }
     }
+
+    // Once team-a grants the name `nowhere` to evil, evil/probe learns it does not exist
+    // (no pass answers it: its own actor decides again); evil/squat stays refused.
+    let grant: ReferenceGrant = serde_yaml::from_str(
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: ReferenceGrant\nmetadata: {name: evil, namespace: team-a}\nspec:\n  from: [{kind: PortBinding, namespace: evil}]\n  to: [{kind: EdgeNode, name: nowhere}]\n",
+    )
+    .unwrap();
+    Api::<ReferenceGrant>::namespaced(bed.client.clone(), "team-a")
+        .create(&PostParams::default(), &grant)
+        .await
+        .unwrap();
+    eventually(
+        "evil/probe EdgeNodeNotFound once granted",
+        Duration::from_secs(60),
+        async || {
+            binding_ready(&evil, "probe")
+                .await
+                .filter(|c| c.1 == "EdgeNodeNotFound")
+        },
+        || log_of(&log),
+    )
+    .await;
+    assert_eq!(
+        binding_ready(&evil, "squat").await.map(|c| c.1).as_deref(),
+        Some("ReferenceNotGranted")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
