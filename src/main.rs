@@ -31,6 +31,14 @@ enum Command {
         /// Print private keys (SDS files, relay.json) instead of redacting them.
         #[arg(long)]
         show_secrets: bool,
+        /// As the operator's flag: let targets be restricted addresses.
+        #[arg(long)]
+        allow_restricted_targets: bool,
+        /// As the operator's flag: `allow` or `require-grant` (target Services in another
+        /// namespace need a ReferenceGrant there).
+        #[arg(long, default_value = "allow", value_name = "allow|require-grant",
+              value_parser = tunnel::settings::parse_cross_namespace_targets)]
+        cross_namespace_targets: tunnel::plan::CrossNamespaceTargets,
     },
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run(Box<tunnel::settings::RunArgs>),
@@ -49,10 +57,14 @@ fn main() -> anyhow::Result<()> {
         Command::Render {
             files,
             show_secrets,
+            allow_restricted_targets,
+            cross_namespace_targets,
         } => {
             let report = render_cmd::render(&render_cmd::RenderOptions {
                 files,
                 show_secrets,
+                allow_restricted_targets,
+                cross_namespace_targets,
             })
             .map_err(|e| anyhow::anyhow!("render [{}]: {e}", e.category()))?;
             std::io::stdout()

@@ -244,6 +244,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         fault_panic,
         uplink_log,
         allow_restricted_targets: args.allow_restricted_targets,
+        cross_namespace_targets: args.cross_namespace_targets,
         metrics: context_metrics,
         fence: context_fence,
     });
@@ -251,6 +252,8 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         version = env!("CARGO_PKG_VERSION"),
         max_concurrent_reconciles = args.max_concurrent_reconciles,
         resync = ?args.resync_period,
+        allow_restricted_targets = args.allow_restricted_targets,
+        cross_namespace_targets = args.cross_namespace_targets.as_str(),
         "starting the actor tree"
     );
     let (manager, mut handle) = Actor::spawn(

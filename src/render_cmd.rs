@@ -9,19 +9,23 @@
 //! holding a PEM private key.
 //! WireGuard keys come from the `<node>-vps-key` and `<node>-uplink-keys` Secrets when they are
 //! among the inputs; otherwise fixed placeholder keys are used and the output says so.
+//! Targets are judged as the operator judges them, with the same flags
+//! (`--allow-restricted-targets`, `--cross-namespace-targets`); the API server's addresses are
+//! known when its Service `default/kubernetes` (and EndpointSlices) are among the inputs.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use tunnel_contract::{PrivateKey, PublicKey};
 
 use tunnel::crd::{EdgeNode, PortBinding};
 use tunnel::plan::{
-    Keys, Layout, NodeInput, OutcomeKind, PlanInput, PortBindingInput, StaticResolver, TlsSecret,
-    plan,
+    CrossNamespaceTargets, Keys, Layout, NodeInput, OutcomeKind, PlanInput, PortBindingInput,
+    StaticResolver, TargetPolicy, TlsSecret, api_server_addresses, plan,
 };
 
 /// Why the render failed.
@@ -77,6 +81,10 @@ pub struct RenderOptions {
     pub files: Vec<PathBuf>,
     /// Print private keys instead of redacting them.
     pub show_secrets: bool,
+    /// The operator's `--allow-restricted-targets`.
+    pub allow_restricted_targets: bool,
+    /// The operator's `--cross-namespace-targets`.
+    pub cross_namespace_targets: CrossNamespaceTargets,
 }
 
 #[derive(Default)]
@@ -86,6 +94,9 @@ struct Inputs {
     resolver: StaticResolver,
     /// `(namespace, name)` → data of every Secret, for the key Secrets.
     secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
+    /// The API server's Service (`default/kubernetes`) and EndpointSlices, when given: their
+    /// addresses are never targets, as in the operator.
+    api_server: (Option<Service>, Vec<EndpointSlice>),
 }
 
 fn read_inputs(files: &[PathBuf]) -> Result<Inputs, RenderCmdError> {
@@ -118,6 +129,23 @@ fn read_inputs(files: &[PathBuf]) -> Result<Inputs, RenderCmdError> {
                     let svc: Service =
                         serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
                     add_service(&mut inputs.resolver, &svc);
+                    if is_api_server(&svc.metadata) {
+                        inputs.api_server.0 = Some(svc);
+                    }
+                }
+                "EndpointSlice" => {
+                    let slice: EndpointSlice =
+                        serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
+                    let of_api_server = slice
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .is_some_and(|n| n == API_SERVER.1)
+                        && slice.metadata.namespace.as_deref().unwrap_or("default") == API_SERVER.0;
+                    if of_api_server {
+                        inputs.api_server.1.push(slice);
+                    }
                 }
                 "ReferenceGrant" => {
                     let grant: tunnel::crd::ReferenceGrant =
@@ -145,6 +173,14 @@ fn read_inputs(files: &[PathBuf]) -> Result<Inputs, RenderCmdError> {
     inputs.nodes = last_wins(std::mem::take(&mut inputs.nodes), |n| &n.metadata);
     inputs.port_bindings = last_wins(std::mem::take(&mut inputs.port_bindings), |p| &p.metadata);
     Ok(inputs)
+}
+
+/// The Service in front of the API server.
+const API_SERVER: (&str, &str) = ("default", "kubernetes");
+
+fn is_api_server(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.namespace.as_deref().unwrap_or("default") == API_SERVER.0
+        && meta.name.as_deref() == Some(API_SERVER.1)
 }
 
 fn last_wins<T>(
@@ -253,7 +289,13 @@ fn keys(inputs: &Inputs, node: &EdgeNode, namespace: &str, replicas: usize) -> (
 
 /// Plans every EdgeNode in the files and returns the report.
 pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
-    let inputs = read_inputs(&options.files)?;
+    let mut inputs = read_inputs(&options.files)?;
+    inputs.resolver.policy = TargetPolicy {
+        allow_restricted: options.allow_restricted_targets,
+        api_server: api_server_addresses(inputs.api_server.0.as_ref(), &inputs.api_server.1),
+        tunnel_network: None,
+        cross_namespace_targets: options.cross_namespace_targets,
+    };
     if inputs.nodes.is_empty() {
         return Err(RenderCmdError::NoEdgeNode);
     }

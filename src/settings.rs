@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::enroll::{Arch, Blob, ENVOY_RELEASE_URL_TEMPLATE, EnvoyInstall};
+use crate::plan::CrossNamespaceTargets;
 
 /// The flags of `tunnel run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,10 +53,18 @@ pub struct RunArgs {
     /// unanswered keepalives declare the VPS unreachable, and its EdgeNode is checked at once.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub ssh_keepalive_interval: Duration,
-    /// Let raw `target.address`es be loopback, link-local (cloud metadata) or the API
-    /// server's ClusterIP; refused (`RestrictedTarget`) otherwise.
+    /// Let targets be loopback, link-local or other cloud metadata addresses, the EdgeNode's
+    /// tunnel network, or the API server (its ClusterIP and endpoints), whether given as an
+    /// address or resolved from a Service; refused (`RestrictedTarget`) otherwise.
     #[arg(long)]
     pub allow_restricted_targets: bool,
+    /// Target Services in another namespace than their PortBinding's: `allow` (README
+    /// Examples 2 and 3) or `require-grant` (only with a ReferenceGrant in the Service's
+    /// namespace, from kind PortBinding to kind Service: for clusters shared by tenants).
+    /// Restricted targets are refused either way.
+    #[arg(long, default_value = "allow", value_name = "allow|require-grant",
+          value_parser = parse_cross_namespace_targets)]
+    pub cross_namespace_targets: CrossNamespaceTargets,
     /// Watch Secrets and Services only in these namespaces (comma-separated; default: every
     /// namespace). SSH and TLS Secrets and target Services elsewhere are then not found.
     #[arg(long, value_delimiter = ',')]
@@ -107,6 +116,11 @@ pub struct RunArgs {
     /// (proves crash isolation; a panic is a fault no real component can be made to produce).
     #[arg(long, hide = true)]
     pub fault_panic_edge_node: Option<String>,
+}
+
+/// `allow` or `require-grant`.
+pub fn parse_cross_namespace_targets(text: &str) -> Result<CrossNamespaceTargets, String> {
+    text.parse()
 }
 
 /// Accepts `host:port`, `:port` (every interface) and `port`.

@@ -3,7 +3,9 @@
 //! the two supervisors, and turns watch events into messages: EdgeNode and PortBinding changes
 //! go to their supervisor (only when the spec, the annotations or the deletion state changed,
 //! so our own status writes never loop), Secret and Service changes go through the reference
-//! index to the EdgeNodes that use them, and a grant change to every EdgeNode.
+//! index to the EdgeNodes that use them, and a grant change (or a change of the API server's
+//! addresses) to every EdgeNode. A PortBinding that may not use its EdgeNode (no grant) never
+//! makes that EdgeNode plan again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use futures::{Stream, StreamExt};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -24,7 +27,8 @@ use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
 
 use super::edge_node::{EdgeNodeActor, NodeMsg};
 use super::index::{self, ObjectKey};
-use super::port_binding::PortBindingActor;
+use super::port_binding::{PortBindingActor, takes_part};
+use super::resolver::{API_SERVER_SERVICE, API_SERVER_SLICES, ApiServerStores};
 use super::scoped_store::pump_scoped;
 use super::supervisor::{Supervisor, SupervisorMsg};
 use super::{Context, Stores};
@@ -46,6 +50,8 @@ pub enum ManagerMsg {
     Service(ObjectKey),
     /// A ReferenceGrant changed or went: every EdgeNode plans again.
     Grant,
+    /// The API server's addresses changed: every EdgeNode plans again.
+    ApiServer,
     /// An uplink StatefulSet went (someone deleted it: re-apply).
     StatefulSetGone(ObjectKey),
     /// A watch relisted: these are all the objects of that kind.
@@ -253,6 +259,20 @@ impl Actor for Manager {
                 _ => Vec::new(),
             },
         );
+        let (api_service, t7) = pump(
+            Api::<Service>::namespaced(client.clone(), API_SERVER_SERVICE.0),
+            cfg().fields(&format!("metadata.name={}", API_SERVER_SERVICE.1)),
+            ready.clone(),
+            myself.clone(),
+            api_server_changed::<Service>,
+        );
+        let (api_slices, t8) = pump(
+            Api::<EndpointSlice>::namespaced(client.clone(), API_SERVER_SERVICE.0),
+            cfg().labels(API_SERVER_SLICES),
+            ready.clone(),
+            myself.clone(),
+            api_server_changed::<EndpointSlice>,
+        );
         let stores = Stores {
             edge_nodes,
             port_bindings,
@@ -260,6 +280,10 @@ impl Actor for Manager {
             services,
             stateful_sets,
             grants,
+            api_server: ApiServerStores {
+                service: api_service,
+                slices: api_slices,
+            },
         };
         stores.edge_nodes.wait_until_ready().await?;
         stores.port_bindings.wait_until_ready().await?;
@@ -267,6 +291,8 @@ impl Actor for Manager {
         stores.services.wait_until_ready().await?;
         stores.stateful_sets.wait_until_ready().await?;
         stores.grants.wait_until_ready().await?;
+        stores.api_server.service.wait_until_ready().await?;
+        stores.api_server.slices.wait_until_ready().await?;
         info!("watch caches filled");
         let ctx = Arc::new(make_context(stores));
         let (edge_nodes, _) = Actor::spawn_linked(
@@ -291,7 +317,7 @@ impl Actor for Manager {
             port_bindings,
             node_seen: BTreeMap::new(),
             pb_seen: BTreeMap::new(),
-            tasks: vec![t1, t2, t3, t4, t5, t6],
+            tasks: vec![t1, t2, t3, t4, t5, t6, t7, t8],
         })
     }
 
@@ -367,6 +393,7 @@ impl Actor for Manager {
                 if before.as_ref() != Some(&seen) {
                     if let Some((_, old_node)) = before
                         && old_node != node
+                        && takes_part(&state.ctx.resolver(), &key.namespace, &old_node)
                     {
                         // It moved to another EdgeNode: the old one closes its ports.
                         changed(&state.ctx, &old_node);
@@ -380,7 +407,9 @@ impl Actor for Manager {
                 state
                     .port_bindings
                     .send_message(SupervisorMsg::Remove(key.clone()))?;
-                if let Some((_, node)) = state.pb_seen.remove(&key) {
+                if let Some((_, node)) = state.pb_seen.remove(&key)
+                    && takes_part(&state.ctx.resolver(), &key.namespace, &node)
+                {
                     changed(&state.ctx, &node);
                 }
             }
@@ -388,18 +417,37 @@ impl Actor for Manager {
                 let users = index::users_of_secret(
                     &key,
                     &state.ctx.stores.edge_nodes.state(),
-                    &state.ctx.stores.port_bindings.state(),
+                    &taking_part(&state.ctx),
                 );
                 for node in users {
                     changed(&state.ctx, &node);
                 }
             }
             ManagerMsg::Service(key) => {
-                for node in index::users_of_service(&key, &state.ctx.stores.port_bindings.state()) {
+                for node in index::users_of_service(&key, &taking_part(&state.ctx)) {
                     changed(&state.ctx, &node);
                 }
             }
             ManagerMsg::Grant => {
+                for node in state.ctx.stores.edge_nodes.state() {
+                    changed(&state.ctx, &ObjectKey::of(node.as_ref()));
+                }
+                // No pass answers a PortBinding whose EdgeNode does not exist: its own actor
+                // decides again (ReferenceNotGranted or EdgeNodeNotFound).
+                let nodes = &state.ctx.stores.edge_nodes;
+                for pb in state.ctx.stores.port_bindings.state() {
+                    let node = index::edge_node_of(&pb);
+                    if nodes
+                        .get(&reflector::ObjectRef::new(&node.name).within(&node.namespace))
+                        .is_none()
+                    {
+                        state
+                            .port_bindings
+                            .send_message(SupervisorMsg::Upsert(ObjectKey::of(pb.as_ref())))?;
+                    }
+                }
+            }
+            ManagerMsg::ApiServer => {
                 for node in state.ctx.stores.edge_nodes.state() {
                     changed(&state.ctx, &ObjectKey::of(node.as_ref()));
                 }
@@ -446,6 +494,32 @@ impl Actor for Manager {
         }
         Ok(())
     }
+}
+
+/// A change of the API server's Service or EndpointSlices (by value: `pump`'s signature).
+#[allow(clippy::needless_pass_by_value)]
+fn api_server_changed<K>(e: watcher::Event<K>) -> Vec<ManagerMsg> {
+    match e {
+        watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::ApiServer],
+        _ => Vec::new(),
+    }
+}
+
+/// The PortBindings that may use their EdgeNode (the others take part in nothing).
+fn taking_part(ctx: &Context) -> Vec<Arc<PortBinding>> {
+    let resolver = ctx.resolver();
+    ctx.stores
+        .port_bindings
+        .state()
+        .into_iter()
+        .filter(|pb| {
+            takes_part(
+                &resolver,
+                pb.metadata.namespace.as_deref().unwrap_or_default(),
+                &index::edge_node_of(pb),
+            )
+        })
+        .collect()
 }
 
 /// Tells an EdgeNode actor that something it uses changed (a parked one stays parked).

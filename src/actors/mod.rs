@@ -2,7 +2,8 @@
 //! reflectors.
 //!
 //! ```text
-//! Manager ─ reflectors: EdgeNodes, PortBindings, Secrets, Services, StatefulSets, grants
+//! Manager ─ reflectors: EdgeNodes, PortBindings, Secrets, Services, StatefulSets, grants,
+//!           the API server's Service and EndpointSlices
 //!   ├─ EdgeNode supervisor ─ EdgeNode actor per EdgeNode ─ SSH session actor
 //!   └─ PortBinding supervisor ─ PortBinding actor per PortBinding
 //! ```
@@ -64,6 +65,8 @@ pub struct Stores {
     pub stateful_sets: Store<StatefulSet>,
     /// ReferenceGrants: which cross-namespace references each namespace allows.
     pub grants: Store<ReferenceGrant>,
+    /// The API server's own addresses (never a target), watched whatever namespaces are.
+    pub api_server: resolver::ApiServerStores,
 }
 
 impl std::fmt::Debug for Stores {
@@ -112,8 +115,11 @@ pub struct Context {
     pub fault_panic: Option<ObjectKey>,
     /// `LOG_FORMAT` and `LOG_LEVEL` given to the uplink pods.
     pub uplink_log: (String, String),
-    /// `--allow-restricted-targets`: raw targets may be loopback, link-local or the API server.
+    /// `--allow-restricted-targets`: targets may be loopback, link-local, cloud metadata, the
+    /// tunnel network or the API server.
     pub allow_restricted_targets: bool,
+    /// `--cross-namespace-targets`: whether target Services in other namespaces need a grant.
+    pub cross_namespace_targets: crate::plan::CrossNamespaceTargets,
     /// The operator's metrics.
     pub metrics: crate::metrics::Metrics,
     /// Shut when leader election may have moved on: no SSH job starts then (API writes are
@@ -141,14 +147,19 @@ impl Context {
         format!("{}/{kind}", self.prefix)
     }
 
-    /// The planner's view of the caches for one pass (grants and the API server's address
+    /// The planner's view of the caches for one pass (grants and the API server's addresses
     /// read once).
     pub fn resolver(&self) -> resolver::StoreResolver {
         resolver::StoreResolver::new(
             self.stores.services.clone(),
             self.stores.secrets.clone(),
             &self.stores.grants,
-            self.allow_restricted_targets,
+            crate::plan::TargetPolicy {
+                allow_restricted: self.allow_restricted_targets,
+                api_server: self.stores.api_server.addresses(),
+                tunnel_network: None,
+                cross_namespace_targets: self.cross_namespace_targets,
+            },
         )
     }
 

@@ -3,6 +3,11 @@
 //! EdgeNode actor owns the port table and answers with each binding's outcome, which this
 //! actor turns into `Ready`, `bindings[]` and `ports`. An EdgeNode that does not exist is
 //! reported here, since no EdgeNode actor would answer.
+//!
+//! Trust first: a PortBinding whose EdgeNode is in another namespace that granted it nothing
+//! ([`takes_part`]) gets `ReferenceNotGranted` from this actor alone, the same answer whether
+//! or not that EdgeNode exists; it never asks the EdgeNode for a pass, and no report of the
+//! EdgeNode (its errors, its ports) reaches its status.
 
 use std::sync::Arc;
 
@@ -15,6 +20,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
 use crate::crd::{PortBinding, PortBindingStatus};
+use crate::plan::Resolver;
+use crate::plan::bindings::may_use_edge_node;
 
 use super::conditions::{self, Verdict};
 use super::edge_node::NodeMsg;
@@ -72,6 +79,12 @@ impl Child for PortBindingActor {
     }
 }
 
+/// Whether a PortBinding of namespace `namespace` may use EdgeNode `node` at all (its own
+/// namespace, or a grant there); one that may not takes part in nothing.
+pub fn takes_part(resolver: &dyn Resolver, namespace: &str, node: &ObjectKey) -> bool {
+    may_use_edge_node(resolver, namespace, (&node.namespace, &node.name)).is_ok()
+}
+
 fn get(ctx: &Context, key: &ObjectKey) -> Option<Arc<PortBinding>> {
     ctx.stores
         .port_bindings
@@ -104,9 +117,25 @@ impl Actor for PortBindingActor {
             myself.stop(Some("the PortBinding is gone".into()));
             return Ok(());
         };
+        let node = index::edge_node_of(&pb);
+        if let Err(refusal) = may_use_edge_node(
+            &ctx.resolver(),
+            &state.key.namespace,
+            (&node.namespace, &node.name),
+        ) {
+            // Whatever the message: no node state, no pass.
+            let verdict = Verdict::failed(status::READY, refusal.reason.as_str(), refusal.message);
+            let st = PortBindingStatus {
+                observed_generation: pb.metadata.generation,
+                ports: None,
+                conditions: Vec::new(),
+                bindings: Vec::new(),
+            };
+            settle(&ctx, &state.key, &pb, st, verdict).await;
+            return Ok(());
+        }
         match message {
             BindingMsg::Changed => {
-                let node = index::edge_node_of(&pb);
                 let exists = ctx
                     .stores
                     .edge_nodes

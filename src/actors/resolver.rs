@@ -1,17 +1,60 @@
 //! The planner's [`Resolver`] over the operator's reflector stores: a target Service's
 //! ClusterIP (by port number or port name), a TLS Secret's keys, whether a reference to another namespace
-//! is granted there (ReferenceGrants), and which raw target addresses are refused (loopback,
-//! link-local, the API server's ClusterIP) unless `--allow-restricted-targets`.
+//! is granted there (ReferenceGrants), and which targets are refused (loopback, link-local,
+//! cloud metadata, the API server's addresses; the planner adds the EdgeNode's tunnel network)
+//! unless `--allow-restricted-targets`, and whether Services in other namespaces need a grant
+//! (`--cross-namespace-targets`). The API server's addresses come from their own watch of
+//! `default/kubernetes` and its EndpointSlices ([`ApiServerStores`]), whatever
+//! `--watch-namespaces` says.
 
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::scoped_store::ScopedStore;
 
 use crate::crd::{GrantInput, Reference, ReferenceGrant, ServicePort, reference_allowed};
-use crate::plan::{Resolver, ServiceLookup, TargetPolicy, TlsSecret, match_port, service_ports};
+use crate::plan::{
+    Resolver, ServiceLookup, TargetPolicy, TlsSecret, api_server_addresses, match_port,
+    service_ports,
+};
+
+/// The namespace and name of the Service in front of the API server.
+pub const API_SERVER_SERVICE: (&str, &str) = ("default", "kubernetes");
+/// The label selector of the API server's EndpointSlices.
+pub const API_SERVER_SLICES: &str = "kubernetes.io/service-name=kubernetes";
+
+/// The watch caches of the API server's own addresses: Service `default/kubernetes` (a watch
+/// on that one name) and its EndpointSlices. Separate from the target Services, which may be
+/// watched only in some namespaces.
+#[derive(Clone)]
+pub struct ApiServerStores {
+    /// Service `default/kubernetes`.
+    pub service: Store<Service>,
+    /// Its EndpointSlices.
+    pub slices: Store<EndpointSlice>,
+}
+
+impl std::fmt::Debug for ApiServerStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServerStores")
+            .field("addresses", &self.addresses())
+            .finish()
+    }
+}
+
+impl ApiServerStores {
+    /// The API server's addresses now: its Service's ClusterIP and its endpoints.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let (namespace, name) = API_SERVER_SERVICE;
+        let service = self.service.get(&ObjectRef::new(name).within(namespace));
+        let slices: Vec<EndpointSlice> =
+            self.slices.state().iter().map(|s| (**s).clone()).collect();
+        api_server_addresses(service.as_deref(), &slices)
+    }
+}
 
 /// Reads Services and Secrets from the watch caches.
 #[derive(Clone)]
@@ -29,33 +72,24 @@ impl std::fmt::Debug for StoreResolver {
 }
 
 impl StoreResolver {
-    /// A resolver over these stores; `allow_restricted` is `--allow-restricted-targets`.
+    /// A resolver over these stores, with `policy` (the operator's flags and the API
+    /// server's addresses).
     pub fn new(
         services: ScopedStore<Service>,
         secrets: ScopedStore<Secret>,
         grants: &Store<ReferenceGrant>,
-        allow_restricted: bool,
+        policy: TargetPolicy,
     ) -> Self {
         let grants = grants
             .state()
             .iter()
             .filter_map(|g| GrantInput::from_object(g))
             .collect();
-        let api_server = services
-            .get(&ObjectRef::new("kubernetes").within("default"))
-            .and_then(|s| s.spec.clone())
-            .and_then(|s| s.cluster_ip)
-            .and_then(|ip| ip.parse::<IpAddr>().ok())
-            .into_iter()
-            .collect();
         Self {
             services,
             secrets,
             grants,
-            policy: TargetPolicy {
-                allow_restricted,
-                api_server,
-            },
+            policy,
         }
     }
 }
@@ -162,25 +196,41 @@ mod tests {
     }
 
     #[test]
-    fn grants_and_the_api_server_address_come_from_the_stores() {
+    fn grants_and_the_api_server_addresses_come_from_the_stores() {
         use crate::crd::{FromKind, ToKind};
         use kube::runtime::{reflector, watcher};
-        let (services, mut services_w) = reflector::store::<Service>();
+        let (services, _services_w) = reflector::store::<Service>();
         let (secrets, _secrets_w) = reflector::store::<Secret>();
         let (grants, mut grants_w) = reflector::store::<ReferenceGrant>();
-        services_w.apply_watcher_event(&watcher::Event::Apply(service(
+        let (api_service, mut api_service_w) = reflector::store::<Service>();
+        let (api_slices, mut api_slices_w) = reflector::store::<EndpointSlice>();
+        // The target Services' cache does not have `default` (--watch-namespaces): the API
+        // server's own watch does.
+        api_service_w.apply_watcher_event(&watcher::Event::Apply(service(
             "metadata: {name: kubernetes, namespace: default}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 443}]}",
         )));
+        let slice: EndpointSlice = serde_yaml::from_str(
+            "metadata: {name: kubernetes, namespace: default, labels: {kubernetes.io/service-name: kubernetes}}\naddressType: IPv4\nendpoints: [{addresses: [192.0.2.10, 192.0.2.11]}, {addresses: [not-an-ip]}]\nports: [{port: 6443}]",
+        )
+        .unwrap();
+        api_slices_w.apply_watcher_event(&watcher::Event::Apply(slice));
+        let api_server = ApiServerStores {
+            service: api_service,
+            slices: api_slices,
+        };
         let grant: ReferenceGrant = serde_yaml::from_str(
             "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: certs}\nspec:\n  from: [{kind: PortBinding, namespace: apps}]\n  to: [{kind: Secret}]\n",
         )
         .unwrap();
         grants_w.apply_watcher_event(&watcher::Event::Apply(grant));
         let r = StoreResolver::new(
-            ScopedStore::Cluster(services),
+            ScopedStore::Namespaces([("apps".to_owned(), services)].into()),
             ScopedStore::Cluster(secrets),
             &grants,
-            false,
+            TargetPolicy {
+                api_server: api_server.addresses(),
+                ..TargetPolicy::default()
+            },
         );
         let to_certs = |from| Reference {
             from_kind: FromKind::PortBinding,
@@ -192,11 +242,16 @@ mod tests {
         assert!(r.reference_allowed(&to_certs("apps")));
         assert!(!r.reference_allowed(&to_certs("other")));
         let policy = r.target_policy();
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|a| a.parse().unwrap()).collect() };
         assert_eq!(
             policy.api_server,
-            vec!["10.96.0.1".parse::<IpAddr>().unwrap()]
+            ips(&["10.96.0.1", "192.0.2.10", "192.0.2.11"]),
+            "the ClusterIP and every endpoint, malformed ones skipped"
         );
-        assert!(policy.restriction("10.96.0.1".parse().unwrap()).is_some());
+        for ip in ["10.96.0.1", "192.0.2.11", "::ffff:192.0.2.10"] {
+            assert!(policy.restriction(ip.parse().unwrap()).is_some(), "{ip}");
+        }
         assert!(policy.restriction("10.96.0.53".parse().unwrap()).is_none());
     }
 

@@ -4,15 +4,22 @@
 //!
 //! A problem with one binding leaves only that binding out (with a [`Refusal`]); everything
 //! else is still planned.
+//!
+//! Trust comes first: a PortBinding of another namespace that the EdgeNode's namespace did not
+//! grant ([`may_use_edge_node`]) is refused before it takes part in anything (it claims no
+//! port or server name). Every target, a raw address or the ClusterIP a Service resolves to,
+//! then goes through the [`TargetPolicy`]; a Service in another namespace needs a grant there
+//! when the policy says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
 use super::conflicts::{self, Claim, Sharing};
 use super::outcome::{BindingId, BindingOutcome, Reason, Refusal};
-use super::resolve::{Resolver, ServiceLookup, TlsSecret};
+use super::resolve::{CrossNamespaceTargets, Resolver, ServiceLookup, TargetPolicy, TlsSecret};
 use crate::crd::reference_grant::not_granted_message;
 use crate::crd::{
     Binding, PortBindingSpec, Protocol, ProxyProtocolVersion, RESERVED_PORTS, TcpParams, TlsMode,
@@ -140,28 +147,81 @@ pub struct BindingTable {
 
 struct Candidate<'a> {
     id: BindingId,
-    /// The PortBinding's `edgeNodeRef` crosses into the EdgeNode's namespace.
-    node_namespace: &'a str,
     created: Option<i64>,
     binding: &'a Binding,
 }
 
+/// The reference a PortBinding of namespace `port_binding_namespace` makes to the EdgeNode
+/// `node` (`(namespace, name)`).
+pub fn edge_node_reference<'a>(
+    port_binding_namespace: &'a str,
+    node: (&'a str, &'a str),
+) -> Reference<'a> {
+    Reference {
+        from_kind: FromKind::PortBinding,
+        from_namespace: port_binding_namespace,
+        to_kind: ToKind::EdgeNode,
+        to_namespace: node.0,
+        to_name: node.1,
+    }
+}
+
+/// Whether a PortBinding of namespace `port_binding_namespace` may use the EdgeNode `node`
+/// (`(namespace, name)`) at all: always in its own namespace, else only with a grant in the
+/// EdgeNode's namespace. The refusal names only what the PortBinding itself says (its
+/// `edgeNodeRef`), the same whether or not that EdgeNode exists. The operator asks this before
+/// a PortBinding takes part in anything: conflicts, status, passes.
+pub fn may_use_edge_node(
+    resolver: &dyn Resolver,
+    port_binding_namespace: &str,
+    node: (&str, &str),
+) -> Result<(), Refusal> {
+    granted(resolver, &edge_node_reference(port_binding_namespace, node))
+}
+
 /// Builds the table from the PortBindings that reference the node. `tunnel_port` is the
-/// relay's WireGuard UDP port.
+/// relay's WireGuard UDP port, `tunnel_network` the node's tunnel network (never a target).
 /// `node` is the EdgeNode's `(namespace, name)`: a PortBinding of another namespace needs a
-/// `ReferenceGrant` for it.
+/// `ReferenceGrant` for it, or all its bindings are refused before the conflict table.
 pub fn build(
     port_bindings: &[PortBindingInput],
     node: (&str, &str),
     tunnel_port: u16,
+    tunnel_network: Option<Ipv4Net>,
     resolver: &dyn Resolver,
 ) -> BindingTable {
-    let (node_namespace, node_name) = node;
-    let mut candidates: Vec<Candidate<'_>> = port_bindings
-        .iter()
+    let policy = TargetPolicy {
+        tunnel_network,
+        ..resolver.target_policy()
+    };
+    let mut table = BindingTable::default();
+    // Ungranted PortBindings first: refused, they claim nothing.
+    let mut allowed: Vec<&PortBindingInput> = Vec::with_capacity(port_bindings.len());
+    for pb in port_bindings {
+        let refusal = match may_use_edge_node(resolver, &pb.namespace, node) {
+            Ok(()) => {
+                allowed.push(pb);
+                continue;
+            }
+            Err(refusal) => refusal,
+        };
+        for b in &pb.spec.bindings {
+            table.outcomes.push(BindingOutcome {
+                id: BindingId {
+                    namespace: pb.namespace.clone(),
+                    port_binding: pb.name.clone(),
+                    binding: b.name.clone(),
+                },
+                protocol: b.protocol,
+                listen_port: b.listen_port,
+                refusal: Some(refusal.clone()),
+            });
+        }
+    }
+    let mut candidates: Vec<Candidate<'_>> = allowed
+        .into_iter()
         .flat_map(|pb| {
             pb.spec.bindings.iter().map(move |b| Candidate {
-                node_namespace,
                 id: BindingId {
                     namespace: pb.namespace.clone(),
                     port_binding: pb.name.clone(),
@@ -190,7 +250,6 @@ pub fn build(
         .collect();
     let decisions = conflicts::decide(&claims, tunnel_port);
 
-    let mut table = BindingTable::default();
     // TCP ports taken on the tunnel by bindings that use their listen port there.
     let mut tunnel_tcp: BTreeSet<u16> = RESERVED_PORTS.into_iter().collect();
     for (c, d) in candidates.iter().zip(&decisions) {
@@ -202,7 +261,7 @@ pub fn build(
     for (c, decision) in candidates.iter().zip(decisions) {
         let refusal = match decision {
             Some(r) => Some(r),
-            None => match resolve(c, node_name, resolver, &mut table.secrets) {
+            None => match resolve(c, &policy, resolver, &mut table.secrets) {
                 Ok(mut planned) => {
                     if is_named_passthrough(c.binding) {
                         planned.tunnel_port = shared_tunnel_port(&c.id, &mut tunnel_tcp);
@@ -224,6 +283,8 @@ pub fn build(
         (a.protocol, a.listen_port, &a.id).cmp(&(b.protocol, b.listen_port, &b.id))
     });
     table.outcomes.sort_by(|a, b| a.id.cmp(&b.id));
+    // The same PortBinding listed twice (ungranted) would give duplicate outcomes.
+    table.outcomes.dedup_by(|a, b| a.id == b.id);
     table
 }
 
@@ -265,22 +326,12 @@ fn shared_tunnel_port(id: &BindingId, taken: &mut BTreeSet<u16>) -> u16 {
 
 fn resolve(
     c: &Candidate<'_>,
-    node_name: &str,
+    policy: &TargetPolicy,
     resolver: &dyn Resolver,
     secrets: &mut BTreeMap<SecretKey, (TlsSecret, bool)>,
 ) -> Result<PlannedBinding, Refusal> {
     let b = c.binding;
-    granted(
-        resolver,
-        &Reference {
-            from_kind: FromKind::PortBinding,
-            from_namespace: &c.id.namespace,
-            to_kind: ToKind::EdgeNode,
-            to_namespace: c.node_namespace,
-            to_name: node_name,
-        },
-    )?;
-    let (target_ip, target_port) = resolve_target(b, resolver)?;
+    let (target_ip, target_port) = resolve_target(c, policy, resolver)?;
     let kind = match b.protocol {
         Protocol::Tcp => {
             let defaults = TcpParams::default();
@@ -336,45 +387,32 @@ fn duration(field: &str, value: &str) -> Result<GoDuration, Refusal> {
     })
 }
 
-fn resolve_target(b: &Binding, resolver: &dyn Resolver) -> Result<(IpAddr, u16), Refusal> {
+/// Where a binding forwards to: its Service's ClusterIP and port, or its raw address, refused
+/// when the [`TargetPolicy`] restricts it (however it was resolved) or when the Service is in
+/// another namespace that the policy requires a grant from.
+fn resolve_target(
+    c: &Candidate<'_>,
+    policy: &TargetPolicy,
+    resolver: &dyn Resolver,
+) -> Result<(IpAddr, u16), Refusal> {
+    let b = c.binding;
     let (ip, port) = match (&b.target.service, &b.target.address) {
-        (Some(svc), _) => match resolver.service(&svc.namespace, &svc.name, &svc.port) {
-            ServiceLookup::Found { address, port } => (address, port),
-            ServiceLookup::NotFound => {
-                return Err(Refusal {
-                    reason: Reason::ServiceNotFound,
-                    message: format!(
-                        "target Service {}/{} does not exist; the binding is served once it does",
-                        svc.namespace, svc.name
-                    ),
-                });
+        (Some(svc), _) => {
+            if policy.cross_namespace_targets == CrossNamespaceTargets::RequireGrant {
+                // Before the lookup: an ungranted author learns nothing of the namespace.
+                granted(
+                    resolver,
+                    &Reference {
+                        from_kind: FromKind::PortBinding,
+                        from_namespace: &c.id.namespace,
+                        to_kind: ToKind::Service,
+                        to_namespace: &svc.namespace,
+                        to_name: &svc.name,
+                    },
+                )?;
             }
-            ServiceLookup::Headless => {
-                return Err(Refusal {
-                    reason: Reason::ServiceHeadless,
-                    message: format!(
-                        "target Service {}/{} has no ClusterIP (headless); point the binding at a Service with a ClusterIP, or at an address",
-                        svc.namespace, svc.name
-                    ),
-                });
-            }
-            ServiceLookup::PortNotFound { available: list } => {
-                return Err(Refusal {
-                    reason: Reason::ServicePortNotFound,
-                    message: format!(
-                        "target Service {}/{} has no port {} (it has: {})",
-                        svc.namespace,
-                        svc.name,
-                        svc.port,
-                        if list.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            list.join(", ")
-                        }
-                    ),
-                });
-            }
-        },
+            resolve_service(svc, policy, resolver)?
+        }
         (None, Some(address)) => {
             let ip: IpAddr = address.parse().map_err(|_| Refusal {
                 reason: Reason::UnsupportedTarget,
@@ -384,14 +422,7 @@ fn resolve_target(b: &Binding, resolver: &dyn Resolver) -> Result<(IpAddr, u16),
                 reason: Reason::InvalidSpec,
                 message: "target.port is required with target.address".to_owned(),
             })?;
-            if let Some(what) = resolver.target_policy().restriction(ip) {
-                return Err(Refusal {
-                    reason: Reason::RestrictedTarget,
-                    message: format!(
-                        "target.address {ip} is {what}; publishing it needs the operator's --allow-restricted-targets flag"
-                    ),
-                });
-            }
+            restricted(policy, ip, &format!("target.address {ip} is"))?;
             (ip, port)
         }
         (None, None) => {
@@ -416,6 +447,68 @@ fn resolve_target(b: &Binding, resolver: &dyn Resolver) -> Result<(IpAddr, u16),
         });
     }
     Ok((ip, port))
+}
+
+/// `Err(RestrictedTarget)` when the policy refuses `ip`; `subject` starts the message.
+fn restricted(policy: &TargetPolicy, ip: IpAddr, subject: &str) -> Result<(), Refusal> {
+    match policy.restriction(ip) {
+        None => Ok(()),
+        Some(what) => Err(Refusal {
+            reason: Reason::RestrictedTarget,
+            message: format!(
+                "{subject} {what}; publishing it needs the operator's --allow-restricted-targets flag"
+            ),
+        }),
+    }
+}
+
+/// A target Service's ClusterIP and port number, checked against the policy.
+fn resolve_service(
+    svc: &crate::crd::ServiceTarget,
+    policy: &TargetPolicy,
+    resolver: &dyn Resolver,
+) -> Result<(IpAddr, u16), Refusal> {
+    match resolver.service(&svc.namespace, &svc.name, &svc.port) {
+        ServiceLookup::Found { address, port } => {
+            restricted(
+                policy,
+                address,
+                &format!(
+                    "target Service {}/{} resolves to {address}, which is",
+                    svc.namespace, svc.name
+                ),
+            )?;
+            Ok((address, port))
+        }
+        ServiceLookup::NotFound => Err(Refusal {
+            reason: Reason::ServiceNotFound,
+            message: format!(
+                "target Service {}/{} does not exist; the binding is served once it does",
+                svc.namespace, svc.name
+            ),
+        }),
+        ServiceLookup::Headless => Err(Refusal {
+            reason: Reason::ServiceHeadless,
+            message: format!(
+                "target Service {}/{} has no ClusterIP (headless); point the binding at a Service with a ClusterIP, or at an address",
+                svc.namespace, svc.name
+            ),
+        }),
+        ServiceLookup::PortNotFound { available: list } => Err(Refusal {
+            reason: Reason::ServicePortNotFound,
+            message: format!(
+                "target Service {}/{} has no port {} (it has: {})",
+                svc.namespace,
+                svc.name,
+                svc.port,
+                if list.is_empty() {
+                    "none".to_owned()
+                } else {
+                    list.join(", ")
+                }
+            ),
+        }),
+    }
 }
 
 fn edge_tls(

@@ -76,6 +76,11 @@ impl Ipam {
         Ipv4Addr::from(self.base)
     }
 
+    /// The network as an [`ipnet::Ipv4Net`] (`None` never happens: the prefix is checked).
+    pub fn net(&self) -> Option<ipnet::Ipv4Net> {
+        ipnet::Ipv4Net::new(self.network(), self.prefix).ok()
+    }
+
     /// The prefix length.
     pub fn prefix(&self) -> u8 {
         self.prefix

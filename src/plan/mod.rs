@@ -28,8 +28,8 @@ pub use envoy::{EdgeSettings, EnvoyError, HealthCheck, Layout, OutlierDetection}
 pub use ipam::{Ipam, IpamError};
 pub use outcome::{BindingId, BindingOutcome, OutcomeKind, Reason, Refusal};
 pub use resolve::{
-    Resolver, ServiceLookup, ServicePortEntry, StaticResolver, TargetPolicy, TlsSecret, match_port,
-    service_ports,
+    CrossNamespaceTargets, METADATA_ADDRESSES, Resolver, ServiceLookup, ServicePortEntry,
+    StaticResolver, TargetPolicy, TlsSecret, api_server_addresses, match_port, service_ports,
 };
 
 use crate::crd::EdgeNodeSpec;
@@ -303,6 +303,7 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
         &mine,
         (&input.node.namespace, &input.node.name),
         spec.tunnel.listen_port,
+        ipam.net(),
         resolver,
     );
 

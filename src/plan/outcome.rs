@@ -52,11 +52,12 @@ pub enum Reason {
     TlsSecretIncomplete,
     /// A value admission could not catch (e.g. a duration too long for Envoy).
     InvalidSpec,
-    /// A reference into another namespace (a TLS Secret, the EdgeNode) that no
-    /// `ReferenceGrant` there allows.
+    /// A reference into another namespace (a TLS Secret, the EdgeNode, a target Service under
+    /// `--cross-namespace-targets=require-grant`) that no `ReferenceGrant` there allows.
     ReferenceNotGranted,
-    /// A raw `target.address` that is loopback, link-local or the API server's, without the
-    /// operator flag that allows it.
+    /// A target (a raw `target.address`, or the ClusterIP a Service resolves to) that is
+    /// loopback, link-local, cloud metadata, the EdgeNode's tunnel network or the API
+    /// server's, without the operator flag that allows it.
     RestrictedTarget,
 }
 

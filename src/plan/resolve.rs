@@ -1,13 +1,16 @@
 //! What the planner needs from the cluster, behind a trait so the planner stays pure: the
 //! ClusterIP of a target Service, the contents of a TLS Secret, whether a reference across
-//! namespaces is granted (`ReferenceGrant`), and which raw target addresses are refused. The
+//! namespaces is granted (`ReferenceGrant`), and which targets are refused ([`TargetPolicy`],
+//! applied to every target however it was resolved). The
 //! operator implements it over its watch caches; `tunnel render` over the YAML files it read;
 //! tests over maps.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::crd::{GrantInput, Reference, ServicePort, reference_allowed};
 
@@ -126,34 +129,103 @@ pub trait Resolver {
     fn reference_allowed(&self, reference: &Reference<'_>) -> bool {
         reference_allowed(reference, &[])
     }
-    /// What raw `target.address`es are refused. The default refuses loopback, link-local and
-    /// unspecified addresses (no API server addresses known).
+    /// Which targets are refused, and whether target Services in other namespaces need a
+    /// grant. The default refuses loopback, link-local and metadata addresses (no API server
+    /// addresses known) and allows Services in other namespaces.
     fn target_policy(&self) -> TargetPolicy {
         TargetPolicy::default()
     }
 }
 
-/// Which raw `target.address`es the planner refuses (binding refusal `RestrictedTarget`):
-/// loopback (127.0.0.0/8), link-local (169.254.0.0/16, where cloud metadata lives), and the
-/// API server's addresses, unless the operator was started with the flag that allows them.
+/// Addresses of cloud metadata and platform services outside 169.254.0.0/16 (which is refused
+/// as link-local anyway): Alibaba Cloud's metadata service, Azure's platform address
+/// (WireServer), and the IPv6 metadata services of AWS and Google Cloud.
+pub const METADATA_ADDRESSES: [(IpAddr, &str); 4] = [
+    (
+        IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
+        "Alibaba Cloud's metadata service",
+    ),
+    (
+        IpAddr::V4(Ipv4Addr::new(168, 63, 129, 16)),
+        "Azure's platform address (WireServer)",
+    ),
+    (
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)),
+        "AWS's IPv6 metadata service",
+    ),
+    (
+        IpAddr::V6(Ipv6Addr::new(0xfd20, 0x00ce, 0, 0, 0, 0, 0, 0x0254)),
+        "Google Cloud's IPv6 metadata service",
+    ),
+];
+
+/// Whether a target Service in another namespace than its PortBinding's needs that
+/// namespace's consent (the operator's `--cross-namespace-targets`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CrossNamespaceTargets {
+    /// Followed without a grant, as README Examples 2 and 3 expect (a PortBinding in
+    /// `default` targeting a Service in `networking`). Restricted targets are refused anyway.
+    #[default]
+    Allow,
+    /// Followed only when a `ReferenceGrant` in the Service's namespace allows it (from kind
+    /// `PortBinding`, to kind `Service`): for clusters shared by tenants.
+    RequireGrant,
+}
+
+impl CrossNamespaceTargets {
+    /// The flag's spelling: `allow` or `require-grant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::RequireGrant => "require-grant",
+        }
+    }
+}
+
+impl std::str::FromStr for CrossNamespaceTargets {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "allow" => Ok(Self::Allow),
+            "require-grant" => Ok(Self::RequireGrant),
+            other => Err(format!(
+                "{other:?} is not a cross-namespace target policy: use allow or require-grant"
+            )),
+        }
+    }
+}
+
+/// Which targets the planner refuses (binding refusal `RestrictedTarget`), however they were
+/// given (a raw `target.address` or the ClusterIP a target Service resolves to): loopback,
+/// link-local (169.254.0.0/16 and fe80::/10, where most cloud metadata lives), the other
+/// cloud metadata addresses ([`METADATA_ADDRESSES`]), the EdgeNode's own tunnel network (the
+/// relay's admin bridge on 10.200.0.1:40600, the uplinks), and the API server's addresses;
+/// unless the operator was started with the flag that allows them. Also: whether target
+/// Services in other namespaces need a grant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetPolicy {
     /// The operator flag: publish restricted addresses anyway.
     pub allow_restricted: bool,
     /// The API server's addresses (the `default/kubernetes` Service's ClusterIP and its
-    /// endpoints), which a raw target may not name.
+    /// endpoints: [`api_server_addresses`]).
     pub api_server: Vec<IpAddr>,
+    /// The EdgeNode's tunnel network; the planner fills it in for the node it plans.
+    pub tunnel_network: Option<Ipv4Net>,
+    /// Whether target Services in other namespaces need a grant.
+    pub cross_namespace_targets: CrossNamespaceTargets,
 }
 
 impl TargetPolicy {
-    /// Why `ip` may not be a raw target, or `None` when it may.
+    /// Why `ip` may not be a target, or `None` when it may.
     pub fn restriction(&self, ip: IpAddr) -> Option<&'static str> {
         if self.allow_restricted {
             return None;
         }
-        let v4 = match ip {
+        let same = canonical(ip);
+        let v4 = match same {
             IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+            IpAddr::V6(_) => None,
         };
         if ip.is_loopback() || v4.is_some_and(|v| v.is_loopback()) {
             Some("a loopback address")
@@ -161,14 +233,48 @@ impl TargetPolicy {
             || matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
         {
             Some("a link-local address (cloud metadata lives there)")
-        } else if self.api_server.contains(&ip)
-            || v4.is_some_and(|v| self.api_server.contains(&IpAddr::V4(v)))
-        {
+        } else if let Some((_, what)) = METADATA_ADDRESSES.iter().find(|(a, _)| *a == same) {
+            Some(*what)
+        } else if v4.is_some_and(|v| self.tunnel_network.is_some_and(|n| n.contains(&v))) {
+            Some("in the EdgeNode's tunnel network (the relay and the uplinks' own endpoints)")
+        } else if self.api_server.iter().any(|a| canonical(*a) == same) {
             Some("an address of the Kubernetes API server")
         } else {
             None
         }
     }
+}
+
+/// The same address however it is spelled: an IPv4-mapped IPv6 address is the IPv4 one.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// The API server's addresses: the ClusterIP of Service `default/kubernetes` and the
+/// endpoint addresses of its EndpointSlices, sorted, without duplicates. Malformed entries
+/// are skipped.
+pub fn api_server_addresses(service: Option<&Service>, slices: &[EndpointSlice]) -> Vec<IpAddr> {
+    let cluster_ips = service
+        .and_then(|s| s.spec.as_ref())
+        .map(|spec| {
+            spec.cluster_ips
+                .iter()
+                .flatten()
+                .chain(spec.cluster_ip.iter())
+                .filter_map(|ip| ip.parse::<IpAddr>().ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let endpoints = slices
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .flat_map(|e| &e.addresses)
+        .filter_map(|ip| ip.parse::<IpAddr>().ok());
+    let all: BTreeSet<IpAddr> = cluster_ips.into_iter().chain(endpoints).collect();
+    all.into_iter().collect()
 }
 
 /// A resolver over plain maps, for `tunnel render` and tests.
@@ -180,7 +286,7 @@ pub struct StaticResolver {
     pub secrets: BTreeMap<(String, String), TlsSecret>,
     /// The ReferenceGrants in force.
     pub grants: Vec<GrantInput>,
-    /// The raw-target policy.
+    /// Which targets are refused.
     pub policy: TargetPolicy,
 }
 
@@ -196,7 +302,7 @@ impl StaticResolver {
     }
 
     #[must_use]
-    /// Sets the raw-target policy.
+    /// Sets the target policy.
     pub fn with_target_policy(mut self, policy: TargetPolicy) -> Self {
         self.policy = policy;
         self
@@ -302,6 +408,18 @@ mod tests {
             Err(listed)
         );
         assert_eq!(match_port(&[], &ServicePort::Number(1)), Err(Vec::new()));
+    }
+
+    #[test]
+    fn the_cross_namespace_policy_reads_its_two_spellings_and_names_them_on_error() {
+        for p in [
+            CrossNamespaceTargets::Allow,
+            CrossNamespaceTargets::RequireGrant,
+        ] {
+            assert_eq!(p.as_str().parse::<CrossNamespaceTargets>(), Ok(p));
+        }
+        let err = "grant".parse::<CrossNamespaceTargets>().unwrap_err();
+        assert!(err.contains("allow or require-grant"), "{err}");
     }
 
     #[test]

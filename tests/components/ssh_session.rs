@@ -21,7 +21,8 @@ const PASSWORD: &str = "pw-Zq8r7K2m-never-logged";
 const PASSPHRASE: &str = "pp-Xv3n9W4t-never-logged";
 const SECRET_CONTENT: &[u8] = b"{\"privateKey\":\"RELAY-SECRET-Hk29dLq0\"}\n";
 
-fn keygen(dir: &Path, name: &str, args: &[&str]) -> (String, String) {
+/// An SSH key pair made by `ssh-keygen` (comment `name`, file `dir/name`): (private, public).
+pub fn keygen(dir: &Path, name: &str, args: &[&str]) -> (String, String) {
     let path = dir.join(name);
     let status = Command::new("ssh-keygen")
         .args(["-q", "-C", name, "-f"])

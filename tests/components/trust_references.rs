@@ -5,9 +5,32 @@
 //! `RestrictedTarget` unless the operator's flag allows it. Each refusal is binding-level:
 //! the PortBinding's other bindings are still served. (The README examples, same-namespace
 //! references, are planned unchanged: `tests/plan_render.rs`.)
+//!
+//! Then the real operator against a real API server (issue 24, items 1 and 6): a Service target
+//! `default/kubernetes` is refused with `RestrictedTarget`, and so is the API server's
+//! ClusterIP as a raw address when `default` is not among the watched namespaces;
+//! `--cross-namespace-targets=require-grant` asks for the Service's namespace's grant; and a
+//! PortBinding of another namespace without the EdgeNode's grant neither holds a port nor
+//! sees the EdgeNode's errors, nor learns whether the EdgeNode exists. No VPS: each
+//! EdgeNode's SSH port is a closed loopback port, so every pass plans, then fails at SSH with
+//! the VPS's address in its message, which the EdgeNode's own PortBindings show.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use testbed::apiserver::ApiServer;
+use testbed::free_port;
+use testbed::process::Process;
+use tunnel::crd::{EdgeNode, PortBinding, ReferenceGrant};
 
 use crate::edge_support::{pki, tls_secret};
+use crate::operator_support::{binding_ready, events_of, eventually, namespace};
 use crate::plan_inputs::{input, node, pb};
+use crate::ssh_session::keygen;
 use tunnel::crd::{FromKind, GrantFrom, GrantTo, ReferenceGrantSpec, ToKind};
 use tunnel::plan::{Layout, Plan, StaticResolver, TargetPolicy, plan};
 
@@ -115,6 +138,7 @@ fn restricted_raw_targets_are_refused_unless_the_flag_allows_them() {
     let policy = TargetPolicy {
         allow_restricted: false,
         api_server: vec!["10.96.0.1".parse().unwrap(), "192.0.2.50".parse().unwrap()],
+        ..TargetPolicy::default()
     };
     let resolver = StaticResolver::default().with_target_policy(policy.clone());
     let p = plan(&input(node(NODE), pbs(), Layout::default()), &resolver).unwrap();
@@ -147,4 +171,338 @@ fn restricted_raw_targets_are_refused_unless_the_flag_allows_them() {
         "{:?}",
         p.outcomes
     );
+}
+
+/// The operator's bed without a VPS: the API server with the CRDs, and EdgeNode
+/// `team-a/edge` whose VPS is `127.0.0.1` at a closed port (with a valid SSH Secret, so its
+/// passes plan and fail only at the connection).
+struct Bed {
+    server: ApiServer,
+    client: Client,
+    dir: tempfile::TempDir,
+    agents: String,
+    closed: u16,
+}
+
+impl Bed {
+    async fn start() -> Self {
+        let server = ApiServer::start().await.unwrap();
+        server.install_crds(&tunnel::crd::crds()).await.unwrap();
+        let client = server.client().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // The relay agent it would push (never run: no VPS answers).
+        let agents = dir.path().join("tunnelctl");
+        std::fs::create_dir_all(&agents).unwrap();
+        std::fs::write(agents.join("tunnelctl-linux-amd64"), b"relay agent").unwrap();
+        let closed = free_port().unwrap();
+        for ns in ["team-a", "evil", "networking"] {
+            namespace(&client, ns).await;
+        }
+        let (private, public) = keygen(dir.path(), "id_ed25519", &["-t", "ed25519", "-N", ""]);
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "vps", "namespace": "team-a"},
+            "stringData": {"privateKey": private, "knownHosts": format!("[127.0.0.1]:{closed} {public}")}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), "team-a")
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        Self {
+            server,
+            client,
+            agents: agents.display().to_string(),
+            dir,
+            closed,
+        }
+    }
+
+    async fn edge_node(&self) {
+        let node: EdgeNode = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
+            "metadata": {"name": "edge", "namespace": "team-a"},
+            "spec": {"address": "127.0.0.1", "ssh": {"port": self.closed, "secretRef": {"name": "vps"}}}
+        }))
+        .unwrap();
+        Api::<EdgeNode>::namespaced(self.client.clone(), "team-a")
+            .create(&PostParams::default(), &node)
+            .await
+            .unwrap();
+    }
+
+    async fn port_binding(&self, namespace: &str, name: &str, node: &str, bindings: &str) {
+        let pb: PortBinding = serde_yaml::from_str(&format!(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  edgeNodeRef: {node}\n  bindings:\n{bindings}"
+        ))
+        .unwrap();
+        Api::<PortBinding>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &pb)
+            .await
+            .unwrap();
+    }
+
+    fn operator(&self, label: &str, extra: &[&str]) -> (Process, std::path::PathBuf) {
+        let log = self.dir.path().join(format!("{label}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
+        cmd.args([
+            "run",
+            "--tunnelctl-dir",
+            &self.agents,
+            "--leader-elect=false",
+        ])
+        .args([
+            "--health-probe-bind-address",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .args(extra)
+        .env("KUBECONFIG", self.server.kubeconfig_path())
+        .env("LOG_FORMAT", "text");
+        (Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap(), log)
+    }
+}
+
+/// `status.bindings[]` of a PortBinding as `(name, state, reason)`.
+async fn bindings_of(api: &Api<PortBinding>, name: &str) -> Vec<(String, String, String)> {
+    let Ok(Some(pb)) = api.get_opt(name).await else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String, String)> = pb
+        .status
+        .map(|s| s.bindings)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| (b.name, b.state, b.reason.unwrap_or_default()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
+    let bed = Bed::start().await;
+    // `evil` comes first (older: it would keep the ports), with no grant from team-a, and
+    // one more PortBinding naming an EdgeNode of team-a that does not exist.
+    let two = "    - {name: https, protocol: TCP, listenPort: 8443, target: {address: 10.1.1.1, port: 443}}\n    - {name: dns, protocol: UDP, listenPort: 5353, target: {address: 10.1.1.1, port: 53}}\n";
+    bed.port_binding("evil", "squat", "{name: edge, namespace: team-a}", two)
+        .await;
+    bed.port_binding("evil", "probe", "{name: nowhere, namespace: team-a}", two)
+        .await;
+    // Creation times are whole seconds: team-a's PortBinding is strictly younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bed.port_binding("team-a", "web", "{name: edge}", two).await;
+    bed.edge_node().await;
+    let (_operator, log) = bed.operator("operator", &[]);
+
+    let team_a: Api<PortBinding> = Api::namespaced(bed.client.clone(), "team-a");
+    let evil: Api<PortBinding> = Api::namespaced(bed.client.clone(), "evil");
+    // The owner's PortBinding: planned (both bindings Served), waiting for the VPS, whose
+    // SSH failure (naming 127.0.0.1 and the port) it is shown.
+    let (_, _, node_problem) = eventually(
+        "team-a/web reports the EdgeNode's SSH failure",
+        Duration::from_secs(120),
+        async || {
+            binding_ready(&team_a, "web")
+                .await
+                .filter(|c| c.1 == "EdgeNodeNotReady")
+        },
+        || log_of(&log),
+    )
+    .await;
+    let closed = bed.closed.to_string();
+    assert!(node_problem.contains("127.0.0.1"), "{node_problem}");
+    assert_eq!(
+        bindings_of(&team_a, "web").await,
+        vec![
+            ("dns".into(), "Served".into(), String::new()),
+            ("https".into(), "Served".into(), String::new()),
+        ],
+        "the older, ungranted PortBinding of evil took team-a's ports"
+    );
+
+    // The squatter and the prober: the same refusal, nothing of the node.
+    for (name, node) in [("squat", "team-a/edge"), ("probe", "team-a/nowhere")] {
+        let (status, reason, message) = eventually(
+            &format!("evil/{name} has a Ready condition"),
+            Duration::from_secs(60),
+            async || binding_ready(&evil, name).await,
+            || log_of(&log),
+        )
+        .await;
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ReferenceNotGranted"),
+            "evil/{name}: {message}"
+        );
+        assert_eq!(
+            message,
+            format!(
+                "PortBinding in namespace evil may not reference EdgeNode {node}: no ReferenceGrant in namespace team-a allows it (from kind PortBinding, namespace evil; to kind EdgeNode)"
+            )
+        );
+        let pb = evil.get(name).await.unwrap();
+        let status = serde_json::to_string(&pb.status).unwrap();
+        assert!(
+            !status.contains("127.0.0.1") && !status.contains(&closed) && !status.contains("SSH"),
+            "the node's state reached evil/{name}: {status}"
+        );
+        for event in events_of(&bed.client, "evil", name).await {
+            assert!(
+                !event.contains("127.0.0.1") && !event.contains("SSH"),
+                "the node's state reached an Event of evil/{name}: {event}"
+            );
+        }
+    }
+
+    // Once team-a grants the name `nowhere` to evil, evil/probe learns it does not exist
+    // (no pass answers it: its own actor decides again); evil/squat stays refused.
+    let grant: ReferenceGrant = serde_yaml::from_str(
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: ReferenceGrant\nmetadata: {name: evil, namespace: team-a}\nspec:\n  from: [{kind: PortBinding, namespace: evil}]\n  to: [{kind: EdgeNode, name: nowhere}]\n",
+    )
+    .unwrap();
+    Api::<ReferenceGrant>::namespaced(bed.client.clone(), "team-a")
+        .create(&PostParams::default(), &grant)
+        .await
+        .unwrap();
+    eventually(
+        "evil/probe EdgeNodeNotFound once granted",
+        Duration::from_secs(60),
+        async || {
+            binding_ready(&evil, "probe")
+                .await
+                .filter(|c| c.1 == "EdgeNodeNotFound")
+        },
+        || log_of(&log),
+    )
+    .await;
+    assert_eq!(
+        binding_ready(&evil, "squat").await.map(|c| c.1).as_deref(),
+        Some("ReferenceNotGranted")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_server_is_never_a_target_whatever_namespaces_are_watched() {
+    let bed = Bed::start().await;
+    let api_ip = Api::<Service>::namespaced(bed.client.clone(), "default")
+        .get("kubernetes")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    crate::operator_support::service(
+        &bed.client,
+        "networking",
+        "internal-ingress",
+        "10.96.0.30",
+        &[(443, "TCP")],
+    )
+    .await;
+    let bindings = format!(
+        "    - {{name: api-service, protocol: TCP, listenPort: 6443, target: {{service: {{name: kubernetes, namespace: default, port: 443}}}}}}\n    - {{name: api-address, protocol: TCP, listenPort: 6444, target: {{address: {api_ip}, port: 443}}}}\n    - {{name: admin-bridge, protocol: TCP, listenPort: 6445, target: {{address: 10.200.0.1, port: 40600}}}}\n    - {{name: ingress, protocol: TCP, listenPort: 443, target: {{service: {{name: internal-ingress, namespace: networking, port: 443}}}}}}\n    - {{name: plain, protocol: TCP, listenPort: 80, target: {{address: 10.1.1.1, port: 80}}}}\n"
+    );
+    bed.port_binding("team-a", "grab", "{name: edge}", &bindings)
+        .await;
+    bed.edge_node().await;
+    let team_a: Api<PortBinding> = Api::namespaced(bed.client.clone(), "team-a");
+    let row = |name: &str, state: &str, reason: &str| {
+        (name.to_owned(), state.to_owned(), reason.to_owned())
+    };
+
+    // Every namespace watched, the default policy (README Examples 2 and 3: a Service in
+    // another namespace is followed).
+    let (operator, log) = bed.operator("all", &[]);
+    let seen = eventually(
+        "team-a/grab's five bindings decided",
+        Duration::from_secs(120),
+        async || Some(bindings_of(&team_a, "grab").await).filter(|b| b.len() == 5),
+        || log_of(&log),
+    )
+    .await;
+    assert_eq!(
+        seen,
+        vec![
+            row("admin-bridge", "Refused", "RestrictedTarget"),
+            row("api-address", "Refused", "RestrictedTarget"),
+            row("api-service", "Refused", "RestrictedTarget"),
+            row("ingress", "Served", ""),
+            row("plain", "Served", ""),
+        ],
+        "{}",
+        log_of(&log)
+    );
+    let pb = team_a.get("grab").await.unwrap();
+    let message = pb
+        .status
+        .unwrap()
+        .bindings
+        .into_iter()
+        .find(|b| b.name == "api-service")
+        .and_then(|b| b.message)
+        .unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "target Service default/kubernetes resolves to {api_ip}, which is an address of the Kubernetes API server; publishing it needs the operator's --allow-restricted-targets flag"
+        )
+    );
+    drop(operator);
+
+    // Only the tenants' namespaces watched (so Service default/kubernetes is not in the
+    // Services cache), and Services across namespaces need a grant.
+    let (_operator, log) = bed.operator(
+        "some",
+        &[
+            "--watch-namespaces=team-a,networking",
+            "--cross-namespace-targets=require-grant",
+        ],
+    );
+    let seen = eventually(
+        "team-a/grab decided under require-grant",
+        Duration::from_secs(120),
+        async || {
+            Some(bindings_of(&team_a, "grab").await).filter(|b| {
+                b.iter()
+                    .any(|r| r.0 == "ingress" && r.2 == "ReferenceNotGranted")
+            })
+        },
+        || log_of(&log),
+    )
+    .await;
+    assert_eq!(
+        seen,
+        vec![
+            row("admin-bridge", "Refused", "RestrictedTarget"),
+            row("api-address", "Refused", "RestrictedTarget"),
+            row("api-service", "Refused", "ReferenceNotGranted"),
+            row("ingress", "Refused", "ReferenceNotGranted"),
+            row("plain", "Served", ""),
+        ],
+        "{}",
+        log_of(&log)
+    );
+    // networking's consent: served again.
+    let grant: ReferenceGrant = serde_yaml::from_str(
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: ReferenceGrant\nmetadata: {name: team-a, namespace: networking}\nspec:\n  from: [{kind: PortBinding, namespace: team-a}]\n  to: [{kind: Service}]\n",
+    )
+    .unwrap();
+    Api::<ReferenceGrant>::namespaced(bed.client.clone(), "networking")
+        .create(&PostParams::default(), &grant)
+        .await
+        .unwrap();
+    eventually(
+        "team-a/grab's ingress served with networking's grant",
+        Duration::from_secs(120),
+        async || {
+            Some(bindings_of(&team_a, "grab").await)
+                .filter(|b| b.contains(&row("ingress", "Served", "")))
+        },
+        || log_of(&log),
+    )
+    .await;
 }

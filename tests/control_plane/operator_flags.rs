@@ -7,6 +7,8 @@
 //! `--metrics-secure=false`, HTTPS with a self-signed certificate by default, HTTP/2 only with
 //! `--enable-http2`, a standby serving metrics, `--max-concurrent-reconciles` (how many
 //! never-answering VPSes are dialled at once), and `LOG_FORMAT`/`LOG_LEVEL`.
+//! (`--allow-restricted-targets` and `--cross-namespace-targets` show their effect in
+//! `tests/pure/plan_targets.rs` and `tests/components/trust_references.rs`.)
 
 #![allow(clippy::float_cmp)] // samples of gauges are whole numbers
 
@@ -42,6 +44,7 @@ const FLAGS: &[&str] = &[
     "--max-concurrent-reconciles",
     "--resync-period",
     "--allow-restricted-targets",
+    "--cross-namespace-targets",
     "--watch-namespaces",
     "--leader-elect",
     "--leader-elect-namespace",
@@ -155,6 +158,18 @@ fn help_lists_every_flag_and_the_webhook_flags_are_not_there() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-bind-address"));
+    let out = tunnel()
+        .args(["run", "--cross-namespace-targets", "sometimes"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--cross-namespace-targets") && stderr.contains("require-grant"),
+        "{stderr}"
+    );
+    // Its default, and what the other value does, are in the help.
+    assert!(help.contains("[default: allow]"), "{help}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

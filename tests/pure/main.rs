@@ -12,5 +12,6 @@ mod plan_conflicts;
 mod plan_golden;
 mod plan_proptest;
 mod plan_render;
+mod plan_targets;
 mod trust_generated;
 mod trust_workload;

@@ -386,3 +386,45 @@ fn adding_a_binding_changes_no_other_listener_or_cluster() {
         }
     }
 }
+
+/// Review M3: an ungranted PortBinding of another namespace is refused before the conflict
+/// table, so it squats no port and no server name, even when it is the older one; it gets
+/// `ReferenceNotGranted` and nothing about the node's other bindings.
+#[test]
+fn an_ungranted_port_binding_squats_nothing() {
+    // `evil` has no grant in `default` (services() grants ns-a, ns-b, other, team-b).
+    let p = run(vec![
+        pb(
+            "evil",
+            "x",
+            Some(1),
+            &(tcp("squat", 443) + &udp("dns", 53) + &sni("sni", 8443, "a.example.com")),
+        ),
+        pb(
+            "default",
+            "web",
+            Some(2),
+            &(tcp("https", 443) + &udp("dns", 53) + &sni("sni", 8443, "a.example.com")),
+        ),
+    ]);
+    for binding in ["https", "dns", "sni"] {
+        let o = outcome(&p, "web", binding);
+        assert_eq!(
+            o.refusal, None,
+            "default/web {binding} lost to evil/x: {o:?}"
+        );
+    }
+    for binding in ["squat", "dns", "sni"] {
+        let r = outcome(&p, "x", binding).refusal.clone().unwrap();
+        assert_eq!(r.reason.as_str(), "ReferenceNotGranted", "{r:?}");
+        assert_eq!(
+            r.message,
+            "PortBinding in namespace evil may not reference EdgeNode default/edge: no ReferenceGrant in namespace default allows it (from kind PortBinding, namespace evil; to kind EdgeNode)"
+        );
+    }
+    assert!(
+        p.planned.iter().all(|b| b.id.namespace == "default"),
+        "{:?}",
+        p.planned
+    );
+}
