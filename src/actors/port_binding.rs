@@ -125,12 +125,7 @@ impl Actor for PortBindingActor {
         ) {
             // Whatever the message: no node state, no pass.
             let verdict = Verdict::failed(status::READY, refusal.reason.as_str(), refusal.message);
-            let st = PortBindingStatus {
-                observed_generation: pb.metadata.generation,
-                ports: None,
-                conditions: Vec::new(),
-                bindings: Vec::new(),
-            };
+            let st = unserved(pb.metadata.generation);
             settle(&ctx, &state.key, &pb, st, verdict).await;
             return Ok(());
         }
@@ -143,12 +138,7 @@ impl Actor for PortBindingActor {
                     .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
                 if !exists {
                     let verdict = status::edge_node_missing(&node.to_string());
-                    let st = PortBindingStatus {
-                        observed_generation: pb.metadata.generation,
-                        ports: None,
-                        conditions: Vec::new(),
-                        bindings: Vec::new(),
-                    };
+                    let st = unserved(pb.metadata.generation);
                     settle(&ctx, &state.key, &pb, st, verdict).await;
                     return Ok(());
                 }
@@ -171,6 +161,17 @@ impl Actor for PortBindingActor {
             }
         }
         Ok(())
+    }
+}
+
+/// The status of a PortBinding no EdgeNode serves (refused, or its EdgeNode missing): no
+/// ports, no bindings; the condition comes with it.
+fn unserved(generation: Option<i64>) -> PortBindingStatus {
+    PortBindingStatus {
+        observed_generation: generation,
+        ports: None,
+        conditions: Vec::new(),
+        bindings: Vec::new(),
     }
 }
 
