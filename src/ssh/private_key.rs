@@ -209,6 +209,62 @@ fn explain(text: &str, had_passphrase: bool, error: &russh::keys::Error) -> SshE
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_tools_encrypted_keys_decode_off_the_runtime() {
+        use testbed::keys::{PASSPHRASE, openssl_pkcs8, ssh_keygen_encrypted};
+        let pass = SecretString::new(PASSPHRASE);
+        for key in [
+            ssh_keygen_encrypted(&[]),
+            openssl_pkcs8(&[]),
+            openssl_pkcs8(&["-scrypt"]),
+        ] {
+            let key = decode_off_runtime(&SecretString::new(key), Some(&pass))
+                .await
+                .unwrap();
+            assert!(matches!(key.algorithm(), Algorithm::Ed25519));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bombs_are_refused_by_the_decoder_itself() {
+        let pass = SecretString::new(testbed::keys::PASSPHRASE);
+        for bomb in [testbed::keys::scrypt_bomb(), testbed::keys::bcrypt_bomb()] {
+            let e = decode_off_runtime(&SecretString::new(bomb), Some(&pass))
+                .await
+                .unwrap_err();
+            assert_eq!(e.category(), "SSHKeyKdfTooExpensive");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_version_is_decoded_once() {
+        let key = SecretString::new(testbed::keys::ssh_keygen_encrypted(&[]));
+        let credentials = |passphrase: &str| Credentials {
+            private_key: Some(key.clone()),
+            passphrase: Some(SecretString::new(passphrase)),
+            ..Credentials::default()
+        };
+        let mut cache = KeyCache::default();
+        let first = cache.key_for(&credentials("x")).await.unwrap().unwrap();
+        let again = cache.key_for(&credentials("x")).await.unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same version: no new decode"
+        );
+        // A refusal is kept too, and a new version is decoded afresh.
+        let wrong = cache.key_for(&credentials("wrong")).await.unwrap_err();
+        assert_eq!(wrong.category(), "SSHCredentialsInvalid");
+        let wrong_again = cache.key_for(&credentials("wrong")).await.unwrap_err();
+        assert_eq!(wrong.to_string(), wrong_again.to_string());
+        let back = cache.key_for(&credentials("x")).await.unwrap().unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &back),
+            "a changed Secret is decoded again"
+        );
+        let none = cache.key_for(&Credentials::default()).await.unwrap();
+        assert!(none.is_none());
+    }
+
     #[test]
     fn garbage_is_a_clear_error_without_the_input() {
         let e = decode(&SecretString::new("not a key at all"), None).unwrap_err();
