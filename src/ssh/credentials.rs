@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn a_key_derivation_bomb_is_refused_before_any_connection() {
         let e = Credentials::from_secret_data(&data(&[
-            ("privateKey", &testbed::keys::bcrypt_bomb()),
+            ("privateKey", &testbed::keys::bcrypt_bomb().unwrap()),
             ("passphrase", testbed::keys::PASSPHRASE),
         ]))
         .unwrap_err();

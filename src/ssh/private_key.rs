@@ -214,9 +214,9 @@ mod tests {
         use testbed::keys::{PASSPHRASE, openssl_pkcs8, ssh_keygen_encrypted};
         let pass = SecretString::new(PASSPHRASE);
         for key in [
-            ssh_keygen_encrypted(&[]),
-            openssl_pkcs8(&[]),
-            openssl_pkcs8(&["-scrypt"]),
+            ssh_keygen_encrypted(&[]).unwrap(),
+            openssl_pkcs8(&[]).unwrap(),
+            openssl_pkcs8(&["-scrypt"]).unwrap(),
         ] {
             let key = decode_off_runtime(&SecretString::new(key), Some(&pass))
                 .await
@@ -228,7 +228,10 @@ mod tests {
     #[tokio::test]
     async fn the_bombs_are_refused_by_the_decoder_itself() {
         let pass = SecretString::new(testbed::keys::PASSPHRASE);
-        for bomb in [testbed::keys::scrypt_bomb(), testbed::keys::bcrypt_bomb()] {
+        for bomb in [
+            testbed::keys::scrypt_bomb().unwrap(),
+            testbed::keys::bcrypt_bomb().unwrap(),
+        ] {
             let e = decode_off_runtime(&SecretString::new(bomb), Some(&pass))
                 .await
                 .unwrap_err();
@@ -238,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_secret_version_is_decoded_once() {
-        let key = SecretString::new(testbed::keys::ssh_keygen_encrypted(&[]));
+        let key = SecretString::new(testbed::keys::ssh_keygen_encrypted(&[]).unwrap());
         let credentials = |passphrase: &str| Credentials {
             private_key: Some(key.clone()),
             passphrase: Some(SecretString::new(passphrase)),

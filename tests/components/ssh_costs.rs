@@ -26,6 +26,8 @@ use crate::operator_support::{
 };
 
 const LONG: Duration = Duration::from_secs(180);
+/// Tarpit EdgeNodes, one more than the operator's SSH slots in the test.
+const TARPITS: usize = 3;
 
 fn node_yaml(name: &str, address: &str, port: u16, secret: &str, connect_timeout: &str) -> String {
     format!(
@@ -104,8 +106,20 @@ async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others
 
     // Both bombs point at the real VPS with its host key pinned: on the old code the
     // connection is made, then the key is decrypted with the file's own cost.
-    encrypted_key_secret(&client, "bomb-scrypt", &scrypt_bomb(), &known_hosts).await;
-    encrypted_key_secret(&client, "bomb-bcrypt", &bcrypt_bomb(), &known_hosts).await;
+    encrypted_key_secret(
+        &client,
+        "bomb-scrypt",
+        &scrypt_bomb().unwrap(),
+        &known_hosts,
+    )
+    .await;
+    encrypted_key_secret(
+        &client,
+        "bomb-bcrypt",
+        &bcrypt_bomb().unwrap(),
+        &known_hosts,
+    )
+    .await;
     for name in ["bomb-scrypt", "bomb-bcrypt"] {
         apply_yaml::<EdgeNode>(&client, &node_yaml(name, &address, 22, name, "5s")).await;
     }
@@ -189,7 +203,6 @@ async fn tarpit_vpses_do_not_starve_the_ssh_slots() {
     // Three tarpits (more than the two slots), each with the longest connect timeout
     // admission allows: on the old code two of them hold both slots for their whole
     // connection attempts (5 × 60 s) and the third queues for one.
-    const TARPITS: usize = 3;
     for i in 0..TARPITS {
         apply_yaml::<EdgeNode>(
             &client,
