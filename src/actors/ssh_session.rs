@@ -2,7 +2,11 @@
 //! connection to the VPS (kept open and reused across passes, re-made when the credentials or
 //! the address change), runs the jobs it is sent one at a time (an enrollment pass, a
 //! teardown), and answers each with a message, so the EdgeNode's mailbox never waits on SSH.
-//! At most `--max-concurrent-reconciles` jobs run at once across all session actors.
+//! At most `--max-concurrent-reconciles` jobs talk to their VPSes at once across all session
+//! actors: a job takes one of those global slots only once its session is connected and
+//! authenticated, so decoding the key (off the runtime, once per Secret version) and
+//! connecting (up to `connectTimeout`, with retries) never hold one, and a VPS that never
+//! answers (down, or a tarpit) cannot starve the others.
 //! Between jobs it watches the kept connection: when it ends (the VPS went down, keepalives
 //! went unanswered) it tells its EdgeNode actor, which checks the VPS at once.
 
@@ -13,13 +17,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
 use crate::enroll::{self, DesiredState, EnrollError, PassOptions, PassReport, Request};
+use crate::ssh::private_key::KeyCache;
 use crate::ssh::{Credentials, Session, SshOptions};
 
 use super::Context;
 use super::edge_node::NodeMsg;
 use super::error::ReconcileError;
 
-/// Longest a job may take (an Envoy push over a slow link included).
+/// Longest a job may take once connected (an Envoy push over a slow link included).
 const JOB_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Where and how to log in.
@@ -77,6 +82,8 @@ pub struct SshSessionActor;
 pub struct SshSessionState {
     ctx: Arc<Context>,
     session: Option<(String, Session)>,
+    /// The decoded private key of the current Secret version.
+    keys: KeyCache,
     _alive: crate::metrics::AliveGuard,
     /// Waits for the kept connection to end while no job runs.
     watcher: Option<tokio::task::JoinHandle<()>>,
@@ -128,6 +135,7 @@ impl Actor for SshSessionActor {
         Ok(SshSessionState {
             ctx,
             session: None,
+            keys: KeyCache::default(),
             watcher: None,
             _alive: alive,
         })
@@ -159,19 +167,8 @@ impl Actor for SshSessionActor {
         } = job;
         let _timer = state.ctx.metrics.handling("SSHSession");
         state.unwatch();
-        let slots = state.ctx.ssh_slots.clone();
-        let permit = slots.acquire_owned().await?;
         let teardown = matches!(work, Work::Teardown);
-        let answer = if let Ok(answer) =
-            tokio::time::timeout(JOB_TIMEOUT, run(state, &target, work)).await
-        {
-            answer
-        } else {
-            // The session may be mid-command: drop it and start afresh next time.
-            state.session = None;
-            timeout_error(&target, teardown)
-        };
-        drop(permit);
+        let answer = run(state, &target, work).await;
         if !teardown {
             state.watch(&reply);
         }
@@ -190,11 +187,17 @@ impl Actor for SshSessionActor {
     }
 }
 
-/// Runs one job; a failed connection is an answer too.
+/// Runs one job; a failed connection is an answer too. Connects (decoding the key first,
+/// when it is new) without a slot, then takes a global slot for the work on the VPS, under
+/// [`JOB_TIMEOUT`].
 async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobResult {
-    let fail = |e: ReconcileError| match work {
-        Work::Teardown => JobResult::TornDown(Err(e)),
-        Work::Converge { .. } => JobResult::Converged(Err(e)),
+    let teardown = matches!(work, Work::Teardown);
+    let fail = |e: ReconcileError| {
+        if teardown {
+            JobResult::TornDown(Err(e))
+        } else {
+            JobResult::Converged(Err(e))
+        }
     };
     if !state.ctx.fence.allows() {
         return fail(ReconcileError::NotLeader);
@@ -207,11 +210,41 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
         if let Some((_, old)) = state.session.take() {
             old.close().await;
         }
-        match Session::connect(target.options.clone(), target.credentials.clone()).await {
+        let connected = match state.keys.key_for(&target.credentials).await {
+            Ok(key) => {
+                Session::connect_with_key(target.options.clone(), target.credentials.clone(), key)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(session) => state.session = Some((target.fingerprint.clone(), session)),
             Err(e) => return fail(ReconcileError::Enroll(EnrollError::Ssh(e))),
         }
     }
+    let slots = state.ctx.ssh_slots.clone();
+    let Ok(_permit) = slots.acquire_owned().await else {
+        return fail(ReconcileError::SessionGone);
+    };
+    // Waiting for a slot may take a while: the lease may have been lost meanwhile.
+    if !state.ctx.fence.allows() {
+        return fail(ReconcileError::NotLeader);
+    }
+    if let Ok(answer) = tokio::time::timeout(JOB_TIMEOUT, work_on(state, target, work)).await {
+        answer
+    } else {
+        // The session may be mid-command: drop it and start afresh next time.
+        state.session = None;
+        timeout_error(target, teardown)
+    }
+}
+
+/// The work of one job on the connected session.
+async fn work_on(state: &mut SshSessionState, target: &Target, work: Work) -> JobResult {
+    let fail = |e: ReconcileError| match work {
+        Work::Teardown => JobResult::TornDown(Err(e)),
+        Work::Converge { .. } => JobResult::Converged(Err(e)),
+    };
     let Some((_, session)) = state.session.as_mut() else {
         return fail(ReconcileError::SessionGone);
     };

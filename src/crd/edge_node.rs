@@ -78,9 +78,9 @@ pub struct SshSpec {
     /// Secret holding the credentials: `privateKey` (with `passphrase` if encrypted) or
     /// `password`, and `knownHosts` (OpenSSH known_hosts lines pinning the host key).
     pub secret_ref: SecretReference,
-    /// How long to wait for the SSH connection to open.
+    /// How long to wait for the SSH connection to open (at most 60s).
     #[serde(default = "default_connect_timeout")]
-    #[schemars(schema_with = "rules::duration")]
+    #[schemars(schema_with = "rules::ssh_connect_timeout")]
     pub connect_timeout: String,
     /// Connect without verifying the host key. Only honoured when the Secret has no
     /// `knownHosts`; leaves the enrollment channel open to a man in the middle.

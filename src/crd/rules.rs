@@ -20,6 +20,20 @@ pub fn duration(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// The schema of `spec.ssh.connectTimeout`: a duration of at most 60s. A longer wait only
+/// lets a VPS that never answers (down, or a tarpit) keep a reconnecting session busy; the
+/// operator holds older objects to 60s too (`ssh::SshOptions::MAX_CONNECT_TIMEOUT`).
+pub fn ssh_connect_timeout(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 32,
+        "x-kubernetes-validations": [{
+            "rule": format!("self.matches('{DURATION_PATTERN}') && duration(self) > duration('0s') && duration(self) <= duration('60s')"),
+            "message": "ssh.connectTimeout must be a positive duration of at most 60s, such as 5s or 30s"
+        }]
+    })
+}
+
 /// A TCP or UDP port number.
 pub fn port(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "integer", "format": "int32", "minimum": 1, "maximum": 65535 })

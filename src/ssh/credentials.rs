@@ -81,6 +81,11 @@ impl Credentials {
         let known_hosts = text(KEY_KNOWN_HOSTS)?
             .map(|k| KnownHosts::parse(&k))
             .transpose()?;
+        if let (Some(key), Some(_)) = (&private_key, &passphrase) {
+            // Refused here, before any connection, so the condition says so at once; the
+            // decoder checks again (`private_key::decode`).
+            super::kdf::check(key.expose())?;
+        }
         if private_key.is_none() && password.is_none() {
             return Err(SshError::Credentials(format!(
                 "the Secret has neither {KEY_PRIVATE_KEY:?} nor {KEY_PASSWORD:?}"
@@ -133,6 +138,10 @@ impl SshOptions {
     pub const KEEPALIVE: Duration = Duration::from_secs(15);
     /// Default per-command timeout (large enough to push a 100+ MB Envoy binary).
     pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Longest `ssh.connectTimeout` honoured (the CRD refuses more at admission; an object
+    /// stored before that rule is held to it here). A VPS that has not finished the handshake
+    /// in a minute is down, and a tarpit should not keep a reconnecting session for longer.
+    pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// Settings for `address` from an EdgeNode's `spec.ssh`, with the default keepalive and
     /// command timeout.
@@ -149,7 +158,8 @@ impl SshOptions {
                     field: "ssh.connectTimeout",
                     source,
                 })?
-                .to_std(),
+                .to_std()
+                .min(Self::MAX_CONNECT_TIMEOUT),
             keepalive_interval: Self::KEEPALIVE,
             keepalive_max: 3,
             command_timeout: Self::COMMAND_TIMEOUT,
@@ -213,5 +223,25 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
         assert_eq!(o.target(), "203.0.113.10:2222");
         assert_eq!(o.user, "root");
+    }
+
+    #[test]
+    fn connect_timeout_is_held_to_a_minute() {
+        let spec: SshSpec =
+            serde_json::from_str(r#"{"secretRef":{"name":"s"},"connectTimeout":"10000h"}"#)
+                .unwrap();
+        let o = SshOptions::from_spec("203.0.113.10", &spec).unwrap();
+        assert_eq!(o.connect_timeout, SshOptions::MAX_CONNECT_TIMEOUT);
+    }
+
+    #[test]
+    fn a_key_derivation_bomb_is_refused_before_any_connection() {
+        let e = Credentials::from_secret_data(&data(&[
+            ("privateKey", &testbed::keys::bcrypt_bomb().unwrap()),
+            ("passphrase", testbed::keys::PASSPHRASE),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.category(), "SSHKeyKdfTooExpensive");
+        assert!(e.to_string().contains("privateKey"), "{e}");
     }
 }

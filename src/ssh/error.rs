@@ -23,6 +23,22 @@ pub enum SshError {
         supported: &'static str,
     },
 
+    /// The private key is encrypted with a key-derivation cost above the operator's bounds
+    /// (see `ssh::kdf`); refused before anything is derived.
+    #[error(
+        "SSH credentials: {key} is encrypted with {kdf} {found}, more than this operator spends on decrypting a key ({limit}); re-encrypt it at the tools' default cost (`ssh-keygen -p -f <file>`, `openssl pkcs8 -topk8 -scrypt`) or store it unencrypted: the Secret already protects it"
+    )]
+    KeyKdfTooExpensive {
+        /// The Secret key holding it (`privateKey`).
+        key: &'static str,
+        /// The key-derivation function (`bcrypt-pbkdf`, `PBKDF2`, `scrypt`, `Argon2`).
+        kdf: &'static str,
+        /// The parameters found in the key file.
+        found: String,
+        /// The bounds.
+        limit: String,
+    },
+
     /// A setting is out of range or malformed (an empty address).
     #[error("SSH settings: {0}")]
     Settings(String),
@@ -127,6 +143,7 @@ impl SshError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Credentials(_) | Self::UnsupportedKeyType { .. } => "SSHCredentialsInvalid",
+            Self::KeyKdfTooExpensive { .. } => "SSHKeyKdfTooExpensive",
             Self::Settings(_) | Self::Duration { .. } => "SSHSettingsInvalid",
             Self::NoKnownHosts { .. } => "SSHHostKeyMissing",
             Self::HostKeyRejected { .. } => "SSHHostKeyRejected",
@@ -210,6 +227,12 @@ mod tests {
                 found: String::new(),
                 supported: "",
             },
+            SshError::KeyKdfTooExpensive {
+                key: "privateKey",
+                kdf: "scrypt",
+                found: String::new(),
+                limit: String::new(),
+            },
             SshError::Settings(String::new()),
             SshError::Duration {
                 field: "ssh.connectTimeout",
@@ -252,6 +275,7 @@ mod tests {
             [
                 "SSHCredentialsInvalid",
                 "SSHCredentialsInvalid",
+                "SSHKeyKdfTooExpensive",
                 "SSHSettingsInvalid",
                 "SSHSettingsInvalid",
                 "SSHHostKeyMissing",

@@ -5,7 +5,9 @@
 //!
 //! - [`credentials`]: the Secret keys and the `spec.ssh` settings.
 //! - [`known_hosts`]: OpenSSH `known_hosts` parsing and verification.
-//! - [`private_key`]: key decoding and the supported key types.
+//! - [`private_key`]: key decoding (off the runtime, once per Secret version) and the
+//!   supported key types.
+//! - [`kdf`]: the key-derivation cost an encrypted key asks for, refused above bounds.
 //! - [`script`]: safe remote command construction.
 //! - [`session`]: the connection, commands, timeouts and reconnection.
 //! - [`transfer`]: atomic file writes.
@@ -14,6 +16,7 @@
 pub mod command_log;
 pub mod credentials;
 mod error;
+pub mod kdf;
 pub mod known_hosts;
 pub mod private_key;
 pub mod script;

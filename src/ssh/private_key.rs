@@ -7,11 +7,21 @@
 //! per SSH connection, and the session is kept open for days, so the exposure is small, but
 //! Ed25519 is the recommendation (docs/enrollment.md). DSA is obsolete and refused with an
 //! error naming what works.
+//!
+//! Decrypting an encrypted key runs its key-derivation function, whose cost the key file
+//! names: [`decode`] refuses costs above the bounds of [`super::kdf`] first, and
+//! [`decode_off_runtime`] runs it on a blocking thread, one decode at a time in the whole
+//! process (so at most one KDF's memory, 32 MiB, is in use), never on an async worker.
+//! [`KeyCache`] decodes once per Secret version.
+
+use std::sync::Arc;
 
 use russh::keys::{Algorithm, PrivateKey};
+use tokio::sync::Semaphore;
 
 use super::SshError;
-use super::credentials::SecretString;
+use super::credentials::{Credentials, SecretString};
+use crate::hash::sha256_hex;
 
 /// The key types this client authenticates with, for error messages and docs.
 pub const SUPPORTED_KEY_TYPES: &str = "ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa (2048 bits or more)";
@@ -24,6 +34,10 @@ pub fn decode(
     let text = key.expose().trim();
     if let Some(found) = legacy_unsupported_type(text) {
         return Err(unsupported(found));
+    }
+    if passphrase.is_some() {
+        // Without a passphrase nothing is derived.
+        super::kdf::check(text)?;
     }
     let decoded = russh::keys::decode_secret_key(text, passphrase.map(SecretString::expose));
     let key = match decoded {
@@ -43,6 +57,102 @@ pub fn decode(
             Ok(key)
         }
         other => Err(unsupported(other.as_str().to_owned())),
+    }
+}
+
+/// Decodes in the whole process one at a time: a decode may hold up to 32 MiB for a second
+/// or two, and many EdgeNodes may ask at once.
+static DECODES: Semaphore = Semaphore::const_new(1);
+
+/// [`decode`] on a blocking thread (never on an async worker), one at a time in the process.
+/// A panic in the decoder is a credentials error, not a crash.
+pub async fn decode_off_runtime(
+    key: &SecretString,
+    passphrase: Option<&SecretString>,
+) -> Result<Arc<PrivateKey>, SshError> {
+    let (key, passphrase) = (key.clone(), passphrase.cloned());
+    let _turn = DECODES
+        .acquire()
+        .await
+        .map_err(|_| SshError::Credentials("privateKey decoding is shut down".into()))?;
+    tokio::task::spawn_blocking(move || decode(&key, passphrase.as_ref()).map(Arc::new))
+        .await
+        .unwrap_or_else(|_| {
+            Err(SshError::Credentials(
+                "privateKey could not be decoded (the decoder failed)".into(),
+            ))
+        })
+}
+
+/// The decoded `privateKey` of one EdgeNode's Secret, kept while the key and passphrase stay
+/// the same: each Secret version is decoded once, not on every connection. A refused key is
+/// kept too (as its error), so a bad key costs one decode per version, not one per pass.
+#[derive(Default)]
+pub struct KeyCache {
+    entry: Option<(String, Result<Arc<PrivateKey>, SshError>)>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("cached", &self.entry.is_some())
+            .finish()
+    }
+}
+
+impl KeyCache {
+    /// The decoded key of `credentials` (`None` when they have no `privateKey`), decoding it
+    /// off the runtime when it is new.
+    pub async fn key_for(
+        &mut self,
+        credentials: &Credentials,
+    ) -> Result<Option<Arc<PrivateKey>>, SshError> {
+        let Some(key) = &credentials.private_key else {
+            return Ok(None);
+        };
+        let version = sha256_hex(
+            format!(
+                "{}\0{}",
+                sha256_hex(key.expose().as_bytes()),
+                credentials
+                    .passphrase
+                    .as_ref()
+                    .map_or_else(String::new, |p| sha256_hex(p.expose().as_bytes()))
+            )
+            .as_bytes(),
+        );
+        if let Some((cached, result)) = &self.entry
+            && *cached == version
+        {
+            return result.as_ref().map(|k| Some(k.clone())).map_err(replay);
+        }
+        let result = decode_off_runtime(key, credentials.passphrase.as_ref()).await;
+        let answer = result.as_ref().map(|k| Some(k.clone())).map_err(replay);
+        self.entry = Some((version, result));
+        answer
+    }
+}
+
+/// A copy of a decoding error (they carry only strings).
+fn replay(e: &SshError) -> SshError {
+    match e {
+        SshError::UnsupportedKeyType { found, supported } => SshError::UnsupportedKeyType {
+            found: found.clone(),
+            supported,
+        },
+        SshError::KeyKdfTooExpensive {
+            key,
+            kdf,
+            found,
+            limit,
+        } => SshError::KeyKdfTooExpensive {
+            key,
+            kdf,
+            found: found.clone(),
+            limit: limit.clone(),
+        },
+        SshError::Credentials(message) => SshError::Credentials(message.clone()),
+        other => SshError::Credentials(other.to_string()),
     }
 }
 
@@ -98,6 +208,65 @@ fn explain(text: &str, had_passphrase: bool, error: &russh::keys::Error) -> SshE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_tools_encrypted_keys_decode_off_the_runtime() {
+        use testbed::keys::{PASSPHRASE, openssl_pkcs8, ssh_keygen_encrypted};
+        let pass = SecretString::new(PASSPHRASE);
+        for key in [
+            ssh_keygen_encrypted(&[]).unwrap(),
+            openssl_pkcs8(&[]).unwrap(),
+            openssl_pkcs8(&["-scrypt"]).unwrap(),
+        ] {
+            let key = decode_off_runtime(&SecretString::new(key), Some(&pass))
+                .await
+                .unwrap();
+            assert!(matches!(key.algorithm(), Algorithm::Ed25519));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bombs_are_refused_by_the_decoder_itself() {
+        let pass = SecretString::new(testbed::keys::PASSPHRASE);
+        for bomb in [
+            testbed::keys::scrypt_bomb().unwrap(),
+            testbed::keys::bcrypt_bomb().unwrap(),
+        ] {
+            let e = decode_off_runtime(&SecretString::new(bomb), Some(&pass))
+                .await
+                .unwrap_err();
+            assert_eq!(e.category(), "SSHKeyKdfTooExpensive");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_version_is_decoded_once() {
+        let key = SecretString::new(testbed::keys::ssh_keygen_encrypted(&[]).unwrap());
+        let credentials = |passphrase: &str| Credentials {
+            private_key: Some(key.clone()),
+            passphrase: Some(SecretString::new(passphrase)),
+            ..Credentials::default()
+        };
+        let mut cache = KeyCache::default();
+        let first = cache.key_for(&credentials("x")).await.unwrap().unwrap();
+        let again = cache.key_for(&credentials("x")).await.unwrap().unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same version: no new decode"
+        );
+        // A refusal is kept too, and a new version is decoded afresh.
+        let wrong = cache.key_for(&credentials("wrong")).await.unwrap_err();
+        assert_eq!(wrong.category(), "SSHCredentialsInvalid");
+        let wrong_again = cache.key_for(&credentials("wrong")).await.unwrap_err();
+        assert_eq!(wrong.to_string(), wrong_again.to_string());
+        let back = cache.key_for(&credentials("x")).await.unwrap().unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &back),
+            "a changed Secret is decoded again"
+        );
+        let none = cache.key_for(&Credentials::default()).await.unwrap();
+        assert!(none.is_none());
+    }
 
     #[test]
     fn garbage_is_a_clear_error_without_the_input() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
-use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -147,6 +147,8 @@ impl client::Handler for Verifier {
 pub struct Session {
     options: SshOptions,
     credentials: Credentials,
+    /// `credentials.private_key`, decoded once (see [`private_key::KeyCache`]).
+    key: Option<Arc<PrivateKey>>,
     handle: Option<Handle<Verifier>>,
     log: CommandLog,
     lost: Arc<Notify>,
@@ -164,8 +166,26 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Connects and authenticates, retrying transient failures with exponential backoff.
-    /// Refused credentials and host keys fail at once.
+    /// Refused credentials and host keys fail at once. The private key is decoded first, off
+    /// the async runtime ([`private_key::decode_off_runtime`]).
     pub async fn connect(options: SshOptions, credentials: Credentials) -> Result<Self, SshError> {
+        let key = match &credentials.private_key {
+            Some(key) => {
+                Some(private_key::decode_off_runtime(key, credentials.passphrase.as_ref()).await?)
+            }
+            None => None,
+        };
+        Self::connect_with_key(options, credentials, key).await
+    }
+
+    /// [`Session::connect`] with `credentials.private_key` already decoded as `key` (`None`:
+    /// no public-key authentication). Every connection of the session uses it; nothing is
+    /// decoded here.
+    pub async fn connect_with_key(
+        options: SshOptions,
+        credentials: Credentials,
+        key: Option<Arc<PrivateKey>>,
+    ) -> Result<Self, SshError> {
         if credentials.known_hosts.is_none() && !options.insecure_skip_host_key_verification {
             return Err(SshError::NoKnownHosts {
                 host: options.target(),
@@ -174,6 +194,7 @@ impl Session {
         let mut session = Self {
             options,
             credentials,
+            key,
             handle: None,
             log: CommandLog::new(),
             lost: Arc::new(Notify::new()),
@@ -220,8 +241,9 @@ impl Session {
         }
         let options = &self.options;
         let credentials = &self.credentials;
+        let key = self.key.as_ref();
         let lost = &self.lost;
-        let attempt = || connect_once(options, credentials, lost.clone());
+        let attempt = || connect_once(options, credentials, key, lost.clone());
         let handle = attempt
             .retry(
                 ExponentialBuilder::default()
@@ -396,6 +418,7 @@ fn require_success(script: &Script, out: Output) -> Result<Output, SshError> {
 async fn connect_once(
     options: &SshOptions,
     credentials: &Credentials,
+    key: Option<&Arc<PrivateKey>>,
     lost: Arc<Notify>,
 ) -> Result<Handle<Verifier>, SshError> {
     let target = options.target();
@@ -437,7 +460,7 @@ async fn connect_once(
         let mut handle = client::connect_stream(config, stream, verifier)
             .await
             .map_err(|e| e.at(&target))?;
-        authenticate(&mut handle, options, credentials).await?;
+        authenticate(&mut handle, options, credentials, key).await?;
         Ok(handle)
     };
     match tokio::time::timeout(options.connect_timeout, work).await {
@@ -453,12 +476,12 @@ async fn authenticate(
     handle: &mut Handle<Verifier>,
     options: &SshOptions,
     credentials: &Credentials,
+    key: Option<&Arc<PrivateKey>>,
 ) -> Result<(), SshError> {
     let target = options.target();
     let mut tried = Vec::new();
     let mut remaining = String::new();
-    if let Some(key) = &credentials.private_key {
-        let key = private_key::decode(key, credentials.passphrase.as_ref())?;
+    if let Some(key) = key {
         // RSA signs with SHA-2 (rsa-sha2-512/256, as the server offers), never SHA-1.
         let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
             let offered = handle
@@ -469,7 +492,7 @@ async fn authenticate(
         } else {
             None
         };
-        let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+        let key = PrivateKeyWithHashAlg::new(key.clone(), hash);
         let result = handle
             .authenticate_publickey(options.user.clone(), key)
             .await

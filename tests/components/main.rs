@@ -26,6 +26,7 @@ mod operator_e2e;
 mod operator_faults;
 mod operator_metrics;
 mod operator_tls;
+mod ssh_costs;
 mod ssh_session;
 mod trust_admin;
 mod trust_references;

@@ -252,6 +252,18 @@ async fn bad_specs_are_refused_with_a_message_naming_the_field() {
             "positive duration",
         ),
         (
+            "connectTimeout over a minute",
+            set(en(), "/spec/ssh/connectTimeout", "61s".into()),
+            "spec.ssh.connectTimeout",
+            "ssh.connectTimeout must be a positive duration of at most 60s",
+        ),
+        (
+            "connectTimeout of hours",
+            set(en(), "/spec/ssh/connectTimeout", "10000h".into()),
+            "spec.ssh.connectTimeout",
+            "at most 60s",
+        ),
+        (
             "negative duration",
             set(en(), "/spec/edge/healthCheck/interval", "-1s".into()),
             "spec.edge.healthCheck.interval",
@@ -628,6 +640,18 @@ async fn bad_specs_are_refused_with_a_message_naming_the_field() {
     create(&client, &dns)
         .await
         .expect("TCP and UDP may use the same number; IPv6 targets are fine");
+
+    // ssh.connectTimeout: a minute is the most, in any spelling.
+    for (name, timeout) in [("sixty", "60s"), ("one-minute", "1m")] {
+        let node = set(
+            set(en(), "/metadata/name", name.into()),
+            "/spec/ssh/connectTimeout",
+            timeout.into(),
+        );
+        create(&client, &node)
+            .await
+            .unwrap_or_else(|e| panic!("connectTimeout {timeout} is accepted: {e}"));
+    }
 
     // uplink.namespace is immutable.
     let node = set(en(), "/metadata/name", "immutable".into());

@@ -10,6 +10,7 @@
 //! - [`envoy`]: running and validating the real Envoy.
 //! - [`node`]: a real single-node cluster (kubelet, containerd, kube-proxy, ...) on the host;
 //!   [`images`]: the OCI images it runs, written without a registry or builder.
+//! - [`keys`]: encrypted SSH keys as the tools make them, and the KDF bombs (review H2).
 //! - [`wait`]: bounded waiting; [`free_port`] and [`unique_name`] for things tests make.
 //!
 //! Every handle cleans up on drop, so a failing or panicking test leaves nothing behind;
@@ -21,6 +22,7 @@ pub mod echo;
 pub mod envoy;
 pub mod error;
 pub mod images;
+pub mod keys;
 pub mod netns;
 pub mod node;
 pub mod pods;
