@@ -41,6 +41,12 @@ fn chart_crds_match_the_rust_types() {
     );
 }
 
+/// The operator's Lease, as [`allowed`] names one object (checked against the operator's
+/// constant in the test).
+const LEASE: &str = "leases@6f1468a9.achetronic.com";
+
+/// Whether `client` may `verb` the `resource` (`plural`, `plural/subresource`, or
+/// `plural@name` for one object by name) of `group` in `namespace`.
 async fn allowed(
     client: &kube::Client,
     verb: &str,
@@ -48,6 +54,10 @@ async fn allowed(
     resource: &str,
     namespace: Option<&str>,
 ) -> bool {
+    let (resource, name) = match resource.split_once('@') {
+        Some((r, n)) => (r, Some(n.to_string())),
+        None => (resource, None),
+    };
     let (resource, subresource) = match resource.split_once('/') {
         Some((r, s)) => (r.to_string(), Some(s.to_string())),
         None => (resource.to_string(), None),
@@ -59,6 +69,7 @@ async fn allowed(
                 group: Some(group.into()),
                 resource: Some(resource),
                 subresource,
+                name,
                 namespace: namespace.map(Into::into),
                 ..Default::default()
             }),
@@ -253,6 +264,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         )
         .await
         .unwrap();
+    assert_eq!(LEASE, format!("leases@{}", tunnel::leader::LEASE_NAME));
     let must = [
         ("list", "tunnel.achetronic.com", "edgenodes", None),
         ("watch", "tunnel.achetronic.com", "portbindings", None),
@@ -289,16 +301,12 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         // The configuration-hash annotation on the uplink pods.
         ("patch", "", "pods", Some("tunnel")),
         ("create", "events.k8s.io", "events", Some("default")),
-        (
-            "get",
-            "coordination.k8s.io",
-            "leases",
-            Some("tunnel-system"),
-        ),
+        // The one Lease, by name (create cannot be limited by name).
+        ("get", "coordination.k8s.io", LEASE, Some("tunnel-system")),
         (
             "update",
             "coordination.k8s.io",
-            "leases",
+            LEASE,
             Some("tunnel-system"),
         ),
         (
@@ -390,6 +398,19 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("delete", "", "namespaces", None),
         ("list", "", "nodes", None),
         ("create", "coordination.k8s.io", "leases", Some("default")),
+        // Other Leases of its namespace (another controller's election) are not its own.
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases@another-controller",
+            Some("tunnel-system"),
+        ),
+        (
+            "get",
+            "coordination.k8s.io",
+            "leases@another-controller",
+            Some("tunnel-system"),
+        ),
         (
             "delete",
             "coordination.k8s.io",
