@@ -14,14 +14,7 @@ use super::known_hosts::KnownHosts;
 use crate::crd::SshSpec;
 use crate::duration::GoDuration;
 
-/// Secret key holding an OpenSSH/PEM private key.
-pub const KEY_PRIVATE_KEY: &str = "privateKey";
-/// Secret key holding the private key's passphrase.
-pub const KEY_PASSPHRASE: &str = "passphrase";
-/// Secret key holding a login password.
-pub const KEY_PASSWORD: &str = "password";
-/// Secret key holding OpenSSH `known_hosts` lines.
-pub const KEY_KNOWN_HOSTS: &str = "knownHosts";
+pub use super::secret_keys::{KEY_KNOWN_HOSTS, KEY_PASSPHRASE, KEY_PASSWORD, KEY_PRIVATE_KEY};
 
 /// A secret string: readable on purpose through [`SecretString::expose`], never printed.
 #[derive(Clone, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use pkcs8::pkcs5::{EncryptionScheme, pbes2};
 use russh::keys::ssh_key;
 
 use super::SshError;
-use super::credentials::KEY_PRIVATE_KEY;
+use super::secret_keys::KEY_PRIVATE_KEY;
 
 /// Most bcrypt-pbkdf rounds accepted in an OpenSSH key.
 pub const MAX_BCRYPT_ROUNDS: u32 = 128;

@@ -3,7 +3,8 @@
 //! every command of a pass, commands built so no outside string reaches a shell unquoted,
 //! atomic file uploads, and a log of what ran.
 //!
-//! - [`credentials`]: the Secret keys and the `spec.ssh` settings.
+//! - [`credentials`]: the Secret's contents and the `spec.ssh` settings.
+//! - [`secret_keys`]: the names of the SSH Secret's keys.
 //! - [`known_hosts`]: OpenSSH `known_hosts` parsing and verification.
 //! - [`private_key`]: key decoding (off the runtime, once per Secret version) and the
 //!   supported key types.
@@ -20,6 +21,7 @@ pub mod kdf;
 pub mod known_hosts;
 pub mod private_key;
 pub mod script;
+pub mod secret_keys;
 pub mod session;
 pub mod transfer;
 
