@@ -186,9 +186,12 @@ impl Candidate {
     }
 
     fn pause(&self) -> Duration {
-        // client-go's jitter: up to 1.2 × the retry period, spread by the process id.
+        // client-go's jitter: up to 1.2 × the retry period, random per wait (not the process
+        // id: it is 1 in every container, so every replica waited the same).
         let retry = self.elector.timings().retry_period;
-        let spread = f64::from(std::process::id() % 100) / 500.0;
+        let spread =
+            f64::from(u32::try_from(crate::actors::restarts::random_seed() % 100).unwrap_or(0))
+                / 500.0;
         retry.mul_f64(1.0 + spread)
     }
 

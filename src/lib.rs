@@ -2,6 +2,7 @@
 //! IP of a VPS over WireGuard. The binary `tunnel` is a thin shell over these modules.
 
 pub mod actors;
+pub mod api_write;
 pub mod crd;
 pub mod duration;
 pub mod enroll;
@@ -12,6 +13,7 @@ pub mod leader_core;
 pub mod metrics;
 pub mod metrics_reviews;
 pub mod metrics_server;
+pub mod object_key;
 pub mod operator;
 pub mod plan;
 pub mod settings;

@@ -25,7 +25,7 @@ enum Command {
     /// Dry run: plan EdgeNodes from YAML files (EdgeNode, PortBindings, Services, Secrets) and
     /// print every file the VPS and the uplinks would get, with each binding's outcome.
     Render {
-        /// YAML files to read (multi-document).
+        /// YAML files to read (multi-document); `-` reads standard input.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<std::path::PathBuf>,
         /// Print private keys (SDS files, relay.json) instead of redacting them.

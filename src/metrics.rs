@@ -18,9 +18,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::actors::ObjectKey;
 use crate::crd::UplinkStatus;
 use crate::enroll::health::Health;
+use crate::object_key::ObjectKey;
 use crate::plan::BindingOutcome;
 use crate::ssh::{Access, LoggedCommand};
 

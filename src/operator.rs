@@ -13,13 +13,14 @@ use kube::{Client, ResourceExt};
 use ractor::Actor;
 
 use crate::actors::manager::{Manager, ManagerArgs};
-use crate::actors::{self, Artefacts, Context, ObjectKey};
+use crate::actors::{self, Artefacts, Context};
 use crate::crd::{EdgeNode, PortBinding};
 use crate::health;
 use crate::leader::{self, Candidate, LeaderError};
 use crate::leader_core::Timings;
 use crate::metrics::Metrics;
 use crate::metrics_server::{self, Authorizer, MetricsServerError};
+use crate::object_key::ObjectKey;
 use crate::settings::{self, RunArgs, SettingsError};
 use crate::write_fence::Fence;
 
@@ -239,7 +240,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
             args.max_concurrent_reconciles,
         ))),
         prefix: format!("tunnel-{}", std::process::id()),
-        schedule: actors::edge_node_core::Schedule::default(),
+        schedule: actors::edge_node::core::Schedule::default(),
         restarts: actors::restarts::RestartPolicy::default(),
         fault_panic,
         uplink_log,

@@ -1,4 +1,4 @@
-//! `tunnel render -f FILE...`: a dry run of the planner. Reads EdgeNodes, PortBindings,
+//! `tunnel render -f FILE...` (`-f -` reads standard input): a dry run of the planner. Reads EdgeNodes, PortBindings,
 //! Services and Secrets from YAML files (multi-document, as `kubectl get -o yaml` or the
 //! manifests you would apply), plans every EdgeNode found, and prints each file the VPS and the
 //! uplinks would get, then the outcome of every binding (planned, conflict, missing target,
@@ -7,8 +7,10 @@
 //! Private keys are redacted unless `--show-secrets`, by the documents' structure rather than
 //! their lines: the SDS files' `private_key`, the agent documents' `privateKey`, and any string
 //! holding a PEM private key.
-//! WireGuard keys come from the `<node>-vps-key` and `<node>-uplink-keys` Secrets when they are
-//! among the inputs; otherwise fixed placeholder keys are used and the output says so.
+//! WireGuard keys come from the EdgeNode's key Secrets, named as the operator names them
+//! ([`UplinkNames`]), when they are among the inputs (`kubectl get secret -n <uplink namespace>
+//! <name> -o yaml`); otherwise fixed placeholder keys are used and the output names the
+//! Secrets to give.
 //! Targets are judged as the operator judges them, with the same flags
 //! (`--allow-restricted-targets`, `--cross-namespace-targets`); the API server's addresses are
 //! known when its Service `default/kubernetes` (and EndpointSlices) are among the inputs.
@@ -22,11 +24,13 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 use tunnel_contract::{PrivateKey, PublicKey};
 
+use tunnel::actors::keys::RELAY_PRIVATE;
 use tunnel::crd::{EdgeNode, PortBinding};
 use tunnel::plan::{
     CrossNamespaceTargets, Keys, Layout, NodeInput, OutcomeKind, PlanInput, PortBindingInput,
     StaticResolver, TargetPolicy, TlsSecret, api_server_addresses, plan,
 };
+use tunnel::workload::UplinkNames;
 
 /// Why the render failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +106,12 @@ struct Inputs {
 fn read_inputs(files: &[PathBuf]) -> Result<Inputs, RenderCmdError> {
     let mut inputs = Inputs::default();
     for path in files {
-        let text = std::fs::read_to_string(path).map_err(|source| RenderCmdError::Read {
+        let read = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        let text = read.map_err(|source| RenderCmdError::Read {
             path: path.clone(),
             source,
         })?;
@@ -238,23 +247,20 @@ fn add_secret(inputs: &mut Inputs, secret: &Secret) {
     inputs.secrets.insert((namespace, name), data);
 }
 
-/// The keys from the key Secrets, or placeholders; the flag says which.
+/// The keys from the key Secrets, or placeholders; the flag says which. The Secrets are looked
+/// up by the names the operator gives them ([`UplinkNames::for_node`]), in the uplink namespace.
 fn keys(inputs: &Inputs, node: &EdgeNode, namespace: &str, replicas: usize) -> (Keys, bool) {
     let name = node.metadata.name.clone().unwrap_or_default();
+    let names = UplinkNames::for_node(namespace, &name);
     let uplink_ns = &node.spec.uplink.namespace;
     let relay = inputs
         .secrets
-        .get(&(uplink_ns.clone(), format!("{name}-vps-key")))
-        .or_else(|| {
-            inputs
-                .secrets
-                .get(&(namespace.to_owned(), format!("{name}-vps-key")))
-        })
-        .and_then(|d| d.get("priv"))
+        .get(&(uplink_ns.clone(), names.vps_key_secret.clone()))
+        .and_then(|d| d.get(RELAY_PRIVATE))
         .and_then(|k| k.trim().parse::<PrivateKey>().ok());
     let uplinks: Option<Vec<PublicKey>> = inputs
         .secrets
-        .get(&(uplink_ns.clone(), format!("{name}-uplink-keys")))
+        .get(&(uplink_ns.clone(), names.keys_secret.clone()))
         .and_then(|d| {
             (0..replicas)
                 .map(|o| {
@@ -330,10 +336,30 @@ pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
         })?;
         let _ = writeln!(out, "# EdgeNode {namespace}/{name}");
         let _ = writeln!(out, "# plan hash {}", plan.hashes.plan);
-        if !real_keys {
+        let names = UplinkNames::for_node(&namespace, &name);
+        if real_keys {
             let _ = writeln!(
                 out,
-                "# WireGuard keys: placeholders (give the {name}-vps-key and {name}-uplink-keys Secrets for real ones)"
+                "# WireGuard keys: from Secrets {uplink_ns}/{} and {uplink_ns}/{}; relay public key {}; uplink public keys {}",
+                names.vps_key_secret,
+                names.keys_secret,
+                input.keys.relay_private.public_key(),
+                input
+                    .keys
+                    .uplink_public
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                uplink_ns = node.spec.uplink.namespace,
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "# WireGuard keys: placeholders (give the Secrets {uplink_ns}/{} and {uplink_ns}/{} for real ones)",
+                names.vps_key_secret,
+                names.keys_secret,
+                uplink_ns = node.spec.uplink.namespace,
             );
         }
         for file in &plan.vps_files {
@@ -342,8 +368,8 @@ pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
         print_file(
             &mut out,
             &format!(
-                "ConfigMap {}/{name}-uplink-config key",
-                node.spec.uplink.namespace
+                "ConfigMap {}/{} key",
+                node.spec.uplink.namespace, names.config_map
             ),
             &plan.uplink_file,
             options.show_secrets,

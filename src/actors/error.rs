@@ -2,35 +2,12 @@
 //! `category()` is the condition reason and Event reason (UpperCamelCase, the source error's
 //! own category where there is one). Messages never hold Secret contents.
 
+use crate::api_write::ApiError;
 use crate::enroll::EnrollError;
 use crate::plan::PlanError;
 use crate::ssh::SshError;
 
 use super::keys::KeysError;
-
-/// An API write or read of the operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiStep {
-    /// Reading or writing the keys Secrets.
-    Keys,
-    /// Applying the uplink namespace, ConfigMap, Service or StatefulSet.
-    Workload,
-    /// Adding or removing the finalizer, or the restart-envoy annotation.
-    Metadata,
-    /// Deleting the in-cluster objects of a deleted EdgeNode.
-    Cleanup,
-}
-
-impl ApiStep {
-    fn category(self) -> &'static str {
-        match self {
-            Self::Keys => "KeysSecretWriteFailed",
-            Self::Workload => "WorkloadApplyFailed",
-            Self::Metadata => "MetadataUpdateFailed",
-            Self::Cleanup => "CleanupFailed",
-        }
-    }
-}
 
 /// Why a step of a pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,44 +55,14 @@ pub enum ReconcileError {
     #[error(transparent)]
     Enroll(#[from] EnrollError),
     /// An API call failed.
-    #[error("{what}: {source}")]
-    Api {
-        /// Which step.
-        step: ApiStep,
-        /// What was being done, naming the object.
-        what: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// The operator may not write in the uplink namespace (RBAC refused a Keys or Workload
-    /// step): with the Helm chart, only the namespaces of the value `uplinkNamespaces` are
-    /// writable.
-    #[error(
-        "{what}: the operator may not write in this EdgeNode's spec.uplink.namespace ({}); with the Helm chart, add the namespace to the value uplinkNamespaces (helm upgrade --reuse-values --set 'uplinkNamespaces={{tunnel,<namespace>}}'), or use a namespace already listed",
-        forbidden_message(source)
-    )]
-    UplinkNamespaceNotAllowed {
-        /// What was being done.
-        what: String,
-        /// The API error (403).
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// The SSH session actor is gone (it is being restarted).
     #[error("the SSH session of this EdgeNode is restarting")]
     SessionGone,
     /// Leader election may have moved on: this process touches no VPS.
     #[error("not the leader: the Lease was not renewed in time, no SSH job runs")]
     NotLeader,
-}
-
-/// The API server's own words for a refusal, without the debug dump of the whole Status.
-fn forbidden_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => status.message.clone(),
-        other => other.to_string(),
-    }
 }
 
 impl ReconcileError {
@@ -128,23 +75,9 @@ impl ReconcileError {
             Self::Keys(e) => e.category(),
             Self::Plan(e) => e.category(),
             Self::Desired(e) | Self::Enroll(e) => e.category(),
-            Self::Api { step, .. } => step.category(),
+            Self::Api(e) => e.category(),
             Self::SessionGone => "SSHSessionRestarting",
             Self::NotLeader => "NotLeader",
-            Self::UplinkNamespaceNotAllowed { .. } => "UplinkNamespaceNotAllowed",
-        }
-    }
-
-    /// An API error at `step`.
-    pub fn api(step: ApiStep, what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
-        let what = what.into();
-        // A refused Keys or Workload step is a write in the uplink namespace: say how to
-        // allow it.
-        move |source| match (&source, step) {
-            (kube::Error::Api(status), ApiStep::Keys | ApiStep::Workload) if status.code == 403 => {
-                Self::UplinkNamespaceNotAllowed { what, source }
-            }
-            _ => Self::Api { step, what, source },
         }
     }
 }
@@ -152,6 +85,7 @@ impl ReconcileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_write::ApiStep;
 
     #[test]
     fn categories_are_upper_camel_case_words() {
@@ -167,15 +101,9 @@ mod tests {
                 secret: "other/s".into(),
                 namespace: "d".into(),
             },
-            ReconcileError::Api {
-                step: ApiStep::Workload,
-                what: "applying".into(),
-                source: kube::Error::LinesCodecMaxLineLengthExceeded,
-            },
-            ReconcileError::UplinkNamespaceNotAllowed {
-                what: "applying".into(),
-                source: kube::Error::LinesCodecMaxLineLengthExceeded,
-            },
+            ReconcileError::Api(ApiError::at(ApiStep::Workload, "applying")(
+                kube::Error::LinesCodecMaxLineLengthExceeded,
+            )),
         ];
         for e in samples {
             let c = e.category();
@@ -184,14 +112,6 @@ mod tests {
                     && c.chars().all(|c| c.is_ascii_alphanumeric()),
                 "{c}"
             );
-        }
-        for step in [
-            ApiStep::Keys,
-            ApiStep::Workload,
-            ApiStep::Metadata,
-            ApiStep::Cleanup,
-        ] {
-            assert!(step.category().ends_with("Failed"));
         }
     }
 }

@@ -8,40 +8,7 @@
 use std::collections::BTreeSet;
 
 use crate::crd::{EdgeNode, PortBinding};
-
-/// `namespace/name` of an object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ObjectKey {
-    /// A key.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-
-    /// The key of a namespaced object.
-    pub fn of<K: kube::Resource>(object: &K) -> Self {
-        let meta = object.meta();
-        Self::new(
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        )
-    }
-}
-
-impl std::fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+use crate::object_key::ObjectKey;
 
 /// The EdgeNode a PortBinding points at.
 pub fn edge_node_of(pb: &PortBinding) -> ObjectKey {

@@ -1,65 +1,35 @@
-//! The Manager, root of the tree: it runs the reflectors (EdgeNodes, PortBindings, Secrets,
-//! Services, uplink StatefulSets, ReferenceGrants), waits until every cache is filled, spawns
-//! the two supervisors, and turns watch events into messages: EdgeNode and PortBinding changes
-//! go to their supervisor (only when the spec, the annotations or the deletion state changed,
-//! so our own status writes never loop), Secret and Service changes go through the reference
-//! index to the EdgeNodes that use them, and a grant change (or a change of the API server's
-//! addresses) to every EdgeNode. A PortBinding that may not use its EdgeNode (no grant) never
-//! makes that EdgeNode plan again.
+//! The Manager, root of the tree: it starts the watches ([`super::watches`]), waits until every
+//! cache is filled, spawns the two supervisors, and routes watch events (DESIGN.md §3, one
+//! route per kind of change):
+//!
+//! - an EdgeNode's spec, annotations or deletion state changed → its supervisor (`Upsert`:
+//!   spawn the actor, or tell it). Our own status writes change none of these, so they never
+//!   loop;
+//! - every PortBinding event (changed, new, gone, moved) → the EdgeNode(s) concerned as
+//!   [`NodeMsg::PortBinding`], and the PortBinding supervisor (its actor writes its status);
+//!   a PortBinding that may not use its EdgeNode (no grant) never reaches that EdgeNode;
+//! - a Secret or Service → through the reference index to the EdgeNodes that use it;
+//! - a grant, or the API server's addresses → every EdgeNode.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{Stream, StreamExt};
-
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
+use kube::runtime::reflector;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
-use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
+use crate::crd::PortBinding;
+use crate::object_key::ObjectKey;
 
-use super::edge_node::{EdgeNodeActor, NodeMsg};
-use super::index::{self, ObjectKey};
+use super::edge_node::EdgeNodeActor;
+use super::edge_node::core::Seen;
+use super::index;
 use super::port_binding::{PortBindingActor, takes_part};
-use super::resolver::{API_SERVER_SERVICE, API_SERVER_SLICES, ApiServerStores};
-use super::scoped_store::pump_scoped;
+use super::protocol::{self, Listed, ManagerMsg, NodeMsg};
 use super::supervisor::{Supervisor, SupervisorMsg};
-use super::{Context, Stores};
-
-/// One watch event, as the Manager needs it.
-#[derive(Debug)]
-pub enum ManagerMsg {
-    /// An EdgeNode was added or changed.
-    EdgeNode(Arc<EdgeNode>),
-    /// An EdgeNode is gone.
-    EdgeNodeGone(ObjectKey),
-    /// A PortBinding was added or changed.
-    PortBinding(Arc<PortBinding>),
-    /// A PortBinding is gone.
-    PortBindingGone(ObjectKey),
-    /// A Secret changed or went.
-    Secret(ObjectKey),
-    /// A Service changed or went.
-    Service(ObjectKey),
-    /// A ReferenceGrant changed or went: every EdgeNode plans again.
-    Grant,
-    /// The API server's addresses changed: every EdgeNode plans again.
-    ApiServer,
-    /// An uplink StatefulSet went (someone deleted it: re-apply).
-    StatefulSetGone(ObjectKey),
-    /// A watch relisted: these are all the objects of that kind.
-    Relisted {
-        /// `EdgeNode` or `PortBinding`.
-        kind: &'static str,
-    },
-}
+use super::{Context, Stores, watches};
 
 /// The Manager.
 #[derive(Debug, Default)]
@@ -105,67 +75,6 @@ impl std::fmt::Debug for ManagerState {
     }
 }
 
-/// Runs one reflector, forwarding its events to the Manager; `/readyz` follows its health.
-fn pump<K, F>(
-    api: Api<K>,
-    config: watcher::Config,
-    ready: Arc<AtomicBool>,
-    manager: ActorRef<ManagerMsg>,
-    to_msg: F,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    F: Fn(watcher::Event<K>) -> Vec<ManagerMsg> + Send + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
-    let task = tokio::spawn(forward(stream, ready, manager, to_msg));
-    (store, task)
-}
-
-pub(super) async fn forward<K, F>(
-    stream: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-    ready: Arc<AtomicBool>,
-    manager: ActorRef<ManagerMsg>,
-    to_msg: F,
-) where
-    F: Fn(watcher::Event<K>) -> Vec<ManagerMsg>,
-{
-    let mut stream = std::pin::pin!(stream);
-    let mut failing = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => {
-                if failing {
-                    failing = false;
-                    ready.store(true, Ordering::Relaxed);
-                    info!("watch recovered");
-                }
-                for msg in to_msg(event) {
-                    if manager.send_message(msg).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                failing = true;
-                ready.store(false, Ordering::Relaxed);
-                warn!(error = %e, "watch failed; retrying with backoff");
-            }
-        }
-    }
-}
-
-fn key_of<K: Resource>(object: &K) -> ObjectKey {
-    ObjectKey::of(object)
-}
-
 impl Actor for Manager {
     type Msg = ManagerMsg;
     type State = ManagerState;
@@ -182,117 +91,8 @@ impl Actor for Manager {
             ready,
             watch_namespaces,
         } = args;
-        let cfg = watcher::Config::default;
-        let (edge_nodes, t1) = pump(
-            Api::<EdgeNode>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            myself.clone(),
-            |e| match e {
-                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                    vec![ManagerMsg::EdgeNode(Arc::new(o))]
-                }
-                watcher::Event::Delete(o) => vec![ManagerMsg::EdgeNodeGone(key_of(&o))],
-                watcher::Event::InitDone => vec![ManagerMsg::Relisted { kind: "EdgeNode" }],
-                watcher::Event::Init => Vec::new(),
-            },
-        );
-        let (port_bindings, t2) = pump(
-            Api::<PortBinding>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            myself.clone(),
-            |e| match e {
-                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                    vec![ManagerMsg::PortBinding(Arc::new(o))]
-                }
-                watcher::Event::Delete(o) => vec![ManagerMsg::PortBindingGone(key_of(&o))],
-                watcher::Event::InitDone => vec![ManagerMsg::Relisted {
-                    kind: "PortBinding",
-                }],
-                watcher::Event::Init => Vec::new(),
-            },
-        );
-        let (secrets, t3) = pump_scoped::<Secret, _>(
-            &client,
-            &watch_namespaces,
-            &cfg(),
-            ready.clone(),
-            myself.clone(),
-            |e| match e {
-                watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                    vec![ManagerMsg::Secret(key_of(&o))]
-                }
-                _ => Vec::new(),
-            },
-        );
-        let (services, t4) = pump_scoped::<Service, _>(
-            &client,
-            &watch_namespaces,
-            &cfg(),
-            ready.clone(),
-            myself.clone(),
-            |e| match e {
-                watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                    vec![ManagerMsg::Service(key_of(&o))]
-                }
-                _ => Vec::new(),
-            },
-        );
-        let (stateful_sets, t5) = pump(
-            Api::<StatefulSet>::all(client.clone()),
-            cfg().labels("app.kubernetes.io/managed-by=tunnel"),
-            ready.clone(),
-            myself.clone(),
-            |e| match e {
-                watcher::Event::Delete(o) => vec![ManagerMsg::StatefulSetGone(key_of(&o))],
-                _ => Vec::new(),
-            },
-        );
-        let (grants, t6) = pump(
-            Api::<ReferenceGrant>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            myself.clone(),
-            |e| match e {
-                watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::Grant],
-                _ => Vec::new(),
-            },
-        );
-        let (api_service, t7) = pump(
-            Api::<Service>::namespaced(client.clone(), API_SERVER_SERVICE.0),
-            cfg().fields(&format!("metadata.name={}", API_SERVER_SERVICE.1)),
-            ready.clone(),
-            myself.clone(),
-            api_server_changed::<Service>,
-        );
-        let (api_slices, t8) = pump(
-            Api::<EndpointSlice>::namespaced(client.clone(), API_SERVER_SERVICE.0),
-            cfg().labels(API_SERVER_SLICES),
-            ready.clone(),
-            myself.clone(),
-            api_server_changed::<EndpointSlice>,
-        );
-        let stores = Stores {
-            edge_nodes,
-            port_bindings,
-            secrets,
-            services,
-            stateful_sets,
-            grants,
-            api_server: ApiServerStores {
-                service: api_service,
-                slices: api_slices,
-            },
-        };
-        stores.edge_nodes.wait_until_ready().await?;
-        stores.port_bindings.wait_until_ready().await?;
-        stores.secrets.wait_until_ready().await?;
-        stores.services.wait_until_ready().await?;
-        stores.stateful_sets.wait_until_ready().await?;
-        stores.grants.wait_until_ready().await?;
-        stores.api_server.service.wait_until_ready().await?;
-        stores.api_server.slices.wait_until_ready().await?;
+        let (stores, tasks) = watches::start(&client, &watch_namespaces, &ready, &myself);
+        watches::filled(&stores).await?;
         info!("watch caches filled");
         let ctx = Arc::new(make_context(stores));
         let (edge_nodes, _) = Actor::spawn_linked(
@@ -317,7 +117,7 @@ impl Actor for Manager {
             port_bindings,
             node_seen: BTreeMap::new(),
             pb_seen: BTreeMap::new(),
-            tasks: vec![t1, t2, t3, t4, t5, t6, t7, t8],
+            tasks,
         })
     }
 
@@ -352,25 +152,25 @@ impl Actor for Manager {
         message: ManagerMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let ctx = state.ctx.clone();
         match message {
             ManagerMsg::EdgeNode(node) => {
-                let key = key_of(node.as_ref());
+                let key = ObjectKey::of(node.as_ref());
+                let deleting = node.metadata.deletion_timestamp.is_some();
                 let seen = (
                     node.metadata.generation,
                     node.annotations().clone(),
-                    node.metadata.deletion_timestamp.is_some(),
+                    deleting,
                 );
-                if state.node_seen.get(&key) != Some(&seen) {
-                    state.node_seen.insert(key.clone(), seen);
+                let before = state.node_seen.insert(key.clone(), seen.clone());
+                if before.as_ref() != Some(&seen) {
                     state
                         .edge_nodes
                         .send_message(SupervisorMsg::Upsert(key.clone()))?;
-                    // Its PortBindings may have waited for it.
-                    for pb in index::port_bindings_of(&key, &state.ctx.stores.port_bindings.state())
-                    {
-                        state
-                            .port_bindings
-                            .send_message(SupervisorMsg::Upsert(ObjectKey::of(pb)))?;
+                    // Only when it starts being deleted do its PortBindings decide again on
+                    // their own (EdgeNodeNotFound); a new EdgeNode's first pass answers them.
+                    if before.is_some_and(|(_, _, was)| was != deleting) {
+                        upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
                     }
                 }
             }
@@ -379,25 +179,21 @@ impl Actor for Manager {
                 state
                     .edge_nodes
                     .send_message(SupervisorMsg::Remove(key.clone()))?;
-                for pb in index::port_bindings_of(&key, &state.ctx.stores.port_bindings.state()) {
-                    state
-                        .port_bindings
-                        .send_message(SupervisorMsg::Upsert(ObjectKey::of(pb)))?;
-                }
+                upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
             }
             ManagerMsg::PortBinding(pb) => {
-                let key = key_of(pb.as_ref());
+                let key = ObjectKey::of(pb.as_ref());
                 let node = index::edge_node_of(&pb);
                 let seen = (pb.metadata.generation, node.clone());
                 let before = state.pb_seen.insert(key.clone(), seen.clone());
                 if before.as_ref() != Some(&seen) {
                     if let Some((_, old_node)) = before
                         && old_node != node
-                        && takes_part(&state.ctx.resolver(), &key.namespace, &old_node)
                     {
                         // It moved to another EdgeNode: the old one closes its ports.
-                        changed(&state.ctx, &old_node);
+                        tell(&ctx, &old_node, &key, Seen::Gone);
                     }
+                    tell(&ctx, &node, &key, Seen::Present(pb.metadata.generation));
                     state
                         .port_bindings
                         .send_message(SupervisorMsg::Upsert(key))?;
@@ -407,35 +203,33 @@ impl Actor for Manager {
                 state
                     .port_bindings
                     .send_message(SupervisorMsg::Remove(key.clone()))?;
-                if let Some((_, node)) = state.pb_seen.remove(&key)
-                    && takes_part(&state.ctx.resolver(), &key.namespace, &node)
-                {
-                    changed(&state.ctx, &node);
+                if let Some((_, node)) = state.pb_seen.remove(&key) {
+                    tell(&ctx, &node, &key, Seen::Gone);
                 }
             }
             ManagerMsg::Secret(key) => {
                 let users = index::users_of_secret(
                     &key,
-                    &state.ctx.stores.edge_nodes.state(),
-                    &taking_part(&state.ctx),
+                    &ctx.stores.edge_nodes.state(),
+                    &taking_part(&ctx),
                 );
                 for node in users {
-                    changed(&state.ctx, &node);
+                    changed(&ctx, &node);
                 }
             }
             ManagerMsg::Service(key) => {
-                for node in index::users_of_service(&key, &taking_part(&state.ctx)) {
-                    changed(&state.ctx, &node);
+                for node in index::users_of_service(&key, &taking_part(&ctx)) {
+                    changed(&ctx, &node);
                 }
             }
             ManagerMsg::Grant => {
-                for node in state.ctx.stores.edge_nodes.state() {
-                    changed(&state.ctx, &ObjectKey::of(node.as_ref()));
+                for node in ctx.stores.edge_nodes.state() {
+                    changed(&ctx, &ObjectKey::of(node.as_ref()));
                 }
                 // No pass answers a PortBinding whose EdgeNode does not exist: its own actor
                 // decides again (ReferenceNotGranted or EdgeNodeNotFound).
-                let nodes = &state.ctx.stores.edge_nodes;
-                for pb in state.ctx.stores.port_bindings.state() {
+                let nodes = &ctx.stores.edge_nodes;
+                for pb in ctx.stores.port_bindings.state() {
                     let node = index::edge_node_of(&pb);
                     if nodes
                         .get(&reflector::ObjectRef::new(&node.name).within(&node.namespace))
@@ -448,60 +242,46 @@ impl Actor for Manager {
                 }
             }
             ManagerMsg::ApiServer => {
-                for node in state.ctx.stores.edge_nodes.state() {
-                    changed(&state.ctx, &ObjectKey::of(node.as_ref()));
+                for node in ctx.stores.edge_nodes.state() {
+                    changed(&ctx, &ObjectKey::of(node.as_ref()));
                 }
             }
             ManagerMsg::StatefulSetGone(sts) => {
-                for node in state.ctx.stores.edge_nodes.state() {
+                for node in ctx.stores.edge_nodes.state() {
                     let names = crate::workload::UplinkNames::for_node(
                         &node.namespace().unwrap_or_default(),
                         &node.name_any(),
                     );
                     if node.spec.uplink.namespace == sts.namespace && names.workload == sts.name {
-                        changed(&state.ctx, &ObjectKey::of(node.as_ref()));
+                        changed(&ctx, &ObjectKey::of(node.as_ref()));
                     }
                 }
             }
-            ManagerMsg::Relisted { kind } => {
-                let (keys, supervisor): (Vec<ObjectKey>, _) = if kind == "EdgeNode" {
-                    (
-                        state
-                            .ctx
-                            .stores
+            ManagerMsg::Relisted(listed) => {
+                let (keys, supervisor): (Vec<ObjectKey>, _) = match listed {
+                    Listed::EdgeNodes => (
+                        ctx.stores
                             .edge_nodes
                             .state()
                             .iter()
-                            .map(|n| key_of(n.as_ref()))
+                            .map(|n| ObjectKey::of(n.as_ref()))
                             .collect(),
                         &state.edge_nodes,
-                    )
-                } else {
-                    (
-                        state
-                            .ctx
-                            .stores
+                    ),
+                    Listed::PortBindings => (
+                        ctx.stores
                             .port_bindings
                             .state()
                             .iter()
-                            .map(|p| key_of(p.as_ref()))
+                            .map(|p| ObjectKey::of(p.as_ref()))
                             .collect(),
                         &state.port_bindings,
-                    )
+                    ),
                 };
                 supervisor.send_message(SupervisorMsg::Sync(keys))?;
             }
         }
         Ok(())
-    }
-}
-
-/// A change of the API server's Service or EndpointSlices (by value: `pump`'s signature).
-#[allow(clippy::needless_pass_by_value)]
-fn api_server_changed<K>(e: watcher::Event<K>) -> Vec<ManagerMsg> {
-    match e {
-        watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::ApiServer],
-        _ => Vec::new(),
     }
 }
 
@@ -524,7 +304,33 @@ fn taking_part(ctx: &Context) -> Vec<Arc<PortBinding>> {
 
 /// Tells an EdgeNode actor that something it uses changed (a parked one stays parked).
 fn changed(ctx: &Context, node: &ObjectKey) {
-    if let Some(actor) = ActorRef::<NodeMsg>::where_is(ctx.name("EdgeNode", node)) {
+    if let Some(actor) = protocol::edge_node(ctx, node) {
         let _ = actor.send_message(NodeMsg::Changed);
     }
+}
+
+/// Tells EdgeNode `node` how one of its PortBindings is now. A PortBinding that may not use
+/// that EdgeNode (no grant) takes part in nothing: the EdgeNode never hears of it.
+fn tell(ctx: &Context, node: &ObjectKey, key: &ObjectKey, seen: Seen) {
+    if !takes_part(&ctx.resolver(), &key.namespace, node) {
+        return;
+    }
+    if let Some(actor) = protocol::edge_node(ctx, node) {
+        let _ = actor.send_message(NodeMsg::PortBinding {
+            key: key.clone(),
+            seen,
+        });
+    }
+}
+
+/// Makes the PortBinding actors of `node` decide again (their EdgeNode went or is going).
+fn upsert_port_bindings_of(
+    ctx: &Context,
+    supervisor: &ActorRef<SupervisorMsg>,
+    node: &ObjectKey,
+) -> Result<(), ActorProcessingErr> {
+    for pb in index::port_bindings_of(node, &ctx.stores.port_bindings.state()) {
+        supervisor.send_message(SupervisorMsg::Upsert(ObjectKey::of(pb)))?;
+    }
+    Ok(())
 }

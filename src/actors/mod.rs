@@ -8,25 +8,27 @@
 //!   └─ PortBinding supervisor ─ PortBinding actor per PortBinding
 //! ```
 //!
-//! Each actor keeps its decisions in a sans-IO core ([`edge_node_core`], [`restarts`],
+//! Messages and look-ups are in [`protocol`], the reflectors in [`watches`]. Each actor keeps
+//! its decisions in a sans-IO core ([`edge_node::core`], [`restarts`],
 //! [`conditions`], [`status`], [`index`], [`keys`]) and does I/O in a thin shell. Actors are
 //! found by name (prefixed per Manager, since ractor's registry is process-wide), never by a
 //! reference kept across a restart.
 
 pub mod conditions;
 pub mod edge_node;
-pub mod edge_node_core;
 pub mod error;
 pub mod index;
 pub mod keys;
 pub mod manager;
 pub mod port_binding;
+pub mod protocol;
 pub mod resolver;
 pub mod restarts;
 pub mod scoped_store;
 pub mod ssh_session;
 pub mod status;
 pub mod supervisor;
+pub mod watches;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,13 +42,12 @@ use kube::runtime::reflector::Store;
 
 use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
 use crate::enroll::{Arch, Blob, EnvoyInstall};
-
-pub use index::ObjectKey;
+use crate::object_key::ObjectKey;
 
 /// The finalizer on EdgeNodes: the VPS is torn down before the object goes.
 pub const FINALIZER: &str = "tunnel.achetronic.com/teardown";
 /// Field manager of the EdgeNode status and of the objects EdgeNode actors write.
-pub const EDGE_NODE_MANAGER: &str = "tunnel-edgenode";
+pub const EDGE_NODE_MANAGER: &str = crate::workload::FIELD_MANAGER;
 /// Field manager of the PortBinding status.
 pub const PORT_BINDING_MANAGER: &str = "tunnel-portbinding";
 
@@ -108,7 +109,7 @@ pub struct Context {
     /// Prefix of every actor name of this tree.
     pub prefix: String,
     /// Retry and re-check delays of EdgeNode passes.
-    pub schedule: edge_node_core::Schedule,
+    pub schedule: edge_node::core::Schedule,
     /// Restart policy of the supervisors.
     pub restarts: restarts::RestartPolicy,
     /// Test only: this EdgeNode's actor panics at the start of every pass.

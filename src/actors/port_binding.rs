@@ -1,7 +1,7 @@
-//! The PortBinding actor: the single writer of one PortBinding's status. On a change of its
-//! spec it asks its EdgeNode actor for a pass (or for the answer of the last one); the
-//! EdgeNode actor owns the port table and answers with each binding's outcome, which this
-//! actor turns into `Ready`, `bindings[]` and `ports`. An EdgeNode that does not exist is
+//! The PortBinding actor: the single writer of one PortBinding's status. Its EdgeNode actor
+//! owns the port table and answers each pass with this binding's outcome (the Manager tells
+//! the EdgeNode of every change of the PortBinding), which this actor turns into `Ready`,
+//! `bindings[]` and `ports`; when it starts it asks for the last answer. An EdgeNode that does not exist is
 //! reported here, since no EdgeNode actor would answer.
 //!
 //! Trust first: a PortBinding whose EdgeNode is in another namespace that granted it nothing
@@ -23,21 +23,14 @@ use crate::crd::{PortBinding, PortBindingStatus};
 use crate::plan::Resolver;
 use crate::plan::bindings::may_use_edge_node;
 
+use crate::object_key::ObjectKey;
+
 use super::conditions::{self, Verdict};
-use super::edge_node::NodeMsg;
-use super::index::{self, ObjectKey};
-use super::status::{self, PortBindingReport};
+use super::index;
+use super::protocol::{self, BindingMsg, NodeMsg};
+use super::status;
 use super::supervisor::Child;
 use super::{Context, PORT_BINDING_MANAGER};
-
-/// Messages of a PortBinding actor.
-#[derive(Debug)]
-pub enum BindingMsg {
-    /// Its spec changed (or the actor just started).
-    Changed,
-    /// What its EdgeNode's last pass did with it.
-    Report(PortBindingReport),
-}
 
 /// The actor.
 #[derive(Debug, Default)]
@@ -51,7 +44,7 @@ pub struct PortBindingState {
 }
 
 impl Child for PortBindingActor {
-    const KIND: &'static str = "PortBinding";
+    const KIND: &'static str = protocol::PORT_BINDING;
 
     fn changed() -> BindingMsg {
         BindingMsg::Changed
@@ -142,11 +135,10 @@ impl Actor for PortBindingActor {
                     settle(&ctx, &state.key, &pb, st, verdict).await;
                     return Ok(());
                 }
-                if let Some(actor) = ActorRef::<NodeMsg>::where_is(ctx.name("EdgeNode", &node)) {
-                    let _ = actor.send_message(NodeMsg::PortBindingChanged {
-                        key: state.key.clone(),
-                        generation: pb.metadata.generation,
-                    });
+                // The Manager told the EdgeNode of the change itself; this only asks for what
+                // its last pass said (a restarted actor, or one that just started).
+                if let Some(actor) = protocol::edge_node(&ctx, &node) {
+                    let _ = actor.send_message(NodeMsg::ReportWanted(state.key.clone()));
                 }
             }
             BindingMsg::Report(report) => {

@@ -7,14 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::runtime::WatchStreamExt;
+use kube::Resource;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher::{self, watcher};
-use kube::{Api, Client, Resource};
-use ractor::ActorRef;
-
-use super::manager::{ManagerMsg, forward};
 
 /// A watch cache over the cluster or over some namespaces.
 #[derive(Clone)]
@@ -85,55 +79,12 @@ where
     }
 }
 
-/// Watches `K` in `namespaces` (empty: the whole cluster) into a [`ScopedStore`], forwarding
-/// every event to the Manager from one task; `/readyz` follows the watches' health.
-pub fn pump_scoped<K, F>(
-    client: &Client,
-    namespaces: &[String],
-    config: &watcher::Config,
-    ready: Arc<std::sync::atomic::AtomicBool>,
-    manager: ActorRef<ManagerMsg>,
-    to_msg: F,
-) -> (ScopedStore<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    F: Fn(watcher::Event<K>) -> Vec<ManagerMsg> + Send + 'static,
-{
-    if namespaces.is_empty() {
-        let (store, writer) = reflector::store();
-        let stream = reflector::reflector(
-            writer,
-            watcher(Api::<K>::all(client.clone()), config.clone()).default_backoff(),
-        );
-        let task = tokio::spawn(forward(stream, ready, manager, to_msg));
-        return (ScopedStore::Cluster(store), task);
-    }
-    let mut stores = BTreeMap::new();
-    let mut streams = Vec::new();
-    for namespace in namespaces {
-        let (store, writer) = reflector::store();
-        let api = Api::<K>::namespaced(client.clone(), namespace);
-        streams.push(
-            reflector::reflector(writer, watcher(api, config.clone()).default_backoff()).boxed(),
-        );
-        stores.insert(namespace.clone(), store);
-    }
-    let merged = futures::stream::select_all(streams);
-    let task = tokio::spawn(forward(merged, ready, manager, to_msg));
-    (ScopedStore::Namespaces(stores), task)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::ObjectMeta;
+    use kube::runtime::watcher;
 
     fn secret(ns: &str, name: &str) -> Secret {
         Secret {

@@ -16,63 +16,16 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
-use crate::enroll::{self, DesiredState, EnrollError, PassOptions, PassReport, Request};
+use crate::enroll::{self, EnrollError, PassOptions};
+use crate::ssh::Session;
 use crate::ssh::private_key::KeyCache;
-use crate::ssh::{Credentials, Session, SshOptions};
 
 use super::Context;
-use super::edge_node::NodeMsg;
 use super::error::ReconcileError;
+use super::protocol::{Job, JobResult, NodeMsg, Target, Work};
 
 /// Longest a job may take once connected (an Envoy push over a slow link included).
 const JOB_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// Where and how to log in.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Address, port, user, timeouts.
-    pub options: SshOptions,
-    /// From the SSH Secret.
-    pub credentials: Credentials,
-    /// A digest of both: a new one means a new connection.
-    pub fingerprint: String,
-}
-
-/// What to do on the VPS.
-#[derive(Debug)]
-pub enum Work {
-    /// Bring it to the desired state, then report health.
-    Converge {
-        /// The desired state.
-        desired: Box<DesiredState>,
-        /// E.g. restart Envoy.
-        request: Request,
-    },
-    /// Remove everything of ours.
-    Teardown,
-}
-
-/// A job and whom to answer.
-#[derive(Debug)]
-pub struct Job {
-    /// The pass it belongs to.
-    pub pass: u64,
-    /// Where.
-    pub target: Target,
-    /// What.
-    pub work: Work,
-    /// Who gets the answer.
-    pub reply: ActorRef<NodeMsg>,
-}
-
-/// The answer to a job.
-#[derive(Debug)]
-pub enum JobResult {
-    /// A converge pass.
-    Converged(Result<PassReport, ReconcileError>),
-    /// A teardown.
-    TornDown(Result<(), ReconcileError>),
-}
 
 /// The actor.
 #[derive(Debug, Default)]

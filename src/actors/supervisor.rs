@@ -14,8 +14,8 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 use tracing::{info, warn};
 
 use super::Context;
-use super::index::ObjectKey;
 use super::restarts::{AfterFailure, RestartBudget, jitter};
+use crate::object_key::ObjectKey;
 
 /// A kind of child the supervisor manages.
 pub trait Child: Actor<Arguments = (Arc<Context>, ObjectKey)> + Default {

@@ -45,12 +45,19 @@ pub struct PassReport {
     pub warnings: Vec<String>,
     /// Health after the pass.
     pub health: Health,
+    /// The pass wrote TLS material (certificates and private keys) for Envoy to the VPS.
+    pub wrote_tls: bool,
 }
 
 impl PassReport {
     /// Whether the pass changed anything on the VPS.
     pub fn changed(&self) -> bool {
         !self.steps.is_empty()
+    }
+
+    /// Whether the pass wrote TLS material for Envoy (private keys among it) to the VPS.
+    pub fn wrote_tls_files(&self) -> bool {
+        self.wrote_tls
     }
 }
 
@@ -78,6 +85,7 @@ pub async fn enroll(
         steps: Vec::new(),
         warnings: Vec::new(),
         health: Health::default(),
+        wrote_tls: false,
     };
     for (done, step) in plan.steps.iter().enumerate() {
         if options.stop_after_steps == Some(done) {
@@ -88,6 +96,7 @@ pub async fn enroll(
             warn!(host = %session.options().target(), step = %step, warning = %warning, "enrollment step");
             report.warnings.push(warning);
         }
+        report.wrote_tls |= step.writes_under(layout::ENVOY_TLS_DIR);
         report.steps.push(step.to_string());
     }
     if plan.restarts_envoy() {

@@ -92,6 +92,16 @@ pub enum Step {
     Preserve(&'static str),
 }
 
+impl Step {
+    /// Whether this step writes a file in directory `dir`.
+    pub fn writes_under(&self, dir: &str) -> bool {
+        match self {
+            Self::Write(file) => std::path::Path::new(&file.path).starts_with(dir),
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -2,17 +2,23 @@
 //! the VPS, its headless Service, the ConfigMap with the uplink document, the Secret with the
 //! replicas' WireGuard keys, and the namespace they live in (DESIGN.md §4, "In the cluster").
 //!
-//! Pure builders: they take the EdgeNode's data and return objects; applying them is the
-//! controller's job. Names come from [`UplinkNames::for_node`], selectors from
+//! The one owner of these objects: pure builders (the EdgeNode's data in, objects out) and
+//! [`apply`](apply_workload) / [`delete`](delete_workload), called by the EdgeNode pass's
+//! apply stage and its teardown. Names come from [`UplinkNames::for_node`], selectors from
 //! [`selector_labels`]: both include the EdgeNode's namespace, so EdgeNodes of different
 //! namespaces sharing an uplink namespace never touch each other's objects.
 
+mod apply;
 mod labels;
 mod objects;
 mod statefulset;
 
+pub use apply::{
+    FIELD_MANAGER, StoredKeys, UplinkObjects, apply_keys, apply_workload, delete_workload,
+    ensure_namespace, read_keys,
+};
 pub use labels::{OWNER_NAMESPACE_LABEL, labels, selector_labels};
-pub use objects::{config_map, headless_service, keys_secret, namespace};
+pub use objects::{config_map, headless_service, keys_secret, namespace, relay_key_secret};
 pub use statefulset::statefulset;
 
 /// Port of each uplink's `/ready` endpoint (Envoy health-checks it through the tunnel).

@@ -93,3 +93,17 @@ pub fn keys_secret(w: &UplinkWorkload<'_>, private_keys: &BTreeMap<u32, String>)
         ..Secret::default()
     }
 }
+
+/// The Secret holding the relay's private key (the VPS's WireGuard identity), kept in the
+/// cluster so the VPS's key survives a re-enrollment.
+pub fn relay_key_secret(w: &UplinkWorkload<'_>, data: &BTreeMap<String, String>) -> Secret {
+    Secret {
+        metadata: meta(
+            w,
+            UplinkNames::for_node(w.node_namespace, w.node).vps_key_secret,
+        ),
+        type_: Some("Opaque".into()),
+        string_data: Some(data.clone()),
+        ..Secret::default()
+    }
+}

@@ -32,13 +32,28 @@ stringData:
 ";
 
 fn render(args: &[&str]) -> (bool, String, String) {
+    render_with_stdin(args, "")
+}
+
+fn render_with_stdin(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write as _;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_tunnel"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tunnel"))
         .arg("render")
         .args(args)
         .current_dir(root)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -116,4 +131,50 @@ fn refuses_input_without_an_edge_node() {
     let (ok, _, err) = render(&["-f", "tests/fixtures/readme/example3.yaml"]);
     assert!(!ok);
     assert!(err.contains("no EdgeNode in the input files"), "{err}");
+}
+
+#[test]
+fn real_named_key_secrets_from_standard_input_give_the_real_keys() {
+    use std::fmt::Write as _;
+    use tunnel_contract::PrivateKey;
+    // The names the operator gives the key Secrets and the ConfigMap of default/edge-node.
+    let names = tunnel::workload::UplinkNames::for_node("default", "edge-node");
+    let relay = PrivateKey::from_bytes([7; 32]);
+    let uplinks: Vec<PrivateKey> = (0..4u8)
+        .map(|i| PrivateKey::from_bytes([40 + i; 32]))
+        .collect();
+    let mut secrets = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {}, namespace: tunnel}}\nstringData:\n  priv: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {}, namespace: tunnel}}\nstringData:\n",
+        names.vps_key_secret,
+        relay.to_base64(),
+        names.keys_secret
+    );
+    for (o, k) in uplinks.iter().enumerate() {
+        let _ = writeln!(secrets, "  priv-{o}: {}", k.to_base64());
+    }
+    let (ok, out, err) = render_with_stdin(
+        &["-f", "tests/fixtures/readme/example1.yaml", "-f", "-"],
+        &secrets,
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("placeholders"), "{out}");
+    assert!(out.contains(&relay.public_key().to_string()), "{out}");
+    assert!(out.contains(&uplinks[0].public_key().to_string()), "{out}");
+    assert!(
+        out.contains(&format!("ConfigMap tunnel/{} key", names.config_map)),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&relay.to_base64()),
+        "the relay's private key was printed"
+    );
+
+    // Without them: placeholders, and the output names the Secrets to give.
+    let (ok, out, _) = render(&["-f", "tests/fixtures/readme/example1.yaml"]);
+    assert!(ok);
+    assert!(out.contains("placeholders"), "{out}");
+    assert!(
+        out.contains(&format!("tunnel/{}", names.vps_key_secret)),
+        "{out}"
+    );
 }

@@ -12,14 +12,40 @@
 //! - The SSH connection dropping between passes (the VPS went down, keepalives unanswered)
 //!   runs a pass at once, so the loss shows in status now rather than at the drift pass;
 //!   while failed passes are being retried, it changes nothing (the retry is on its way).
+//! - A PortBinding event (changed, new, gone, moved here or away) runs a pass only when the
+//!   running pass (or, when idle, the last one) did not read the PortBinding as it is now: the
+//!   same change seen twice, or seen after the pass already read it, costs nothing. The actor
+//!   starting runs its first pass once, whatever else arrives first. So start-up costs one pass
+//!   per EdgeNode and a PortBinding change exactly one.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// What happens to the node.
+use crate::object_key::ObjectKey;
+
+/// How the Manager saw one PortBinding of this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// It points at this node, at this generation.
+    Present(Option<i64>),
+    /// It is gone, or points elsewhere now.
+    Gone,
+}
+
+/// What happens to the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Something the node depends on changed (its spec, a PortBinding, a Secret, a Service).
+    /// The actor started: its first pass runs (once).
+    Started,
+    /// Something the node depends on changed (its spec, a Secret, a Service, a grant).
     Changed,
+    /// A PortBinding of this node changed, appeared, went, or moved here or away.
+    PortBinding {
+        /// The PortBinding.
+        key: ObjectKey,
+        /// How it is now.
+        seen: Seen,
+    },
     /// The drift timer fired.
     DriftDue,
     /// A wake-up scheduled by [`Effect::WakeAfter`].
@@ -85,6 +111,10 @@ pub struct EdgeNodeCore {
     failures: u32,
     unhealthy: u32,
     epoch: u64,
+    /// Passes started.
+    passes: u64,
+    /// The PortBindings (and their generations) the running or last pass read.
+    read: BTreeMap<ObjectKey, Option<i64>>,
 }
 
 impl EdgeNodeCore {
@@ -106,14 +136,41 @@ impl EdgeNodeCore {
         self.failures
     }
 
+    /// Passes started so far.
+    pub fn passes(&self) -> u64 {
+        self.passes
+    }
+
+    /// The running pass read these PortBindings, at these generations.
+    pub fn pass_read(&mut self, port_bindings: BTreeMap<ObjectKey, Option<i64>>) {
+        self.read = port_bindings;
+    }
+
+    /// Whether the running or last pass read the PortBinding as `seen` says it is now.
+    pub fn covers(&self, key: &ObjectKey, seen: Seen) -> bool {
+        match seen {
+            Seen::Present(generation) => self.read.get(key) == Some(&generation),
+            Seen::Gone => !self.read.contains_key(key),
+        }
+    }
+
     /// Feeds one event.
     pub fn on(&mut self, event: Event) -> Vec<Effect> {
         match event {
+            Event::Started if self.passes == 0 && !self.running => self.start(),
+            Event::PortBinding { key, seen } => {
+                // Before the first pass, the first pass reads it anyway.
+                if self.passes == 0 || self.covers(&key, seen) {
+                    Vec::new()
+                } else {
+                    self.want_pass()
+                }
+            }
             // While failed passes are retried, a lost session is their own doing: no storm.
             Event::SessionLost if self.failures > 0 => Vec::new(),
             Event::Changed | Event::DriftDue | Event::SessionLost => self.want_pass(),
             Event::WakeUp { epoch } if epoch == self.epoch => self.want_pass(),
-            Event::WakeUp { .. } => Vec::new(),
+            Event::Started | Event::WakeUp { .. } => Vec::new(),
             Event::PassDone { ok, healthy } => {
                 self.running = false;
                 if ok {
@@ -156,6 +213,7 @@ impl EdgeNodeCore {
     }
 
     fn start(&mut self) -> Vec<Effect> {
+        self.passes += 1;
         self.running = true;
         self.dirty = false;
         self.epoch += 1;
@@ -315,6 +373,82 @@ mod tests {
             1,
             "the loss during the pass does not add a pass on top of the retry"
         );
+    }
+
+    fn read(pbs: &[(&str, i64)]) -> BTreeMap<ObjectKey, Option<i64>> {
+        pbs.iter()
+            .map(|(name, g)| (ObjectKey::new("apps", *name), Some(*g)))
+            .collect()
+    }
+
+    fn pb(name: &str, seen: Seen) -> Event {
+        Event::PortBinding {
+            key: ObjectKey::new("apps", name),
+            seen,
+        }
+    }
+
+    const DONE: Event = Event::PassDone {
+        ok: true,
+        healthy: true,
+    };
+
+    #[test]
+    fn start_up_is_one_pass_whatever_arrives_first() {
+        let mut c = core();
+        // The Manager's first sight of a PortBinding may reach the actor before its own start.
+        assert!(c.on(pb("web", Seen::Present(Some(1)))).is_empty());
+        assert_eq!(c.on(Event::Started), vec![Effect::StartPass]);
+        c.pass_read(read(&[("web", 1), ("db", 3)]));
+        assert!(c.on(pb("db", Seen::Present(Some(3)))).is_empty());
+        assert!(c.on(DONE).is_empty(), "nothing new: no second pass");
+        assert!(c.on(Event::Started).is_empty(), "a pass ran already");
+        assert_eq!(c.passes(), 1);
+    }
+
+    #[test]
+    fn a_port_binding_change_is_exactly_one_pass() {
+        let mut c = core();
+        c.on(Event::Started);
+        c.pass_read(read(&[("web", 1)]));
+        c.on(DONE);
+        // The same generation again (a relist, a status write): nothing.
+        assert!(c.on(pb("web", Seen::Present(Some(1)))).is_empty());
+        // A new generation: one pass, which reads it.
+        assert_eq!(
+            c.on(pb("web", Seen::Present(Some(2)))),
+            vec![Effect::StartPass]
+        );
+        c.pass_read(read(&[("web", 2)]));
+        // Seen again while that pass runs: it is already read.
+        assert!(c.on(pb("web", Seen::Present(Some(2)))).is_empty());
+        assert!(c.on(DONE).is_empty());
+        assert_eq!(c.passes(), 2);
+    }
+
+    #[test]
+    fn a_change_the_running_pass_did_not_read_gives_one_more() {
+        let mut c = core();
+        c.on(Event::Started);
+        c.pass_read(read(&[("web", 1)]));
+        assert!(c.on(pb("web", Seen::Present(Some(2)))).is_empty());
+        assert!(c.on(pb("new", Seen::Present(Some(1)))).is_empty());
+        assert_eq!(c.on(DONE), vec![Effect::StartPass], "one more, for both");
+    }
+
+    #[test]
+    fn a_deletion_or_a_move_away_is_a_pass_only_when_the_node_served_it() {
+        let mut c = core();
+        c.on(Event::Started);
+        c.pass_read(read(&[("web", 1)]));
+        c.on(DONE);
+        assert!(
+            c.on(pb("never-here", Seen::Gone)).is_empty(),
+            "not read by the last pass: nothing to close"
+        );
+        assert_eq!(c.on(pb("web", Seen::Gone)), vec![Effect::StartPass]);
+        c.pass_read(read(&[]));
+        assert!(c.on(pb("web", Seen::Gone)).is_empty());
     }
 
     #[test]

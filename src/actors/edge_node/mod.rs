@@ -1,0 +1,432 @@
+//! The EdgeNode actor: the single writer of one VPS and of its uplink workload. A pass is four
+//! stages (DESIGN.md §3):
+//!
+//! 1. [`gather`]: the EdgeNode, its PortBindings and SSH Secret from the caches, the key
+//!    Secrets from the API, into one value;
+//! 2. [`decide`](decide::decide), pure: keys, the plan (the config renderer), the uplink
+//!    objects, the VPS's desired state, one report per PortBinding, the status facts;
+//! 3. [`apply`](apply::apply): the API writes; then the SSH job goes to the session actor,
+//!    which answers with a message (this mailbox never waits on SSH);
+//! 4. [`report`]: status, Events, metrics, the PortBindings' reports.
+//!
+//! When to run a pass is decided by the sans-IO [`core`]; deletion is in [`teardown`]. This
+//! file is the actor shell: messages in, the core's effects out.
+
+pub mod apply;
+pub mod core;
+pub mod decide;
+pub mod gather;
+pub mod report;
+pub mod teardown;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tracing::{info, warn};
+
+use crate::crd::EdgeNode;
+use crate::object_key::ObjectKey;
+
+use self::core::{EdgeNodeCore, Effect, Event};
+use self::decide::{Inputs, PassFacts, Settings};
+use super::error::ReconcileError;
+use super::index;
+use super::protocol::{self, Job, JobResult, NodeMsg, Work};
+use super::restarts::jitter;
+use super::ssh_session::SshSessionActor;
+use super::status::{PassEnd, PortBindingReport};
+use super::{Context, FINALIZER, supervisor::Child};
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct EdgeNodeActor;
+
+/// A pass waiting for its SSH job.
+#[derive(Debug)]
+enum InFlight {
+    Converge {
+        node: Arc<EdgeNode>,
+        facts: PassFacts,
+        reports: BTreeMap<ObjectKey, PortBindingReport>,
+    },
+    Teardown(Arc<EdgeNode>),
+}
+
+/// The actor's state.
+pub struct EdgeNodeState {
+    ctx: Arc<Context>,
+    key: ObjectKey,
+    core: EdgeNodeCore,
+    pass: u64,
+    ssh: Option<ActorRef<Job>>,
+    in_flight: Option<InFlight>,
+    reports: BTreeMap<ObjectKey, PortBindingReport>,
+    drift: Option<tokio::task::JoinHandle<()>>,
+    /// Seeds the retry jitter: different per actor, so EdgeNodes that failed together (a
+    /// provider outage) do not retry in lockstep.
+    seed: u64,
+}
+
+impl std::fmt::Debug for EdgeNodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeNodeState")
+            .field("key", &self.key)
+            .field("pass", &self.pass)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How starting a pass ended.
+enum Started {
+    /// A job is with the SSH actor; its answer comes as `JobDone`.
+    Waiting,
+    /// The pass ended without SSH.
+    Done { ok: bool, healthy: bool },
+    /// The object is gone: the actor stops.
+    Gone,
+}
+
+impl Child for EdgeNodeActor {
+    const KIND: &'static str = protocol::EDGE_NODE;
+
+    fn changed() -> NodeMsg {
+        NodeMsg::Changed
+    }
+
+    async fn parked(ctx: Arc<Context>, key: ObjectKey, message: String) {
+        if let Some(node) = ctx
+            .stores
+            .edge_nodes
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+        {
+            report::parked(&ctx, &node, message).await;
+        }
+    }
+}
+
+impl Actor for EdgeNodeActor {
+    type Msg = NodeMsg;
+    type State = EdgeNodeState;
+    type Arguments = (Arc<Context>, ObjectKey);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (ctx, key): (Arc<Context>, ObjectKey),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let drift = myself.send_interval(ctx.resync, || NodeMsg::DriftDue);
+        myself.send_message(NodeMsg::Start)?;
+        Ok(EdgeNodeState {
+            core: EdgeNodeCore::new(ctx.schedule),
+            ctx,
+            seed: super::restarts::random_seed(),
+            key,
+            pass: 0,
+            ssh: None,
+            in_flight: None,
+            reports: BTreeMap::new(),
+            drift: Some(drift),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ctx.metrics.forget_node(&state.key);
+        if let Some(drift) = state.drift.take() {
+            drift.abort();
+        }
+        if let Some(ssh) = state.ssh.take() {
+            ssh.stop(None);
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, _) | SupervisionEvent::ActorTerminated(cell, ..) =
+            event
+            && state
+                .ssh
+                .as_ref()
+                .is_some_and(|s| s.get_id() == cell.get_id())
+        {
+            // The session actor is gone: a new one is spawned by the next pass. A pass that
+            // waited for it ends here, as a failure that is retried.
+            warn!(node = %state.key, "SSH session actor stopped");
+            state.ssh = None;
+            if state.in_flight.is_some() {
+                let pass = state.pass;
+                myself.send_message(NodeMsg::JobDone {
+                    pass,
+                    result: JobResult::Converged(Err(ReconcileError::SessionGone)),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: NodeMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _timer = state.ctx.metrics.handling(Self::KIND);
+        let event = match message {
+            NodeMsg::Start => Event::Started,
+            NodeMsg::Changed => Event::Changed,
+            NodeMsg::DriftDue => Event::DriftDue,
+            NodeMsg::SessionLost => {
+                info!(node = %state.key, "SSH connection to the VPS lost; checking it now");
+                Event::SessionLost
+            }
+            NodeMsg::WakeUp(epoch) => Event::WakeUp { epoch },
+            NodeMsg::PortBinding { key, seen } => Event::PortBinding { key, seen },
+            NodeMsg::ReportWanted(key) => {
+                if !state.core.is_running()
+                    && let Some(report) = state.reports.get(&key)
+                {
+                    report::send_report(&state.ctx, &key, report.clone());
+                }
+                return Ok(());
+            }
+            NodeMsg::JobDone { pass, result } => {
+                if pass != state.pass {
+                    return Ok(());
+                }
+                let Some(in_flight) = state.in_flight.take() else {
+                    return Ok(());
+                };
+                let (ok, healthy) = finish(state, in_flight, result).await;
+                Event::PassDone { ok, healthy }
+            }
+        };
+        let mut effects = state.core.on(event);
+        while let Some(effect) = effects.pop() {
+            match effect {
+                Effect::WakeAfter { delay, epoch } => {
+                    let delay = jitter(delay, state.seed ^ epoch);
+                    myself.send_after(delay, move || NodeMsg::WakeUp(epoch));
+                }
+                Effect::StartPass => match Box::pin(start_pass(&myself, state)).await? {
+                    Started::Waiting => {}
+                    Started::Done { ok, healthy } => {
+                        effects.extend(state.core.on(Event::PassDone { ok, healthy }));
+                    }
+                    Started::Gone => {
+                        myself.stop(Some("the EdgeNode is gone".into()));
+                        return Ok(());
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the stages up to the SSH job.
+async fn start_pass(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut EdgeNodeState,
+) -> Result<Started, ActorProcessingErr> {
+    state.pass += 1;
+    let ctx = state.ctx.clone();
+    let key = state.key.clone();
+    let Some(node) = ctx
+        .stores
+        .edge_nodes
+        .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    else {
+        return Ok(Started::Gone);
+    };
+    #[allow(clippy::manual_assert, clippy::panic)]
+    if ctx.fault_panic.as_ref() == Some(&key) {
+        panic!("fault injection: EdgeNode {key} panics at the start of its pass");
+    }
+    if node.metadata.deletion_timestamp.is_some() {
+        return start_teardown(myself, state, node).await;
+    }
+    // What this pass reads of the PortBindings, before anything can fail: a PortBinding event
+    // that it covers needs no other pass.
+    let port_bindings: Vec<_> = ctx
+        .stores
+        .port_bindings
+        .state()
+        .into_iter()
+        .filter(|pb| index::edge_node_of(pb) == key)
+        .collect();
+    state.core.pass_read(
+        port_bindings
+            .iter()
+            .map(|pb| (ObjectKey::of(pb.as_ref()), pb.metadata.generation))
+            .collect(),
+    );
+    let api: Api<EdgeNode> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let finalized = if node.finalizers().iter().any(|f| f == FINALIZER) {
+        Ok(())
+    } else {
+        apply::set_finalizer(&api, &key.name, true).await
+    };
+    let resolver = ctx.resolver();
+    let gathered = match finalized {
+        Ok(()) => gather::gather(&ctx, &resolver, node.clone(), port_bindings).await,
+        Err(e) => Err(e),
+    };
+    let outcome = match gathered {
+        Ok(g) => {
+            let settings = Settings {
+                artefacts: &ctx.artefacts,
+                uplink_log: (&ctx.uplink_log.0, &ctx.uplink_log.1),
+            };
+            let inputs = Inputs {
+                node: &g.node,
+                stored_keys: &g.stored_keys,
+                port_bindings: &g.port_bindings,
+            };
+            let decision = decide::decide(&inputs, &resolver, &settings);
+            apply::apply(&ctx, &node.spec.uplink.namespace, decision)
+                .await
+                .map(|applied| (g.target, applied))
+        }
+        Err(error) => Err(decide::Refused {
+            error,
+            reports: BTreeMap::new(),
+        }),
+    };
+    match outcome {
+        Ok((target, applied)) => {
+            let ssh = session_actor(myself, state).await?;
+            state.in_flight = Some(InFlight::Converge {
+                node,
+                facts: applied.facts,
+                reports: applied.reports,
+            });
+            ssh.send_message(Job {
+                pass: state.pass,
+                target,
+                work: Work::Converge {
+                    desired: applied.desired,
+                    request: applied.request,
+                },
+                reply: myself.clone(),
+            })?;
+            Ok(Started::Waiting)
+        }
+        Err(refused) => {
+            let error = refused.error;
+            warn!(node = %key, reason = error.category(), error = %error, "EdgeNode pass failed before SSH");
+            let end = PassEnd::Prepare {
+                reason: error.category().to_owned(),
+                message: error.to_string(),
+            };
+            state.reports = report::conclude(&ctx, &node, &end, None, refused.reports).await;
+            Ok(Started::Done {
+                ok: false,
+                healthy: false,
+            })
+        }
+    }
+}
+
+/// The session actor, spawned when there is none.
+async fn session_actor(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut EdgeNodeState,
+) -> Result<ActorRef<Job>, ActorProcessingErr> {
+    if let Some(ssh) = &state.ssh {
+        return Ok(ssh.clone());
+    }
+    let (ssh, _) =
+        Actor::spawn_linked(None, SshSessionActor, state.ctx.clone(), myself.get_cell()).await?;
+    state.ssh = Some(ssh.clone());
+    Ok(ssh)
+}
+
+async fn start_teardown(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut EdgeNodeState,
+    node: Arc<EdgeNode>,
+) -> Result<Started, ActorProcessingErr> {
+    let ctx = state.ctx.clone();
+    match teardown::begin(&ctx, &node).await {
+        teardown::Next::Gone => Ok(Started::Gone),
+        teardown::Next::Blocked => Ok(Started::Done {
+            ok: false,
+            healthy: false,
+        }),
+        teardown::Next::Finish => Ok(if teardown::finish(&ctx, &node).await? {
+            Started::Gone
+        } else {
+            Started::Done {
+                ok: false,
+                healthy: false,
+            }
+        }),
+        teardown::Next::TearDown(target) => {
+            let ssh = session_actor(myself, state).await?;
+            state.in_flight = Some(InFlight::Teardown(node));
+            ssh.send_message(Job {
+                pass: state.pass,
+                target: *target,
+                work: Work::Teardown,
+                reply: myself.clone(),
+            })?;
+            Ok(Started::Waiting)
+        }
+    }
+}
+
+/// Ends a pass from the SSH answer: status, PortBindings, Events.
+async fn finish(state: &mut EdgeNodeState, in_flight: InFlight, result: JobResult) -> (bool, bool) {
+    let ctx = state.ctx.clone();
+    match (in_flight, result) {
+        (
+            InFlight::Converge {
+                node,
+                facts,
+                reports,
+            },
+            JobResult::Converged(result),
+        ) => match result {
+            Ok(pass) => {
+                let health = report::health_facts(&pass, facts.replicas);
+                ctx.metrics
+                    .vps_health(&state.key, &pass.health, &facts.uplinks);
+                report::after_enrolled(&ctx, &node, &facts, &pass).await;
+                let end = PassEnd::Done(health);
+                state.reports = report::conclude(&ctx, &node, &end, Some(&facts), reports).await;
+                (true, health.healthy())
+            }
+            Err(e) => {
+                warn!(node = %state.key, reason = e.category(), error = %e, "enrollment pass failed");
+                let end = PassEnd::Enroll {
+                    reason: e.category().to_owned(),
+                    message: e.to_string(),
+                };
+                state.reports = report::conclude(&ctx, &node, &end, None, reports).await;
+                (false, false)
+            }
+        },
+        (InFlight::Teardown(node), JobResult::TornDown(result)) => {
+            match teardown::torn_down(&ctx, &node, result).await {
+                Ok(done) => (done, done),
+                Err(e) => {
+                    warn!(node = %state.key, error = %e, "removing the finalizer");
+                    (false, false)
+                }
+            }
+        }
+        (_, _) => (false, false),
+    }
+}

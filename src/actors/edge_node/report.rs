@@ -1,0 +1,255 @@
+//! The report stage of a pass: the EdgeNode's status (written only when it changed), Events on
+//! transitions of `Ready`, the pass metrics, and one report to each PortBinding actor. Also the
+//! reports outside a pass: a parked actor, a deletion that cannot proceed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use tracing::warn;
+
+use crate::crd::{ANNOTATION_SKIP_DEPROVISION, EdgeNode, EdgeNodeStatus};
+use crate::enroll::PassReport;
+use crate::object_key::ObjectKey;
+
+use super::super::conditions::{self, Verdict};
+use super::super::protocol::{self, BindingMsg};
+use super::super::status::{self, HealthFacts, PassEnd, PortBindingReport};
+use super::super::{Context, EDGE_NODE_MANAGER, index};
+use super::decide::PassFacts;
+
+/// Writes the status of a pass and answers the PortBindings; returns the reports sent (kept
+/// by the actor to answer a PortBinding actor that asks again).
+pub async fn conclude(
+    ctx: &Context,
+    node: &EdgeNode,
+    end: &PassEnd,
+    facts: Option<&PassFacts>,
+    mut reports: BTreeMap<ObjectKey, PortBindingReport>,
+) -> BTreeMap<ObjectKey, PortBindingReport> {
+    let key = ObjectKey::of(node);
+    let verdicts = status::edge_node_verdicts(end, &node.spec.address);
+    let mut st = node.status.clone().unwrap_or_default();
+    let before = st.conditions.clone();
+    st.conditions = with_verdicts(&st.conditions, &verdicts, node.metadata.generation);
+    st.observed_generation = node.metadata.generation;
+    if let Some(f) = facts {
+        st.public_key = Some(f.relay_public.clone());
+        st.uplink.clone_from(&f.uplinks);
+        st.applied_config_hash = Some(f.plan_hash.clone());
+        st.applied_bindings.clone_from(&f.applied);
+    }
+    write_if_changed(ctx, node, &st).await;
+    publish_transitions(ctx, node, &before, &verdicts).await;
+
+    let problem = match end {
+        PassEnd::Prepare { reason, message } | PassEnd::Enroll { reason, message } => {
+            Some((reason.clone(), message.clone()))
+        }
+        PassEnd::Done(_) => None,
+    };
+    ctx.metrics
+        .pass("EdgeNode", problem.as_ref().map(|(r, _)| r.as_str()));
+    ctx.metrics
+        .bindings(&key, reports.values().flat_map(|r| &r.outcomes));
+    if reports.is_empty() {
+        // No plan: every PortBinding of the node waits, with the node's reason.
+        let pbs = ctx.stores.port_bindings.state();
+        reports = index::port_bindings_of(&key, &pbs)
+            .map(|pb| {
+                (
+                    ObjectKey::of(pb),
+                    PortBindingReport {
+                        generation: pb.metadata.generation,
+                        node_problem: None,
+                        outcomes: Vec::new(),
+                        ports: String::new(),
+                    },
+                )
+            })
+            .collect();
+    }
+    for (pb, report) in &mut reports {
+        report.node_problem.clone_from(&problem);
+        send_report(ctx, pb, report.clone());
+    }
+    reports
+}
+
+/// Sends `report` to the PortBinding actor of `key`, if it runs.
+pub fn send_report(ctx: &Context, key: &ObjectKey, report: PortBindingReport) {
+    if let Some(actor) = protocol::port_binding(ctx, key) {
+        let _ = actor.send_message(BindingMsg::Report(report));
+    }
+}
+
+/// The health facts of a successful SSH pass.
+pub fn health_facts(report: &PassReport, replicas: usize) -> HealthFacts {
+    HealthFacts {
+        envoy_active: report.health.envoy_active(),
+        relay_active: report.health.relay_active(),
+        fresh_uplinks: report
+            .health
+            .relay_status
+            .as_ref()
+            .map_or(0, |s| s.peers.iter().filter(|p| p.handshake_fresh).count()),
+        replicas,
+    }
+}
+
+/// What follows a successful SSH pass: the restart annotation goes, private keys sent to the
+/// VPS are announced.
+pub async fn after_enrolled(
+    ctx: &Context,
+    node: &EdgeNode,
+    facts: &PassFacts,
+    report: &PassReport,
+) {
+    let key = ObjectKey::of(node);
+    let reference = node.object_ref(&());
+    if facts.restart_requested {
+        let api: Api<EdgeNode> = Api::namespaced(ctx.client.clone(), &key.namespace);
+        match super::apply::clear_restart_request(&api, &key.name).await {
+            Ok(()) => {
+                ctx.publish(
+                    &reference,
+                    false,
+                    "EnvoyRestarted",
+                    "Envoy restarted on request".into(),
+                    "RestartEnvoy",
+                )
+                .await;
+            }
+            Err(e) => warn!(node = %key, error = %e, "removing the restart-envoy annotation"),
+        }
+    }
+    if report.wrote_tls_files() && !facts.private_keys_on_edge.is_empty() {
+        ctx.publish(
+            &reference,
+            true,
+            "PrivateKeyOnEdge",
+            format!(
+                "TLS private keys of Secret(s) {} were copied to VPS {} for TLS at the edge (offload/mutual); the VPS's provider can read them",
+                facts.private_keys_on_edge.join(", "),
+                node.spec.address
+            ),
+            "Enroll",
+        )
+        .await;
+    }
+}
+
+/// A deletion that cannot tear the VPS down: `Ready=False` with the way out.
+pub async fn deletion_blocked(ctx: &Context, node: &EdgeNode, reason: &str, message: &str) {
+    let key = ObjectKey::of(node);
+    let message = format!(
+        "deleting: the VPS could not be torn down ({message}); to delete without cleaning the VPS: kubectl annotate edgenode -n {} {} {ANNOTATION_SKIP_DEPROVISION}=true",
+        key.namespace, key.name
+    );
+    let verdicts = [Verdict::failed(status::READY, reason, message)];
+    let mut st = node.status.clone().unwrap_or_default();
+    let before = st.conditions.clone();
+    st.conditions = with_verdicts(&st.conditions, &verdicts, node.metadata.generation);
+    write_if_changed(ctx, node, &st).await;
+    publish_transitions(ctx, node, &before, &verdicts).await;
+}
+
+/// A parked actor: `Ready=False`, reason `RestartLoop`, and an Event.
+pub async fn parked(ctx: &Context, node: &EdgeNode, message: String) {
+    let key = ObjectKey::of(node);
+    let api: Api<EdgeNode> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let verdict = Verdict::failed(status::READY, "RestartLoop", message.clone());
+    let mut st = node.status.clone().unwrap_or_default();
+    st.conditions = with_verdicts(&st.conditions, &[verdict], node.metadata.generation);
+    if let Err(e) = write_status(&api, &key.name, &st).await {
+        warn!(node = %key, error = %e, "writing the RestartLoop status");
+    }
+    ctx.publish(
+        &node.object_ref(&()),
+        true,
+        "RestartLoop",
+        message,
+        "Reconcile",
+    )
+    .await;
+}
+
+/// Condition order in status.
+const ORDER: [&str; 4] = [
+    status::READY,
+    status::ENROLLED,
+    status::CONFIG_APPLIED,
+    status::UPLINKS_READY,
+];
+
+/// The conditions after `verdicts`: those decided now, merged, and the others kept.
+fn with_verdicts(
+    previous: &[Condition],
+    verdicts: &[Verdict],
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let now = Time(Timestamp::now());
+    let decided: BTreeSet<&str> = verdicts.iter().map(|v| v.type_).collect();
+    let mut out = conditions::merge(previous, verdicts, generation, &now);
+    out.extend(
+        previous
+            .iter()
+            .filter(|c| !decided.contains(c.type_.as_str()))
+            .cloned(),
+    );
+    out.sort_by_key(|c| {
+        ORDER
+            .iter()
+            .position(|t| *t == c.type_)
+            .unwrap_or(ORDER.len())
+    });
+    out
+}
+
+async fn publish_transitions(
+    ctx: &Context,
+    node: &EdgeNode,
+    before: &[Condition],
+    verdicts: &[Verdict],
+) {
+    let reference = node.object_ref(&());
+    for v in conditions::transitions(before, verdicts) {
+        if v.type_ != status::READY {
+            continue;
+        }
+        ctx.publish(&reference, !v.ok, &v.reason, v.message.clone(), "Reconcile")
+            .await;
+    }
+}
+
+async fn write_if_changed(ctx: &Context, node: &EdgeNode, st: &EdgeNodeStatus) {
+    if node.status.as_ref() == Some(st) {
+        return;
+    }
+    let key = ObjectKey::of(node);
+    let api: Api<EdgeNode> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    if let Err(e) = write_status(&api, &key.name, st).await {
+        warn!(node = %key, error = %e, "writing the EdgeNode status");
+    }
+}
+
+async fn write_status(
+    api: &Api<EdgeNode>,
+    name: &str,
+    st: &EdgeNodeStatus,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": EdgeNode::api_version(&()),
+        "kind": EdgeNode::kind(&()),
+        "status": st,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(EDGE_NODE_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+}

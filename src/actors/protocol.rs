@@ -1,0 +1,162 @@
+//! The tree's protocol: every message an actor of the tree receives, and typed look-ups of the
+//! actors by kind. Message types live here rather than in the actor that receives them, so
+//! actors that talk to each other never import each other (DESIGN.md §2: no import circles).
+//!
+//! ```text
+//! watches ──ManagerMsg──▶ Manager ──SupervisorMsg──▶ supervisors ──Changed──▶ children
+//! Manager ──NodeMsg::PortBinding──▶ EdgeNode       (every PortBinding event, one route)
+//! EdgeNode ──Job──▶ SSH session ──NodeMsg::JobDone──▶ EdgeNode
+//! EdgeNode ──BindingMsg::Report──▶ PortBinding      (what the pass did with it)
+//! PortBinding ──NodeMsg::ReportWanted──▶ EdgeNode   (a restarted PortBinding actor asks)
+//! ```
+
+use std::sync::Arc;
+
+use ractor::ActorRef;
+
+use crate::crd::{EdgeNode, PortBinding};
+use crate::enroll::{DesiredState, PassReport, Request};
+use crate::object_key::ObjectKey;
+use crate::ssh::{Credentials, SshOptions};
+
+use super::Context;
+use super::edge_node::core::Seen;
+use super::error::ReconcileError;
+use super::status::PortBindingReport;
+
+/// The kind under which EdgeNode actors are registered.
+pub const EDGE_NODE: &str = "EdgeNode";
+/// The kind under which PortBinding actors are registered.
+pub const PORT_BINDING: &str = "PortBinding";
+
+/// The EdgeNode actor of `key`, if it runs (a parked one does not).
+pub fn edge_node(ctx: &Context, key: &ObjectKey) -> Option<ActorRef<NodeMsg>> {
+    ActorRef::where_is(ctx.name(EDGE_NODE, key))
+}
+
+/// The PortBinding actor of `key`, if it runs.
+pub fn port_binding(ctx: &Context, key: &ObjectKey) -> Option<ActorRef<BindingMsg>> {
+    ActorRef::where_is(ctx.name(PORT_BINDING, key))
+}
+
+/// One watch event, as the Manager needs it.
+#[derive(Debug)]
+pub enum ManagerMsg {
+    /// An EdgeNode was added or changed.
+    EdgeNode(Arc<EdgeNode>),
+    /// An EdgeNode is gone.
+    EdgeNodeGone(ObjectKey),
+    /// A PortBinding was added or changed.
+    PortBinding(Arc<PortBinding>),
+    /// A PortBinding is gone.
+    PortBindingGone(ObjectKey),
+    /// A Secret changed or went.
+    Secret(ObjectKey),
+    /// A Service changed or went.
+    Service(ObjectKey),
+    /// A ReferenceGrant changed or went: every EdgeNode plans again.
+    Grant,
+    /// The API server's addresses changed: every EdgeNode plans again.
+    ApiServer,
+    /// An uplink StatefulSet went (someone deleted it: re-apply).
+    StatefulSetGone(ObjectKey),
+    /// A watch relisted: these are all the objects of that kind.
+    Relisted(Listed),
+}
+
+/// The kinds whose relist ends actors of objects that are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// EdgeNodes.
+    EdgeNodes,
+    /// PortBindings.
+    PortBindings,
+}
+
+/// Messages of an EdgeNode actor.
+#[derive(Debug)]
+pub enum NodeMsg {
+    /// Something the node depends on changed.
+    Changed,
+    /// The actor started: run the first pass.
+    Start,
+    /// From the Manager, for every PortBinding event: one of this node's PortBindings changed,
+    /// appeared, went, or moved here or away. A pass runs unless one already read it so.
+    PortBinding {
+        /// The PortBinding.
+        key: ObjectKey,
+        /// How it is now.
+        seen: Seen,
+    },
+    /// A PortBinding actor (re)started and asks for the last pass's report on it (never a pass).
+    ReportWanted(ObjectKey),
+    /// The drift timer.
+    DriftDue,
+    /// The SSH session actor saw its kept connection end between jobs.
+    SessionLost,
+    /// A scheduled wake-up of the core.
+    WakeUp(u64),
+    /// The SSH session actor finished a job.
+    JobDone {
+        /// The pass it belongs to.
+        pass: u64,
+        /// What happened.
+        result: JobResult,
+    },
+}
+
+/// Messages of a PortBinding actor.
+#[derive(Debug)]
+pub enum BindingMsg {
+    /// Its spec changed (or the actor just started).
+    Changed,
+    /// What its EdgeNode's last pass did with it.
+    Report(PortBindingReport),
+}
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Address, port, user, timeouts.
+    pub options: SshOptions,
+    /// From the SSH Secret.
+    pub credentials: Credentials,
+    /// A digest of both: a new one means a new connection.
+    pub fingerprint: String,
+}
+
+/// What to do on the VPS.
+#[derive(Debug)]
+pub enum Work {
+    /// Bring it to the desired state, then report health.
+    Converge {
+        /// The desired state.
+        desired: Box<DesiredState>,
+        /// E.g. restart Envoy.
+        request: Request,
+    },
+    /// Remove everything of ours.
+    Teardown,
+}
+
+/// A job and whom to answer.
+#[derive(Debug)]
+pub struct Job {
+    /// The pass it belongs to.
+    pub pass: u64,
+    /// Where.
+    pub target: Target,
+    /// What.
+    pub work: Work,
+    /// Who gets the answer.
+    pub reply: ActorRef<NodeMsg>,
+}
+
+/// The answer to a job.
+#[derive(Debug)]
+pub enum JobResult {
+    /// A converge pass.
+    Converged(Result<PassReport, ReconcileError>),
+    /// A teardown.
+    TornDown(Result<(), ReconcileError>),
+}
