@@ -249,3 +249,222 @@ fn plan_pass(
         reports,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use crate::enroll::{Arch, Blob, EnvoyInstall};
+    use crate::plan::StaticResolver;
+    use crate::plan::outcome::Reason;
+
+    fn node(extra_spec: &str, annotations: &str) -> EdgeNode {
+        serde_yaml::from_str(&format!(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {{name: edge, namespace: team, generation: 3{annotations}}}\nspec:\n  address: 203.0.113.10\n  ssh: {{secretRef: {{name: vps-ssh}}}}\n{extra_spec}"
+        ))
+        .unwrap()
+    }
+
+    fn pb(name: &str, port: u16, service: &str) -> Arc<PortBinding> {
+        Arc::new(
+            serde_yaml::from_str(&format!(
+                "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {{name: {name}, namespace: team, generation: 2}}\nspec:\n  edgeNodeRef: {{name: edge}}\n  bindings:\n  - name: main\n    protocol: TCP\n    listenPort: {port}\n    target: {{service: {{name: {service}, namespace: team, port: 8080}}}}\n"
+            ))
+            .unwrap(),
+        )
+    }
+
+    fn artefacts() -> Artefacts {
+        Artefacts {
+            tunnelctl: BTreeMap::from([(Arch::X86_64, Blob::new(b"relay".to_vec()))]),
+            envoy: EnvoyInstall::Push {
+                version: "1.40.0".into(),
+                binaries: BTreeMap::from([(Arch::X86_64, Blob::new(b"envoy".to_vec()))]),
+            },
+            uplink_image: "registry.example/uplink:1".into(),
+        }
+    }
+
+    fn resolver() -> StaticResolver {
+        StaticResolver::default().with_service(
+            "team",
+            "web",
+            Some(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))),
+            &[8080],
+        )
+    }
+
+    fn run(node: &EdgeNode, stored: &StoredKeys, pbs: &[Arc<PortBinding>]) -> Decision {
+        let artefacts = artefacts();
+        let settings = Settings {
+            artefacts: &artefacts,
+            uplink_log: ("json", "info"),
+        };
+        let inputs = Inputs {
+            node,
+            stored_keys: stored,
+            port_bindings: pbs,
+        };
+        decide(&inputs, &resolver(), &settings)
+    }
+
+    fn names(secrets: &[Secret]) -> Vec<(String, String)> {
+        secrets
+            .iter()
+            .map(|s| {
+                (
+                    s.metadata.namespace.clone().unwrap_or_default(),
+                    s.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The keys a first pass wrote, as the next pass reads them back.
+    fn stored_after(first: &Decision) -> StoredKeys {
+        let read = |s: &Secret| -> BTreeMap<String, String> {
+            s.string_data
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(
+                    s.data
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap())),
+                )
+                .collect()
+        };
+        StoredKeys {
+            relay: Some(read(&first.key_writes[0])),
+            uplinks: Some(read(&first.key_writes[1])),
+        }
+    }
+
+    #[test]
+    fn a_first_pass_writes_both_key_secrets_the_workload_and_one_report_per_port_binding() {
+        let node = node("", "");
+        let d = run(&node, &StoredKeys::default(), &[pb("web", 80, "web")]);
+        let uplink = UplinkNames::for_node("team", "edge");
+        assert_eq!(
+            names(&d.key_writes),
+            [
+                ("tunnel".to_owned(), uplink.vps_key_secret.clone()),
+                ("tunnel".to_owned(), uplink.keys_secret.clone())
+            ]
+        );
+        let planned = d.outcome.unwrap();
+        let w = &planned.workload;
+        assert_eq!(w.namespace, "tunnel");
+        assert_eq!(
+            w.statefulset.metadata.name.as_deref(),
+            Some(uplink.workload.as_str())
+        );
+        assert_eq!(
+            w.config_map.metadata.name.as_deref(),
+            Some(uplink.config_map.as_str())
+        );
+        assert_eq!(
+            w.service.metadata.name.as_deref(),
+            Some(uplink.workload.as_str())
+        );
+        assert_eq!(w.config_hash.len(), 64);
+        let report = &planned.reports[&ObjectKey::new("team", "web")];
+        assert_eq!(report.generation, Some(2));
+        assert_eq!(report.ports, "80/TCP");
+        assert!(report.outcomes.iter().all(|o| o.refusal.is_none()));
+        assert_eq!(planned.facts.applied, ["team/web"]);
+        assert_eq!(planned.facts.uplinks.len(), 1, "the default replicas");
+        assert!(planned.desired.is_ok());
+        assert!(!planned.request.restart_envoy);
+    }
+
+    #[test]
+    fn a_pass_over_stored_keys_writes_no_key_and_keeps_the_relay_identity() {
+        let node = node("", "");
+        let first = run(&node, &StoredKeys::default(), &[]);
+        let relay_public = first.outcome.as_ref().unwrap().facts.relay_public.clone();
+        let again = run(&node, &stored_after(&first), &[]);
+        assert!(again.key_writes.is_empty(), "nothing changed");
+        let facts = &again.outcome.unwrap().facts;
+        assert_eq!(facts.relay_public, relay_public);
+        assert!(facts.applied.is_empty());
+    }
+
+    #[test]
+    fn outcomes_reach_each_port_binding_and_only_planned_ones_are_applied() {
+        let node = node("", "");
+        let pbs = [
+            pb("web", 80, "web"),
+            pb("gone", 81, "missing"),
+            pb("late", 80, "web"),
+        ];
+        let planned = run(&node, &StoredKeys::default(), &pbs).outcome.unwrap();
+        assert_eq!(planned.reports.len(), 3);
+        let missing = &planned.reports[&ObjectKey::new("team", "gone")];
+        assert_eq!(missing.ports, "");
+        assert!(matches!(
+            missing.outcomes[0].refusal.as_ref().map(|r| r.reason),
+            Some(Reason::ServiceNotFound)
+        ));
+        // Neither has a creation time: namespace/name decides, and team/late < team/web.
+        let late = &planned.reports[&ObjectKey::new("team", "late")];
+        let web = &planned.reports[&ObjectKey::new("team", "web")];
+        assert_eq!(late.ports, "80/TCP");
+        assert!(matches!(
+            web.outcomes[0].refusal.as_ref().map(|r| r.reason),
+            Some(Reason::PortConflict)
+        ));
+        assert_eq!(planned.facts.applied, ["team/late"]);
+    }
+
+    #[test]
+    fn a_plan_error_still_writes_the_keys_and_tells_no_port_binding() {
+        let node = node("  tunnel: {network: 10.200.0.0/31}\n", "");
+        let d = run(&node, &StoredKeys::default(), &[pb("web", 80, "web")]);
+        assert_eq!(d.key_writes.len(), 2, "the keys decided now are kept");
+        let refused = d.outcome.unwrap_err();
+        assert_eq!(refused.error.category(), "TunnelNetworkTooSmall");
+        assert!(refused.reports.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_stored_key_stops_the_pass_before_anything_is_written() {
+        let node = node("", "");
+        let stored = StoredKeys {
+            relay: Some(BTreeMap::from([(
+                "priv".to_owned(),
+                "not a key".to_owned(),
+            )])),
+            uplinks: None,
+        };
+        let d = run(&node, &stored, &[]);
+        assert!(d.key_writes.is_empty());
+        assert_eq!(d.outcome.unwrap_err().error.category(), "InvalidKey");
+    }
+
+    #[test]
+    fn replicas_and_the_restart_annotation_reach_what_is_written() {
+        let node = node(
+            "  uplink: {replicas: 3}\n",
+            ", annotations: {tunnel.achetronic.com/restart-envoy: \"true\"}",
+        );
+        let planned = run(&node, &StoredKeys::default(), &[]).outcome.unwrap();
+        assert_eq!(planned.facts.uplinks.len(), 3);
+        assert_eq!(planned.facts.replicas, 3);
+        assert_eq!(planned.workload.replicas, 3);
+        assert_eq!(
+            planned
+                .workload
+                .statefulset
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas),
+            Some(3)
+        );
+        assert!(planned.request.restart_envoy && planned.facts.restart_requested);
+    }
+}
