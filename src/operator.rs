@@ -20,7 +20,6 @@ use crate::leader::{self, Candidate, LeaderError};
 use crate::leader_core::Timings;
 use crate::metrics::Metrics;
 use crate::metrics_server::{self, Authorizer, MetricsServerError};
-use crate::object_key::ObjectKey;
 use crate::settings::{self, RunArgs, SettingsError};
 use crate::write_fence::Fence;
 
@@ -121,18 +120,6 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         &args.envoy_sha256,
     )?;
     log_envoy_install(&envoy);
-    let fault_panic = args
-        .fault_panic_edge_node
-        .as_deref()
-        .map(|s| {
-            s.split_once('/')
-                .map(|(ns, name)| ObjectKey::new(ns, name))
-                .ok_or_else(|| OperatorError::Flag {
-                    flag: "--fault-panic-edge-node",
-                    message: format!("{s:?} is not namespace/name"),
-                })
-        })
-        .transpose()?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let health_addr = args.health_probe_bind_address;
@@ -242,7 +229,6 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         prefix: format!("tunnel-{}", std::process::id()),
         schedule: actors::edge_node::core::Schedule::default(),
         restarts: actors::restarts::RestartPolicy::default(),
-        fault_panic,
         uplink_log,
         allow_restricted_targets: args.allow_restricted_targets,
         cross_namespace_targets: args.cross_namespace_targets,

@@ -112,10 +112,6 @@ pub struct RunArgs {
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true")]
     pub enable_http2: bool,
-    /// Test only: the EdgeNode actor of `namespace/name` panics at the start of every pass
-    /// (proves crash isolation; a panic is a fault no real component can be made to produce).
-    #[arg(long, hide = true)]
-    pub fault_panic_edge_node: Option<String>,
 }
 
 /// `allow` or `require-grant`.

@@ -28,6 +28,10 @@ pub mod scoped_store;
 pub mod ssh_session;
 pub mod status;
 pub mod supervisor;
+#[cfg(test)]
+pub mod testing;
+#[cfg(test)]
+mod tree_tests;
 pub mod watches;
 
 use std::collections::BTreeMap;
@@ -112,8 +116,6 @@ pub struct Context {
     pub schedule: edge_node::core::Schedule,
     /// Restart policy of the supervisors.
     pub restarts: restarts::RestartPolicy,
-    /// Test only: this EdgeNode's actor panics at the start of every pass.
-    pub fault_panic: Option<ObjectKey>,
     /// `LOG_FORMAT` and `LOG_LEVEL` given to the uplink pods.
     pub uplink_log: (String, String),
     /// `--allow-restricted-targets`: targets may be loopback, link-local, cloud metadata, the

@@ -1,7 +1,7 @@
-//! Crash isolation of the operator's actor tree, with the real binary, API server and VPSes:
-//! an EdgeNode whose actor panics on every pass (the test-only `--fault-panic-edge-node`
-//! hook: no real component can be made to panic) is restarted with backoff, then parked with
-//! `RestartLoop`, while an EdgeNode on a VPS keeps serving traffic; a second VPS powered off
+//! Fault isolation of the operator's actor tree, with the real binary, API server and VPSes:
+//! an EdgeNode whose VPS never answers fails and is retried with backoff while an EdgeNode on
+//! a VPS keeps serving traffic (a panicking actor, restarted then parked, is proven in-process
+//! in src/actors/tree_tests.rs: no real component can be made to panic); a second VPS powered off
 //! makes only its own EdgeNode `Ready=False` as soon as its kept SSH connection is lost (the
 //! drift pass is an hour away; the reason says SSH), and once it is powered on again it is
 //! served without anyone touching the operator.
@@ -16,8 +16,8 @@ use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::enroll_support::{Network, serve_greeting};
 use crate::operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, events_of, eventually, in_ns, node_ready,
-    service, ssh_secret,
+    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready, service,
+    ssh_secret,
 };
 
 const LONG: Duration = Duration::from_secs(180);
@@ -66,14 +66,7 @@ async fn one_failing_edge_node_never_stops_the_others() {
         &server,
         &dirs,
         &logs.path().join("operator.log"),
-        &[
-            "--fault-panic-edge-node",
-            "default/broken",
-            "--resync-period",
-            "1h",
-            "--ssh-keepalive-interval",
-            "2s",
-        ],
+        &["--resync-period", "1h", "--ssh-keepalive-interval", "2s"],
     );
     vps_a
         .wait_ready(&internet, Duration::from_secs(90))
@@ -130,9 +123,10 @@ async fn one_failing_edge_node_never_stops_the_others() {
     };
     assert!(answers(a) && answers(b), "both VPSes serve\n{}", describe());
 
-    // The panicking actor is restarted with backoff, then parked; `a` serves throughout.
-    let parked = eventually(
-        "EdgeNode broken to be parked",
+    // The EdgeNode whose VPS never answers fails on its own, with a reason that says SSH, and
+    // is retried; `a` serves throughout.
+    let broken = eventually(
+        "EdgeNode broken to report its VPS unreachable",
         LONG,
         async || {
             assert!(
@@ -142,31 +136,16 @@ async fn one_failing_edge_node_never_stops_the_others() {
             );
             node_ready(&nodes, "broken")
                 .await
-                .filter(|c| c.1 == "RestartLoop")
+                .filter(|c| c.0 == "False" && c.1.starts_with("SSH"))
         },
         describe,
     )
     .await;
-    assert_eq!(parked.0, "False");
-    assert!(parked.2.contains("parked"), "{}", parked.2);
-    let log = operator.log_text();
-    let failures = log
-        .lines()
-        .filter(|l| l.contains("actor failed") && l.contains("default/broken"))
-        .count();
-    assert!(
-        failures >= 6,
-        "5 restarts, then parked on the 6th failure; saw {failures}"
-    );
-    let events = events_of(&client, "default", "broken").await;
-    assert!(
-        events.iter().any(|e| e.starts_with("RestartLoop")),
-        "{events:?}"
-    );
+    assert!(broken.2.contains("192.0.2.77"), "names the VPS: {broken:?}");
     assert_eq!(
         node_ready(&nodes, "a").await.unwrap().0,
         "True",
-        "a is untouched by broken's restarts"
+        "a is untouched by broken's failures"
     );
 
     // VPS b powered off: b reports SSH, a keeps serving.

@@ -250,10 +250,6 @@ async fn start_pass(
     else {
         return Ok(Started::Gone);
     };
-    #[allow(clippy::manual_assert, clippy::panic)]
-    if ctx.fault_panic.as_ref() == Some(&key) {
-        panic!("fault injection: EdgeNode {key} panics at the start of its pass");
-    }
     if node.metadata.deletion_timestamp.is_some() {
         return start_teardown(myself, state, node).await;
     }
