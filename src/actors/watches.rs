@@ -39,28 +39,22 @@ pub fn start(
         cfg(),
         ready.clone(),
         manager.clone(),
-        |e| match e {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                vec![ManagerMsg::EdgeNode(Arc::new(o))]
-            }
-            watcher::Event::Delete(o) => vec![ManagerMsg::EdgeNodeGone(key_of(&o))],
-            watcher::Event::InitDone => vec![ManagerMsg::Relisted(Listed::EdgeNodes)],
-            watcher::Event::Init => Vec::new(),
-        },
+        lifecycle(
+            ManagerMsg::EdgeNode,
+            ManagerMsg::EdgeNodeGone,
+            Listed::EdgeNodes,
+        ),
     );
     let (port_bindings, t2) = pump(
         Api::<PortBinding>::all(client.clone()),
         cfg(),
         ready.clone(),
         manager.clone(),
-        |e| match e {
-            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                vec![ManagerMsg::PortBinding(Arc::new(o))]
-            }
-            watcher::Event::Delete(o) => vec![ManagerMsg::PortBindingGone(key_of(&o))],
-            watcher::Event::InitDone => vec![ManagerMsg::Relisted(Listed::PortBindings)],
-            watcher::Event::Init => Vec::new(),
-        },
+        lifecycle(
+            ManagerMsg::PortBinding,
+            ManagerMsg::PortBindingGone,
+            Listed::PortBindings,
+        ),
     );
     let (secrets, t3) = pump_scoped::<Secret, _>(
         client,
@@ -68,12 +62,7 @@ pub fn start(
         &cfg(),
         ready.clone(),
         manager.clone(),
-        |e| match e {
-            watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                vec![ManagerMsg::Secret(key_of(&o))]
-            }
-            _ => Vec::new(),
-        },
+        each_change(ManagerMsg::Secret),
     );
     let (services, t4) = pump_scoped::<Service, _>(
         client,
@@ -81,12 +70,7 @@ pub fn start(
         &cfg(),
         ready.clone(),
         manager.clone(),
-        |e| match e {
-            watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                vec![ManagerMsg::Service(key_of(&o))]
-            }
-            _ => Vec::new(),
-        },
+        each_change(ManagerMsg::Service),
     );
     let (stateful_sets, t5) = pump(
         Api::<StatefulSet>::all(client.clone()),
@@ -152,6 +136,32 @@ pub async fn filled(stores: &Stores) -> Result<(), reflector::store::WriterDropp
 
 fn key_of<K: Resource>(object: &K) -> ObjectKey {
     ObjectKey::of(object)
+}
+
+/// A change or deletion of an object some EdgeNodes depend on (relists add nothing: the
+/// objects were there before the pass that read them).
+fn each_change<K: Resource>(
+    changed: fn(ObjectKey) -> ManagerMsg,
+) -> impl Fn(watcher::Event<K>) -> Vec<ManagerMsg> {
+    move |e| match e {
+        watcher::Event::Apply(o) | watcher::Event::Delete(o) => vec![changed(key_of(&o))],
+        _ => Vec::new(),
+    }
+}
+
+/// The events of a kind whose every object has an actor: added or changed, gone, and the end
+/// of a relist (actors of objects not listed stop).
+fn lifecycle<K: Resource>(
+    changed: fn(Arc<K>) -> ManagerMsg,
+    gone: fn(ObjectKey) -> ManagerMsg,
+    listed: Listed,
+) -> impl Fn(watcher::Event<K>) -> Vec<ManagerMsg> {
+    move |e| match e {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![changed(Arc::new(o))],
+        watcher::Event::Delete(o) => vec![gone(key_of(&o))],
+        watcher::Event::InitDone => vec![ManagerMsg::Relisted(listed)],
+        watcher::Event::Init => Vec::new(),
+    }
 }
 
 /// A change of the API server's Service or EndpointSlices (by value: `pump`'s signature).
