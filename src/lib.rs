@@ -7,19 +7,10 @@ pub mod crd;
 pub mod duration;
 pub mod enroll;
 pub mod hash;
-pub mod health;
 pub mod leader;
-pub mod leader_core;
-pub mod metrics;
-pub mod metrics_reviews;
-pub mod metrics_server;
 pub mod object_key;
-pub mod operator;
 pub mod plan;
-pub mod settings;
+pub mod run;
 pub mod ssh;
+pub mod telemetry;
 pub mod workload;
-pub mod write_fence;
-
-/// The logging set-up: the agents' own ([`tunnel_contract::logging`]), one for every binary.
-pub use tunnel_contract::logging as telemetry;

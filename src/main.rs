@@ -37,11 +37,11 @@ enum Command {
         /// As the operator's flag: `allow` or `require-grant` (target Services in another
         /// namespace need a ReferenceGrant there).
         #[arg(long, default_value = "allow", value_name = "allow|require-grant",
-              value_parser = tunnel::settings::parse_cross_namespace_targets)]
+              value_parser = tunnel::run::settings::parse_cross_namespace_targets)]
         cross_namespace_targets: tunnel::plan::CrossNamespaceTargets,
     },
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(Box<tunnel::settings::RunArgs>),
+    Run(Box<tunnel::run::settings::RunArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
             tunnel::telemetry::init_from_env()?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime
-                .block_on(tunnel::operator::run(*args))
+                .block_on(tunnel::run::run(*args))
                 .map_err(|e| anyhow::anyhow!("[{}] {e}", e.category()))?;
         }
         Command::Render {

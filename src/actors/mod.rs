@@ -124,10 +124,10 @@ pub struct Context {
     /// `--cross-namespace-targets`: whether target Services in other namespaces need a grant.
     pub cross_namespace_targets: crate::plan::CrossNamespaceTargets,
     /// The operator's metrics.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::telemetry::metrics::Metrics,
     /// Shut when leader election may have moved on: no SSH job starts then (API writes are
     /// fenced in the client already).
-    pub fence: crate::write_fence::Fence,
+    pub fence: crate::leader::fence::Fence,
 }
 
 impl std::fmt::Debug for Context {

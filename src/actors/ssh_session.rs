@@ -37,7 +37,7 @@ pub struct SshSessionState {
     session: Option<(String, Session)>,
     /// The decoded private key of the current Secret version.
     keys: KeyCache,
-    _alive: crate::metrics::AliveGuard,
+    _alive: crate::telemetry::metrics::AliveGuard,
     /// Waits for the kept connection to end while no job runs.
     watcher: Option<tokio::task::JoinHandle<()>>,
 }

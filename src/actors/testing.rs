@@ -279,8 +279,8 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
         uplink_log: ("json".into(), "info".into()),
         allow_restricted_targets: false,
         cross_namespace_targets: crate::plan::CrossNamespaceTargets::default(),
-        metrics: crate::metrics::Metrics::new(),
-        fence: crate::write_fence::Fence::always_open(),
+        metrics: crate::telemetry::metrics::Metrics::new(),
+        fence: crate::leader::fence::Fence::always_open(),
     };
     Bed {
         api,

@@ -27,7 +27,7 @@ use testbed::free_port;
 use testbed::process::Process;
 use testbed::wait::wait_until;
 use tunnel::crd::EdgeNode;
-use tunnel::metrics_reviews::{SOURCE_REVIEW_BURST, SOURCE_REVIEWS_PER_SECOND};
+use tunnel::telemetry::reviews::{SOURCE_REVIEW_BURST, SOURCE_REVIEWS_PER_SECOND};
 
 use super::leader_election::agents_dir;
 

@@ -4,6 +4,8 @@
 //! Deployment restarts the pod, and the new process rebuilds everything from the API server
 //! and the VPSes).
 
+pub mod settings;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,16 +14,16 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use ractor::Actor;
 
+use self::settings::{RunArgs, SettingsError};
 use crate::actors::manager::{Manager, ManagerArgs};
 use crate::actors::{self, Artefacts, Context};
 use crate::crd::{EdgeNode, PortBinding};
-use crate::health;
+use crate::leader::elector::Timings;
+use crate::leader::fence::Fence;
 use crate::leader::{self, Candidate, LeaderError};
-use crate::leader_core::Timings;
-use crate::metrics::Metrics;
-use crate::metrics_server::{self, Authorizer, MetricsServerError};
-use crate::settings::{self, RunArgs, SettingsError};
-use crate::write_fence::Fence;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics_server::{self, Authorizer, MetricsServerError};
+use crate::telemetry::probes;
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +132,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
             source,
         })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(health_addr), "serving health probes");
-    let probes = tokio::spawn(health::serve(listener, ready.clone()));
+    let probes = tokio::spawn(probes::serve(listener, ready.clone()));
 
     let timings = Timings {
         lease_duration: args.leader_elect_lease_duration,

@@ -5,7 +5,7 @@
 //!   `leaseDurationSeconds`, measured on *our* monotonic clock from the moment we last saw the
 //!   record change (never from the holder's wall-clock `renewTime`: clocks of two nodes skew).
 //! - The holder renews every `retry_period`; each successful write opens the [write
-//!   fence](crate::write_fence) until `attempt start + renew_deadline`. `renew_deadline` is
+//!   fence](crate::leader::fence) until `attempt start + renew_deadline`. `renew_deadline` is
 //!   shorter than the lease duration, so the fence of an old leader is shut before anyone else
 //!   may take the Lease, even when the old leader was paused (SIGSTOP, a frozen VM) and comes
 //!   back: its monotonic clock went on, its fence is shut, and it writes nothing.

@@ -1,7 +1,7 @@
 //! The write fence: every request of the actor tree that changes something in the API server
 //! (any method but GET and HEAD: status, finalizers, the uplink workload, Events) passes here,
 //! and is refused in the process, before it leaves, unless leader election says this process
-//! still holds the Lease by its own monotonic clock ([`crate::leader_core`]). A leader that was
+//! still holds the Lease by its own monotonic clock ([`crate::leader::elector`]). A leader that was
 //! paused past its renew deadline and comes back therefore writes nothing, even in the moments
 //! before its election loop notices it lost.
 //!

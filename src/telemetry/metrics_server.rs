@@ -8,7 +8,7 @@
 //! `WithAuthenticationAndAuthorization` does: no token 401, a token not allowed 403. Answers
 //! are cached per token for a short while (allowed 60 s, refused 10 s) so a scrape every few
 //! seconds costs no API round trip, and what unknown tokens may cost is bounded
-//! ([`crate::metrics_reviews`]: 429 past the review rations). Without `--metrics-secure` it is
+//! ([`crate::telemetry::reviews`]: 429 past the review rations). Without `--metrics-secure` it is
 //! plain HTTP without authentication, for a sidecar or a port-forward.
 //!
 //! HTTP/2 is offered (ALPN `h2`) only with `--enable-http2`. Bounds: at most
@@ -34,8 +34,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::metrics::Metrics;
-use crate::metrics_reviews::{Decision, ReviewLedger, Verdict, plausible};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::reviews::{Decision, ReviewLedger, Verdict, plausible};
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;

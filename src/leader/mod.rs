@@ -1,11 +1,15 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease (the I/O around
-//! [`crate::leader_core`]): read the Lease, write what the core decides with optimistic
+//! Leader election on a `coordination.k8s.io/v1` Lease, with its fence, in one room: the pure
+//! elector ([`elector`], client-go's algorithm), the write [`fence`] on the tree's client, and
+//! here the I/O around the elector: read the Lease, write what the core decides with optimistic
 //! concurrency (a replace carrying the resourceVersion read, so two candidates can never both
-//! win), and keep the [write fence](crate::write_fence) open only as long as the core says.
+//! win), and keep the [write fence](crate::leader::fence) open only as long as the core says.
 //!
 //! Our own rather than kube-lease-manager: that crate renews `grace` seconds before expiry
 //! and tells its caller only a `bool`; we need the moment each renewal was *sent* to shut the
 //! write fence before anyone else can take the Lease (docs/dependencies.md).
+
+pub mod elector;
+pub mod fence;
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +20,8 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tracing::{info, warn};
 
-use crate::leader_core::{Elector, Record, Step, Timings};
-use crate::write_fence::Fence;
+use crate::leader::elector::{Elector, Record, Step, Timings};
+use crate::leader::fence::Fence;
 
 /// The Lease's name (the seed's leader-election ID, so an old and a new operator never lead
 /// at once during a migration).

@@ -5,7 +5,7 @@
 //! actor kinds, `category()` labels, outcome kinds, and the names of Kubernetes objects
 //! (validated by the API server), never from free text such as error messages.
 //!
-//! [`crate::metrics_server`] serves [`Metrics::encode`] on `/metrics`.
+//! [`crate::telemetry::metrics_server`] serves [`Metrics::encode`] on `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
