@@ -62,6 +62,29 @@ pub fn users_of_secret(
     users
 }
 
+/// The Secrets a pass of `node` depends on: its SSH Secret and the TLS Secrets of `port_bindings`
+/// (those that point at it). The inverse of [`users_of_secret`].
+pub fn secrets_of(
+    node: &EdgeNode,
+    port_bindings: &[impl AsRef<PortBinding>],
+) -> BTreeSet<ObjectKey> {
+    let ns = node.metadata.namespace.as_deref().unwrap_or_default();
+    let ssh = &node.spec.ssh.secret_ref;
+    let mut secrets = BTreeSet::from([ObjectKey::new(ssh.namespace_or(ns), ssh.name.clone())]);
+    for pb in port_bindings.iter().map(AsRef::as_ref) {
+        let pb_ns = pb.metadata.namespace.as_deref().unwrap_or_default();
+        for r in pb
+            .spec
+            .bindings
+            .iter()
+            .filter_map(|b| b.tls.as_ref()?.secret_ref.as_ref())
+        {
+            secrets.insert(ObjectKey::new(r.namespace_or(pb_ns), r.name.clone()));
+        }
+    }
+    secrets
+}
+
 /// EdgeNodes with a binding whose target is Service `service`.
 pub fn users_of_service(
     service: &ObjectKey,
@@ -128,6 +151,23 @@ mod tests {
         let via_service = users_of_service(&ObjectKey::new("apps", "web"), &bindings());
         assert_eq!(via_service, BTreeSet::from([ObjectKey::new("team", "a")]));
         assert!(users_of_service(&ObjectKey::new("team", "web"), &bindings()).is_empty());
+    }
+
+    #[test]
+    fn the_secrets_of_a_node_are_exactly_those_whose_users_include_it() {
+        let (nodes, pbs) = (nodes(), bindings());
+        let a = ObjectKey::new("team", "a");
+        let secrets = secrets_of(&nodes[0], &pbs);
+        assert_eq!(
+            secrets,
+            BTreeSet::from([
+                ObjectKey::new("team", "vps-ssh"),
+                ObjectKey::new("apps", "web-tls")
+            ])
+        );
+        for s in &secrets {
+            assert!(users_of_secret(s, &nodes, &pbs).contains(&a), "{s}");
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! - every PortBinding event (changed, new, gone, moved) → the EdgeNode(s) concerned as
 //!   [`NodeMsg::PortBinding`], and the PortBinding supervisor (its actor writes its status);
 //!   a PortBinding that may not use its EdgeNode (no grant) never reaches that EdgeNode;
-//! - a Secret or Service → through the reference index to the EdgeNodes that use it;
+//! - a Secret → through the reference index to the cert watchers of the EdgeNodes that use it
+//!   (each tells its EdgeNode only when the content changed); a Service → through the index
+//!   to the EdgeNodes that use it;
 //! - a grant, or the API server's addresses → every EdgeNode.
 
 use std::collections::BTreeMap;
@@ -27,7 +29,7 @@ use super::edge_node::EdgeNodeActor;
 use super::edge_node::core::Seen;
 use super::index;
 use super::port_binding::{PortBindingActor, takes_part};
-use super::protocol::{self, Listed, ManagerMsg, NodeMsg};
+use super::protocol::{self, CertMsg, Listed, ManagerMsg, NodeMsg};
 use super::supervisor::{Supervisor, SupervisorMsg};
 use super::{Context, Stores, watches};
 
@@ -213,8 +215,11 @@ impl Actor for Manager {
                     &ctx.stores.edge_nodes.state(),
                     &taking_part(&ctx),
                 );
+                // Its cert watcher decides whether the content really changed.
                 for node in users {
-                    changed(&ctx, &node);
+                    if let Some(watcher) = protocol::cert_watcher(&ctx, &node) {
+                        let _ = watcher.send_message(CertMsg::SecretChanged(key.clone()));
+                    }
                 }
             }
             ManagerMsg::Service(key) => {

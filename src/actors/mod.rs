@@ -14,6 +14,7 @@
 //! found by name (prefixed per Manager, since ractor's registry is process-wide), never by a
 //! reference kept across a restart.
 
+pub mod cert_watcher;
 pub mod conditions;
 pub mod edge_node;
 pub mod error;

@@ -4,12 +4,14 @@
 //!
 //! ```text
 //! watches ──ManagerMsg──▶ Manager ──SupervisorMsg──▶ supervisors ──Changed──▶ children
+//! Manager ──CertMsg::SecretChanged──▶ cert watcher ──NodeMsg::Changed──▶ EdgeNode (content changed)
 //! Manager ──NodeMsg::PortBinding──▶ EdgeNode       (every PortBinding event, one route)
 //! EdgeNode ──Job──▶ SSH session ──NodeMsg::JobDone──▶ EdgeNode
 //! EdgeNode ──BindingMsg::Report──▶ PortBinding      (what the pass did with it)
 //! PortBinding ──NodeMsg::ReportWanted──▶ EdgeNode   (a restarted PortBinding actor asks)
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ractor::ActorRef;
@@ -32,6 +34,14 @@ pub const PORT_BINDING: &str = "PortBinding";
 /// The EdgeNode actor of `key`, if it runs (a parked one does not).
 pub fn edge_node(ctx: &Context, key: &ObjectKey) -> Option<ActorRef<NodeMsg>> {
     ActorRef::where_is(ctx.name(EDGE_NODE, key))
+}
+
+/// The kind under which each EdgeNode actor's cert watcher is registered.
+pub const CERT_WATCHER: &str = "CertWatcher";
+
+/// The cert watcher of EdgeNode `key`, if its EdgeNode actor runs.
+pub fn cert_watcher(ctx: &Context, key: &ObjectKey) -> Option<ActorRef<CertMsg>> {
+    ActorRef::where_is(ctx.name(CERT_WATCHER, key))
 }
 
 /// The PortBinding actor of `key`, if it runs.
@@ -103,6 +113,16 @@ pub enum NodeMsg {
         /// What happened.
         result: JobResult,
     },
+}
+
+/// Messages of an EdgeNode's cert watcher.
+#[derive(Debug)]
+pub enum CertMsg {
+    /// From its EdgeNode actor: the pass now running read these Secrets, with this content
+    /// (`None`: missing).
+    PassRead(BTreeMap<ObjectKey, Option<String>>),
+    /// From the Manager: a Secret the EdgeNode uses changed or went.
+    SecretChanged(ObjectKey),
 }
 
 /// Messages of a PortBinding actor.

@@ -197,6 +197,12 @@ impl Caches {
             .apply_watcher_event(&watcher::Event::Apply(node));
     }
 
+    /// Puts a Secret in the cache.
+    pub fn secret(&mut self, secret: Secret) {
+        self.secrets
+            .apply_watcher_event(&watcher::Event::Apply(secret));
+    }
+
     /// Puts a PortBinding in the cache.
     pub fn port_binding(&mut self, pb: PortBinding) {
         self.port_bindings

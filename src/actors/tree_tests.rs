@@ -338,3 +338,75 @@ async fn a_panicking_child_is_restarted_then_parked_and_a_change_unparks_it() {
     assert!(supervisor.get_status() == ractor::ActorStatus::Running);
     supervisor.stop(None);
 }
+
+fn tls_secret(certificate: &str, resource_version: &str) -> k8s_openapi::api::core::v1::Secret {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-tls", "namespace": "team", "resourceVersion": resource_version},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": certificate, "tls.key": "key"}
+    }))
+    .unwrap()
+}
+
+/// One cert watcher told what a pass read (`read`), then that `secret` changed; what did its
+/// parent hear, once both handled every message?
+async fn watcher_hears(
+    b: &super::testing::Bed,
+    name: &str,
+    secret: &ObjectKey,
+    read: Option<String>,
+) -> Vec<String> {
+    let (parent, seen) = recorder::<NodeMsg>(name.to_owned()).await;
+    let (watcher, _) = Actor::spawn(
+        None,
+        super::cert_watcher::CertWatcherActor,
+        (b.ctx.clone(), parent.clone()),
+    )
+    .await
+    .unwrap();
+    watcher
+        .send_message(protocol::CertMsg::PassRead(
+            std::collections::BTreeMap::from([(secret.clone(), read)]),
+        ))
+        .unwrap();
+    for _ in 0..3 {
+        watcher
+            .send_message(protocol::CertMsg::SecretChanged(secret.clone()))
+            .unwrap();
+    }
+    watcher.drain_and_wait(None).await.unwrap();
+    parent.drain_and_wait(None).await.unwrap();
+    seen.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_cert_watcher_tells_its_edge_node_only_of_a_real_change_and_once() {
+    let mut b = bed("t-certs", RestartPolicy::default());
+    let secret = ObjectKey::new("team", "web-tls");
+    b.caches.secret(tls_secret("v1", "1"));
+    let read = super::cert_watcher::digest_in_cache(&b.ctx, &secret);
+    assert!(read.is_some());
+    // A new resourceVersion with the same content: nothing.
+    b.caches.secret(tls_secret("v1", "2"));
+    assert!(
+        watcher_hears(&b, "t-certs/p1", &secret, read.clone())
+            .await
+            .is_empty()
+    );
+    // New content, seen three times: one Changed.
+    b.caches.secret(tls_secret("v2", "3"));
+    assert_eq!(
+        watcher_hears(&b, "t-certs/p2", &secret, read.clone()).await,
+        ["Changed"]
+    );
+    // Gone: a change too.
+    b.caches
+        .secrets
+        .apply_watcher_event(&kube::runtime::watcher::Event::Delete(tls_secret(
+            "v2", "4",
+        )));
+    assert_eq!(
+        watcher_hears(&b, "t-certs/p3", &secret, read).await,
+        ["Changed"]
+    );
+}

@@ -9,8 +9,11 @@
 //!    which answers with a message (this mailbox never waits on SSH);
 //! 4. [`report`]: status, Events, metrics, the PortBindings' reports.
 //!
-//! When to run a pass is decided by the sans-IO [`core`]; deletion is in [`teardown`]. This
-//! file is the actor shell: messages in, the core's effects out.
+//! When to run a pass is decided by the sans-IO [`core`]; deletion is in [`teardown`]. Its
+//! children: the SSH session actor and the cert watcher ([`super::cert_watcher`]: the Secrets
+//! this VPS depends on; it says when one really changed); the config renderer is pure
+//! (`plan::plan`, called by the decide stage). This file is the actor shell: messages in, the
+//! core's effects out.
 
 pub mod apply;
 pub mod core;
@@ -33,9 +36,10 @@ use crate::object_key::ObjectKey;
 
 use self::core::{EdgeNodeCore, Effect, Event};
 use self::decide::{Inputs, PassFacts, Settings};
+use super::cert_watcher::{self, CertWatcherActor};
 use super::error::ReconcileError;
 use super::index;
-use super::protocol::{self, Job, JobResult, NodeMsg, Work};
+use super::protocol::{self, CertMsg, Job, JobResult, NodeMsg, Work};
 use super::restarts::jitter;
 use super::ssh_session::SshSessionActor;
 use super::status::{PassEnd, PortBindingReport};
@@ -63,6 +67,8 @@ pub struct EdgeNodeState {
     core: EdgeNodeCore,
     pass: u64,
     ssh: Option<ActorRef<Job>>,
+    /// The cert watcher child (the Secrets this VPS depends on).
+    certs: Option<ActorRef<CertMsg>>,
     in_flight: Option<InFlight>,
     reports: BTreeMap<ObjectKey, PortBindingReport>,
     drift: Option<tokio::task::JoinHandle<()>>,
@@ -127,6 +133,7 @@ impl Actor for EdgeNodeActor {
             key,
             pass: 0,
             ssh: None,
+            certs: None,
             in_flight: None,
             reports: BTreeMap::new(),
             drift: Some(drift),
@@ -145,6 +152,9 @@ impl Actor for EdgeNodeActor {
         if let Some(ssh) = state.ssh.take() {
             ssh.stop(None);
         }
+        if let Some(certs) = state.certs.take() {
+            certs.stop(None);
+        }
         Ok(())
     }
 
@@ -154,6 +164,19 @@ impl Actor for EdgeNodeActor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, _) | SupervisionEvent::ActorTerminated(cell, ..) =
+            &event
+            && state
+                .certs
+                .as_ref()
+                .is_some_and(|c| c.get_id() == cell.get_id())
+        {
+            // Secret changes may have been missed: the next pass respawns it and reads again.
+            warn!(node = %state.key, "cert watcher stopped");
+            state.certs = None;
+            myself.send_message(NodeMsg::Changed)?;
+            return Ok(());
+        }
         if let SupervisionEvent::ActorFailed(cell, _) | SupervisionEvent::ActorTerminated(cell, ..) =
             event
             && state
@@ -268,6 +291,17 @@ async fn start_pass(
             .map(|pb| (ObjectKey::of(pb.as_ref()), pb.metadata.generation))
             .collect(),
     );
+    // And of the Secrets, for the cert watcher: a change it sees later is one this pass missed.
+    let read = index::secrets_of(&node, &port_bindings)
+        .into_iter()
+        .map(|s| {
+            let digest = cert_watcher::digest_in_cache(&ctx, &s);
+            (s, digest)
+        })
+        .collect();
+    cert_watcher(myself, state)
+        .await?
+        .send_message(CertMsg::PassRead(read))?;
     let api: Api<EdgeNode> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let finalized = if node.finalizers().iter().any(|f| f == FINALIZER) {
         Ok(())
@@ -333,6 +367,26 @@ async fn start_pass(
             })
         }
     }
+}
+
+/// The cert watcher, spawned (under its registered name) when there is none.
+async fn cert_watcher(
+    myself: &ActorRef<NodeMsg>,
+    state: &mut EdgeNodeState,
+) -> Result<ActorRef<CertMsg>, ActorProcessingErr> {
+    if let Some(certs) = &state.certs {
+        return Ok(certs.clone());
+    }
+    let name = state.ctx.name(protocol::CERT_WATCHER, &state.key);
+    let (certs, _) = Actor::spawn_linked(
+        Some(name),
+        CertWatcherActor,
+        (state.ctx.clone(), myself.clone()),
+        myself.get_cell(),
+    )
+    .await?;
+    state.certs = Some(certs.clone());
+    Ok(certs)
 }
 
 /// The session actor, spawned when there is none.
