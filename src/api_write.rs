@@ -31,7 +31,7 @@ impl ApiStep {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// An API call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", api_words(source))]
     Failed {
         /// Which step.
         step: ApiStep,
@@ -55,6 +55,28 @@ pub enum ApiError {
         #[source]
         source: kube::Error,
     },
+}
+
+/// A sentence for an API error: who refused what and why, in the API server's own words
+/// (never the debug dump of the whole Status), and for a refused write what to look at.
+fn api_words(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => {
+            let hint = match status.code {
+                422 => {
+                    "; the object the operator built was refused by the API server's validation or an admission policy: check the EdgeNode's spec.uplink settings and the cluster's Pod Security and admission rules"
+                }
+                409 => "; another writer changed it at the same time: the next pass retries",
+                403 => "; the operator's RBAC does not allow it",
+                _ => "",
+            };
+            format!(
+                "the API server refused it ({} {}): {}{hint}",
+                status.code, status.reason, status.message
+            )
+        }
+        other => format!("the API server could not be reached or answered badly: {other}"),
+    }
 }
 
 /// The API server's own words for a refusal, without the debug dump of the whole Status.
@@ -105,6 +127,22 @@ mod tests {
         assert!(e.to_string().contains("uplinkNamespaces"), "{e}");
         let e = ApiError::at(ApiStep::Metadata, "setting the finalizer")(forbidden());
         assert_eq!(e.category(), "MetadataUpdateFailed");
+    }
+
+    #[test]
+    fn a_refusal_reads_as_a_sentence_without_the_status_dump() {
+        let refused = kube::Error::Api(Box::new(
+            kube::core::Status::failure(
+                "StatefulSet.apps \"x\" is invalid: spec.template.spec.initContainers[0].securityContext.privileged: Forbidden: disallowed by cluster policy",
+                "Invalid",
+            )
+            .with_code(422),
+        ));
+        let e = ApiError::at(ApiStep::Workload, "applying StatefulSet tunnel/x")(refused);
+        let text = e.to_string();
+        assert!(text.starts_with("applying StatefulSet tunnel/x: the API server refused it (422 Invalid): StatefulSet.apps"), "{text}");
+        assert!(text.contains("Pod Security"), "{text}");
+        assert!(!text.contains("Status {"), "{text}");
     }
 
     #[test]
