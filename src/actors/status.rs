@@ -38,16 +38,18 @@ pub enum PassEnd {
 }
 
 /// The VPS's health as the pass saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthFacts {
     /// `tunnel-envoy.service` is active.
     pub envoy_active: bool,
     /// `tunnel-relay.service` is active.
     pub relay_active: bool,
-    /// Uplinks with a fresh handshake.
+    /// Uplinks up now: the pod runs and the relay has a fresh handshake with it.
     pub fresh_uplinks: usize,
     /// Uplink replicas wanted.
     pub replicas: usize,
+    /// Why each uplink that is not up is not (e.g. `pod x-1 is Pending, the scheduler says: …`).
+    pub not_up: Vec<String>,
 }
 
 impl HealthFacts {
@@ -74,10 +76,14 @@ pub fn edge_node_verdicts(end: &PassEnd, address: &str) -> Vec<Verdict> {
             ]
         }
         PassEnd::Done(h) => {
-            let uplinks = format!(
-                "{}/{} uplinks have a fresh handshake with the relay",
+            let mut uplinks = format!(
+                "{}/{} uplinks are up (pod running, fresh handshake with the relay)",
                 h.fresh_uplinks, h.replicas
             );
+            if !h.not_up.is_empty() {
+                uplinks.push_str("; ");
+                uplinks.push_str(&h.not_up.join("; "));
+            }
             let ready = if !h.envoy_active {
                 Verdict::failed(
                     READY,
@@ -216,6 +222,7 @@ mod tests {
                 relay_active: true,
                 fresh_uplinks: 2,
                 replicas: 2,
+                not_up: Vec::new(),
             }),
             "192.0.2.1",
         );
@@ -242,11 +249,20 @@ mod tests {
                 relay_active: true,
                 fresh_uplinks: 1,
                 replicas: 2,
+                not_up: vec![
+                    "uplink 1: pod x-1 is Pending, the scheduler says: 0/1 nodes are available"
+                        .into(),
+                ],
             }),
             "a",
         );
         assert_eq!(waiting[0].reason, "UplinksNotReady");
         assert!(waiting[0].message.starts_with("1/2"));
+        assert!(
+            waiting[0].message.contains("the scheduler says: 0/1 nodes"),
+            "{}",
+            waiting[0].message
+        );
     }
 
     #[test]

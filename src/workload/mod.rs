@@ -11,6 +11,7 @@
 mod apply;
 mod labels;
 mod objects;
+mod pods;
 mod statefulset;
 
 pub use apply::{
@@ -19,6 +20,7 @@ pub use apply::{
 };
 pub use labels::{OWNER_NAMESPACE_LABEL, labels, selector_labels};
 pub use objects::{config_map, headless_service, keys_secret, namespace, relay_key_secret};
+pub use pods::{PodState, uplink_pods};
 pub use statefulset::statefulset;
 
 /// Port of each uplink's `/ready` endpoint (Envoy health-checks it through the tunnel).

@@ -33,6 +33,7 @@ use tracing::{info, warn};
 
 use crate::crd::EdgeNode;
 use crate::object_key::ObjectKey;
+use crate::workload::{self, UplinkNames};
 
 use self::core::{EdgeNodeCore, Effect, Event};
 use self::decide::{Inputs, PassFacts, Settings};
@@ -450,13 +451,29 @@ async fn finish(state: &mut EdgeNodeState, in_flight: InFlight, result: JobResul
             JobResult::Converged(result),
         ) => match result {
             Ok(pass) => {
-                let health = report::health_facts(&pass, facts.replicas);
+                let names = UplinkNames::for_node(&state.key.namespace, &state.key.name);
+                let pods = match workload::uplink_pods(
+                    &ctx.client,
+                    &node.spec.uplink.namespace,
+                    &names.workload,
+                    facts.replicas,
+                )
+                .await
+                {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        warn!(node = %state.key, error = %e, "reading the uplink pods; counting handshakes alone");
+                        None
+                    }
+                };
+                let health = report::health_facts(&pass, &facts, &names.workload, pods.as_ref());
+                let healthy = health.healthy();
                 ctx.metrics
                     .vps_health(&state.key, &pass.health, &facts.uplinks);
                 report::after_enrolled(&ctx, &node, &facts, &pass).await;
                 let end = PassEnd::Done(health);
                 state.reports = report::conclude(&ctx, &node, &end, Some(&facts), reports).await;
-                (true, health.healthy())
+                (true, healthy)
             }
             Err(e) => {
                 warn!(node = %state.key, reason = e.category(), error = %e, "enrollment pass failed");

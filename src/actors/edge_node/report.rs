@@ -13,6 +13,7 @@ use tracing::warn;
 use crate::crd::{ANNOTATION_SKIP_DEPROVISION, EdgeNode, EdgeNodeStatus};
 use crate::enroll::PassReport;
 use crate::object_key::ObjectKey;
+use crate::workload::PodState;
 
 use super::super::conditions::{self, Verdict};
 use super::super::protocol::{self, BindingMsg};
@@ -85,17 +86,49 @@ pub fn send_report(ctx: &Context, key: &ObjectKey, report: PortBindingReport) {
     }
 }
 
-/// The health facts of a successful SSH pass.
-pub fn health_facts(report: &PassReport, replicas: usize) -> HealthFacts {
+/// The health facts of a successful SSH pass: an uplink counts when the relay has a fresh
+/// handshake with its key *and* its pod is up now (a handshake stays fresh for minutes after
+/// the pod went). `pods` is `None` when the pods could not be read: the relay's word alone.
+pub fn health_facts(
+    report: &PassReport,
+    facts: &PassFacts,
+    workload: &str,
+    pods: Option<&BTreeMap<usize, PodState>>,
+) -> HealthFacts {
+    let fresh: BTreeSet<&str> = report
+        .health
+        .relay_status
+        .as_ref()
+        .map(|s| {
+            s.peers
+                .iter()
+                .filter(|p| p.handshake_fresh)
+                .map(|p| p.public_key.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut up = 0;
+    let mut not_up = Vec::new();
+    for u in &facts.uplinks {
+        let ordinal = usize::try_from(u.ordinal).unwrap_or(usize::MAX);
+        let pod = format!("{workload}-{ordinal}");
+        let state = pods.and_then(|p| p.get(&ordinal));
+        match state {
+            Some(s) if !s.is_up() => not_up.push(format!("uplink {ordinal}: {}", s.describe(&pod))),
+            _ if !fresh.contains(u.public_key.as_str()) => {
+                not_up.push(format!(
+                    "uplink {ordinal}: no fresh handshake with the relay"
+                ));
+            }
+            _ => up += 1,
+        }
+    }
     HealthFacts {
         envoy_active: report.health.envoy_active(),
         relay_active: report.health.relay_active(),
-        fresh_uplinks: report
-            .health
-            .relay_status
-            .as_ref()
-            .map_or(0, |s| s.peers.iter().filter(|p| p.handshake_fresh).count()),
-        replicas,
+        fresh_uplinks: up,
+        replicas: facts.replicas,
+        not_up,
     }
 }
 
