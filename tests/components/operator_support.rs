@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use testbed::apiserver::ApiServer;
@@ -298,6 +298,30 @@ impl Uplinks {
         std::fs::create_dir_all(&keys_dir).unwrap();
         for (k, v) in keys.data.unwrap_or_default() {
             std::fs::write(keys_dir.join(k), v.0).unwrap();
+        }
+        // The pod objects, as a kubelet reports them: running (the operator counts an uplink
+        // only when its pod is up).
+        let pod_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        for ordinal in 0..replicas {
+            let name = format!("{workload}-{ordinal}");
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"containers": [{"name": "uplink", "image": "uplink:test"}]}
+            }))
+            .unwrap();
+            match pod_api.create(&PostParams::default(), &pod).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => panic!("creating pod {name}: {e}"),
+            }
+            pod_api
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"status": {"phase": "Running"}})),
+                )
+                .await
+                .unwrap();
         }
         let bin = agent_binary("uplink").unwrap();
         let processes = (0..usize::try_from(replicas).unwrap())
