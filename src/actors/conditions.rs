@@ -11,6 +11,8 @@ pub struct Verdict {
     pub type_: &'static str,
     /// `True` or `False`.
     pub ok: bool,
+    /// `Unknown`: not decided yet (e.g. the first enrollment is running); `ok` is false then.
+    pub unknown: bool,
     /// UpperCamelCase reason (an error's `category()` when it failed).
     pub reason: String,
     /// What happened and what to do.
@@ -23,6 +25,7 @@ impl Verdict {
         Self {
             type_,
             ok: true,
+            unknown: false,
             reason: reason.into(),
             message: message.into(),
         }
@@ -37,13 +40,35 @@ impl Verdict {
         Self {
             type_,
             ok: false,
+            unknown: false,
             reason: reason.into(),
             message: message.into(),
         }
     }
 
+    /// A condition not decided yet (`Unknown`).
+    pub fn unknown(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            unknown: true,
+            ..Self::failed(type_, reason, message)
+        }
+    }
+
+    /// Whether an Event about it is a warning: it does not hold (and is not merely undecided).
+    pub fn warns(&self) -> bool {
+        !self.ok && !self.unknown
+    }
+
     fn status(&self) -> &'static str {
-        if self.ok { "True" } else { "False" }
+        match (self.ok, self.unknown) {
+            (_, true) => "Unknown",
+            (true, false) => "True",
+            (false, false) => "False",
+        }
     }
 }
 
@@ -107,6 +132,16 @@ mod tests {
 
     fn at(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn an_undecided_condition_is_unknown_and_not_a_warning() {
+        let v = Verdict::unknown("Ready", "Enrolling", "enrolling VPS 192.0.2.1");
+        assert!(!v.ok && !v.warns());
+        assert!(Verdict::failed("Ready", "SSHUnreachable", "down").warns());
+        let written = merge(&[], &[v], Some(1), &at(5));
+        assert_eq!(written[0].status, "Unknown");
+        assert_eq!(written[0].reason, "Enrolling");
     }
 
     #[test]

@@ -187,7 +187,7 @@ async fn settle(
     if !conditions::transitions(&before, std::slice::from_ref(&verdict)).is_empty() {
         ctx.publish(
             &pb.object_ref(&()),
-            !verdict.ok,
+            verdict.warns(),
             &verdict.reason,
             verdict.message.clone(),
             "Reconcile",

@@ -337,6 +337,7 @@ async fn start_pass(
     };
     match outcome {
         Ok((target, applied)) => {
+            report::enrolling(&ctx, &node).await;
             let ssh = session_actor(myself, state).await?;
             state.in_flight = Some(InFlight::Converge {
                 node,

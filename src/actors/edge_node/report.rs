@@ -174,6 +174,32 @@ pub async fn after_enrolled(
     }
 }
 
+/// Before the first enrollment's SSH job: `Ready=Unknown`, reason `Enrolling`, saying what
+/// happens now (an EdgeNode enrolled before keeps its conditions while later passes run).
+pub async fn enrolling(ctx: &Context, node: &EdgeNode) {
+    let st = node.status.clone().unwrap_or_default();
+    let enrolled_before = st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == status::ENROLLED && c.status == "True");
+    if enrolled_before {
+        return;
+    }
+    let verdicts = [Verdict::unknown(
+        status::READY,
+        "Enrolling",
+        format!(
+            "enrolling VPS {}: connecting over SSH, then installing the relay agent and Envoy (the first enrollment uploads about 110 MB when Envoy is pushed); the uplink workload is applied",
+            node.spec.address
+        ),
+    )];
+    let mut next = st.clone();
+    let before = st.conditions.clone();
+    next.conditions = with_verdicts(&st.conditions, &verdicts, node.metadata.generation);
+    write_if_changed(ctx, node, &next).await;
+    publish_transitions(ctx, node, &before, &verdicts).await;
+}
+
 /// A deletion that cannot tear the VPS down: `Ready=False` with the way out.
 pub async fn deletion_blocked(ctx: &Context, node: &EdgeNode, reason: &str, message: &str) {
     let key = ObjectKey::of(node);
@@ -252,8 +278,14 @@ async fn publish_transitions(
         if v.type_ != status::READY {
             continue;
         }
-        ctx.publish(&reference, !v.ok, &v.reason, v.message.clone(), "Reconcile")
-            .await;
+        ctx.publish(
+            &reference,
+            v.warns(),
+            &v.reason,
+            v.message.clone(),
+            "Reconcile",
+        )
+        .await;
     }
 }
 
