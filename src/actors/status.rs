@@ -35,6 +35,15 @@ pub enum PassEnd {
     },
     /// The pass went through; this is the health it found.
     Done(HealthFacts),
+    /// The VPS was enrolled (this is its health), but the uplink workload could not be applied.
+    WorkloadFailed {
+        /// The error's category.
+        reason: String,
+        /// Its message.
+        message: String,
+        /// The health the SSH pass found.
+        health: HealthFacts,
+    },
 }
 
 /// The VPS's health as the pass saw it.
@@ -74,6 +83,25 @@ pub fn edge_node_verdicts(end: &PassEnd, address: &str) -> Vec<Verdict> {
                 Verdict::failed(ENROLLED, reason.clone(), message.clone()),
                 Verdict::failed(CONFIG_APPLIED, reason.clone(), message),
             ]
+        }
+        PassEnd::WorkloadFailed {
+            reason,
+            message,
+            health,
+        } => {
+            let message = format!(
+                "VPS {address} is enrolled, but the uplink workload was not applied: {message}"
+            );
+            edge_node_verdicts(&PassEnd::Done(health.clone()), address)
+                .into_iter()
+                .map(|v| {
+                    if v.type_ == READY || v.type_ == CONFIG_APPLIED {
+                        Verdict::failed(v.type_, reason.clone(), message.clone())
+                    } else {
+                        v
+                    }
+                })
+                .collect()
         }
         PassEnd::Done(h) => {
             let mut uplinks = format!(
@@ -228,6 +256,39 @@ mod tests {
         );
         assert!(v.iter().all(|v| v.ok), "{v:?}");
         assert_eq!(v[0].reason, "AllHealthy");
+    }
+
+    #[test]
+    fn a_refused_workload_does_not_hide_that_the_vps_is_enrolled() {
+        let v = edge_node_verdicts(
+            &PassEnd::WorkloadFailed {
+                reason: "WorkloadApplyFailed".into(),
+                message: "applying StatefulSet tunnel/x: the API server refused it (422 Invalid)"
+                    .into(),
+                health: HealthFacts {
+                    envoy_active: true,
+                    relay_active: true,
+                    fresh_uplinks: 0,
+                    replicas: 1,
+                    not_up: vec!["uplink 0: pod x-0 does not exist".into()],
+                },
+            },
+            "192.0.2.1",
+        );
+        let get = |t: &str| v.iter().find(|v| v.type_ == t).unwrap();
+        assert!(!get(READY).ok && get(READY).reason == "WorkloadApplyFailed");
+        assert!(
+            get(READY)
+                .message
+                .contains("is enrolled, but the uplink workload was not applied")
+        );
+        assert!(get(ENROLLED).ok, "the VPS was enrolled all the same");
+        assert_eq!(get(CONFIG_APPLIED).reason, "WorkloadApplyFailed");
+        assert!(
+            get(UPLINKS_READY)
+                .message
+                .contains("pod x-0 does not exist")
+        );
     }
 
     #[test]

@@ -31,9 +31,13 @@ pub struct Applied {
     pub facts: PassFacts,
     /// One report per PortBinding.
     pub reports: BTreeMap<ObjectKey, PortBindingReport>,
+    /// The uplink workload could not be applied: the VPS is enrolled all the same, and the
+    /// status says so.
+    pub workload_error: Option<ReconcileError>,
 }
 
-/// Writes what `decision` asks for; stops at the first failure.
+/// Writes what `decision` asks for; stops at the first failure, except the uplink workload's:
+/// a refused workload does not keep the VPS from being enrolled (it is reported with the pass).
 pub async fn apply(
     ctx: &Context,
     uplink_namespace: &str,
@@ -51,18 +55,17 @@ pub async fn apply(
         .await
         .map_err(|e| no_reports(e.into()))?;
     let planned = decision.outcome?;
-    if let Err(e) = workload::apply_workload(&ctx.client, &planned.workload).await {
-        return Err(Refused {
-            error: e.into(),
-            reports: planned.reports,
-        });
-    }
+    let workload_error = workload::apply_workload(&ctx.client, &planned.workload)
+        .await
+        .err()
+        .map(ReconcileError::from);
     match planned.desired {
         Ok(desired) => Ok(Applied {
             desired,
             request: planned.request,
             facts: planned.facts,
             reports: planned.reports,
+            workload_error,
         }),
         Err(error) => Err(Refused {
             error,

@@ -57,6 +57,7 @@ enum InFlight {
         node: Arc<EdgeNode>,
         facts: PassFacts,
         reports: BTreeMap<ObjectKey, PortBindingReport>,
+        workload_error: Option<Box<ReconcileError>>,
     },
     Teardown(Arc<EdgeNode>),
 }
@@ -339,10 +340,14 @@ async fn start_pass(
         Ok((target, applied)) => {
             report::enrolling(&ctx, &node).await;
             let ssh = session_actor(myself, state).await?;
+            if let Some(e) = &applied.workload_error {
+                warn!(node = %key, reason = e.category(), error = %e, "uplink workload not applied; enrolling the VPS all the same");
+            }
             state.in_flight = Some(InFlight::Converge {
                 node,
                 facts: applied.facts,
                 reports: applied.reports,
+                workload_error: applied.workload_error.map(Box::new),
             });
             ssh.send_message(Job {
                 pass: state.pass,
@@ -448,6 +453,7 @@ async fn finish(state: &mut EdgeNodeState, in_flight: InFlight, result: JobResul
                 node,
                 facts,
                 reports,
+                workload_error,
             },
             JobResult::Converged(result),
         ) => match result {
@@ -472,9 +478,19 @@ async fn finish(state: &mut EdgeNodeState, in_flight: InFlight, result: JobResul
                 ctx.metrics
                     .vps_health(&state.key, &pass.health, &facts.uplinks);
                 report::after_enrolled(&ctx, &node, &facts, &pass).await;
-                let end = PassEnd::Done(health);
+                let Some(e) = workload_error else {
+                    let end = PassEnd::Done(health);
+                    state.reports =
+                        report::conclude(&ctx, &node, &end, Some(&facts), reports).await;
+                    return (true, healthy);
+                };
+                let end = PassEnd::WorkloadFailed {
+                    reason: e.category().to_owned(),
+                    message: e.to_string(),
+                    health,
+                };
                 state.reports = report::conclude(&ctx, &node, &end, Some(&facts), reports).await;
-                (true, healthy)
+                (false, false)
             }
             Err(e) => {
                 warn!(node = %state.key, reason = e.category(), error = %e, "enrollment pass failed");

@@ -46,9 +46,11 @@ pub async fn conclude(
     publish_transitions(ctx, node, &before, &verdicts).await;
 
     let problem = match end {
-        PassEnd::Prepare { reason, message } | PassEnd::Enroll { reason, message } => {
-            Some((reason.clone(), message.clone()))
-        }
+        PassEnd::Prepare { reason, message }
+        | PassEnd::Enroll { reason, message }
+        | PassEnd::WorkloadFailed {
+            reason, message, ..
+        } => Some((reason.clone(), message.clone())),
         PassEnd::Done(_) => None,
     };
     ctx.metrics
