@@ -7,6 +7,7 @@ pub mod crd;
 pub mod duration;
 pub mod enroll;
 pub mod hash;
+pub mod jitter;
 pub mod leader;
 pub mod object_key;
 pub mod plan;

@@ -14,7 +14,8 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 use tracing::{info, warn};
 
 use super::Context;
-use super::restarts::{AfterFailure, RestartBudget, jitter};
+use super::restarts::{AfterFailure, RestartBudget};
+use crate::jitter::jitter;
 use crate::object_key::ObjectKey;
 
 /// A kind of child the supervisor manages.

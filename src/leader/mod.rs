@@ -194,8 +194,7 @@ impl Candidate {
         // id: it is 1 in every container, so every replica waited the same).
         let retry = self.elector.timings().retry_period;
         let spread =
-            f64::from(u32::try_from(crate::actors::restarts::random_seed() % 100).unwrap_or(0))
-                / 500.0;
+            f64::from(u32::try_from(crate::jitter::random_seed() % 100).unwrap_or(0)) / 500.0;
         retry.mul_f64(1.0 + spread)
     }
 

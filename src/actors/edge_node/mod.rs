@@ -41,10 +41,10 @@ use super::cert_watcher::{self, CertWatcherActor};
 use super::error::ReconcileError;
 use super::index;
 use super::protocol::{self, CertMsg, Job, JobResult, NodeMsg, Work};
-use super::restarts::jitter;
 use super::ssh_session::SshSessionActor;
 use super::status::{PassEnd, PortBindingReport};
 use super::{Context, FINALIZER, supervisor::Child};
+use crate::jitter::jitter;
 
 /// The actor.
 #[derive(Debug, Default)]
@@ -131,7 +131,7 @@ impl Actor for EdgeNodeActor {
         Ok(EdgeNodeState {
             core: EdgeNodeCore::new(ctx.schedule),
             ctx,
-            seed: super::restarts::random_seed(),
+            seed: crate::jitter::random_seed(),
             key,
             pass: 0,
             ssh: None,
