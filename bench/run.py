@@ -49,6 +49,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(os.environ.get("BENCH_ROOT", "/var/cache/tunnel/bench"))
 BIN = BENCH / "bin"
+# Our agents (tunnelctl, uplink, BUILD); BENCH_OURS=DIR measures another build (A/B).
+OURS = Path(os.environ.get("BENCH_OURS", BENCH / "bin" / "ours"))
 ENVOY = Path(os.environ.get("ENVOY", "/var/cache/tunnel/bin/envoy"))
 
 NS_CLIENT, NS_VPS, NS_CLUSTER, NS_SERVER = (
@@ -93,6 +95,7 @@ _children: list[subprocess.Popen] = []
 _workdir: Path | None = None
 _verbose = False
 _ours_offloads: str | None = None
+_perf_dir: Path | None = None
 
 
 def log(msg: str) -> None:
@@ -396,7 +399,7 @@ def setup_rathole() -> list[subprocess.Popen]:
 def ours_available() -> str | None:
     """None when our agents can be run, else why not."""
     for b in ("tunnelctl", "uplink"):
-        p = BIN / "ours" / b
+        p = OURS / b
         if not p.exists():
             return f"{p} missing (bench/setup.sh builds it with `cargo build --release -p uplink`)"
         res = subprocess.run([str(p), "--version"], capture_output=True, text=True)
@@ -432,10 +435,10 @@ def setup_ours() -> list[subprocess.Popen]:
     (keys / "priv-0").chmod(0o600)
     (_workdir / "uplink.json").write_text(json.dumps(uplink))
     env = {"LOG_LEVEL": "warn"}
-    relay_proc = spawn("tunnelctl", [str(BIN / "ours" / "tunnelctl"), "--config", str(relay_doc),
+    relay_proc = spawn("tunnelctl", [str(OURS / "tunnelctl"), "--config", str(relay_doc),
                                      "--control", str(_workdir / "relay.sock"), "run"],
                        NS_VPS, env=env)
-    uplink_proc = spawn("uplink", [str(BIN / "ours" / "uplink")], NS_CLUSTER, env=dict(
+    uplink_proc = spawn("uplink", [str(OURS / "uplink")], NS_CLUSTER, env=dict(
         env, POD_NAME="bench-uplink-0", UPLINK_CONFIG=str(_workdir / "uplink.json"),
         KEYS_DIR=str(keys), READY_ADDR=f"{CLUSTER_LAN}:40500", DRAIN_SECONDS="0"))
     return [relay_proc, uplink_proc]
@@ -451,7 +454,7 @@ def ours_offloads() -> str:
         except ValueError:
             return "?"
         return ", ".join(f"{k} {'on' if v else 'off'}" for k, v in o.items()) or "?"
-    relay = subprocess.run([str(BIN / "ours" / "tunnelctl"), "--control",
+    relay = subprocess.run([str(OURS / "tunnelctl"), "--control",
                             str(_workdir / "relay.sock"), "status"],
                            capture_output=True, text=True).stdout
     uplink = subprocess.run(["ip", "netns", "exec", NS_CLUSTER, "curl", "-sS", "-m", "2",
@@ -553,6 +556,43 @@ def wrk(target: str, duration: int, connections: int, close: bool, threads: int 
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+SYSCALLS = ("read", "write", "readv", "writev", "sendmsg", "sendmmsg", "recvmsg", "recvmmsg",
+            "sendto", "recvfrom", "epoll_wait", "epoll_pwait", "io_uring_enter")
+
+
+def start_perf(path: str, pids: list[int]) -> list[subprocess.Popen]:
+    """With --perf DIR: `perf record` on each tunnel process for the TCP 1 stream test
+    (`DIR/<path>-<pid>.data`; `perf report -i FILE --no-children --sort sym` reads it)."""
+    if _perf_dir is None or not pids:
+        return []
+    _perf_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for pid in pids:
+        out = _perf_dir / f"{path}-{pid}.data"
+        procs.append(subprocess.Popen(["perf", "record", "-q", "-F", "1999", "-g", "-p", str(pid),
+                                       "-o", str(out)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        # System calls by kind, in the same seconds (`DIR/<path>-<pid>.syscalls`).
+        events = ",".join(f"syscalls:sys_enter_{c}" for c in SYSCALLS)
+        procs.append(subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(pid),
+                                       "-o", str(_perf_dir / f"{path}-{pid}.syscalls")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(0.3)
+    return procs
+
+
+def stop_perf(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 def measure(path: str, target: str, tunnel: list[int], envoy: list[int], duration: int) -> dict:
     r: dict = {}
 
@@ -562,7 +602,11 @@ def measure(path: str, target: str, tunnel: list[int], envoy: list[int], duratio
         return out, cpu_seconds(tunnel) - c0, cpu_seconds(envoy) - e0, time.time() - t0
 
     # TCP, 1 stream, client → server (upload through the tunnel: VPS encrypts)
-    d, cpu, ecpu, wall = timed(lambda: iperf(target, duration))
+    profilers = start_perf(path, tunnel)
+    try:
+        d, cpu, ecpu, wall = timed(lambda: iperf(target, duration))
+    finally:
+        stop_perf(profilers)
     recv = d["end"]["sum_received"]
     r["tcp1"] = recv["bits_per_second"] / 1e9
     r["tcp1_retrans"] = d["end"]["sum_sent"].get("retransmits")
@@ -654,7 +698,7 @@ def machine_facts() -> list[str]:
     vers = BENCH / "versions.txt"
     if vers.exists():
         facts += [line for line in vers.read_text().splitlines() if line.strip()]
-    ours = BIN / "ours" / "BUILD"
+    ours = OURS / "BUILD"
     if ours.exists():
         facts.append("our agents: " + ours.read_text().strip())
     if _ours_offloads:
@@ -836,7 +880,7 @@ def attempt_path(p: str, rnd: int, args, results: dict, last: bool) -> bool:
 
 
 def main() -> int:
-    global _workdir, _verbose
+    global _workdir, _verbose, _perf_dir
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per iperf3/wrk measurement")
     ap.add_argument("--runs", type=int, default=3, help="rounds; medians are over these")
@@ -847,9 +891,14 @@ def main() -> int:
     ap.add_argument("--json", default=str(BENCH / "last-run.json"),
                     help="also write the raw results here")
     ap.add_argument("--keep-logs", action="store_true", help="keep the work directory")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record a perf profile of each tunnel process during TCP 1 stream "
+                         "(it costs throughput: not for the figures)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     _verbose = args.verbose
+    if args.perf:
+        _perf_dir = Path(args.perf)
     paths = [p for p in args.paths.split(",") if p]
     for p in paths:
         if p not in PATHS:
