@@ -51,6 +51,9 @@ BENCH = Path(os.environ.get("BENCH_ROOT", "/var/cache/tunnel/bench"))
 BIN = BENCH / "bin"
 # Our agents (tunnelctl, uplink, BUILD); BENCH_OURS=DIR measures another build (A/B).
 OURS = Path(os.environ.get("BENCH_OURS", BENCH / "bin" / "ours"))
+# The path "ours-base" (not in the default list): another build of our agents, e.g. the
+# commit before a change, measured in the same run as "ours" (A/B on the same machine state).
+OURS_BASE = Path(os.environ.get("BENCH_OURS_BASE", BENCH / "bin" / "ours-base"))
 ENVOY = Path(os.environ.get("ENVOY", "/var/cache/tunnel/bin/envoy"))
 
 NS_CLIENT, NS_VPS, NS_CLUSTER, NS_SERVER = (
@@ -70,6 +73,7 @@ UDP_BUFFER = 4 * 1024 * 1024
 TAG = f"{os.getpid() % 100000}"   # unique WireGuard interface names (shared /var/run/wireguard)
 
 PATHS = ["direct", "envoy", "boringtun", "wireguard-go", "rathole", "ours"]
+OPTIONAL_PATHS = ["ours-base"]
 LABELS = {
     "direct": "direct (kernel routing, no proxy)",
     "envoy": "Envoy alone (no tunnel)",
@@ -77,6 +81,7 @@ LABELS = {
     "wireguard-go": "Envoy + wireguard-go",
     "rathole": "Envoy + rathole (Noise)",
     "ours": "Envoy + our agents (tunnelctl/uplink)",
+    "ours-base": "Envoy + our agents, base build",
 }
 METRICS = [
     # key, header, unit, higher is better
@@ -96,6 +101,7 @@ _workdir: Path | None = None
 _verbose = False
 _ours_offloads: str | None = None
 _perf_dir: Path | None = None
+_with_base = False
 
 
 def log(msg: str) -> None:
@@ -396,10 +402,10 @@ def setup_rathole() -> list[subprocess.Popen]:
                                      str(_workdir / "rathole-client.toml")], NS_CLUSTER, env=env)]
 
 
-def ours_available() -> str | None:
+def ours_available(where: Path = OURS) -> str | None:
     """None when our agents can be run, else why not."""
     for b in ("tunnelctl", "uplink"):
-        p = OURS / b
+        p = where / b
         if not p.exists():
             return f"{p} missing (bench/setup.sh builds it with `cargo build --release -p uplink`)"
         res = subprocess.run([str(p), "--version"], capture_output=True, text=True)
@@ -408,7 +414,7 @@ def ours_available() -> str | None:
     return None
 
 
-def setup_ours() -> list[subprocess.Popen]:
+def setup_ours(where: Path = OURS) -> list[subprocess.Popen]:
     assert _workdir is not None
     v_priv, v_pub = wg_keys()
     c_priv, c_pub = wg_keys()
@@ -435,10 +441,10 @@ def setup_ours() -> list[subprocess.Popen]:
     (keys / "priv-0").chmod(0o600)
     (_workdir / "uplink.json").write_text(json.dumps(uplink))
     env = {"LOG_LEVEL": "warn"}
-    relay_proc = spawn("tunnelctl", [str(OURS / "tunnelctl"), "--config", str(relay_doc),
+    relay_proc = spawn("tunnelctl", [str(where / "tunnelctl"), "--config", str(relay_doc),
                                      "--control", str(_workdir / "relay.sock"), "run"],
                        NS_VPS, env=env)
-    uplink_proc = spawn("uplink", [str(OURS / "uplink")], NS_CLUSTER, env=dict(
+    uplink_proc = spawn("uplink", [str(where / "uplink")], NS_CLUSTER, env=dict(
         env, POD_NAME="bench-uplink-0", UPLINK_CONFIG=str(_workdir / "uplink.json"),
         KEYS_DIR=str(keys), READY_ADDR=f"{CLUSTER_LAN}:40500", DRAIN_SECONDS="0"))
     return [relay_proc, uplink_proc]
@@ -478,8 +484,8 @@ def setup_path(path: str) -> tuple[list[subprocess.Popen], subprocess.Popen | No
         envoy = start_envoy({p: ("127.0.0.1", 10000 + p) for p in tcp_ports},
                             ("127.0.0.1", 10000 + IPERF_PORT))
         return procs, envoy, VPS_PUBLIC
-    elif path == "ours":
-        procs = setup_ours()
+    elif path in ("ours", "ours-base"):
+        procs = setup_ours(OURS if path == "ours" else OURS_BASE)
         target = UPLINK_TUN
     else:
         raise ValueError(path)
@@ -701,6 +707,9 @@ def machine_facts() -> list[str]:
     ours = OURS / "BUILD"
     if ours.exists():
         facts.append("our agents: " + ours.read_text().strip())
+    base = OURS_BASE / "BUILD"
+    if _with_base and base.exists():
+        facts.append("our agents, base build: " + base.read_text().strip())
     if _ours_offloads:
         facts.append("our agents' offloads, as reported in the run: " + _ours_offloads)
     return facts
@@ -739,7 +748,7 @@ def targets(results: dict, med: dict) -> list[str]:
 
 
 def render(results: dict, meta: dict) -> str:
-    paths = [p for p in PATHS if p in results]
+    paths = [p for p in PATHS + OPTIONAL_PATHS if p in results]
     med = {p: {k: median([run.get(k) for run in results[p]["runs"]]) for k, *_ in METRICS}
            for p in paths}
     extra_keys = ["tcp1_retrans", "cpu_tcp1_cores", "cpu_tcp4_cores", "cpu_udp_cores",
@@ -880,7 +889,7 @@ def attempt_path(p: str, rnd: int, args, results: dict, last: bool) -> bool:
 
 
 def main() -> int:
-    global _workdir, _verbose, _perf_dir
+    global _workdir, _verbose, _perf_dir, _with_base
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per iperf3/wrk measurement")
     ap.add_argument("--runs", type=int, default=3, help="rounds; medians are over these")
@@ -901,7 +910,7 @@ def main() -> int:
         _perf_dir = Path(args.perf)
     paths = [p for p in args.paths.split(",") if p]
     for p in paths:
-        if p not in PATHS:
+        if p not in PATHS + OPTIONAL_PATHS:
             ap.error(f"unknown path {p!r}")
     if os.geteuid() != 0:
         ap.error("run as root (network namespaces)")
@@ -928,6 +937,12 @@ def main() -> int:
         if why:
             results["ours"]["unavailable"] = why
             log(f"our agents: not available — {why}")
+    if "ours-base" in paths:
+        _with_base = True
+        why = ours_available(OURS_BASE)
+        if why:
+            results["ours-base"]["unavailable"] = why
+            log(f"our base build: not available — {why}")
     meta = {"start": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
             "load_before": Path("/proc/loadavg").read_text().split()[:3],
             "busy_before": machine_busy(),
