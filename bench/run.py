@@ -747,6 +747,45 @@ def targets(results: dict, med: dict) -> list[str]:
             "|---|---|---|---|"] + rows + [""]
 
 
+def targets_23(results: dict, med: dict) -> list[str]:
+    """Issue 23's targets (CPU per GB, TCP against rathole and wireguard-go), on the medians."""
+    def have(p: str) -> bool:
+        return p in results and not results[p].get("unavailable") and bool(results[p]["runs"])
+    if not have("ours"):
+        return []
+    o = med["ours"]
+    rows = []
+
+    def row(what: str, value: str, target: str, met: bool) -> None:
+        rows.append(f"| {what} | {value} | {target} | {'met' if met else 'not met'} |")
+    if o["cpu_tcp1"] is not None:
+        row("tunnel CPU, TCP 1 stream", f"{o['cpu_tcp1']:.2f} s/GB", "≤ 2.0 s/GB",
+            o["cpu_tcp1"] <= 2.0)
+    for ref, name, want in (("rathole", "rathole", 1.5), ("wireguard-go", "wireguard-go", 2.5)):
+        for k, what in (("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams")):
+            if have(ref) and o[k] and med[ref][k]:
+                x = o[k] / med[ref][k]
+                row(f"{what}: ours ÷ {name}", f"{x:.2f}×", f"≥ {want}×", x >= want)
+    if have("envoy") and o["tcp1"] and med["envoy"]["tcp1"]:
+        x = o["tcp1"] / med["envoy"]["tcp1"]
+        row("TCP 1 stream: share of Envoy alone", f"{100 * x:.0f}%", "> 20%", x > 0.2)
+    if have("ours-base"):
+        bb = med["ours-base"]
+        for k, what, unit, higher in (("cps", "new conn/s", "conn/s", True),
+                                      ("p99", "wrk p99", "ms", False),
+                                      ("lat1_p99", "p99, 1 connection", "ms", False)):
+            if o[k] is not None and bb[k] is not None:
+                row(f"{what}: ours vs base build", f"{fmt(o[k], unit)} vs {fmt(bb[k], unit)}"
+                    + (" ms" if unit == "ms" else ""), "no worse",
+                    o[k] >= bb[k] if higher else o[k] <= bb[k])
+    if o["udp_loss"] is not None:
+        row("UDP loss at 500 Mbit/s offered", f"{o['udp_loss']:.2f}%", "0%", o["udp_loss"] == 0)
+    if not rows:
+        return []
+    return ["### Issue 23 targets, on these medians\n", "| what | measured | target | |",
+            "|---|---|---|---|"] + rows + [""]
+
+
 def render(results: dict, meta: dict) -> str:
     paths = [p for p in PATHS + OPTIONAL_PATHS if p in results]
     med = {p: {k: median([run.get(k) for run in results[p]["runs"]]) for k, *_ in METRICS}
@@ -796,6 +835,7 @@ def render(results: dict, meta: dict) -> str:
             out.append(f"| {LABELS[p]} | " + " | ".join(cells) + " |")
         out.append("")
     out += targets(results, med)
+    out += targets_23(results, med)
     out.append("### Side figures (medians)\n")
     out.append("| path | TCP 1 stream retransmits | tunnel CPU, cores busy: TCP 1 / TCP 4 / UDP "
                "| UDP sent / delivered (Mbit/s) | Envoy CPU, TCP 1 stream (s per GB) "
