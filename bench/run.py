@@ -49,6 +49,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(os.environ.get("BENCH_ROOT", "/var/cache/tunnel/bench"))
 BIN = BENCH / "bin"
+# Our agents (tunnelctl, uplink, BUILD); BENCH_OURS=DIR measures another build (A/B).
+OURS = Path(os.environ.get("BENCH_OURS", BENCH / "bin" / "ours"))
+# The path "ours-base" (not in the default list): another build of our agents, e.g. the
+# commit before a change, measured in the same run as "ours" (A/B on the same machine state).
+OURS_BASE = Path(os.environ.get("BENCH_OURS_BASE", BENCH / "bin" / "ours-base"))
 ENVOY = Path(os.environ.get("ENVOY", "/var/cache/tunnel/bin/envoy"))
 
 NS_CLIENT, NS_VPS, NS_CLUSTER, NS_SERVER = (
@@ -68,6 +73,7 @@ UDP_BUFFER = 4 * 1024 * 1024
 TAG = f"{os.getpid() % 100000}"   # unique WireGuard interface names (shared /var/run/wireguard)
 
 PATHS = ["direct", "envoy", "boringtun", "wireguard-go", "rathole", "ours"]
+OPTIONAL_PATHS = ["ours-base"]
 LABELS = {
     "direct": "direct (kernel routing, no proxy)",
     "envoy": "Envoy alone (no tunnel)",
@@ -75,6 +81,7 @@ LABELS = {
     "wireguard-go": "Envoy + wireguard-go",
     "rathole": "Envoy + rathole (Noise)",
     "ours": "Envoy + our agents (tunnelctl/uplink)",
+    "ours-base": "Envoy + our agents, base build",
 }
 METRICS = [
     # key, header, unit, higher is better
@@ -93,6 +100,8 @@ _children: list[subprocess.Popen] = []
 _workdir: Path | None = None
 _verbose = False
 _ours_offloads: str | None = None
+_perf_dir: Path | None = None
+_with_base = False
 
 
 def log(msg: str) -> None:
@@ -393,10 +402,10 @@ def setup_rathole() -> list[subprocess.Popen]:
                                      str(_workdir / "rathole-client.toml")], NS_CLUSTER, env=env)]
 
 
-def ours_available() -> str | None:
+def ours_available(where: Path = OURS) -> str | None:
     """None when our agents can be run, else why not."""
     for b in ("tunnelctl", "uplink"):
-        p = BIN / "ours" / b
+        p = where / b
         if not p.exists():
             return f"{p} missing (bench/setup.sh builds it with `cargo build --release -p uplink`)"
         res = subprocess.run([str(p), "--version"], capture_output=True, text=True)
@@ -405,7 +414,7 @@ def ours_available() -> str | None:
     return None
 
 
-def setup_ours() -> list[subprocess.Popen]:
+def setup_ours(where: Path = OURS) -> list[subprocess.Popen]:
     assert _workdir is not None
     v_priv, v_pub = wg_keys()
     c_priv, c_pub = wg_keys()
@@ -432,10 +441,10 @@ def setup_ours() -> list[subprocess.Popen]:
     (keys / "priv-0").chmod(0o600)
     (_workdir / "uplink.json").write_text(json.dumps(uplink))
     env = {"LOG_LEVEL": "warn"}
-    relay_proc = spawn("tunnelctl", [str(BIN / "ours" / "tunnelctl"), "--config", str(relay_doc),
+    relay_proc = spawn("tunnelctl", [str(where / "tunnelctl"), "--config", str(relay_doc),
                                      "--control", str(_workdir / "relay.sock"), "run"],
                        NS_VPS, env=env)
-    uplink_proc = spawn("uplink", [str(BIN / "ours" / "uplink")], NS_CLUSTER, env=dict(
+    uplink_proc = spawn("uplink", [str(where / "uplink")], NS_CLUSTER, env=dict(
         env, POD_NAME="bench-uplink-0", UPLINK_CONFIG=str(_workdir / "uplink.json"),
         KEYS_DIR=str(keys), READY_ADDR=f"{CLUSTER_LAN}:40500", DRAIN_SECONDS="0"))
     return [relay_proc, uplink_proc]
@@ -451,7 +460,7 @@ def ours_offloads() -> str:
         except ValueError:
             return "?"
         return ", ".join(f"{k} {'on' if v else 'off'}" for k, v in o.items()) or "?"
-    relay = subprocess.run([str(BIN / "ours" / "tunnelctl"), "--control",
+    relay = subprocess.run([str(OURS / "tunnelctl"), "--control",
                             str(_workdir / "relay.sock"), "status"],
                            capture_output=True, text=True).stdout
     uplink = subprocess.run(["ip", "netns", "exec", NS_CLUSTER, "curl", "-sS", "-m", "2",
@@ -475,8 +484,8 @@ def setup_path(path: str) -> tuple[list[subprocess.Popen], subprocess.Popen | No
         envoy = start_envoy({p: ("127.0.0.1", 10000 + p) for p in tcp_ports},
                             ("127.0.0.1", 10000 + IPERF_PORT))
         return procs, envoy, VPS_PUBLIC
-    elif path == "ours":
-        procs = setup_ours()
+    elif path in ("ours", "ours-base"):
+        procs = setup_ours(OURS if path == "ours" else OURS_BASE)
         target = UPLINK_TUN
     else:
         raise ValueError(path)
@@ -553,6 +562,43 @@ def wrk(target: str, duration: int, connections: int, close: bool, threads: int 
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
+SYSCALLS = ("read", "write", "readv", "writev", "sendmsg", "sendmmsg", "recvmsg", "recvmmsg",
+            "sendto", "recvfrom", "epoll_wait", "epoll_pwait", "io_uring_enter")
+
+
+def start_perf(path: str, pids: list[int]) -> list[subprocess.Popen]:
+    """With --perf DIR: `perf record` on each tunnel process for the TCP 1 stream test
+    (`DIR/<path>-<pid>.data`; `perf report -i FILE --no-children --sort sym` reads it)."""
+    if _perf_dir is None or not pids:
+        return []
+    _perf_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for pid in pids:
+        out = _perf_dir / f"{path}-{pid}.data"
+        procs.append(subprocess.Popen(["perf", "record", "-q", "-F", "1999", "-g", "-p", str(pid),
+                                       "-o", str(out)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        # System calls by kind, in the same seconds (`DIR/<path>-<pid>.syscalls`).
+        events = ",".join(f"syscalls:sys_enter_{c}" for c in SYSCALLS)
+        procs.append(subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(pid),
+                                       "-o", str(_perf_dir / f"{path}-{pid}.syscalls")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(0.3)
+    return procs
+
+
+def stop_perf(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 def measure(path: str, target: str, tunnel: list[int], envoy: list[int], duration: int) -> dict:
     r: dict = {}
 
@@ -562,7 +608,11 @@ def measure(path: str, target: str, tunnel: list[int], envoy: list[int], duratio
         return out, cpu_seconds(tunnel) - c0, cpu_seconds(envoy) - e0, time.time() - t0
 
     # TCP, 1 stream, client → server (upload through the tunnel: VPS encrypts)
-    d, cpu, ecpu, wall = timed(lambda: iperf(target, duration))
+    profilers = start_perf(path, tunnel)
+    try:
+        d, cpu, ecpu, wall = timed(lambda: iperf(target, duration))
+    finally:
+        stop_perf(profilers)
     recv = d["end"]["sum_received"]
     r["tcp1"] = recv["bits_per_second"] / 1e9
     r["tcp1_retrans"] = d["end"]["sum_sent"].get("retransmits")
@@ -654,9 +704,12 @@ def machine_facts() -> list[str]:
     vers = BENCH / "versions.txt"
     if vers.exists():
         facts += [line for line in vers.read_text().splitlines() if line.strip()]
-    ours = BIN / "ours" / "BUILD"
+    ours = OURS / "BUILD"
     if ours.exists():
         facts.append("our agents: " + ours.read_text().strip())
+    base = OURS_BASE / "BUILD"
+    if _with_base and base.exists():
+        facts.append("our agents, base build: " + base.read_text().strip())
     if _ours_offloads:
         facts.append("our agents' offloads, as reported in the run: " + _ours_offloads)
     return facts
@@ -694,8 +747,47 @@ def targets(results: dict, med: dict) -> list[str]:
             "|---|---|---|---|"] + rows + [""]
 
 
+def targets_23(results: dict, med: dict) -> list[str]:
+    """Issue 23's targets (CPU per GB, TCP against rathole and wireguard-go), on the medians."""
+    def have(p: str) -> bool:
+        return p in results and not results[p].get("unavailable") and bool(results[p]["runs"])
+    if not have("ours"):
+        return []
+    o = med["ours"]
+    rows = []
+
+    def row(what: str, value: str, target: str, met: bool) -> None:
+        rows.append(f"| {what} | {value} | {target} | {'met' if met else 'not met'} |")
+    if o["cpu_tcp1"] is not None:
+        row("tunnel CPU, TCP 1 stream", f"{o['cpu_tcp1']:.2f} s/GB", "≤ 2.0 s/GB",
+            o["cpu_tcp1"] <= 2.0)
+    for ref, name, want in (("rathole", "rathole", 1.5), ("wireguard-go", "wireguard-go", 2.5)):
+        for k, what in (("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams")):
+            if have(ref) and o[k] and med[ref][k]:
+                x = o[k] / med[ref][k]
+                row(f"{what}: ours ÷ {name}", f"{x:.2f}×", f"≥ {want}×", x >= want)
+    if have("envoy") and o["tcp1"] and med["envoy"]["tcp1"]:
+        x = o["tcp1"] / med["envoy"]["tcp1"]
+        row("TCP 1 stream: share of Envoy alone", f"{100 * x:.0f}%", "> 20%", x > 0.2)
+    if have("ours-base"):
+        bb = med["ours-base"]
+        for k, what, unit, higher in (("cps", "new conn/s", "conn/s", True),
+                                      ("p99", "wrk p99", "ms", False),
+                                      ("lat1_p99", "p99, 1 connection", "ms", False)):
+            if o[k] is not None and bb[k] is not None:
+                row(f"{what}: ours vs base build", f"{fmt(o[k], unit)} vs {fmt(bb[k], unit)}"
+                    + (" ms" if unit == "ms" else ""), "no worse",
+                    o[k] >= bb[k] if higher else o[k] <= bb[k])
+    if o["udp_loss"] is not None:
+        row("UDP loss at 500 Mbit/s offered", f"{o['udp_loss']:.2f}%", "0%", o["udp_loss"] == 0)
+    if not rows:
+        return []
+    return ["### Issue 23 targets, on these medians\n", "| what | measured | target | |",
+            "|---|---|---|---|"] + rows + [""]
+
+
 def render(results: dict, meta: dict) -> str:
-    paths = [p for p in PATHS if p in results]
+    paths = [p for p in PATHS + OPTIONAL_PATHS if p in results]
     med = {p: {k: median([run.get(k) for run in results[p]["runs"]]) for k, *_ in METRICS}
            for p in paths}
     extra_keys = ["tcp1_retrans", "cpu_tcp1_cores", "cpu_tcp4_cores", "cpu_udp_cores",
@@ -743,6 +835,7 @@ def render(results: dict, meta: dict) -> str:
             out.append(f"| {LABELS[p]} | " + " | ".join(cells) + " |")
         out.append("")
     out += targets(results, med)
+    out += targets_23(results, med)
     out.append("### Side figures (medians)\n")
     out.append("| path | TCP 1 stream retransmits | tunnel CPU, cores busy: TCP 1 / TCP 4 / UDP "
                "| UDP sent / delivered (Mbit/s) | Envoy CPU, TCP 1 stream (s per GB) "
@@ -836,7 +929,7 @@ def attempt_path(p: str, rnd: int, args, results: dict, last: bool) -> bool:
 
 
 def main() -> int:
-    global _workdir, _verbose
+    global _workdir, _verbose, _perf_dir, _with_base
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per iperf3/wrk measurement")
     ap.add_argument("--runs", type=int, default=3, help="rounds; medians are over these")
@@ -847,12 +940,17 @@ def main() -> int:
     ap.add_argument("--json", default=str(BENCH / "last-run.json"),
                     help="also write the raw results here")
     ap.add_argument("--keep-logs", action="store_true", help="keep the work directory")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record a perf profile of each tunnel process during TCP 1 stream "
+                         "(it costs throughput: not for the figures)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     _verbose = args.verbose
+    if args.perf:
+        _perf_dir = Path(args.perf)
     paths = [p for p in args.paths.split(",") if p]
     for p in paths:
-        if p not in PATHS:
+        if p not in PATHS + OPTIONAL_PATHS:
             ap.error(f"unknown path {p!r}")
     if os.geteuid() != 0:
         ap.error("run as root (network namespaces)")
@@ -879,6 +977,12 @@ def main() -> int:
         if why:
             results["ours"]["unavailable"] = why
             log(f"our agents: not available — {why}")
+    if "ours-base" in paths:
+        _with_base = True
+        why = ours_available(OURS_BASE)
+        if why:
+            results["ours-base"]["unavailable"] = why
+            log(f"our base build: not available — {why}")
     meta = {"start": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
             "load_before": Path("/proc/loadavg").read_text().split()[:3],
             "busy_before": machine_busy(),

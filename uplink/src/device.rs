@@ -26,6 +26,7 @@ use ipnet::Ipv4Net;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::gro::GroWriter;
 use crate::key::PrivateKey;
 use crate::offload::{IDEAL_BATCH_SIZE, OFFSET, Offloads, VIRTIO_NET_HDR_LEN};
 use crate::tunnel::{DropStats, MAX_PACKET, PeerConfig, PeerStats, Sink, Tunnel};
@@ -211,7 +212,7 @@ impl Device {
                         listen_port,
                         poll,
                         tun_in: TunIn::new(mtu),
-                        tun_out: TunOut::new(),
+                        tun_out: TunOut::new(tun.tcp_gso()),
                         tun,
                         udp,
                         tunnel,
@@ -326,11 +327,17 @@ struct TunOut {
     len: usize,
     gro: tun_rs::GROTable,
     errors: u64,
+    /// With `IFF_VNET_HDR`: TCP segments go through `tcp`, one GRO packet per run of a flow
+    /// (issue 23); everything else through `bufs` and tun-rs's coalescer.
+    vnet_hdr: bool,
+    tcp: GroWriter,
 }
 
 impl TunOut {
-    fn new() -> Self {
+    fn new(vnet_hdr: bool) -> Self {
         Self {
+            vnet_hdr,
+            tcp: GroWriter::new(),
             // The coalescer appends to a buffer only when it has room for a whole GRO packet
             // (it never reallocates); pages are touched only as far as they are used.
             bufs: (0..IDEAL_BATCH_SIZE)
@@ -343,8 +350,15 @@ impl TunOut {
     }
 
     fn push(&mut self, tun: &tun_rs::SyncDevice, packet: &[u8]) {
+        // Only one of the two paths holds packets at a time: the order is kept.
+        if self.vnet_hdr && GroWriter::accepts(packet) {
+            self.flush_batch(tun);
+            self.tcp.push(packet, &mut |buf| tun.send(buf));
+            return;
+        }
+        self.tcp.flush(&mut |buf| tun.send(buf));
         if self.len == self.bufs.len() {
-            self.flush(tun);
+            self.flush_batch(tun);
         }
         let buf = &mut self.bufs[self.len];
         buf.clear();
@@ -354,6 +368,15 @@ impl TunOut {
     }
 
     fn flush(&mut self, tun: &tun_rs::SyncDevice) {
+        self.tcp.flush(&mut |buf| tun.send(buf));
+        self.flush_batch(tun);
+    }
+
+    fn errors(&self) -> u64 {
+        self.errors + self.tcp.errors
+    }
+
+    fn flush_batch(&mut self, tun: &tun_rs::SyncDevice) {
         if self.len == 0 {
             return;
         }
@@ -501,7 +524,7 @@ impl Io {
             listen_port: self.listen_port,
             peers: self.tunnel.stats(),
             drops: self.tunnel.drops(),
-            send_errors: self.udp.send_errors + self.tun_out.errors,
+            send_errors: self.udp.send_errors + self.tun_out.errors(),
             // Derived each time: GSO can be switched off by the kernel's first refusal.
             offloads: offloads(&self.tun, &self.udp),
         }

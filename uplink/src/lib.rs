@@ -10,6 +10,7 @@
 
 mod device;
 mod error;
+pub mod gro;
 pub use tunnel_probe as http;
 pub mod nat;
 mod netlink;

@@ -6,5 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod generated_input;
+mod gro;
 mod offload;
 mod udp_batch;
