@@ -34,6 +34,7 @@ fn the_guide_and_the_readme_name_only_files_that_exist() {
     for doc in [GUIDE, "README.md"] {
         let text = std::fs::read_to_string(doc).unwrap();
         for path in [
+            "deploy/images.sh",
             "charts/tunnel",
             "docs/operations.md",
             "docs/troubleshooting.md",
