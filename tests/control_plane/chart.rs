@@ -297,6 +297,41 @@ fn chart_upgrades_and_monitors(render: &dyn Fn(&[&str]) -> Output) {
     );
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
 
+    // The operator's and the uplinks' pod settings: priority class and pull secrets.
+    let text = ok(
+        &render(&[
+            "priorityClassName=ops-critical",
+            "imagePullSecrets[0].name=regcred",
+            "uplinks.priorityClassName=edge-critical",
+            "uplinks.imagePullSecrets[0].name=regcred",
+            "uplinks.imagePullSecrets[1].name=mirror",
+        ]),
+        "render pod settings",
+    );
+    let docs = documents(&text);
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "ops-critical");
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "regcred");
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--uplink-priority-class-name=edge-critical"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--uplink-image-pull-secrets=regcred,mirror"),
+        "{args:?}"
+    );
+    let plain = ok(&render(&[]), "render");
+    assert!(
+        !plain.contains("--uplink-priority-class-name")
+            && !plain.contains("--uplink-image-pull-secrets")
+    );
+
     // ServiceMonitor: TLS verified unless told otherwise, no deprecated bearerTokenFile.
     let out = render(&["metrics.serviceMonitor.enabled=true"]);
     assert!(
