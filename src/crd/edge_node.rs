@@ -22,6 +22,7 @@ use super::rules;
     group = "tunnel.achetronic.com",
     version = "v1alpha1",
     kind = "EdgeNode",
+    category = "tunnel",
     plural = "edgenodes",
     shortname = "en",
     namespaced,

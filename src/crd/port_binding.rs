@@ -18,6 +18,7 @@ use super::rules;
     group = "tunnel.achetronic.com",
     version = "v1alpha1",
     kind = "PortBinding",
+    category = "tunnel",
     plural = "portbindings",
     shortname = "pb",
     namespaced,

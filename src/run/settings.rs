@@ -43,6 +43,13 @@ pub struct RunArgs {
     /// Uplink image tag.
     #[arg(long, default_value = "latest")]
     pub image_tag: String,
+    /// PriorityClass of the uplink pods (default: none, the cluster's default priority).
+    #[arg(long, value_name = "NAME", value_parser = parse_object_name)]
+    pub uplink_priority_class_name: Option<String>,
+    /// Secrets the kubelet uses to pull the uplink image, in the uplink namespace
+    /// (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "NAME", value_parser = parse_object_name)]
+    pub uplink_image_pull_secrets: Vec<String>,
     /// At most this many SSH passes run at once, across all EdgeNodes.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
@@ -258,8 +265,37 @@ pub fn load_envoy(
     })
 }
 
+/// A Kubernetes object name (a DNS subdomain: lowercase alphanumerics, `-` and `.`, at most
+/// 253 characters, starting and ending alphanumeric).
+fn parse_object_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 253
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a Kubernetes object name (lowercase letters, digits, '-', '.')"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn object_names_are_checked() {
+        assert_eq!(parse_object_name("edge-critical").unwrap(), "edge-critical");
+        assert!(parse_object_name("reg.cred-1").is_ok());
+        for bad in ["", "Regcred", "-x", "x-", "a_b", &"a".repeat(254)] {
+            assert!(parse_object_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -21,7 +21,7 @@ pub use apply::{
 pub use labels::{OWNER_NAMESPACE_LABEL, labels, selector_labels};
 pub use objects::{config_map, headless_service, keys_secret, namespace, relay_key_secret};
 pub use pods::{PodState, uplink_pods};
-pub use statefulset::statefulset;
+pub use statefulset::{UplinkPodOptions, apply_pod_options, set_pod_options, statefulset};
 
 /// Port of each uplink's `/ready` endpoint (Envoy health-checks it through the tunnel).
 pub const READY_PORT: i32 = 40500;

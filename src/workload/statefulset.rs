@@ -12,15 +12,21 @@
 //! - a liveness probe (`/healthz`) restarts a wedged agent; readiness stays `/ready`.
 //!
 //! A key is read once per pod: a changed key reaches a running replica by restarting it.
+//!
+//! Cluster-wide pod settings of the operator's flags (`--uplink-priority-class-name`,
+//! `--uplink-image-pull-secrets`) are set once at start ([`set_pod_options`]) and apply to
+//! every uplink pod.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, LocalObjectReference,
+    ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -77,8 +83,48 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// The StatefulSet for the EdgeNode described by `w`.
+/// Pod settings that come from the operator's flags, not from the EdgeNode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UplinkPodOptions {
+    /// `priorityClassName` of the uplink pods.
+    pub priority_class_name: Option<String>,
+    /// `imagePullSecrets` of the uplink pods (Secret names in the uplink namespace).
+    pub image_pull_secrets: Vec<String>,
+}
+
+static POD_OPTIONS: OnceLock<UplinkPodOptions> = OnceLock::new();
+
+/// Sets the pod options of every uplink StatefulSet this process builds; called once at
+/// start, from the flags. A second call is ignored (returns false).
+pub fn set_pod_options(options: UplinkPodOptions) -> bool {
+    POD_OPTIONS.set(options).is_ok()
+}
+
+/// Applies `options` to an uplink pod spec.
+pub fn apply_pod_options(pod: &mut PodSpec, options: &UplinkPodOptions) {
+    pod.priority_class_name
+        .clone_from(&options.priority_class_name);
+    pod.image_pull_secrets = (!options.image_pull_secrets.is_empty()).then(|| {
+        options
+            .image_pull_secrets
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect()
+    });
+}
+
+/// The StatefulSet for the EdgeNode described by `w`, with the pod options set at start.
 pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
+    let mut sts = statefulset_base(w);
+    if let Some(options) = POD_OPTIONS.get()
+        && let Some(pod) = sts.spec.as_mut().and_then(|s| s.template.spec.as_mut())
+    {
+        apply_pod_options(pod, options);
+    }
+    sts
+}
+
+fn statefulset_base(w: &UplinkWorkload<'_>) -> StatefulSet {
     let names = UplinkNames::for_node(w.node_namespace, w.node);
     // User labels first, then ours: a user label can never break the selector.
     let mut pod_labels: BTreeMap<String, String> = w.spec.labels.clone();
@@ -292,5 +338,47 @@ fn default_affinity(node: &str, node_namespace: &str) -> Affinity {
             ..PodAntiAffinity::default()
         }),
         ..Affinity::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_options_reach_the_pod_spec() {
+        let spec: crate::crd::UplinkSpec = serde_json::from_str("{}").unwrap();
+        let w = UplinkWorkload {
+            node: "edge-node",
+            node_namespace: "default",
+            spec: &spec,
+            image: "ghcr.io/achetronic/tunnel/uplink:0.1.0",
+            log_format: "json",
+            log_level: "info",
+        };
+        let mut sts = statefulset_base(&w);
+        let pod = sts
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .unwrap();
+        assert!(pod.priority_class_name.is_none() && pod.image_pull_secrets.is_none());
+        apply_pod_options(
+            pod,
+            &UplinkPodOptions {
+                priority_class_name: Some("edge-critical".into()),
+                image_pull_secrets: vec!["regcred".into(), "mirror".into()],
+            },
+        );
+        assert_eq!(pod.priority_class_name.as_deref(), Some("edge-critical"));
+        let secrets: Vec<&str> = pod
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(secrets, ["regcred", "mirror"]);
+        apply_pod_options(pod, &UplinkPodOptions::default());
+        assert!(pod.priority_class_name.is_none() && pod.image_pull_secrets.is_none());
     }
 }

@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use serde::Deserialize as _;
 use serde_json::json;
 use testbed::apiserver::ApiServer;
 use testbed::free_port;
@@ -29,7 +30,7 @@ use tunnel::crd::{EdgeNode, PortBinding};
 
 use super::leader_election::agents_dir;
 
-const CHART_CRDS: &str = "charts/tunnel/crds/tunnel.achetronic.com.yaml";
+const CHART_CRDS: &str = "charts/tunnel/files/crds.yaml";
 
 #[test]
 fn chart_crds_match_the_rust_types() {
@@ -119,6 +120,8 @@ fn helm_lint_passes_and_the_schema_and_templates_refuse_bad_values() {
             "charts/tunnel",
             "--namespace",
             "tunnel-system",
+            "--kube-version",
+            "1.34.0",
         ];
         for s in sets {
             args.extend(["--set", s]);
@@ -166,6 +169,7 @@ fn helm_lint_passes_and_the_schema_and_templates_refuse_bad_values() {
     let text = ok(
         &render(&[
             "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.tlsConfig.insecureSkipVerify=true",
             "metrics.podMonitor.enabled=true",
             "networkPolicy.enabled=true",
             "flags.imageTag=v9",
@@ -180,6 +184,540 @@ fn helm_lint_passes_and_the_schema_and_templates_refuse_bad_values() {
     assert!(text.contains("--envoy-sha256=amd64=0000"));
     assert!(text.contains("--ssh-keepalive-interval=15s"));
     assert!(text.contains("path: /stats/prometheus"));
+    chart_upgrades_and_monitors(&render);
+}
+
+/// The rendered documents of `text` as YAML values.
+fn documents(text: &str) -> Vec<serde_yaml::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+/// Issue 25's chart: CRDs as templates with a keep policy, kubeVersion, Pod Security labels
+/// only on uplink namespaces, PodDisruptionBudgets, current monitor fields with TLS verified,
+/// the uplinks' NetworkPolicy, the PrometheusRule and the dashboard.
+fn chart_upgrades_and_monitors(render: &dyn Fn(&[&str]) -> Output) {
+    // The CRDs are templates (so `helm upgrade` upgrades them), kept by Helm, in the category
+    // `tunnel`; crds.install=false leaves them out.
+    let docs = documents(&ok(&render(&[]), "render defaults"));
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 3);
+    for crd in &crds {
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+        assert_eq!(
+            crd["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
+    }
+    for name in ["edgenodes", "portbindings"] {
+        let crd = crds
+            .iter()
+            .find(|c| c["metadata"]["name"] == format!("{name}.tunnel.achetronic.com").as_str())
+            .unwrap();
+        assert_eq!(crd["spec"]["names"]["categories"][0], "tunnel", "{name}");
+    }
+    // The template carries `tunnel crds` unchanged but for the metadata.
+    let rendered: CustomResourceDefinition = serde_yaml::from_value((*crds[0]).clone()).unwrap();
+    let mut rendered = rendered;
+    rendered.metadata.labels = None;
+    rendered.metadata.annotations = None;
+    assert!(tunnel::crd::crds().contains(&rendered));
+    let text = ok(&render(&["crds.install=false"]), "render crds off");
+    assert!(!text.contains("kind: CustomResourceDefinition"));
+
+    // kubeVersion: the CEL IP/CIDR rules need an API server of 1.31 or newer.
+    for (version, accepted) in [("1.30.9", false), ("1.31.0", true), ("v1.34.4+k3s1", true)] {
+        let mut args = vec!["template", "t", "charts/tunnel", "--kube-version", version];
+        args.extend(["--namespace", "tunnel-system"]);
+        let homes = tempfile::tempdir().unwrap();
+        let out = helm(None, &args, homes.path());
+        assert_eq!(out.status.success(), accepted, "kube {version}: {out:?}");
+        if !accepted {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("kubeVersion"));
+        }
+    }
+
+    // Pod Security: the uplink namespaces, and only they, are privileged (enforce, audit,
+    // warn). (A release namespace that is also an uplink namespace: the restricted test.)
+    let docs = documents(&ok(
+        &render(&["uplinkNamespaces={tunnel,edge}"]),
+        "render namespaces",
+    ));
+    let namespaces = of_kind(&docs, "Namespace");
+    assert_eq!(namespaces.len(), 2);
+    for ns in namespaces {
+        for mode in ["enforce", "audit", "warn"] {
+            assert_eq!(
+                ns["metadata"]["labels"][format!("pod-security.kubernetes.io/{mode}").as_str()],
+                "privileged"
+            );
+        }
+    }
+
+    // PodDisruptionBudgets: one per uplink namespace over its uplink pods; the operator's only
+    // with a standby (one replica with maxUnavailable 1 would be pointless).
+    let pdbs_of = |sets: &[&str]| {
+        let docs = documents(&ok(&render(sets), "render pdb"));
+        of_kind(&docs, "PodDisruptionBudget")
+            .into_iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["metadata"]["namespace"].as_str().unwrap(),
+                    p["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        pdbs_of(&["uplinkNamespaces={tunnel,edge}"]),
+        ["tunnel/t-tunnel-uplinks", "edge/t-tunnel-uplinks"]
+    );
+    assert_eq!(
+        pdbs_of(&[
+            "replicaCount=2",
+            "uplinks.podDisruptionBudget.enabled=false"
+        ]),
+        ["tunnel-system/t-tunnel"]
+    );
+    let docs = documents(&ok(&render(&[]), "render"));
+    let pdb = of_kind(&docs, "PodDisruptionBudget")[0];
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "uplink"
+    );
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+
+    // The operator's and the uplinks' pod settings: priority class and pull secrets.
+    let text = ok(
+        &render(&[
+            "priorityClassName=ops-critical",
+            "imagePullSecrets[0].name=regcred",
+            "uplinks.priorityClassName=edge-critical",
+            "uplinks.imagePullSecrets[0].name=regcred",
+            "uplinks.imagePullSecrets[1].name=mirror",
+        ]),
+        "render pod settings",
+    );
+    let docs = documents(&text);
+    let pod = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "ops-critical");
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "regcred");
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--uplink-priority-class-name=edge-critical"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--uplink-image-pull-secrets=regcred,mirror"),
+        "{args:?}"
+    );
+    let plain = ok(&render(&[]), "render");
+    assert!(
+        !plain.contains("--uplink-priority-class-name")
+            && !plain.contains("--uplink-image-pull-secrets")
+    );
+
+    // ServiceMonitor: TLS verified unless told otherwise, no deprecated bearerTokenFile.
+    let out = render(&["metrics.serviceMonitor.enabled=true"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("metrics.certSecret"),
+        "a ServiceMonitor that cannot verify the self-signed certificate is refused"
+    );
+    let text = ok(
+        &render(&[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.certSecret=tunnel-metrics-cert",
+            "metrics.serviceMonitor.tlsConfig.ca.secret.name=tunnel-metrics-cert",
+            "metrics.serviceMonitor.tlsConfig.ca.secret.key=ca.crt",
+            "metrics.podMonitor.enabled=true",
+        ]),
+        "render monitors",
+    );
+    let docs = documents(&text);
+    let sm = of_kind(&docs, "ServiceMonitor")[0];
+    let endpoint = &sm["spec"]["endpoints"][0];
+    assert!(endpoint.get("bearerTokenFile").is_none(), "deprecated");
+    assert_eq!(endpoint["tlsConfig"]["insecureSkipVerify"], false);
+    assert_eq!(
+        endpoint["tlsConfig"]["serverName"],
+        "t-tunnel-metrics.tunnel-system.svc"
+    );
+    assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["key"], "ca.crt");
+    assert_eq!(endpoint["authorization"]["type"], "Bearer");
+    let token_secret = endpoint["authorization"]["credentials"]["name"]
+        .as_str()
+        .unwrap();
+    let secret = of_kind(&docs, "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == token_secret)
+        .unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/service-account-token");
+    let binding = of_kind(&docs, "ClusterRoleBinding")
+        .into_iter()
+        .find(|b| b["subjects"][0]["name"] == token_secret)
+        .unwrap();
+    assert_eq!(binding["roleRef"]["name"], "t-tunnel-metrics-reader");
+    let pm = of_kind(&docs, "PodMonitor")[0];
+    assert!(
+        pm["spec"]["podMetricsEndpoints"][0]
+            .get("targetPort")
+            .is_none(),
+        "deprecated"
+    );
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "admin");
+    // The port the PodMonitor names is the uplink container's.
+    let node: EdgeNode = serde_yaml::from_str(
+        std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
+            .unwrap()
+            .split("\n---\n")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let sts = tunnel::workload::statefulset(&tunnel::workload::UplinkWorkload {
+        node: "edge-node",
+        node_namespace: "default",
+        spec: &node.spec.uplink,
+        image: "u",
+        log_format: "json",
+        log_level: "info",
+    });
+    let ports = sts.spec.unwrap().template.spec.unwrap().containers[0]
+        .ports
+        .clone()
+        .unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.name.as_deref() == Some("admin") && p.container_port == 40600)
+    );
+
+    // The uplinks' NetworkPolicy: :40600 only from the namespaces named, per uplink namespace.
+    let docs = documents(&ok(
+        &render(&[
+            "uplinks.networkPolicy.enabled=true",
+            "uplinkNamespaces={tunnel,edge}",
+        ]),
+        "render uplink policy",
+    ));
+    let policies = of_kind(&docs, "NetworkPolicy");
+    assert_eq!(policies.len(), 2);
+    for policy in policies {
+        let admin = &policy["spec"]["ingress"][1];
+        assert_eq!(admin["ports"][0]["port"], 40600);
+        assert_eq!(
+            admin["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "monitoring"
+        );
+        assert_eq!(
+            policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+            "uplink"
+        );
+    }
+
+    // The PrometheusRule and the dashboard: optional, off by default.
+    let docs = documents(&ok(&render(&[]), "render"));
+    assert!(of_kind(&docs, "PrometheusRule").is_empty());
+    assert!(of_kind(&docs, "ConfigMap").is_empty());
+    let docs = documents(&ok(
+        &render(&[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.dashboard.enabled=true",
+        ]),
+        "render rule and dashboard",
+    ));
+    let rule = of_kind(&docs, "PrometheusRule")[0];
+    let file: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(RULES).unwrap()).unwrap();
+    assert_eq!(rule["spec"]["groups"], file["groups"]);
+    let dashboard = of_kind(&docs, "ConfigMap")[0];
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["tunnel.json"].as_str().unwrap()).unwrap();
+    assert_eq!(json["uid"], "tunnel-overview");
+}
+
+const RULES: &str = "charts/tunnel/files/prometheus-rules.yaml";
+const DASHBOARD: &str = "charts/tunnel/files/dashboard.json";
+
+/// Every PromQL expression of the dashboard's panels.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            out.push((
+                panel["title"].as_str().unwrap().to_owned(),
+                target["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// The metric names an expression reads: identifiers outside label matchers (`{...}`) and
+/// grouping clauses (`by (...)`), that are not PromQL functions or keywords.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut depth_brace = 0;
+    let mut chars = expr.chars().peekable();
+    let mut skip_paren = false;
+    let mut word = String::new();
+    while let Some(c) = chars.next() {
+        if c == '{' {
+            depth_brace += 1;
+        } else if c == '}' {
+            depth_brace -= 1;
+            continue;
+        }
+        if depth_brace > 0 {
+            continue;
+        }
+        if c == '[' {
+            // A range: skip to its end.
+            for d in chars.by_ref() {
+                if d == ']' {
+                    break;
+                }
+            }
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            if word == "by" || word == "without" {
+                skip_paren = true;
+            }
+            plain.push_str(&word);
+            plain.push(' ');
+            word.clear();
+        }
+        if c == '(' && skip_paren {
+            for d in chars.by_ref() {
+                if d == ')' {
+                    break;
+                }
+            }
+            skip_paren = false;
+        }
+    }
+    if !word.is_empty() {
+        plain.push_str(&word);
+    }
+    plain
+        .split_whitespace()
+        .filter(|w| w.starts_with("tunnel_") || w.starts_with("envoy_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The series names an OpenMetrics text exposes (`_total`, `_bucket`, ... included).
+fn exposed_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for s in suffixes {
+                names.insert(format!("{name}{s}"));
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_owned());
+        }
+    }
+    names
+}
+
+/// The alerts and every dashboard query are valid PromQL (`promtool check rules`) and read
+/// only metrics that exist: the operator's, as its `/metrics` encodes them, and Envoy's, as a
+/// real Envoy (the one the VPSes run) serves them on `/stats/prometheus`.
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_and_dashboard_queries_are_valid_and_read_real_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let promtool = |file: &Path| {
+        let out = Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "promtool {file:?}: {out:?}");
+    };
+    promtool(Path::new(RULES));
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 10);
+    let rules = serde_json::json!({"groups": [{"name": "dashboard", "rules":
+        queries.iter().enumerate().map(|(i, (_, e))| json!({"record": format!("panel_{i}"), "expr": e})).collect::<Vec<_>>()}]});
+    let file = dir.path().join("dashboard-rules.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&rules).unwrap()).unwrap();
+    promtool(&file);
+
+    // The names each expression reads.
+    let alert_file: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(RULES).unwrap()).unwrap();
+    let mut exprs: Vec<(String, String)> = alert_file["groups"][0]["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["alert"].as_str().unwrap().to_owned(),
+                r["expr"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    exprs.extend(queries);
+    assert_eq!(
+        metric_names(
+            "max by (namespace, envoy_cluster_name) (rate(envoy_x_total{a=\"b\"}[5m])) or tunnel_y"
+        ),
+        ["envoy_x_total", "tunnel_y"]
+    );
+
+    let operator = exposed_names(&operator_metrics());
+    let envoy = envoy_stats(dir.path()).await;
+    let envoy = exposed_names(&envoy);
+    let mut unknown = Vec::new();
+    for (what, expr) in &exprs {
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "{what}: {expr} reads no metric");
+        for name in names {
+            let known = if name.starts_with("tunnel_") {
+                &operator
+            } else {
+                &envoy
+            };
+            if !known.contains(&name) {
+                unknown.push(format!("{what}: {name}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics that do not exist:\n{}",
+        unknown.join("\n")
+    );
+}
+
+/// The operator's `/metrics` text with a sample in every family (an empty family is not
+/// encoded), produced through the same calls the actors make.
+fn operator_metrics() -> String {
+    use tunnel::enroll::health::{Health, PeerStatus, RelayStatus};
+    let m = tunnel::telemetry::metrics::Metrics::new();
+    m.actor_started("EdgeNode");
+    m.actor_restarted("EdgeNode");
+    m.actor_parked("EdgeNode", true);
+    drop(m.handling("EdgeNode"));
+    m.pass("EdgeNode", Some("SSHUnreachable"));
+    m.pass("PortBinding", None);
+    m.ssh_commands(&[tunnel::ssh::LoggedCommand {
+        command: "true".into(),
+        access: tunnel::ssh::Access::Read,
+        stdin_bytes: 0,
+        status: Some(0),
+        duration: Duration::from_millis(5),
+    }]);
+    m.enrollment_pass(false, true, Duration::from_secs(1));
+    let key = tunnel::object_key::ObjectKey::new("default", "edge-node");
+    m.bindings(&key, []);
+    let health = Health {
+        relay_status: Some(RelayStatus {
+            ready: true,
+            peers: vec![PeerStatus {
+                public_key: "k".into(),
+                last_handshake_seconds_ago: Some(3),
+                handshake_fresh: true,
+            }],
+            raw: json!({}),
+        }),
+        ..Health::default()
+    };
+    m.vps_health(
+        &key,
+        &health,
+        &[tunnel::crd::UplinkStatus {
+            ordinal: 0,
+            tunnel_ip: "10.200.0.2".into(),
+            public_key: "k".into(),
+        }],
+    );
+    m.set_leader(true);
+    m.encode()
+}
+
+/// `/stats/prometheus` of a real Envoy with one TCP listener and one cluster (the shape the
+/// planner renders for a binding), on loopback.
+async fn envoy_stats(dir: &Path) -> String {
+    let (admin, listen, upstream) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    );
+    let bootstrap = json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{"name": "tcp_80", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": "default_public-web_http", "cluster": "default_public-web_http"}}]}]}],
+            "clusters": [{"name": "default_public-web_http", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "default_public-web_http", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]}}]
+        }
+    });
+    let config = dir.join("envoy.json");
+    std::fs::write(&config, bootstrap.to_string()).unwrap();
+    let mut cmd = Command::new(testbed::tools::envoy().unwrap());
+    cmd.arg("-c")
+        .arg(&config)
+        .args(["--disable-hot-restart", "--base-id-path"])
+        .arg(dir.join("base-id"))
+        .args(["--use-dynamic-base-id", "-l", "warning"]);
+    let mut envoy = Process::spawn("envoy", &mut cmd, Some(&dir.join("envoy.log"))).unwrap();
+    let url = format!("http://127.0.0.1:{admin}/stats/prometheus");
+    let mut text = String::new();
+    for _ in 0..100 {
+        if let Ok(out) = Command::new(testbed::tools::bin("curl").unwrap())
+            .args(["-sf", &url])
+            .output()
+            && out.status.success()
+        {
+            text = String::from_utf8_lossy(&out.stdout).into_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    envoy.stop(Duration::from_secs(5));
+    assert!(
+        text.contains("envoy_cluster_membership_healthy"),
+        "no stats from Envoy: {}",
+        std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
+    );
+    text
 }
 
 /// A kubeconfig that authenticates with `token` only.
@@ -807,4 +1345,247 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             .await
             .is_ok()
     );
+}
+
+/// Pod Security `restricted` for every namespace by default, as Talos or a CIS-hardened k3s
+/// configure the API server.
+const RESTRICTED_BY_DEFAULT: &str = "apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: PodSecurity
+    configuration:
+      apiVersion: pod-security.admission.config.k8s.io/v1
+      kind: PodSecurityConfiguration
+      defaults:
+        enforce: restricted
+        enforce-version: latest
+        audit: restricted
+        audit-version: latest
+        warn: restricted
+        warn-version: latest
+      exemptions: {usernames: [], runtimeClasses: [], namespaces: []}
+";
+
+/// The `helm install` line of the README, as words.
+fn readme_install() -> Vec<String> {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("helm install "))
+        .expect("the README has a `helm install` line");
+    line.split_whitespace().skip(1).map(str::to_owned).collect()
+}
+
+/// A Pod made from `template`, created with a server-side dry run (admission runs, nothing
+/// is stored): Pod Security's verdict on it.
+async fn admitted(
+    client: &kube::Client,
+    namespace: &str,
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> Result<(), String> {
+    let pod = k8s_openapi::api::core::v1::Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some("probe".into()),
+            labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &pod,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Issue 25: the README's install command on a cluster whose API server enforces Pod
+/// Security `restricted` by default: the operator's pod is admitted in its namespace (which
+/// the chart leaves alone), the uplink pod in the uplink namespace the chart labels
+/// privileged, and nowhere else: not in the operator's namespace, not under `baseline`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_install_works_where_pod_security_enforces_restricted() {
+    let server = ApiServer::start_with_admission(Some(RESTRICTED_BY_DEFAULT))
+        .await
+        .unwrap();
+    let homes = tempfile::tempdir().unwrap();
+    let args = readme_install();
+    assert_eq!(args[..2], ["install", "tunnel"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(
+        &helm(Some(&server), &args, homes.path()),
+        "README helm install",
+    );
+    let namespace = args
+        .windows(2)
+        .find(|w| w[0] == "-n" || w[0] == "--namespace")
+        .map(|w| w[1])
+        .unwrap();
+    assert_ne!(
+        namespace, "tunnel",
+        "the operator has a namespace of its own"
+    );
+    let admin = server.client().await.unwrap();
+
+    let namespaces = Api::<Namespace>::all(admin.clone());
+    let labels = |ns: Namespace| ns.metadata.labels.unwrap_or_default();
+    let release = labels(namespaces.get(namespace).await.unwrap());
+    assert!(
+        !release.keys().any(|k| k.starts_with("pod-security")),
+        "the release namespace keeps the cluster's default: {release:?}"
+    );
+    let uplink = labels(namespaces.get("tunnel").await.unwrap());
+    assert_eq!(uplink["pod-security.kubernetes.io/enforce"], "privileged");
+
+    // Installing into an uplink namespace: the notes warn that the chart cannot label it.
+    let notes = ok(
+        &helm(
+            Some(&server),
+            &[
+                "install",
+                "t2",
+                "charts/tunnel",
+                "--dry-run=server",
+                "--namespace",
+                "tunnel",
+                "--set",
+                "crds.install=false",
+            ],
+            homes.path(),
+        ),
+        "dry-run install into the uplink namespace",
+    );
+    assert!(notes.contains("WARNING: the release namespace tunnel is also an uplink namespace"));
+
+    // The operator's pod, as the Deployment makes it.
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), namespace)
+        .get("tunnel")
+        .await
+        .unwrap();
+    let operator = deployment.spec.unwrap().template;
+    admitted(&admin, namespace, &operator).await.unwrap();
+
+    // The uplink pod, as the operator builds it for Example 1.
+    let node: EdgeNode = serde_yaml::from_str(
+        std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
+            .unwrap()
+            .split("\n---\n")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let sts = tunnel::workload::statefulset(&tunnel::workload::UplinkWorkload {
+        node: "edge-node",
+        node_namespace: "default",
+        spec: &node.spec.uplink,
+        image: "ghcr.io/achetronic/tunnel/uplink:0.1.0",
+        log_format: "json",
+        log_level: "info",
+    });
+    let uplink_pod = sts.spec.unwrap().template;
+    admitted(&admin, "tunnel", &uplink_pod).await.unwrap();
+    let refused = admitted(&admin, namespace, &uplink_pod).await.unwrap_err();
+    assert!(refused.contains("violates PodSecurity"), "{refused}");
+    // baseline is not enough either: privileged is the level it needs.
+    let baseline: Namespace = serde_json::from_value(json!({"metadata": {"name": "baseline-ns",
+        "labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}))
+    .unwrap();
+    namespaces
+        .create(&PostParams::default(), &baseline)
+        .await
+        .unwrap();
+    let refused = admitted(&admin, "baseline-ns", &uplink_pod)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("privileged") && refused.contains("NET_ADMIN"),
+        "{refused}"
+    );
+}
+
+/// Issue 25: `helm upgrade` from the 0.1.0 chart (CRDs in crds/, which Helm never upgrades)
+/// to this one (CRDs as templates) takes the CRDs over and changes them (the category is
+/// new), with the user's objects kept; uninstall then keeps the CRDs.
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_upgrade_from_0_1_0_takes_over_and_upgrades_the_crds() {
+    let server = ApiServer::start().await.unwrap();
+    let homes = tempfile::tempdir().unwrap();
+    let ns = ["--namespace", "tunnel-system"];
+    let mut install = vec!["install", "tunnel", "tests/fixtures/chart/tunnel-0.1.0.tgz"];
+    install.extend(ns);
+    install.push("--create-namespace");
+    ok(
+        &helm(Some(&server), &install, homes.path()),
+        "install 0.1.0",
+    );
+    let admin = server.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let before = crds.get("edgenodes.tunnel.achetronic.com").await.unwrap();
+    assert_eq!(before.spec.names.categories, None);
+    let node: EdgeNode = serde_yaml::from_str(
+        std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
+            .unwrap()
+            .split("\n---\n")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let nodes: Api<EdgeNode> = Api::namespaced(admin.clone(), "default");
+    let mut created = false;
+    for _ in 0..50 {
+        if nodes.create(&PostParams::default(), &node).await.is_ok() {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(created);
+
+    // Without taking them over, Helm refuses CRDs it did not create (docs say so).
+    let mut upgrade = vec![
+        "upgrade",
+        "tunnel",
+        "charts/tunnel",
+        "--reset-then-reuse-values",
+    ];
+    upgrade.extend(ns);
+    let out = helm(Some(&server), &upgrade, homes.path());
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ownership"),
+        "{out:?}"
+    );
+    upgrade.push("--take-ownership");
+    ok(
+        &helm(Some(&server), &upgrade, homes.path()),
+        "upgrade to this chart",
+    );
+    let after = crds.get("edgenodes.tunnel.achetronic.com").await.unwrap();
+    assert_eq!(after.spec.names.categories, Some(vec!["tunnel".to_owned()]));
+    let annotations = after.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
+    assert_eq!(annotations["meta.helm.sh/release-name"], "tunnel");
+    assert!(nodes.get("edge-node").await.is_ok());
+
+    // A later upgrade needs nothing special; uninstall keeps the CRDs and the objects.
+    let mut again = vec![
+        "upgrade",
+        "tunnel",
+        "charts/tunnel",
+        "--reset-then-reuse-values",
+    ];
+    again.extend(ns);
+    ok(&helm(Some(&server), &again, homes.path()), "second upgrade");
+    let mut uninstall = vec!["uninstall", "tunnel"];
+    uninstall.extend(ns);
+    ok(&helm(Some(&server), &uninstall, homes.path()), "uninstall");
+    assert!(crds.get("edgenodes.tunnel.achetronic.com").await.is_ok());
+    assert!(crds.get("portbindings.tunnel.achetronic.com").await.is_ok());
+    assert!(nodes.get("edge-node").await.is_ok());
 }

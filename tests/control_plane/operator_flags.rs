@@ -42,6 +42,8 @@ const FLAGS: &[&str] = &[
     "--tunnelctl-dir",
     "--image-repo",
     "--image-tag",
+    "--uplink-priority-class-name",
+    "--uplink-image-pull-secrets",
     "--max-concurrent-reconciles",
     "--resync-period",
     "--allow-restricted-targets",
@@ -278,6 +280,8 @@ async fn non_default_flags_have_their_effect() {
         ])
         .args(["--leader-elect=false"])
         .args(["--image-repo", "registry.example/acme", "--image-tag", "v9"])
+        .args(["--uplink-priority-class-name", "edge-critical"])
+        .args(["--uplink-image-pull-secrets", "regcred,mirror"])
         // The download mode (no binaries to push), a mirror and a digest of our own.
         .args([
             "--envoy-dir",
@@ -297,7 +301,7 @@ async fn non_default_flags_have_their_effect() {
         .env("LOG_LEVEL", "debug");
     let mut one = Process::spawn("tunnel-one", &mut cmd, Some(&log)).unwrap();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "tunnel");
-    let mut image = None;
+    let mut pod = None;
     for _ in 0..120 {
         if let Some(set) = sets
             .list(&ListParams::default())
@@ -307,14 +311,24 @@ async fn non_default_flags_have_their_effect() {
             .into_iter()
             .next()
         {
-            image = set.spec.unwrap().template.spec.unwrap().containers[0]
-                .image
-                .clone();
+            pod = set.spec.unwrap().template.spec;
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(image.as_deref(), Some("registry.example/acme/uplink:v9"));
+    let pod = pod.unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("registry.example/acme/uplink:v9")
+    );
+    assert_eq!(pod.priority_class_name.as_deref(), Some("edge-critical"));
+    let pull: Vec<String> = pod
+        .image_pull_secrets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(pull, ["regcred", "mirror"]);
     wait_until("plain-HTTP metrics", Duration::from_secs(30), || {
         scrape(plain).is_some_and(|m| sample(&m, "tunnel_leader") == 1.0)
     });

@@ -8,6 +8,7 @@ mod fixtures;
 #[path = "../shared/plan_inputs.rs"]
 mod plan_inputs;
 
+mod docs_examples;
 mod plan_conflicts;
 mod plan_golden;
 mod plan_proptest;

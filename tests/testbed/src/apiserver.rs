@@ -72,6 +72,13 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts etcd and kube-apiserver and waits until the API answers.
     pub async fn start() -> Result<Self, TestbedError> {
+        Self::start_with_admission(None).await
+    }
+
+    /// Like [`ApiServer::start`], with an `AdmissionConfiguration` (YAML) passed as
+    /// `--admission-control-config-file`, e.g. Pod Security enforcing `restricted` by
+    /// default, as hardened clusters (Talos, CIS-hardened k3s) do.
+    pub async fn start_with_admission(admission: Option<&str>) -> Result<Self, TestbedError> {
         let runs = tools::cache_dir().join("run");
         std::fs::create_dir_all(&runs).map_err(TestbedError::io("creating the run dir"))?;
         let dir = tempfile::Builder::new()
@@ -127,6 +134,17 @@ impl ApiServer {
             ])
             .arg("--disable-admission-plugins=ServiceAccount")
             .arg(format!("--audit-policy-file={}", p("audit-policy.yaml")))
+            .args(match admission {
+                Some(config) => {
+                    std::fs::write(d.join("admission.yaml"), config)
+                        .map_err(TestbedError::io("writing the admission configuration"))?;
+                    vec![format!(
+                        "--admission-control-config-file={}",
+                        p("admission.yaml")
+                    )]
+                }
+                None => vec![],
+            })
             .arg(format!("--audit-log-path={}", p("audit.log")))
             .arg("--audit-log-format=json");
         let apiserver = Process::spawn(

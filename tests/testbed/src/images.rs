@@ -8,6 +8,11 @@
 //! `uplink` stages do: the same files at the same paths, the same users and entrypoints
 //! ([`operator`], [`uplink`]); the Dockerfile's base images are build arguments, so it still
 //! builds where registries are reachable.
+//!
+//! The same writer is a user tool (`tunnel-images`, run by `deploy/images.sh` where no
+//! container engine exists): there the base is [`closure_layer`], the shared libraries the
+//! binaries load (what the Dockerfile's distroless `cc` base provides) and the two users,
+//! instead of the test bed's Debian root file system.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -47,15 +52,27 @@ pub struct ImageSpec {
 /// `/opt/tunnelctl/tunnelctl-linux-amd64` and Envoy at `/opt/envoy/envoy-linux-amd64` (push
 /// mode), user 65532 (distroless `nonroot`), `tunnel run`.
 pub fn operator(tunnel: &Path, tunnelctl: &Path, envoy: &Path) -> ImageSpec {
+    operator_for(OPERATOR, "amd64", tunnel, tunnelctl, envoy)
+}
+
+/// The operator image named `name` for `arch` (`amd64`, `arm64`: the names the operator looks
+/// for in `--tunnelctl-dir` and `--envoy-dir`).
+pub fn operator_for(
+    name: &str,
+    arch: &str,
+    tunnel: &Path,
+    tunnelctl: &Path,
+    envoy: &Path,
+) -> ImageSpec {
     ImageSpec {
-        name: OPERATOR.into(),
+        name: name.into(),
         files: vec![
             (tunnel.into(), "/usr/local/bin/tunnel".into()),
             (
                 tunnelctl.into(),
-                "/opt/tunnelctl/tunnelctl-linux-amd64".into(),
+                format!("/opt/tunnelctl/tunnelctl-linux-{arch}"),
             ),
-            (envoy.into(), "/opt/envoy/envoy-linux-amd64".into()),
+            (envoy.into(), format!("/opt/envoy/envoy-linux-{arch}")),
         ],
         user: "65532:65532".into(),
         entrypoint: vec!["/usr/local/bin/tunnel".into()],
@@ -66,8 +83,13 @@ pub fn operator(tunnel: &Path, tunnelctl: &Path, envoy: &Path) -> ImageSpec {
 /// The uplink image: `/usr/local/bin/uplink` as the entrypoint, user root (its container
 /// drops every capability but `NET_ADMIN`).
 pub fn uplink(binary: &Path) -> ImageSpec {
+    uplink_for(UPLINK, binary)
+}
+
+/// The uplink image named `name`.
+pub fn uplink_for(name: &str, binary: &Path) -> ImageSpec {
     ImageSpec {
-        name: UPLINK.into(),
+        name: name.into(),
         files: vec![(binary.into(), "/usr/local/bin/uplink".into())],
         entrypoint: vec!["/usr/local/bin/uplink".into()],
         ..ImageSpec::default()
@@ -168,7 +190,80 @@ const DETERMINISTIC: &[&str] = &[
 
 /// Writes `spec` as an OCI archive in `out` and returns its path.
 pub fn write(spec: &ImageSpec, out: &Path) -> Result<PathBuf, TestbedError> {
-    let base = base_layer()?;
+    write_on(spec, out, &base_layer()?, "amd64")
+}
+
+/// A base layer for `binaries` without any root file system: every shared library they load
+/// (`ldd`, the dynamic loader included, copied from this machine at the same paths), `/etc/passwd`
+/// and `/etc/group` with root and `nonroot` (65532, the operator's user), and `/tmp`. Written to
+/// `out/base.tar`.
+pub fn closure_layer(binaries: &[PathBuf], out: &Path) -> Result<PathBuf, TestbedError> {
+    let staging = out.join("base.d");
+    let _ = std::fs::remove_dir_all(&staging);
+    let mut libraries = std::collections::BTreeSet::new();
+    for binary in binaries {
+        let listing = Command::new("ldd")
+            .arg(binary)
+            .output()
+            .map_err(TestbedError::io("running ldd"))?;
+        for line in String::from_utf8_lossy(&listing.stdout).lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let path = line
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from);
+            if let Some(path) = path {
+                libraries.insert(path);
+            }
+        }
+    }
+    if libraries.is_empty() {
+        return Err(TestbedError::MissingBinary {
+            name: "a dynamically linked binary (ldd found no libraries)".into(),
+            path: binaries.first().cloned().unwrap_or_default(),
+        });
+    }
+    for library in &libraries {
+        let dest = staging.join(library.strip_prefix("/").unwrap_or(library));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(TestbedError::io("staging a library"))?;
+        }
+        // Follows symbolic links: the image holds the file under the name the loader asks for.
+        std::fs::copy(library, &dest)
+            .map_err(TestbedError::io(format!("copying {}", library.display())))?;
+    }
+    let etc = staging.join("etc");
+    std::fs::create_dir_all(&etc).map_err(TestbedError::io("staging /etc"))?;
+    std::fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+    )
+    .map_err(TestbedError::io("writing /etc/passwd"))?;
+    std::fs::write(etc.join("group"), "root:x:0:\nnonroot:x:65532:\n")
+        .map_err(TestbedError::io("writing /etc/group"))?;
+    std::fs::create_dir_all(staging.join("tmp")).map_err(TestbedError::io("staging /tmp"))?;
+    run(Command::new("chmod").arg("1777").arg(staging.join("tmp")))?;
+    let layer = out.join("base.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&staging)
+        .args(DETERMINISTIC)
+        .args(["--owner=0", "--group=0", "-cf"])
+        .arg(&layer)
+        .arg("."))?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(layer)
+}
+
+/// Writes `spec` as an OCI archive for `arch` (`amd64`, `arm64`) in `out`, on the layer
+/// `base`, and returns its path.
+pub fn write_on(
+    spec: &ImageSpec,
+    out: &Path,
+    base: &Path,
+    arch: &str,
+) -> Result<PathBuf, TestbedError> {
+    let base = base.to_path_buf();
     let slug: String = spec
         .name
         .chars()
@@ -219,7 +314,7 @@ pub fn write(spec: &ImageSpec, out: &Path) -> Result<PathBuf, TestbedError> {
         }));
     }
     let config = serde_json::json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": {
             "User": spec.user,
