@@ -117,6 +117,8 @@ pub struct Context {
     pub schedule: edge_node::core::Schedule,
     /// Restart policy of the supervisors.
     pub restarts: restarts::RestartPolicy,
+    /// Pod settings of the uplink pods from the flags (priority class, image pull Secrets).
+    pub uplink_pod_options: crate::workload::UplinkPodOptions,
     /// `LOG_FORMAT` and `LOG_LEVEL` given to the uplink pods.
     pub uplink_log: (String, String),
     /// `--allow-restricted-targets`: targets may be loopback, link-local, cloud metadata, the

@@ -206,10 +206,10 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
     let client = fence.client(config).map_err(OperatorError::Connect)?;
     metrics.set_leader(true);
 
-    crate::workload::set_pod_options(crate::workload::UplinkPodOptions {
+    let uplink_pod_options = crate::workload::UplinkPodOptions {
         priority_class_name: args.uplink_priority_class_name.clone(),
         image_pull_secrets: args.uplink_image_pull_secrets.clone(),
-    });
+    };
     let artefacts = Artefacts {
         tunnelctl,
         envoy,
@@ -236,6 +236,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         schedule: actors::edge_node::core::Schedule::default(),
         restarts: actors::restarts::RestartPolicy::default(),
         uplink_log,
+        uplink_pod_options,
         allow_restricted_targets: args.allow_restricted_targets,
         cross_namespace_targets: args.cross_namespace_targets,
         metrics: context_metrics,

@@ -21,7 +21,7 @@ pub use apply::{
 pub use labels::{OWNER_NAMESPACE_LABEL, labels, selector_labels};
 pub use objects::{config_map, headless_service, keys_secret, namespace, relay_key_secret};
 pub use pods::{PodState, uplink_pods};
-pub use statefulset::{UplinkPodOptions, apply_pod_options, set_pod_options, statefulset};
+pub use statefulset::{UplinkPodOptions, apply_pod_options, statefulset};
 
 /// Port of each uplink's `/ready` endpoint (Envoy health-checks it through the tunnel).
 pub const READY_PORT: i32 = 40500;
@@ -112,6 +112,8 @@ pub struct UplinkWorkload<'a> {
     pub log_format: &'a str,
     /// See `log_format`.
     pub log_level: &'a str,
+    /// Pod settings from the operator's flags (priority class, image pull Secrets).
+    pub pod_options: &'a UplinkPodOptions,
 }
 
 #[cfg(test)]

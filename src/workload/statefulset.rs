@@ -13,12 +13,11 @@
 //!
 //! A key is read once per pod: a changed key reaches a running replica by restarting it.
 //!
-//! Cluster-wide pod settings of the operator's flags (`--uplink-priority-class-name`,
-//! `--uplink-image-pull-secrets`) are set once at start ([`set_pod_options`]) and apply to
-//! every uplink pod.
+//! Pod settings of the operator's flags (`--uplink-priority-class-name`,
+//! `--uplink-image-pull-secrets`) come with the workload ([`UplinkWorkload::pod_options`]) and
+//! apply to every uplink pod.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
@@ -92,14 +91,6 @@ pub struct UplinkPodOptions {
     pub image_pull_secrets: Vec<String>,
 }
 
-static POD_OPTIONS: OnceLock<UplinkPodOptions> = OnceLock::new();
-
-/// Sets the pod options of every uplink StatefulSet this process builds; called once at
-/// start, from the flags. A second call is ignored (returns false).
-pub fn set_pod_options(options: UplinkPodOptions) -> bool {
-    POD_OPTIONS.set(options).is_ok()
-}
-
 /// Applies `options` to an uplink pod spec.
 pub fn apply_pod_options(pod: &mut PodSpec, options: &UplinkPodOptions) {
     pod.priority_class_name
@@ -113,13 +104,11 @@ pub fn apply_pod_options(pod: &mut PodSpec, options: &UplinkPodOptions) {
     });
 }
 
-/// The StatefulSet for the EdgeNode described by `w`, with the pod options set at start.
+/// The StatefulSet for the EdgeNode described by `w`, with its pod options.
 pub fn statefulset(w: &UplinkWorkload<'_>) -> StatefulSet {
     let mut sts = statefulset_base(w);
-    if let Some(options) = POD_OPTIONS.get()
-        && let Some(pod) = sts.spec.as_mut().and_then(|s| s.template.spec.as_mut())
-    {
-        apply_pod_options(pod, options);
+    if let Some(pod) = sts.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        apply_pod_options(pod, w.pod_options);
     }
     sts
 }
@@ -355,6 +344,7 @@ mod tests {
             image: "ghcr.io/achetronic/tunnel/uplink:0.1.0",
             log_format: "json",
             log_level: "info",
+            pod_options: &UplinkPodOptions::default(),
         };
         let mut sts = statefulset_base(&w);
         let pod = sts

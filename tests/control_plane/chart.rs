@@ -397,6 +397,7 @@ fn chart_upgrades_and_monitors(render: &dyn Fn(&[&str]) -> Output) {
         image: "u",
         log_format: "json",
         log_level: "info",
+        pod_options: &tunnel::workload::UplinkPodOptions::default(),
     });
     let ports = sts.spec.unwrap().template.spec.unwrap().containers[0]
         .ports
@@ -1487,6 +1488,7 @@ async fn the_readme_install_works_where_pod_security_enforces_restricted() {
         image: "ghcr.io/achetronic/tunnel/uplink:0.1.0",
         log_format: "json",
         log_level: "info",
+        pod_options: &tunnel::workload::UplinkPodOptions::default(),
     });
     let uplink_pod = sts.spec.unwrap().template;
     admitted(&admin, "tunnel", &uplink_pod).await.unwrap();

@@ -74,6 +74,7 @@ async fn same_named_edge_nodes_of_two_namespaces_share_an_uplink_namespace() {
         )
         .await
         .unwrap();
+    let pod_options = tunnel::workload::UplinkPodOptions::default();
     let workload_of = |ns: &'static str| UplinkWorkload {
         node: "edge-node",
         node_namespace: ns,
@@ -81,6 +82,7 @@ async fn same_named_edge_nodes_of_two_namespaces_share_an_uplink_namespace() {
         image: "ghcr.io/achetronic/tunnel/uplink:0.1.0",
         log_format: "json",
         log_level: "info",
+        pod_options: &pod_options,
     };
     let (a, b) = (workload_of("team-a"), workload_of("team-b"));
     apply(&client, &a, "{\"version\":1,\"a\":1}", "key-a").await;

@@ -32,6 +32,7 @@ async fn uplink_objects_are_accepted_and_labelled() {
         image: "ghcr.io/achetronic/tunnel/uplink:0.1.0",
         log_format: "json",
         log_level: "info",
+        pod_options: &tunnel::workload::UplinkPodOptions::default(),
     };
     let names = UplinkNames::for_node("default", "edge-node");
     let ns = &node.spec.uplink.namespace;
@@ -218,6 +219,7 @@ fn an_explicit_affinity_replaces_the_default() {
         image: "img",
         log_format: "json",
         log_level: "info",
+        pod_options: &tunnel::workload::UplinkPodOptions::default(),
     };
     let set = workload::statefulset(&w);
     let affinity = set.spec.unwrap().template.spec.unwrap().affinity.unwrap();

@@ -24,6 +24,7 @@ fn the_agent_container_has_net_admin_only_and_no_secret_mount() {
         image: "ghcr.io/achetronic/tunnel/uplink:0.1.0",
         log_format: "json",
         log_level: "info",
+        pod_options: &tunnel::workload::UplinkPodOptions::default(),
     };
     let sts = workload::statefulset(&w);
     let pod = sts.spec.unwrap().template.spec.unwrap();

@@ -30,6 +30,8 @@ pub struct Settings<'a> {
     pub artefacts: &'a Artefacts,
     /// `LOG_FORMAT` and `LOG_LEVEL` of the uplink pods.
     pub uplink_log: (&'a str, &'a str),
+    /// Pod settings of the uplink pods from the flags.
+    pub pod_options: &'a crate::workload::UplinkPodOptions,
 }
 
 /// The inputs of one pass that the decide stage reads.
@@ -127,6 +129,7 @@ pub fn decide(inputs: &Inputs<'_>, resolver: &dyn Resolver, settings: &Settings<
         image: &settings.artefacts.uplink_image,
         log_format: settings.uplink_log.0,
         log_level: settings.uplink_log.1,
+        pod_options: settings.pod_options,
     };
     let mut key_writes = Vec::new();
     if key_set.relay_changed {
@@ -301,6 +304,7 @@ mod tests {
         let settings = Settings {
             artefacts: &artefacts,
             uplink_log: ("json", "info"),
+            pod_options: &crate::workload::UplinkPodOptions::default(),
         };
         let inputs = Inputs {
             node,

@@ -320,6 +320,7 @@ async fn start_pass(
             let settings = Settings {
                 artefacts: &ctx.artefacts,
                 uplink_log: (&ctx.uplink_log.0, &ctx.uplink_log.1),
+                pod_options: &ctx.uplink_pod_options,
             };
             let inputs = Inputs {
                 node: &g.node,
