@@ -136,6 +136,19 @@ pub enum SshError {
     /// A value refused before it could reach a shell (bad path, control characters).
     #[error("refusing unsafe remote argument: {0}")]
     UnsafeArgument(String),
+
+    /// A remote command printed more on standard output than the operator reads from it: the
+    /// VPS is not trusted with the size of its answers. The rest was not read; the command's
+    /// channel was closed.
+    #[error(
+        "remote command `{command}` printed more than {limit} bytes, more than it ever needs to: the VPS's answer was refused unread"
+    )]
+    OutputTooLarge {
+        /// The command's log form.
+        command: String,
+        /// The bound, in bytes.
+        limit: usize,
+    },
 }
 
 impl SshError {
@@ -153,6 +166,7 @@ impl SshError {
             Self::CommandTimeout { .. } => "SSHCommandTimeout",
             Self::CommandFailed { .. } => "SSHCommandFailed",
             Self::UnsafeArgument(_) => "SSHUnsafeArgument",
+            Self::OutputTooLarge { .. } => "SSHOutputTooLarge",
         }
     }
 
@@ -268,6 +282,10 @@ mod tests {
                 stderr: String::new(),
             },
             SshError::UnsafeArgument(String::new()),
+            SshError::OutputTooLarge {
+                command: String::new(),
+                limit: 1,
+            },
         ];
         let categories: Vec<&str> = all.iter().map(SshError::category).collect();
         assert_eq!(
@@ -287,6 +305,7 @@ mod tests {
                 "SSHCommandTimeout",
                 "SSHCommandFailed",
                 "SSHUnsafeArgument",
+                "SSHOutputTooLarge",
             ]
         );
     }
