@@ -62,6 +62,17 @@ pub enum SshError {
         host: String,
     },
 
+    /// The Secret holds a `password` but no `knownHosts`: a password is only ever sent to a
+    /// host whose key was verified, so nothing is attempted (the Secret may be one the
+    /// EdgeNode's author cannot read, and the address one they control).
+    #[error(
+        "the SSH Secret has a \"password\" but no \"knownHosts\": a password is only ever sent to a host whose key was verified, and ssh.insecureSkipHostKeyVerification skips that; add a \"knownHosts\" entry for {host} to the Secret (e.g. from `ssh-keyscan`), or authenticate with \"privateKey\" alone"
+    )]
+    PasswordNeedsHostKey {
+        /// `host:port` of the VPS.
+        host: String,
+    },
+
     /// The server presented a key that `knownHosts` does not trust.
     #[error("host key verification failed for {host}: {reason}")]
     HostKeyRejected {
@@ -159,6 +170,7 @@ impl SshError {
             Self::KeyKdfTooExpensive { .. } => "SSHKeyKdfTooExpensive",
             Self::Settings(_) | Self::Duration { .. } => "SSHSettingsInvalid",
             Self::NoKnownHosts { .. } => "SSHHostKeyMissing",
+            Self::PasswordNeedsHostKey { .. } => "SSHPasswordNeedsHostKey",
             Self::HostKeyRejected { .. } => "SSHHostKeyRejected",
             Self::AuthRejected { .. } => "SSHAuthFailed",
             Self::ConnectTimeout { .. } | Self::Connect { .. } => "SSHUnreachable",
@@ -253,6 +265,7 @@ mod tests {
                 source: DurationError::Syntax { input: host() },
             },
             SshError::NoKnownHosts { host: host() },
+            SshError::PasswordNeedsHostKey { host: host() },
             SshError::HostKeyRejected {
                 host: host(),
                 reason: String::new(),
@@ -297,6 +310,7 @@ mod tests {
                 "SSHSettingsInvalid",
                 "SSHSettingsInvalid",
                 "SSHHostKeyMissing",
+                "SSHPasswordNeedsHostKey",
                 "SSHHostKeyRejected",
                 "SSHAuthFailed",
                 "SSHUnreachable",

@@ -191,6 +191,13 @@ impl Session {
                 host: options.target(),
             });
         }
+        // Without `knownHosts` nothing verifies the host: its password must not reach it
+        // (issue 24, M4). Refused before any connection, whatever else the Secret holds.
+        if credentials.known_hosts.is_none() && credentials.password.is_some() {
+            return Err(SshError::PasswordNeedsHostKey {
+                host: options.target(),
+            });
+        }
         let mut session = Self {
             options,
             credentials,
@@ -501,7 +508,13 @@ async fn authenticate(
             return Ok(());
         }
     }
-    if let Some(password) = &credentials.password {
+    // A password goes only to a host `knownHosts` verified (also refused before connecting,
+    // in `connect_with_key`).
+    if let Some(password) = credentials
+        .password
+        .as_ref()
+        .filter(|_| credentials.known_hosts.is_some())
+    {
         let result = handle
             .authenticate_password(options.user.clone(), password.expose())
             .await
