@@ -148,6 +148,16 @@ pub enum SshError {
     #[error("refusing unsafe remote argument: {0}")]
     UnsafeArgument(String),
 
+    /// A command that may change the VPS was not sent: the write fence says this process may
+    /// no longer hold the leader Lease (see `crate::write_fence`).
+    #[error(
+        "not the leader (the Lease was not renewed within the renew deadline): remote command `{command}` not sent"
+    )]
+    NotLeader {
+        /// The command's log form.
+        command: String,
+    },
+
     /// A remote command printed more on standard output than the operator reads from it: the
     /// VPS is not trusted with the size of its answers. The rest was not read; the command's
     /// channel was closed.
@@ -179,6 +189,7 @@ impl SshError {
             Self::CommandFailed { .. } => "SSHCommandFailed",
             Self::UnsafeArgument(_) => "SSHUnsafeArgument",
             Self::OutputTooLarge { .. } => "SSHOutputTooLarge",
+            Self::NotLeader { .. } => "NotLeader",
         }
     }
 
@@ -299,6 +310,9 @@ mod tests {
                 command: String::new(),
                 limit: 1,
             },
+            SshError::NotLeader {
+                command: String::new(),
+            },
         ];
         let categories: Vec<&str> = all.iter().map(SshError::category).collect();
         assert_eq!(
@@ -320,6 +334,7 @@ mod tests {
                 "SSHCommandFailed",
                 "SSHUnsafeArgument",
                 "SSHOutputTooLarge",
+                "NotLeader",
             ]
         );
     }

@@ -1,7 +1,9 @@
 //! One SSH connection to one VPS (russh, ring crypto), reused for every command of a pass:
 //! each command gets its own channel on it. Host key verification, authentication,
 //! keepalives, a timeout per command, and reconnection with backoff when the connection is
-//! lost between commands.
+//! lost between commands. With leader election, every command that may change the VPS is
+//! checked against the write fence first ([`Session::fence_writes`]), so a replaced leader
+//! stops between two steps of a pass, not only before the pass.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use super::error::TransportError;
 use super::known_hosts::{KnownHosts, Verdict, fingerprint};
 use super::private_key;
 use super::script::{Access, Script};
+use crate::write_fence::Fence;
 
 /// Standard error kept from one command: its last part, at most twice this (error messages
 /// quote the last 512 bytes). Standard output is bounded by each script
@@ -152,6 +155,8 @@ pub struct Session {
     handle: Option<Handle<Verifier>>,
     log: CommandLog,
     lost: Arc<Notify>,
+    /// Checked before every [`Access::Write`] command, when set.
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for Session {
@@ -205,9 +210,17 @@ impl Session {
             handle: None,
             log: CommandLog::new(),
             lost: Arc::new(Notify::new()),
+            fence: None,
         };
         session.reconnect().await?;
         Ok(session)
+    }
+
+    /// From now on, a command that may change the VPS ([`Access::Write`]) runs only while
+    /// `fence` allows writes; otherwise it fails with [`SshError::NotLeader`] before anything
+    /// is sent. Read-only commands are not fenced.
+    pub fn fence_writes(&mut self, fence: Fence) {
+        self.fence = Some(fence);
     }
 
     /// The record of every command run on this session.
@@ -353,6 +366,13 @@ impl Session {
     where
         R: tokio::io::AsyncRead + Unpin + Send,
     {
+        if script.access() == Access::Write
+            && self.fence.as_ref().is_some_and(|fence| !fence.allows())
+        {
+            return Err(SshError::NotLeader {
+                command: script.to_string(),
+            });
+        }
         if !self.is_connected() {
             warn!(host = %self.options.target(), "SSH connection lost, reconnecting");
             self.reconnect().await?;
