@@ -16,6 +16,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== cargo deny: licences, bans, sources (offline; advisories are a release step)"
+"$TUNNEL_CACHE/bin/cargo-deny" --offline check licenses bans sources
 echo "== cargo test"
 status=0
 cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" || status=$?

@@ -171,7 +171,11 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
             Err(e) => Err(e),
         };
         match connected {
-            Ok(session) => state.session = Some((target.fingerprint.clone(), session)),
+            Ok(mut session) => {
+                // Each write command checks the fence, not only the job's start (issue 24, L3).
+                session.fence_writes(state.ctx.fence.clone());
+                state.session = Some((target.fingerprint.clone(), session));
+            }
             Err(e) => return fail(ReconcileError::Enroll(EnrollError::Ssh(e))),
         }
     }

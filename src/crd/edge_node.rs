@@ -78,13 +78,16 @@ pub struct SshSpec {
     pub user: String,
     /// Secret holding the credentials: `privateKey` (with `passphrase` if encrypted) or
     /// `password`, and `knownHosts` (OpenSSH known_hosts lines pinning the host key).
+    /// Naming a Secret lets the operator use it for this EdgeNode: its key signs the login to
+    /// `address` and its `password` is sent there, only to a host `knownHosts` verified.
     pub secret_ref: SecretReference,
     /// How long to wait for the SSH connection to open (at most 60s).
     #[serde(default = "default_connect_timeout")]
     #[schemars(schema_with = "rules::ssh_connect_timeout")]
     pub connect_timeout: String,
     /// Connect without verifying the host key. Only honoured when the Secret has no
-    /// `knownHosts`; leaves the enrollment channel open to a man in the middle.
+    /// `knownHosts`; leaves the enrollment channel open to a man in the middle. A Secret
+    /// with a `password` is refused then (SSHPasswordNeedsHostKey): use `privateKey`.
     #[serde(default)]
     pub insecure_skip_host_key_verification: bool,
 }

@@ -173,7 +173,8 @@ pub struct TlsParams {
     /// `mutual` also verifies client certificates against `ca.crt`.
     pub mode: TlsMode,
     /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`, and `ca.crt` for mutual). Required
-    /// for offload and mutual; ignored for passthrough.
+    /// for offload and mutual; ignored for passthrough. Its key and certificates are copied
+    /// to the VPS of the EdgeNode: naming a Secret hands them to whoever controls that VPS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
     /// SNI names this binding answers (exact, or `*.example.com`). Passthrough bindings with

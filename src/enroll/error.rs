@@ -138,6 +138,14 @@ pub enum ObservationError {
     /// No architecture in the answer.
     #[error("no `uname -m` answer")]
     NoArch,
+    /// The VPS listed more files of a kind than a pass accepts (each would cost a command).
+    #[error("the VPS lists more than {limit} {what} files; refusing to act on them")]
+    TooMany {
+        /// `SDS`, `temporary` or `managed`.
+        what: &'static str,
+        /// The bound.
+        limit: usize,
+    },
 }
 
 /// At most this much of what the VPS printed goes into an error (and so into a status

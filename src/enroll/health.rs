@@ -1,6 +1,7 @@
 //! Health of an enrolled VPS as a structured result: both units (active, enabled) and the
 //! relay's own report (`tunnelctl status`, JSON: readiness and per-peer handshakes). One
-//! read-only command.
+//! read-only command, whose answer is bounded ([`MAX_OUTPUT`]) and read into typed values
+//! only: the VPS is not trusted with the size or shape of what it says.
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -26,24 +27,24 @@ pub struct PeerStatus {
     pub handshake_fresh: bool,
 }
 
-/// What `tunnelctl status` said. Unknown fields are ignored here (the relay owns the format;
-/// the raw JSON is kept for status and debugging).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The most the health command may print: the relay's report, base64, with a few thousand
+/// peers (each about 300 bytes of JSON), and the unit lines. More is refused unread
+/// ([`crate::ssh::SshError::OutputTooLarge`]).
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// What `tunnelctl status` said, read into these fields only (the relay owns the format;
+/// other fields are skipped without being kept).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct RelayStatus {
+    /// The relay's interface (`wg-relay`), as the VPS said it (cut to 200 characters).
+    #[serde(default)]
+    pub interface: String,
     /// Whether the relay considers itself ready (interface up, a fresh handshake).
+    #[serde(default)]
     pub ready: bool,
     /// Its peers.
+    #[serde(default)]
     pub peers: Vec<PeerStatus>,
-    /// The whole document.
-    pub raw: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct RelayStatusWire {
-    #[serde(default)]
-    ready: bool,
-    #[serde(default)]
-    peers: Vec<PeerStatus>,
 }
 
 /// Health of the VPS.
@@ -88,6 +89,7 @@ pub fn script() -> Result<Script, crate::ssh::SshError> {
         s.code(
             "; if [ -x \"$t\" ]; then o=$(\"$t\" status 2>/dev/null); printf 'relay-exit %s\\n' \"$?\"; printf 'relay %s\\n' \"$(printf '%s' \"$o\" | base64 -w0)\"; else printf 'relay-exit 127\\n'; fi; true",
         )
+        .with_max_output(MAX_OUTPUT)
     })
 }
 
@@ -122,12 +124,10 @@ pub fn parse(output: &str) -> Health {
             _ => {}
         }
     }
-    let raw: Result<serde_json::Value, _> = serde_json::from_slice(&report);
-    match raw {
-        Ok(raw) => {
-            let wire: Option<RelayStatusWire> = serde_json::from_value(raw.clone()).ok();
-            let (ready, peers) = wire.map_or((false, Vec::new()), |w| (w.ready, w.peers));
-            health.relay_status = Some(RelayStatus { ready, peers, raw });
+    match serde_json::from_slice::<RelayStatus>(&report) {
+        Ok(mut status) => {
+            status.interface = quote_vps(&status.interface);
+            health.relay_status = Some(status);
         }
         Err(_) => {
             health.relay_status_error = Some(if exit == "127" {
@@ -135,7 +135,7 @@ pub fn parse(output: &str) -> Health {
             } else {
                 let text = String::from_utf8_lossy(&report);
                 let text: String = text.trim().chars().take(300).collect();
-                format!("`tunnelctl status` exited {exit} without a JSON report: {text}")
+                format!("`tunnelctl status` exited {exit} without a status report: {text}")
             });
         }
     }

@@ -2,6 +2,10 @@
 //! managed file (so hand edits and deletions are seen, not just trusted from the state file),
 //! the SDS files present, leftover temporary files, the state of both units, and the state
 //! file. One command, one round trip; its output is parsed by a pure function.
+//!
+//! The VPS is not trusted with the size of its answer: the command may print at most
+//! [`MAX_OUTPUT`], and at most [`MAX_LISTED`] SDS files and as many temporary files are
+//! accepted (each would become a step of the pass).
 
 use std::collections::BTreeMap;
 
@@ -76,6 +80,17 @@ impl Observed {
     }
 }
 
+/// The most SDS files, and the most temporary files, an observation accepts: far more than
+/// the TLS Secrets one EdgeNode serves; more is refused ([`ObservationError::TooMany`]),
+/// since each would become a command of the pass.
+pub const MAX_LISTED: usize = 1024;
+
+/// The most the observation command may print: the fixed files, [`MAX_LISTED`] SDS files
+/// (two lines each, names up to 200 characters) and temporary files, and the state file in
+/// base64 (which lists every managed file). More is refused unread
+/// ([`crate::ssh::SshError::OutputTooLarge`]).
+pub const MAX_OUTPUT: usize = 2 * 1024 * 1024;
+
 /// The fixed files every pass checks (SDS files are listed from their directory).
 pub const FIXED_PATHS: [&str; 10] = [
     layout::TUNNELCTL,
@@ -110,7 +125,8 @@ pub fn script() -> Result<Script, SshError> {
          if [ -f /etc/tunnel/state.json ]; then printf 'state %s\\n' \"$(base64 -w0 < /etc/tunnel/state.json)\"; fi; \
          if getent passwd tunnel-envoy >/dev/null 2>&1; then echo 'user tunnel-envoy'; fi; \
          if [ -e /usr/local/bin/envoy.pre-tunnel ]; then echo 'preserved /usr/local/bin/envoy'; fi; true",
-    ))
+    )
+    .with_max_output(MAX_OUTPUT))
 }
 
 /// Parses the observation command's output.
@@ -125,6 +141,13 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
                 let (Some(mode), Some(sha256), Some(path)) = (f.next(), f.next(), f.next()) else {
                     return Err(ObservationError::FileLine(quote_vps(line)).into());
                 };
+                if observed.files.len() >= FIXED_PATHS.len() + MAX_LISTED {
+                    return Err(ObservationError::TooMany {
+                        what: "managed",
+                        limit: FIXED_PATHS.len() + MAX_LISTED,
+                    }
+                    .into());
+                }
                 observed.files.insert(
                     path.to_owned(),
                     FileFound {
@@ -133,10 +156,10 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
                     },
                 );
             }
-            "tls" => observed.tls_files.push(rest.to_owned()),
+            "tls" => push_listed(&mut observed.tls_files, rest, "SDS")?,
             "user" => observed.envoy_user |= rest.trim() == layout::ENVOY_USER,
             "preserved" => observed.envoy_preserved |= rest.trim() == layout::ENVOY,
-            "temp" => observed.temp_files.push(rest.to_owned()),
+            "temp" => push_listed(&mut observed.temp_files, rest, "temporary")?,
             "unit" => {
                 let mut f = rest.splitn(3, ' ');
                 let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next())
@@ -165,6 +188,22 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
         return Err(ObservationError::NoArch.into());
     }
     Ok(observed)
+}
+
+/// Adds a listed file name, refusing more than [`MAX_LISTED`].
+fn push_listed(
+    list: &mut Vec<String>,
+    name: &str,
+    what: &'static str,
+) -> Result<(), ObservationError> {
+    if list.len() >= MAX_LISTED {
+        return Err(ObservationError::TooMany {
+            what,
+            limit: MAX_LISTED,
+        });
+    }
+    list.push(name.to_owned());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -199,6 +238,26 @@ mod tests {
         assert_eq!(o.state, Some(state));
         assert!(o.envoy_user);
         assert!(!o.envoy_preserved);
+    }
+
+    #[test]
+    fn listed_files_are_bounded() {
+        use std::fmt::Write as _;
+        let mut out = String::from("arch x86_64\n");
+        for i in 0..MAX_LISTED {
+            let _ = write!(out, "tls {i}.sds.yaml\ntemp /etc/envoy/.tunnel.{i}\n");
+        }
+        let o = parse(&out).unwrap();
+        assert_eq!(
+            (o.tls_files.len(), o.temp_files.len()),
+            (MAX_LISTED, MAX_LISTED)
+        );
+        for extra in ["tls one-more.sds.yaml", "temp /etc/tunnel/.tunnel.x"] {
+            let e = parse(&format!("{out}{extra}\n")).unwrap_err();
+            assert_eq!(e.category(), "EnrollObservationFailed");
+            assert!(e.to_string().contains("1024"), "{e}");
+        }
+        assert_eq!(script().unwrap().max_output(), MAX_OUTPUT);
     }
 
     #[test]

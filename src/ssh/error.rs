@@ -62,6 +62,17 @@ pub enum SshError {
         host: String,
     },
 
+    /// The Secret holds a `password` but no `knownHosts`: a password is only ever sent to a
+    /// host whose key was verified, so nothing is attempted (the Secret may be one the
+    /// EdgeNode's author cannot read, and the address one they control).
+    #[error(
+        "the SSH Secret has a \"password\" but no \"knownHosts\": a password is only ever sent to a host whose key was verified, and ssh.insecureSkipHostKeyVerification skips that; add a \"knownHosts\" entry for {host} to the Secret (e.g. from `ssh-keyscan`), or authenticate with \"privateKey\" alone"
+    )]
+    PasswordNeedsHostKey {
+        /// `host:port` of the VPS.
+        host: String,
+    },
+
     /// The server presented a key that `knownHosts` does not trust.
     #[error("host key verification failed for {host}: {reason}")]
     HostKeyRejected {
@@ -136,6 +147,29 @@ pub enum SshError {
     /// A value refused before it could reach a shell (bad path, control characters).
     #[error("refusing unsafe remote argument: {0}")]
     UnsafeArgument(String),
+
+    /// A command that may change the VPS was not sent: the write fence says this process may
+    /// no longer hold the leader Lease (see `crate::leader::fence`).
+    #[error(
+        "not the leader (the Lease was not renewed within the renew deadline): remote command `{command}` not sent"
+    )]
+    NotLeader {
+        /// The command's log form.
+        command: String,
+    },
+
+    /// A remote command printed more on standard output than the operator reads from it: the
+    /// VPS is not trusted with the size of its answers. The rest was not read; the command's
+    /// channel was closed.
+    #[error(
+        "remote command `{command}` printed more than {limit} bytes, more than it ever needs to: the VPS's answer was refused unread"
+    )]
+    OutputTooLarge {
+        /// The command's log form.
+        command: String,
+        /// The bound, in bytes.
+        limit: usize,
+    },
 }
 
 impl SshError {
@@ -146,6 +180,7 @@ impl SshError {
             Self::KeyKdfTooExpensive { .. } => "SSHKeyKdfTooExpensive",
             Self::Settings(_) | Self::Duration { .. } => "SSHSettingsInvalid",
             Self::NoKnownHosts { .. } => "SSHHostKeyMissing",
+            Self::PasswordNeedsHostKey { .. } => "SSHPasswordNeedsHostKey",
             Self::HostKeyRejected { .. } => "SSHHostKeyRejected",
             Self::AuthRejected { .. } => "SSHAuthFailed",
             Self::ConnectTimeout { .. } | Self::Connect { .. } => "SSHUnreachable",
@@ -153,6 +188,8 @@ impl SshError {
             Self::CommandTimeout { .. } => "SSHCommandTimeout",
             Self::CommandFailed { .. } => "SSHCommandFailed",
             Self::UnsafeArgument(_) => "SSHUnsafeArgument",
+            Self::OutputTooLarge { .. } => "SSHOutputTooLarge",
+            Self::NotLeader { .. } => "NotLeader",
         }
     }
 
@@ -239,6 +276,7 @@ mod tests {
                 source: DurationError::Syntax { input: host() },
             },
             SshError::NoKnownHosts { host: host() },
+            SshError::PasswordNeedsHostKey { host: host() },
             SshError::HostKeyRejected {
                 host: host(),
                 reason: String::new(),
@@ -268,6 +306,13 @@ mod tests {
                 stderr: String::new(),
             },
             SshError::UnsafeArgument(String::new()),
+            SshError::OutputTooLarge {
+                command: String::new(),
+                limit: 1,
+            },
+            SshError::NotLeader {
+                command: String::new(),
+            },
         ];
         let categories: Vec<&str> = all.iter().map(SshError::category).collect();
         assert_eq!(
@@ -279,6 +324,7 @@ mod tests {
                 "SSHSettingsInvalid",
                 "SSHSettingsInvalid",
                 "SSHHostKeyMissing",
+                "SSHPasswordNeedsHostKey",
                 "SSHHostKeyRejected",
                 "SSHAuthFailed",
                 "SSHUnreachable",
@@ -287,6 +333,8 @@ mod tests {
                 "SSHCommandTimeout",
                 "SSHCommandFailed",
                 "SSHUnsafeArgument",
+                "SSHOutputTooLarge",
+                "NotLeader",
             ]
         );
     }

@@ -4,7 +4,9 @@
 //! and values that are always single-quoted ([`Script::quoted`]) or validated absolute paths
 //! ([`Script::path`]). Anything else a command needs (file contents, documents, binaries)
 //! travels on the channel's stdin, never on the command line. Every script also says whether
-//! it may change the VPS ([`Access`]), so a pass can prove it only read.
+//! it may change the VPS ([`Access`]), so a pass can prove it only read, and how much of its
+//! standard output the operator reads at most ([`Script::max_output`]): the VPS is not trusted
+//! with the size of what it answers.
 
 use std::fmt;
 
@@ -19,11 +21,16 @@ pub enum Access {
     Write,
 }
 
+/// How much standard output a command may print unless its script says otherwise
+/// ([`Script::with_max_output`]): enough for every command that prints a short answer.
+pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024;
+
 /// A shell command for the VPS, safe by construction.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Script {
     access: Access,
     text: String,
+    max_output: usize,
 }
 
 impl Script {
@@ -32,6 +39,7 @@ impl Script {
         Self {
             access: Access::Read,
             text: code.to_owned(),
+            max_output: DEFAULT_MAX_OUTPUT,
         }
     }
 
@@ -40,6 +48,7 @@ impl Script {
         Self {
             access: Access::Write,
             text: code.to_owned(),
+            max_output: DEFAULT_MAX_OUTPUT,
         }
     }
 
@@ -74,6 +83,20 @@ impl Script {
     pub fn number(mut self, n: impl Into<u64>) -> Self {
         self.text.push_str(&n.into().to_string());
         self
+    }
+
+    /// Lets the command print up to `bytes` on standard output (the default is
+    /// [`DEFAULT_MAX_OUTPUT`]); a command that prints more fails with
+    /// [`SshError::OutputTooLarge`] and the rest is never read.
+    #[must_use]
+    pub fn with_max_output(mut self, bytes: usize) -> Self {
+        self.max_output = bytes;
+        self
+    }
+
+    /// The most standard output the operator reads from this command.
+    pub fn max_output(&self) -> usize {
+        self.max_output
     }
 
     /// Whether the script may write.
@@ -169,5 +192,12 @@ mod tests {
     fn access_is_declared() {
         assert_eq!(Script::read("cat /x").access(), Access::Read);
         assert_eq!(Script::write("rm /x").access(), Access::Write);
+    }
+
+    #[test]
+    fn output_is_bounded_by_default_and_per_script() {
+        assert_eq!(Script::read("cat /x").max_output(), DEFAULT_MAX_OUTPUT);
+        let s = Script::read("cat /x").with_max_output(10).code(" /y");
+        assert_eq!(s.max_output(), 10);
     }
 }

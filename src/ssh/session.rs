@@ -1,7 +1,9 @@
 //! One SSH connection to one VPS (russh, ring crypto), reused for every command of a pass:
 //! each command gets its own channel on it. Host key verification, authentication,
 //! keepalives, a timeout per command, and reconnection with backoff when the connection is
-//! lost between commands.
+//! lost between commands. With leader election, every command that may change the VPS is
+//! checked against the write fence first ([`Session::fence_writes`]), so a replaced leader
+//! stops between two steps of a pass, not only before the pass.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -21,9 +23,12 @@ use super::error::TransportError;
 use super::known_hosts::{KnownHosts, Verdict, fingerprint};
 use super::private_key;
 use super::script::{Access, Script};
+use crate::leader::fence::Fence;
 
-/// Output kept from one command (more is dropped, and the drop is noted in `truncated`).
-const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+/// Standard error kept from one command: its last part, at most twice this (error messages
+/// quote the last 512 bytes). Standard output is bounded by each script
+/// ([`Script::max_output`]).
+const STDERR_KEPT: usize = 8 * 1024;
 
 /// What a remote command printed and how it ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,10 +37,8 @@ pub struct Output {
     pub status: u32,
     /// Standard output.
     pub stdout: Vec<u8>,
-    /// Standard error.
+    /// The last part of standard error (at most 16 KiB; the start of a longer one is dropped).
     pub stderr: Vec<u8>,
-    /// Whether output beyond the cap was dropped.
-    pub truncated: bool,
 }
 
 impl Output {
@@ -152,6 +155,8 @@ pub struct Session {
     handle: Option<Handle<Verifier>>,
     log: CommandLog,
     lost: Arc<Notify>,
+    /// Checked before every [`Access::Write`] command, when set.
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for Session {
@@ -191,6 +196,13 @@ impl Session {
                 host: options.target(),
             });
         }
+        // Without `knownHosts` nothing verifies the host: its password must not reach it
+        // (issue 24, M4). Refused before any connection, whatever else the Secret holds.
+        if credentials.known_hosts.is_none() && credentials.password.is_some() {
+            return Err(SshError::PasswordNeedsHostKey {
+                host: options.target(),
+            });
+        }
         let mut session = Self {
             options,
             credentials,
@@ -198,9 +210,17 @@ impl Session {
             handle: None,
             log: CommandLog::new(),
             lost: Arc::new(Notify::new()),
+            fence: None,
         };
         session.reconnect().await?;
         Ok(session)
+    }
+
+    /// From now on, a command that may change the VPS ([`Access::Write`]) runs only while
+    /// `fence` allows writes; otherwise it fails with [`SshError::NotLeader`] before anything
+    /// is sent. Read-only commands are not fenced.
+    pub fn fence_writes(&mut self, fence: Fence) {
+        self.fence = Some(fence);
     }
 
     /// The record of every command run on this session.
@@ -346,6 +366,13 @@ impl Session {
     where
         R: tokio::io::AsyncRead + Unpin + Send,
     {
+        if script.access() == Access::Write
+            && self.fence.as_ref().is_some_and(|fence| !fence.allows())
+        {
+            return Err(SshError::NotLeader {
+                command: script.to_string(),
+            });
+        }
         if !self.is_connected() {
             warn!(host = %self.options.target(), "SSH connection lost, reconnecting");
             self.reconnect().await?;
@@ -451,12 +478,13 @@ async fn connect_once(
         lost,
     };
     let work = async {
-        let stream = tokio::net::TcpStream::connect((options.host.as_str(), options.port))
-            .await
-            .map_err(|source| SshError::Connect {
-                host: target.clone(),
-                source,
-            })?;
+        let stream =
+            tokio::net::TcpStream::connect((dial_name(&options.host).as_ref(), options.port))
+                .await
+                .map_err(|source| SshError::Connect {
+                    host: target.clone(),
+                    source,
+                })?;
         let mut handle = client::connect_stream(config, stream, verifier)
             .await
             .map_err(|e| e.at(&target))?;
@@ -469,6 +497,23 @@ async fn connect_once(
             host: target,
             timeout: options.connect_timeout,
         }),
+    }
+}
+
+/// The name `host` is resolved as: a DNS name with a dot gets a trailing dot, so the
+/// resolver takes it as absolute and never tries the pod's search path first
+/// (`vps.example.dev` would otherwise be looked up as `vps.example.dev.<ns>.svc.cluster.local`
+/// and so on, names a tenant may answer with a Service; issue 24, L9). Addresses, names
+/// already absolute and single labels (meant for the search path) are kept.
+fn dial_name(host: &str) -> Cow<'_, str> {
+    let address = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if address.parse::<std::net::IpAddr>().is_ok() || host.ends_with('.') || !host.contains('.') {
+        Cow::Borrowed(host)
+    } else {
+        Cow::Owned(format!("{host}."))
     }
 }
 
@@ -501,7 +546,13 @@ async fn authenticate(
             return Ok(());
         }
     }
-    if let Some(password) = &credentials.password {
+    // A password goes only to a host `knownHosts` verified (also refused before connecting,
+    // in `connect_with_key`).
+    if let Some(password) = credentials
+        .password
+        .as_ref()
+        .filter(|_| credentials.known_hosts.is_some())
+    {
         let result = handle
             .authenticate_password(options.user.clone(), password.expose())
             .await
@@ -585,9 +636,23 @@ async fn exec<R: tokio::io::AsyncRead + Unpin>(
 ) -> Result<Output, SshError> {
     let (read, write) = channel.split();
     let line = command_line(script, timeout);
-    let work = run_on_channel(read, &write, &line, stdin, len);
-    if let Ok(result) = tokio::time::timeout(timeout, work).await {
-        return result;
+    let work = run_on_channel(read, &write, &line, stdin, len, script.max_output());
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Err(TooMuch::Output)) => {
+            warn!(command = %script, limit = script.max_output(), "remote command printed more than it may; it is killed on the VPS");
+            let close = async {
+                let _ = write.signal(russh::Sig::KILL).await;
+                let _ = write.close().await;
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+            return Err(SshError::OutputTooLarge {
+                command: script.to_string(),
+                limit: script.max_output(),
+            });
+        }
+        Ok(Err(TooMuch::Failed(e))) => return Err(e),
+        Ok(Ok(out)) => return Ok(out),
+        Err(_) => {}
     }
     warn!(command = %script, ?timeout, "remote command timed out; it is killed on the VPS");
     let close = async {
@@ -601,14 +666,32 @@ async fn exec<R: tokio::io::AsyncRead + Unpin>(
     })
 }
 
+/// Why [`run_on_channel`] gave up.
+enum TooMuch {
+    /// Standard output went past the script's bound.
+    Output,
+    /// The transport failed or the server refused the command.
+    Failed(SshError),
+}
+
+impl From<SshError> for TooMuch {
+    fn from(e: SshError) -> Self {
+        Self::Failed(e)
+    }
+}
+
 async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
     mut read: russh::ChannelReadHalf,
     write: &russh::ChannelWriteHalf<client::Msg>,
     command_line: &str,
     stdin: R,
     len: u64,
-) -> Result<Output, SshError> {
-    write.exec(true, command_line).await?;
+    max_output: usize,
+) -> Result<Output, TooMuch> {
+    write
+        .exec(true, command_line)
+        .await
+        .map_err(SshError::from)?;
     let send = async {
         if len > 0 {
             write
@@ -623,21 +706,25 @@ async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
             status: 255,
             stdout: Vec::new(),
             stderr: Vec::new(),
-            truncated: false,
         };
         let mut got_status = false;
         while let Some(msg) = read.wait().await {
             match msg {
-                ChannelMsg::Data { data } => append(&mut out.stdout, &data, &mut out.truncated),
+                ChannelMsg::Data { data } => {
+                    let fits = append_bounded(&mut out.stdout, &data, max_output);
+                    if !fits {
+                        return Err(TooMuch::Output);
+                    }
+                }
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
-                    append(&mut out.stderr, &data, &mut out.truncated);
+                    append_tail(&mut out.stderr, &data, STDERR_KEPT);
                 }
                 ChannelMsg::ExitStatus { exit_status } => {
                     out.status = exit_status;
                     got_status = true;
                 }
                 ChannelMsg::Failure => {
-                    return Err(SshError::from(TransportError::CommandRefused));
+                    return Err(SshError::from(TransportError::CommandRefused).into());
                 }
                 _ => {}
             }
@@ -654,17 +741,30 @@ async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
     if let Err(e) = upload
         && out.success()
     {
-        return Err(e);
+        return Err(e.into());
     }
     Ok(out)
 }
 
-fn append(buffer: &mut Vec<u8>, data: &[u8], truncated: &mut bool) {
-    let room = MAX_OUTPUT.saturating_sub(buffer.len());
-    if data.len() > room {
-        *truncated = true;
+/// Appends `data` to `buffer` unless that makes it longer than `max`; false (and nothing
+/// appended) when it would.
+fn append_bounded(buffer: &mut Vec<u8>, data: &[u8], max: usize) -> bool {
+    if data.len() > max.saturating_sub(buffer.len()) {
+        return false;
     }
-    buffer.extend_from_slice(&data[..data.len().min(room)]);
+    buffer.extend_from_slice(data);
+    true
+}
+
+/// Appends `data` to `buffer`, keeping only its last part: once it holds more than twice
+/// `keep`, everything before the last `keep` bytes is dropped (so at most `2 * keep` are held).
+fn append_tail(buffer: &mut Vec<u8>, data: &[u8], keep: usize) {
+    let data = &data[data.len().saturating_sub(2 * keep)..];
+    buffer.extend_from_slice(data);
+    if buffer.len() > 2 * keep {
+        let cut = buffer.len() - keep;
+        buffer.drain(..cut);
+    }
 }
 
 /// Convenience for callers that only read: runs a [`Access::Read`] script.
@@ -686,5 +786,35 @@ mod tests {
             r#"exec timeout -s KILL 63s "${SHELL:-/bin/sh}" -c 'echo "it'\''s"; sleep 9'"#
         );
         assert!(command_line(&script, Duration::MAX).contains(" -c '"));
+    }
+
+    #[test]
+    fn dns_names_are_resolved_as_absolute_names() {
+        assert_eq!(dial_name("vps.mycorp.dev"), "vps.mycorp.dev.");
+        assert_eq!(dial_name("vps.mycorp.dev."), "vps.mycorp.dev.");
+        assert_eq!(dial_name("203.0.113.10"), "203.0.113.10");
+        assert_eq!(dial_name("2001:db8::1"), "2001:db8::1");
+        assert_eq!(dial_name("vps"), "vps");
+    }
+
+    #[test]
+    fn standard_output_stops_at_its_bound() {
+        let mut out = Vec::new();
+        assert!(append_bounded(&mut out, b"12345", 8));
+        assert!(append_bounded(&mut out, b"678", 8));
+        assert!(!append_bounded(&mut out, b"9", 8));
+        assert_eq!(out, b"12345678");
+    }
+
+    #[test]
+    fn standard_error_keeps_its_last_part_within_twice_the_bound() {
+        let mut err = Vec::new();
+        for i in 0..10_000u32 {
+            append_tail(&mut err, format!("line {i}\n").as_bytes(), 64);
+            assert!(err.len() <= 128);
+        }
+        assert!(err.ends_with(b"line 9999\n"));
+        append_tail(&mut err, &[b'x'; 1000], 64);
+        assert!(err.len() <= 128 && err.ends_with(b"xxxx"));
     }
 }

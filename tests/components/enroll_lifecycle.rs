@@ -263,7 +263,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
     assert!(report.health.envoy_active(), "{:?}", report.health);
     assert!(report.health.relay_active(), "{:?}", report.health);
     let relay = report.health.relay_status.clone().expect("relay report");
-    assert_eq!(relay.raw["interface"], "wg-relay");
+    assert_eq!(relay.interface, "wg-relay");
     traffic_flows(&internet, vps.address(), 8080).unwrap();
     let modes = vps_text(
         &vps,

@@ -31,3 +31,5 @@ mod ssh_session;
 mod trust_admin;
 mod trust_references;
 mod trust_vps;
+mod trust_vps_fence;
+mod trust_vps_output;

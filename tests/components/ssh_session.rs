@@ -4,7 +4,8 @@
 //! key with its passphrase, password; RSA refused with a clear error), one connection reused
 //! for many commands, atomic uploads with modes, the per-command timeout (the command killed on
 //! the VPS), reconnection after
-//! the connection is cut, and no secret in the logs.
+//! the connection is cut, no secret in the logs, and never a password to a host whose key
+//! was not verified.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -357,14 +358,48 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
                     assert!(e.to_string().contains("insecureSkipHostKeyVerification"), "{e}");
                     let mut insecure = options(&host, 22);
                     insecure.insecure_skip_host_key_verification = true;
-                    let s = Session::connect(insecure, secret(&[("privateKey", &ed25519)]))
+                    let s = Session::connect(insecure.clone(), secret(&[("privateKey", &ed25519)]))
                         .await
                         .unwrap();
                     s.close().await;
+
+                    // Never a password to an unverified host (issue 24, M4): root's right
+                    // password, verification skipped, with and without a key beside it.
+                    for pairs in [
+                        vec![("password", PASSWORD)],
+                        vec![("privateKey", ed25519.as_str()), ("password", PASSWORD)],
+                    ] {
+                        match Session::connect(insecure.clone(), secret(&pairs)).await {
+                            Err(e) => {
+                                assert_eq!(e.category(), "SSHPasswordNeedsHostKey", "{e}");
+                                for field in ["\"password\"", "\"knownHosts\"", "ssh.insecureSkipHostKeyVerification"] {
+                                    assert!(e.to_string().contains(field), "{field}: {e}");
+                                }
+                                assert!(!e.to_string().contains(PASSWORD));
+                            }
+                            Ok(s) => {
+                                s.close().await;
+                                panic!("logged in with a password on an unverified host");
+                            }
+                        }
+                    }
                 });
             });
         })
         .unwrap();
+
+    // sshd saw exactly the two password attempts on the verified host (the right password
+    // and the wrong one), none from the unverified attempts above.
+    let journal = String::from_utf8_lossy(
+        &vps.ssh(
+            &internet,
+            "journalctl -q --no-pager _COMM=sshd | grep 'password for root'; true",
+        )
+        .unwrap()
+        .stdout,
+    )
+    .into_owned();
+    assert_eq!(journal.lines().count(), 2, "{journal}");
 
     // Another machine answering on the same address is refused by the pinned key.
     drop(vps);

@@ -653,7 +653,7 @@ fn operator_metrics() -> String {
                 last_handshake_seconds_ago: Some(3),
                 handshake_fresh: true,
             }],
-            raw: json!({}),
+            interface: "wg-relay".into(),
         }),
         ..Health::default()
     };

@@ -14,5 +14,6 @@ mod plan_golden;
 mod plan_proptest;
 mod plan_render;
 mod plan_targets;
+mod plan_tls_names;
 mod trust_generated;
 mod trust_workload;

@@ -31,12 +31,32 @@ pub fn cluster(protocol: Protocol, port: u16, id: &BindingId) -> String {
     )
 }
 
+/// The longest `<namespace>_<secret>` used as is in SDS file and secret names. Kubernetes
+/// allows up to 317 characters (63 + 1 + 253), more than the VPS's file names accept
+/// (`enroll::layout::is_sds_file_name`, 200): a longer one is cut and made unique by a hash
+/// ([`tls_stem`]), so one long Secret name costs nothing, not the EdgeNode's pass.
+pub const MAX_PLAIN_STEM: usize = 160;
+
+/// `<namespace>_<secret>`, or, when longer than [`MAX_PLAIN_STEM`], its first 144 characters,
+/// `-` and 16 hex digits of its SHA-256: 161 characters, longer than any plain stem, so a
+/// hashed stem never equals another Secret's plain one.
+fn tls_stem(secret: &SecretKey) -> String {
+    let plain = format!("{}_{}", secret.namespace, secret.name);
+    if plain.len() <= MAX_PLAIN_STEM {
+        return plain;
+    }
+    let digest = crate::hash::sha256_hex(plain.as_bytes());
+    let keep = MAX_PLAIN_STEM - 16;
+    let start: String = plain.chars().take(keep).collect();
+    format!("{start}-{}", digest.get(..16).unwrap_or(&digest))
+}
+
 /// The SDS file stem and certificate secret name of a TLS Secret.
 pub fn certificate(secret: &SecretKey) -> String {
-    format!("{}_{}", secret.namespace, secret.name)
+    tls_stem(secret)
 }
 
 /// The SDS validation-context secret name of a TLS Secret's `ca.crt`.
 pub fn ca(secret: &SecretKey) -> String {
-    format!("{}_{}_ca", secret.namespace, secret.name)
+    format!("{}_ca", tls_stem(secret))
 }
