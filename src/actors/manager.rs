@@ -31,7 +31,7 @@ use super::index;
 use super::port_binding::{PortBindingActor, takes_part};
 use super::protocol::{self, CertMsg, Listed, ManagerMsg, NodeMsg};
 use super::supervisor::{Supervisor, SupervisorMsg};
-use super::{Context, Stores, watches};
+use super::{Context, Stores, routes, watches};
 
 /// The Manager.
 #[derive(Debug, Default)]
@@ -55,19 +55,15 @@ impl std::fmt::Debug for ManagerArgs {
     }
 }
 
-/// What of an EdgeNode triggers a pass: its generation, its annotations, whether it is being
-/// deleted (its status, written by us, does not).
-type NodeSeen = (Option<i64>, BTreeMap<String, String>, bool);
-
 /// Its state.
 pub struct ManagerState {
     ctx: Arc<Context>,
     edge_nodes: ActorRef<SupervisorMsg>,
     port_bindings: ActorRef<SupervisorMsg>,
-    /// What of each EdgeNode last triggered a pass: generation, annotations, deleting.
-    node_seen: BTreeMap<ObjectKey, NodeSeen>,
+    /// What of each EdgeNode was seen last ([`routes::NodeSeen`]).
+    node_seen: BTreeMap<ObjectKey, routes::NodeSeen>,
     /// Each PortBinding's generation and EdgeNode when last seen.
-    pb_seen: BTreeMap<ObjectKey, (Option<i64>, ObjectKey)>,
+    pb_seen: BTreeMap<ObjectKey, routes::PortBindingSeen>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -158,22 +154,16 @@ impl Actor for Manager {
         match message {
             ManagerMsg::EdgeNode(node) => {
                 let key = ObjectKey::of(node.as_ref());
-                let deleting = node.metadata.deletion_timestamp.is_some();
-                let seen = (
-                    node.metadata.generation,
-                    node.annotations().clone(),
-                    deleting,
-                );
-                let before = state.node_seen.insert(key.clone(), seen.clone());
-                if before.as_ref() != Some(&seen) {
+                let seen = routes::NodeSeen::of(&node);
+                let route = routes::edge_node(state.node_seen.get(&key), &seen);
+                state.node_seen.insert(key.clone(), seen);
+                if route.upsert {
                     state
                         .edge_nodes
                         .send_message(SupervisorMsg::Upsert(key.clone()))?;
-                    // Only when it starts being deleted do its PortBindings decide again on
-                    // their own (EdgeNodeNotFound); a new EdgeNode's first pass answers them.
-                    if before.is_some_and(|(_, _, was)| was != deleting) {
-                        upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
-                    }
+                }
+                if route.port_bindings_again {
+                    upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
                 }
             }
             ManagerMsg::EdgeNodeGone(key) => {
@@ -185,17 +175,13 @@ impl Actor for Manager {
             }
             ManagerMsg::PortBinding(pb) => {
                 let key = ObjectKey::of(pb.as_ref());
-                let node = index::edge_node_of(&pb);
-                let seen = (pb.metadata.generation, node.clone());
-                let before = state.pb_seen.insert(key.clone(), seen.clone());
-                if before.as_ref() != Some(&seen) {
-                    if let Some((_, old_node)) = before
-                        && old_node != node
-                    {
-                        // It moved to another EdgeNode: the old one closes its ports.
-                        tell(&ctx, &old_node, &key, Seen::Gone);
-                    }
-                    tell(&ctx, &node, &key, Seen::Present(pb.metadata.generation));
+                let seen = routes::PortBindingSeen::of(&pb);
+                let route = routes::port_binding(state.pb_seen.get(&key), &seen);
+                state.pb_seen.insert(key.clone(), seen);
+                for (node, how) in route.tell {
+                    tell(&ctx, &node, &key, how);
+                }
+                if route.upsert {
                     state
                         .port_bindings
                         .send_message(SupervisorMsg::Upsert(key))?;
@@ -205,8 +191,10 @@ impl Actor for Manager {
                 state
                     .port_bindings
                     .send_message(SupervisorMsg::Remove(key.clone()))?;
-                if let Some((_, node)) = state.pb_seen.remove(&key) {
-                    tell(&ctx, &node, &key, Seen::Gone);
+                if let Some((node, how)) =
+                    routes::port_binding_gone(state.pb_seen.remove(&key).as_ref())
+                {
+                    tell(&ctx, &node, &key, how);
                 }
             }
             ManagerMsg::Secret(key) => {

@@ -25,6 +25,7 @@ pub mod port_binding;
 pub mod protocol;
 pub mod resolver;
 pub mod restarts;
+pub mod routes;
 pub mod scoped_store;
 pub mod ssh_session;
 pub mod status;

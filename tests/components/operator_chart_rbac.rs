@@ -32,6 +32,10 @@ fn helm_install(server: &ApiServer, homes: &Path) {
             "--namespace",
             "tunnel-system",
             "--create-namespace",
+            // The bed created the CRDs already (as `kubectl apply` of `tunnel crds` would):
+            // the release leaves them alone instead of refusing to adopt them.
+            "--set",
+            "crds.install=false",
             "--kubeconfig",
         ])
         .arg(server.kubeconfig_path())
