@@ -54,11 +54,6 @@ impl PassReport {
     pub fn changed(&self) -> bool {
         !self.steps.is_empty()
     }
-
-    /// Whether the pass wrote TLS material for Envoy (private keys among it) to the VPS.
-    pub fn wrote_tls_files(&self) -> bool {
-        self.wrote_tls
-    }
 }
 
 /// Looks at the VPS and plans a pass without changing anything.

@@ -14,9 +14,30 @@ use testbed::pods::PodNetwork;
 use testbed::process::Process;
 use testbed::tools::agent_binary;
 use testbed::vps::{Vps, VpsOptions};
-use tunnel::enroll::{self, DesiredState, Health, PassOptions, PassReport};
+use tunnel::enroll::{
+    self, Arch, Blob, DesiredState, EnvoyInstall, Health, HostTuning, PassOptions, PassReport,
+};
 use tunnel::ssh::{Credentials, Session, SshOptions};
 use tunnel_contract::key::PrivateKey;
+
+/// A desired state whose every file is `x\n`: enough for a pass to observe and plan against
+/// (tests of what a pass may send, not of what it installs).
+pub fn placeholder_desired() -> DesiredState {
+    let blob = || Blob::new(b"x\n".to_vec());
+    DesiredState {
+        tunnelctl: BTreeMap::from([(Arch::X86_64, blob())]),
+        envoy: EnvoyInstall::Push {
+            version: "1.40.0".into(),
+            binaries: BTreeMap::from([(Arch::X86_64, blob())]),
+        },
+        relay_document: blob(),
+        envoy_bootstrap: blob(),
+        envoy_lds: blob(),
+        envoy_cds: blob(),
+        sds: BTreeMap::new(),
+        host: HostTuning::default(),
+    }
+}
 
 /// The SSH Secret's data for `vps`: the test client's private key and the VPS's host key.
 pub fn secret_data(vps: &Vps) -> BTreeMap<String, Vec<u8>> {

@@ -5,32 +5,14 @@
 //!
 //! Needs root and the test bed's VPS.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::enroll_support::{vps_text, with_session};
+use crate::enroll_support::{placeholder_desired as desired, vps_text, with_session};
 use testbed::netns::Netns;
 use testbed::vps::{Vps, VpsOptions};
-use tunnel::enroll::{self, Arch, Blob, DesiredState, EnvoyInstall, HostTuning, PassOptions};
+use tunnel::enroll::{self, PassOptions};
 use tunnel::leader::fence::Fence;
 use tunnel::ssh::{Access, Script, Session, write_file};
-
-fn desired() -> DesiredState {
-    let blob = || Blob::new(b"x\n".to_vec());
-    DesiredState {
-        tunnelctl: BTreeMap::from([(Arch::X86_64, blob())]),
-        envoy: EnvoyInstall::Push {
-            version: "1.40.0".into(),
-            binaries: BTreeMap::from([(Arch::X86_64, blob())]),
-        },
-        relay_document: blob(),
-        envoy_bootstrap: blob(),
-        envoy_lds: blob(),
-        envoy_cds: blob(),
-        sds: BTreeMap::new(),
-        host: HostTuning::default(),
-    }
-}
 
 #[test]
 fn a_shut_fence_stops_every_write_command_and_lets_reads_run() {

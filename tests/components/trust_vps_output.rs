@@ -7,35 +7,17 @@
 //!
 //! Needs root and the test bed's VPS.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::enroll_support::{vps_text, with_session};
+use crate::enroll_support::{placeholder_desired as desired, vps_text, with_session};
 use testbed::netns::Netns;
 use testbed::vps::{Vps, VpsOptions};
-use tunnel::enroll::{self, Arch, Blob, DesiredState, EnvoyInstall, HostTuning, Request};
+use tunnel::enroll::{self, Request};
 use tunnel::ssh::{Script, Session};
 
 /// Prints `[0,0,...,0]`, about 12 MB, like the review's demo relay.
 const HUGE_STATUS: &str =
     "#!/bin/sh\nprintf '['; yes '0,' | head -n 6000000 | tr -d '\\n'; printf '0]\\n'\n";
-
-fn desired() -> DesiredState {
-    let blob = || Blob::new(b"x\n".to_vec());
-    DesiredState {
-        tunnelctl: BTreeMap::from([(Arch::X86_64, blob())]),
-        envoy: EnvoyInstall::Push {
-            version: "1.40.0".into(),
-            binaries: BTreeMap::from([(Arch::X86_64, blob())]),
-        },
-        relay_document: blob(),
-        envoy_bootstrap: blob(),
-        envoy_lds: blob(),
-        envoy_cds: blob(),
-        sds: BTreeMap::new(),
-        host: HostTuning::default(),
-    }
-}
 
 #[test]
 fn a_vps_that_prints_too_much_is_refused_unread_and_the_session_goes_on() {

@@ -32,6 +32,27 @@ use super::leader_election::agents_dir;
 
 const CHART_CRDS: &str = "charts/tunnel/files/crds.yaml";
 
+/// The uplink StatefulSet the operator builds for Example 1's EdgeNode, with `image`.
+fn example1_statefulset(image: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
+    let node: EdgeNode = serde_yaml::from_str(
+        std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
+            .unwrap()
+            .split("\n---\n")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    tunnel::workload::statefulset(&tunnel::workload::UplinkWorkload {
+        node: "edge-node",
+        node_namespace: "default",
+        spec: &node.spec.uplink,
+        image,
+        log_format: "json",
+        log_level: "info",
+        pod_options: &tunnel::workload::UplinkPodOptions::default(),
+    })
+}
+
 #[test]
 fn chart_crds_match_the_rust_types() {
     let chart = std::fs::read_to_string(CHART_CRDS).unwrap();
@@ -382,23 +403,7 @@ fn chart_upgrades_and_monitors(render: &dyn Fn(&[&str]) -> Output) {
     );
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "admin");
     // The port the PodMonitor names is the uplink container's.
-    let node: EdgeNode = serde_yaml::from_str(
-        std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
-            .unwrap()
-            .split("\n---\n")
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    let sts = tunnel::workload::statefulset(&tunnel::workload::UplinkWorkload {
-        node: "edge-node",
-        node_namespace: "default",
-        spec: &node.spec.uplink,
-        image: "u",
-        log_format: "json",
-        log_level: "info",
-        pod_options: &tunnel::workload::UplinkPodOptions::default(),
-    });
+    let sts = example1_statefulset("u");
     let ports = sts.spec.unwrap().template.spec.unwrap().containers[0]
         .ports
         .clone()
@@ -1473,23 +1478,7 @@ async fn the_readme_install_works_where_pod_security_enforces_restricted() {
     admitted(&admin, namespace, &operator).await.unwrap();
 
     // The uplink pod, as the operator builds it for Example 1.
-    let node: EdgeNode = serde_yaml::from_str(
-        std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
-            .unwrap()
-            .split("\n---\n")
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
-    let sts = tunnel::workload::statefulset(&tunnel::workload::UplinkWorkload {
-        node: "edge-node",
-        node_namespace: "default",
-        spec: &node.spec.uplink,
-        image: "ghcr.io/achetronic/tunnel/uplink:0.1.0",
-        log_format: "json",
-        log_level: "info",
-        pod_options: &tunnel::workload::UplinkPodOptions::default(),
-    });
+    let sts = example1_statefulset("ghcr.io/achetronic/tunnel/uplink:0.1.0");
     let uplink_pod = sts.spec.unwrap().template;
     admitted(&admin, "tunnel", &uplink_pod).await.unwrap();
     let refused = admitted(&admin, namespace, &uplink_pod).await.unwrap_err();

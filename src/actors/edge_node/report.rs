@@ -160,7 +160,7 @@ pub async fn after_enrolled(
             Err(e) => warn!(node = %key, error = %e, "removing the restart-envoy annotation"),
         }
     }
-    if report.wrote_tls_files() && !facts.private_keys_on_edge.is_empty() {
+    if report.wrote_tls && !facts.private_keys_on_edge.is_empty() {
         ctx.publish(
             &reference,
             true,
