@@ -12,23 +12,8 @@ use uplink::offload::{self, OFFSET, Tso, VIRTIO_NET_HDR_LEN};
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 
-/// RFC 1071 sum over `chunks`, folded (independent of the crate's).
-fn ones_sum(chunks: &[&[u8]]) -> u16 {
-    let mut sum: u64 = 0;
-    for chunk in chunks {
-        let mut it = chunk.chunks_exact(2);
-        for pair in &mut it {
-            sum += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
-        }
-        if let [last] = it.remainder() {
-            sum += u64::from(*last) << 8;
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    u16::try_from(sum).unwrap()
-}
+// RFC 1071 sum over `chunks`, folded, independent of the crate's: the offload tests' own.
+use super::offload::ones_sum;
 
 /// One generated packet: which flow, its place in the flow's stream, how it looks.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
 
 /// The RFC 1071 one's-complement sum, folded (an independent implementation).
-fn ones_sum(chunks: &[&[u8]]) -> u16 {
+pub(crate) fn ones_sum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u64 = 0;
     for chunk in chunks {
         let mut it = chunk.chunks_exact(2);
