@@ -26,7 +26,7 @@ impl SecretReference {
 /// A reference to another object of this API, by name and optionally namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ObjectRef {
+pub struct EdgeNodeRef {
     /// Name of the referenced object.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
@@ -36,7 +36,7 @@ pub struct ObjectRef {
     pub namespace: Option<String>,
 }
 
-impl ObjectRef {
+impl EdgeNodeRef {
     /// The namespace of the referenced object, given the referencing object's namespace.
     pub fn namespace_or<'a>(&'a self, owner_namespace: &'a str) -> &'a str {
         self.namespace.as_deref().unwrap_or(owner_namespace)

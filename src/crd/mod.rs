@@ -12,7 +12,7 @@ pub mod reference_grant;
 mod render;
 mod rules;
 
-pub use common::{ObjectRef, SecretReference};
+pub use common::{EdgeNodeRef, SecretReference};
 pub use edge_node::{
     EdgeNode, EdgeNodeSpec, EdgeNodeStatus, EdgeSpec, HealthCheckSpec, HostSpec,
     OutlierDetectionSpec, SshSpec, TunnelSpec, UplinkSpec, UplinkStatus,

@@ -9,7 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ObjectRef, SecretReference};
+use super::common::{EdgeNodeRef, SecretReference};
 use super::rules;
 
 /// Public ports of an EdgeNode and the in-cluster targets they route to.
@@ -32,7 +32,7 @@ use super::rules;
 #[serde(rename_all = "camelCase")]
 pub struct PortBindingSpec {
     /// The EdgeNode whose public ports these are.
-    pub edge_node_ref: ObjectRef,
+    pub edge_node_ref: EdgeNodeRef,
     /// The ports to expose. Binding names are unique within the PortBinding.
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend(

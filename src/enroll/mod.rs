@@ -23,6 +23,6 @@ pub use desired::{
 };
 pub use error::{DesiredError, EnrollError, ObservationError};
 pub use health::{Health, RelayStatus};
-pub use pass::{PassOptions, PassReport, enroll, plan_pass, restart_envoy};
-pub use steps::{PassPlan, Request, Step};
+pub use pass::{PassOptions, PassReport, dry_run, enroll, restart_envoy};
+pub use steps::{Changes, Request, Step};
 pub use teardown::teardown;

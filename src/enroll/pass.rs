@@ -1,4 +1,4 @@
-//! Running an enrollment pass over an SSH session: observe (read-only), plan (pure), run the
+//! Running an enrollment pass over an SSH session: observe (read-only), work out the changes (pure), run the
 //! steps in order, wait for Envoy when it was (re)started, and report health. A pass with
 //! nothing to do runs only read-only commands.
 
@@ -11,7 +11,7 @@ use super::blob::{Blob, Stored};
 use super::health::{self, Health};
 use super::layout;
 use super::observe;
-use super::steps::{self, PassPlan, Request, Source, Step};
+use super::steps::{self, Changes, Request, Source, Step};
 use crate::ssh::{Script, Session, SshError, write_file_owned, write_file_streamed};
 
 /// How a pass runs.
@@ -56,15 +56,15 @@ impl PassReport {
     }
 }
 
-/// Looks at the VPS and plans a pass without changing anything.
-pub async fn plan_pass(
+/// Looks at the VPS and works out the changes a pass would make, without making any.
+pub async fn dry_run(
     session: &mut Session,
     desired: &super::DesiredState,
     request: Request,
-) -> Result<PassPlan, EnrollError> {
+) -> Result<Changes, EnrollError> {
     let out = session.run_ok(&observe::script()?).await?;
     let observed = observe::parse(&out.stdout_text())?;
-    steps::plan(desired, &observed, request)
+    steps::changes(desired, &observed, request)
 }
 
 /// Brings the VPS to `desired`.
@@ -73,16 +73,16 @@ pub async fn enroll(
     desired: &super::DesiredState,
     options: &PassOptions,
 ) -> Result<PassReport, EnrollError> {
-    let plan = plan_pass(session, desired, options.request).await?;
-    let total = plan.steps.len();
-    info!(host = %session.options().target(), steps = total, arch = plan.arch.uname(), "enrollment pass planned");
+    let changes = dry_run(session, desired, options.request).await?;
+    let total = changes.steps.len();
+    info!(host = %session.options().target(), steps = total, arch = changes.arch.uname(), "enrollment pass planned");
     let mut report = PassReport {
         steps: Vec::new(),
         warnings: Vec::new(),
         health: Health::default(),
         wrote_tls: false,
     };
-    for (done, step) in plan.steps.iter().enumerate() {
+    for (done, step) in changes.steps.iter().enumerate() {
         if options.stop_after_steps == Some(done) {
             return Err(EnrollError::Interrupted { done, total });
         }
@@ -94,7 +94,7 @@ pub async fn enroll(
         report.wrote_tls |= step.writes_under(layout::ENVOY_TLS_DIR);
         report.steps.push(step.to_string());
     }
-    if plan.restarts_envoy() {
+    if changes.restarts_envoy() {
         wait_active(session, layout::ENVOY_UNIT, options.envoy_active_checks).await?;
     }
     report.health = health::check(session).await?;

@@ -128,10 +128,10 @@ pub struct Request {
     pub restart_envoy: bool,
 }
 
-/// The outcome of planning one pass (not to be confused with [`crate::plan::Plan`], the
-/// rendered configuration of an EdgeNode).
+/// The changes one pass makes to a VPS: the steps, in order, and the state they leave.
+/// (The rendered configuration of an EdgeNode is [`crate::plan::Plan`]; "plan" means only that.)
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PassPlan {
+pub struct Changes {
     /// The VPS's architecture.
     pub arch: Arch,
     /// The steps, in order; empty when the VPS already matches.
@@ -140,8 +140,8 @@ pub struct PassPlan {
     pub state: State,
 }
 
-impl PassPlan {
-    /// Whether Envoy gets (re)started by this plan.
+impl Changes {
+    /// Whether Envoy gets (re)started by these changes.
     pub fn restarts_envoy(&self) -> bool {
         self.steps.iter().any(|s| {
             matches!(s, Step::Restart(u) if *u == layout::ENVOY_UNIT || *u == layout::RELAY_UNIT)
@@ -211,12 +211,12 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
     Ok(files)
 }
 
-/// Plans a pass.
-pub fn plan(
+/// The changes that bring the VPS from `observed` to `desired` (pure).
+pub fn changes(
     desired: &DesiredState,
     observed: &Observed,
     request: Request,
-) -> Result<PassPlan, EnrollError> {
+) -> Result<Changes, EnrollError> {
     let arch = Arch::from_uname(&observed.machine)?;
     let files = managed_files(desired, arch)?;
     let by_path: BTreeMap<&str, &ManagedFile> =
@@ -336,7 +336,7 @@ pub fn plan(
     if !steps.is_empty() || !state_same {
         steps.push(Step::WriteState(Blob::new(state_bytes)));
     }
-    Ok(PassPlan { arch, steps, state })
+    Ok(Changes { arch, steps, state })
 }
 
 #[cfg(test)]
@@ -368,10 +368,10 @@ mod tests {
         }
     }
 
-    /// What the VPS looks like after `plan` ran completely.
-    fn converged(plan: &PassPlan) -> Observed {
+    /// What the VPS looks like after `changes` ran completely.
+    fn converged(changes: &Changes) -> Observed {
         let mut o = fresh();
-        for (path, rec) in &plan.state.files {
+        for (path, rec) in &changes.state.files {
             o.files.insert(
                 path.clone(),
                 FileFound {
@@ -398,13 +398,13 @@ mod tests {
                 },
             );
         }
-        o.state_bytes = Some(plan.state.to_bytes());
-        o.state = Some(plan.state.clone());
+        o.state_bytes = Some(changes.state.to_bytes());
+        o.state = Some(changes.state.clone());
         o
     }
 
-    fn names(plan: &PassPlan) -> Vec<String> {
-        plan.steps.iter().map(ToString::to_string).collect()
+    fn names(changes: &Changes) -> Vec<String> {
+        changes.steps.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -417,7 +417,7 @@ mod tests {
                 mode: "755".into(),
             },
         );
-        let steps = names(&plan(&desired(), &o, Request::default()).unwrap());
+        let steps = names(&changes(&desired(), &o, Request::default()).unwrap());
         let preserve = steps
             .iter()
             .position(|s| s == "preserve /usr/local/bin/envoy");
@@ -427,15 +427,15 @@ mod tests {
         assert!(preserve.is_some() && preserve < write, "{steps:?}");
         // Already kept, or recorded as ours in the state: not again.
         o.envoy_preserved = true;
-        let steps = names(&plan(&desired(), &o, Request::default()).unwrap());
+        let steps = names(&changes(&desired(), &o, Request::default()).unwrap());
         assert!(
             !steps.iter().any(|s| s.starts_with("preserve")),
             "{steps:?}"
         );
-        let p = plan(&desired(), &fresh(), Request::default()).unwrap();
+        let p = changes(&desired(), &fresh(), Request::default()).unwrap();
         let mut ours = converged(&p);
         ours.files.get_mut(layout::ENVOY).unwrap().sha256 = "changed".into();
-        let steps = names(&plan(&desired(), &ours, Request::default()).unwrap());
+        let steps = names(&changes(&desired(), &ours, Request::default()).unwrap());
         assert!(
             !steps.iter().any(|s| s.starts_with("preserve")),
             "{steps:?}"
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn a_fresh_vps_gets_everything_in_order() {
-        let p = plan(&desired(), &fresh(), Request::default()).unwrap();
+        let p = changes(&desired(), &fresh(), Request::default()).unwrap();
         assert_eq!(
             names(&p),
             vec![
@@ -476,17 +476,17 @@ mod tests {
 
     #[test]
     fn a_converged_vps_needs_nothing() {
-        let first = plan(&desired(), &fresh(), Request::default()).unwrap();
-        let again = plan(&desired(), &converged(&first), Request::default()).unwrap();
+        let first = changes(&desired(), &fresh(), Request::default()).unwrap();
+        let again = changes(&desired(), &converged(&first), Request::default()).unwrap();
         assert!(again.steps.is_empty(), "{:?}", names(&again));
     }
 
     #[test]
     fn lds_change_rewrites_only_lds_without_restart() {
-        let first = plan(&desired(), &fresh(), Request::default()).unwrap();
+        let first = changes(&desired(), &fresh(), Request::default()).unwrap();
         let mut d = desired();
         d.envoy_lds = Blob::new(b"lds v2".to_vec());
-        let p = plan(&d, &converged(&first), Request::default()).unwrap();
+        let p = changes(&d, &converged(&first), Request::default()).unwrap();
         assert_eq!(
             names(&p),
             vec![
@@ -498,10 +498,10 @@ mod tests {
 
     #[test]
     fn relay_document_change_only_rewrites_it() {
-        let first = plan(&desired(), &fresh(), Request::default()).unwrap();
+        let first = changes(&desired(), &fresh(), Request::default()).unwrap();
         let mut d = desired();
         d.relay_document = Blob::new(b"{\"relay\":2}".to_vec());
-        let p = plan(&d, &converged(&first), Request::default()).unwrap();
+        let p = changes(&d, &converged(&first), Request::default()).unwrap();
         assert_eq!(
             names(&p),
             vec![
@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn drift_is_repaired() {
-        let first = plan(&desired(), &fresh(), Request::default()).unwrap();
+        let first = changes(&desired(), &fresh(), Request::default()).unwrap();
         let mut o = converged(&first);
         o.files.get_mut(layout::ENVOY_CDS).unwrap().sha256 = "edited".into();
         o.files.remove(layout::ENVOY_LDS);
@@ -522,7 +522,7 @@ mod tests {
         o.tls_files.push("old.sds.yaml".into());
         o.tls_files.push("odd name $(x).pem".into());
         o.temp_files.push("/etc/envoy/.tunnel.x1".into());
-        let p = plan(&desired(), &o, Request::default()).unwrap();
+        let p = changes(&desired(), &o, Request::default()).unwrap();
         assert_eq!(
             names(&p),
             vec![
@@ -540,11 +540,11 @@ mod tests {
     #[test]
     fn an_interrupted_pass_redoes_its_restarts() {
         // The files were written but the state (and so the restarts) never were.
-        let first = plan(&desired(), &fresh(), Request::default()).unwrap();
+        let first = changes(&desired(), &fresh(), Request::default()).unwrap();
         let mut o = converged(&first);
         o.state = None;
         o.state_bytes = None;
-        let p = plan(&desired(), &o, Request::default()).unwrap();
+        let p = changes(&desired(), &o, Request::default()).unwrap();
         assert_eq!(
             names(&p),
             vec![
@@ -557,8 +557,8 @@ mod tests {
 
     #[test]
     fn restart_on_request_and_on_new_bootstrap() {
-        let first = plan(&desired(), &fresh(), Request::default()).unwrap();
-        let p = plan(
+        let first = changes(&desired(), &fresh(), Request::default()).unwrap();
+        let p = changes(
             &desired(),
             &converged(&first),
             Request {
@@ -575,7 +575,7 @@ mod tests {
         );
         let mut d = desired();
         d.envoy_bootstrap = Blob::new(b"bootstrap v2".to_vec());
-        let p = plan(&d, &converged(&first), Request::default()).unwrap();
+        let p = changes(&d, &converged(&first), Request::default()).unwrap();
         assert!(p.restarts_envoy());
     }
 
@@ -584,7 +584,7 @@ mod tests {
         let mut o = fresh();
         o.machine = "aarch64".into();
         assert_eq!(
-            plan(&desired(), &o, Request::default())
+            changes(&desired(), &o, Request::default())
                 .unwrap_err()
                 .category(),
             "EnrollUnsupportedArch"
@@ -592,6 +592,6 @@ mod tests {
         let mut d = desired();
         d.sds
             .insert("../../etc/passwd".into(), Blob::new(b"x".to_vec()));
-        assert!(plan(&d, &fresh(), Request::default()).is_err());
+        assert!(changes(&d, &fresh(), Request::default()).is_err());
     }
 }

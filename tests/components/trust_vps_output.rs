@@ -71,7 +71,7 @@ fn a_vps_that_prints_too_much_is_refused_unread_and_the_session_goes_on() {
     )
     .unwrap();
     let plan = with_session(&internet, &vps, async |s: &mut Session| {
-        enroll::plan_pass(s, &desired(), Request::default()).await
+        enroll::dry_run(s, &desired(), Request::default()).await
     });
     match plan {
         Err(e) => {

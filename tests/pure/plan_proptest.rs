@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 use tunnel::crd::{
-    Binding, BindingTarget, ObjectRef, PortBindingSpec, Protocol, ProxyProtocolVersion,
+    Binding, BindingTarget, EdgeNodeRef, PortBindingSpec, Protocol, ProxyProtocolVersion,
     SecretReference, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
 };
 use tunnel::plan::{Layout, PortBindingInput, plan};
@@ -122,7 +122,7 @@ fn port_binding(i: usize) -> impl Strategy<Value = PortBindingInput> {
             name: format!("pb{i}"),
             created,
             spec: PortBindingSpec {
-                edge_node_ref: ObjectRef {
+                edge_node_ref: EdgeNodeRef {
                     name: "edge".into(),
                     namespace: Some("default".into()),
                 },

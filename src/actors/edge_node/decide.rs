@@ -139,14 +139,14 @@ pub fn decide(inputs: &Inputs<'_>, resolver: &dyn Resolver, settings: &Settings<
         key_writes.push(workload::keys_secret(&w, &key_set.uplink_private));
     }
     let outcome =
-        plan_pass(inputs, &key, &key_set, &w, resolver, settings, replicas).map_err(|e| *e);
+        plan_node(inputs, &key, &key_set, &w, resolver, settings, replicas).map_err(|e| *e);
     Decision {
         key_writes,
         outcome,
     }
 }
 
-fn plan_pass(
+fn plan_node(
     inputs: &Inputs<'_>,
     key: &ObjectKey,
     key_set: &keys::KeySet,
