@@ -18,6 +18,8 @@ pub mod cert_watcher;
 pub mod conditions;
 pub mod edge_node;
 pub mod error;
+#[cfg(test)]
+mod fake_sshd;
 pub mod index;
 pub mod keys;
 pub mod manager;

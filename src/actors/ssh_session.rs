@@ -259,3 +259,149 @@ fn timeout_error(target: &Target, teardown: bool) -> JobResult {
         JobResult::Converged(Err(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The actor over a real SSH connection to an in-process server ([`FakeSshd`]).
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::actors::fake_sshd::{Answer, FakeSshd};
+    use crate::actors::restarts::RestartPolicy;
+    use crate::actors::testing::{bed, recorder, until};
+    use crate::enroll::{Arch, Blob, DesiredState, EnvoyInstall, HostTuning, Request};
+    use crate::ssh::{Credentials, SecretString, SshOptions};
+
+    fn target(sshd: &FakeSshd, fingerprint: &str) -> Target {
+        Target {
+            options: SshOptions {
+                host: sshd.addr.ip().to_string(),
+                port: sshd.addr.port(),
+                user: "root".into(),
+                connect_timeout: Duration::from_secs(5),
+                keepalive_interval: Duration::from_secs(60),
+                keepalive_max: 3,
+                command_timeout: Duration::from_secs(5),
+                insecure_skip_host_key_verification: true,
+                reconnect_attempts: 0,
+            },
+            credentials: Credentials {
+                private_key: Some(SecretString::new(FakeSshd::client_key())),
+                passphrase: None,
+                password: None,
+                known_hosts: None,
+            },
+            fingerprint: fingerprint.into(),
+        }
+    }
+
+    fn converge() -> Work {
+        let blob = |b: &[u8]| Blob::new(b.to_vec());
+        Work::Converge {
+            desired: Box::new(DesiredState {
+                tunnelctl: BTreeMap::from([(Arch::X86_64, blob(b"relay"))]),
+                envoy: EnvoyInstall::Push {
+                    version: "1.40.0".into(),
+                    binaries: BTreeMap::from([(Arch::X86_64, blob(b"envoy"))]),
+                },
+                relay_document: blob(b"{}"),
+                envoy_bootstrap: blob(b"b"),
+                envoy_lds: blob(b"l"),
+                envoy_cds: blob(b"c"),
+                sds: BTreeMap::new(),
+                host: HostTuning::default(),
+            }),
+            request: Request::default(),
+        }
+    }
+
+    /// Sends a job and waits for its answer; returns the answer's `Debug` text.
+    async fn job(
+        session: &ActorRef<Job>,
+        node: (&ActorRef<NodeMsg>, &std::sync::Mutex<Vec<String>>),
+        pass: u64,
+        target: Target,
+        work: Work,
+    ) -> String {
+        let before = node.1.lock().unwrap().len();
+        session
+            .send_message(Job {
+                pass,
+                target,
+                work,
+                reply: node.0.clone(),
+            })
+            .unwrap();
+        until("the job's answer", || node.1.lock().unwrap().len() > before).await;
+        node.1.lock().unwrap()[before].clone()
+    }
+
+    #[tokio::test]
+    async fn a_kept_session_is_reused_and_made_anew_after_a_transport_error_or_new_credentials() {
+        let sshd = FakeSshd::start().await;
+        let b = bed("t-session-reuse", RestartPolicy::default());
+        let (node, seen) = recorder::<NodeMsg>("t-session-reuse-node".into()).await;
+        let (session, _) = Actor::spawn(None, SshSessionActor, b.ctx.clone())
+            .await
+            .unwrap();
+        let node = (&node, &*seen);
+
+        // A command that fails on the VPS is not the connection's fault: it is kept.
+        let first = job(&session, node, 1, target(&sshd, "a"), Work::Teardown).await;
+        assert!(
+            first.contains("pass: 1") && first.contains("TornDown(Err"),
+            "{first}"
+        );
+        assert!(first.contains("CommandFailed"), "{first}");
+        assert_eq!(sshd.connections(), 1);
+        job(&session, node, 2, target(&sshd, "a"), Work::Teardown).await;
+        assert_eq!(
+            sshd.connections(),
+            1,
+            "the second job reuses the connection"
+        );
+
+        // The transport refuses a command: the session is dropped, the next job reconnects.
+        sshd.answer(Answer::Refuse);
+        let refused = job(&session, node, 3, target(&sshd, "a"), Work::Teardown).await;
+        assert!(refused.contains("CommandRefused"), "{refused}");
+        assert_eq!(sshd.connections(), 1);
+        sshd.answer(Answer::Fail);
+        job(&session, node, 4, target(&sshd, "a"), Work::Teardown).await;
+        assert_eq!(
+            sshd.connections(),
+            2,
+            "a fresh connection after the transport error"
+        );
+
+        // New credentials or options (another digest): a new connection, once.
+        job(&session, node, 5, target(&sshd, "b"), Work::Teardown).await;
+        job(&session, node, 6, target(&sshd, "b"), Work::Teardown).await;
+        assert_eq!(sshd.connections(), 3);
+        session.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_between_jobs_is_reported_and_the_next_job_reconnects() {
+        let sshd = FakeSshd::start().await;
+        let b = bed("t-session-lost", RestartPolicy::default());
+        let (node, seen) = recorder::<NodeMsg>("t-session-lost-node".into()).await;
+        let (session, _) = Actor::spawn(None, SshSessionActor, b.ctx.clone())
+            .await
+            .unwrap();
+        let node = (&node, &*seen);
+
+        let answer = job(&session, node, 1, target(&sshd, "a"), converge()).await;
+        assert!(answer.contains("Converged(Err"), "{answer}");
+        sshd.hang_up().await;
+        until("SessionLost", || {
+            seen.lock().unwrap().iter().any(|m| m == "SessionLost")
+        })
+        .await;
+        assert_eq!(seen.lock().unwrap().len(), 2, "{:?}", seen.lock().unwrap());
+        job(&session, node, 2, target(&sshd, "a"), converge()).await;
+        assert_eq!(sshd.connections(), 2);
+        session.stop(None);
+    }
+}

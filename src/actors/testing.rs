@@ -15,6 +15,8 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
 use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
 use crate::enroll::{Arch, Blob, EnvoyInstall};
 
@@ -320,4 +322,50 @@ pub fn edge_node(yaml: &str) -> EdgeNode {
 /// A parsed PortBinding from YAML.
 pub fn port_binding(yaml: &str) -> PortBinding {
     serde_yaml::from_str(yaml).unwrap()
+}
+
+/// A peer that records every message it gets.
+#[derive(Debug)]
+pub struct Recorder<M>(std::marker::PhantomData<fn() -> M>);
+
+impl<M> Recorder<M> {
+    fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<M: ractor::Message + std::fmt::Debug> Actor for Recorder<M> {
+    type Msg = M;
+    type State = Arc<Mutex<Vec<String>>>;
+    type Arguments = Arc<Mutex<Vec<String>>>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<M>,
+        seen: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(seen)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<M>,
+        message: M,
+        seen: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        seen.lock().unwrap().push(format!("{message:?}"));
+        Ok(())
+    }
+}
+
+/// Spawns a [`Recorder`] named `name`; returns it and what it has seen (each message's
+/// `Debug` text, in order).
+pub async fn recorder<M: ractor::Message + std::fmt::Debug>(
+    name: String,
+) -> (ActorRef<M>, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (actor, _) = Actor::spawn(Some(name), Recorder::<M>::new(), seen.clone())
+        .await
+        .unwrap();
+    (actor, seen)
 }

@@ -18,7 +18,7 @@ use super::protocol::{self, BindingMsg, NodeMsg};
 use super::restarts::RestartPolicy;
 use super::status::PortBindingReport;
 use super::supervisor::{Child, Supervisor, SupervisorMsg};
-use super::testing::{bed, edge_node, port_binding, until};
+use super::testing::{bed, edge_node, port_binding, recorder, until};
 
 const EDGE: &str = "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {name: edge, namespace: team, generation: 1}\nspec:\n  address: 203.0.113.10\n  ssh: {secretRef: {name: vps-ssh}}\n";
 
@@ -30,50 +30,6 @@ fn web(generation: i64) -> String {
 
 const PB_STATUS: &str =
     "/apis/tunnel.achetronic.com/v1alpha1/namespaces/team/portbindings/web/status";
-
-/// A peer that records every message it gets.
-#[derive(Debug)]
-struct Recorder<M>(std::marker::PhantomData<fn() -> M>);
-
-impl<M> Recorder<M> {
-    fn new() -> Self {
-        Self(std::marker::PhantomData)
-    }
-}
-
-impl<M: ractor::Message + std::fmt::Debug> Actor for Recorder<M> {
-    type Msg = M;
-    type State = Arc<Mutex<Vec<String>>>;
-    type Arguments = Arc<Mutex<Vec<String>>>;
-
-    async fn pre_start(
-        &self,
-        _: ActorRef<M>,
-        seen: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(seen)
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<M>,
-        message: M,
-        seen: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        seen.lock().unwrap().push(format!("{message:?}"));
-        Ok(())
-    }
-}
-
-async fn recorder<M: ractor::Message + std::fmt::Debug>(
-    name: String,
-) -> (ActorRef<M>, Arc<Mutex<Vec<String>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (actor, _) = Actor::spawn(Some(name), Recorder::<M>::new(), seen.clone())
-        .await
-        .unwrap();
-    (actor, seen)
-}
 
 fn passes(ctx: &Context, result: &str) -> u64 {
     let text = ctx.metrics.encode();
