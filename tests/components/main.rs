@@ -25,6 +25,7 @@ mod operator_chart_rbac;
 mod operator_e2e;
 mod operator_faults;
 mod operator_metrics;
+mod operator_passes;
 mod operator_tls;
 mod ssh_costs;
 mod ssh_session;

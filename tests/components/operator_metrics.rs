@@ -20,7 +20,7 @@ use crate::operator_support::{
 
 const LONG: Duration = Duration::from_secs(180);
 
-fn scrape(port: u16) -> Option<String> {
+pub fn scrape(port: u16) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -30,8 +30,9 @@ fn scrape(port: u16) -> Option<String> {
     out.starts_with("HTTP/1.1 200").then_some(out)
 }
 
-/// The sample of the series whose line starts with `series` followed by a space.
-fn sample(text: &str, series: &str) -> Option<f64> {
+/// The sample of the series whose line starts with `series` followed by a space (shared with
+/// `operator_passes`).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
