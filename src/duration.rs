@@ -113,7 +113,9 @@ impl GoDuration {
                     break;
                 }
                 scale /= 10;
-                part += u128::from(digit - b'0') * scale;
+                part = part
+                    .checked_add(u128::from(digit - b'0') * scale)
+                    .ok_or_else(too_long)?;
             }
             total = total.checked_add(part).ok_or_else(too_long)?;
             if total / 1_000_000_000 > MAX_SECONDS {
@@ -242,6 +244,16 @@ mod tests {
         ));
         assert!(matches!(
             GoDuration::parse("99999999999999h"),
+            Err(DurationError::TooLong { .. })
+        ));
+    }
+
+    /// Review 2026-12, I1: a whole part just below the overflow plus its fraction used to
+    /// overflow (a panic in debug builds, a wrapped tiny duration in release).
+    #[test]
+    fn a_fraction_pushing_past_the_largest_number_is_too_long_not_a_panic() {
+        assert!(matches!(
+            GoDuration::parse("94522879700260684295381835.9999h"),
             Err(DurationError::TooLong { .. })
         ));
     }
