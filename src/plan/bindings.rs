@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
-use super::conflicts::{self, Claim, Sharing};
+use super::conflicts::{self, Claim, NodePorts, Sharing};
 use super::outcome::{BindingId, BindingOutcome, Reason, Refusal};
 use super::resolve::{CrossNamespaceTargets, Resolver, ServiceLookup, TargetPolicy, TlsSecret};
 use crate::crd::reference_grant::not_granted_message;
@@ -179,14 +179,14 @@ pub fn may_use_edge_node(
     granted(resolver, &edge_node_reference(port_binding_namespace, node))
 }
 
-/// Builds the table from the PortBindings that reference the node. `tunnel_port` is the
-/// relay's WireGuard UDP port, `tunnel_network` the node's tunnel network (never a target).
+/// Builds the table from the PortBindings that reference the node. `node_ports` are the
+/// relay's WireGuard UDP port and the VPS's SSH port, `tunnel_network` the node's tunnel network (never a target).
 /// `node` is the EdgeNode's `(namespace, name)`: a PortBinding of another namespace needs a
 /// `ReferenceGrant` for it, or all its bindings are refused before the conflict table.
 pub fn build(
     port_bindings: &[PortBindingInput],
     node: (&str, &str),
-    tunnel_port: u16,
+    node_ports: NodePorts,
     tunnel_network: Option<Ipv4Net>,
     resolver: &dyn Resolver,
 ) -> BindingTable {
@@ -248,7 +248,7 @@ pub fn build(
             sharing: sharing(c.binding),
         })
         .collect();
-    let decisions = conflicts::decide(&claims, tunnel_port);
+    let decisions = conflicts::decide(&claims, node_ports);
 
     // TCP ports taken on the tunnel by bindings that use their listen port there.
     let mut tunnel_tcp: BTreeSet<u16> = RESERVED_PORTS.into_iter().collect();

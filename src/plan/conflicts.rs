@@ -5,8 +5,8 @@
 //! namespace/name, then binding name. The first to ask for a (protocol, port) keeps it. The one
 //! exception: TLS passthrough bindings may share a TCP port when their `tls.serverNames` are
 //! disjoint (the same name twice is a conflict) and at most one of them has none (the
-//! catch-all). The relay's WireGuard UDP port and the reserved ports 40500/40600 are never
-//! given out.
+//! catch-all). The relay's WireGuard UDP port, the VPS's SSH port (TCP: Envoy must never grab
+//! it while sshd restarts) and the reserved ports 40500/40600 are never given out.
 
 use std::collections::BTreeMap;
 
@@ -35,15 +35,24 @@ pub struct Claim<'a> {
     pub sharing: Sharing,
 }
 
+/// The node's own ports, never given to a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePorts {
+    /// The relay's WireGuard port (UDP): `spec.tunnel.listenPort`.
+    pub tunnel_udp: u16,
+    /// The VPS's SSH port (TCP): `spec.ssh.port`.
+    pub ssh_tcp: u16,
+}
+
 /// Decides every claim, in the order given (oldest first): `None` keeps the port.
-pub fn decide(claims: &[Claim<'_>], tunnel_port: u16) -> Vec<Option<Refusal>> {
+pub fn decide(claims: &[Claim<'_>], node: NodePorts) -> Vec<Option<Refusal>> {
     let mut holders: BTreeMap<(Protocol, u16), Vec<usize>> = BTreeMap::new();
     let mut out = Vec::with_capacity(claims.len());
     for (i, claim) in claims.iter().enumerate() {
         let refusal = judge(
             claims,
             claim,
-            tunnel_port,
+            node,
             holders.get(&(claim.protocol, claim.port)),
         );
         if refusal.is_none() {
@@ -60,15 +69,23 @@ pub fn decide(claims: &[Claim<'_>], tunnel_port: u16) -> Vec<Option<Refusal>> {
 fn judge(
     claims: &[Claim<'_>],
     claim: &Claim<'_>,
-    tunnel_port: u16,
+    node: NodePorts,
     holders: Option<&Vec<usize>>,
 ) -> Option<Refusal> {
     let port = format!("{}/{}", claim.protocol, claim.port);
-    if claim.protocol == Protocol::Udp && claim.port == tunnel_port {
+    if claim.protocol == Protocol::Udp && claim.port == node.tunnel_udp {
         return Some(Refusal {
             reason: Reason::TunnelPortConflict,
             message: format!(
                 "{port} is the tunnel's WireGuard port (the EdgeNode's spec.tunnel.listenPort); choose another listenPort"
+            ),
+        });
+    }
+    if claim.protocol == Protocol::Tcp && claim.port == node.ssh_tcp {
+        return Some(Refusal {
+            reason: Reason::ReservedPort,
+            message: format!(
+                "{port} is the VPS's SSH port (the EdgeNode's spec.ssh.port); choose another listenPort"
             ),
         });
     }

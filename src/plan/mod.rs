@@ -302,7 +302,10 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
     let table = bindings::build(
         &mine,
         (&input.node.namespace, &input.node.name),
-        spec.tunnel.listen_port,
+        conflicts::NodePorts {
+            tunnel_udp: spec.tunnel.listen_port,
+            ssh_tcp: spec.ssh.port,
+        },
         ipam.net(),
         resolver,
     );

@@ -79,6 +79,16 @@ fn conflict_table() {
             "UDP/51821 is the tunnel's WireGuard port (the EdgeNode's spec.tunnel.listenPort); choose another listenPort",
         ),
         (
+            "the VPS's SSH port (TCP only: UDP/22 is free)",
+            vec![
+                pb("default", "a", Some(100), &tcp("ssh", 22)),
+                pb("default", "b", Some(200), &udp("dns", 22)),
+            ],
+            ("a", "ssh"),
+            "ReservedPort",
+            "TCP/22 is the VPS's SSH port (the EdgeNode's spec.ssh.port); choose another listenPort",
+        ),
+        (
             "reserved readiness port",
             vec![pb("default", "a", Some(100), &tcp("ready", 40500))],
             ("a", "ready"),
