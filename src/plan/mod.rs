@@ -272,6 +272,7 @@ pub fn edge_settings(spec: &EdgeNodeSpec, layout: &Layout) -> Result<EdgeSetting
     };
     Ok(EdgeSettings {
         relay: ipam.relay()?,
+        tunnel_network: ipam,
         uplinks,
         health_check: HealthCheck {
             interval,

@@ -1,7 +1,8 @@
 //! Trust boundary 2 (issue 12): no pod can drive Envoy's admin. With the planner's real
 //! bootstrap running in the real Envoy, a client on the tunnel side (where the uplinks' admin
 //! bridge connects from) gets 405 for every mutating endpoint, POST or otherwise, and Envoy
-//! carries on unchanged; the read-only endpoints the README promises keep answering.
+//! carries on unchanged; the read-only endpoints the README promises keep answering, and
+//! only to the tunnel side: a neighbour on the VPS's public network gets nothing.
 //!
 //! Needs root (network namespaces) and the test bed's Envoy.
 
@@ -117,6 +118,18 @@ fn the_admin_bridge_is_read_only_and_envoy_survives_every_mutation() {
         "{}",
         &prom[..prom.len().min(300)]
     );
+
+    // A neighbour on the VPS's public network that routes the tunnel network at the VPS
+    // reaches the tunnel address (Linux's weak host model), but the bridge serves only
+    // sources inside the tunnel network (review 2026-12, I3): its connection is closed.
+    bed.client
+        .run(&["ip", "route", "add", "10.200.0.0/24", "via", "192.0.2.1"])
+        .unwrap();
+    let (code, body) = request(&bed.client, "10.200.0.1:40600", "GET", "/config_dump");
+    assert_eq!(code, 0, "a neighbour read the admin bridge: {body}");
+    assert!(!body.contains("envoy"), "{body}");
+    let (code, _) = request(&bed.uplinks, "10.200.0.1:40600", "GET", "/ready");
+    assert_eq!(code, 200, "the tunnel side is still served");
 
     // The admin itself is on the VPS's loopback only: not on the tunnel address.
     let (code, _) = request(&bed.uplinks, "10.200.0.1:40600", "POST", "/quitquitquit");

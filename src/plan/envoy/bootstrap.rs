@@ -12,7 +12,9 @@
 //! `/config_dump`, `/clusters`, `/ready` and `/server_info` keep working from the cluster
 //! while nothing can stop, drain or reconfigure Envoy. Envoy's admin itself refuses a GET on
 //! a mutating endpoint, so the two layers together leave only reads. The same port on two
-//! specific addresses does not collide, and 40600 is reserved for bindings.
+//! specific addresses does not collide, and 40600 is reserved for bindings. The bridge serves
+//! only sources inside the tunnel network (review 2026-12, I3: a neighbour on the VPS's
+//! public network could otherwise route the tunnel address at the VPS and read it).
 
 use serde_json::json;
 
@@ -146,6 +148,17 @@ fn admin_bridge_listener(edge: &EdgeSettings) -> serde_json::Value {
         },
         "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
         "filter_chains": [{
+            // Only the tunnel's own addresses: Linux accepts a packet for any local address
+            // on any interface, so without this a neighbour on the VPS's public network
+            // routing the tunnel address at the VPS would read the admin too. No chain
+            // matches its connection, and Envoy closes it. A spoofed tunnel source cannot
+            // finish the handshake: the answer goes into the tunnel.
+            "filter_chain_match": {
+                "source_prefix_ranges": [{
+                    "address_prefix": edge.tunnel_network.network().to_string(),
+                    "prefix_len": edge.tunnel_network.prefix(),
+                }],
+            },
             "filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
                 "typed_config": {

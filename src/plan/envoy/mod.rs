@@ -99,6 +99,8 @@ pub struct OutlierDetection {
 pub struct EdgeSettings {
     /// The relay's tunnel address (the read-only admin bridge listener binds it).
     pub relay: Ipv4Addr,
+    /// The tunnel network: the only sources the admin bridge accepts.
+    pub tunnel_network: super::Ipam,
     /// The uplinks' tunnel addresses, by ordinal.
     pub uplinks: Vec<Ipv4Addr>,
     /// Health checking.
