@@ -1,7 +1,8 @@
 //! The operator with the Helm chart's least privilege, for real: the chart installed with the
 //! real `helm` into the real API server, the operator run on the chart's ServiceAccount token
 //! only (a TokenRequest, no admin certificate), and README Example 1 driven to traffic through
-//! a real nspawn VPS and a real uplink pod.
+//! a real nspawn VPS and a real uplink pod. The chart's admission policy on the uplink template
+//! is on (the default): what the operator really writes passes it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -105,13 +106,21 @@ async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
     service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
     let dirs = artefact_dirs();
     let logs = tempfile::tempdir().unwrap();
-    // As the chart runs it: the Lease in the release namespace (POD_NAMESPACE there).
+    // As the chart runs it: the Lease in the release namespace (POD_NAMESPACE there), and the
+    // uplink image the chart names (its admission policy admits only that one).
     let operator = Operator::start_as(
         &internet,
         &kubeconfig,
         &dirs,
         &logs.path().join("operator.log"),
-        &["--leader-elect-namespace", "tunnel-system"],
+        &[
+            "--leader-elect-namespace",
+            "tunnel-system",
+            "--image-repo",
+            "ghcr.io/achetronic/tunnel",
+            "--image-tag",
+            "0.1.0",
+        ],
     );
     vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
     ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;

@@ -33,7 +33,7 @@ use super::leader_election::agents_dir;
 const CHART_CRDS: &str = "charts/tunnel/files/crds.yaml";
 
 /// The uplink StatefulSet the operator builds for Example 1's EdgeNode, with `image`.
-fn example1_statefulset(image: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
+pub(crate) fn example1_statefulset(image: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
     let node: EdgeNode = serde_yaml::from_str(
         std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
             .unwrap()
@@ -105,7 +105,7 @@ async fn allowed(
 }
 
 /// Runs `helm` with its own state directories and `args`.
-fn helm(server: Option<&ApiServer>, args: &[&str], homes: &Path) -> Output {
+pub(crate) fn helm(server: Option<&ApiServer>, args: &[&str], homes: &Path) -> Output {
     let mut cmd = Command::new(testbed::tools::bin("helm").unwrap());
     cmd.args(args)
         .env("HELM_CACHE_HOME", homes.join("cache"))
@@ -117,7 +117,7 @@ fn helm(server: Option<&ApiServer>, args: &[&str], homes: &Path) -> Output {
     cmd.output().unwrap()
 }
 
-fn ok(out: &Output, what: &str) -> String {
+pub(crate) fn ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what}: {}{}",
@@ -1084,6 +1084,13 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             "--metrics-bind-address",
             &format!("127.0.0.1:{metrics_port}"),
         ])
+        // The uplink image the chart names (its admission policy admits only that one).
+        .args([
+            "--image-repo",
+            "ghcr.io/achetronic/tunnel",
+            "--image-tag",
+            "0.1.0",
+        ])
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", "tunnel-system")
         .env("LOG_FORMAT", "text");
@@ -1307,6 +1314,12 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             &format!("127.0.0.1:{}", free_port().unwrap()),
         ])
         .args(["--watch-namespaces", "default"])
+        .args([
+            "--image-repo",
+            "ghcr.io/achetronic/tunnel",
+            "--image-tag",
+            "0.1.0",
+        ])
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", "tunnel-system")
         .env("LOG_FORMAT", "text");

@@ -11,4 +11,5 @@ mod metrics_scrape;
 mod operator_flags;
 mod operator_run;
 mod trust_names;
+mod uplink_policy;
 mod workload;
