@@ -141,6 +141,16 @@ impl Drop for Netns {
     }
 }
 
+/// Runs blocking network I/O `f` inside `ns` from an async test without stalling the
+/// runtime's other tasks, and returns what `f` returns.
+#[allow(clippy::panic)] // a test helper: a namespace that cannot be entered (or `f` panicking) fails the test
+pub fn in_ns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
+    tokio::task::block_in_place(|| {
+        ns.enter(f)
+            .unwrap_or_else(|e| panic!("running in {}: {e}", ns.name()))
+    })
+}
+
 /// One end of a veth link.
 #[derive(Debug, Clone, Copy)]
 pub struct End<'a> {
