@@ -15,13 +15,13 @@ use kube::api::{Api, PostParams};
 use testbed::apiserver::ApiServer;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::enroll_support::{Network, serve_greeting};
-use crate::operator_support::{
-    Operator, Uplinks, apply_example1, artefact_dirs, binding_ready, eventually, in_ns, logs_of,
-    service, ssh_secret, until_node_ready,
-};
+use testbed::netns::in_ns;
+use testbed::network::Network;
+use testbed::objects::until_ready;
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
 
-const LONG: Duration = Duration::from_secs(180);
+use crate::operator_support::{apply_example1, logs_of};
 
 fn helm_install(server: &ApiServer, homes: &Path) {
     let out = Command::new(testbed::tools::bin("helm").unwrap())
@@ -86,55 +86,44 @@ fn tcp_exchange(addr: SocketAddr, send: &[u8]) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = crate::operator_support::start_bed(1).await;
+    let bed = OperatorBed::builder()
+        .vps(1)
+        .my_web()
+        .ssh_secret("vps-ssh-secret")
+        .start()
+        .await
+        .unwrap();
+    let client = bed.client.clone();
+    let Network {
+        internet,
+        vps,
+        pods,
+        ..
+    } = bed.net();
     let homes = tempfile::tempdir().unwrap();
-    helm_install(&server, homes.path());
+    helm_install(&bed.server, homes.path());
     let kubeconfig = homes.path().join("sa-kubeconfig");
-    service_account_kubeconfig(&server, &client, &kubeconfig).await;
+    service_account_kubeconfig(&bed.server, &client, &kubeconfig).await;
 
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
     // As the chart runs it: the Lease in the release namespace (POD_NAMESPACE there).
-    let operator = Operator::start_as(
-        &internet,
-        &kubeconfig,
-        &dirs,
-        &logs.path().join("operator.log"),
-        &["--leader-elect-namespace", "tunnel-system"],
-    );
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
-    apply_example1(&client, &vps).await;
+    let operator = bed
+        .operator()
+        .kubeconfig(&kubeconfig)
+        .flags(&["--leader-elect-namespace", "tunnel-system"])
+        .start()
+        .unwrap();
+    apply_example1(&client, vps).await;
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let pbs: Api<PortBinding> = Api::namespaced(client.clone(), "default");
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+        .await
+        .unwrap();
     let describe = || logs_of(&operator, &uplinks);
-    let ready = until_node_ready(&nodes, "edge-node", describe).await;
-    assert_eq!(ready.1, "AllHealthy");
-    eventually(
-        "PortBinding public-web Ready=True",
-        LONG,
-        async || {
-            binding_ready(&pbs, "public-web")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        describe,
-    )
-    .await;
+    let node = until_ready(&nodes, "edge-node", describe).await;
+    assert_eq!(node.1, "AllHealthy");
+    until_ready(&pbs, "public-web", describe).await;
     let public = vps.address();
-    let through_vps = in_ns(&internet, move || {
+    let through_vps = in_ns(internet, move || {
         (0..120).any(|_| {
             let ok = tcp_exchange((public, 80).into(), b"hello\n")
                 .is_some_and(|a| a == "my-web: hello\n");

@@ -12,11 +12,14 @@ use std::time::Duration;
 use kube::api::Api;
 use tunnel::crd::EdgeNode;
 
-use crate::enroll_support::{Network, serve_greeting};
-use crate::operator_support::{
-    Operator, Uplinks, apply_example1, artefact_dirs, eventually, in_ns, logs_of, service,
-    ssh_secret, until_node_ready,
-};
+use testbed::netns::in_ns;
+use testbed::network::Network;
+use testbed::objects::until_ready;
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
+use testbed::wait::eventually;
+
+use crate::operator_support::{apply_example1, logs_of};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -50,42 +53,34 @@ fn total(text: &str, family: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edge_node_and_ssh_metrics_follow_a_served_vps() {
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = crate::operator_support::start_bed(1).await;
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let port = testbed::free_port().unwrap();
-    let address = format!("127.0.0.1:{port}");
-    let operator = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("operator.log"),
-        &[
-            "--metrics-bind-address",
-            &address,
-            "--metrics-secure=false",
-            "--leader-elect=false",
-        ],
-    );
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
-    apply_example1(&client, &vps).await;
+    let bed = OperatorBed::builder()
+        .vps(1)
+        .my_web()
+        .ssh_secret("vps-ssh-secret")
+        .start()
+        .await
+        .unwrap();
+    let client = bed.client.clone();
+    let Network {
+        internet,
+        vps,
+        pods,
+        ..
+    } = bed.net();
+    let operator = bed
+        .operator()
+        .metrics()
+        .flags(&["--metrics-secure=false", "--leader-elect=false"])
+        .start()
+        .unwrap();
+    let port = operator.metrics_port.unwrap();
+    apply_example1(&client, vps).await;
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+        .await
+        .unwrap();
     let describe = || logs_of(&operator, &uplinks);
-    until_node_ready(&nodes, "edge-node", describe).await;
+    until_ready(&nodes, "edge-node", describe).await;
 
     // The pass that found it healthy is the one the metrics report.
     let node = "namespace=\"default\",name=\"edge-node\"";
@@ -93,7 +88,7 @@ async fn edge_node_and_ssh_metrics_follow_a_served_vps() {
         "metrics of a healthy VPS",
         LONG,
         async || {
-            in_ns(&internet, || scrape(port)).filter(|m| {
+            in_ns(internet, || scrape(port)).filter(|m| {
                 sample(m, &format!("tunnel_edge_node_vps_healthy{{{node}}}")) == Some(1.0)
             })
         },

@@ -2,7 +2,8 @@
 //! VPS, and `internet` ── `cluster` ── pod `i` ([`PodNetwork`]). The internet routes the pod
 //! network to the cluster; the cluster holds the ClusterIP `10.96.0.10` on its loopback.
 //! [`relay_loopback_into`] lets a process in a namespace reach a loopback port of the host
-//! (the API server), as the operator does from the internet namespace.
+//! (the API server), as the operator does from the internet namespace; [`serve_greeting`] is
+//! the target most tests put behind the VPS.
 
 use std::net::{TcpListener, TcpStream};
 
@@ -76,4 +77,26 @@ fn relay(inside: TcpStream, port: u16) {
     let _ = std::io::copy(&mut c, &mut d);
     let _ = d.shutdown(std::net::Shutdown::Write);
     let _ = up.join();
+}
+
+/// A TCP server in `ns` at `addr` that answers each connection's first read with `greeting`
+/// followed by what it read, then closes.
+pub fn serve_greeting(ns: &Netns, addr: &str, greeting: &'static [u8]) -> Result<(), TestbedError> {
+    use std::io::{Read, Write};
+    let owned = addr.to_owned();
+    let listener = ns
+        .enter(move || TcpListener::bind(owned))?
+        .map_err(TestbedError::io(format!("binding {addr} in {}", ns.name())))?;
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                if let Ok(n) = stream.read(&mut buf) {
+                    let _ = stream.write_all(greeting);
+                    let _ = stream.write_all(&buf[..n]);
+                }
+            });
+        }
+    });
+    Ok(())
 }

@@ -26,10 +26,11 @@ use kube::Client;
 use serde::Deserialize;
 
 use crate::apiserver::ApiServer;
-use crate::network::{Network, relay_loopback_into};
-use crate::objects::ssh_secret;
+use crate::network::{Network, relay_loopback_into, serve_greeting};
+use crate::objects::{service, ssh_secret};
 use crate::process::Process;
 use crate::tools::{agent_binary, envoy};
+use crate::vps::{Vps, VpsOptions};
 use crate::{TestbedError, free_port};
 
 /// How long the VPS may take to boot.
@@ -41,6 +42,8 @@ pub struct OperatorBedBuilder {
     crds: bool,
     pods: Option<usize>,
     ssh_secrets: Vec<String>,
+    my_web: bool,
+    more_vpses: usize,
 }
 
 impl OperatorBedBuilder {
@@ -59,10 +62,26 @@ impl OperatorBedBuilder {
         self
     }
 
-    /// An SSH Secret `default/<name>` for the VPS, as a user would create it.
+    /// `n` more VPSes on the same internet, booted beside the first
+    /// ([`OperatorBed::more_vpses`]).
+    #[must_use]
+    pub fn more_vpses(mut self, n: usize) -> Self {
+        self.more_vpses = n;
+        self
+    }
+
+    /// An SSH Secret `default/<name>` for the (first) VPS, as a user would create it.
     #[must_use]
     pub fn ssh_secret(mut self, name: &str) -> Self {
         self.ssh_secrets.push(name.to_owned());
+        self
+    }
+
+    /// README Example 1's target: `my-web: <what it read>` answered at `10.96.0.10:8080` in
+    /// the cluster, and the Service `default/my-web` (port 8080, named `p8080-tcp`) there.
+    #[must_use]
+    pub fn my_web(mut self) -> Self {
+        self.my_web = true;
         self
     }
 
@@ -71,6 +90,12 @@ impl OperatorBedBuilder {
     pub async fn start(self) -> Result<OperatorBed, TestbedError> {
         let binary = agent_binary("tunnel")?;
         let net = self.pods.map(Network::new).transpose()?;
+        let more_vpses = match &net {
+            Some(net) => (0..self.more_vpses)
+                .map(|_| Vps::boot(&net.internet, &VpsOptions::default()))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
         let server = ApiServer::start().await?;
         if self.crds {
             server.install_crds(&crds(&binary)?).await?;
@@ -80,15 +105,25 @@ impl OperatorBedBuilder {
         let (tunnelctl, envoy_dir) = artefacts(dir.path(), net.is_some())?;
         if let Some(net) = &net {
             relay_loopback_into(&net.internet, api_port(&server)?)?;
-            net.vps.wait_ready(&net.internet, VPS_BOOT)?;
+            // Booted in parallel: the cap grows a little with their number.
+            let boot = VPS_BOOT
+                + Duration::from_secs(10) * u32::try_from(more_vpses.len()).unwrap_or(u32::MAX);
+            for vps in std::iter::once(&net.vps).chain(&more_vpses) {
+                vps.wait_ready(&net.internet, boot)?;
+            }
             for name in &self.ssh_secrets {
                 ssh_secret(&client, "default", name, &net.vps).await?;
+            }
+            if self.my_web {
+                serve_greeting(&net.cluster, "10.96.0.10:8080", b"my-web: ")?;
+                service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await?;
             }
         }
         Ok(OperatorBed {
             server,
             client,
             net,
+            more_vpses,
             dir,
             binary,
             tunnelctl,
@@ -107,6 +142,8 @@ pub struct OperatorBed {
     pub client: Client,
     /// The internet, the VPS (up) and the cluster's pods, when built with `vps`.
     pub net: Option<Network>,
+    /// The VPSes beyond the network's own, when built with `more_vpses`.
+    pub more_vpses: Vec<Vps>,
     dir: tempfile::TempDir,
     binary: PathBuf,
     tunnelctl: PathBuf,
