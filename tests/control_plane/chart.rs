@@ -25,10 +25,9 @@ use serde::Deserialize as _;
 use serde_json::json;
 use testbed::apiserver::ApiServer;
 use testbed::free_port;
+use testbed::operator::OperatorBed;
 use testbed::process::Process;
 use tunnel::crd::{EdgeNode, PortBinding};
-
-use super::leader_election::agents_dir;
 
 const CHART_CRDS: &str = "charts/tunnel/files/crds.yaml";
 
@@ -746,7 +745,9 @@ async fn condition_of(api: &Api<EdgeNode>, name: &str) -> Option<(String, String
 #[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_runs_on_its_token() {
-    let server = ApiServer::start().await.unwrap();
+    // The CRDs come with the chart.
+    let bed = OperatorBed::builder().without_crds().start().await.unwrap();
+    let server = &bed.server;
     let homes = tempfile::tempdir().unwrap();
     let install = [
         "install",
@@ -756,7 +757,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         "tunnel-system",
         "--create-namespace",
     ];
-    ok(&helm(Some(&server), &install, homes.path()), "helm install");
+    ok(&helm(Some(server), &install, homes.path()), "helm install");
 
     // The CRDs came with the chart: the README's Example 1 applies.
     let admin = server.client().await.unwrap();
@@ -1018,7 +1019,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         .unwrap()
         .token;
     let kubeconfig = dir.path().join("kubeconfig");
-    token_kubeconfig(&server, &token, &kubeconfig);
+    token_kubeconfig(server, &token, &kubeconfig);
     let key = dir.path().join("id");
     assert!(
         Command::new("ssh-keygen")
@@ -1072,22 +1073,14 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         .await
         .unwrap();
 
-    let log = dir.path().join("operator.log");
-    let metrics_port = free_port().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args(["run", "--tunnelctl-dir", &agents_dir(dir.path())])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .env("KUBECONFIG", &kubeconfig)
+    let mut operator = bed
+        .operator()
+        .kubeconfig(&kubeconfig)
+        .metrics()
         .env("POD_NAMESPACE", "tunnel-system")
-        .env("LOG_FORMAT", "text");
-    let mut operator = Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap();
+        .start()
+        .unwrap();
+    let log = operator.log.clone();
 
     let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), "tunnel");
     let configs: Api<ConfigMap> = Api::namespaced(admin.clone(), "tunnel");
@@ -1168,7 +1161,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     // helm upgrade with the namespace added (and another flag): it goes through.
     ok(
         &helm(
-            Some(&server),
+            Some(server),
             &[
                 "upgrade",
                 "tunnel",
@@ -1219,12 +1212,12 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         through,
         "the uplink workload never reached namespace edge:\n{text}"
     );
-    operator.stop(Duration::from_secs(10));
+    operator.process.stop(Duration::from_secs(10));
 
     // watchNamespaces: Secrets and Services readable only there.
     ok(
         &helm(
-            Some(&server),
+            Some(server),
             &[
                 "upgrade",
                 "tunnel",
@@ -1299,18 +1292,15 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         .create(&PostParams::default(), &outside)
         .await
         .unwrap();
-    let log = dir.path().join("operator-watch.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args(["run", "--tunnelctl-dir", &agents_dir(dir.path())])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args(["--watch-namespaces", "default"])
-        .env("KUBECONFIG", &kubeconfig)
+    let mut operator = bed
+        .operator()
+        .name("operator-watch")
+        .kubeconfig(&kubeconfig)
+        .flags(&["--watch-namespaces", "default"])
         .env("POD_NAMESPACE", "tunnel-system")
-        .env("LOG_FORMAT", "text");
-    let mut operator = Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap();
+        .start()
+        .unwrap();
+    let log = operator.log.clone();
     let mut hidden = None;
     for _ in 0..120 {
         hidden = condition_of(&other_nodes, "outside").await;
@@ -1329,12 +1319,12 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     );
     assert!(text.contains("the actor tree runs"), "{text}");
     assert!(!text.contains("forbidden"), "{text}");
-    operator.stop(Duration::from_secs(10));
+    operator.process.stop(Duration::from_secs(10));
 
     // Uninstall: the CRDs, the user's objects and the uplink namespaces stay.
     ok(
         &helm(
-            Some(&server),
+            Some(server),
             &["uninstall", "tunnel", "--namespace", "tunnel-system"],
             homes.path(),
         ),

@@ -98,7 +98,7 @@ impl OperatorBedBuilder {
         };
         let server = ApiServer::start().await?;
         if self.crds {
-            server.install_crds(&crds(&binary)?).await?;
+            install_crds(&server, &binary).await?;
         }
         let client = server.client().await?;
         let dir = tempfile::tempdir().map_err(TestbedError::io("creating the bed's dir"))?;
@@ -176,6 +176,11 @@ impl OperatorBed {
         self.net
             .as_ref()
             .unwrap_or_else(|| panic!("this bed was built without .vps(..)"))
+    }
+
+    /// Installs the CRDs (into a bed built `without_crds`).
+    pub async fn install_crds(&self) -> Result<(), TestbedError> {
+        install_crds(&self.server, &self.binary).await
     }
 
     /// The `tunnel` binary the operators run.
@@ -369,6 +374,11 @@ impl Operator {
         }
         out
     }
+}
+
+/// Installs the CRDs as `tunnel crds` prints them.
+async fn install_crds(server: &ApiServer, binary: &Path) -> Result<(), TestbedError> {
+    server.install_crds(&crds(binary)?).await
 }
 
 /// The CRDs as `tunnel crds` prints them.
