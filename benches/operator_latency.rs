@@ -1,6 +1,6 @@
 //! Control-plane latency: a PortBinding applied → the first successful connection through the
-//! VPS, over many bindings, with the same test bed as the operator tests (real API server,
-//! nspawn VPS, Envoy, uplink agents). The reference, measured in the same run on the same
+//! VPS, over many bindings, on the operator tests' bed (`testbed::operator::OperatorBed`: real
+//! API server, nspawn VPS, Envoy, uplink agents). The reference, measured in the same run on the same
 //! changes, is Envoy's own part: from the moment the operator's pass wrote `lds.yaml` on the
 //! VPS (its log line) to the first connection. What is left is ours (watch, plan, SSH).
 //!
@@ -16,25 +16,16 @@
     clippy::cast_sign_loss
 )]
 
-// The operator tests' support, shared by path; the bench uses only part of it.
-#[allow(dead_code)]
-#[path = "../tests/components/enroll_support.rs"]
-mod enroll_support;
-#[allow(dead_code)]
-#[path = "../tests/components/operator_support.rs"]
-mod operator_support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
+use testbed::netns::in_ns;
+use testbed::network::Network;
+use testbed::objects::{apply_yaml, until_ready};
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
 use tunnel::crd::{EdgeNode, PortBinding};
-
-use enroll_support::{Network, serve_greeting};
-use operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready, service,
-    ssh_secret,
-};
 
 fn connects(addr: (std::net::Ipv4Addr, u16)) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)) else {
@@ -67,23 +58,21 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(50);
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = operator_support::start_bed(1).await;
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let operator = Operator::start(&internet, &server, &dirs, &logs.path().join("op.log"), &[]);
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
+    let bed = OperatorBed::builder()
+        .vps(1)
+        .my_web()
+        .ssh_secret("vps-ssh-secret")
+        .start()
+        .await
+        .unwrap();
+    let client = bed.client.clone();
+    let Network {
+        internet,
+        vps,
+        pods,
+        ..
+    } = bed.net();
+    let operator = bed.operator().start().unwrap();
     apply_yaml::<EdgeNode>(
         &client,
         &format!(
@@ -91,19 +80,15 @@ async fn main() {
             vps.address()
         ),
     )
-    .await;
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    .await
+    .unwrap();
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+        .await
+        .unwrap();
     let nodes = kube::Api::<EdgeNode>::namespaced(client.clone(), "default");
-    eventually(
-        "EdgeNode Ready",
-        Duration::from_secs(180),
-        async || {
-            node_ready(&nodes, "edge-node")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        || operator.log_text() + &uplinks.logs(),
-    )
+    until_ready(&nodes, "edge-node", || {
+        operator.log_text() + &uplinks.logs()
+    })
     .await;
 
     let public = vps.address();
@@ -115,8 +100,8 @@ async fn main() {
             "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {{name: pb-{i}, namespace: default}}\nspec:\n  edgeNodeRef: {{name: edge-node}}\n  bindings:\n  - name: http\n    protocol: TCP\n    listenPort: {port}\n    target: {{service: {{name: my-web, namespace: default, port: 8080}}}}\n"
         );
         let applied = Instant::now();
-        apply_yaml::<PortBinding>(&client, &yaml).await;
-        let connected = in_ns(&internet, move || {
+        apply_yaml::<PortBinding>(&client, &yaml).await.unwrap();
+        let connected = in_ns(internet, move || {
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
                 if connects((public, port)) {
