@@ -21,7 +21,6 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use testbed::netns::in_ns;
-use testbed::network::Network;
 use testbed::objects::{apply_yaml, until_ready};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -58,20 +57,10 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(50);
-    let bed = OperatorBed::builder()
-        .vps(1)
-        .my_web()
-        .ssh_secret("vps-ssh-secret")
-        .start()
-        .await
-        .unwrap();
+    let bed = OperatorBed::example_1(1).await.unwrap();
     let client = bed.client.clone();
-    let Network {
-        internet,
-        vps,
-        pods,
-        ..
-    } = bed.net();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
     let operator = bed.operator().start().unwrap();
     apply_yaml::<EdgeNode>(
         &client,

@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use testbed::netns::in_ns;
-use testbed::network::Network;
 use testbed::objects::{apply_yaml, ready, ssh_secret};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -231,12 +230,8 @@ async fn main() {
         .await
         .unwrap();
     let client = bed.client.clone();
-    let Network {
-        internet,
-        vps: first,
-        pods,
-        ..
-    } = bed.net();
+    let net = bed.net();
+    let (internet, first, pods) = (&net.internet, &net.vps, &net.pods);
     let vpses: Vec<&Vps> = std::iter::once(first).chain(&bed.more_vpses).collect();
     println!(
         "the bed with {nodes} VPSes up in {:.0} s",

@@ -16,7 +16,6 @@ use testbed::apiserver::ApiServer;
 use tunnel::crd::{EdgeNode, PortBinding};
 
 use testbed::netns::in_ns;
-use testbed::network::Network;
 use testbed::objects::until_ready;
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -86,20 +85,10 @@ fn tcp_exchange(addr: SocketAddr, send: &[u8]) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
-    let bed = OperatorBed::builder()
-        .vps(1)
-        .my_web()
-        .ssh_secret("vps-ssh-secret")
-        .start()
-        .await
-        .unwrap();
+    let bed = OperatorBed::example_1(1).await.unwrap();
     let client = bed.client.clone();
-    let Network {
-        internet,
-        vps,
-        pods,
-        ..
-    } = bed.net();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
     let homes = tempfile::tempdir().unwrap();
     helm_install(&bed.server, homes.path());
     let kubeconfig = homes.path().join("sa-kubeconfig");

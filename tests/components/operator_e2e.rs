@@ -164,13 +164,7 @@ impl E2e {
     /// protocol and a DNS-like UDP echo of Example 2; a long-lived echo for the session), the
     /// operator, README Example 1 with its SSH Secret, and its uplink pods.
     async fn start() -> Self {
-        let bed = OperatorBed::builder()
-            .vps(2)
-            .my_web()
-            .ssh_secret("vps-ssh-secret")
-            .start()
-            .await
-            .unwrap();
+        let bed = OperatorBed::example_1(2).await.unwrap();
         let client = bed.client.clone();
         let net = bed.net();
         net.cluster.addr("lo", "10.96.0.20/32").unwrap();

@@ -14,7 +14,6 @@ use kube::api::Api;
 use tunnel::crd::{EdgeNode, PortBinding};
 
 use testbed::netns::in_ns;
-use testbed::network::Network;
 use testbed::objects::{apply_yaml, ready, ssh_secret};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -55,12 +54,8 @@ async fn one_failing_edge_node_never_stops_the_others() {
         .unwrap();
     let client = bed.client.clone();
     let mut vps_b = bed.more_vpses.remove(0);
-    let Network {
-        internet,
-        vps: vps_a,
-        pods,
-        ..
-    } = bed.net();
+    let net = bed.net();
+    let (internet, vps_a, pods) = (&net.internet, &net.vps, &net.pods);
     let operator = bed
         .operator()
         .flags(&["--resync-period", "1h", "--ssh-keepalive-interval", "2s"])

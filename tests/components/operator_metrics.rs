@@ -13,7 +13,6 @@ use kube::api::Api;
 use tunnel::crd::EdgeNode;
 
 use testbed::netns::in_ns;
-use testbed::network::Network;
 use testbed::objects::until_ready;
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -53,20 +52,10 @@ fn total(text: &str, family: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edge_node_and_ssh_metrics_follow_a_served_vps() {
-    let bed = OperatorBed::builder()
-        .vps(1)
-        .my_web()
-        .ssh_secret("vps-ssh-secret")
-        .start()
-        .await
-        .unwrap();
+    let bed = OperatorBed::example_1(1).await.unwrap();
     let client = bed.client.clone();
-    let Network {
-        internet,
-        vps,
-        pods,
-        ..
-    } = bed.net();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
     let operator = bed
         .operator()
         .metrics()

@@ -19,7 +19,7 @@ use tunnel::crd::{EdgeNode, PortBinding};
 use crate::edge_support::bed::{client_config, peer_cert, pem_der, server_config};
 use crate::edge_support::{client_cert, leaf, pki};
 use testbed::netns::in_ns;
-use testbed::network::{Network, serve_greeting};
+use testbed::network::serve_greeting;
 use testbed::objects::{apply_yaml, events_of, namespace, service, until_ready};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -116,20 +116,10 @@ async fn tls_secret(client: &kube::Client, name: &str, cert: &str, key: &str, ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readme_tls_examples_and_a_certificate_rotation() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let bed = OperatorBed::builder()
-        .vps(3)
-        .my_web()
-        .ssh_secret("vps-ssh-secret")
-        .start()
-        .await
-        .unwrap();
+    let bed = OperatorBed::example_1(3).await.unwrap();
     let client = bed.client.clone();
-    let Network {
-        internet,
-        vps,
-        cluster,
-        pods,
-    } = bed.net();
+    let net = bed.net();
+    let (internet, vps, cluster, pods) = (&net.internet, &net.vps, &net.cluster, &net.pods);
 
     let web = pki(&["web.example.test"]);
     let grpc = pki(&["grpc.example.test"]);

@@ -19,7 +19,6 @@ use testbed::keys::{PASSPHRASE, bcrypt_bomb, scrypt_bomb};
 use testbed::netns::Netns;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use testbed::network::Network;
 use testbed::objects::{apply_yaml, ready, until_ready};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -79,15 +78,10 @@ fn tarpit(ns: &Netns) -> (u16, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others() {
-    let bed = OperatorBed::builder()
-        .vps(1)
-        .my_web()
-        .ssh_secret("ssh-good")
-        .start()
-        .await
-        .unwrap();
+    let bed = OperatorBed::example_1(1).await.unwrap();
     let client = bed.client.clone();
-    let Network { vps, pods, .. } = bed.net();
+    let net = bed.net();
+    let (vps, pods) = (&net.vps, &net.pods);
     let mut operator = bed
         .operator()
         .flags(&["--resync-period", "1h"])
@@ -117,9 +111,12 @@ async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others
             .await
             .unwrap();
     }
-    apply_yaml::<EdgeNode>(&client, &node_yaml("good", &address, 22, "ssh-good", "5s"))
-        .await
-        .unwrap();
+    apply_yaml::<EdgeNode>(
+        &client,
+        &node_yaml("good", &address, 22, "vps-ssh-secret", "5s"),
+    )
+    .await
+    .unwrap();
     apply_yaml::<PortBinding>(&client, &binding_yaml("good"))
         .await
         .unwrap();
@@ -174,20 +171,10 @@ async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tarpit_vpses_do_not_starve_the_ssh_slots() {
-    let bed = OperatorBed::builder()
-        .vps(1)
-        .my_web()
-        .ssh_secret("ssh")
-        .start()
-        .await
-        .unwrap();
+    let bed = OperatorBed::example_1(1).await.unwrap();
     let client = bed.client.clone();
-    let Network {
-        internet,
-        vps,
-        pods,
-        ..
-    } = bed.net();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
     let (port, accepted) = tarpit(internet);
     let operator = bed
         .operator()
@@ -201,7 +188,13 @@ async fn tarpit_vpses_do_not_starve_the_ssh_slots() {
     for i in 0..TARPITS {
         apply_yaml::<EdgeNode>(
             &client,
-            &node_yaml(&format!("tarpit-{i}"), "127.0.0.1", port, "ssh", "60s"),
+            &node_yaml(
+                &format!("tarpit-{i}"),
+                "127.0.0.1",
+                port,
+                "vps-ssh-secret",
+                "60s",
+            ),
         )
         .await
         .unwrap();
@@ -215,9 +208,12 @@ async fn tarpit_vpses_do_not_starve_the_ssh_slots() {
     .await;
 
     let address = vps.address().to_string();
-    apply_yaml::<EdgeNode>(&client, &node_yaml("good", &address, 22, "ssh", "5s"))
-        .await
-        .unwrap();
+    apply_yaml::<EdgeNode>(
+        &client,
+        &node_yaml("good", &address, 22, "vps-ssh-secret", "5s"),
+    )
+    .await
+    .unwrap();
     apply_yaml::<PortBinding>(&client, &binding_yaml("good"))
         .await
         .unwrap();

@@ -170,6 +170,18 @@ impl OperatorBed {
         }
     }
 
+    /// README Example 1's bed, the most common: the network with `pods` pod namespaces and the
+    /// VPS up, its SSH Secret `default/vps-ssh-secret` and the target `my-web`
+    /// ([`OperatorBedBuilder::my_web`]).
+    pub async fn example_1(pods: usize) -> Result<Self, TestbedError> {
+        Self::builder()
+            .vps(pods)
+            .my_web()
+            .ssh_secret("vps-ssh-secret")
+            .start()
+            .await
+    }
+
     /// The network of a bed built with `vps`.
     #[allow(clippy::panic)] // a test helper: asking a bed without a VPS for it is a test bug
     pub fn net(&self) -> &Network {
