@@ -9,9 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use testbed::apiserver::ApiServer;
 use tunnel::crd::{EdgeNode, PortBinding};
 
@@ -50,30 +48,6 @@ fn helm_install(server: &ApiServer, homes: &Path) {
     );
 }
 
-/// A kubeconfig for the chart's ServiceAccount: its token, no client certificate.
-async fn service_account_kubeconfig(server: &ApiServer, client: &kube::Client, path: &Path) {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), "tunnel-system")
-        .create_token_request("tunnel", &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let admin = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
-    config["users"][0]["user"] =
-        serde_yaml::to_value(serde_json::json!({ "token": token })).unwrap();
-    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
-}
-
 fn tcp_exchange(addr: SocketAddr, send: &[u8]) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -91,8 +65,11 @@ async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
     let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
     let homes = tempfile::tempdir().unwrap();
     helm_install(&bed.server, homes.path());
-    let kubeconfig = homes.path().join("sa-kubeconfig");
-    service_account_kubeconfig(&bed.server, &client, &kubeconfig).await;
+    let kubeconfig = bed
+        .server
+        .service_account_kubeconfig("tunnel-system", "tunnel")
+        .await
+        .unwrap();
 
     // As the chart runs it: the Lease in the release namespace (POD_NAMESPACE there).
     let operator = bed

@@ -14,10 +14,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::NonResourceAttributes;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -725,14 +724,6 @@ async fn envoy_stats(dir: &Path) -> String {
     text
 }
 
-/// A kubeconfig that authenticates with `token` only.
-fn token_kubeconfig(server: &ApiServer, token: &str, path: &Path) {
-    let admin = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
-    config["users"][0]["user"] = serde_yaml::to_value(json!({ "token": token })).unwrap();
-    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
-}
-
 async fn condition_of(api: &Api<EdgeNode>, name: &str) -> Option<(String, String)> {
     let n = api.get(name).await.ok()?;
     n.status?
@@ -1003,23 +994,10 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     // For real: the operator on the chart's ServiceAccount token only. An SSH Secret whose
     // VPS is a closed loopback port: each pass gets as far as the uplink workload.
     let dir = tempfile::tempdir().unwrap();
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), "tunnel-system")
-        .create_token_request("tunnel", &PostParams::default(), &request)
+    let kubeconfig = server
+        .service_account_kubeconfig("tunnel-system", "tunnel")
         .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let kubeconfig = dir.path().join("kubeconfig");
-    token_kubeconfig(server, &token, &kubeconfig);
+        .unwrap();
     let key = dir.path().join("id");
     assert!(
         Command::new("ssh-keygen")

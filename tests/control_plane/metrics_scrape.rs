@@ -17,7 +17,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
@@ -38,27 +37,18 @@ where
     api.create(&PostParams::default(), &object).await.unwrap();
 }
 
-async fn token(client: &kube::Client, name: &str) -> String {
+/// A token of a new ServiceAccount `monitoring/<name>`.
+async fn token(server: &ApiServer, client: &kube::Client, name: &str) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "monitoring");
     create(
         &sas,
         serde_json::json!({"metadata": {"name": name, "namespace": "monitoring"}}),
     )
     .await;
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    sas.create_token_request(name, &PostParams::default(), &request)
+    server
+        .service_account_token("monitoring", name)
         .await
         .unwrap()
-        .status
-        .unwrap()
-        .token
 }
 
 /// A CA and a serving certificate for 127.0.0.1, written as `tls.crt`/`tls.key` (+ `ca.crt`).
@@ -185,8 +175,8 @@ async fn prometheus_scrapes_over_https_with_a_token_allowed_metrics_and_others_a
             "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]}),
     )
     .await;
-    let allowed = token(&client, "prometheus").await;
-    let other = token(&client, "intruder").await;
+    let allowed = token(server, &client, "prometheus").await;
+    let other = token(server, &client, "intruder").await;
     std::fs::write(dir.path().join("allowed.token"), &allowed).unwrap();
     std::fs::write(dir.path().join("other.token"), &other).unwrap();
 
