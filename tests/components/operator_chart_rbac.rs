@@ -3,17 +3,15 @@
 //! only (a TokenRequest, no admin certificate), and README Example 1 driven to traffic through
 //! a real nspawn VPS and a real uplink pod.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use kube::api::Api;
 use testbed::apiserver::ApiServer;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use testbed::netns::in_ns;
+use testbed::netns::until_in;
+use testbed::network::tcp_exchange;
 use testbed::objects::until_ready;
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -48,15 +46,6 @@ fn helm_install(server: &ApiServer, homes: &Path) {
     );
 }
 
-fn tcp_exchange(addr: SocketAddr, send: &[u8]) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(send).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
     let bed = OperatorBed::example_1(1).await.unwrap();
@@ -89,15 +78,8 @@ async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
     assert_eq!(node.1, "AllHealthy");
     until_ready(&pbs, "public-web", describe).await;
     let public = vps.address();
-    let through_vps = in_ns(internet, move || {
-        (0..120).any(|_| {
-            let ok = tcp_exchange((public, 80).into(), b"hello\n")
-                .is_some_and(|a| a == "my-web: hello\n");
-            if !ok {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            ok
-        })
+    let through_vps = until_in(internet, move || {
+        tcp_exchange((public, 80).into(), b"hello\n").is_some_and(|a| a == "my-web: hello\n")
     });
     assert!(through_vps, "TCP :80 through the VPS\n{}", describe());
     // Nothing was refused along the way.

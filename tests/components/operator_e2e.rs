@@ -10,12 +10,13 @@
 //! the earlier ones left, as a user's next action does), and announced on stderr
 //! (`operator_e2e step: <name>`) so a failure says which behaviour broke.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use testbed::netns::{Netns, in_ns};
+use testbed::netns::{Netns, in_ns, until_in};
+use testbed::network::tcp_exchange;
 use testbed::objects::{apply_yaml, condition, events_of, namespace, ready, service, until_ready};
 use testbed::operator::{Operator, OperatorBed};
 use testbed::uplinks::Uplinks;
@@ -80,15 +81,6 @@ fn serve_line_echo(ns: &Netns, addr: &'static str) {
     });
 }
 
-fn tcp_exchange(addr: SocketAddr, send: &[u8]) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(send).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 fn udp_exchange(addr: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
     let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
     sock.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
@@ -96,19 +88,6 @@ fn udp_exchange(addr: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
     let mut buf = [0u8; 1500];
     let (n, _) = sock.recv_from(&mut buf).ok()?;
     Some(buf[..n].to_vec())
-}
-
-/// Retries `f` inside `ns` for up to 60 s until it returns `true`.
-fn until_in(ns: &Netns, f: impl Fn() -> bool + Send) -> bool {
-    in_ns(ns, move || {
-        for _ in 0..120 {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        false
-    })
 }
 
 /// The session kept open on `:7000` across the steps: its two halves.

@@ -6,29 +6,19 @@
 //! drift pass is an hour away; the reason says SSH), and once it is powered on again it is
 //! served without anyone touching the operator.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use kube::api::Api;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use testbed::netns::in_ns;
+use testbed::netns::{in_ns, until_in};
+use testbed::network::tcp_exchange;
 use testbed::objects::{apply_yaml, ready, ssh_secret};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
 use testbed::wait::eventually;
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn greet(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"hi\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
 
 fn node_yaml(name: &str, address: &str, secret: &str) -> String {
     format!(
@@ -111,14 +101,8 @@ async fn one_failing_edge_node_never_stops_the_others() {
     }
     let (a, b) = (vps_a.address(), vps_b.address());
     let answers = |addr: std::net::Ipv4Addr| {
-        in_ns(internet, move || {
-            (0..60).any(|_| {
-                let ok = greet((addr, 80).into()).is_some_and(|g| g == "my-web: hi\n");
-                if !ok {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                ok
-            })
+        until_in(internet, move || {
+            tcp_exchange((addr, 80).into(), b"hi\n").is_some_and(|g| g == "my-web: hi\n")
         })
     };
     assert!(answers(a) && answers(b), "both VPSes serve\n{}", describe());
@@ -130,7 +114,8 @@ async fn one_failing_edge_node_never_stops_the_others() {
         LONG,
         async || {
             assert!(
-                in_ns(internet, move || greet((a, 80).into())).is_some_and(|g| g == "my-web: hi\n"),
+                in_ns(internet, move || tcp_exchange((a, 80).into(), b"hi\n"))
+                    .is_some_and(|g| g == "my-web: hi\n"),
                 "a stopped serving while broken was failing"
             );
             ready(&nodes, "broken")

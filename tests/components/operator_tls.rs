@@ -18,7 +18,7 @@ use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::edge_support::bed::{client_config, peer_cert, pem_der, server_config};
 use crate::edge_support::{client_cert, leaf, pki};
-use testbed::netns::in_ns;
+use testbed::netns::{in_ns, until_in};
 use testbed::network::serve_greeting;
 use testbed::objects::{apply_yaml, events_of, namespace, service, until_ready};
 use testbed::operator::OperatorBed;
@@ -75,19 +75,6 @@ fn tls_exchange(
         Err(e) => return Err(e),
     }
     Ok((cert, out))
-}
-
-/// Retries inside `ns` for up to 60 s until `f` holds.
-fn until_in(ns: &Netns, f: impl Fn() -> bool + Send) -> bool {
-    in_ns(ns, move || {
-        (0..120).any(|_| {
-            let ok = f();
-            if !ok {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            ok
-        })
-    })
 }
 
 async fn tls_secret(client: &kube::Client, name: &str, cert: &str, key: &str, ca: Option<&str>) {

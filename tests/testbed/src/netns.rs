@@ -151,6 +151,17 @@ pub fn in_ns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Retries `f` inside `ns` every 500 ms, for 60 s at most, until it holds; whether it did.
+pub fn until_in(ns: &Netns, f: impl Fn() -> bool + Send) -> bool {
+    in_ns(ns, move || {
+        crate::wait::poll(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(500),
+            f,
+        )
+    })
+}
+
 /// One end of a veth link.
 #[derive(Debug, Clone, Copy)]
 pub struct End<'a> {

@@ -3,7 +3,7 @@
 //! network to the cluster; the cluster holds the ClusterIP `10.96.0.10` on its loopback.
 //! [`relay_loopback_into`] lets a process in a namespace reach a loopback port of the host
 //! (the API server), as the operator does from the internet namespace; [`serve_greeting`] is
-//! the target most tests put behind the VPS.
+//! the target most tests put behind the VPS, [`tcp_exchange`] the client most tests use.
 
 use std::net::{TcpListener, TcpStream};
 
@@ -99,4 +99,17 @@ pub fn serve_greeting(ns: &Netns, addr: &str, greeting: &'static [u8]) -> Result
         }
     });
     Ok(())
+}
+
+/// Sends `send` to `addr` over TCP and returns everything the server answered before it
+/// closed (2 s to connect, 5 s for each read); `None` on any failure.
+pub fn tcp_exchange(addr: std::net::SocketAddr, send: &[u8]) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    s.write_all(send).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }
