@@ -6,12 +6,12 @@
 
 #![allow(clippy::float_cmp)] // samples of counters and gauges are whole numbers
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use kube::api::Api;
 use tunnel::crd::EdgeNode;
 
+use testbed::metrics::{sample, scrape, total};
 use testbed::netns::in_ns;
 use testbed::objects::until_ready;
 use testbed::operator::OperatorBed;
@@ -21,34 +21,6 @@ use testbed::wait::eventually;
 use crate::operator_support::{apply_example1, logs_of};
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn scrape(port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).ok()?;
-    out.starts_with("HTTP/1.1 200").then_some(out)
-}
-
-/// The sample of the series whose line starts with `series` followed by a space.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// The sum of every sample of `family` (all label sets).
-fn total(text: &str, family: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(family)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edge_node_and_ssh_metrics_follow_a_served_vps() {

@@ -10,12 +10,12 @@
 
 #![allow(clippy::float_cmp)] // samples of counters and gauges are whole numbers
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use testbed::apiserver::AuditedWrite;
+use testbed::metrics::{sample, scrape};
 use testbed::operator::{Operator, OperatorBed};
 use testbed::wait::wait_until;
 use tunnel::crd::EdgeNode;
@@ -56,25 +56,6 @@ fn start_operator(bed: &OperatorBed, user: &str) -> Operator {
         ])
         .start()
         .unwrap()
-}
-
-/// `GET /metrics` over plain HTTP.
-pub fn scrape(port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).ok()?;
-    out.starts_with("HTTP/1.1 200").then_some(out)
-}
-
-/// The value of the sample whose line starts with `series ` (0 when absent).
-pub fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 async fn holder(api: &Api<Lease>) -> Option<String> {
@@ -170,8 +151,14 @@ async fn one_leader_writes_a_killed_leader_is_replaced_a_paused_one_writes_nothi
     );
     assert!(by_a.iter().any(|w| w.resource == "leases"));
     assert!(by_b.is_empty(), "the standby wrote: {:?}", describe(&by_b));
-    assert_eq!(sample(&scrape(metrics(&b)).unwrap(), "tunnel_leader"), 0.0);
-    assert_eq!(sample(&scrape(metrics(&a)).unwrap(), "tunnel_leader"), 1.0);
+    assert_eq!(
+        sample(&scrape(metrics(&b)).unwrap(), "tunnel_leader"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&scrape(metrics(&a)).unwrap(), "tunnel_leader"),
+        Some(1.0)
+    );
     let version_before = nodes
         .get("edge-node")
         .await
@@ -205,7 +192,8 @@ async fn one_leader_writes_a_killed_leader_is_replaced_a_paused_one_writes_nothi
             sample(
                 &m,
                 "tunnel_reconcile_passes_total{kind=\"EdgeNode\",result=\"error\"}",
-            ) >= 1.0
+            )
+            .is_some_and(|n| n >= 1.0)
         })
     });
     tokio::time::sleep(Duration::from_secs(2)).await;

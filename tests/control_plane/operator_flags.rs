@@ -25,11 +25,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use testbed::free_port;
+use testbed::metrics::{sample, scrape};
 use testbed::operator::OperatorBed;
 use testbed::wait::wait_until;
 use tunnel::crd::EdgeNode;
-
-use super::leader_election::{sample, scrape};
 
 /// Every flag a user can set (the seed's table without the webhook flags, and the operator's).
 const FLAGS: &[&str] = &[
@@ -311,7 +310,7 @@ async fn non_default_flags_have_their_effect() {
         .collect();
     assert_eq!(pull, ["regcred", "mirror"]);
     wait_until("plain-HTTP metrics", Duration::from_secs(30), || {
-        scrape(plain).is_some_and(|m| sample(&m, "tunnel_leader") == 1.0)
+        scrape(plain).is_some_and(|m| sample(&m, "tunnel_leader") == Some(1.0))
     });
     let all_leases: Api<Lease> = Api::all(client.clone());
     assert!(

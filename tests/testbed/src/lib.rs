@@ -16,7 +16,7 @@
 //! - [`operator`]: the operator's bed, one builder for every operator test and benchmark (the
 //!   API server with the CRDs, the network, `tunnel run` processes); [`uplinks`]: the
 //!   kubelet's part, the uplink pods run from what the operator wrote; [`objects`]: what a
-//!   user applies and reads with `kubectl`.
+//!   user applies and reads with `kubectl`; [`metrics`]: its `/metrics`, scraped and read.
 //! - [`wait`]: bounded waiting; [`free_port`] and [`unique_name`] for things tests make.
 //!
 //! Every handle cleans up on drop, so a failing or panicking test leaves nothing behind;
@@ -29,6 +29,7 @@ pub mod envoy;
 pub mod error;
 pub mod images;
 pub mod keys;
+pub mod metrics;
 pub mod netns;
 pub mod network;
 pub mod node;
