@@ -16,29 +16,17 @@
     clippy::cast_sign_loss
 )]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod support;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use testbed::netns::in_ns;
+
+use support::{answers, percentile};
 use testbed::objects::{apply_yaml, until_ready};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
 use tunnel::crd::{EdgeNode, PortBinding};
-
-fn connects(addr: (std::net::Ipv4Addr, u16)) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut out = String::new();
-    s.write_all(b"x\n").is_ok() && s.read_to_string(&mut out).is_ok() && out == "my-web: x\n"
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 /// The wall-clock time of the last `write /etc/envoy/lds.yaml` step in the operator's log.
 fn last_lds_write(log: &str) -> Option<SystemTime> {
@@ -93,7 +81,7 @@ async fn main() {
         let connected = in_ns(internet, move || {
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
-                if connects((public, port)) {
+                if answers((public, port)) {
                     return Some(SystemTime::now());
                 }
                 std::thread::sleep(Duration::from_millis(20));

@@ -23,15 +23,18 @@
     clippy::cast_sign_loss
 )]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use testbed::netns::in_ns;
+
+use support::{answers, percentile};
 use testbed::objects::{apply_yaml, ready, ssh_secret};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
@@ -44,20 +47,6 @@ const LIMIT: usize = 5;
 
 /// How late sshd may log a channel's close after the client saw the command end.
 const LAG_US: u64 = 50_000;
-
-fn answers(addr: (Ipv4Addr, u16)) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut out = String::new();
-    s.write_all(b"x\n").is_ok() && s.read_to_string(&mut out).is_ok() && out == "my-web: x\n"
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 /// Resident memory of `pid` in MiB (`VmRSS`).
 fn rss_mib(pid: u32) -> f64 {

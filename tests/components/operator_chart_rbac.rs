@@ -4,7 +4,6 @@
 //! a real nspawn VPS and a real uplink pod.
 
 use std::path::Path;
-use std::process::Command;
 
 use kube::api::Api;
 use testbed::apiserver::ApiServer;
@@ -19,26 +18,19 @@ use testbed::uplinks::Uplinks;
 use crate::operator_support::{apply_example1, logs_of};
 
 fn helm_install(server: &ApiServer, homes: &Path) {
-    let out = Command::new(testbed::tools::bin("helm").unwrap())
-        .args([
-            "install",
-            "tunnel",
-            "charts/tunnel",
-            "--namespace",
-            "tunnel-system",
-            "--create-namespace",
-            // The bed created the CRDs already (as `kubectl apply` of `tunnel crds` would):
-            // the release leaves them alone instead of refusing to adopt them.
-            "--set",
-            "crds.install=false",
-            "--kubeconfig",
-        ])
-        .arg(server.kubeconfig_path())
-        .env("HELM_CACHE_HOME", homes.join("cache"))
-        .env("HELM_CONFIG_HOME", homes.join("config"))
-        .env("HELM_DATA_HOME", homes.join("data"))
-        .output()
-        .unwrap();
+    let install = [
+        "install",
+        "tunnel",
+        "charts/tunnel",
+        "--namespace",
+        "tunnel-system",
+        "--create-namespace",
+        // The bed created the CRDs already (as `kubectl apply` of `tunnel crds` would):
+        // the release leaves them alone instead of refusing to adopt them.
+        "--set",
+        "crds.install=false",
+    ];
+    let out = testbed::tools::helm(&install, homes, Some(&server.kubeconfig_path())).unwrap();
     assert!(
         out.status.success(),
         "helm install: {}",

@@ -104,15 +104,8 @@ async fn allowed(
 
 /// Runs `helm` with its own state directories and `args`.
 fn helm(server: Option<&ApiServer>, args: &[&str], homes: &Path) -> Output {
-    let mut cmd = Command::new(testbed::tools::bin("helm").unwrap());
-    cmd.args(args)
-        .env("HELM_CACHE_HOME", homes.join("cache"))
-        .env("HELM_CONFIG_HOME", homes.join("config"))
-        .env("HELM_DATA_HOME", homes.join("data"));
-    if let Some(server) = server {
-        cmd.arg("--kubeconfig").arg(server.kubeconfig_path());
-    }
-    cmd.output().unwrap()
+    let kubeconfig = server.map(ApiServer::kubeconfig_path);
+    testbed::tools::helm(args, homes, kubeconfig.as_deref()).unwrap()
 }
 
 fn ok(out: &Output, what: &str) -> String {
