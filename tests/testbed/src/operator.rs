@@ -37,7 +37,7 @@ use crate::{TestbedError, free_port};
 const VPS_BOOT: Duration = Duration::from_secs(90);
 
 /// What [`OperatorBed::builder`] is asked to start.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OperatorBedBuilder {
     crds: bool,
     pods: Option<usize>,
@@ -88,6 +88,14 @@ impl OperatorBedBuilder {
     /// Starts it all: the network first (the VPS boots meanwhile), then the API server with
     /// the CRDs, then waits for the VPS.
     pub async fn start(self) -> Result<OperatorBed, TestbedError> {
+        if self.pods.is_none()
+            && (self.more_vpses > 0 || !self.ssh_secrets.is_empty() || self.my_web)
+        {
+            return Err(TestbedError::Command {
+                command: "OperatorBed::builder()".into(),
+                detail: "more_vpses, ssh_secret and my_web need .vps(pods)".into(),
+            });
+        }
         let binary = agent_binary("tunnel")?;
         let net = self.pods.map(Network::new).transpose()?;
         let more_vpses = match &net {
@@ -166,7 +174,10 @@ impl OperatorBed {
     pub fn builder() -> OperatorBedBuilder {
         OperatorBedBuilder {
             crds: true,
-            ..OperatorBedBuilder::default()
+            pods: None,
+            ssh_secrets: Vec::new(),
+            my_web: false,
+            more_vpses: 0,
         }
     }
 
