@@ -1,6 +1,6 @@
 //! Control-plane latency: a PortBinding applied → the first successful connection through the
-//! VPS, over many bindings, with the same test bed as the operator tests (real API server,
-//! nspawn VPS, Envoy, uplink agents). The reference, measured in the same run on the same
+//! VPS, over many bindings, on the operator tests' bed (`testbed::operator::OperatorBed`: real
+//! API server, nspawn VPS, Envoy, uplink agents). The reference, measured in the same run on the same
 //! changes, is Envoy's own part: from the moment the operator's pass wrote `lds.yaml` on the
 //! VPS (its log line) to the first connection. What is left is ours (watch, plan, SSH).
 //!
@@ -16,39 +16,17 @@
     clippy::cast_sign_loss
 )]
 
-// The operator tests' support, shared by path; the bench uses only part of it.
-#[allow(dead_code)]
-#[path = "../tests/components/enroll_support.rs"]
-mod enroll_support;
-#[allow(dead_code)]
-#[path = "../tests/components/operator_support.rs"]
-mod operator_support;
+mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
+use testbed::netns::in_ns;
+
+use support::{answers, percentile};
+use testbed::objects::{apply_yaml, until_ready};
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
 use tunnel::crd::{EdgeNode, PortBinding};
-
-use enroll_support::{Network, serve_greeting};
-use operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready, service,
-    ssh_secret,
-};
-
-fn connects(addr: (std::net::Ipv4Addr, u16)) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut out = String::new();
-    s.write_all(b"x\n").is_ok() && s.read_to_string(&mut out).is_ok() && out == "my-web: x\n"
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 /// The wall-clock time of the last `write /etc/envoy/lds.yaml` step in the operator's log.
 fn last_lds_write(log: &str) -> Option<SystemTime> {
@@ -67,23 +45,11 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(50);
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = operator_support::start_bed(1).await;
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let operator = Operator::start(&internet, &server, &dirs, &logs.path().join("op.log"), &[]);
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
+    let bed = OperatorBed::example_1(1).await.unwrap();
+    let client = bed.client.clone();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
+    let operator = bed.operator().start().unwrap();
     apply_yaml::<EdgeNode>(
         &client,
         &format!(
@@ -91,19 +57,15 @@ async fn main() {
             vps.address()
         ),
     )
-    .await;
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    .await
+    .unwrap();
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+        .await
+        .unwrap();
     let nodes = kube::Api::<EdgeNode>::namespaced(client.clone(), "default");
-    eventually(
-        "EdgeNode Ready",
-        Duration::from_secs(180),
-        async || {
-            node_ready(&nodes, "edge-node")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        || operator.log_text() + &uplinks.logs(),
-    )
+    until_ready(&nodes, "edge-node", || {
+        operator.log_text() + &uplinks.logs()
+    })
     .await;
 
     let public = vps.address();
@@ -115,11 +77,11 @@ async fn main() {
             "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {{name: pb-{i}, namespace: default}}\nspec:\n  edgeNodeRef: {{name: edge-node}}\n  bindings:\n  - name: http\n    protocol: TCP\n    listenPort: {port}\n    target: {{service: {{name: my-web, namespace: default, port: 8080}}}}\n"
         );
         let applied = Instant::now();
-        apply_yaml::<PortBinding>(&client, &yaml).await;
-        let connected = in_ns(&internet, move || {
+        apply_yaml::<PortBinding>(&client, &yaml).await.unwrap();
+        let connected = in_ns(internet, move || {
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
-                if connects((public, port)) {
+                if answers((public, port)) {
                     return Some(SystemTime::now());
                 }
                 std::thread::sleep(Duration::from_millis(20));

@@ -1,6 +1,6 @@
 //! Scale: many EdgeNodes on as many VPSes, each with many PortBindings, applied at once,
-//! through the real operator (same test bed as the operator tests: real API server, nspawn
-//! VPSes, Envoy, uplink agents run by the harness). It reports
+//! through the real operator (on the operator tests' bed, `testbed::operator::OperatorBed`:
+//! real API server, nspawn VPSes, Envoy, uplink agents run by the harness). It reports
 //! - the time from applying everything until every PortBinding is `Ready` and a client on
 //!   the internet gets an answer through every EdgeNode,
 //! - the latency of one more change under that load (a PortBinding moved to a new port →
@@ -23,50 +23,30 @@
     clippy::cast_sign_loss
 )]
 
-// The operator tests' support, shared by path; the bench uses only part of it.
-#[allow(dead_code)]
-#[path = "../tests/components/enroll_support.rs"]
-mod enroll_support;
-#[allow(dead_code)]
-#[path = "../tests/components/operator_support.rs"]
-mod operator_support;
+mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
-use testbed::vps::{Vps, VpsOptions};
-use tunnel::crd::{EdgeNode, PortBinding};
+use testbed::netns::in_ns;
 
-use enroll_support::{Network, serve_greeting};
-use operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, eventually, in_ns, node_ready,
-    service, ssh_secret,
-};
+use support::{answers, percentile};
+use testbed::objects::{apply_yaml, ready, ssh_secret};
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
+use testbed::vps::Vps;
+use testbed::wait::eventually;
+use tunnel::crd::{EdgeNode, PortBinding};
 
 /// The operator's limit on SSH passes at once, given explicitly.
 const LIMIT: usize = 5;
 
 /// How late sshd may log a channel's close after the client saw the command end.
 const LAG_US: u64 = 50_000;
-
-fn answers(addr: (Ipv4Addr, u16)) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut out = String::new();
-    s.write_all(b"x\n").is_ok() && s.read_to_string(&mut out).is_ok() && out == "my-web: x\n"
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
 
 /// Resident memory of `pid` in MiB (`VmRSS`).
 fn rss_mib(pid: u32) -> f64 {
@@ -230,43 +210,36 @@ async fn main() {
     let per_node = numbers.next().unwrap_or(20);
     let changes = numbers.next().unwrap_or(20);
 
-    let (server, client, net) = operator_support::start_bed(nodes).await;
-    let Network {
-        internet,
-        vps: first,
-        cluster,
-        pods,
-    } = net;
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-    let mut vpses = vec![first];
-    for _ in 1..nodes {
-        vpses.push(Vps::boot(&internet, &VpsOptions::default()).unwrap());
-    }
-    let booted = Instant::now();
+    let started = Instant::now();
+    let bed = OperatorBed::builder()
+        .vps(nodes)
+        .more_vpses(nodes - 1)
+        .my_web()
+        .start()
+        .await
+        .unwrap();
+    let client = bed.client.clone();
+    let net = bed.net();
+    let (internet, first, pods) = (&net.internet, &net.vps, &net.pods);
+    let vpses: Vec<&Vps> = std::iter::once(first).chain(&bed.more_vpses).collect();
+    println!(
+        "the bed with {nodes} VPSes up in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     for vps in &vpses {
-        vps.wait_ready(&internet, Duration::from_secs(300)).unwrap();
         vps.ssh(
-            &internet,
+            internet,
             "echo 'LogLevel VERBOSE' > /etc/ssh/sshd_config.d/zz-bench.conf && systemctl reload ssh",
         )
         .unwrap();
     }
-    println!(
-        "{nodes} VPSes up in {:.0} s (after boot started)",
-        booted.elapsed().as_secs_f64()
-    );
 
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
     let limit = LIMIT.to_string();
-    let operator = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("op.log"),
-        &["--max-concurrent-reconciles", &limit],
-    );
+    let operator = bed
+        .operator()
+        .flags(&["--max-concurrent-reconciles", &limit])
+        .start()
+        .unwrap();
     let pid = operator_pid(operator.process.pid());
     tokio::time::sleep(Duration::from_secs(10)).await;
     let idle = rss_mib(pid);
@@ -275,17 +248,27 @@ async fn main() {
     let edges: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let pbs: Api<PortBinding> = Api::namespaced(client.clone(), "default");
     for (i, vps) in vpses.iter().enumerate() {
-        ssh_secret(&client, "default", &format!("n{i}-ssh"), vps).await;
+        ssh_secret(&client, "default", &format!("n{i}-ssh"), vps)
+            .await
+            .unwrap();
     }
-    apply_yaml::<EdgeNode>(&client, &edge_node_yaml("n0", vpses[0].address())).await;
-    apply_yaml::<PortBinding>(&client, &binding_yaml("n0-pb-0", "n0", 10_000)).await;
-    let mut uplinks = vec![Uplinks::start(&client, "tunnel", "n0", &pods[0..1]).await];
+    apply_yaml::<EdgeNode>(&client, &edge_node_yaml("n0", vpses[0].address()))
+        .await
+        .unwrap();
+    apply_yaml::<PortBinding>(&client, &binding_yaml("n0-pb-0", "n0", 10_000))
+        .await
+        .unwrap();
+    let mut uplinks = vec![
+        Uplinks::start(&client, "tunnel", "n0", &pods[0..1])
+            .await
+            .unwrap(),
+    ];
     eventually(
         "the reference EdgeNode serving",
         Duration::from_secs(300),
         async || {
             let public = vpses[0].address();
-            in_ns(&internet, move || answers((public, 10_000))).then_some(())
+            in_ns(internet, move || answers((public, 10_000))).then_some(())
         },
         || operator.log_text(),
     )
@@ -293,7 +276,7 @@ async fn main() {
     let mut reference = Vec::new();
     for k in 0..changes {
         let port = 30_000 + k as u16;
-        reference.push(change_latency(&pbs, &internet, "n0-pb-0", vpses[0].address(), port).await);
+        reference.push(change_latency(&pbs, internet, "n0-pb-0", vpses[0].address(), port).await);
     }
     reference.sort_by(f64::total_cmp);
 
@@ -305,7 +288,9 @@ async fn main() {
     for (i, vps) in vpses.iter().enumerate() {
         let node = format!("n{i}");
         if i > 0 {
-            apply_yaml::<EdgeNode>(&client, &edge_node_yaml(&node, vps.address())).await;
+            apply_yaml::<EdgeNode>(&client, &edge_node_yaml(&node, vps.address()))
+                .await
+                .unwrap();
         }
         for j in usize::from(i == 0)..per_node {
             let port = 10_000 + j as u16;
@@ -313,12 +298,17 @@ async fn main() {
                 &client,
                 &binding_yaml(&format!("{node}-pb-{j}"), &node, port),
             )
-            .await;
+            .await
+            .unwrap();
         }
     }
     let applying = applied.elapsed().as_secs_f64();
     for i in 1..nodes {
-        uplinks.push(Uplinks::start(&client, "tunnel", &format!("n{i}"), &pods[i..=i]).await);
+        uplinks.push(
+            Uplinks::start(&client, "tunnel", &format!("n{i}"), &pods[i..=i])
+                .await
+                .unwrap(),
+        );
     }
     eventually(
         "every PortBinding Ready and every EdgeNode answering",
@@ -326,15 +316,15 @@ async fn main() {
         async || {
             for (i, vps) in vpses.iter().enumerate() {
                 let node = format!("n{i}");
-                node_ready(&edges, &node).await.filter(|c| c.0 == "True")?;
+                ready(&edges, &node).await.filter(|c| c.0 == "True")?;
                 for j in 1..per_node {
-                    binding_ready(&pbs, &format!("{node}-pb-{j}"))
+                    ready(&pbs, &format!("{node}-pb-{j}"))
                         .await
                         .filter(|c| c.0 == "True")?;
                 }
                 let public = vps.address();
                 let port = 10_000 + per_node as u16 - 1;
-                in_ns(&internet, move || answers((public, port))).then_some(())?;
+                in_ns(internet, move || answers((public, port))).then_some(())?;
             }
             Some(())
         },
@@ -350,7 +340,7 @@ async fn main() {
         let i = k % nodes;
         let port = 40_000 + k as u16;
         let name = format!("n{i}-pb-1");
-        loaded.push(change_latency(&pbs, &internet, &name, vpses[i].address(), port).await);
+        loaded.push(change_latency(&pbs, internet, &name, vpses[i].address(), port).await);
     }
     loaded.sort_by(f64::total_cmp);
     stop.store(true, Ordering::Relaxed);
@@ -360,7 +350,7 @@ async fn main() {
     for vps in &vpses {
         let journal = vps
             .ssh(
-                &internet,
+                internet,
                 "journalctl -u ssh.service -o short-unix --no-pager",
             )
             .unwrap();

@@ -16,7 +16,8 @@ use tunnel::enroll::{Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning
 use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
 use tunnel_contract::key::PrivateKey;
 
-use crate::enroll_support::{Network, Uplinks, enroll_pass, health, serve_greeting};
+use crate::enroll_support::{Uplinks, enroll_pass, health};
+use testbed::network::{Network, serve_greeting};
 use testbed::tools::agent_binary;
 use testbed::wait::wait_until;
 
@@ -35,12 +36,12 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
         vps,
         cluster,
         pods,
-    } = Network::new(2);
+    } = Network::new(2).unwrap();
     // The raw UDP target lives in the cluster namespace too, next to the Service's ClusterIP.
     cluster.addr("lo", "10.96.0.53/32").unwrap();
 
     // The Service `my-web` (port 8080) and a UDP echo at 10.96.0.53:53.
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
+    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ").unwrap();
     let udp = cluster
         .enter(|| UdpSocket::bind("10.96.0.53:53").unwrap())
         .unwrap();

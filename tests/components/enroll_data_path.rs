@@ -18,8 +18,11 @@ use tunnel_contract::document::{
 };
 use tunnel_contract::key::PrivateKey;
 
-use crate::enroll_support::{Network, Uplinks, enroll_pass, health, traffic_flows, with_session};
+use crate::enroll_support::{
+    Uplinks, enroll_pass, greeting_network, health, traffic_flows, with_session,
+};
 use crate::envoy_files::{BOOTSTRAP, cds, lds};
+use testbed::network::Network;
 use testbed::tools::agent_binary;
 use testbed::wait::wait_until;
 
@@ -36,7 +39,7 @@ fn enrolled_vps_carries_traffic_over_the_real_relay_and_survives_a_reboot() {
         mut vps,
         mut pods,
         ..
-    } = Network::greeting(1);
+    } = greeting_network(1);
     let pod = pods.remove(0);
 
     // Keys and documents, as the planner would render them.

@@ -15,7 +15,8 @@ use tunnel::enroll::{Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning
 use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
 use tunnel_contract::key::PrivateKey;
 
-use crate::enroll_support::{Network, Uplinks, enroll_pass, health, traffic_flows};
+use crate::enroll_support::{Uplinks, enroll_pass, greeting_network, health, traffic_flows};
+use testbed::network::Network;
 use testbed::tools::agent_binary;
 use testbed::wait::wait_until;
 
@@ -32,7 +33,7 @@ fn planner_output_enrolls_and_carries_traffic() {
         vps,
         mut pods,
         ..
-    } = Network::greeting(1);
+    } = greeting_network(1);
     let pod = pods.remove(0);
 
     // The planner, as the EdgeNode actor will call it.

@@ -1,7 +1,7 @@
 //! Helpers shared by the tests that talk to a real VPS and run the real agents: the SSH
 //! Secret of a test VPS, a session opened from the internet namespace, an enrollment pass,
-//! commands on the VPS, captured logs, the internet/VPS/cluster/pods network, uplink agents
-//! run as their StatefulSet would, and a greeting server with its client.
+//! commands on the VPS, captured logs, uplink agents run as their StatefulSet would, and a
+//! greeting server with its client (the network is [`testbed::network`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testbed::netns::Netns;
-use testbed::pods::PodNetwork;
+use testbed::network::{Network, serve_greeting};
 use testbed::process::Process;
 use testbed::tools::agent_binary;
-use testbed::vps::{Vps, VpsOptions};
+use testbed::vps::Vps;
 use tunnel::enroll::{
     self, Arch, Blob, DesiredState, EnvoyInstall, Health, HostTuning, PassOptions, PassReport,
 };
@@ -194,62 +194,16 @@ impl Uplinks {
     }
 }
 
-/// The network of the enrollment tests: `internet` ── VPS, and `internet` ── `cluster` ──
-/// pod `i` (the test bed's [`PodNetwork`]). The internet routes the pod network to the
-/// cluster; the cluster holds the ClusterIP `10.96.0.10` on its loopback. The VPS is booting
-/// when this returns: call `vps.wait_ready` once the rest of the set-up is done.
-pub struct Network {
-    pub internet: Netns,
-    pub vps: Vps,
-    pub cluster: Netns,
-    pub pods: Vec<Netns>,
-}
-
-impl Network {
-    pub fn new(pods: usize) -> Self {
-        let internet = Netns::new("inet").unwrap();
-        let vps = Vps::boot(&internet, &VpsOptions::default()).unwrap();
-        let PodNetwork { cluster, pods } = PodNetwork::new(&internet, pods).unwrap();
-        internet.enable_forwarding().unwrap();
-        Self {
-            internet,
-            vps,
-            cluster,
-            pods,
-        }
-    }
-
-    /// A network whose VPS is up and whose cluster serves the greeting `cluster says: ` on
-    /// `10.96.0.10:9000`, the target [`traffic_flows`] expects behind the VPS's port 8080.
-    pub fn greeting(pods: usize) -> Self {
-        let net = Self::new(pods);
-        net.vps
-            .wait_ready(&net.internet, Duration::from_secs(90))
-            .unwrap();
-        serve_greeting(&net.cluster, "10.96.0.10:9000", b"cluster says: ");
-        net
-    }
-}
-
-/// A TCP server in `ns` at `addr` that answers each connection's first read with `greeting`
-/// followed by what it read, then closes.
-pub fn serve_greeting(ns: &Netns, addr: &str, greeting: &'static [u8]) {
-    use std::io::{Read, Write};
-    let addr = addr.to_owned();
-    let listener = ns
-        .enter(move || std::net::TcpListener::bind(addr).unwrap())
+/// The network of [`testbed::network`] with its VPS up and the cluster serving the greeting
+/// `cluster says: ` on `10.96.0.10:9000`, the target [`traffic_flows`] expects behind the
+/// VPS's port 8080.
+pub fn greeting_network(pods: usize) -> Network {
+    let net = Network::new(pods).unwrap();
+    net.vps
+        .wait_ready(&net.internet, Duration::from_secs(90))
         .unwrap();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                if let Ok(n) = stream.read(&mut buf) {
-                    let _ = stream.write_all(greeting);
-                    let _ = stream.write_all(&buf[..n]);
-                }
-            });
-        }
-    });
+    serve_greeting(&net.cluster, "10.96.0.10:9000", b"cluster says: ").unwrap();
+    net
 }
 
 /// Sends `ping` to `addr` and returns everything the server answered before closing.

@@ -4,47 +4,34 @@
 //! a real nspawn VPS and a real uplink pod. The chart's admission policy on the uplink template
 //! is on (the default): what the operator really writes passes it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use testbed::apiserver::ApiServer;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::enroll_support::{Network, serve_greeting};
-use crate::operator_support::{
-    Operator, Uplinks, apply_example1, artefact_dirs, binding_ready, eventually, in_ns, logs_of,
-    service, ssh_secret, until_node_ready,
-};
+use testbed::netns::until_in;
+use testbed::network::tcp_exchange;
+use testbed::objects::until_ready;
+use testbed::operator::{CHART_UPLINK_IMAGE, OperatorBed};
+use testbed::uplinks::Uplinks;
 
-const LONG: Duration = Duration::from_secs(180);
+use crate::operator_support::{apply_example1, logs_of};
 
 fn helm_install(server: &ApiServer, homes: &Path) {
-    let out = Command::new(testbed::tools::bin("helm").unwrap())
-        .args([
-            "install",
-            "tunnel",
-            "charts/tunnel",
-            "--namespace",
-            "tunnel-system",
-            "--create-namespace",
-            // The bed created the CRDs already (as `kubectl apply` of `tunnel crds` would):
-            // the release leaves them alone instead of refusing to adopt them.
-            "--set",
-            "crds.install=false",
-            "--kubeconfig",
-        ])
-        .arg(server.kubeconfig_path())
-        .env("HELM_CACHE_HOME", homes.join("cache"))
-        .env("HELM_CONFIG_HOME", homes.join("config"))
-        .env("HELM_DATA_HOME", homes.join("data"))
-        .output()
-        .unwrap();
+    let install = [
+        "install",
+        "tunnel",
+        "charts/tunnel",
+        "--namespace",
+        "tunnel-system",
+        "--create-namespace",
+        // The bed created the CRDs already (as `kubectl apply` of `tunnel crds` would):
+        // the release leaves them alone instead of refusing to adopt them.
+        "--set",
+        "crds.install=false",
+    ];
+    let out = testbed::tools::helm(&install, homes, Some(&server.kubeconfig_path())).unwrap();
     assert!(
         out.status.success(),
         "helm install: {}",
@@ -52,106 +39,42 @@ fn helm_install(server: &ApiServer, homes: &Path) {
     );
 }
 
-/// A kubeconfig for the chart's ServiceAccount: its token, no client certificate.
-async fn service_account_kubeconfig(server: &ApiServer, client: &kube::Client, path: &Path) {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), "tunnel-system")
-        .create_token_request("tunnel", &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let admin = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
-    config["users"][0]["user"] =
-        serde_yaml::to_value(serde_json::json!({ "token": token })).unwrap();
-    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
-}
-
-fn tcp_exchange(addr: SocketAddr, send: &[u8]) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(send).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_example_1_to_traffic_on_the_charts_service_account_token() {
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = crate::operator_support::start_bed(1).await;
+    let bed = OperatorBed::example_1(1).await.unwrap();
+    let client = bed.client.clone();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
     let homes = tempfile::tempdir().unwrap();
-    helm_install(&server, homes.path());
-    let kubeconfig = homes.path().join("sa-kubeconfig");
-    service_account_kubeconfig(&server, &client, &kubeconfig).await;
+    helm_install(&bed.server, homes.path());
+    let kubeconfig = bed
+        .server
+        .service_account_kubeconfig("tunnel-system", "tunnel")
+        .await
+        .unwrap();
 
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
     // As the chart runs it: the Lease in the release namespace (POD_NAMESPACE there), and the
     // uplink image the chart names (its admission policy admits only that one).
-    let operator = Operator::start_as(
-        &internet,
-        &kubeconfig,
-        &dirs,
-        &logs.path().join("operator.log"),
-        &[
-            "--leader-elect-namespace",
-            "tunnel-system",
-            "--image-repo",
-            "ghcr.io/achetronic/tunnel",
-            "--image-tag",
-            "0.1.0",
-        ],
-    );
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
-    apply_example1(&client, &vps).await;
+    let operator = bed
+        .operator()
+        .kubeconfig(&kubeconfig)
+        .flags(&["--leader-elect-namespace", "tunnel-system"])
+        .flags(&CHART_UPLINK_IMAGE)
+        .start()
+        .unwrap();
+    apply_example1(&client, vps).await;
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let pbs: Api<PortBinding> = Api::namespaced(client.clone(), "default");
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+        .await
+        .unwrap();
     let describe = || logs_of(&operator, &uplinks);
-    let ready = until_node_ready(&nodes, "edge-node", describe).await;
-    assert_eq!(ready.1, "AllHealthy");
-    eventually(
-        "PortBinding public-web Ready=True",
-        LONG,
-        async || {
-            binding_ready(&pbs, "public-web")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        describe,
-    )
-    .await;
+    let node = until_ready(&nodes, "edge-node", describe).await;
+    assert_eq!(node.1, "AllHealthy");
+    until_ready(&pbs, "public-web", describe).await;
     let public = vps.address();
-    let through_vps = in_ns(&internet, move || {
-        (0..120).any(|_| {
-            let ok = tcp_exchange((public, 80).into(), b"hello\n")
-                .is_some_and(|a| a == "my-web: hello\n");
-            if !ok {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            ok
-        })
+    let through_vps = until_in(internet, move || {
+        tcp_exchange((public, 80).into(), b"hello\n").is_some_and(|a| a == "my-web: hello\n")
     });
     assert!(through_vps, "TCP :80 through the VPS\n{}", describe());
     // Nothing was refused along the way.

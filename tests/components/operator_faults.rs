@@ -6,30 +6,19 @@
 //! drift pass is an hour away; the reason says SSH), and once it is powered on again it is
 //! served without anyone touching the operator.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use kube::api::Api;
-use testbed::vps::{Vps, VpsOptions};
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::enroll_support::{Network, serve_greeting};
-use crate::operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, in_ns, node_ready, service,
-    ssh_secret,
-};
+use testbed::netns::{in_ns, until_in};
+use testbed::network::tcp_exchange;
+use testbed::objects::{apply_yaml, ready, ssh_secret};
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
+use testbed::wait::eventually;
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn greet(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"hi\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
 
 fn node_yaml(name: &str, address: &str, secret: &str) -> String {
     format!(
@@ -45,52 +34,53 @@ fn binding_yaml(name: &str, node: &str, port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_failing_edge_node_never_stops_the_others() {
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps: vps_a,
-            cluster,
-            pods,
-        },
-    ) = crate::operator_support::start_bed(2).await;
-    let mut vps_b = Vps::boot(&internet, &VpsOptions::default()).unwrap();
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let operator = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("operator.log"),
-        &["--resync-period", "1h", "--ssh-keepalive-interval", "2s"],
-    );
-    vps_a
-        .wait_ready(&internet, Duration::from_secs(90))
+    let mut bed = OperatorBed::builder()
+        .vps(2)
+        .more_vpses(1)
+        .my_web()
+        .ssh_secret("ssh-a")
+        .start()
+        .await
         .unwrap();
-    vps_b
-        .wait_ready(&internet, Duration::from_secs(90))
+    let client = bed.client.clone();
+    let mut vps_b = bed.more_vpses.remove(0);
+    let net = bed.net();
+    let (internet, vps_a, pods) = (&net.internet, &net.vps, &net.pods);
+    let operator = bed
+        .operator()
+        .flags(&["--resync-period", "1h", "--ssh-keepalive-interval", "2s"])
+        .start()
         .unwrap();
-    ssh_secret(&client, "default", "ssh-a", &vps_a).await;
-    ssh_secret(&client, "default", "ssh-b", &vps_b).await;
+    ssh_secret(&client, "default", "ssh-b", &vps_b)
+        .await
+        .unwrap();
     apply_yaml::<EdgeNode>(
         &client,
         &node_yaml("a", &vps_a.address().to_string(), "ssh-a"),
     )
-    .await;
+    .await
+    .unwrap();
     apply_yaml::<EdgeNode>(
         &client,
         &node_yaml("b", &vps_b.address().to_string(), "ssh-b"),
     )
-    .await;
-    apply_yaml::<EdgeNode>(&client, &node_yaml("broken", "192.0.2.77", "ssh-a")).await;
-    apply_yaml::<PortBinding>(&client, &binding_yaml("web-a", "a", 80)).await;
-    apply_yaml::<PortBinding>(&client, &binding_yaml("web-b", "b", 80)).await;
-    let uplinks_a = Uplinks::start(&client, "tunnel", "a", &pods[0..1]).await;
-    let uplinks_b = Uplinks::start(&client, "tunnel", "b", &pods[1..2]).await;
+    .await
+    .unwrap();
+    apply_yaml::<EdgeNode>(&client, &node_yaml("broken", "192.0.2.77", "ssh-a"))
+        .await
+        .unwrap();
+    apply_yaml::<PortBinding>(&client, &binding_yaml("web-a", "a", 80))
+        .await
+        .unwrap();
+    apply_yaml::<PortBinding>(&client, &binding_yaml("web-b", "b", 80))
+        .await
+        .unwrap();
+    let uplinks_a = Uplinks::start(&client, "tunnel", "a", &pods[0..1])
+        .await
+        .unwrap();
+    let uplinks_b = Uplinks::start(&client, "tunnel", "b", &pods[1..2])
+        .await
+        .unwrap();
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let describe = || {
         format!(
@@ -104,21 +94,15 @@ async fn one_failing_edge_node_never_stops_the_others() {
         eventually(
             &format!("EdgeNode {name} Ready=True"),
             LONG,
-            async || node_ready(&nodes, name).await.filter(|c| c.0 == "True"),
+            async || ready(&nodes, name).await.filter(|c| c.0 == "True"),
             describe,
         )
         .await;
     }
     let (a, b) = (vps_a.address(), vps_b.address());
     let answers = |addr: std::net::Ipv4Addr| {
-        in_ns(&internet, move || {
-            (0..60).any(|_| {
-                let ok = greet((addr, 80).into()).is_some_and(|g| g == "my-web: hi\n");
-                if !ok {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                ok
-            })
+        until_in(internet, move || {
+            tcp_exchange((addr, 80).into(), b"hi\n").is_some_and(|g| g == "my-web: hi\n")
         })
     };
     assert!(answers(a) && answers(b), "both VPSes serve\n{}", describe());
@@ -130,11 +114,11 @@ async fn one_failing_edge_node_never_stops_the_others() {
         LONG,
         async || {
             assert!(
-                in_ns(&internet, move || greet((a, 80).into()))
+                in_ns(internet, move || tcp_exchange((a, 80).into(), b"hi\n"))
                     .is_some_and(|g| g == "my-web: hi\n"),
                 "a stopped serving while broken was failing"
             );
-            node_ready(&nodes, "broken")
+            ready(&nodes, "broken")
                 .await
                 .filter(|c| c.0 == "False" && c.1.starts_with("SSH"))
         },
@@ -143,7 +127,7 @@ async fn one_failing_edge_node_never_stops_the_others() {
     .await;
     assert!(broken.2.contains("192.0.2.77"), "names the VPS: {broken:?}");
     assert_eq!(
-        node_ready(&nodes, "a").await.unwrap().0,
+        ready(&nodes, "a").await.unwrap().0,
         "True",
         "a is untouched by broken's failures"
     );
@@ -153,7 +137,7 @@ async fn one_failing_edge_node_never_stops_the_others() {
     let down = eventually(
         "EdgeNode b to report its VPS down",
         LONG,
-        async || node_ready(&nodes, "b").await.filter(|c| c.0 == "False"),
+        async || ready(&nodes, "b").await.filter(|c| c.0 == "False"),
         describe,
     )
     .await;
@@ -167,14 +151,14 @@ async fn one_failing_edge_node_never_stops_the_others() {
     );
     assert!(down.2.contains(&b.to_string()), "names the VPS: {down:?}");
     assert!(answers(a), "a serves while b is down\n{}", describe());
-    assert_eq!(node_ready(&nodes, "a").await.unwrap().0, "True");
+    assert_eq!(ready(&nodes, "a").await.unwrap().0, "True");
 
     // Powered on again: served again, with no operator action.
-    vps_b.power_on(&internet).unwrap();
+    vps_b.power_on(internet).unwrap();
     eventually(
         "EdgeNode b Ready=True again",
         LONG,
-        async || node_ready(&nodes, "b").await.filter(|c| c.0 == "True"),
+        async || ready(&nodes, "b").await.filter(|c| c.0 == "True"),
         describe,
     )
     .await;

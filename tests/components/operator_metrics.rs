@@ -6,87 +6,42 @@
 
 #![allow(clippy::float_cmp)] // samples of counters and gauges are whole numbers
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use kube::api::Api;
 use tunnel::crd::EdgeNode;
 
-use crate::enroll_support::{Network, serve_greeting};
-use crate::operator_support::{
-    Operator, Uplinks, apply_example1, artefact_dirs, eventually, in_ns, logs_of, service,
-    ssh_secret, until_node_ready,
-};
+use testbed::metrics::{sample, scrape, total};
+use testbed::netns::in_ns;
+use testbed::objects::until_ready;
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
+use testbed::wait::eventually;
+
+use crate::operator_support::{apply_example1, logs_of};
 
 const LONG: Duration = Duration::from_secs(180);
 
-pub fn scrape(port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).ok()?;
-    out.starts_with("HTTP/1.1 200").then_some(out)
-}
-
-/// The sample of the series whose line starts with `series` followed by a space (shared with
-/// `operator_passes`).
-pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// The sum of every sample of `family` (all label sets).
-fn total(text: &str, family: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(family)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn edge_node_and_ssh_metrics_follow_a_served_vps() {
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = crate::operator_support::start_bed(1).await;
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let port = testbed::free_port().unwrap();
-    let address = format!("127.0.0.1:{port}");
-    let operator = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("operator.log"),
-        &[
-            "--metrics-bind-address",
-            &address,
-            "--metrics-secure=false",
-            "--leader-elect=false",
-        ],
-    );
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
-    apply_example1(&client, &vps).await;
+    let bed = OperatorBed::example_1(1).await.unwrap();
+    let client = bed.client.clone();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
+    let operator = bed
+        .operator()
+        .metrics()
+        .flags(&["--metrics-secure=false", "--leader-elect=false"])
+        .start()
+        .unwrap();
+    let port = operator.metrics_port.unwrap();
+    apply_example1(&client, vps).await;
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+        .await
+        .unwrap();
     let describe = || logs_of(&operator, &uplinks);
-    until_node_ready(&nodes, "edge-node", describe).await;
+    until_ready(&nodes, "edge-node", describe).await;
 
     // The pass that found it healthy is the one the metrics report.
     let node = "namespace=\"default\",name=\"edge-node\"";
@@ -94,7 +49,7 @@ async fn edge_node_and_ssh_metrics_follow_a_served_vps() {
         "metrics of a healthy VPS",
         LONG,
         async || {
-            in_ns(&internet, || scrape(port)).filter(|m| {
+            in_ns(internet, || scrape(port)).filter(|m| {
                 sample(m, &format!("tunnel_edge_node_vps_healthy{{{node}}}")) == Some(1.0)
             })
         },

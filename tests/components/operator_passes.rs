@@ -9,12 +9,14 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams};
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::enroll_support::{Network, serve_greeting};
-use crate::operator_metrics::{sample, scrape};
-use crate::operator_support::{
-    Operator, Uplinks, apply_example1, artefact_dirs, eventually, in_ns, service, ssh_secret,
-    until_node_ready,
-};
+use testbed::metrics::{sample, scrape};
+use testbed::netns::{Netns, in_ns};
+use testbed::objects::until_ready;
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
+use testbed::wait::eventually;
+
+use crate::operator_support::apply_example1;
 
 const LONG: Duration = Duration::from_secs(180);
 const NODE: &str = "namespace=\"default\",name=\"edge-node\"";
@@ -31,7 +33,7 @@ fn passes(metrics: &str) -> u64 {
 /// Waits until the VPS is healthy with a fresh handshake (a healthy pass schedules no
 /// re-check) and no pass has started for longer than the first re-check delay (3 s) — the
 /// precondition for counting; returns the count.
-async fn settled(ns: &testbed::netns::Netns, port: u16, describe: impl Fn() -> String) -> u64 {
+async fn settled(ns: &Netns, port: u16, describe: impl Fn() -> String) -> u64 {
     let read = || in_ns(ns, || scrape(port));
     eventually(
         "a healthy VPS",
@@ -62,57 +64,41 @@ async fn settled(ns: &testbed::netns::Netns, port: u16, describe: impl Fn() -> S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_is_one_pass_per_edge_node_and_a_port_binding_change_exactly_one_more() {
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = crate::operator_support::start_bed(1).await;
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let port = testbed::free_port().unwrap();
-    let address = format!("127.0.0.1:{port}");
-    let flags = [
-        "--metrics-bind-address",
-        &address,
-        "--metrics-secure=false",
-        "--leader-elect=false",
-    ];
-    let first = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("first.log"),
-        &flags,
-    );
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
-    apply_example1(&client, &vps).await;
+    let bed = OperatorBed::example_1(1).await.unwrap();
+    let client = bed.client.clone();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
+    let flags = ["--metrics-secure=false", "--leader-elect=false"];
+    let first = bed
+        .operator()
+        .name("first")
+        .metrics()
+        .flags(&flags)
+        .start()
+        .unwrap();
+    apply_example1(&client, vps).await;
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
-    until_node_ready(&nodes, "edge-node", || {
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+        .await
+        .unwrap();
+    until_ready(&nodes, "edge-node", || {
         format!("{}\n{}", first.log_text(), uplinks.logs())
     })
     .await;
-    settled(&internet, port, || first.log_text()).await;
+    settled(internet, first.metrics_port.unwrap(), || first.log_text()).await;
     drop(first);
 
     // A restart over a converged VPS: one pass for the one EdgeNode, and no other.
-    let second = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("second.log"),
-        &flags,
-    );
+    let second = bed
+        .operator()
+        .name("second")
+        .metrics()
+        .flags(&flags)
+        .start()
+        .unwrap();
+    let port = second.metrics_port.unwrap();
     let describe = || format!("{}\n{}", second.log_text(), uplinks.logs());
-    let at_start = settled(&internet, port, describe).await;
+    let at_start = settled(internet, port, describe).await;
     assert_eq!(at_start, 1, "{}", describe());
 
     // One PortBinding change: exactly one more pass.
@@ -137,6 +123,6 @@ async fn a_restart_is_one_pass_per_edge_node_and_a_port_binding_change_exactly_o
         describe,
     )
     .await;
-    let after = settled(&internet, port, describe).await;
+    let after = settled(internet, port, describe).await;
     assert_eq!(after, at_start + 1, "{}", describe());
 }

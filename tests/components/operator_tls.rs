@@ -18,13 +18,11 @@ use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::edge_support::bed::{client_config, peer_cert, pem_der, server_config};
 use crate::edge_support::{client_cert, leaf, pki};
-use crate::enroll_support::{Network, serve_greeting};
-use crate::operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, binding_ready, eventually, in_ns, namespace,
-    node_ready, service, ssh_secret,
-};
-
-const LONG: Duration = Duration::from_secs(180);
+use testbed::netns::{in_ns, until_in};
+use testbed::network::serve_greeting;
+use testbed::objects::{apply_yaml, events_of, namespace, service, until_ready};
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap()
@@ -79,19 +77,6 @@ fn tls_exchange(
     Ok((cert, out))
 }
 
-/// Retries inside `ns` for up to 60 s until `f` holds.
-fn until_in(ns: &Netns, f: impl Fn() -> bool + Send) -> bool {
-    in_ns(ns, move || {
-        (0..120).any(|_| {
-            let ok = f();
-            if !ok {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            ok
-        })
-    })
-}
-
 async fn tls_secret(client: &kube::Client, name: &str, cert: &str, key: &str, ca: Option<&str>) {
     let api: Api<Secret> = Api::namespaced(client.clone(), "default");
     let mut data = serde_json::json!({"tls.crt": cert, "tls.key": key});
@@ -118,33 +103,25 @@ async fn tls_secret(client: &kube::Client, name: &str, cert: &str, key: &str, ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readme_tls_examples_and_a_certificate_rotation() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = crate::operator_support::start_bed(3).await;
+    let bed = OperatorBed::example_1(3).await.unwrap();
+    let client = bed.client.clone();
+    let net = bed.net();
+    let (internet, vps, cluster, pods) = (&net.internet, &net.vps, &net.cluster, &net.pods);
 
     let web = pki(&["web.example.test"]);
     let grpc = pki(&["grpc.example.test"]);
     let ingress = pki(&["ingress.example.test"]);
     cluster.addr("lo", "10.96.0.20/32").unwrap();
     cluster.addr("lo", "10.96.0.40/32").unwrap();
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    serve_greeting(&cluster, "10.96.0.40:50051", b"grpc: ");
+    serve_greeting(cluster, "10.96.0.40:50051", b"grpc: ").unwrap();
     serve_tls(
-        &cluster,
+        cluster,
         "10.96.0.20:443",
         &ingress.server_pem,
         &ingress.server_key_pem,
         b"ingress-tls\n",
     );
-    namespace(&client, "networking").await;
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
+    namespace(&client, "networking").await.unwrap();
     service(
         &client,
         "networking",
@@ -152,7 +129,8 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
         "10.96.0.20",
         &[(443, "TCP")],
     )
-    .await;
+    .await
+    .unwrap();
     service(
         &client,
         "default",
@@ -160,7 +138,8 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
         "10.96.0.40",
         &[(50051, "TCP")],
     )
-    .await;
+    .await
+    .unwrap();
     tls_secret(
         &client,
         "web-tls",
@@ -178,21 +157,15 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
     )
     .await;
 
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let operator = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("operator.log"),
-        &[],
-    );
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "vps-ssh-secret", &vps).await;
+    let operator = bed.operator().start().unwrap();
     let node_yaml = fixture("example4").replace("203.0.113.10", &vps.address().to_string());
-    apply_yaml::<EdgeNode>(&client, &node_yaml).await;
-    apply_yaml::<PortBinding>(&client, &fixture("example3")).await;
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &pods).await;
+    apply_yaml::<EdgeNode>(&client, &node_yaml).await.unwrap();
+    apply_yaml::<PortBinding>(&client, &fixture("example3"))
+        .await
+        .unwrap();
+    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+        .await
+        .unwrap();
     assert_eq!(
         uplinks.processes.len(),
         3,
@@ -207,28 +180,8 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
             uplinks.logs()
         )
     };
-    eventually(
-        "EdgeNode Ready=True with three uplinks",
-        LONG,
-        async || {
-            node_ready(&nodes, "edge-node")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        describe,
-    )
-    .await;
-    eventually(
-        "PortBinding public-tls Ready=True",
-        LONG,
-        async || {
-            binding_ready(&pbs, "public-tls")
-                .await
-                .filter(|c| c.0 == "True")
-        },
-        describe,
-    )
-    .await;
+    until_ready(&nodes, "edge-node", describe).await;
+    until_ready(&pbs, "public-tls", describe).await;
     let st = pbs.get("public-tls").await.unwrap().status.unwrap();
     assert_eq!(st.ports.as_deref(), Some("8443/TCP,9443/TCP,9444/TCP"));
 
@@ -236,7 +189,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
     // SNI passthrough: the backend's own certificate, end to end.
     let (ingress_ca, ingress_cert) = (ingress.ca_pem.clone(), pem_der(&ingress.server_pem));
     assert!(
-        until_in(&internet, move || {
+        until_in(internet, move || {
             tls_exchange((public, 8443), "ingress.example.test", &ingress_ca, None)
                 .is_ok_and(|(cert, reply)| cert == ingress_cert && reply == "ingress-tls\n")
         }),
@@ -247,7 +200,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
     let (web_ca, web_cert) = (web.ca_pem.clone(), pem_der(&web.server_pem));
     let ca = web_ca.clone();
     assert!(
-        until_in(&internet, move || {
+        until_in(internet, move || {
             tls_exchange((public, 9443), "web.example.test", &ca, None)
                 .is_ok_and(|(cert, reply)| cert == web_cert && reply == "my-web: hello\n")
         }),
@@ -258,7 +211,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
     let (grpc_ca, (client_pem, client_key)) = (grpc.ca_pem.clone(), client_cert(&grpc, "client"));
     let ca = grpc_ca.clone();
     assert!(
-        until_in(&internet, move || {
+        until_in(internet, move || {
             tls_exchange(
                 (public, 9444),
                 "grpc.example.test",
@@ -271,7 +224,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
         describe()
     );
     let ca = grpc_ca.clone();
-    let anonymous = in_ns(&internet, move || {
+    let anonymous = in_ns(internet, move || {
         tls_exchange((public, 9444), "grpc.example.test", &ca, None)
     });
     assert!(
@@ -282,7 +235,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
     );
 
     // The private keys went to the VPS, and the user was told.
-    let events = crate::operator_support::events_of(&client, "default", "edge-node").await;
+    let events = events_of(&client, "default", "edge-node").await.unwrap();
     assert!(
         events
             .iter()
@@ -294,7 +247,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
     let envoy_pid = || {
         let out = vps
             .ssh(
-                &internet,
+                internet,
                 "systemctl show -p MainPID --value tunnel-envoy.service",
             )
             .unwrap();
@@ -306,7 +259,7 @@ async fn readme_tls_examples_and_a_certificate_rotation() {
     let rotated = pem_der(&new_cert);
     let ca = web_ca.clone();
     assert!(
-        until_in(&internet, move || {
+        until_in(internet, move || {
             tls_exchange((public, 9443), "web.example.test", &ca, None)
                 .is_ok_and(|(cert, reply)| cert == rotated && reply == "my-web: hello\n")
         }),

@@ -19,11 +19,10 @@ use testbed::keys::{PASSPHRASE, bcrypt_bomb, scrypt_bomb};
 use testbed::netns::Netns;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::enroll_support::{Network, serve_greeting};
-use crate::operator_support::{
-    Operator, Uplinks, apply_yaml, artefact_dirs, eventually, node_ready, service, ssh_secret,
-    start_bed, until_node_ready,
-};
+use testbed::objects::{apply_yaml, ready, until_ready};
+use testbed::operator::OperatorBed;
+use testbed::uplinks::Uplinks;
+use testbed::wait::eventually;
 
 const LONG: Duration = Duration::from_secs(180);
 /// Tarpit EdgeNodes, one more than the operator's SSH slots in the test.
@@ -79,28 +78,15 @@ fn tarpit(ns: &Netns) -> (u16, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others() {
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = start_bed(1).await;
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let mut operator = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("operator.log"),
-        &["--resync-period", "1h"],
-    );
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let bed = OperatorBed::example_1(1).await.unwrap();
+    let client = bed.client.clone();
+    let net = bed.net();
+    let (vps, pods) = (&net.vps, &net.pods);
+    let mut operator = bed
+        .operator()
+        .flags(&["--resync-period", "1h"])
+        .start()
+        .unwrap();
     let address = vps.address().to_string();
     let known_hosts = vps.known_hosts_line().unwrap();
 
@@ -121,11 +107,19 @@ async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others
     )
     .await;
     for name in ["bomb-scrypt", "bomb-bcrypt"] {
-        apply_yaml::<EdgeNode>(&client, &node_yaml(name, &address, 22, name, "5s")).await;
+        apply_yaml::<EdgeNode>(&client, &node_yaml(name, &address, 22, name, "5s"))
+            .await
+            .unwrap();
     }
-    ssh_secret(&client, "default", "ssh-good", &vps).await;
-    apply_yaml::<EdgeNode>(&client, &node_yaml("good", &address, 22, "ssh-good", "5s")).await;
-    apply_yaml::<PortBinding>(&client, &binding_yaml("good")).await;
+    apply_yaml::<EdgeNode>(
+        &client,
+        &node_yaml("good", &address, 22, "vps-ssh-secret", "5s"),
+    )
+    .await
+    .unwrap();
+    apply_yaml::<PortBinding>(&client, &binding_yaml("good"))
+        .await
+        .unwrap();
 
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let log = || operator.log_text();
@@ -137,7 +131,7 @@ async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others
             &format!("EdgeNode {name} refused with SSHKeyKdfTooExpensive"),
             LONG,
             async || {
-                node_ready(&nodes, name)
+                ready(&nodes, name)
                     .await
                     .filter(|c| c.1 == "SSHKeyKdfTooExpensive")
             },
@@ -153,8 +147,10 @@ async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others
         );
     }
 
-    let uplinks = Uplinks::start(&client, "tunnel", "good", &pods[0..1]).await;
-    until_node_ready(&nodes, "good", || {
+    let uplinks = Uplinks::start(&client, "tunnel", "good", &pods[0..1])
+        .await
+        .unwrap();
+    until_ready(&nodes, "good", || {
         format!("{}\nuplinks:\n{}", operator.log_text(), uplinks.logs())
     })
     .await;
@@ -166,7 +162,7 @@ async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others
     // The refusal is a condition, not a crash or a stuck pass, and it stays so.
     for name in ["bomb-scrypt", "bomb-bcrypt"] {
         assert_eq!(
-            node_ready(&nodes, name).await.map(|c| c.1).as_deref(),
+            ready(&nodes, name).await.map(|c| c.1).as_deref(),
             Some("SSHKeyKdfTooExpensive")
         );
     }
@@ -175,30 +171,16 @@ async fn key_derivation_bombs_get_a_condition_and_the_operator_serves_the_others
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tarpit_vpses_do_not_starve_the_ssh_slots() {
-    let (
-        server,
-        client,
-        Network {
-            internet,
-            vps,
-            cluster,
-            pods,
-        },
-    ) = start_bed(1).await;
-    serve_greeting(&cluster, "10.96.0.10:8080", b"my-web: ");
-    service(&client, "default", "my-web", "10.96.0.10", &[(8080, "TCP")]).await;
-    let (port, accepted) = tarpit(&internet);
-    let dirs = artefact_dirs();
-    let logs = tempfile::tempdir().unwrap();
-    let operator = Operator::start(
-        &internet,
-        &server,
-        &dirs,
-        &logs.path().join("operator.log"),
-        &["--max-concurrent-reconciles", "2", "--resync-period", "1h"],
-    );
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    ssh_secret(&client, "default", "ssh", &vps).await;
+    let bed = OperatorBed::example_1(1).await.unwrap();
+    let client = bed.client.clone();
+    let net = bed.net();
+    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
+    let (port, accepted) = tarpit(internet);
+    let operator = bed
+        .operator()
+        .flags(&["--max-concurrent-reconciles", "2", "--resync-period", "1h"])
+        .start()
+        .unwrap();
 
     // Three tarpits (more than the two slots), each with the longest connect timeout
     // admission allows: on the old code two of them hold both slots for their whole
@@ -206,9 +188,16 @@ async fn tarpit_vpses_do_not_starve_the_ssh_slots() {
     for i in 0..TARPITS {
         apply_yaml::<EdgeNode>(
             &client,
-            &node_yaml(&format!("tarpit-{i}"), "127.0.0.1", port, "ssh", "60s"),
+            &node_yaml(
+                &format!("tarpit-{i}"),
+                "127.0.0.1",
+                port,
+                "vps-ssh-secret",
+                "60s",
+            ),
         )
-        .await;
+        .await
+        .unwrap();
     }
     eventually(
         "the tarpit to hold two connections",
@@ -219,11 +208,20 @@ async fn tarpit_vpses_do_not_starve_the_ssh_slots() {
     .await;
 
     let address = vps.address().to_string();
-    apply_yaml::<EdgeNode>(&client, &node_yaml("good", &address, 22, "ssh", "5s")).await;
-    apply_yaml::<PortBinding>(&client, &binding_yaml("good")).await;
+    apply_yaml::<EdgeNode>(
+        &client,
+        &node_yaml("good", &address, 22, "vps-ssh-secret", "5s"),
+    )
+    .await
+    .unwrap();
+    apply_yaml::<PortBinding>(&client, &binding_yaml("good"))
+        .await
+        .unwrap();
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
-    let uplinks = Uplinks::start(&client, "tunnel", "good", &pods[0..1]).await;
-    until_node_ready(&nodes, "good", || {
+    let uplinks = Uplinks::start(&client, "tunnel", "good", &pods[0..1])
+        .await
+        .unwrap();
+    until_ready(&nodes, "good", || {
         format!(
             "tarpit connections: {}\n{}\nuplinks:\n{}",
             accepted.load(Ordering::SeqCst),
@@ -242,7 +240,7 @@ async fn tarpit_vpses_do_not_starve_the_ssh_slots() {
     for i in 0..TARPITS {
         let name = format!("tarpit-{i}");
         assert_ne!(
-            node_ready(&nodes, &name).await.map(|c| c.0).as_deref(),
+            ready(&nodes, &name).await.map(|c| c.0).as_deref(),
             Some("True")
         );
     }

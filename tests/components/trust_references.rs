@@ -16,19 +16,18 @@
 //! the VPS's address in its message, which the EdgeNode's own PortBindings show.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::Client;
 use kube::api::{Api, PostParams};
-use testbed::apiserver::ApiServer;
 use testbed::free_port;
-use testbed::process::Process;
+use testbed::objects::{events_of, namespace, ready, service};
+use testbed::operator::{Operator, OperatorBed};
+use testbed::wait::eventually;
 use tunnel::crd::{EdgeNode, PortBinding, ReferenceGrant};
 
 use crate::edge_support::{pki, tls_secret};
-use crate::operator_support::{binding_ready, events_of, eventually, namespace};
 use crate::plan_inputs::{input, node, pb};
 use crate::ssh_session::keygen;
 use tunnel::crd::{FromKind, GrantFrom, GrantTo, ReferenceGrantSpec, ToKind};
@@ -173,32 +172,24 @@ fn restricted_raw_targets_are_refused_unless_the_flag_allows_them() {
     );
 }
 
-/// The operator's bed without a VPS: the API server with the CRDs, and EdgeNode
+/// The operator's bed without a VPS ([`OperatorBed`]), and EdgeNode
 /// `team-a/edge` whose VPS is `127.0.0.1` at a closed port (with a valid SSH Secret, so its
 /// passes plan and fail only at the connection).
-struct Bed {
-    server: ApiServer,
+struct TenantBed {
+    bed: OperatorBed,
     client: Client,
-    dir: tempfile::TempDir,
-    agents: String,
     closed: u16,
 }
 
-impl Bed {
+impl TenantBed {
     async fn start() -> Self {
-        let server = ApiServer::start().await.unwrap();
-        server.install_crds(&tunnel::crd::crds()).await.unwrap();
-        let client = server.client().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        // The relay agent it would push (never run: no VPS answers).
-        let agents = dir.path().join("tunnelctl");
-        std::fs::create_dir_all(&agents).unwrap();
-        std::fs::write(agents.join("tunnelctl-linux-amd64"), b"relay agent").unwrap();
+        let bed = OperatorBed::builder().start().await.unwrap();
+        let client = bed.client.clone();
         let closed = free_port().unwrap();
         for ns in ["team-a", "evil", "networking"] {
-            namespace(&client, ns).await;
+            namespace(&client, ns).await.unwrap();
         }
-        let (private, public) = keygen(dir.path(), "id_ed25519", &["-t", "ed25519", "-N", ""]);
+        let (private, public) = keygen(bed.dir(), "id_ed25519", &["-t", "ed25519", "-N", ""]);
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "vps", "namespace": "team-a"},
             "stringData": {"privateKey": private, "knownHosts": format!("[127.0.0.1]:{closed} {public}")}
@@ -209,10 +200,8 @@ impl Bed {
             .await
             .unwrap();
         Self {
-            server,
+            bed,
             client,
-            agents: agents.display().to_string(),
-            dir,
             closed,
         }
     }
@@ -241,23 +230,17 @@ impl Bed {
             .unwrap();
     }
 
-    fn operator(&self, label: &str, extra: &[&str]) -> (Process, std::path::PathBuf) {
-        let log = self.dir.path().join(format!("{label}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
-        cmd.args([
-            "run",
-            "--tunnelctl-dir",
-            &self.agents,
-            "--leader-elect=false",
-        ])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args(extra)
-        .env("KUBECONFIG", self.server.kubeconfig_path())
-        .env("LOG_FORMAT", "text");
-        (Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap(), log)
+    fn operator(&self, label: &str, extra: &[&str]) -> (Operator, std::path::PathBuf) {
+        let operator = self
+            .bed
+            .operator()
+            .name(label)
+            .flags(&["--leader-elect=false"])
+            .flags(extra)
+            .start()
+            .unwrap();
+        let log = operator.log.clone();
+        (operator, log)
     }
 }
 
@@ -283,7 +266,7 @@ fn log_of(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
-    let bed = Bed::start().await;
+    let bed = TenantBed::start().await;
     // `evil` comes first (older: it would keep the ports), with no grant from team-a, and
     // one more PortBinding naming an EdgeNode of team-a that does not exist.
     let two = "    - {name: https, protocol: TCP, listenPort: 8443, target: {address: 10.1.1.1, port: 443}}\n    - {name: dns, protocol: UDP, listenPort: 5353, target: {address: 10.1.1.1, port: 53}}\n";
@@ -305,7 +288,7 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
         "team-a/web reports the EdgeNode's SSH failure",
         Duration::from_secs(120),
         async || {
-            binding_ready(&team_a, "web")
+            ready(&team_a, "web")
                 .await
                 .filter(|c| c.1 == "EdgeNodeNotReady")
         },
@@ -328,7 +311,7 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
         let (status, reason, message) = eventually(
             &format!("evil/{name} has a Ready condition"),
             Duration::from_secs(60),
-            async || binding_ready(&evil, name).await,
+            async || ready(&evil, name).await,
             || log_of(&log),
         )
         .await;
@@ -349,7 +332,7 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
             !status.contains("127.0.0.1") && !status.contains(&closed) && !status.contains("SSH"),
             "the node's state reached evil/{name}: {status}"
         );
-        for event in events_of(&bed.client, "evil", name).await {
+        for event in events_of(&bed.client, "evil", name).await.unwrap() {
             assert!(
                 !event.contains("127.0.0.1") && !event.contains("SSH"),
                 "the node's state reached an Event of evil/{name}: {event}"
@@ -371,7 +354,7 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
         "evil/probe EdgeNodeNotFound once granted",
         Duration::from_secs(60),
         async || {
-            binding_ready(&evil, "probe")
+            ready(&evil, "probe")
                 .await
                 .filter(|c| c.1 == "EdgeNodeNotFound")
         },
@@ -379,14 +362,14 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
     )
     .await;
     assert_eq!(
-        binding_ready(&evil, "squat").await.map(|c| c.1).as_deref(),
+        ready(&evil, "squat").await.map(|c| c.1).as_deref(),
         Some("ReferenceNotGranted")
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_server_is_never_a_target_whatever_namespaces_are_watched() {
-    let bed = Bed::start().await;
+    let bed = TenantBed::start().await;
     let api_ip = Api::<Service>::namespaced(bed.client.clone(), "default")
         .get("kubernetes")
         .await
@@ -395,14 +378,15 @@ async fn the_api_server_is_never_a_target_whatever_namespaces_are_watched() {
         .unwrap()
         .cluster_ip
         .unwrap();
-    crate::operator_support::service(
+    service(
         &bed.client,
         "networking",
         "internal-ingress",
         "10.96.0.30",
         &[(443, "TCP")],
     )
-    .await;
+    .await
+    .unwrap();
     let bindings = format!(
         "    - {{name: api-service, protocol: TCP, listenPort: 6443, target: {{service: {{name: kubernetes, namespace: default, port: 443}}}}}}\n    - {{name: api-address, protocol: TCP, listenPort: 6444, target: {{address: {api_ip}, port: 443}}}}\n    - {{name: admin-bridge, protocol: TCP, listenPort: 6445, target: {{address: 10.200.0.1, port: 40600}}}}\n    - {{name: ingress, protocol: TCP, listenPort: 443, target: {{service: {{name: internal-ingress, namespace: networking, port: 443}}}}}}\n    - {{name: plain, protocol: TCP, listenPort: 80, target: {{address: 10.1.1.1, port: 80}}}}\n"
     );

@@ -14,10 +14,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::NonResourceAttributes;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -25,10 +24,9 @@ use serde::Deserialize as _;
 use serde_json::json;
 use testbed::apiserver::ApiServer;
 use testbed::free_port;
+use testbed::operator::{CHART_UPLINK_IMAGE, OperatorBed};
 use testbed::process::Process;
 use tunnel::crd::{EdgeNode, PortBinding};
-
-use super::leader_election::agents_dir;
 
 const CHART_CRDS: &str = "charts/tunnel/files/crds.yaml";
 
@@ -106,15 +104,8 @@ async fn allowed(
 
 /// Runs `helm` with its own state directories and `args`.
 pub(crate) fn helm(server: Option<&ApiServer>, args: &[&str], homes: &Path) -> Output {
-    let mut cmd = Command::new(testbed::tools::bin("helm").unwrap());
-    cmd.args(args)
-        .env("HELM_CACHE_HOME", homes.join("cache"))
-        .env("HELM_CONFIG_HOME", homes.join("config"))
-        .env("HELM_DATA_HOME", homes.join("data"));
-    if let Some(server) = server {
-        cmd.arg("--kubeconfig").arg(server.kubeconfig_path());
-    }
-    cmd.output().unwrap()
+    let kubeconfig = server.map(ApiServer::kubeconfig_path);
+    testbed::tools::helm(args, homes, kubeconfig.as_deref()).unwrap()
 }
 
 pub(crate) fn ok(out: &Output, what: &str) -> String {
@@ -726,14 +717,6 @@ async fn envoy_stats(dir: &Path) -> String {
     text
 }
 
-/// A kubeconfig that authenticates with `token` only.
-fn token_kubeconfig(server: &ApiServer, token: &str, path: &Path) {
-    let admin = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
-    config["users"][0]["user"] = serde_yaml::to_value(json!({ "token": token })).unwrap();
-    std::fs::write(path, serde_yaml::to_string(&config).unwrap()).unwrap();
-}
-
 async fn condition_of(api: &Api<EdgeNode>, name: &str) -> Option<(String, String)> {
     let n = api.get(name).await.ok()?;
     n.status?
@@ -746,7 +729,9 @@ async fn condition_of(api: &Api<EdgeNode>, name: &str) -> Option<(String, String
 #[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_runs_on_its_token() {
-    let server = ApiServer::start().await.unwrap();
+    // The CRDs come with the chart.
+    let bed = OperatorBed::builder().without_crds().start().await.unwrap();
+    let server = &bed.server;
     let homes = tempfile::tempdir().unwrap();
     let install = [
         "install",
@@ -756,7 +741,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         "tunnel-system",
         "--create-namespace",
     ];
-    ok(&helm(Some(&server), &install, homes.path()), "helm install");
+    ok(&helm(Some(server), &install, homes.path()), "helm install");
 
     // The CRDs came with the chart: the README's Example 1 applies.
     let admin = server.client().await.unwrap();
@@ -1002,23 +987,10 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     // For real: the operator on the chart's ServiceAccount token only. An SSH Secret whose
     // VPS is a closed loopback port: each pass gets as far as the uplink workload.
     let dir = tempfile::tempdir().unwrap();
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), "tunnel-system")
-        .create_token_request("tunnel", &PostParams::default(), &request)
+    let kubeconfig = server
+        .service_account_kubeconfig("tunnel-system", "tunnel")
         .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let kubeconfig = dir.path().join("kubeconfig");
-    token_kubeconfig(&server, &token, &kubeconfig);
+        .unwrap();
     let key = dir.path().join("id");
     assert!(
         Command::new("ssh-keygen")
@@ -1072,29 +1044,15 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         .await
         .unwrap();
 
-    let log = dir.path().join("operator.log");
-    let metrics_port = free_port().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args(["run", "--tunnelctl-dir", &agents_dir(dir.path())])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        // The uplink image the chart names (its admission policy admits only that one).
-        .args([
-            "--image-repo",
-            "ghcr.io/achetronic/tunnel",
-            "--image-tag",
-            "0.1.0",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
+    let mut operator = bed
+        .operator()
+        .kubeconfig(&kubeconfig)
+        .metrics()
+        .flags(&CHART_UPLINK_IMAGE)
         .env("POD_NAMESPACE", "tunnel-system")
-        .env("LOG_FORMAT", "text");
-    let mut operator = Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap();
+        .start()
+        .unwrap();
+    let log = operator.log.clone();
 
     let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), "tunnel");
     let configs: Api<ConfigMap> = Api::namespaced(admin.clone(), "tunnel");
@@ -1175,7 +1133,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     // helm upgrade with the namespace added (and another flag): it goes through.
     ok(
         &helm(
-            Some(&server),
+            Some(server),
             &[
                 "upgrade",
                 "tunnel",
@@ -1226,12 +1184,12 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         through,
         "the uplink workload never reached namespace edge:\n{text}"
     );
-    operator.stop(Duration::from_secs(10));
+    operator.process.stop(Duration::from_secs(10));
 
     // watchNamespaces: Secrets and Services readable only there.
     ok(
         &helm(
-            Some(&server),
+            Some(server),
             &[
                 "upgrade",
                 "tunnel",
@@ -1306,24 +1264,16 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         .create(&PostParams::default(), &outside)
         .await
         .unwrap();
-    let log = dir.path().join("operator-watch.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args(["run", "--tunnelctl-dir", &agents_dir(dir.path())])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args(["--watch-namespaces", "default"])
-        .args([
-            "--image-repo",
-            "ghcr.io/achetronic/tunnel",
-            "--image-tag",
-            "0.1.0",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
+    let mut operator = bed
+        .operator()
+        .name("operator-watch")
+        .kubeconfig(&kubeconfig)
+        .flags(&["--watch-namespaces", "default"])
+        .flags(&CHART_UPLINK_IMAGE)
         .env("POD_NAMESPACE", "tunnel-system")
-        .env("LOG_FORMAT", "text");
-    let mut operator = Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap();
+        .start()
+        .unwrap();
+    let log = operator.log.clone();
     let mut hidden = None;
     for _ in 0..120 {
         hidden = condition_of(&other_nodes, "outside").await;
@@ -1342,12 +1292,12 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     );
     assert!(text.contains("the actor tree runs"), "{text}");
     assert!(!text.contains("forbidden"), "{text}");
-    operator.stop(Duration::from_secs(10));
+    operator.process.stop(Duration::from_secs(10));
 
     // Uninstall: the CRDs, the user's objects and the uplink namespaces stay.
     ok(
         &helm(
-            Some(&server),
+            Some(server),
             &["uninstall", "tunnel", "--namespace", "tunnel-system"],
             homes.path(),
         ),

@@ -10,15 +10,13 @@
 
 #![allow(clippy::float_cmp)] // samples of counters and gauges are whole numbers
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use testbed::apiserver::{ApiServer, AuditedWrite};
-use testbed::free_port;
-use testbed::process::Process;
+use testbed::apiserver::AuditedWrite;
+use testbed::metrics::{sample, scrape};
+use testbed::operator::{Operator, OperatorBed};
 use testbed::wait::wait_until;
 use tunnel::crd::EdgeNode;
 
@@ -26,81 +24,38 @@ const LEASE: &str = "6f1468a9.achetronic.com";
 // Whole seconds (the Lease stores seconds); short so the test is quick.
 const LEASE_SECONDS: u64 = 6;
 
-pub struct Operator {
-    pub process: Process,
-    pub metrics_port: u16,
-    pub log: PathBuf,
+/// The identity `operator` writes into the Lease ends with this: `<host>_<pid>`.
+fn identity_suffix(operator: &Operator) -> String {
+    format!("_{}", operator.process.pid())
 }
 
-impl Operator {
-    /// The identity it writes into the Lease: `<host>_<pid>`.
-    pub fn identity_suffix(&self) -> String {
-        format!("_{}", self.process.pid())
-    }
-}
-
-pub fn agents_dir(dir: &Path) -> String {
-    let agents = dir.join("tunnelctl");
-    std::fs::create_dir_all(&agents).unwrap();
-    std::fs::write(agents.join("tunnelctl-linux-amd64"), b"relay agent").unwrap();
-    agents.to_str().unwrap().to_owned()
+/// Its plain-HTTP metrics port.
+fn metrics(operator: &Operator) -> u16 {
+    operator.metrics_port.unwrap()
 }
 
 /// Starts `tunnel run` as `user` (a system:masters member), plain-HTTP metrics on a free
 /// loopback port, short leader-election timings.
-pub fn start_operator(server: &ApiServer, dir: &Path, user: &str, extra: &[&str]) -> Operator {
-    let kubeconfig = server.kubeconfig_as(user, &["system:masters"]).unwrap();
-    let metrics_port = free_port().unwrap();
-    let log = dir.join(format!("{user}.log"));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args(["run", "--tunnelctl-dir", &agents_dir(dir)])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .args([
+fn start_operator(bed: &OperatorBed, user: &str) -> Operator {
+    let lease = format!("{LEASE_SECONDS}s");
+    bed.operator()
+        .name(user)
+        .user(user)
+        .unwrap()
+        .metrics()
+        .flags(&[
             "--metrics-secure=false",
             "--leader-elect-namespace",
             "default",
-        ])
-        .args([
             "--leader-elect-lease-duration",
-            &format!("{LEASE_SECONDS}s"),
+            &lease,
+            "--leader-elect-renew-deadline",
+            "4s",
+            "--leader-elect-retry-period",
+            "1s",
         ])
-        .args(["--leader-elect-renew-deadline", "4s"])
-        .args(["--leader-elect-retry-period", "1s"])
-        .args(extra)
-        .env("KUBECONFIG", kubeconfig)
-        .env("LOG_FORMAT", "text");
-    let process = Process::spawn(user, &mut cmd, Some(&log)).unwrap();
-    Operator {
-        process,
-        metrics_port,
-        log,
-    }
-}
-
-/// `GET /metrics` over plain HTTP.
-pub fn scrape(port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).ok()?;
-    out.starts_with("HTTP/1.1 200").then_some(out)
-}
-
-/// The value of the sample whose line starts with `series ` (0 when absent).
-pub fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
+        .start()
+        .unwrap()
 }
 
 async fn holder(api: &Api<Lease>) -> Option<String> {
@@ -152,21 +107,19 @@ async fn ready_message(api: &Api<EdgeNode>) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_leader_writes_a_killed_leader_is_replaced_a_paused_one_writes_nothing() {
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let bed = OperatorBed::builder().start().await.unwrap();
+    let (server, client) = (&bed.server, bed.client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
     let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
 
-    let mut a = start_operator(&server, dir.path(), "operator-a", &[]);
+    let mut a = start_operator(&bed, "operator-a");
     // `a` leads before `b` starts, so the roles are known.
     let first = wait_async("a to hold the Lease", Duration::from_secs(60), || async {
         holder(&leases).await
     })
     .await;
-    assert!(first.ends_with(&a.identity_suffix()), "{first}");
-    let mut b = start_operator(&server, dir.path(), "operator-b", &[]);
+    assert!(first.ends_with(&identity_suffix(&a)), "{first}");
+    let mut b = start_operator(&bed, "operator-b");
 
     let node: EdgeNode = serde_json::from_value(serde_json::json!({
         "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
@@ -182,7 +135,7 @@ async fn one_leader_writes_a_killed_leader_is_replaced_a_paused_one_writes_nothi
     assert!(message.contains("default/vps-ssh-secret"), "{message}");
     // b is up (serving metrics as a standby) and has had time to try.
     wait_until("b's metrics", Duration::from_secs(30), || {
-        scrape(b.metrics_port).is_some()
+        scrape(metrics(&b)).is_some()
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -199,12 +152,12 @@ async fn one_leader_writes_a_killed_leader_is_replaced_a_paused_one_writes_nothi
     assert!(by_a.iter().any(|w| w.resource == "leases"));
     assert!(by_b.is_empty(), "the standby wrote: {:?}", describe(&by_b));
     assert_eq!(
-        sample(&scrape(b.metrics_port).unwrap(), "tunnel_leader"),
-        0.0
+        sample(&scrape(metrics(&b)).unwrap(), "tunnel_leader"),
+        Some(0.0)
     );
     assert_eq!(
-        sample(&scrape(a.metrics_port).unwrap(), "tunnel_leader"),
-        1.0
+        sample(&scrape(metrics(&a)).unwrap(), "tunnel_leader"),
+        Some(1.0)
     );
     let version_before = nodes
         .get("edge-node")
@@ -223,7 +176,7 @@ async fn one_leader_writes_a_killed_leader_is_replaced_a_paused_one_writes_nothi
         || async {
             holder(&leases)
                 .await
-                .filter(|h| h.ends_with(&b.identity_suffix()))
+                .filter(|h| h.ends_with(&identity_suffix(&b)))
         },
     )
     .await;
@@ -235,11 +188,12 @@ async fn one_leader_writes_a_killed_leader_is_replaced_a_paused_one_writes_nothi
     );
     // b runs its pass (an EdgeNode pass is counted) and has nothing to change.
     wait_until("b's first EdgeNode pass", Duration::from_secs(60), || {
-        scrape(b.metrics_port).is_some_and(|m| {
+        scrape(metrics(&b)).is_some_and(|m| {
             sample(
                 &m,
                 "tunnel_reconcile_passes_total{kind=\"EdgeNode\",result=\"error\"}",
-            ) >= 1.0
+            )
+            .is_some_and(|n| n >= 1.0)
         })
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -267,14 +221,14 @@ async fn one_leader_writes_a_killed_leader_is_replaced_a_paused_one_writes_nothi
 
     // Pause b (the leader now); c takes over and writes a status for a changed spec.
     b.process.signal("STOP");
-    let mut c = start_operator(&server, dir.path(), "operator-c", &[]);
+    let mut c = start_operator(&bed, "operator-c");
     wait_async(
         "c to take the Lease",
         Duration::from_secs(LEASE_SECONDS * 6),
         || async {
             holder(&leases)
                 .await
-                .filter(|h| h.ends_with(&c.identity_suffix()))
+                .filter(|h| h.ends_with(&identity_suffix(&c)))
         },
     )
     .await;

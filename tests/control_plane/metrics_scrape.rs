@@ -17,19 +17,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, PostParams};
 use rcgen::{CertificateParams, IsCa, Issuer, KeyPair};
 use testbed::apiserver::ApiServer;
 use testbed::free_port;
+use testbed::operator::OperatorBed;
 use testbed::process::Process;
 use testbed::wait::wait_until;
 use tunnel::crd::EdgeNode;
 use tunnel::telemetry::reviews::{SOURCE_REVIEW_BURST, SOURCE_REVIEWS_PER_SECOND};
-
-use super::leader_election::agents_dir;
 
 async fn create<K>(api: &Api<K>, json: serde_json::Value)
 where
@@ -39,27 +37,18 @@ where
     api.create(&PostParams::default(), &object).await.unwrap();
 }
 
-async fn token(client: &kube::Client, name: &str) -> String {
+/// A token of a new ServiceAccount `monitoring/<name>`.
+async fn token(server: &ApiServer, client: &kube::Client, name: &str) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "monitoring");
     create(
         &sas,
         serde_json::json!({"metadata": {"name": name, "namespace": "monitoring"}}),
     )
     .await;
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    sas.create_token_request(name, &PostParams::default(), &request)
+    server
+        .service_account_token("monitoring", name)
         .await
         .unwrap()
-        .status
-        .unwrap()
-        .token
 }
 
 /// A CA and a serving certificate for 127.0.0.1, written as `tls.crt`/`tls.key` (+ `ca.crt`).
@@ -163,9 +152,8 @@ fn random_token_scrapes(port: u16, count: usize, dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_over_https_with_a_token_allowed_metrics_and_others_are_refused() {
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
+    let bed = OperatorBed::builder().start().await.unwrap();
+    let (server, client) = (&bed.server, bed.client.clone());
     let dir = tempfile::tempdir().unwrap();
 
     // Who may scrape: the `prometheus` ServiceAccount, by a ClusterRole on `/metrics`.
@@ -187,8 +175,8 @@ async fn prometheus_scrapes_over_https_with_a_token_allowed_metrics_and_others_a
             "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]}),
     )
     .await;
-    let allowed = token(&client, "prometheus").await;
-    let other = token(&client, "intruder").await;
+    let allowed = token(server, &client, "prometheus").await;
+    let other = token(server, &client, "intruder").await;
     std::fs::write(dir.path().join("allowed.token"), &allowed).unwrap();
     std::fs::write(dir.path().join("other.token"), &other).unwrap();
 
@@ -206,22 +194,14 @@ async fn prometheus_scrapes_over_https_with_a_token_allowed_metrics_and_others_a
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     certificates(&certs);
-    let metrics_port = free_port().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args(["run", "--tunnelctl-dir", &agents_dir(dir.path())])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .args(["--metrics-cert-path", certs.to_str().unwrap()])
-        .args(["--leader-elect=false"])
-        .env("KUBECONFIG", server.kubeconfig_path());
-    let _operator =
-        Process::spawn("tunnel", &mut cmd, Some(&dir.path().join("operator.log"))).unwrap();
+    let operator = bed
+        .operator()
+        .metrics()
+        .flags(&["--metrics-cert-path", certs.to_str().unwrap()])
+        .flags(&["--leader-elect=false"])
+        .start()
+        .unwrap();
+    let metrics_port = operator.metrics_port.unwrap();
 
     let target = format!("127.0.0.1:{metrics_port}");
     let ca = certs.join("ca.crt");
@@ -328,7 +308,7 @@ async fn prometheus_scrapes_over_https_with_a_token_allowed_metrics_and_others_a
     let bound = |elapsed: Duration| {
         SOURCE_REVIEW_BURST + SOURCE_REVIEWS_PER_SECOND * (elapsed.as_secs() + 2)
     };
-    let reviews_before = token_reviews(&server);
+    let reviews_before = token_reviews(server);
     let started = Instant::now();
     let mut codes = Vec::new();
     while codes.len() < 300 || u64::try_from(codes.len()).unwrap() < 3 * bound(started.elapsed()) {
@@ -338,7 +318,7 @@ async fn prometheus_scrapes_over_https_with_a_token_allowed_metrics_and_others_a
             "the flood never got ahead of the bound"
         );
     }
-    let reviews = token_reviews(&server) - reviews_before;
+    let reviews = token_reviews(server) - reviews_before;
     let elapsed = started.elapsed();
     let busy = codes.iter().filter(|c| *c == "429").count();
     let refused = codes.iter().filter(|c| *c == "401").count();

@@ -24,13 +24,11 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, PostParams};
-use testbed::apiserver::ApiServer;
 use testbed::free_port;
-use testbed::process::Process;
+use testbed::metrics::{sample, scrape};
+use testbed::operator::OperatorBed;
 use testbed::wait::wait_until;
 use tunnel::crd::EdgeNode;
-
-use super::leader_election::{agents_dir, sample, scrape};
 
 /// Every flag a user can set (the seed's table without the webhook flags, and the operator's).
 const FLAGS: &[&str] = &[
@@ -186,17 +184,14 @@ fn help_lists_every_flag_and_the_webhook_flags_are_not_there() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn non_default_flags_have_their_effect() {
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
+    let bed = OperatorBed::builder().start().await.unwrap();
+    let client = bed.client.clone();
     let dir = tempfile::tempdir().unwrap();
-    let agents = agents_dir(dir.path());
 
     // Bad leader-election timings are refused before anything starts.
-    let out = tunnel()
-        .args(["run", "--tunnelctl-dir", &agents])
-        .args(["--leader-elect-renew-deadline", "20s"])
-        .env("KUBECONFIG", server.kubeconfig_path())
+    let out = bed
+        .operator()
+        .flags(&["--leader-elect-renew-deadline", "20s"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -207,19 +202,11 @@ async fn non_default_flags_have_their_effect() {
     );
 
     // A certificate directory without the certificate: refused at start, naming the file.
-    let out = tunnel()
-        .args(["run", "--tunnelctl-dir", &agents])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args(["--metrics-cert-path", dir.path().to_str().unwrap()])
-        .args(["--metrics-cert-name", "mine.pem"])
-        .env("KUBECONFIG", server.kubeconfig_path())
+    let out = bed
+        .operator()
+        .metrics()
+        .flags(&["--metrics-cert-path", dir.path().to_str().unwrap()])
+        .flags(&["--metrics-cert-name", "mine.pem"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -270,36 +257,29 @@ async fn non_default_flags_have_their_effect() {
     }
 
     // 1: no leader election, the uplink image, plain-HTTP metrics, text logs at debug.
-    let plain = free_port().unwrap();
-    let log = dir.path().join("one.log");
-    let mut cmd = tunnel();
-    cmd.args(["run", "--tunnelctl-dir", &agents])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args(["--leader-elect=false"])
-        .args(["--image-repo", "registry.example/acme", "--image-tag", "v9"])
-        .args(["--uplink-priority-class-name", "edge-critical"])
-        .args(["--uplink-image-pull-secrets", "regcred,mirror"])
+    let no_envoy = dir.path().join("no-envoy").display().to_string();
+    let mut one = bed
+        .operator()
+        .name("tunnel-one")
+        .metrics()
+        .flags(&["--leader-elect=false"])
+        .flags(&["--image-repo", "registry.example/acme", "--image-tag", "v9"])
+        .flags(&["--uplink-priority-class-name", "edge-critical"])
+        .flags(&["--uplink-image-pull-secrets", "regcred,mirror"])
         // The download mode (no binaries to push), a mirror and a digest of our own.
-        .args([
-            "--envoy-dir",
-            &dir.path().join("no-envoy").display().to_string(),
-        ])
-        .args(["--envoy-version", "1.39.1"])
-        .args([
+        .flags(&["--envoy-dir", &no_envoy])
+        .flags(&["--envoy-version", "1.39.1"])
+        .flags(&[
             "--envoy-download-url",
             "https://mirror.example/envoy/{version}/envoy-{arch}",
         ])
-        .args(["--envoy-sha256", &format!("arm64={}", "ab".repeat(32))])
-        .args(["--max-concurrent-reconciles", "1"])
-        .args(["--metrics-bind-address", &format!("127.0.0.1:{plain}")])
-        .args(["--metrics-secure=false"])
-        .env("KUBECONFIG", server.kubeconfig_path())
-        .env("LOG_FORMAT", "text")
-        .env("LOG_LEVEL", "debug");
-    let mut one = Process::spawn("tunnel-one", &mut cmd, Some(&log)).unwrap();
+        .flags(&["--envoy-sha256", &format!("arm64={}", "ab".repeat(32))])
+        .flags(&["--max-concurrent-reconciles", "1"])
+        .flags(&["--metrics-secure=false"])
+        .env("LOG_LEVEL", "debug")
+        .start()
+        .unwrap();
+    let (plain, log) = (one.metrics_port.unwrap(), one.log.clone());
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "tunnel");
     let mut pod = None;
     for _ in 0..120 {
@@ -330,7 +310,7 @@ async fn non_default_flags_have_their_effect() {
         .collect();
     assert_eq!(pull, ["regcred", "mirror"]);
     wait_until("plain-HTTP metrics", Duration::from_secs(30), || {
-        scrape(plain).is_some_and(|m| sample(&m, "tunnel_leader") == 1.0)
+        scrape(plain).is_some_and(|m| sample(&m, "tunnel_leader") == Some(1.0))
     });
     let all_leases: Api<Lease> = Api::all(client.clone());
     assert!(
@@ -374,7 +354,7 @@ async fn non_default_flags_have_their_effect() {
         most, 2,
         "--max-concurrent-reconciles 1: dialling holds no slot"
     );
-    one.stop(Duration::from_secs(10));
+    one.process.stop(Duration::from_secs(10));
 
     // 2 and 3: the Lease in another namespace, HTTPS metrics with a self-signed certificate,
     // HTTP/2 only where enabled; 3 is the standby and serves metrics all the same.
@@ -385,26 +365,17 @@ async fn non_default_flags_have_their_effect() {
         )
         .await
         .unwrap();
-    let start = |name: &str, port: u16, extra: &[&str]| {
-        let mut cmd = tunnel();
-        cmd.args(["run", "--tunnelctl-dir", &agents])
-            .args([
-                "--health-probe-bind-address",
-                &format!("127.0.0.1:{}", free_port().unwrap()),
-            ])
-            .args(["--leader-elect-namespace", "leases"])
-            .args(["--metrics-bind-address", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("KUBECONFIG", server.kubeconfig_path());
-        Process::spawn(
-            name,
-            &mut cmd,
-            Some(&dir.path().join(format!("{name}.log"))),
-        )
-        .unwrap()
+    let start = |name: &str, extra: &[&str]| {
+        bed.operator()
+            .name(name)
+            .metrics()
+            .flags(&["--leader-elect-namespace", "leases"])
+            .flags(extra)
+            .start()
+            .unwrap()
     };
-    let (h2, h1) = (free_port().unwrap(), free_port().unwrap());
-    let _two = start("tunnel-two", h2, &["--enable-http2"]);
+    let two = start("tunnel-two", &["--enable-http2"]);
+    let h2 = two.metrics_port.unwrap();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "leases");
     let mut held = None;
     for _ in 0..120 {
@@ -423,7 +394,8 @@ async fn non_default_flags_have_their_effect() {
     let most =
         tokio::task::block_in_place(|| most_at_once(&[&pit_a, &pit_b], Duration::from_secs(60), 2));
     assert_eq!(most, 2, "the default --max-concurrent-reconciles");
-    let _three = start("tunnel-three", h1, &[]);
+    let three = start("tunnel-three", &[]);
+    let h1 = three.metrics_port.unwrap();
     // No token: 401, over HTTP/2 where enabled and HTTP/1.1 otherwise.
     wait_until("HTTP/2 metrics", Duration::from_secs(30), || {
         curl(h2, true) == "2 401"

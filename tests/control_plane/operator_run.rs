@@ -7,9 +7,8 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
-use testbed::apiserver::ApiServer;
 use testbed::free_port;
-use testbed::process::Process;
+use testbed::operator::OperatorBed;
 use testbed::wait::wait_until;
 use tunnel::crd::EdgeNode;
 
@@ -29,18 +28,13 @@ fn wait_for(what: &str, f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
-    let server = ApiServer::start().await.unwrap();
+    let bed = OperatorBed::builder().without_crds().start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // The relay agent it would push (never run here: no VPS in this test).
-    let agents = dir.path().join("tunnelctl");
-    std::fs::create_dir_all(&agents).unwrap();
-    std::fs::write(agents.join("tunnelctl-linux-amd64"), b"relay agent").unwrap();
-    let agents = agents.to_str().unwrap().to_owned();
 
     // Without the agent binaries: a clear error naming the flag.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"))
-        .args(["run", "--tunnelctl-dir", dir.path().to_str().unwrap()])
-        .env("KUBECONFIG", server.kubeconfig_path())
+    let out = bed
+        .operator()
+        .flags(&["--tunnelctl-dir", dir.path().to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -51,18 +45,7 @@ async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
     );
 
     // Without the CRDs: a clear error, non-zero exit.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"))
-        .args([
-            "run",
-            "--tunnelctl-dir",
-            &agents,
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .env("KUBECONFIG", server.kubeconfig_path())
-        .env("LOG_FORMAT", "text")
-        .output()
-        .unwrap();
+    let out = bed.operator().output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -71,36 +54,27 @@ async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
     );
 
     // A bad LOG_FORMAT names the variable.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"))
-        .args(["run"])
-        .env("LOG_FORMAT", "yaml")
-        .output()
-        .unwrap();
+    let out = bed.operator().env("LOG_FORMAT", "yaml").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("LOG_FORMAT=\"yaml\""));
 
-    // With the CRDs: ready, and it sees an EdgeNode created afterwards.
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
+    // With the CRDs: ready (the probes on every interface), and it sees an EdgeNode created
+    // afterwards.
+    bed.install_crds().await.unwrap();
     let port = free_port().unwrap();
-    let log = dir.path().join("operator.log");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args([
-        "run",
-        "--tunnelctl-dir",
-        &agents,
-        "--health-probe-bind-address",
-        &format!(":{port}"),
-    ])
-    .env("KUBECONFIG", server.kubeconfig_path())
-    .env("LOG_FORMAT", "json");
-    let mut operator = Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap();
+    let mut operator = bed
+        .operator()
+        .flags(&["--health-probe-bind-address", &format!(":{port}")])
+        .env("LOG_FORMAT", "json")
+        .start()
+        .unwrap();
+    let log = operator.log.clone();
     wait_for("/readyz 200", || {
         probe(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
     });
     assert!(probe(port, "/healthz").unwrap().starts_with("HTTP/1.1 200"));
 
-    let client = server.client().await.unwrap();
-    let api: Api<EdgeNode> = Api::namespaced(client, "default");
+    let api: Api<EdgeNode> = Api::namespaced(bed.client.clone(), "default");
     let node: EdgeNode = serde_json::from_value(serde_json::json!({
         "apiVersion": "tunnel.achetronic.com/v1alpha1", "kind": "EdgeNode",
         "metadata": {"name": "edge-node", "namespace": "default"},
@@ -141,9 +115,9 @@ async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 
-    operator.signal("TERM");
+    operator.process.signal("TERM");
     assert_eq!(
-        operator.wait_exit(Duration::from_secs(20)).unwrap(),
+        operator.process.wait_exit(Duration::from_secs(20)).unwrap(),
         Some(0),
         "clean exit on SIGTERM"
     );

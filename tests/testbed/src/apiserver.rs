@@ -7,8 +7,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -160,7 +162,7 @@ impl ApiServer {
             dir,
             url,
         };
-        server.write_kubeconfig(&server.kubeconfig_path(), None)?;
+        server.write_kubeconfig(&server.kubeconfig_path(), &User::Admin)?;
         server.wait_ready().await?;
         Ok(server)
     }
@@ -226,7 +228,47 @@ impl ApiServer {
             .dir
             .path()
             .join(format!("kubeconfig-{}", user.replace(':', "_")));
-        self.write_kubeconfig(&path, Some((user, groups)))?;
+        self.write_kubeconfig(&path, &User::Impersonating(user, groups))?;
+        Ok(path)
+    }
+
+    /// A token of ServiceAccount `namespace/name` (a TokenRequest, valid for an hour).
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, TestbedError> {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let status = Api::<ServiceAccount>::namespaced(self.client().await?, namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .map_err(|e| TestbedError::Kube(format!("a token for {namespace}/{name}: {e}")))?
+            .status;
+        status
+            .map(|s| s.token)
+            .ok_or_else(|| TestbedError::Kube(format!("no token for {namespace}/{name}")))
+    }
+
+    /// A kubeconfig that authenticates as ServiceAccount `namespace/name` with its token
+    /// only (no client certificate), so RBAC decides as for a pod of that account.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, TestbedError> {
+        let token = self.service_account_token(namespace, name).await?;
+        let path = self
+            .dir
+            .path()
+            .join(format!("kubeconfig-sa-{namespace}-{name}"));
+        self.write_kubeconfig(&path, &User::Token(&token))?;
         Ok(path)
     }
 
@@ -322,11 +364,7 @@ impl ApiServer {
         }
     }
 
-    fn write_kubeconfig(
-        &self,
-        path: &Path,
-        impersonate: Option<(&str, &[&str])>,
-    ) -> Result<(), TestbedError> {
+    fn write_kubeconfig(&self, path: &Path, who: &User<'_>) -> Result<(), TestbedError> {
         let b64 = |name: &str| -> Result<String, TestbedError> {
             let bytes = std::fs::read(self.dir.path().join(name))
                 .map_err(TestbedError::io(format!("reading {name}")))?;
@@ -336,9 +374,13 @@ impl ApiServer {
             "client-certificate-data": b64("admin.crt")?,
             "client-key-data": b64("admin.key")?,
         });
-        if let Some((who, groups)) = impersonate {
-            user["as"] = who.into();
-            user["as-groups"] = groups.iter().map(|g| serde_json::Value::from(*g)).collect();
+        match who {
+            User::Admin => {}
+            User::Impersonating(name, groups) => {
+                user["as"] = (*name).into();
+                user["as-groups"] = groups.iter().map(|g| serde_json::Value::from(*g)).collect();
+            }
+            User::Token(token) => user = serde_json::json!({ "token": token }),
         }
         let config = serde_json::json!({
             "apiVersion": "v1",
@@ -352,6 +394,16 @@ impl ApiServer {
         std::fs::write(path, text).map_err(TestbedError::io("writing kubeconfig"))?;
         set_private(path)
     }
+}
+
+/// Who a kubeconfig authenticates as.
+enum User<'a> {
+    /// The admin certificate (system:masters).
+    Admin,
+    /// The admin certificate impersonating a user in groups.
+    Impersonating(&'a str, &'a [&'a str]),
+    /// A bearer token only.
+    Token(&'a str),
 }
 
 pub(crate) async fn client_from(path: &Path) -> Result<kube::Client, TestbedError> {

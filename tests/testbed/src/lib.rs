@@ -11,6 +11,12 @@
 //! - [`node`]: a real single-node cluster (kubelet, containerd, kube-proxy, ...) on the host;
 //!   [`images`]: the OCI images it runs, written without a registry or builder.
 //! - [`keys`]: encrypted SSH keys as the tools make them, and the KDF bombs (review H2).
+//! - [`network`]: the internet, a VPS and a cluster's pods, as the enrollment and operator
+//!   tests use them.
+//! - [`operator`]: the operator's bed, one builder for every operator test and benchmark (the
+//!   API server with the CRDs, the network, `tunnel run` processes); [`uplinks`]: the
+//!   kubelet's part, the uplink pods run from what the operator wrote; [`objects`]: what a
+//!   user applies and reads with `kubectl`; [`metrics`]: its `/metrics`, scraped and read.
 //! - [`wait`]: bounded waiting; [`free_port`] and [`unique_name`] for things tests make.
 //!
 //! Every handle cleans up on drop, so a failing or panicking test leaves nothing behind;
@@ -23,11 +29,16 @@ pub mod envoy;
 pub mod error;
 pub mod images;
 pub mod keys;
+pub mod metrics;
 pub mod netns;
+pub mod network;
 pub mod node;
+pub mod objects;
+pub mod operator;
 pub mod pods;
 pub mod process;
 pub mod tools;
+pub mod uplinks;
 pub mod vps;
 pub mod wait;
 

@@ -141,6 +141,27 @@ impl Drop for Netns {
     }
 }
 
+/// Runs blocking network I/O `f` inside `ns` from an async test without stalling the
+/// runtime's other tasks, and returns what `f` returns.
+#[allow(clippy::panic)] // a test helper: a namespace that cannot be entered (or `f` panicking) fails the test
+pub fn in_ns<R: Send>(ns: &Netns, f: impl FnOnce() -> R + Send) -> R {
+    tokio::task::block_in_place(|| {
+        ns.enter(f)
+            .unwrap_or_else(|e| panic!("running in {}: {e}", ns.name()))
+    })
+}
+
+/// Retries `f` inside `ns` every 500 ms, for 60 s at most, until it holds; whether it did.
+pub fn until_in(ns: &Netns, f: impl Fn() -> bool + Send) -> bool {
+    in_ns(ns, move || {
+        crate::wait::poll(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(500),
+            f,
+        )
+    })
+}
+
 /// One end of a veth link.
 #[derive(Debug, Clone, Copy)]
 pub struct End<'a> {

@@ -80,3 +80,24 @@ pub fn agent_binary(name: &str) -> Result<PathBuf, TestbedError> {
         })
     }
 }
+
+/// Runs the cached `helm` with `args`, its cache, configuration and data under `homes` (so
+/// tests never share or touch a user's), against `kubeconfig` when given.
+pub fn helm(
+    args: &[&str],
+    homes: &std::path::Path,
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<std::process::Output, TestbedError> {
+    let mut cmd = std::process::Command::new(bin("helm")?);
+    cmd.args(args)
+        .env("HELM_CACHE_HOME", homes.join("cache"))
+        .env("HELM_CONFIG_HOME", homes.join("config"))
+        .env("HELM_DATA_HOME", homes.join("data"));
+    if let Some(kubeconfig) = kubeconfig {
+        cmd.arg("--kubeconfig").arg(kubeconfig);
+    }
+    cmd.output().map_err(|e| TestbedError::Command {
+        command: format!("helm {}", args.join(" ")),
+        detail: e.to_string(),
+    })
+}

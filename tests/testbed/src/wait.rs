@@ -1,4 +1,5 @@
-//! Bounded waiting: every wait in the tests has a deadline and says what it waited for.
+//! Bounded waiting: every wait in the tests has a deadline and says what it waited for
+//! ([`wait_until`] for a check, [`eventually`] for an async one that yields a value).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,28 @@ pub fn poll(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> 
 #[track_caller]
 pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     assert!(poll(timeout, POLL, f), "timed out waiting for {what}");
+}
+
+/// Waits (checking every 500 ms) until `f` gives `Some`, and returns it; fails the test after
+/// `timeout` with `what` and what `describe` gives then (logs, say).
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            describe()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[cfg(test)]
