@@ -841,6 +841,10 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("patch", "", "configmaps", Some("tunnel")),
         ("patch", "", "services", Some("tunnel")),
         ("patch", "apps", "statefulsets", Some("tunnel")),
+        // Read before written or deleted: whose they are (owner labels).
+        ("get", "", "configmaps", Some("tunnel")),
+        ("get", "", "services", Some("tunnel")),
+        ("get", "apps", "statefulsets", Some("tunnel")),
         ("delete", "apps", "statefulsets", Some("tunnel")),
         // The configuration-hash annotation on the uplink pods, and their state.
         ("patch", "", "pods", Some("tunnel")),

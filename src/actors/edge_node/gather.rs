@@ -1,7 +1,8 @@
 //! The gather stage of a pass: every input read once, into one value. The EdgeNode and its
 //! PortBindings come from the watch caches, the SSH Secret from the Secret cache (turned into
-//! the SSH target here), the WireGuard key Secrets from the API (they live in the uplink
-//! namespace, which the operator may not watch).
+//! the SSH target here), the WireGuard key Secrets and the owners of the uplink objects from
+//! the API (they live in the uplink namespace, which the operator may not watch): an object
+//! under one of the EdgeNode's names that is not its own stops the pass here, before any write.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,7 +15,7 @@ use crate::crd::{EdgeNode, FromKind, PortBinding, Reference, ToKind};
 use crate::hash::sha256_hex;
 use crate::object_key::ObjectKey;
 use crate::ssh::{Credentials, SshOptions};
-use crate::workload::{self, StoredKeys, UplinkNames};
+use crate::workload::{self, Existing};
 
 use super::super::Context;
 use super::super::error::ReconcileError;
@@ -28,8 +29,9 @@ pub struct Gathered {
     pub node: Arc<EdgeNode>,
     /// Where and how to log in.
     pub target: Target,
-    /// The WireGuard key Secrets as they are.
-    pub stored_keys: StoredKeys,
+    /// The WireGuard key Secrets as they are, and this EdgeNode's objects under the legacy
+    /// names (to migrate).
+    pub existing: Existing,
     /// The PortBindings that point at the EdgeNode.
     pub port_bindings: Vec<Arc<PortBinding>>,
 }
@@ -44,12 +46,17 @@ pub async fn gather(
 ) -> Result<Gathered, ReconcileError> {
     let key = ObjectKey::of(node.as_ref());
     let target = target_of(ctx, resolver, &node)?;
-    let names = UplinkNames::for_node(&key.namespace, &key.name);
-    let stored_keys = workload::read_keys(&ctx.client, &node.spec.uplink.namespace, &names).await?;
+    let existing = workload::read_existing(
+        &ctx.client,
+        &node.spec.uplink.namespace,
+        &key.namespace,
+        &key.name,
+    )
+    .await?;
     Ok(Gathered {
         node,
         target,
-        stored_keys,
+        existing,
         port_bindings,
     })
 }

@@ -2,7 +2,7 @@
 //! stages (DESIGN.md §3):
 //!
 //! 1. [`gather`]: the EdgeNode, its PortBindings and SSH Secret from the caches, the key
-//!    Secrets from the API, into one value;
+//!    Secrets and the owners of the uplink objects from the API, into one value;
 //! 2. [`decide`](decide::decide), pure: keys, the plan (the config renderer), the uplink
 //!    objects, the VPS's desired state, one report per PortBinding, the status facts;
 //! 3. [`apply`](apply::apply): the API writes; then the SSH job goes to the session actor,
@@ -324,13 +324,18 @@ async fn start_pass(
             };
             let inputs = Inputs {
                 node: &g.node,
-                stored_keys: &g.stored_keys,
+                stored_keys: &g.existing.keys,
                 port_bindings: &g.port_bindings,
             };
             let decision = decide::decide(&inputs, &resolver, &settings);
-            apply::apply(&ctx, &node.spec.uplink.namespace, decision)
-                .await
-                .map(|applied| (g.target, applied))
+            apply::apply(
+                &ctx,
+                &node.spec.uplink.namespace,
+                decision,
+                &g.existing.legacy,
+            )
+            .await
+            .map(|applied| (g.target, applied))
         }
         Err(error) => Err(decide::Refused {
             error,
