@@ -832,6 +832,8 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             Some("default"),
         ),
         ("list", "", "secrets", None),
+        // Secrets are watched as metadata only; the referenced ones are read with get.
+        ("get", "", "secrets", Some("default")),
         ("watch", "", "services", None),
         ("watch", "apps", "statefulsets", None),
         ("get", "", "namespaces", None),
@@ -1249,6 +1251,8 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("watch", "secrets", Some("kube-system"), false),
         ("list", "secrets", Some("other"), false),
         ("list", "secrets", Some("default"), true),
+        ("get", "secrets", Some("default"), true),
+        ("get", "secrets", Some("other"), false),
         ("watch", "services", Some("default"), true),
         ("list", "services", None, false),
         // The uplink namespace's own key Secrets stay readable.

@@ -293,12 +293,19 @@ async fn start_pass(
             .map(|pb| (ObjectKey::of(pb.as_ref()), pb.metadata.generation))
             .collect(),
     );
-    // And of the Secrets, for the cert watcher: a change it sees later is one this pass missed.
-    let read = index::secrets_of(&node, &port_bindings)
-        .into_iter()
+    // And of the Secrets (fetched now: they are watched as metadata only), for the cert
+    // watcher: a change it sees later is one this pass missed.
+    let wanted = index::secrets_of(&node, &port_bindings);
+    let secrets = ctx.secrets(&wanted).await;
+    let read = wanted
+        .iter()
         .map(|s| {
-            let digest = cert_watcher::digest_in_cache(&ctx, &s);
-            (s, digest)
+            let digest = secrets
+                .as_ref()
+                .ok()
+                .and_then(|found| found.get(s))
+                .map(|secret| cert_watcher::secret_digest(secret));
+            (s.clone(), digest)
         })
         .collect();
     cert_watcher(myself, state)
@@ -311,9 +318,12 @@ async fn start_pass(
         apply::set_finalizer(&api, &key.name, true).await
     };
     let resolver = ctx.resolver();
-    let gathered = match finalized {
-        Ok(()) => gather::gather(&ctx, &resolver, node.clone(), port_bindings).await,
-        Err(e) => Err(e),
+    let gathered = match (finalized, secrets) {
+        (Ok(()), Ok(secrets)) => {
+            gather::gather(&ctx, &resolver, node.clone(), port_bindings, secrets).await
+        }
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(e.into()),
     };
     let outcome = match gathered {
         Ok(g) => {
@@ -327,6 +337,7 @@ async fn start_pass(
                 stored_keys: &g.existing.keys,
                 port_bindings: &g.port_bindings,
             };
+            let resolver = resolver.with_secrets(g.secrets.clone());
             let decision = decide::decide(&inputs, &resolver, &settings);
             apply::apply(
                 &ctx,

@@ -15,6 +15,7 @@ use crate::workload;
 
 use super::super::Context;
 use super::super::error::ReconcileError;
+use super::super::index;
 use super::super::protocol::Target;
 use super::apply::set_finalizer;
 use super::gather::target_of;
@@ -51,7 +52,21 @@ pub async fn begin(ctx: &Context, node: &EdgeNode) -> Next {
         info!(node = %ObjectKey::of(node), "skip-deprovision: leaving the VPS as it is");
         return Next::Finish;
     }
-    match target_of(ctx, &ctx.resolver(), node) {
+    let secrets = match ctx
+        .secrets(&index::secrets_of(
+            node,
+            &[] as &[Arc<crate::crd::PortBinding>],
+        ))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let e = ReconcileError::from(e);
+            report::deletion_blocked(ctx, node, e.category(), &e.to_string()).await;
+            return Next::Blocked;
+        }
+    };
+    match target_of(ctx, &ctx.resolver(), node, &secrets) {
         Ok(target) => Next::TearDown(Box::new(target)),
         Err(e) => {
             report::deletion_blocked(ctx, node, e.category(), &e.to_string()).await;
