@@ -25,7 +25,8 @@ pub use labels::{OWNER_NAMESPACE_LABEL, labels, selector_labels};
 pub use names::{MAX_WORKLOAD_NAME, UplinkNames};
 pub use objects::{config_map, headless_service, keys_secret, namespace, relay_key_secret};
 pub use ownership::{
-    Existing, ExistingError, Found, LeftAlone, delete_owned, delete_workload, owns, read_existing,
+    Existing, ExistingError, Found, Kind, LeftAlone, delete_owned, delete_workload, owns,
+    read_existing,
 };
 pub use pods::{PodState, uplink_pods};
 pub use statefulset::{UplinkPodOptions, apply_pod_options, statefulset};

@@ -130,7 +130,7 @@ struct Look {
 
 /// Reads the objects under `names` in `namespace`: their metadata, and the data of the two
 /// key Secrets.
-async fn look(
+async fn read_under(
     client: &Client,
     namespace: &str,
     names: &UplinkNames,
@@ -215,12 +215,12 @@ pub async fn read_existing(
     node: &str,
 ) -> Result<Existing, ExistingError> {
     let names = UplinkNames::for_node(node_namespace, node);
-    let current = look(client, namespace, &names).await?;
+    let current = read_under(client, namespace, &names).await?;
     let legacy_names = UplinkNames::legacy(node_namespace, node);
     let legacy = if legacy_names.base == names.base {
         Vec::new()
     } else {
-        look(client, namespace, &legacy_names).await?
+        read_under(client, namespace, &legacy_names).await?
     };
     decide_existing(namespace, node_namespace, node, current, legacy)
 }
@@ -344,7 +344,7 @@ pub async fn delete_workload(
         if is_legacy && legacy.base == current.base {
             continue;
         }
-        for look in look(client, namespace, names).await? {
+        for look in read_under(client, namespace, names).await? {
             let Some(meta) = look.meta else { continue };
             if owns(meta.labels.as_ref(), node, node_namespace, names) {
                 ours.push(Found {
