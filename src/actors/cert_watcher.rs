@@ -1,15 +1,15 @@
 //! The cert watcher: a supervised child of each EdgeNode actor (DESIGN.md §3) that owns the set
 //! of Secrets its VPS depends on (the SSH Secret and the TLS Secrets of its PortBindings) and
-//! the content each pass read of them. The Manager's Secret reflector feeds it (no watch of its
-//! own): it tells its parent `Changed` only when a Secret's content differs from what the last
-//! pass read, so a new resourceVersion with the same data (a label, an annotation, cert-manager
+//! the content each pass read of them. The Manager's Secret reflector (metadata only) feeds it
+//! (no watch of its own): on a new resourceVersion it fetches the Secret
+//! ([`super::secrets`]) and tells its parent `Changed` only when its content differs from what
+//! the last pass read, so a new resourceVersion with the same data (a label, an annotation, cert-manager
 //! re-applying the same certificate) costs no pass. The decision is the sans-IO [`CertWatch`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::reflector::ObjectRef;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::hash::{combine, sha256_hex};
@@ -82,12 +82,17 @@ pub struct CertWatcherState {
     watch: CertWatch,
 }
 
-/// The content of Secret `key` in the cache now.
-pub fn digest_in_cache(ctx: &Context, key: &ObjectKey) -> Option<String> {
-    ctx.stores
-        .secrets
-        .get(&ObjectRef::new(&key.name).within(&key.namespace))
-        .map(|s| secret_digest(&s))
+/// The content of Secret `key` now (fetched when its resourceVersion is not the one fetched
+/// last), or why it could not be read.
+pub async fn digest_now(
+    ctx: &Context,
+    key: &ObjectKey,
+) -> Result<Option<String>, super::secrets::SecretReadError> {
+    Ok(ctx
+        .secret_data
+        .get(&ctx.client, &ctx.stores.secrets, key)
+        .await?
+        .map(|s| secret_digest(&s)))
 }
 
 impl Actor for CertWatcherActor {
@@ -117,8 +122,12 @@ impl Actor for CertWatcherActor {
         match message {
             CertMsg::PassRead(read) => state.watch.pass_read(read),
             CertMsg::SecretChanged(key) => {
-                let now = digest_in_cache(&state.ctx, &key);
-                if state.watch.changed(&key, now) {
+                // Unreadable: a pass says why.
+                let changed = match digest_now(&state.ctx, &key).await {
+                    Ok(now) => state.watch.changed(&key, now),
+                    Err(_) => true,
+                };
+                if changed {
                     state.parent.send_message(NodeMsg::Changed)?;
                 }
             }

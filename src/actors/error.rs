@@ -57,6 +57,12 @@ pub enum ReconcileError {
     /// An API call failed.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The objects under the EdgeNode's uplink names could not be read, or one is not its own.
+    #[error(transparent)]
+    Existing(#[from] crate::workload::ExistingError),
+    /// A Secret the pass reads could not be fetched.
+    #[error(transparent)]
+    SecretRead(#[from] super::secrets::SecretReadError),
     /// The SSH session actor is gone (it is being restarted).
     #[error("the SSH session of this EdgeNode is restarting")]
     SessionGone,
@@ -76,6 +82,8 @@ impl ReconcileError {
             Self::Plan(e) => e.category(),
             Self::Desired(e) | Self::Enroll(e) => e.category(),
             Self::Api(e) => e.category(),
+            Self::Existing(e) => e.category(),
+            Self::SecretRead(e) => e.category(),
             Self::SessionGone => "SSHSessionRestarting",
             Self::NotLeader => "NotLeader",
         }

@@ -29,6 +29,7 @@ pub mod resolver;
 pub mod restarts;
 pub mod routes;
 pub mod scoped_store;
+pub mod secrets;
 pub mod ssh_session;
 pub mod status;
 pub mod supervisor;
@@ -66,8 +67,9 @@ pub struct Stores {
     pub edge_nodes: Store<EdgeNode>,
     /// PortBindings.
     pub port_bindings: Store<PortBinding>,
-    /// Secrets (SSH and TLS), in the watched namespaces.
-    pub secrets: scoped_store::ScopedStore<Secret>,
+    /// Secrets, metadata only, in the watched namespaces (the data of those a pass reads is
+    /// fetched: [`Context::secret_data`]).
+    pub secrets: secrets::SecretMetadata,
     /// Services (targets), in the watched namespaces.
     pub services: scoped_store::ScopedStore<Service>,
     /// The uplink StatefulSets.
@@ -104,6 +106,8 @@ pub struct Context {
     pub client: Client,
     /// The watch caches.
     pub stores: Stores,
+    /// The Secrets passes read, with their data, by resourceVersion.
+    pub secret_data: secrets::SecretData,
     /// Publishes Events.
     pub recorder: Recorder,
     /// What is pushed to the VPSes.
@@ -161,7 +165,6 @@ impl Context {
     pub fn resolver(&self) -> resolver::StoreResolver {
         resolver::StoreResolver::new(
             self.stores.services.clone(),
-            self.stores.secrets.clone(),
             &self.stores.grants,
             crate::plan::TargetPolicy {
                 allow_restricted: self.allow_restricted_targets,
@@ -170,6 +173,16 @@ impl Context {
                 cross_namespace_targets: self.cross_namespace_targets,
             },
         )
+    }
+
+    /// The Secrets `keys` with their data (those that exist in a watched namespace).
+    pub async fn secrets(
+        &self,
+        keys: &std::collections::BTreeSet<ObjectKey>,
+    ) -> Result<BTreeMap<ObjectKey, Arc<Secret>>, secrets::SecretReadError> {
+        self.secret_data
+            .snapshot(&self.client, &self.stores.secrets, keys)
+            .await
     }
 
     /// Publishes an Event on `object`; a failure is logged, never fatal.

@@ -7,13 +7,16 @@
 //! `default/kubernetes` and its EndpointSlices ([`ApiServerStores`]), whatever
 //! `--watch-namespaces` says.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::scoped_store::ScopedStore;
+use crate::object_key::ObjectKey;
 
 use crate::crd::{GrantInput, Reference, ReferenceGrant, ServicePort, reference_allowed};
 use crate::plan::{
@@ -56,11 +59,12 @@ impl ApiServerStores {
     }
 }
 
-/// Reads Services and Secrets from the watch caches.
+/// Reads Services from the watch cache, and TLS Secrets from what the pass fetched
+/// ([`Self::with_secrets`]; Secrets are watched as metadata only).
 #[derive(Clone)]
 pub struct StoreResolver {
     services: ScopedStore<Service>,
-    secrets: ScopedStore<Secret>,
+    secrets: BTreeMap<ObjectKey, Arc<Secret>>,
     grants: Vec<GrantInput>,
     policy: TargetPolicy,
 }
@@ -76,7 +80,6 @@ impl StoreResolver {
     /// server's addresses).
     pub fn new(
         services: ScopedStore<Service>,
-        secrets: ScopedStore<Secret>,
         grants: &Store<ReferenceGrant>,
         policy: TargetPolicy,
     ) -> Self {
@@ -87,10 +90,17 @@ impl StoreResolver {
             .collect();
         Self {
             services,
-            secrets,
+            secrets: BTreeMap::new(),
             grants,
             policy,
         }
+    }
+
+    /// The same, with the Secrets a pass fetched (the TLS Secrets it may read).
+    #[must_use]
+    pub fn with_secrets(mut self, secrets: BTreeMap<ObjectKey, Arc<Secret>>) -> Self {
+        self.secrets = secrets;
+        self
     }
 }
 
@@ -141,8 +151,8 @@ impl Resolver for StoreResolver {
 
     fn tls_secret(&self, namespace: &str, name: &str) -> Option<TlsSecret> {
         self.secrets
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|s| tls_of(&s))
+            .get(&ObjectKey::new(namespace, name))
+            .map(|s| tls_of(s))
     }
 }
 
@@ -200,7 +210,6 @@ mod tests {
         use crate::crd::{FromKind, ToKind};
         use kube::runtime::{reflector, watcher};
         let (services, _services_w) = reflector::store::<Service>();
-        let (secrets, _secrets_w) = reflector::store::<Secret>();
         let (grants, mut grants_w) = reflector::store::<ReferenceGrant>();
         let (api_service, mut api_service_w) = reflector::store::<Service>();
         let (api_slices, mut api_slices_w) = reflector::store::<EndpointSlice>();
@@ -225,7 +234,6 @@ mod tests {
         grants_w.apply_watcher_event(&watcher::Event::Apply(grant));
         let r = StoreResolver::new(
             ScopedStore::Namespaces([("apps".to_owned(), services)].into()),
-            ScopedStore::Cluster(secrets),
             &grants,
             TargetPolicy {
                 api_server: api_server.addresses(),

@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 
@@ -188,8 +189,8 @@ pub struct Caches {
     pub edge_nodes: Writer<EdgeNode>,
     /// PortBindings.
     pub port_bindings: Writer<PortBinding>,
-    /// Secrets.
-    pub secrets: Writer<Secret>,
+    /// Secrets (metadata: their data is in the API, [`Bed::secret`]).
+    pub secrets: Writer<PartialObjectMeta<Secret>>,
 }
 
 impl Caches {
@@ -199,10 +200,11 @@ impl Caches {
             .apply_watcher_event(&watcher::Event::Apply(node));
     }
 
-    /// Puts a Secret in the cache.
-    pub fn secret(&mut self, secret: Secret) {
-        self.secrets
-            .apply_watcher_event(&watcher::Event::Apply(secret));
+    /// Puts a Secret's metadata in the cache (see [`Bed::secret`] for the cache and the API).
+    pub fn secret(&mut self, secret: &Secret) {
+        self.secrets.apply_watcher_event(&watcher::Event::Apply(
+            secret.metadata.clone().into_response_partial(),
+        ));
     }
 
     /// Puts a PortBinding in the cache.
@@ -223,6 +225,19 @@ impl Bed {
         );
         self.api.put(&path, &node);
         self.caches.edge_node(node);
+    }
+
+    /// Creates or changes a Secret: in the API (its data is fetched from there) and in the
+    /// metadata cache.
+    pub fn secret(&mut self, secret: &Secret) {
+        let meta = &secret.metadata;
+        let path = format!(
+            "/api/v1/namespaces/{}/secrets/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        );
+        self.api.put(&path, secret);
+        self.caches.secret(secret);
     }
 }
 
@@ -245,7 +260,7 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
     let client = api.client();
     let (edge_nodes, edge_writer) = reflector::store::<EdgeNode>();
     let (port_bindings, pb_writer) = reflector::store::<PortBinding>();
-    let (secrets, secret_writer) = reflector::store::<Secret>();
+    let (secrets, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let (services, _) = reflector::store::<Service>();
     let (stateful_sets, _) = reflector::store();
     let (grants, _) = reflector::store::<ReferenceGrant>();
@@ -265,6 +280,7 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
         recorder: kube::runtime::events::Recorder::new(client.clone(), super::reporter()),
         client,
         stores,
+        secret_data: super::secrets::SecretData::default(),
         artefacts: Artefacts {
             tunnelctl: BTreeMap::from([(Arch::X86_64, Blob::new(b"relay".to_vec()))]),
             envoy: EnvoyInstall::Push {

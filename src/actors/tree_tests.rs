@@ -339,18 +339,20 @@ async fn watcher_hears(
 async fn the_cert_watcher_tells_its_edge_node_only_of_a_real_change_and_once() {
     let mut b = bed("t-certs", RestartPolicy::default());
     let secret = ObjectKey::new("team", "web-tls");
-    b.caches.secret(tls_secret("v1", "1"));
-    let read = super::cert_watcher::digest_in_cache(&b.ctx, &secret);
+    b.secret(&tls_secret("v1", "1"));
+    let read = super::cert_watcher::digest_now(&b.ctx, &secret)
+        .await
+        .unwrap();
     assert!(read.is_some());
     // A new resourceVersion with the same content: nothing.
-    b.caches.secret(tls_secret("v1", "2"));
+    b.secret(&tls_secret("v1", "2"));
     assert!(
         watcher_hears(&b, "t-certs/p1", &secret, read.clone())
             .await
             .is_empty()
     );
     // New content, seen three times: one Changed.
-    b.caches.secret(tls_secret("v2", "3"));
+    b.secret(&tls_secret("v2", "3"));
     assert_eq!(
         watcher_hears(&b, "t-certs/p2", &secret, read.clone()).await,
         ["Changed"]
@@ -358,9 +360,9 @@ async fn the_cert_watcher_tells_its_edge_node_only_of_a_real_change_and_once() {
     // Gone: a change too.
     b.caches
         .secrets
-        .apply_watcher_event(&kube::runtime::watcher::Event::Delete(tls_secret(
-            "v2", "4",
-        )));
+        .apply_watcher_event(&kube::runtime::watcher::Event::Delete(
+            kube::core::PartialObjectMetaExt::into_response_partial(tls_secret("v2", "4").metadata),
+        ));
     assert_eq!(
         watcher_hears(&b, "t-certs/p3", &secret, read).await,
         ["Changed"]

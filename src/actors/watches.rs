@@ -1,5 +1,5 @@
 //! The watches, in one room: a kube-runtime reflector per kind the tree reads (EdgeNodes,
-//! PortBindings, Secrets and Services in the watched namespaces, the uplink StatefulSets,
+//! PortBindings, Secrets (metadata only) and Services in the watched namespaces, the uplink StatefulSets,
 //! ReferenceGrants, the API server's own Service and EndpointSlices), each feeding its cache
 //! and turning its events into [`ManagerMsg`]s. `/readyz` follows their health.
 
@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -56,7 +57,10 @@ pub fn start(
             Listed::PortBindings,
         ),
     );
-    let (secrets, t3) = pump_scoped::<Secret, _>(
+    // Secrets as metadata only (review M6; `Api<PartialObjectMeta<_>>` lists and watches
+    // metadata only): the data of the few a pass reads is fetched then (`super::secrets`), so
+    // other Secrets, however many and large, cost their metadata.
+    let (secrets, t3) = pump_scoped::<PartialObjectMeta<Secret>, _>(
         client,
         watch_namespaces,
         &cfg(),

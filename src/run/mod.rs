@@ -226,6 +226,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         recorder: kube::runtime::events::Recorder::new(context_client.clone(), actors::reporter()),
         client: context_client,
         stores,
+        secret_data: actors::secrets::SecretData::default(),
         artefacts,
         resync: args.resync_period,
         ssh_keepalive: args.ssh_keepalive_interval,

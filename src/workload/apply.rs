@@ -1,29 +1,35 @@
-//! The API side of the uplink workload: reading the key Secrets, applying the namespace, the
-//! key Secrets and the workload (server-side apply under the EdgeNode field manager), nudging
-//! the pods to a new configuration, and deleting everything of one EdgeNode.
+//! The API side of the uplink workload: applying the namespace, the key Secrets and the
+//! workload (server-side apply under the EdgeNode field manager) and nudging the pods to a new
+//! configuration. Reading what exists first, and deleting, is [`super::ownership`]'s.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use tracing::warn;
 
 use crate::api_write::{ApiError, ApiStep};
 
-use super::{CONFIG_HASH_ANNOTATION, UplinkNames};
+use super::CONFIG_HASH_ANNOTATION;
 
 /// Field manager of the objects EdgeNode actors write.
 pub const FIELD_MANAGER: &str = "tunnel-edgenode";
 
-/// What the key Secrets hold now (`None`: the Secret does not exist).
+/// What the key Secrets hold now (`None`: the Secret does not exist), as
+/// [`read_existing`](super::read_existing) found them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredKeys {
     /// The relay's key Secret.
     pub relay: Option<BTreeMap<String, String>>,
     /// The uplinks' keys Secret.
     pub uplinks: Option<BTreeMap<String, String>>,
+    /// `relay` was read from this EdgeNode's Secret under its legacy name: it is written
+    /// under the current name.
+    pub relay_from_legacy: bool,
+    /// `uplinks` was read under the legacy name (see `relay_from_legacy`).
+    pub uplinks_from_legacy: bool,
 }
 
 /// The uplink workload of one EdgeNode, built, ready to apply.
@@ -41,36 +47,6 @@ pub struct UplinkObjects {
     pub config_hash: String,
     /// Replicas (the pods nudged).
     pub replicas: i32,
-}
-
-/// Reads both key Secrets of `names` in `namespace`.
-pub async fn read_keys(
-    client: &Client,
-    namespace: &str,
-    names: &UplinkNames,
-) -> Result<StoredKeys, ApiError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    Ok(StoredKeys {
-        relay: read_secret(&api, &names.vps_key_secret).await?,
-        uplinks: read_secret(&api, &names.keys_secret).await?,
-    })
-}
-
-async fn read_secret(
-    api: &Api<Secret>,
-    name: &str,
-) -> Result<Option<BTreeMap<String, String>>, ApiError> {
-    let secret = api.get_opt(name).await.map_err(ApiError::at(
-        ApiStep::Keys,
-        format!("reading Secret {name}"),
-    ))?;
-    Ok(secret.map(|s| {
-        s.data
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
-            .collect()
-    }))
 }
 
 /// Creates the uplink namespace when it is missing (an existing one is left as it is).
@@ -192,42 +168,4 @@ where
         step,
         format!("applying {} {name}", K::kind(&())),
     ))
-}
-
-/// Deletes every uplink object of one EdgeNode from `namespace`; those already gone are fine.
-pub async fn delete_workload(
-    client: &Client,
-    namespace: &str,
-    names: &UplinkNames,
-) -> Result<(), ApiError> {
-    let dp = DeleteParams::default();
-    let what = |kind: &str, name: &str| format!("deleting {kind} {namespace}/{name}");
-    let gone = |r: Result<(), kube::Error>, what: String| match r {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Ok(()) => Ok(()),
-        Err(e) => Err(ApiError::at(ApiStep::Cleanup, what)(e)),
-    };
-    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    gone(
-        sts.delete(&names.workload, &dp).await.map(|_| ()),
-        what("StatefulSet", &names.workload),
-    )?;
-    let svc: Api<Service> = Api::namespaced(client.clone(), namespace);
-    gone(
-        svc.delete(&names.workload, &dp).await.map(|_| ()),
-        what("Service", &names.workload),
-    )?;
-    let cm: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    gone(
-        cm.delete(&names.config_map, &dp).await.map(|_| ()),
-        what("ConfigMap", &names.config_map),
-    )?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    for name in [&names.keys_secret, &names.vps_key_secret] {
-        gone(
-            secrets.delete(name, &dp).await.map(|_| ()),
-            what("Secret", name),
-        )?;
-    }
-    Ok(())
 }

@@ -6,15 +6,30 @@ use std::collections::BTreeMap;
 /// Label naming the namespace of the EdgeNode that owns an uplink object.
 pub const OWNER_NAMESPACE_LABEL: &str = "tunnel.achetronic.com/owner-namespace";
 
-/// The labels that select one EdgeNode's uplink pods: its name and its namespace, so two
+/// The labels that select one EdgeNode's uplinks: its name and its namespace, so two
 /// same-named EdgeNodes of different namespaces sharing an uplink namespace never select
-/// each other's pods. User labels never override them.
+/// each other's pods. User labels never override them. They are also how the operator
+/// recognises its own objects ([`super::ownership`]).
 pub fn selector_labels(node: &str, node_namespace: &str) -> BTreeMap<String, String> {
+    owner_labels(
+        node,
+        node_namespace,
+        &super::UplinkNames::for_node(node_namespace, node).base,
+    )
+}
+
+/// The selector labels of the EdgeNode `node_namespace/node` whose names have `base` (that of
+/// the current names, or of the legacy ones for objects an older operator made).
+pub(super) fn owner_labels(
+    node: &str,
+    node_namespace: &str,
+    base: &str,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "uplink".to_string()),
         (
             "app.kubernetes.io/instance".to_string(),
-            instance(node, node_namespace),
+            instance(node, base),
         ),
         (
             OWNER_NAMESPACE_LABEL.to_string(),
@@ -24,12 +39,12 @@ pub fn selector_labels(node: &str, node_namespace: &str) -> BTreeMap<String, Str
 }
 
 /// The `app.kubernetes.io/instance` value: the EdgeNode's name, or, when that is longer than
-/// a label value may be (63), the names' base ([`super::UplinkNames`]), which is shorter.
-fn instance(node: &str, node_namespace: &str) -> String {
+/// a label value may be (63), the names' `base` ([`super::UplinkNames`]), which is shorter.
+fn instance(node: &str, base: &str) -> String {
     if node.len() <= 63 {
         node.to_string()
     } else {
-        super::UplinkNames::for_node(node_namespace, node).base
+        base.to_string()
     }
 }
 

@@ -817,6 +817,8 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             Some("default"),
         ),
         ("list", "", "secrets", None),
+        // Secrets are watched as metadata only; the referenced ones are read with get.
+        ("get", "", "secrets", Some("default")),
         ("watch", "", "services", None),
         ("watch", "apps", "statefulsets", None),
         ("get", "", "namespaces", None),
@@ -826,6 +828,10 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("patch", "", "configmaps", Some("tunnel")),
         ("patch", "", "services", Some("tunnel")),
         ("patch", "apps", "statefulsets", Some("tunnel")),
+        // Read before written or deleted: whose they are (owner labels).
+        ("get", "", "configmaps", Some("tunnel")),
+        ("get", "", "services", Some("tunnel")),
+        ("get", "apps", "statefulsets", Some("tunnel")),
         ("delete", "apps", "statefulsets", Some("tunnel")),
         // The configuration-hash annotation on the uplink pods, and their state.
         ("patch", "", "pods", Some("tunnel")),
@@ -1210,6 +1216,8 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("watch", "secrets", Some("kube-system"), false),
         ("list", "secrets", Some("other"), false),
         ("list", "secrets", Some("default"), true),
+        ("get", "secrets", Some("default"), true),
+        ("get", "secrets", Some("other"), false),
         ("watch", "services", Some("default"), true),
         ("list", "services", None, false),
         // The uplink namespace's own key Secrets stay readable.

@@ -9,6 +9,7 @@ mod crd_admission;
 mod leader_election;
 mod metrics_scrape;
 mod operator_flags;
+mod operator_memory;
 mod operator_run;
 mod trust_names;
 mod uplink_policy;

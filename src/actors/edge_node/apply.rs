@@ -1,12 +1,14 @@
 //! The apply stage of a pass: the API writes a decision asks for, in order. The uplink
 //! namespace, the key Secrets that changed (even when the pass stops after them), then the
-//! uplink workload. The SSH job that follows is handed to the session actor by the shell.
+//! uplink workload, then (once it is applied) this EdgeNode's objects under the legacy names
+//! are deleted. The SSH job that follows is handed to the session actor by the shell.
 //! Also the EdgeNode's own metadata writes: the finalizer and the one-shot restart annotation.
 
 use std::collections::BTreeMap;
 
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
+use tracing::{info, warn};
 
 use crate::api_write::{ApiError, ApiStep};
 use crate::crd::{ANNOTATION_RESTART_ENVOY, EdgeNode};
@@ -38,10 +40,13 @@ pub struct Applied {
 
 /// Writes what `decision` asks for; stops at the first failure, except the uplink workload's:
 /// a refused workload does not keep the VPS from being enrolled (it is reported with the pass).
+/// `legacy` (this EdgeNode's objects under the legacy names) is deleted once the workload is
+/// applied under the current names; a failure there is retried by the next pass.
 pub async fn apply(
     ctx: &Context,
     uplink_namespace: &str,
     decision: Decision,
+    legacy: &[workload::Found],
 ) -> Result<Applied, Refused> {
     let no_reports = |error: ReconcileError| Refused {
         error,
@@ -59,6 +64,18 @@ pub async fn apply(
         .await
         .err()
         .map(ReconcileError::from);
+    if workload_error.is_none() && !legacy.is_empty() {
+        match workload::delete_owned(&ctx.client, legacy).await {
+            Ok(()) => info!(
+                namespace = uplink_namespace,
+                objects = legacy.len(),
+                "uplink objects migrated from the legacy (32-bit) names; the old ones are deleted"
+            ),
+            Err(e) => {
+                warn!(error = %e, "deleting uplink objects under the legacy names; the next pass retries");
+            }
+        }
+    }
     match planned.desired {
         Ok(desired) => Ok(Applied {
             desired,

@@ -132,10 +132,11 @@ pub fn decide(inputs: &Inputs<'_>, resolver: &dyn Resolver, settings: &Settings<
         pod_options: settings.pod_options,
     };
     let mut key_writes = Vec::new();
-    if key_set.relay_changed {
+    // Keys adopted from the legacy names are written under the current ones, unchanged.
+    if key_set.relay_changed || inputs.stored_keys.relay_from_legacy {
         key_writes.push(workload::relay_key_secret(&w, &key_set.relay_secret));
     }
-    if key_set.uplink_changed {
+    if key_set.uplink_changed || inputs.stored_keys.uplinks_from_legacy {
         key_writes.push(workload::keys_secret(&w, &key_set.uplink_private));
     }
     let outcome =
@@ -345,6 +346,7 @@ mod tests {
         StoredKeys {
             relay: Some(read(&first.key_writes[0])),
             uplinks: Some(read(&first.key_writes[1])),
+            ..StoredKeys::default()
         }
     }
 
@@ -399,6 +401,39 @@ mod tests {
     }
 
     #[test]
+    fn keys_adopted_from_the_legacy_names_are_written_unchanged_under_the_current_ones() {
+        let node = node("", "");
+        let first = run(&node, &StoredKeys::default(), &[]);
+        let relay_public = first.outcome.as_ref().unwrap().facts.relay_public.clone();
+        let uplinks = first.outcome.as_ref().unwrap().facts.uplinks.clone();
+        let adopted = StoredKeys {
+            relay_from_legacy: true,
+            uplinks_from_legacy: true,
+            ..stored_after(&first)
+        };
+        let migrated = run(&node, &adopted, &[]);
+        let uplink = UplinkNames::for_node("team", "edge");
+        assert_eq!(
+            names(&migrated.key_writes),
+            [
+                ("tunnel".to_owned(), uplink.vps_key_secret.clone()),
+                ("tunnel".to_owned(), uplink.keys_secret.clone())
+            ]
+        );
+        assert_eq!(
+            stored_after(&migrated),
+            stored_after(&first),
+            "the same keys"
+        );
+        let facts = &migrated.outcome.unwrap().facts;
+        assert_eq!(
+            facts.relay_public, relay_public,
+            "the VPS keeps its identity"
+        );
+        assert_eq!(facts.uplinks, uplinks, "and its peers");
+    }
+
+    #[test]
     fn outcomes_reach_each_port_binding_and_only_planned_ones_are_applied() {
         let node = node("", "");
         let pbs = [
@@ -443,7 +478,7 @@ mod tests {
                 "priv".to_owned(),
                 "not a key".to_owned(),
             )])),
-            uplinks: None,
+            ..StoredKeys::default()
         };
         let d = run(&node, &stored, &[]);
         assert!(d.key_writes.is_empty());

@@ -1,20 +1,21 @@
 //! The gather stage of a pass: every input read once, into one value. The EdgeNode and its
-//! PortBindings come from the watch caches, the SSH Secret from the Secret cache (turned into
-//! the SSH target here), the WireGuard key Secrets from the API (they live in the uplink
-//! namespace, which the operator may not watch).
+//! PortBindings come from the watch caches, the SSH and TLS Secrets from what the pass fetched
+//! ([`super::super::secrets`]; the SSH Secret is turned into the SSH target here), the WireGuard key Secrets and the owners of the uplink objects from
+//! the API (they live in the uplink namespace, which the operator may not watch): an object
+//! under one of the EdgeNode's names that is not its own stops the pass here, before any write.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::{EdgeNode, FromKind, PortBinding, Reference, ToKind};
 use crate::hash::sha256_hex;
 use crate::object_key::ObjectKey;
 use crate::ssh::{Credentials, SshOptions};
-use crate::workload::{self, StoredKeys, UplinkNames};
+use crate::workload::{self, Existing};
 
 use super::super::Context;
 use super::super::error::ReconcileError;
@@ -28,37 +29,49 @@ pub struct Gathered {
     pub node: Arc<EdgeNode>,
     /// Where and how to log in.
     pub target: Target,
-    /// The WireGuard key Secrets as they are.
-    pub stored_keys: StoredKeys,
+    /// The WireGuard key Secrets as they are, and this EdgeNode's objects under the legacy
+    /// names (to migrate).
+    pub existing: Existing,
     /// The PortBindings that point at the EdgeNode.
     pub port_bindings: Vec<Arc<PortBinding>>,
+    /// The Secrets the pass reads (SSH and TLS), with their data.
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 }
 
-/// Reads the inputs of a converge pass of `node`, whose PortBindings the caller took from the
-/// cache (first, so it knows what the pass read even when this fails).
+/// Reads the inputs of a converge pass of `node`, whose PortBindings and Secrets the caller
+/// read (first, so it knows what the pass read even when this fails).
 pub async fn gather(
     ctx: &Context,
     resolver: &StoreResolver,
     node: Arc<EdgeNode>,
     port_bindings: Vec<Arc<PortBinding>>,
+    secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 ) -> Result<Gathered, ReconcileError> {
     let key = ObjectKey::of(node.as_ref());
-    let target = target_of(ctx, resolver, &node)?;
-    let names = UplinkNames::for_node(&key.namespace, &key.name);
-    let stored_keys = workload::read_keys(&ctx.client, &node.spec.uplink.namespace, &names).await?;
+    let target = target_of(ctx, resolver, &node, &secrets)?;
+    let existing = workload::read_existing(
+        &ctx.client,
+        &node.spec.uplink.namespace,
+        &key.namespace,
+        &key.name,
+    )
+    .await?;
     Ok(Gathered {
         node,
         target,
-        stored_keys,
+        existing,
         port_bindings,
+        secrets,
     })
 }
 
-/// The SSH target from the EdgeNode's spec and its Secret (from the cache).
+/// The SSH target from the EdgeNode's spec and its Secret (from `secrets`, what the pass
+/// fetched).
 pub fn target_of(
     ctx: &Context,
     resolver: &StoreResolver,
     node: &EdgeNode,
+    secrets: &BTreeMap<ObjectKey, Arc<Secret>>,
 ) -> Result<Target, ReconcileError> {
     let ns = node.namespace().unwrap_or_default();
     let secret_ref = &node.spec.ssh.secret_ref;
@@ -77,10 +90,8 @@ pub fn target_of(
             namespace: ns.clone(),
         });
     }
-    let secret = ctx
-        .stores
-        .secrets
-        .get(&ObjectRef::new(&secret_ref.name).within(secret_ns))
+    let secret = secrets
+        .get(&ObjectKey::new(secret_ns, secret_ref.name.clone()))
         .ok_or_else(|| ReconcileError::SshSecretNotFound {
             secret: secret_name.clone(),
             hint: if ctx.stores.secrets.watches(secret_ns) {

@@ -2,7 +2,7 @@
 //! stages (DESIGN.md §3):
 //!
 //! 1. [`gather`]: the EdgeNode, its PortBindings and SSH Secret from the caches, the key
-//!    Secrets from the API, into one value;
+//!    Secrets and the owners of the uplink objects from the API, into one value;
 //! 2. [`decide`](decide::decide), pure: keys, the plan (the config renderer), the uplink
 //!    objects, the VPS's desired state, one report per PortBinding, the status facts;
 //! 3. [`apply`](apply::apply): the API writes; then the SSH job goes to the session actor,
@@ -293,12 +293,19 @@ async fn start_pass(
             .map(|pb| (ObjectKey::of(pb.as_ref()), pb.metadata.generation))
             .collect(),
     );
-    // And of the Secrets, for the cert watcher: a change it sees later is one this pass missed.
-    let read = index::secrets_of(&node, &port_bindings)
-        .into_iter()
+    // And of the Secrets (fetched now: they are watched as metadata only), for the cert
+    // watcher: a change it sees later is one this pass missed.
+    let wanted = index::secrets_of(&node, &port_bindings);
+    let secrets = ctx.secrets(&wanted).await;
+    let read = wanted
+        .iter()
         .map(|s| {
-            let digest = cert_watcher::digest_in_cache(&ctx, &s);
-            (s, digest)
+            let digest = secrets
+                .as_ref()
+                .ok()
+                .and_then(|found| found.get(s))
+                .map(|secret| cert_watcher::secret_digest(secret));
+            (s.clone(), digest)
         })
         .collect();
     cert_watcher(myself, state)
@@ -311,9 +318,12 @@ async fn start_pass(
         apply::set_finalizer(&api, &key.name, true).await
     };
     let resolver = ctx.resolver();
-    let gathered = match finalized {
-        Ok(()) => gather::gather(&ctx, &resolver, node.clone(), port_bindings).await,
-        Err(e) => Err(e),
+    let gathered = match (finalized, secrets) {
+        (Ok(()), Ok(secrets)) => {
+            gather::gather(&ctx, &resolver, node.clone(), port_bindings, secrets).await
+        }
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(e.into()),
     };
     let outcome = match gathered {
         Ok(g) => {
@@ -324,13 +334,19 @@ async fn start_pass(
             };
             let inputs = Inputs {
                 node: &g.node,
-                stored_keys: &g.stored_keys,
+                stored_keys: &g.existing.keys,
                 port_bindings: &g.port_bindings,
             };
+            let resolver = resolver.with_secrets(g.secrets.clone());
             let decision = decide::decide(&inputs, &resolver, &settings);
-            apply::apply(&ctx, &node.spec.uplink.namespace, decision)
-                .await
-                .map(|applied| (g.target, applied))
+            apply::apply(
+                &ctx,
+                &node.spec.uplink.namespace,
+                decision,
+                &g.existing.legacy,
+            )
+            .await
+            .map(|applied| (g.target, applied))
         }
         Err(error) => Err(decide::Refused {
             error,

@@ -1,19 +1,21 @@
 //! Deleting an EdgeNode: the VPS is torn down over SSH (unless `skip-deprovision`), then the
-//! uplink objects are deleted, then the finalizer goes. A deletion that cannot proceed says
+//! uplink objects are deleted (only those whose owner labels name it, under its current and
+//! legacy names), then the finalizer goes. A deletion that cannot proceed says
 //! why on the EdgeNode and how to delete without cleaning the VPS.
 
 use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::api::Api;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::crd::{ANNOTATION_SKIP_DEPROVISION, EdgeNode};
 use crate::object_key::ObjectKey;
-use crate::workload::{self, UplinkNames};
+use crate::workload;
 
 use super::super::Context;
 use super::super::error::ReconcileError;
+use super::super::index;
 use super::super::protocol::Target;
 use super::apply::set_finalizer;
 use super::gather::target_of;
@@ -50,7 +52,21 @@ pub async fn begin(ctx: &Context, node: &EdgeNode) -> Next {
         info!(node = %ObjectKey::of(node), "skip-deprovision: leaving the VPS as it is");
         return Next::Finish;
     }
-    match target_of(ctx, &ctx.resolver(), node) {
+    let secrets = match ctx
+        .secrets(&index::secrets_of(
+            node,
+            &[] as &[Arc<crate::crd::PortBinding>],
+        ))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let e = ReconcileError::from(e);
+            report::deletion_blocked(ctx, node, e.category(), &e.to_string()).await;
+            return Next::Blocked;
+        }
+    };
+    match target_of(ctx, &ctx.resolver(), node, &secrets) {
         Ok(target) => Next::TearDown(Box::new(target)),
         Err(e) => {
             report::deletion_blocked(ctx, node, e.category(), &e.to_string()).await;
@@ -62,13 +78,24 @@ pub async fn begin(ctx: &Context, node: &EdgeNode) -> Next {
 /// After the VPS (if any): the uplink objects, then the finalizer. `Ok(true)`: done.
 pub async fn finish(ctx: &Context, node: &Arc<EdgeNode>) -> Result<bool, ReconcileError> {
     let key = ObjectKey::of(node.as_ref());
-    let names = UplinkNames::for_node(&key.namespace, &key.name);
-    if let Err(e) =
-        workload::delete_workload(&ctx.client, &node.spec.uplink.namespace, &names).await
+    match workload::delete_workload(
+        &ctx.client,
+        &node.spec.uplink.namespace,
+        &key.namespace,
+        &key.name,
+    )
+    .await
     {
-        let e = ReconcileError::from(e);
-        report::deletion_blocked(ctx, node, e.category(), &e.to_string()).await;
-        return Ok(false);
+        Ok(left_alone) => {
+            if !left_alone.is_empty() {
+                warn!(node = %key, objects = ?left_alone, "objects under this EdgeNode's uplink names are not its own: left alone");
+            }
+        }
+        Err(e) => {
+            let e = ReconcileError::from(e);
+            report::deletion_blocked(ctx, node, e.category(), &e.to_string()).await;
+            return Ok(false);
+        }
     }
     let api: Api<EdgeNode> = Api::namespaced(ctx.client.clone(), &key.namespace);
     set_finalizer(&api, &key.name, false).await?;
