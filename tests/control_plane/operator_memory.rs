@@ -11,9 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
-use testbed::apiserver::ApiServer;
 use testbed::free_port;
-use testbed::process::Process;
+use testbed::operator::OperatorBed;
 use tunnel::crd::EdgeNode;
 
 /// Unrelated Secrets, and the size of each one's data.
@@ -33,9 +32,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_large_unrelated_secrets_do_not_grow_the_operator() {
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
+    let bed = OperatorBed::builder().start().await.unwrap();
+    let client = bed.client.clone();
     let bulk: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": "bulk"}})).unwrap();
     Api::<Namespace>::all(client.clone())
@@ -85,24 +83,13 @@ async fn many_large_unrelated_secrets_do_not_grow_the_operator() {
     .unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
 
-    let log = dir.path().join("operator.log");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args(["run", "--leader-elect=false"])
-        .args([
-            "--tunnelctl-dir",
-            &super::leader_election::agents_dir(dir.path()),
-        ])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .env("KUBECONFIG", server.kubeconfig_path())
-        .env("LOG_FORMAT", "text");
-    let mut operator = Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap();
+    let mut operator = bed
+        .operator()
+        .metrics()
+        .flags(&["--leader-elect=false"])
+        .start()
+        .unwrap();
+    let log = operator.log.clone();
     let concluded = async |unlike: &str| {
         for _ in 0..240 {
             let ready = nodes.get("edge-node").await.unwrap().status.and_then(|s| {
@@ -138,7 +125,7 @@ async fn many_large_unrelated_secrets_do_not_grow_the_operator() {
         !reason.starts_with("SSHSecret") && reason != "SecretReadFailed",
         "the SSH Secret was not read: {reason}: {message}"
     );
-    let rss = rss_kib(operator.pid());
+    let rss = rss_kib(operator.process.pid());
     eprintln!(
         "operator VmRSS with {SECRETS} Secrets of {} KiB: {rss} KiB",
         SECRET_BYTES / 1024
@@ -148,6 +135,6 @@ async fn many_large_unrelated_secrets_do_not_grow_the_operator() {
         "the operator holds {rss} KiB with {SECRETS} unrelated Secrets of {} KiB",
         SECRET_BYTES / 1024
     );
-    operator.signal("TERM");
-    let _ = operator.wait_exit(Duration::from_secs(20));
+    operator.process.signal("TERM");
+    let _ = operator.process.wait_exit(Duration::from_secs(20));
 }

@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use testbed::apiserver::ApiServer;
+use testbed::operator::OperatorBed;
 use tunnel::crd::EdgeNode;
 use tunnel::workload::{self, UplinkNames, UplinkWorkload};
 
@@ -201,9 +202,8 @@ async fn a_colliding_name_cannot_touch_another_edge_nodes_uplink_objects() {
         "the pair collides on the old scheme"
     );
 
-    let server = ApiServer::start().await.unwrap();
-    server.install_crds(&tunnel::crd::crds()).await.unwrap();
-    let client = server.client().await.unwrap();
+    let bed = OperatorBed::builder().start().await.unwrap();
+    let client = bed.client.clone();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in [VICTIM.0, ATTACKER.0, SQUATTED.0, "tunnel"] {
         namespaces
@@ -317,24 +317,13 @@ async fn a_colliding_name_cannot_touch_another_edge_nodes_uplink_objects() {
         .await
         .unwrap();
 
-    let log = dir.path().join("operator.log");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tunnel"));
-    cmd.args(["run", "--leader-elect=false"])
-        .args([
-            "--tunnelctl-dir",
-            &super::leader_election::agents_dir(dir.path()),
-        ])
-        .args([
-            "--health-probe-bind-address",
-            &format!("127.0.0.1:{}", testbed::free_port().unwrap()),
-        ])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{}", testbed::free_port().unwrap()),
-        ])
-        .env("KUBECONFIG", server.kubeconfig_path())
-        .env("LOG_FORMAT", "text");
-    let mut operator = testbed::process::Process::spawn("tunnel", &mut cmd, Some(&log)).unwrap();
+    let mut operator = bed
+        .operator()
+        .metrics()
+        .flags(&["--leader-elect=false"])
+        .start()
+        .unwrap();
+    let log = operator.log.clone();
     let operator_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // The attacker's pass: its own keys, nothing of the victim's touched.
@@ -482,6 +471,8 @@ async fn a_colliding_name_cannot_touch_another_edge_nodes_uplink_objects() {
     );
     assert!(sets.get_opt(&squatted.workload).await.unwrap().is_none());
 
-    operator.signal("TERM");
-    let _ = operator.wait_exit(std::time::Duration::from_secs(20));
+    operator.process.signal("TERM");
+    let _ = operator
+        .process
+        .wait_exit(std::time::Duration::from_secs(20));
 }
