@@ -11,6 +11,7 @@
 mod apply;
 mod labels;
 mod objects;
+pub mod pod_policy;
 mod pods;
 mod statefulset;
 
@@ -20,6 +21,7 @@ pub use apply::{
 };
 pub use labels::{OWNER_NAMESPACE_LABEL, labels, selector_labels};
 pub use objects::{config_map, headless_service, keys_secret, namespace, relay_key_secret};
+pub use pod_policy::{PolicyError, TenantPolicy, UplinkNamespaceRule};
 pub use pods::{PodState, uplink_pods};
 pub use statefulset::{UplinkPodOptions, apply_pod_options, statefulset};
 
