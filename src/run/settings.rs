@@ -61,7 +61,7 @@ pub struct RunArgs {
     /// Uplink namespaces and the EdgeNode namespaces that may use each: `NAME` (every
     /// namespace) or `NAME=NAMESPACE[,NAMESPACE...]`; repeat for each uplink namespace. When
     /// given, an EdgeNode whose `spec.uplink.namespace` is not open to its namespace is
-    /// refused (`UplinkNamespaceRefused`); when not, any namespace the operator may write.
+    /// refused (`UplinkNamespaceNotAllowed`); when not, any namespace the operator may write.
     #[arg(long = "uplink-namespace", value_name = "NAME[=NAMESPACES]")]
     pub uplink_namespaces: Vec<crate::workload::UplinkNamespaceRule>,
     /// Label keys taken from `spec.uplink.labels`: key prefixes (comma-separated); `*` is any

@@ -123,9 +123,9 @@ impl Default for TenantPolicy {
 pub enum PolicyError {
     /// The uplink namespace is not one this EdgeNode's namespace may use.
     #[error(
-        "spec.uplink.namespace {uplink:?} is not open to EdgeNodes of namespace {node_namespace:?} (the operator's --uplink-namespace, chart values uplinkNamespaces and uplinkNamespaceTenants); {allowed}"
+        "spec.uplink.namespace {uplink:?} is not open to EdgeNodes of namespace {node_namespace:?} (the operator's --uplink-namespace; with the Helm chart, the values uplinkNamespaces and uplinkNamespaceTenants); {allowed}"
     )]
-    NamespaceRefused {
+    NamespaceNotAllowed {
         /// The EdgeNode's `spec.uplink.namespace`.
         uplink: String,
         /// The EdgeNode's namespace.
@@ -145,7 +145,7 @@ impl PolicyError {
     /// The stable UpperCamelCase reason.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::NamespaceRefused { .. } => "UplinkNamespaceRefused",
+            Self::NamespaceNotAllowed { .. } => "UplinkNamespaceNotAllowed",
             Self::SettingRefused { .. } => "UplinkPodSettingRefused",
         }
     }
@@ -304,7 +304,7 @@ fn check_namespace(
     } else {
         format!("it may use: {}", usable.join(", "))
     };
-    Err(PolicyError::NamespaceRefused {
+    Err(PolicyError::NamespaceNotAllowed {
         uplink: uplink.to_owned(),
         node_namespace: node_namespace.to_owned(),
         allowed,
@@ -504,7 +504,7 @@ mod tests {
         assert!(at("team-a-dev", "tunnel-a").is_ok());
         assert!(at("team-b", "tunnel").is_ok(), "open to every namespace");
         let e = at("team-b", "tunnel-a").unwrap_err();
-        assert_eq!(e.category(), "UplinkNamespaceRefused");
+        assert_eq!(e.category(), "UplinkNamespaceNotAllowed");
         let text = e.to_string();
         assert!(
             text.contains("spec.uplink.namespace \"tunnel-a\"")
