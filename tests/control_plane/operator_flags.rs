@@ -119,7 +119,7 @@ fn most_at_once(pits: &[&Arc<AtomicUsize>], window: Duration, enough: usize) -> 
     most
 }
 
-fn ssh_key(dir: &Path) -> (String, String) {
+pub fn ssh_key(dir: &Path) -> (String, String) {
     let path = dir.join("id_ed25519");
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
