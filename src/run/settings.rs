@@ -405,6 +405,7 @@ mod tests {
 
     #[test]
     fn the_uplink_pod_flags_make_the_tenant_policy() {
+        use clap::Parser;
         let defaults = parse(&[]);
         assert_eq!(defaults, crate::workload::UplinkPodOptions::default());
         let set = parse(&[
@@ -426,7 +427,6 @@ mod tests {
         assert!(!t.placement);
         assert_eq!(set.node_selector.len(), 2);
         assert_eq!(set.tolerations[0].key.as_deref(), Some("dedicated"));
-        use clap::Parser;
         for bad in [
             "--uplink-namespace=Tunnel",
             "--uplink-node-selector=pool",

@@ -328,7 +328,7 @@ async fn start_pass(
                 port_bindings: &g.port_bindings,
             };
             let decision = decide::decide(&inputs, &resolver, &settings);
-            apply::apply(&ctx, &node.spec.uplink.namespace, decision)
+            Box::pin(apply::apply(&ctx, &node.spec.uplink.namespace, decision))
                 .await
                 .map(|applied| (g.target, applied))
         }
