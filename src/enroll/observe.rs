@@ -243,6 +243,9 @@ mod tests {
         assert_eq!(o.state, Some(state));
         assert!(o.envoy_user);
         assert!(!o.envoy_preserved);
+        assert!(!o.unsafe_dirs);
+        let o = parse(&format!("{out}unsafe-dir /etc/envoy\n")).unwrap();
+        assert!(o.unsafe_dirs);
     }
 
     #[test]

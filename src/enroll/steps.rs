@@ -502,6 +502,24 @@ mod tests {
     }
 
     #[test]
+    fn directories_an_earlier_version_gave_away_are_made_roots_before_envoys_files_are_written() {
+        let first = changes(&desired(), &fresh(), Request::default()).unwrap();
+        let mut d = desired();
+        d.envoy_lds = Blob::new(b"lds v2".to_vec());
+        let mut o = converged(&first);
+        o.unsafe_dirs = true;
+        let p = changes(&d, &o, Request::default()).unwrap();
+        assert_eq!(
+            names(&p),
+            vec![
+                "create user tunnel-envoy and make its directories root's",
+                "write /etc/envoy/lds.yaml (640)",
+                "write /etc/tunnel/state.json"
+            ]
+        );
+    }
+
+    #[test]
     fn relay_document_change_only_rewrites_it() {
         let first = changes(&desired(), &fresh(), Request::default()).unwrap();
         let mut d = desired();

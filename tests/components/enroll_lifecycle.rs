@@ -305,8 +305,8 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
         report.steps,
         vec![
             "write /etc/tunnel/relay.json (600)",
-            "write /etc/envoy/cds.yaml (600)",
-            "write /etc/envoy/lds.yaml (600)",
+            "write /etc/envoy/cds.yaml (640)",
+            "write /etc/envoy/lds.yaml (640)",
             "remove /etc/envoy/tls/stale.sds.yaml",
             "restart tunnel-envoy.service",
             "write /etc/tunnel/state.json",
@@ -327,7 +327,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
     assert_eq!(
         report.steps,
         vec![
-            "write /etc/envoy/lds.yaml (600)",
+            "write /etc/envoy/lds.yaml (640)",
             "write /etc/tunnel/state.json"
         ],
         "the relay document written before the cut is not written again"

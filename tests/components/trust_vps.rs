@@ -1,7 +1,8 @@
 //! Trust boundary 8 (issue 12): on a real nspawn VPS (real systemd), enrollment runs Envoy as
 //! its own user `tunnel-envoy` with `CAP_NET_BIND_SERVICE` only and the relay with
 //! `CAP_NET_ADMIN` only, both with `NoNewPrivileges` and systemd's sandbox. They start, serve
-//! a public port below 1024, hot-reload a new listener (Envoy reads the files it now owns),
+//! a public port below 1024, hot-reload a new listener (Envoy reads its files through its
+//! group),
 //! come back the same after a reboot, and teardown removes only what enrollment installed:
 //! an Envoy binary that was on the VPS before is put back, the user enrollment made goes.
 //!
@@ -208,9 +209,9 @@ fn assert_least_privilege(vps: &Vps, internet: &Netns) {
         text(
             vps,
             internet,
-            "stat -c '%U %a %n' /etc/envoy/lds.yaml /etc/envoy/tls/demo.sds.yaml /etc/tunnel/relay.json"
+            "stat -c '%U:%G %a %n' /etc/envoy/lds.yaml /etc/envoy/tls/demo.sds.yaml /etc/tunnel/relay.json"
         ),
-        "tunnel-envoy 600 /etc/envoy/lds.yaml\ntunnel-envoy 600 /etc/envoy/tls/demo.sds.yaml\nroot 600 /etc/tunnel/relay.json\n"
+        "root:tunnel-envoy 640 /etc/envoy/lds.yaml\nroot:tunnel-envoy 640 /etc/envoy/tls/demo.sds.yaml\nroot:root 600 /etc/tunnel/relay.json\n"
     );
 }
 
