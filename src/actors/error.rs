@@ -48,6 +48,9 @@ pub enum ReconcileError {
     /// No plan could be made.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The EdgeNode asks for an uplink namespace or pod settings the operator does not allow.
+    #[error(transparent)]
+    UplinkPolicy(#[from] crate::workload::PolicyError),
     /// The desired state of the VPS could not be assembled.
     #[error("assembling the VPS's desired state: {0}")]
     Desired(#[source] EnrollError),
@@ -80,6 +83,7 @@ impl ReconcileError {
             Self::SshSecret { source, .. } | Self::SshSettings(source) => source.category(),
             Self::Keys(e) => e.category(),
             Self::Plan(e) => e.category(),
+            Self::UplinkPolicy(e) => e.category(),
             Self::Desired(e) | Self::Enroll(e) => e.category(),
             Self::Api(e) => e.category(),
             Self::Existing(e) => e.category(),

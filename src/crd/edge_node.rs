@@ -214,7 +214,8 @@ pub struct UplinkSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 253))]
     pub replicas: i32,
-    /// Labels added to the uplink pods. The selector labels (`app.kubernetes.io/name`,
+    /// Labels added to the uplink pods (the operator's flag `--uplink-pod-label-prefixes` says
+    /// which keys it takes). The selector labels (`app.kubernetes.io/name`,
     /// `app.kubernetes.io/instance`, `app.kubernetes.io/managed-by`) and the
     /// `tunnel.achetronic.com/` prefix are the operator's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -223,19 +224,28 @@ pub struct UplinkSpec {
         "message": "uplink.labels must not set app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/managed-by or tunnel.achetronic.com/* (the operator's selector and owner labels)"
     }]))]
     pub labels: BTreeMap<String, String>,
-    /// Annotations added to the uplink pods.
+    /// Annotations added to the uplink pods. The `tunnel.achetronic.com/` prefix is the
+    /// operator's; which other keys are taken is the operator's choice (its flag
+    /// `--uplink-pod-annotation-prefixes`: by default not AppArmor, seccomp or CNI keys).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(k, !k.startsWith('tunnel.achetronic.com/'))",
+        "message": "uplink.annotations must not set tunnel.achetronic.com/* (the operator's)"
+    }]))]
     pub annotations: BTreeMap<String, String>,
     /// Compute resources of the uplink container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Node selector of the uplink pods.
+    /// Node selector of the uplink pods, added to the operator's (taken only with its
+    /// `--edge-node-placement`, the default).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
-    /// Tolerations of the uplink pods.
+    /// Tolerations of the uplink pods, added to the operator's; the taint keys the operator
+    /// takes are its `--uplink-pod-toleration-keys` (by default none of kubernetes.io).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Affinity of the uplink pods. When omitted, replicas are spread one per node
+    /// Affinity of the uplink pods (taken only with the operator's `--edge-node-placement`,
+    /// the default). When omitted, replicas are spread one per node
     /// (required anti-affinity on `kubernetes.io/hostname`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,

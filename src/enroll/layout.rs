@@ -35,7 +35,7 @@ pub const ENVOY_UNIT_FILE: &str = "/etc/systemd/system/tunnel-envoy.service";
 pub const SYSCTL: &str = "/etc/sysctl.d/99-tunnel.conf";
 /// The relay's WireGuard interface.
 pub const RELAY_INTERFACE: &str = "wg-relay";
-/// The system user (and group) Envoy runs as; it owns Envoy's files so it can read them.
+/// The system user (and group) Envoy runs as; its group reads Envoy's files.
 pub const ENVOY_USER: &str = "tunnel-envoy";
 /// The comment enrollment gives [`ENVOY_USER`]: teardown deletes the user only when it
 /// carries it (a user of that name made by someone else is left alone).
@@ -43,14 +43,20 @@ pub const ENVOY_USER_COMMENT: &str = "Tunnel Envoy (managed by Tunnel)";
 /// Where a binary that was on the VPS before enrollment is kept (teardown puts it back).
 pub const PRESERVED_SUFFIX: &str = ".pre-tunnel";
 
-/// The owner (user and group) a managed file gets, when not root: Envoy's files belong to
-/// [`ENVOY_USER`] so the unprivileged Envoy reads them (its unit mounts them read-only).
-pub fn owner_of(path: &str) -> Option<&'static str> {
+/// The group a managed file gets, when not root's: Envoy's files are `root:tunnel-envoy`,
+/// mode [`MODE_ENVOY`], so the unprivileged Envoy reads them and owns nothing (its unit also
+/// mounts them read-only). The directories stay root's (review L8).
+pub fn group_of(path: &str) -> Option<&'static str> {
     path.strip_prefix(ENVOY_DIR)
         .is_some_and(|rest| rest.starts_with('/'))
         .then_some(ENVOY_USER)
 }
 
+/// Directories of ours: root-owned, 0755; teardown removes each only when it is then empty.
+pub const OWN_DIRS: [&str; 3] = [ENVOY_TLS_DIR, ENVOY_DIR, TUNNEL_DIR];
+
+/// Mode of Envoy's files: read by the group [`ENVOY_USER`], written by root only.
+pub const MODE_ENVOY: u32 = 0o640;
 /// Mode of secrets and of everything not meant to be read by other users.
 pub const MODE_SECRET: u32 = 0o600;
 /// Mode of public configuration (units, sysctl drop-in).
@@ -84,12 +90,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envoy_files_belong_to_envoy() {
-        assert_eq!(owner_of(ENVOY_LDS), Some(ENVOY_USER));
-        assert_eq!(owner_of("/etc/envoy/tls/x.sds.yaml"), Some(ENVOY_USER));
-        assert_eq!(owner_of(RELAY_DOCUMENT), None);
-        assert_eq!(owner_of("/etc/envoyx/y"), None);
-        assert_eq!(owner_of(ENVOY), None);
+    fn envoy_reads_its_files_through_its_group() {
+        assert_eq!(group_of(ENVOY_LDS), Some(ENVOY_USER));
+        assert_eq!(group_of("/etc/envoy/tls/x.sds.yaml"), Some(ENVOY_USER));
+        assert_eq!(group_of(RELAY_DOCUMENT), None);
+        assert_eq!(group_of("/etc/envoyx/y"), None);
+        assert_eq!(group_of(ENVOY), None);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Observed {
     pub state_bytes: Option<Vec<u8>>,
     /// Whether Envoy's system user exists.
     pub envoy_user: bool,
+    /// Whether a directory of ours is a link, or not root's with mode 0755 (as an earlier
+    /// version left `/etc/envoy`): the pass makes them root's before writing there.
+    pub unsafe_dirs: bool,
     /// Whether a binary found before enrollment is kept aside at `<envoy>.pre-tunnel`.
     pub envoy_preserved: bool,
 }
@@ -124,6 +127,7 @@ pub fn script() -> Result<Script, SshError> {
         " -maxdepth 1 -name '.tunnel.*' 2>/dev/null | sed 's/^/temp /'; \
          if [ -f /etc/tunnel/state.json ]; then printf 'state %s\\n' \"$(base64 -w0 < /etc/tunnel/state.json)\"; fi; \
          if getent passwd tunnel-envoy >/dev/null 2>&1; then echo 'user tunnel-envoy'; fi; \
+         for d in /etc/envoy /etc/envoy/tls /etc/tunnel; do if [ -L \"$d\" ] || { [ -d \"$d\" ] && [ \"$(stat -c '%u %a' \"$d\")\" != '0 755' ]; }; then echo \"unsafe-dir $d\"; fi; done; \
          if [ -e /usr/local/bin/envoy.pre-tunnel ]; then echo 'preserved /usr/local/bin/envoy'; fi; true",
     )
     .with_max_output(MAX_OUTPUT))
@@ -158,6 +162,7 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
             }
             "tls" => push_listed(&mut observed.tls_files, rest, "SDS")?,
             "user" => observed.envoy_user |= rest.trim() == layout::ENVOY_USER,
+            "unsafe-dir" => observed.unsafe_dirs = true,
             "preserved" => observed.envoy_preserved |= rest.trim() == layout::ENVOY,
             "temp" => push_listed(&mut observed.temp_files, rest, "temporary")?,
             "unit" => {
@@ -238,6 +243,9 @@ mod tests {
         assert_eq!(o.state, Some(state));
         assert!(o.envoy_user);
         assert!(!o.envoy_preserved);
+        assert!(!o.unsafe_dirs);
+        let o = parse(&format!("{out}unsafe-dir /etc/envoy\n")).unwrap();
+        assert!(o.unsafe_dirs);
     }
 
     #[test]

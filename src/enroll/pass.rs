@@ -116,17 +116,17 @@ async fn write_blob(
     path: &str,
     blob: &Blob,
     mode: u32,
-    owner: Option<&str>,
+    group: Option<&str>,
 ) -> Result<(), EnrollError> {
     match blob.stored() {
-        Stored::Memory(bytes) => write_file_owned(session, path, bytes, mode, owner).await?,
+        Stored::Memory(bytes) => write_file_owned(session, path, bytes, mode, group).await?,
         Stored::File(local) => {
             let unreadable = |e: std::io::Error| EnrollError::ArtifactUnreadable {
                 path: local.display().to_string(),
                 reason: e.to_string(),
             };
             let file = tokio::fs::File::open(local).await.map_err(unreadable)?;
-            write_file_streamed(session, path, file, blob.len(), blob.sha256(), mode, owner)
+            write_file_streamed(session, path, file, blob.len(), blob.sha256(), mode, group)
                 .await?;
         }
     }
@@ -137,8 +137,8 @@ async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, 
     match step {
         Step::Write(file) => match &file.source {
             Source::Upload(blob) => {
-                let owner = layout::owner_of(&file.path);
-                write_blob(session, &file.path, blob, file.mode, owner).await?;
+                let group = layout::group_of(&file.path);
+                write_blob(session, &file.path, blob, file.mode, group).await?;
             }
             Source::Download(url) => download(session, &file.path, url, &file.sha256).await?,
         },
@@ -211,14 +211,24 @@ async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, 
 }
 
 /// Creates Envoy's system user and group when missing (no home, no shell, marked with
-/// [`layout::ENVOY_USER_COMMENT`] so teardown knows it is ours).
+/// [`layout::ENVOY_USER_COMMENT`] so teardown knows it is ours), and makes our directories
+/// root's again, 0755 (earlier versions gave `/etc/envoy` to the user): root then writes only
+/// in directories no one else can change, so no planted link is followed (review L8). A
+/// directory that is a symbolic link is refused, parents first.
 pub fn ensure_envoy_user_script() -> Result<Script, SshError> {
     let user = layout::ENVOY_USER;
-    Ok(Script::write("u=")
+    let mut s = Script::write("u=")
         .quoted(user)?
         .code("; getent group \"$u\" >/dev/null || groupadd --system \"$u\"; getent passwd \"$u\" >/dev/null || useradd --system --gid \"$u\" --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --comment ")
         .quoted(layout::ENVOY_USER_COMMENT)?
-        .code(" \"$u\""))
+        .code(" \"$u\"; for d in");
+    for dir in [layout::ENVOY_DIR, layout::ENVOY_TLS_DIR, layout::TUNNEL_DIR] {
+        s = s.code(" ").path(dir)?;
+    }
+    Ok(s.code(
+        "; do if [ -L \"$d\" ]; then echo \"$d is a symbolic link\" >&2; exit 1; fi; \
+         if [ -d \"$d\" ]; then chown -h 0:0 -- \"$d\"; chmod 0755 -- \"$d\"; fi; done",
+    ))
 }
 
 /// Downloads the Envoy binary on the VPS into a temporary file beside its target, checks the

@@ -115,7 +115,11 @@ impl fmt::Display for Step {
             Self::Restart(unit) => write!(f, "restart {unit}"),
             Self::ApplySysctl { .. } => write!(f, "apply {}", layout::SYSCTL),
             Self::WriteState(_) => write!(f, "write {}", layout::STATE),
-            Self::EnsureEnvoyUser => write!(f, "create user {}", layout::ENVOY_USER),
+            Self::EnsureEnvoyUser => write!(
+                f,
+                "create user {} and make its directories root's",
+                layout::ENVOY_USER
+            ),
             Self::Preserve(path) => write!(f, "preserve {path}"),
         }
     }
@@ -189,7 +193,7 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
     for (name, blob) in &desired.sds {
         files.push(ManagedFile::upload(
             &format!("{}/{name}", layout::ENVOY_TLS_DIR),
-            layout::MODE_SECRET,
+            layout::MODE_ENVOY,
             blob,
         ));
     }
@@ -197,11 +201,11 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
     let envoy_unit = Blob::new(units::envoy_unit().into_bytes());
     let sysctl = Blob::new(units::sysctl_drop_in(&desired.host).into_bytes());
     files.extend([
-        ManagedFile::upload(layout::ENVOY_CDS, layout::MODE_SECRET, &desired.envoy_cds),
-        ManagedFile::upload(layout::ENVOY_LDS, layout::MODE_SECRET, &desired.envoy_lds),
+        ManagedFile::upload(layout::ENVOY_CDS, layout::MODE_ENVOY, &desired.envoy_cds),
+        ManagedFile::upload(layout::ENVOY_LDS, layout::MODE_ENVOY, &desired.envoy_lds),
         ManagedFile::upload(
             layout::ENVOY_BOOTSTRAP,
-            layout::MODE_SECRET,
+            layout::MODE_ENVOY,
             &desired.envoy_bootstrap,
         ),
         ManagedFile::upload(layout::RELAY_UNIT_FILE, layout::MODE_PUBLIC, &relay_unit),
@@ -225,7 +229,8 @@ pub fn changes(
 
     let previous = observed.state.clone().unwrap_or_default();
     let mut changed = Vec::new();
-    let mut user_ensured = observed.envoy_user;
+    // The user, and our directories root's (review L8), before the first write of Envoy's.
+    let mut user_ensured = observed.envoy_user && !observed.unsafe_dirs;
     for file in &files {
         let found = observed.files.get(&file.path);
         let same = found.is_some_and(|f| f.sha256 == file.sha256 && f.mode == file.mode_text());
@@ -240,7 +245,7 @@ pub fn changes(
         {
             steps.push(Step::Preserve(layout::ENVOY));
         }
-        if !user_ensured && layout::owner_of(&file.path).is_some() {
+        if !user_ensured && layout::group_of(&file.path).is_some() {
             steps.push(Step::EnsureEnvoyUser);
             user_ensured = true;
         }
@@ -455,11 +460,11 @@ mod tests {
                 "write /usr/local/bin/tunnelctl (755)",
                 "write /usr/local/bin/envoy (755)",
                 "write /etc/tunnel/relay.json (600)",
-                "create user tunnel-envoy",
-                "write /etc/envoy/tls/web.sds.yaml (600)",
-                "write /etc/envoy/cds.yaml (600)",
-                "write /etc/envoy/lds.yaml (600)",
-                "write /etc/envoy/envoy.yaml (600)",
+                "create user tunnel-envoy and make its directories root's",
+                "write /etc/envoy/tls/web.sds.yaml (640)",
+                "write /etc/envoy/cds.yaml (640)",
+                "write /etc/envoy/lds.yaml (640)",
+                "write /etc/envoy/envoy.yaml (640)",
                 "write /etc/systemd/system/tunnel-relay.service (644)",
                 "write /etc/systemd/system/tunnel-envoy.service (644)",
                 "write /etc/sysctl.d/99-tunnel.conf (644)",
@@ -490,7 +495,25 @@ mod tests {
         assert_eq!(
             names(&p),
             vec![
-                "write /etc/envoy/lds.yaml (600)",
+                "write /etc/envoy/lds.yaml (640)",
+                "write /etc/tunnel/state.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn directories_an_earlier_version_gave_away_are_made_roots_before_envoys_files_are_written() {
+        let first = changes(&desired(), &fresh(), Request::default()).unwrap();
+        let mut d = desired();
+        d.envoy_lds = Blob::new(b"lds v2".to_vec());
+        let mut o = converged(&first);
+        o.unsafe_dirs = true;
+        let p = changes(&d, &o, Request::default()).unwrap();
+        assert_eq!(
+            names(&p),
+            vec![
+                "create user tunnel-envoy and make its directories root's",
+                "write /etc/envoy/lds.yaml (640)",
                 "write /etc/tunnel/state.json"
             ]
         );
@@ -527,8 +550,8 @@ mod tests {
             names(&p),
             vec![
                 "write /etc/tunnel/relay.json (600)",
-                "write /etc/envoy/cds.yaml (600)",
-                "write /etc/envoy/lds.yaml (600)",
+                "write /etc/envoy/cds.yaml (640)",
+                "write /etc/envoy/lds.yaml (640)",
                 "remove /etc/envoy/tls/old.sds.yaml",
                 "remove /etc/envoy/.tunnel.x1",
                 "restart tunnel-envoy.service",

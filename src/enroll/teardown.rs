@@ -2,6 +2,9 @@
 //! units, every managed file, the state, the binaries and any leftover interface, put back an
 //! Envoy binary that was there before enrollment (kept at `envoy.pre-tunnel`), delete Envoy's
 //! system user when enrollment made it (and only then), and check that nothing is left.
+//! Only our own files go: the fixed paths of the layout and the TLS files the state file
+//! lists; `/etc/envoy/tls`, `/etc/envoy` and `/etc/tunnel` are removed only when that leaves
+//! them empty, so a file someone else put there stays (review L8).
 //! Every step tolerates a half-enrolled VPS (missing units or files).
 //! Live sysctl values and NIC offload settings are not restored: they revert at the next boot
 //! now that the drop-in and the unit are gone.
@@ -10,10 +13,32 @@ use tracing::info;
 
 use super::EnrollError;
 use super::layout;
+use super::observe;
+use super::state::State;
 use crate::ssh::{Script, Session, SshError};
 
-/// The teardown commands, in order (pure, for tests and docs).
-pub fn scripts() -> Result<Vec<Script>, SshError> {
+/// Our files: the fixed paths and the TLS files in `state` (only well-named ones in the SDS
+/// directory: the state file is read from the VPS). The Envoy binary is not among them.
+fn own_files(state: Option<&State>) -> Vec<String> {
+    let mut files: Vec<String> = observe::FIXED_PATHS
+        .iter()
+        .filter(|p| **p != layout::ENVOY)
+        .map(|p| (*p).to_owned())
+        .collect();
+    let tls = format!("{}/", layout::ENVOY_TLS_DIR);
+    files.extend(
+        state
+            .into_iter()
+            .flat_map(|s| s.files.keys())
+            .filter(|p| p.strip_prefix(&tls).is_some_and(layout::is_sds_file_name))
+            .cloned(),
+    );
+    files
+}
+
+/// The teardown commands, in order (pure, for tests and docs); `state` is the VPS's state
+/// file, when it has a readable one.
+pub fn scripts(state: Option<&State>) -> Result<Vec<Script>, SshError> {
     let stop = |unit: &str| -> Result<Script, SshError> {
         Ok(Script::write("u=")
             .quoted(unit)?
@@ -26,18 +51,9 @@ pub fn scripts() -> Result<Vec<Script>, SshError> {
     // The Envoy binary goes only when something else of ours is here: a VPS never enrolled,
     // or one already torn down (its own binary put back), keeps its Envoy.
     let mut remove_files = traces(Script::write(""))?;
-    remove_files = remove_files.code("; rm -rf --");
-    for path in [layout::ENVOY_DIR, layout::TUNNEL_DIR] {
-        remove_files = remove_files.code(" ").path(path)?;
-    }
     remove_files = remove_files.code("; rm -f --");
-    for path in [
-        layout::TUNNELCTL,
-        layout::SYSCTL,
-        layout::RELAY_UNIT_FILE,
-        layout::ENVOY_UNIT_FILE,
-    ] {
-        remove_files = remove_files.code(" ").path(path)?;
+    for path in own_files(state) {
+        remove_files = remove_files.code(" ").path(&path)?;
     }
     remove_files = remove_files
         .code("; if [ -n \"$ours\" ]; then rm -f -- ")
@@ -52,7 +68,12 @@ pub fn scripts() -> Result<Vec<Script>, SshError> {
     for dir in layout::TEMP_DIRS {
         remove_files = remove_files.code(" ").path(dir)?;
     }
-    remove_files = remove_files.code(" -maxdepth 1 -name '.tunnel.*' -delete 2>/dev/null; true");
+    remove_files =
+        remove_files.code(" -maxdepth 1 -name '.tunnel.*' -type f -delete 2>/dev/null; for d in");
+    for dir in layout::OWN_DIRS {
+        remove_files = remove_files.code(" ").path(dir)?;
+    }
+    remove_files = remove_files.code("; do if [ -d \"$d\" ] && [ ! -L \"$d\" ]; then rmdir -- \"$d\" 2>/dev/null; fi; done; true");
     let user = Script::write("u=")
         .quoted(layout::ENVOY_USER)?
         .code("; c=")
@@ -86,8 +107,9 @@ fn traces(script: Script) -> Result<Script, SshError> {
     for path in [
         &format!("{}{}", layout::ENVOY, layout::PRESERVED_SUFFIX) as &str,
         layout::TUNNELCTL,
-        layout::TUNNEL_DIR,
-        layout::ENVOY_DIR,
+        layout::RELAY_DOCUMENT,
+        layout::STATE,
+        layout::ENVOY_BOOTSTRAP,
         layout::RELAY_UNIT_FILE,
         layout::ENVOY_UNIT_FILE,
         layout::SYSCTL,
@@ -97,28 +119,32 @@ fn traces(script: Script) -> Result<Script, SshError> {
     Ok(s.code("; do if [ -e \"$t\" ]; then ours=1; fi; done"))
 }
 
-/// The check that nothing is left (read-only): prints one line per leftover. Pass
+/// The check that nothing of ours is left (read-only): prints one line per leftover. Pass
 /// `envoy_ours: false` when the Envoy binary is not ours to remove (put back, or never ours).
-pub fn leftovers_script(envoy_ours: bool) -> Result<Script, SshError> {
+/// A directory of ours counts only when nothing else is in it.
+pub fn leftovers_script(state: Option<&State>, envoy_ours: bool) -> Result<Script, SshError> {
     let mut s = Script::read("for p in");
-    let paths = [
-        layout::ENVOY_DIR,
-        layout::TUNNEL_DIR,
-        layout::TUNNELCTL,
-        layout::ENVOY,
-        layout::SYSCTL,
-        layout::RELAY_UNIT_FILE,
-        layout::ENVOY_UNIT_FILE,
-        "/etc/systemd/system/multi-user.target.wants/tunnel-relay.service",
-        "/etc/systemd/system/multi-user.target.wants/tunnel-envoy.service",
-    ];
-    for path in paths
-        .into_iter()
-        .filter(|p| envoy_ours || *p != layout::ENVOY)
-    {
+    let mut paths = own_files(state);
+    paths.extend(
+        [
+            "/etc/systemd/system/multi-user.target.wants/tunnel-relay.service",
+            "/etc/systemd/system/multi-user.target.wants/tunnel-envoy.service",
+        ]
+        .map(str::to_owned),
+    );
+    if envoy_ours {
+        paths.push(layout::ENVOY.to_owned());
+    }
+    for path in &paths {
         s = s.code(" ").path(path)?;
     }
-    s = s.code("; do if [ -e \"$p\" ] || [ -L \"$p\" ]; then echo \"$p\"; fi; done; for u in tunnel-relay.service tunnel-envoy.service; do if systemctl is-active --quiet \"$u\"; then echo \"$u running\"; fi; done; if ip link show dev ");
+    s = s.code("; do if [ -e \"$p\" ] || [ -L \"$p\" ]; then echo \"$p\"; fi; done; for d in");
+    for dir in layout::OWN_DIRS {
+        s = s.code(" ").path(dir)?;
+    }
+    s = s
+        .code("; do if [ -d \"$d\" ] && [ -z \"$(ls -A -- \"$d\")\" ]; then echo \"$d\"; fi; done");
+    s = s.code("; for u in tunnel-relay.service tunnel-envoy.service; do if systemctl is-active --quiet \"$u\"; then echo \"$u running\"; fi; done; if ip link show dev ");
     s = s
         .quoted(layout::RELAY_INTERFACE)?
         .code(" >/dev/null 2>&1; then echo 'interface wg-relay'; fi; if [ \"$(getent passwd ")
@@ -145,12 +171,22 @@ pub async fn teardown(session: &mut Session) -> Result<(), EnrollError> {
         .await?
         .stdout_text();
     let envoy_ours = found.contains("ours") && !found.contains("kept");
-    for script in scripts()? {
+    let state = session
+        .run_ok(
+            &Script::read("if [ -f ")
+                .path(layout::STATE)?
+                .code(" ]; then cat -- ")
+                .path(layout::STATE)?
+                .code("; fi"),
+        )
+        .await?;
+    let state = State::parse(&state.stdout);
+    for script in scripts(state.as_ref())? {
         info!(host = %session.options().target(), command = %script, "teardown step");
         session.run_ok(&script).await?;
     }
     let left = session
-        .run_ok(&leftovers_script(envoy_ours)?)
+        .run_ok(&leftovers_script(state.as_ref(), envoy_ours)?)
         .await?
         .stdout_text();
     let left: Vec<&str> = left.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -167,30 +203,51 @@ mod tests {
     use crate::ssh::Access;
 
     #[test]
-    fn envoy_stops_before_the_relay_and_everything_goes() {
-        let s = scripts().unwrap();
+    fn envoy_stops_before_the_relay_and_only_our_files_go() {
+        let mut state = State::default();
+        for path in [
+            "/etc/envoy/tls/default-web.sds.yaml",
+            "/etc/envoy/tls/../../passwd",
+            "/etc/shadow",
+        ] {
+            state.files.insert(
+                path.into(),
+                crate::enroll::state::FileRecord {
+                    sha256: String::new(),
+                    mode: "640".into(),
+                },
+            );
+        }
+        let s = scripts(Some(&state)).unwrap();
         let text: Vec<&str> = s.iter().map(Script::as_str).collect();
         assert!(text[0].contains("'tunnel-envoy.service'"), "{}", text[0]);
         assert!(text[1].contains("'tunnel-relay.service'"), "{}", text[1]);
         let all = text.join("\n");
         for path in [
-            "/etc/envoy",
-            "/etc/tunnel",
+            "/etc/envoy/envoy.yaml",
+            "/etc/tunnel/state.json",
+            "/etc/envoy/tls/default-web.sds.yaml",
             "/usr/local/bin/envoy",
             "/usr/local/bin/tunnelctl",
             "/etc/sysctl.d/99-tunnel.conf",
         ] {
             assert!(all.contains(&format!("'{path}'")), "{path}");
         }
+        // No recursive removal; the state file names nothing outside the SDS directory.
+        assert!(!all.contains("rm -rf") && !all.contains("rm -r "), "{all}");
+        assert!(!all.contains("shadow") && !all.contains("passwd'"), "{all}");
+        assert!(all.contains("rmdir -- \"$d\""), "{all}");
         assert!(s.iter().all(|s| s.access() == Access::Write));
         assert!(
             all.contains("envoy.pre-tunnel"),
             "a kept binary is put back"
         );
         assert!(all.contains("userdel"), "our user goes");
-        assert_eq!(leftovers_script(true).unwrap().access(), Access::Read);
+        let left = leftovers_script(Some(&state), true).unwrap();
+        assert_eq!(left.access(), Access::Read);
+        assert!(left.as_str().contains("default-web.sds.yaml"));
         assert!(
-            !leftovers_script(false)
+            !leftovers_script(None, false)
                 .unwrap()
                 .as_str()
                 .contains("'/usr/local/bin/envoy'")

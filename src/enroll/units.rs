@@ -83,7 +83,6 @@ pub fn envoy_unit() -> String {
          Type=simple\n\
          User={user}\n\
          Group={user}\n\
-         ExecStartPre=+/bin/chown -R {user}:{user} {dir}\n\
          ExecStart={envoy} -c {bootstrap} --disable-hot-restart\n\
          Restart=always\n\
          RestartSec=2\n\

@@ -206,10 +206,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
     let client = fence.client(config).map_err(OperatorError::Connect)?;
     metrics.set_leader(true);
 
-    let uplink_pod_options = crate::workload::UplinkPodOptions {
-        priority_class_name: args.uplink_priority_class_name.clone(),
-        image_pull_secrets: args.uplink_image_pull_secrets.clone(),
-    };
+    let uplink_pod_options = args.uplink_pod_options();
     let artefacts = Artefacts {
         tunnelctl,
         envoy,

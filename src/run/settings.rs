@@ -50,6 +50,53 @@ pub struct RunArgs {
     /// (comma-separated names).
     #[arg(long, value_delimiter = ',', value_name = "NAME", value_parser = parse_object_name)]
     pub uplink_image_pull_secrets: Vec<String>,
+    /// `nodeSelector` entries of every uplink pod, as `key=value` (comma-separated). An
+    /// EdgeNode may add entries (with `--edge-node-placement`), never change these.
+    #[arg(long, value_delimiter = ',', value_name = "KEY=VALUE", value_parser = parse_selector_entry)]
+    pub uplink_node_selector: Vec<(String, String)>,
+    /// Tolerations of every uplink pod, as a JSON list of Kubernetes tolerations (e.g.
+    /// `[{"key":"dedicated","operator":"Equal","value":"edge","effect":"NoSchedule"}]`).
+    #[arg(long, value_name = "JSON", value_parser = parse_tolerations)]
+    pub uplink_tolerations: Option<Tolerations>,
+    /// Uplink namespaces and the EdgeNode namespaces that may use each: `NAME` (every
+    /// namespace) or `NAME=NAMESPACE[,NAMESPACE...]`; repeat for each uplink namespace. When
+    /// given, an EdgeNode whose `spec.uplink.namespace` is not open to its namespace is
+    /// refused (`UplinkNamespaceNotAllowed`); when not, any namespace the operator may write.
+    #[arg(long = "uplink-namespace", value_name = "NAME[=NAMESPACES]")]
+    pub uplink_namespaces: Vec<crate::workload::UplinkNamespaceRule>,
+    /// Label keys taken from `spec.uplink.labels`: key prefixes (comma-separated); `*` is any
+    /// key outside the kubernetes.io, k8s.io and CNI domains; empty: none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "*",
+        value_name = "PREFIXES"
+    )]
+    pub uplink_pod_label_prefixes: Vec<String>,
+    /// Annotation keys taken from `spec.uplink.annotations`, as for labels. AppArmor, seccomp
+    /// and CNI annotations (network attachments, fixed IPs) need a prefix of their own here.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "*",
+        value_name = "PREFIXES"
+    )]
+    pub uplink_pod_annotation_prefixes: Vec<String>,
+    /// Taint keys `spec.uplink.tolerations` may tolerate, as for labels: with `*` not the
+    /// kubernetes.io ones (control-plane, unhealthy nodes); a toleration without a key never.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "*",
+        value_name = "PREFIXES"
+    )]
+    pub uplink_pod_toleration_keys: Vec<String>,
+    /// Take `spec.uplink.nodeSelector` and `spec.uplink.affinity` from EdgeNodes (they only
+    /// narrow where the pods may run); `false` refuses them and places uplink pods by the
+    /// operator's `--uplink-node-selector` and `--uplink-tolerations` alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub edge_node_placement: bool,
     /// At most this many SSH passes run at once, across all EdgeNodes.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
@@ -119,6 +166,50 @@ pub struct RunArgs {
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1,
           default_missing_value = "true")]
     pub enable_http2: bool,
+}
+
+/// A `nodeSelector` entry, `key=value`.
+fn parse_selector_entry(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+/// The tolerations of `--uplink-tolerations`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tolerations(pub Vec<k8s_openapi::api::core::v1::Toleration>);
+
+/// A JSON list of tolerations.
+fn parse_tolerations(text: &str) -> Result<Tolerations, String> {
+    serde_json::from_str(text)
+        .map(Tolerations)
+        .map_err(|e| format!("not a JSON list of tolerations: {e}"))
+}
+
+impl RunArgs {
+    /// The uplink pods' settings from these flags.
+    pub fn uplink_pod_options(&self) -> crate::workload::UplinkPodOptions {
+        let prefixes = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect()
+        };
+        crate::workload::UplinkPodOptions {
+            priority_class_name: self.uplink_priority_class_name.clone(),
+            image_pull_secrets: self.uplink_image_pull_secrets.clone(),
+            node_selector: self.uplink_node_selector.iter().cloned().collect(),
+            tolerations: self.uplink_tolerations.clone().unwrap_or_default().0,
+            tenant: crate::workload::TenantPolicy {
+                namespaces: self.uplink_namespaces.clone(),
+                label_prefixes: prefixes(&self.uplink_pod_label_prefixes),
+                annotation_prefixes: prefixes(&self.uplink_pod_annotation_prefixes),
+                toleration_keys: prefixes(&self.uplink_pod_toleration_keys),
+                placement: self.edge_node_placement,
+            },
+        }
+    }
 }
 
 /// `allow` or `require-grant`.
@@ -297,6 +388,53 @@ mod tests {
     }
 
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> crate::workload::UplinkPodOptions {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("tunnel").chain(args.iter().copied()))
+            .unwrap()
+            .run
+            .uplink_pod_options()
+    }
+
+    #[test]
+    fn the_uplink_pod_flags_make_the_tenant_policy() {
+        use clap::Parser;
+        let defaults = parse(&[]);
+        assert_eq!(defaults, crate::workload::UplinkPodOptions::default());
+        let set = parse(&[
+            "--uplink-namespace=tunnel",
+            "--uplink-namespace=tunnel-a=team-a,team-b",
+            "--uplink-pod-label-prefixes=",
+            "--uplink-pod-annotation-prefixes=*,k8s.v1.cni.cncf.io/",
+            "--uplink-pod-toleration-keys=dedicated",
+            "--edge-node-placement=false",
+            "--uplink-node-selector=pool=edge,zone=a",
+            r#"--uplink-tolerations=[{"key":"dedicated","operator":"Exists"}]"#,
+        ]);
+        let t = &set.tenant;
+        assert_eq!(t.namespaces.len(), 2);
+        assert_eq!(t.namespaces[1].edge_node_namespaces, ["team-a", "team-b"]);
+        assert!(t.label_prefixes.is_empty(), "an empty value allows none");
+        assert_eq!(t.annotation_prefixes, ["*", "k8s.v1.cni.cncf.io/"]);
+        assert_eq!(t.toleration_keys, ["dedicated"]);
+        assert!(!t.placement);
+        assert_eq!(set.node_selector.len(), 2);
+        assert_eq!(set.tolerations[0].key.as_deref(), Some("dedicated"));
+        for bad in [
+            "--uplink-namespace=Tunnel",
+            "--uplink-node-selector=pool",
+            "--uplink-tolerations=[{",
+        ] {
+            assert!(Cli::try_parse_from(["tunnel", bad]).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn bind_addresses_in_the_seeds_forms() {

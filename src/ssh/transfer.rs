@@ -1,6 +1,6 @@
 //! File transfer to the VPS with atomic replace: the bytes go on stdin into a temporary file
 //! (created mode 0600 in the target's directory), are checked against their SHA-256 on the
-//! VPS, get their final mode (and owner, when not root), are synced to disk, and only then are
+//! VPS, get their final mode (and group, when not root's; `chown -h`), are synced to disk, and only then are
 //! renamed over the target (the directory is synced after). An interrupted or
 //! corrupted upload therefore never replaces anything; a leftover temporary file is named
 //! `.tunnel.*` and swept by the next pass.
@@ -43,15 +43,15 @@ pub async fn write_file(
     write_file_owned(session, path, content, mode, None).await
 }
 
-/// [`write_file`], the file owned by user and group `owner` (root when `None`).
+/// [`write_file`], the file owned by root and group `group` (root when `None`).
 pub async fn write_file_owned(
     session: &mut Session,
     path: &str,
     content: &[u8],
     mode: u32,
-    owner: Option<&str>,
+    group: Option<&str>,
 ) -> Result<(), SshError> {
-    let script = write_file_script_owned(path, &sha256_hex(content), mode, owner)?;
+    let script = write_file_script_owned(path, &sha256_hex(content), mode, group)?;
     let timeout = transfer_timeout(session.options().command_timeout, content.len());
     session
         .run_ok_with_stdin_timeout(&script, content, timeout)
@@ -69,12 +69,12 @@ pub async fn write_file_streamed<R>(
     len: u64,
     sha256: &str,
     mode: u32,
-    owner: Option<&str>,
+    group: Option<&str>,
 ) -> Result<(), SshError>
 where
     R: tokio::io::AsyncRead + Unpin + Send,
 {
-    let script = write_file_script_owned(path, sha256, mode, owner)?;
+    let script = write_file_script_owned(path, sha256, mode, group)?;
     let timeout = transfer_timeout(
         session.options().command_timeout,
         usize::try_from(len).unwrap_or(usize::MAX),
@@ -109,7 +109,7 @@ pub fn write_file_script_owned(
     path: &str,
     sha256: &str,
     mode: u32,
-    owner: Option<&str>,
+    group: Option<&str>,
 ) -> Result<Script, SshError> {
     check_path(path)?;
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -130,12 +130,13 @@ pub fn write_file_script_owned(
         )
         .quoted(sha256)?
         .code(" ] || { echo 'uploaded content does not match its SHA-256' >&2; exit 3; }; ");
-    let script = match owner {
-        Some(user) => {
-            check_user(user)?;
+    // `$t` is the file mktemp just made; `-h` all the same: nothing here follows a link.
+    let script = match group {
+        Some(group) => {
+            check_user(group)?;
             script
-                .code("chown -- ")
-                .quoted(&format!("{user}:{user}"))?
+                .code("chown -h -- ")
+                .quoted(&format!("root:{group}"))?
                 .code(" \"$t\"; ")
         }
         None => script,
@@ -192,7 +193,7 @@ mod tests {
         assert!(
             owned
                 .as_str()
-                .contains("chown -- 'tunnel-envoy:tunnel-envoy' \"$t\""),
+                .contains("chown -h -- 'root:tunnel-envoy' \"$t\""),
             "{}",
             owned.as_str()
         );

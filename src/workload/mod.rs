@@ -15,6 +15,7 @@ mod labels;
 mod names;
 mod objects;
 mod ownership;
+pub mod pod_policy;
 mod pods;
 mod statefulset;
 
@@ -28,6 +29,7 @@ pub use ownership::{
     Existing, ExistingError, Found, Kind, LeftAlone, delete_owned, delete_workload, owns,
     read_existing,
 };
+pub use pod_policy::{PolicyError, TenantPolicy, UplinkNamespaceRule};
 pub use pods::{PodState, uplink_pods};
 pub use statefulset::{UplinkPodOptions, apply_pod_options, statefulset};
 

@@ -14,8 +14,12 @@
 //! A key is read once per pod: a changed key reaches a running replica by restarting it.
 //!
 //! Pod settings of the operator's flags (`--uplink-priority-class-name`,
-//! `--uplink-image-pull-secrets`) come with the workload ([`UplinkWorkload::pod_options`]) and
-//! apply to every uplink pod.
+//! `--uplink-image-pull-secrets`, `--uplink-node-selector`, `--uplink-tolerations`) come with
+//! the workload ([`UplinkWorkload::pod_options`]) and apply to every uplink pod. The
+//! EdgeNode's labels, annotations, tolerations, `nodeSelector` and `affinity` are added as
+//! they are: the pass checked them against the operator's [`TenantPolicy`] first
+//! ([`super::pod_policy::check`]); `nodeSelector` and `affinity` are taken only when the
+//! policy allows placement from EdgeNodes.
 
 use std::collections::BTreeMap;
 
@@ -25,12 +29,13 @@ use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, LocalObjectReference,
     ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::pod_policy::TenantPolicy;
 use super::{
     ADMIN_BRIDGE_PORT, ALL_KEYS_DIR, CONFIG_DIR, KEYS_DIR, READY_PORT, UplinkNames, UplinkWorkload,
     labels, selector_labels,
@@ -82,13 +87,20 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// Pod settings that come from the operator's flags, not from the EdgeNode.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Pod settings that come from the operator's flags, not from the EdgeNode, and what the
+/// operator takes from the EdgeNode.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct UplinkPodOptions {
     /// `priorityClassName` of the uplink pods.
     pub priority_class_name: Option<String>,
     /// `imagePullSecrets` of the uplink pods (Secret names in the uplink namespace).
     pub image_pull_secrets: Vec<String>,
+    /// `nodeSelector` entries of every uplink pod (an EdgeNode may add others).
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of every uplink pod (an EdgeNode's allowed ones are added).
+    pub tolerations: Vec<Toleration>,
+    /// What the operator takes from an EdgeNode's `spec.uplink`.
+    pub tenant: TenantPolicy,
 }
 
 /// Applies `options` to an uplink pod spec.
@@ -118,11 +130,26 @@ fn statefulset_base(w: &UplinkWorkload<'_>) -> StatefulSet {
     // User labels first, then ours: a user label can never break the selector.
     let mut pod_labels: BTreeMap<String, String> = w.spec.labels.clone();
     pod_labels.extend(labels(w.node, w.node_namespace));
+    let placement = w.pod_options.tenant.placement;
     let affinity = w
         .spec
         .affinity
         .clone()
+        .filter(|_| placement)
         .unwrap_or_else(|| default_affinity(w.node, w.node_namespace));
+    let mut node_selector = w.pod_options.node_selector.clone();
+    if placement {
+        for (k, v) in &w.spec.node_selector {
+            node_selector.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let tolerations: Vec<Toleration> = w
+        .pod_options
+        .tolerations
+        .iter()
+        .chain(&w.spec.tolerations)
+        .cloned()
+        .collect();
 
     let env = |name: &str, value: &str| EnvVar {
         name: name.into(),
@@ -260,10 +287,8 @@ fn statefulset_base(w: &UplinkWorkload<'_>) -> StatefulSet {
                         ..PodSecurityContext::default()
                     }),
                     affinity: Some(affinity),
-                    node_selector: (!w.spec.node_selector.is_empty())
-                        .then(|| w.spec.node_selector.clone()),
-                    tolerations: (!w.spec.tolerations.is_empty())
-                        .then(|| w.spec.tolerations.clone()),
+                    node_selector: (!node_selector.is_empty()).then_some(node_selector),
+                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
                     automount_service_account_token: Some(false),
                     // Long enough for the agent's drain (503 on /ready, Envoy ejects it).
                     termination_grace_period_seconds: Some(30),
@@ -358,6 +383,7 @@ mod tests {
             &UplinkPodOptions {
                 priority_class_name: Some("edge-critical".into()),
                 image_pull_secrets: vec!["regcred".into(), "mirror".into()],
+                ..UplinkPodOptions::default()
             },
         );
         assert_eq!(pod.priority_class_name.as_deref(), Some("edge-critical"));
@@ -370,5 +396,53 @@ mod tests {
         assert_eq!(secrets, ["regcred", "mirror"]);
         apply_pod_options(pod, &UplinkPodOptions::default());
         assert!(pod.priority_class_name.is_none() && pod.image_pull_secrets.is_none());
+    }
+
+    #[test]
+    fn the_operators_placement_comes_first_and_the_edge_nodes_only_when_allowed() {
+        let spec: crate::crd::UplinkSpec = serde_yaml::from_str(
+            "{nodeSelector: {zone: a, pool: mine}, tolerations: [{key: dedicated, operator: Exists}], affinity: {}}",
+        )
+        .unwrap();
+        let mut options = UplinkPodOptions {
+            node_selector: BTreeMap::from([("pool".into(), "edge".into())]),
+            tolerations: vec![Toleration {
+                key: Some("edge".into()),
+                operator: Some("Exists".into()),
+                ..Toleration::default()
+            }],
+            ..UplinkPodOptions::default()
+        };
+        let pod_of = |options: &UplinkPodOptions| {
+            let w = UplinkWorkload {
+                node: "edge-node",
+                node_namespace: "default",
+                spec: &spec,
+                image: "uplink",
+                log_format: "json",
+                log_level: "info",
+                pod_options: options,
+            };
+            statefulset(&w).spec.unwrap().template.spec.unwrap()
+        };
+        let pod = pod_of(&options);
+        let selector = pod.node_selector.unwrap();
+        assert_eq!(selector["pool"], "edge", "the operator's value holds");
+        assert_eq!(selector["zone"], "a");
+        let keys: Vec<_> = pod
+            .tolerations
+            .unwrap()
+            .into_iter()
+            .map(|t| t.key)
+            .collect();
+        assert_eq!(keys, [Some("edge".into()), Some("dedicated".into())]);
+        assert_eq!(pod.affinity, Some(Affinity::default()), "the EdgeNode's");
+        options.tenant.placement = false;
+        let pod = pod_of(&options);
+        assert_eq!(
+            pod.node_selector.unwrap(),
+            BTreeMap::from([("pool".into(), "edge".into())])
+        );
+        assert_eq!(pod.affinity, Some(default_affinity("edge-node", "default")));
     }
 }

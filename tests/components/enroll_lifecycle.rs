@@ -272,7 +272,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
     );
     assert_eq!(
         modes,
-        "755 /usr/local/bin/tunnelctl\n755 /usr/local/bin/envoy\n600 /etc/tunnel/relay.json\n600 /etc/tunnel/state.json\n600 /etc/envoy/envoy.yaml\n600 /etc/envoy/lds.yaml\n600 /etc/envoy/cds.yaml\n600 /etc/envoy/tls/demo.sds.yaml\n644 /etc/systemd/system/tunnel-relay.service\n644 /etc/systemd/system/tunnel-envoy.service\n644 /etc/sysctl.d/99-tunnel.conf\nenabled\nenabled\n"
+        "755 /usr/local/bin/tunnelctl\n755 /usr/local/bin/envoy\n600 /etc/tunnel/relay.json\n600 /etc/tunnel/state.json\n640 /etc/envoy/envoy.yaml\n640 /etc/envoy/lds.yaml\n640 /etc/envoy/cds.yaml\n640 /etc/envoy/tls/demo.sds.yaml\n644 /etc/systemd/system/tunnel-relay.service\n644 /etc/systemd/system/tunnel-envoy.service\n644 /etc/sysctl.d/99-tunnel.conf\nenabled\nenabled\n"
     );
 
     // 2. Nothing changed: no step, and only read-only commands ran; no file was touched.
@@ -305,8 +305,8 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
         report.steps,
         vec![
             "write /etc/tunnel/relay.json (600)",
-            "write /etc/envoy/cds.yaml (600)",
-            "write /etc/envoy/lds.yaml (600)",
+            "write /etc/envoy/cds.yaml (640)",
+            "write /etc/envoy/lds.yaml (640)",
             "remove /etc/envoy/tls/stale.sds.yaml",
             "restart tunnel-envoy.service",
             "write /etc/tunnel/state.json",
@@ -327,7 +327,7 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
     assert_eq!(
         report.steps,
         vec![
-            "write /etc/envoy/lds.yaml (600)",
+            "write /etc/envoy/lds.yaml (640)",
             "write /etc/tunnel/state.json"
         ],
         "the relay document written before the cut is not written again"

@@ -1,7 +1,8 @@
 //! Trust boundary 8 (issue 12): on a real nspawn VPS (real systemd), enrollment runs Envoy as
 //! its own user `tunnel-envoy` with `CAP_NET_BIND_SERVICE` only and the relay with
 //! `CAP_NET_ADMIN` only, both with `NoNewPrivileges` and systemd's sandbox. They start, serve
-//! a public port below 1024, hot-reload a new listener (Envoy reads the files it now owns),
+//! a public port below 1024, hot-reload a new listener (Envoy reads its files through its
+//! group),
 //! come back the same after a reboot, and teardown removes only what enrollment installed:
 //! an Envoy binary that was on the VPS before is put back, the user enrollment made goes.
 //!
@@ -208,9 +209,9 @@ fn assert_least_privilege(vps: &Vps, internet: &Netns) {
         text(
             vps,
             internet,
-            "stat -c '%U %a %n' /etc/envoy/lds.yaml /etc/envoy/tls/demo.sds.yaml /etc/tunnel/relay.json"
+            "stat -c '%U:%G %a %n' /etc/envoy/lds.yaml /etc/envoy/tls/demo.sds.yaml /etc/tunnel/relay.json"
         ),
-        "tunnel-envoy 600 /etc/envoy/lds.yaml\ntunnel-envoy 600 /etc/envoy/tls/demo.sds.yaml\nroot 600 /etc/tunnel/relay.json\n"
+        "root:tunnel-envoy 640 /etc/envoy/lds.yaml\nroot:tunnel-envoy 640 /etc/envoy/tls/demo.sds.yaml\nroot:root 600 /etc/tunnel/relay.json\n"
     );
 }
 
@@ -252,7 +253,7 @@ fn envoy_and_the_relay_run_with_least_privilege_across_a_reboot_and_teardown_kee
     assert!(
         report
             .steps
-            .contains(&"create user tunnel-envoy".to_owned()),
+            .contains(&"create user tunnel-envoy and make its directories root's".to_owned()),
         "{:?}",
         report.steps
     );
@@ -316,5 +317,122 @@ fn envoy_and_the_relay_run_with_least_privilege_across_a_reboot_and_teardown_kee
             "getent passwd tunnel-envoy; getent group tunnel-envoy; ls -d /etc/envoy /etc/tunnel /usr/local/bin/tunnelctl /usr/local/bin/envoy.pre-tunnel 2>/dev/null; true"
         ),
         ""
+    );
+}
+
+/// Security review L8, on a real VPS: the directories of ours are root's (0755) and Envoy's
+/// files `0640 root:tunnel-envoy`, so the service user can plant nothing where root writes;
+/// a VPS left by an earlier version (the directories the user's, a file of ours replaced by
+/// a link to a root-only file) is repaired by a pass without root following the link; Envoy
+/// still serves; and teardown removes only our files: what someone else put in `/etc/envoy`
+/// stays, and so does the directory holding it.
+#[test]
+fn root_never_writes_where_envoys_user_can_plant_links_and_teardown_removes_only_our_files() {
+    let envoy = Blob::new(std::fs::read(testbed::tools::envoy().unwrap()).unwrap());
+    let agent = Blob::new(std::fs::read(agent_binary("tunnelctl").unwrap()).unwrap());
+    let relay = relay_document();
+    let internet = Netns::new("inet").unwrap();
+    let vps = Vps::boot(&internet, &VpsOptions::default()).unwrap();
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let [a, b, c, _] = vps.address().octets();
+    let target = SocketAddr::from((Ipv4Addr::new(a, b, c, 1), 9000));
+    start_target(&internet, target);
+    let pass = |want: &DesiredState| {
+        with_session(&internet, &vps, async |s: &mut Session| {
+            enroll::enroll(s, want, &PassOptions::default()).await
+        })
+    };
+    let owners = "stat -c '%a %U:%G %n' /etc/envoy /etc/envoy/tls /etc/tunnel /etc/envoy/envoy.yaml /etc/envoy/lds.yaml /etc/envoy/cds.yaml /etc/envoy/tls/demo.sds.yaml /etc/tunnel/relay.json";
+    let expected = "755 root:root /etc/envoy\n755 root:root /etc/envoy/tls\n755 root:root /etc/tunnel\n\
+                    640 root:tunnel-envoy /etc/envoy/envoy.yaml\n640 root:tunnel-envoy /etc/envoy/lds.yaml\n\
+                    640 root:tunnel-envoy /etc/envoy/cds.yaml\n640 root:tunnel-envoy /etc/envoy/tls/demo.sds.yaml\n\
+                    600 root:root /etc/tunnel/relay.json\n";
+
+    let want = desired(&agent, &envoy, &relay, target, &[443]);
+    let report = pass(&want).unwrap();
+    assert!(report.health.envoy_active(), "{:?}", report.health);
+    traffic_flows(&internet, vps.address(), 443).unwrap();
+    assert_eq!(text(&vps, &internet, owners), expected);
+    // Envoy's unit no longer hands the directory to its user when it starts.
+    assert!(
+        !text(
+            &vps,
+            &internet,
+            "cat /etc/systemd/system/tunnel-envoy.service"
+        )
+        .contains("chown")
+    );
+    // The service user can plant nothing in our directories.
+    for dir in ["/etc/envoy", "/etc/envoy/tls", "/etc/tunnel"] {
+        let planted = vps.ssh(
+            &internet,
+            &format!("runuser -u tunnel-envoy -- ln -s /etc/victim.conf {dir}/.tunnel.planted"),
+        );
+        assert!(
+            planted
+                .as_ref()
+                .is_err_and(|e| format!("{e:?}").contains("Permission denied")),
+            "tunnel-envoy planted a link in {dir}: {planted:?}"
+        );
+    }
+
+    // A VPS as an earlier version left it: /etc/envoy and /etc/envoy/tls the user's, and the
+    // user replaced lds.yaml and the SDS file with links to root-only files.
+    vps.ssh(
+        &internet,
+        "printf 'root only\\n' > /etc/victim.conf; chmod 600 /etc/victim.conf; \
+         mkdir -p /etc/victim.d; chmod 700 /etc/victim.d; \
+         chown tunnel-envoy:tunnel-envoy /etc/envoy /etc/envoy/tls; \
+         runuser -u tunnel-envoy -- sh -c 'rm -f /etc/envoy/lds.yaml && ln -s /etc/victim.conf /etc/envoy/lds.yaml && rm -f /etc/envoy/tls/demo.sds.yaml && ln -s /etc/victim.conf /etc/envoy/tls/demo.sds.yaml'",
+    )
+    .unwrap();
+    let report = pass(&want).unwrap();
+    assert!(
+        report
+            .steps
+            .contains(&"write /etc/envoy/lds.yaml (640)".to_owned()),
+        "{:?}",
+        report.steps
+    );
+    assert_eq!(
+        text(
+            &vps,
+            &internet,
+            "stat -c '%a %U:%G' /etc/victim.conf; cat /etc/victim.conf"
+        ),
+        "600 root:root\nroot only\n",
+        "root followed a link"
+    );
+    assert_eq!(text(&vps, &internet, owners), expected, "repaired");
+    assert_eq!(
+        text(&vps, &internet, "find /etc/envoy -type l"),
+        "",
+        "the links were replaced, not followed"
+    );
+    traffic_flows(&internet, vps.address(), 443).unwrap();
+
+    // Someone else's files in our directories survive teardown; ours go.
+    vps.ssh(
+        &internet,
+        "printf 'mine\\n' > /etc/envoy/notes.txt; printf 'mine too\\n' > /etc/envoy/tls/other.pem",
+    )
+    .unwrap();
+    with_session(&internet, &vps, async |s: &mut Session| {
+        enroll::teardown(s).await
+    })
+    .unwrap();
+    assert_eq!(
+        text(
+            &vps,
+            &internet,
+            "cat /etc/envoy/notes.txt /etc/envoy/tls/other.pem; ls -A /etc/envoy /etc/envoy/tls; \
+             [ -e /etc/tunnel ] && echo '/etc/tunnel left'; systemctl is-active tunnel-envoy.service; true"
+        ),
+        "mine\nmine too\n/etc/envoy:\nnotes.txt\ntls\n\n/etc/envoy/tls:\nother.pem\ninactive\n"
+    );
+    assert_eq!(
+        text(&vps, &internet, "cat /etc/victim.conf"),
+        "root only\n",
+        "teardown left the victim alone"
     );
 }

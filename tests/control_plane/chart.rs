@@ -405,18 +405,20 @@ fn chart_upgrades_and_monitors(render: &dyn Fn(&[&str]) -> Output) {
             .any(|p| p.name.as_deref() == Some("admin") && p.container_port == 40600)
     );
 
-    // The uplinks' NetworkPolicy: :40600 only from the namespaces named, per uplink namespace.
+    // The uplinks' NetworkPolicy, on by default (review L2): from pods, :40600 only from the
+    // namespaces named, and nothing else (the probe port :40500 is the kubelet's and the
+    // tunnel's), per uplink namespace.
     let docs = documents(&ok(
-        &render(&[
-            "uplinks.networkPolicy.enabled=true",
-            "uplinkNamespaces={tunnel,edge}",
-        ]),
+        &render(&["uplinkNamespaces={tunnel,edge}"]),
         "render uplink policy",
     ));
     let policies = of_kind(&docs, "NetworkPolicy");
     assert_eq!(policies.len(), 2);
     for policy in policies {
-        let admin = &policy["spec"]["ingress"][1];
+        let rules = policy["spec"]["ingress"].as_sequence().unwrap();
+        assert_eq!(rules.len(), 1, "one rule: {rules:?}");
+        let admin = &rules[0];
+        assert_eq!(admin["ports"].as_sequence().unwrap().len(), 1);
         assert_eq!(admin["ports"][0]["port"], 40600);
         assert_eq!(
             admin["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
@@ -427,6 +429,23 @@ fn chart_upgrades_and_monitors(render: &dyn Fn(&[&str]) -> Output) {
             "uplink"
         );
     }
+
+    // No peers: nothing reaches the uplinks from pods; turned off: no policy.
+    let docs = documents(&ok(
+        &render(&["uplinks.networkPolicy.adminFrom=null"]),
+        "render closed uplink policy",
+    ));
+    let closed = of_kind(&docs, "NetworkPolicy");
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        closed[0]["spec"]["ingress"].as_sequence().map(Vec::len),
+        Some(0)
+    );
+    let docs = documents(&ok(
+        &render(&["uplinks.networkPolicy.enabled=false"]),
+        "render without uplink policy",
+    ));
+    assert!(of_kind(&docs, "NetworkPolicy").is_empty());
 
     // The PrometheusRule and the dashboard: optional, off by default.
     let docs = documents(&ok(&render(&[]), "render"));

@@ -9,7 +9,8 @@
 //! limit how many never-answering VPSes are dialled at once: dialling holds no slot), and
 //! `LOG_FORMAT`/`LOG_LEVEL`.
 //! (`--allow-restricted-targets` and `--cross-namespace-targets` show their effect in
-//! `tests/pure/plan_targets.rs` and `tests/components/trust_references.rs`.)
+//! `tests/pure/plan_targets.rs` and `tests/components/trust_references.rs`; the uplink pod
+//! policy flags in `workload.rs` and the settings unit tests.)
 
 #![allow(clippy::float_cmp)] // samples of gauges are whole numbers
 
@@ -42,6 +43,13 @@ const FLAGS: &[&str] = &[
     "--image-tag",
     "--uplink-priority-class-name",
     "--uplink-image-pull-secrets",
+    "--uplink-node-selector",
+    "--uplink-tolerations",
+    "--uplink-namespace",
+    "--uplink-pod-label-prefixes",
+    "--uplink-pod-annotation-prefixes",
+    "--uplink-pod-toleration-keys",
+    "--edge-node-placement",
     "--max-concurrent-reconciles",
     "--resync-period",
     "--allow-restricted-targets",

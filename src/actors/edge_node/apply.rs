@@ -52,6 +52,15 @@ pub async fn apply(
         error,
         reports: BTreeMap::new(),
     };
+    // Refused before any write (e.g. an uplink namespace this EdgeNode may not use): not even
+    // the namespace is made.
+    let decision = match decision {
+        Decision {
+            key_writes,
+            outcome: Err(refused),
+        } if key_writes.is_empty() => return Err(refused),
+        d => d,
+    };
     workload::ensure_namespace(&ctx.client, uplink_namespace)
         .await
         .map_err(|e| no_reports(e.into()))?;

@@ -112,6 +112,17 @@ pub fn decide(inputs: &Inputs<'_>, resolver: &dyn Resolver, settings: &Settings<
             reports: BTreeMap::new(),
         }),
     };
+    // What the tenant asks of its uplink pods, before anything is written: a refused
+    // setting leaves the running uplinks and the VPS as they are.
+    let options = settings.pod_options;
+    if let Err(e) = workload::pod_policy::check(
+        &options.tenant,
+        &options.node_selector,
+        &key.namespace,
+        &node.spec.uplink,
+    ) {
+        return refused(e.into());
+    }
     let key_set = match keys::reconcile(
         &format!("{uplink_ns}/{}", names.vps_key_secret),
         inputs.stored_keys.relay.as_ref(),
@@ -468,6 +479,26 @@ mod tests {
         let refused = d.outcome.unwrap_err();
         assert_eq!(refused.error.category(), "TunnelNetworkTooSmall");
         assert!(refused.reports.is_empty());
+    }
+
+    #[test]
+    fn a_refused_uplink_setting_stops_the_pass_before_anything_is_written() {
+        let node = node(
+            "  uplink: {annotations: {k8s.v1.cni.cncf.io/networks: mgmt}}\n",
+            "",
+        );
+        let d = run(&node, &StoredKeys::default(), &[pb("web", 80, "web")]);
+        assert!(d.key_writes.is_empty(), "not even the keys");
+        let refused = d.outcome.unwrap_err();
+        assert_eq!(refused.error.category(), "UplinkPodSettingRefused");
+        assert!(
+            refused
+                .error
+                .to_string()
+                .contains("spec.uplink.annotations[\"k8s.v1.cni.cncf.io/networks\"]"),
+            "{}",
+            refused.error
+        );
     }
 
     #[test]

@@ -339,12 +339,12 @@ async fn start_pass(
             };
             let resolver = resolver.with_secrets(g.secrets.clone());
             let decision = decide::decide(&inputs, &resolver, &settings);
-            apply::apply(
+            Box::pin(apply::apply(
                 &ctx,
                 &node.spec.uplink.namespace,
                 decision,
                 &g.existing.legacy,
-            )
+            ))
             .await
             .map(|applied| (g.target, applied))
         }

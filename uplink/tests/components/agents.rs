@@ -187,7 +187,12 @@ fn uplink_waits_for_a_good_key_and_reports_why() {
     let lab = Lab::new(1);
     let _relay = lab.start_relay(&lab.relay_doc());
     std::fs::write(lab.keys_dir().join("priv-0"), "garbage").unwrap();
-    lab.publish_uplink(&lab.uplink_doc(Vec::new()));
+    lab.publish_uplink(&lab.uplink_doc(vec![Forward {
+        protocol: Protocol::Tcp,
+        listen_port: 8080,
+        target_ip: Ipv4Addr::new(10, 1, 2, 3),
+        target_port: 80,
+    }]));
     let _uplink = lab.start_uplink(0);
     // /ready is served on the pod address even before the tunnel exists.
     wait_until("a 503 naming the key file", Duration::from_secs(20), || {
@@ -215,6 +220,10 @@ fn uplink_waits_for_a_good_key_and_reports_why() {
         "{status}"
     );
     assert!(!body.contains(&lab.uplink_keys[0].to_base64()));
+    // How many forwards, never their in-cluster targets (review L2: any pod, and the VPS
+    // through the tunnel, can read /status).
+    assert_eq!(status["forwards"], 1, "{status}");
+    assert!(!body.contains("10.1.2.3"), "{body}");
     assert!(
         !lab.log("uplink-0.log")
             .contains(&lab.uplink_keys[0].to_base64())
