@@ -6,6 +6,11 @@
 //!
 //! `cargo bench -p tunnel --bench operator_latency -- [bindings]` (default 50; needs root and
 //! the test bed: `bash tests/testbed/setup.sh`). Not part of CI.
+//!
+//! A/B: with `BENCH_OPERATOR_BASE=<path to another build's tunnel binary>` (an older commit,
+//! say), the same run measures both, in alternating rounds on fresh beds (base, ours, base,
+//! ours; `BENCH_ROUNDS`, default 2), each round applying `bindings` PortBindings, and prints
+//! each one's percentiles over all its rounds and the ratios.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +23,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use testbed::netns::in_ns;
@@ -39,17 +45,24 @@ fn last_lds_write(log: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(t.as_nanosecond()).ok()?))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
-async fn main() {
-    let count: u16 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(50);
+/// Apply → first connection, and Envoy's part of it, for each binding (seconds).
+struct Samples {
+    total: Vec<f64>,
+    envoy: Vec<f64>,
+}
+
+/// One round on a fresh bed: `count` PortBindings applied one after the other to an operator
+/// running `binary` (the bed's own build when `None`).
+async fn round(binary: Option<&Path>, count: u16) -> Samples {
     let bed = OperatorBed::example_1(1).await.unwrap();
     let client = bed.client.clone();
     let net = bed.net();
     let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
-    let operator = bed.operator().start().unwrap();
+    let mut builder = bed.operator();
+    if let Some(binary) = binary {
+        builder = builder.binary(binary);
+    }
+    let operator = builder.start().unwrap();
     apply_yaml::<EdgeNode>(
         &client,
         &format!(
@@ -69,8 +82,10 @@ async fn main() {
     .await;
 
     let public = vps.address();
-    let mut total = Vec::new();
-    let mut envoy = Vec::new();
+    let mut samples = Samples {
+        total: Vec::new(),
+        envoy: Vec::new(),
+    };
     for i in 0..count {
         let port = 10_000 + i;
         let yaml = format!(
@@ -89,9 +104,9 @@ async fn main() {
             None
         })
         .unwrap_or_else(|| panic!("binding {i} never answered:\n{}", operator.log_text()));
-        total.push(applied.elapsed().as_secs_f64());
+        samples.total.push(applied.elapsed().as_secs_f64());
         if let Some(written) = last_lds_write(&operator.log_text()) {
-            envoy.push(
+            samples.envoy.push(
                 connected
                     .duration_since(written)
                     .unwrap_or_default()
@@ -99,12 +114,18 @@ async fn main() {
             );
         }
     }
-    total.sort_by(f64::total_cmp);
-    envoy.sort_by(f64::total_cmp);
-    let (p50, p99) = (percentile(&total, 50.0), percentile(&total, 99.0));
-    let (e50, e99) = (percentile(&envoy, 50.0), percentile(&envoy, 99.0));
-    println!("bindings: {count}");
-    println!("apply → first connection: p50 {p50:.3} s, p99 {p99:.3} s");
+    drop(uplinks);
+    samples
+}
+
+/// Prints one build's percentiles; returns its (p50, p99) of apply → first connection.
+fn report(name: &str, mut s: Samples) -> (f64, f64) {
+    s.total.sort_by(f64::total_cmp);
+    s.envoy.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&s.total, 50.0), percentile(&s.total, 99.0));
+    let (e50, e99) = (percentile(&s.envoy, 50.0), percentile(&s.envoy, 99.0));
+    println!("{name}: {} bindings", s.total.len());
+    println!("  apply → first connection: p50 {p50:.3} s, p99 {p99:.3} s");
     println!(
         "  of which Envoy (lds.yaml written → first connection): p50 {e50:.3} s, p99 {e99:.3} s"
     );
@@ -113,5 +134,42 @@ async fn main() {
         p50 - e50,
         100.0 * (p50 - e50) / p50
     );
-    drop(uplinks);
+    (p50, p99)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let count: u16 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50);
+    let Some(base) = std::env::var_os("BENCH_OPERATOR_BASE").map(PathBuf::from) else {
+        report("ours", round(None, count).await);
+        return;
+    };
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    let mut theirs = Samples {
+        total: Vec::new(),
+        envoy: Vec::new(),
+    };
+    let mut ours = Samples {
+        total: Vec::new(),
+        envoy: Vec::new(),
+    };
+    for r in 0..rounds {
+        eprintln!("round {}: base {}", r + 1, base.display());
+        let s = round(Some(&base), count).await;
+        theirs.total.extend(s.total);
+        theirs.envoy.extend(s.envoy);
+        eprintln!("round {}: ours", r + 1);
+        let s = round(None, count).await;
+        ours.total.extend(s.total);
+        ours.envoy.extend(s.envoy);
+    }
+    let (b50, b99) = report(&format!("base ({})", base.display()), theirs);
+    let (o50, o99) = report("ours", ours);
+    println!("ours / base: p50 {:.2}, p99 {:.2}", o50 / b50, o99 / b99);
 }

@@ -24,6 +24,7 @@ use super::known_hosts::{KnownHosts, Verdict, fingerprint};
 use super::private_key;
 use super::script::{Access, Script};
 use crate::leader::fence::Fence;
+use tunnel_contract::dns::absolute_name;
 
 /// Standard error kept from one command: its last part, at most twice this (error messages
 /// quote the last 512 bytes). Standard output is bounded by each script
@@ -479,7 +480,7 @@ async fn connect_once(
     };
     let work = async {
         let stream =
-            tokio::net::TcpStream::connect((dial_name(&options.host).as_ref(), options.port))
+            tokio::net::TcpStream::connect((absolute_name(&options.host).as_ref(), options.port))
                 .await
                 .map_err(|source| SshError::Connect {
                     host: target.clone(),
@@ -497,23 +498,6 @@ async fn connect_once(
             host: target,
             timeout: options.connect_timeout,
         }),
-    }
-}
-
-/// The name `host` is resolved as: a DNS name with a dot gets a trailing dot, so the
-/// resolver takes it as absolute and never tries the pod's search path first
-/// (`vps.example.dev` would otherwise be looked up as `vps.example.dev.<ns>.svc.cluster.local`
-/// and so on, names a tenant may answer with a Service; issue 24, L9). Addresses, names
-/// already absolute and single labels (meant for the search path) are kept.
-fn dial_name(host: &str) -> Cow<'_, str> {
-    let address = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if address.parse::<std::net::IpAddr>().is_ok() || host.ends_with('.') || !host.contains('.') {
-        Cow::Borrowed(host)
-    } else {
-        Cow::Owned(format!("{host}."))
     }
 }
 
@@ -786,15 +770,6 @@ mod tests {
             r#"exec timeout -s KILL 63s "${SHELL:-/bin/sh}" -c 'echo "it'\''s"; sleep 9'"#
         );
         assert!(command_line(&script, Duration::MAX).contains(" -c '"));
-    }
-
-    #[test]
-    fn dns_names_are_resolved_as_absolute_names() {
-        assert_eq!(dial_name("vps.mycorp.dev"), "vps.mycorp.dev.");
-        assert_eq!(dial_name("vps.mycorp.dev."), "vps.mycorp.dev.");
-        assert_eq!(dial_name("203.0.113.10"), "203.0.113.10");
-        assert_eq!(dial_name("2001:db8::1"), "2001:db8::1");
-        assert_eq!(dial_name("vps"), "vps");
     }
 
     #[test]

@@ -13,24 +13,15 @@ use tunnel::crd::{EdgeNode, PortBinding};
 use testbed::netns::until_in;
 use testbed::network::tcp_exchange;
 use testbed::objects::until_ready;
-use testbed::operator::{CHART_UPLINK_IMAGE, OperatorBed};
+use testbed::operator::{CHART_INSTALL, CHART_UPLINK_IMAGE, OperatorBed};
 use testbed::uplinks::Uplinks;
 
 use crate::operator_support::{apply_example1, logs_of};
 
 fn helm_install(server: &ApiServer, homes: &Path) {
-    let install = [
-        "install",
-        "tunnel",
-        "charts/tunnel",
-        "--namespace",
-        "tunnel-system",
-        "--create-namespace",
-        // The bed created the CRDs already (as `kubectl apply` of `tunnel crds` would):
-        // the release leaves them alone instead of refusing to adopt them.
-        "--set",
-        "crds.install=false",
-    ];
+    // The bed created the CRDs already (as `kubectl apply` of `tunnel crds` would): the
+    // release leaves them alone instead of refusing to adopt them.
+    let install = [&CHART_INSTALL[..], &["--set", "crds.install=false"]].concat();
     let out = testbed::tools::helm(&install, homes, Some(&server.kubeconfig_path())).unwrap();
     assert!(
         out.status.success(),

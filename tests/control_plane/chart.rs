@@ -24,7 +24,9 @@ use serde::Deserialize as _;
 use serde_json::json;
 use testbed::apiserver::ApiServer;
 use testbed::free_port;
-use testbed::operator::{CHART_UPLINK_IMAGE, OperatorBed};
+use testbed::operator::{
+    CHART_INSTALL, CHART_SA_GROUPS, CHART_SA_USER, CHART_UPLINK_IMAGE, OperatorBed,
+};
 use testbed::process::Process;
 use tunnel::crd::{EdgeNode, PortBinding};
 
@@ -736,15 +738,6 @@ async fn envoy_stats(dir: &Path) -> String {
     text
 }
 
-async fn condition_of(api: &Api<EdgeNode>, name: &str) -> Option<(String, String)> {
-    let n = api.get(name).await.ok()?;
-    n.status?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.reason, c.message))
-}
-
 #[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_runs_on_its_token() {
@@ -752,15 +745,10 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     let bed = OperatorBed::builder().without_crds().start().await.unwrap();
     let server = &bed.server;
     let homes = tempfile::tempdir().unwrap();
-    let install = [
-        "install",
-        "tunnel",
-        "charts/tunnel",
-        "--namespace",
-        "tunnel-system",
-        "--create-namespace",
-    ];
-    ok(&helm(Some(server), &install, homes.path()), "helm install");
+    ok(
+        &helm(Some(server), &CHART_INSTALL, homes.path()),
+        "helm install",
+    );
 
     // The CRDs came with the chart: the README's Example 1 applies.
     let admin = server.client().await.unwrap();
@@ -802,14 +790,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
 
     // The operator's identity: what the chart's ServiceAccount may and may not do.
     let sa = server
-        .client_as(
-            "system:serviceaccount:tunnel-system:tunnel",
-            &[
-                "system:serviceaccounts",
-                "system:serviceaccounts:tunnel-system",
-                "system:authenticated",
-            ],
-        )
+        .client_as(CHART_SA_USER, &CHART_SA_GROUPS)
         .await
         .unwrap();
     assert_eq!(LEASE, format!("leases@{}", tunnel::leader::LEASE_NAME));
@@ -1145,7 +1126,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     // The unlisted uplink namespace: a condition that says how to allow it.
     let mut refused = None;
     for _ in 0..120 {
-        refused = condition_of(&nodes, "elsewhere").await;
+        refused = super::workload::ready_of(&nodes, "elsewhere").await;
         if refused.is_some() {
             break;
         }
@@ -1303,7 +1284,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
     let log = operator.log.clone();
     let mut hidden = None;
     for _ in 0..120 {
-        hidden = condition_of(&other_nodes, "outside").await;
+        hidden = super::workload::ready_of(&other_nodes, "outside").await;
         if hidden.is_some() {
             break;
         }

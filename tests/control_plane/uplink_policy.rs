@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, PodSpec, 
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testbed::apiserver::ApiServer;
+use testbed::operator::{CHART_INSTALL, CHART_SA_GROUPS, CHART_SA_USER};
 
 use crate::chart::{example1_statefulset, helm, ok};
 
@@ -44,25 +45,13 @@ fn agent(spec: &mut PodSpec) -> &mut Container {
 async fn the_operators_identity_can_write_only_the_uplink_template() {
     let server = ApiServer::start().await.unwrap();
     let homes = tempfile::tempdir().unwrap();
-    let install = [
-        "install",
-        "tunnel",
-        "charts/tunnel",
-        "--namespace",
-        "tunnel-system",
-        "--create-namespace",
-    ];
-    ok(&helm(Some(&server), &install, homes.path()), "helm install");
+    ok(
+        &helm(Some(&server), &CHART_INSTALL, homes.path()),
+        "helm install",
+    );
     let admin = server.client().await.unwrap();
     let operator = server
-        .client_as(
-            "system:serviceaccount:tunnel-system:tunnel",
-            &[
-                "system:serviceaccounts",
-                "system:serviceaccounts:tunnel-system",
-                "system:authenticated",
-            ],
-        )
+        .client_as(CHART_SA_USER, &CHART_SA_GROUPS)
         .await
         .unwrap();
     let as_operator: Api<StatefulSet> = Api::namespaced(operator.clone(), "tunnel");

@@ -228,13 +228,10 @@ fn an_explicit_affinity_replaces_the_default() {
 }
 
 /// The Ready condition's reason and message.
-async fn ready_of(api: &Api<EdgeNode>, name: &str) -> Option<(String, String)> {
-    let n = api.get(name).await.ok()?;
-    n.status?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.reason, c.message))
+pub(crate) async fn ready_of(api: &Api<EdgeNode>, name: &str) -> Option<(String, String)> {
+    testbed::objects::ready(api, name)
+        .await
+        .map(|(_, r, m)| (r, m))
 }
 
 /// Waits until the Ready reason of `name` is `reason` with a message holding `needle`; the

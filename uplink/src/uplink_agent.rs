@@ -295,9 +295,12 @@ impl UplinkAgent {
     }
 }
 
-/// Resolves `host:port` to an IPv4 socket address (the tunnel's socket is IPv4).
+/// Resolves `host:port` to an IPv4 socket address (the tunnel's socket is IPv4), a DNS name
+/// as an absolute name: never through the pod's search path, where a tenant's Service could
+/// answer for the relay (review 2026-12, L9).
 fn resolve(endpoint: &str) -> Result<SocketAddr, AgentError> {
-    endpoint
+    tunnel_contract::dns::absolute_endpoint(endpoint)
+        .as_ref()
         .to_socket_addrs()
         .map_err(|source| AgentError::Resolve {
             endpoint: endpoint.into(),

@@ -36,6 +36,26 @@ use crate::{TestbedError, free_port};
 /// The uplink image flags the chart's Deployment gives with its default values: an operator
 /// run "as the chart runs it" passes them, since the chart's admission policy on the uplink
 /// template admits only that image.
+/// `helm install` of the chart as the README does it: release `tunnel` in `tunnel-system`.
+pub const CHART_INSTALL: [&str; 6] = [
+    "install",
+    "tunnel",
+    "charts/tunnel",
+    "--namespace",
+    "tunnel-system",
+    "--create-namespace",
+];
+
+/// The chart's ServiceAccount (release `tunnel` in `tunnel-system`) as a user name, and its
+/// groups, to impersonate it.
+pub const CHART_SA_USER: &str = "system:serviceaccount:tunnel-system:tunnel";
+/// See [`CHART_SA_USER`].
+pub const CHART_SA_GROUPS: [&str; 3] = [
+    "system:serviceaccounts",
+    "system:serviceaccounts:tunnel-system",
+    "system:authenticated",
+];
+
 pub const CHART_UPLINK_IMAGE: [&str; 4] = [
     "--image-repo",
     "ghcr.io/achetronic/tunnel",
@@ -238,6 +258,7 @@ impl OperatorBed {
             ]),
             kubeconfig: None,
             metrics: false,
+            binary: None,
         }
     }
 }
@@ -254,9 +275,17 @@ pub struct OperatorBuilder<'a> {
     env: BTreeMap<String, String>,
     kubeconfig: Option<PathBuf>,
     metrics: bool,
+    binary: Option<PathBuf>,
 }
 
 impl OperatorBuilder<'_> {
+    /// Runs another build of `tunnel` than the bed's (an older commit's, for an A/B bench).
+    #[must_use]
+    pub fn binary(mut self, binary: &Path) -> Self {
+        self.binary = Some(binary.to_owned());
+        self
+    }
+
     /// The process's name in its log file's name (`<name>-<n>.log`).
     #[must_use]
     pub fn name(mut self, name: &str) -> Self {
@@ -309,9 +338,10 @@ impl OperatorBuilder<'_> {
     /// The command, its health and metrics ports.
     fn prepared(&self) -> Result<(Command, u16, Option<u16>), TestbedError> {
         let bed = self.bed;
+        let binary = self.binary.as_ref().unwrap_or(&bed.binary);
         let mut command = match &bed.net {
-            Some(net) => net.internet.command(&bed.binary),
-            None => Command::new(&bed.binary),
+            Some(net) => net.internet.command(binary),
+            None => Command::new(binary),
         };
         command.arg("run");
         let health = free_port()?;
