@@ -1,12 +1,14 @@
 //! Passes counted on the real bed from the operator's own pass metric (issue 22, "one route per
-//! change"): README Example 1 served on a real VPS with a real uplink; a restarted operator
-//! runs exactly one pass for its one EdgeNode, and one PortBinding change costs exactly one
+//! change"): two EdgeNodes, each served on its own nspawn VPS with a real uplink; a restarted
+//! operator runs exactly one pass per EdgeNode, and one PortBinding change costs exactly one
 //! more. Before the route was one, an EdgeNode change re-upserted its PortBindings and their
 //! changes arrived while the pass ran: a second full pass per change and at start-up.
 
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
+use testbed::objects::{apply_yaml, ssh_secret};
+use testbed::vps::Vps;
 use tunnel::crd::{EdgeNode, PortBinding};
 
 use testbed::metrics::{sample, scrape};
@@ -16,10 +18,9 @@ use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
 use testbed::wait::eventually;
 
-use crate::operator_support::apply_example1;
-
 const LONG: Duration = Duration::from_secs(180);
-const NODE: &str = "namespace=\"default\",name=\"edge-node\"";
+/// The EdgeNodes, one per VPS.
+const NODES: [&str; 2] = ["n0", "n1"];
 
 /// EdgeNode passes so far, whatever their result (the counters are printed as integers).
 fn passes(metrics: &str) -> u64 {
@@ -30,23 +31,30 @@ fn passes(metrics: &str) -> u64 {
         .sum()
 }
 
-/// Waits until the VPS is healthy with a fresh handshake (a healthy pass schedules no
-/// re-check) and no pass has started for longer than the first re-check delay (3 s) — the
-/// precondition for counting; returns the count.
+/// Whether every EdgeNode's VPS is healthy with a fresh handshake (a healthy pass schedules
+/// no re-check).
+fn all_healthy(metrics: &str) -> bool {
+    NODES.iter().all(|node| {
+        let labels = format!("namespace=\"default\",name=\"{node}\"");
+        sample(
+            metrics,
+            &format!("tunnel_edge_node_vps_healthy{{{labels}}}"),
+        ) == Some(1.0)
+            && sample(
+                metrics,
+                &format!("tunnel_edge_node_uplinks_fresh_handshake{{{labels}}}"),
+            ) == Some(1.0)
+    })
+}
+
+/// Waits until every VPS is healthy and no pass has started for longer than the first
+/// re-check delay (3 s) — the precondition for counting; returns the count.
 async fn settled(ns: &Netns, port: u16, describe: impl Fn() -> String) -> u64 {
     let read = || in_ns(ns, || scrape(port));
     eventually(
-        "a healthy VPS",
+        "every VPS healthy",
         LONG,
-        async || {
-            read().filter(|m| {
-                sample(m, &format!("tunnel_edge_node_vps_healthy{{{NODE}}}")) == Some(1.0)
-                    && sample(
-                        m,
-                        &format!("tunnel_edge_node_uplinks_fresh_handshake{{{NODE}}}"),
-                    ) == Some(1.0)
-            })
-        },
+        async || read().filter(|m| all_healthy(m)),
         &describe,
     )
     .await;
@@ -62,12 +70,25 @@ async fn settled(ns: &Netns, port: u16, describe: impl Fn() -> String) -> u64 {
     panic!("passes never settled (last {last:?}):\n{}", describe());
 }
 
+fn binding(name: &str, node: &str, port: u16) -> String {
+    format!(
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  edgeNodeRef: {{name: {node}}}\n  bindings:\n  - name: http\n    protocol: TCP\n    listenPort: {port}\n    target: {{service: {{name: my-web, namespace: default, port: 8080}}}}\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_is_one_pass_per_edge_node_and_a_port_binding_change_exactly_one_more() {
-    let bed = OperatorBed::example_1(1).await.unwrap();
+    let bed = OperatorBed::builder()
+        .vps(NODES.len())
+        .more_vpses(NODES.len() - 1)
+        .my_web()
+        .start()
+        .await
+        .unwrap();
     let client = bed.client.clone();
     let net = bed.net();
-    let (internet, vps, pods) = (&net.internet, &net.vps, &net.pods);
+    let (internet, pods) = (&net.internet, &net.pods);
+    let vpses: Vec<&Vps> = std::iter::once(&net.vps).chain(&bed.more_vpses).collect();
     let flags = ["--metrics-secure=false", "--leader-elect=false"];
     let first = bed
         .operator()
@@ -76,19 +97,41 @@ async fn a_restart_is_one_pass_per_edge_node_and_a_port_binding_change_exactly_o
         .flags(&flags)
         .start()
         .unwrap();
-    apply_example1(&client, vps).await;
-    let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
-    let uplinks = Uplinks::start(&client, "tunnel", "edge-node", pods)
+    let mut uplinks = Vec::new();
+    for (i, (node, vps)) in NODES.iter().zip(&vpses).enumerate() {
+        ssh_secret(&client, "default", &format!("{node}-ssh"), vps)
+            .await
+            .unwrap();
+        apply_yaml::<EdgeNode>(
+            &client,
+            &format!(
+                "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {{name: {node}, namespace: default}}\nspec:\n  address: {}\n  ssh: {{secretRef: {{name: {node}-ssh}}}}\n",
+                vps.address()
+            ),
+        )
         .await
         .unwrap();
-    until_ready(&nodes, "edge-node", || {
-        format!("{}\n{}", first.log_text(), uplinks.logs())
-    })
-    .await;
+        apply_yaml::<PortBinding>(&client, &binding(&format!("{node}-web"), node, 80))
+            .await
+            .unwrap();
+        uplinks.push(
+            Uplinks::start(&client, "tunnel", node, &pods[i..=i])
+                .await
+                .unwrap(),
+        );
+    }
+    let uplink_logs = || uplinks.iter().map(Uplinks::logs).collect::<String>();
+    let nodes: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
+    for node in NODES {
+        until_ready(&nodes, node, || {
+            format!("{}\n{}", first.log_text(), uplink_logs())
+        })
+        .await;
+    }
     settled(internet, first.metrics_port.unwrap(), || first.log_text()).await;
     drop(first);
 
-    // A restart over a converged VPS: one pass for the one EdgeNode, and no other.
+    // A restart over converged VPSes: one pass per EdgeNode, and no other.
     let second = bed
         .operator()
         .name("second")
@@ -97,9 +140,9 @@ async fn a_restart_is_one_pass_per_edge_node_and_a_port_binding_change_exactly_o
         .start()
         .unwrap();
     let port = second.metrics_port.unwrap();
-    let describe = || format!("{}\n{}", second.log_text(), uplinks.logs());
+    let describe = || format!("{}\n{}", second.log_text(), uplink_logs());
     let at_start = settled(internet, port, describe).await;
-    assert_eq!(at_start, 1, "{}", describe());
+    assert_eq!(at_start, NODES.len() as u64, "{}", describe());
 
     // One PortBinding change: exactly one more pass.
     let bindings: Api<PortBinding> = Api::namespaced(client.clone(), "default");
@@ -108,7 +151,7 @@ async fn a_restart_is_one_pass_per_edge_node_and_a_port_binding_change_exactly_o
         "target": {"service": {"name": "my-web", "namespace": "default", "port": 8080}}
     }]}});
     let changed = bindings
-        .patch("public-web", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch("n0-web", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     let generation = changed.metadata.generation;
@@ -116,7 +159,7 @@ async fn a_restart_is_one_pass_per_edge_node_and_a_port_binding_change_exactly_o
         "the change is served",
         LONG,
         async || {
-            let pb = bindings.get("public-web").await.ok()?;
+            let pb = bindings.get("n0-web").await.ok()?;
             let observed = pb.status.as_ref()?.observed_generation;
             (observed == generation).then_some(())
         },
