@@ -32,16 +32,21 @@ use tunnel::crd::{EdgeNode, PortBinding};
 
 const CHART_CRDS: &str = "charts/tunnel/files/crds.yaml";
 
-/// The uplink StatefulSet the operator builds for Example 1's EdgeNode, with `image`.
-pub(crate) fn example1_statefulset(image: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
-    let node: EdgeNode = serde_yaml::from_str(
+/// README Example 1's EdgeNode, as the fixture holds it.
+fn example1_node() -> EdgeNode {
+    serde_yaml::from_str(
         std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
             .unwrap()
             .split("\n---\n")
             .next()
             .unwrap(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The uplink StatefulSet the operator builds for Example 1's EdgeNode, with `image`.
+pub(crate) fn example1_statefulset(image: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
+    let node = example1_node();
     tunnel::workload::statefulset(&tunnel::workload::UplinkWorkload {
         node: "edge-node",
         node_namespace: "default",
@@ -1490,14 +1495,7 @@ async fn helm_upgrade_from_0_1_0_takes_over_and_upgrades_the_crds() {
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     let before = crds.get("edgenodes.tunnel.achetronic.com").await.unwrap();
     assert_eq!(before.spec.names.categories, None);
-    let node: EdgeNode = serde_yaml::from_str(
-        std::fs::read_to_string("tests/fixtures/readme/example1.yaml")
-            .unwrap()
-            .split("\n---\n")
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let node = example1_node();
     let nodes: Api<EdgeNode> = Api::namespaced(admin.clone(), "default");
     let mut created = false;
     for _ in 0..50 {
