@@ -27,7 +27,7 @@ use tunnel_contract::{PrivateKey, PublicKey};
 use tunnel::actors::keys::RELAY_PRIVATE;
 use tunnel::crd::{EdgeNode, PortBinding};
 use tunnel::plan::{
-    CrossNamespaceTargets, Keys, Layout, NodeInput, OutcomeKind, PlanInput, PortBindingInput,
+    CrossNamespaceTargets, Keys, Layout, NodeInput, OutcomeKind, PlanInput, SourceInput,
     StaticResolver, TargetPolicy, TlsSecret, api_server_addresses, plan,
 };
 use tunnel::workload::UplinkNames;
@@ -305,10 +305,10 @@ pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
     if inputs.nodes.is_empty() {
         return Err(RenderCmdError::NoEdgeNode);
     }
-    let port_bindings: Vec<PortBindingInput> = inputs
+    let port_bindings: Vec<SourceInput> = inputs
         .port_bindings
         .iter()
-        .map(|pb| PortBindingInput::of(pb, "default"))
+        .map(|pb| SourceInput::of(pb, "default"))
         .collect();
     let mut out = String::new();
     for node in &inputs.nodes {
@@ -326,7 +326,7 @@ pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
                 name: name.clone(),
                 spec: node.spec.clone(),
             },
-            port_bindings: port_bindings.clone(),
+            sources: port_bindings.clone(),
             keys,
             layout: Layout::default(),
         };
@@ -380,7 +380,7 @@ pub fn render(options: &RenderOptions) -> Result<String, RenderCmdError> {
                 out,
                 "{}/{} {:?} {}/{}: {}",
                 o.id.namespace,
-                o.id.port_binding,
+                o.id.source,
                 o.id.binding,
                 o.protocol,
                 o.listen_port,

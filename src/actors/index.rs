@@ -1,4 +1,5 @@
-//! The reference index, pure: which EdgeNodes a Secret, a Service or a PortBinding concerns.
+//! The reference index, pure: which EdgeNodes a Secret, a Service or a PortBinding concerns
+//! (a LoadBalancer Service's own EdgeNode is chosen by [`crate::plan::load_balancer`]).
 //! A change of any of them becomes a `Changed` in exactly those EdgeNodes' mailboxes.
 //!
 //! It is computed from the reflector stores' current contents at each event (a scan of the
@@ -7,8 +8,11 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::Service;
+
 use crate::crd::{EdgeNode, PortBinding};
 use crate::object_key::ObjectKey;
+use crate::plan::load_balancer;
 
 /// The EdgeNode a PortBinding points at.
 pub fn edge_node_of(pb: &PortBinding) -> ObjectKey {
@@ -30,12 +34,14 @@ pub fn port_bindings_of<'a>(
         .filter(move |pb| edge_node_of(pb) == *node)
 }
 
-/// EdgeNodes that read Secret `secret`: as their SSH Secret, or through a PortBinding's TLS
-/// Secret.
+/// EdgeNodes that read Secret `secret`: as their SSH Secret, or through the TLS Secret of a
+/// PortBinding or of a LoadBalancer Service (`load_balancers`: those served, with their
+/// EdgeNode).
 pub fn users_of_secret(
     secret: &ObjectKey,
     nodes: &[impl AsRef<EdgeNode>],
     port_bindings: &[impl AsRef<PortBinding>],
+    load_balancers: &[(ObjectKey, &Service)],
 ) -> BTreeSet<ObjectKey> {
     let mut users: BTreeSet<ObjectKey> = nodes
         .iter()
@@ -59,14 +65,20 @@ pub fn users_of_secret(
             users.insert(edge_node_of(pb));
         }
     }
+    for (node, svc) in load_balancers {
+        if load_balancer::tls_secret_of(svc).as_ref() == Some(secret) {
+            users.insert(node.clone());
+        }
+    }
     users
 }
 
 /// The Secrets a pass of `node` depends on: its SSH Secret and the TLS Secrets of `port_bindings`
-/// (those that point at it). The inverse of [`users_of_secret`].
+/// and `services` (those it serves). The inverse of [`users_of_secret`].
 pub fn secrets_of(
     node: &EdgeNode,
     port_bindings: &[impl AsRef<PortBinding>],
+    services: &[impl AsRef<Service>],
 ) -> BTreeSet<ObjectKey> {
     let ns = node.metadata.namespace.as_deref().unwrap_or_default();
     let ssh = &node.spec.ssh.secret_ref;
@@ -82,6 +94,11 @@ pub fn secrets_of(
             secrets.insert(ObjectKey::new(r.namespace_or(pb_ns), r.name.clone()));
         }
     }
+    secrets.extend(
+        services
+            .iter()
+            .filter_map(|s| load_balancer::tls_secret_of(s.as_ref())),
+    );
     secrets
 }
 
@@ -138,15 +155,30 @@ mod tests {
 
     #[test]
     fn an_ssh_secret_concerns_only_the_nodes_of_its_namespace() {
-        let users = users_of_secret(&ObjectKey::new("team", "vps-ssh"), &nodes(), &bindings());
+        let users = users_of_secret(
+            &ObjectKey::new("team", "vps-ssh"),
+            &nodes(),
+            &bindings(),
+            &[],
+        );
         assert_eq!(users, BTreeSet::from([ObjectKey::new("team", "a")]));
-        let none = users_of_secret(&ObjectKey::new("apps", "vps-ssh"), &nodes(), &bindings());
+        let none = users_of_secret(
+            &ObjectKey::new("apps", "vps-ssh"),
+            &nodes(),
+            &bindings(),
+            &[],
+        );
         assert!(none.is_empty());
     }
 
     #[test]
     fn a_tls_secret_and_a_target_service_reach_the_referenced_node() {
-        let via_tls = users_of_secret(&ObjectKey::new("apps", "web-tls"), &nodes(), &bindings());
+        let via_tls = users_of_secret(
+            &ObjectKey::new("apps", "web-tls"),
+            &nodes(),
+            &bindings(),
+            &[],
+        );
         assert_eq!(via_tls, BTreeSet::from([ObjectKey::new("team", "a")]));
         let via_service = users_of_service(&ObjectKey::new("apps", "web"), &bindings());
         assert_eq!(via_service, BTreeSet::from([ObjectKey::new("team", "a")]));
@@ -157,7 +189,7 @@ mod tests {
     fn the_secrets_of_a_node_are_exactly_those_whose_users_include_it() {
         let (nodes, pbs) = (nodes(), bindings());
         let a = ObjectKey::new("team", "a");
-        let secrets = secrets_of(&nodes[0], &pbs);
+        let secrets = secrets_of(&nodes[0], &pbs, &[] as &[Arc<Service>]);
         assert_eq!(
             secrets,
             BTreeSet::from([
@@ -166,7 +198,7 @@ mod tests {
             ])
         );
         for s in &secrets {
-            assert!(users_of_secret(s, &nodes, &pbs).contains(&a), "{s}");
+            assert!(users_of_secret(s, &nodes, &pbs, &[]).contains(&a), "{s}");
         }
     }
 

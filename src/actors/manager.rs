@@ -10,7 +10,11 @@
 //!   a PortBinding that may not use its EdgeNode (no grant) never reaches that EdgeNode;
 //! - a Secret → through the reference index to the cert watchers of the EdgeNodes that use it
 //!   (each tells its EdgeNode only when the content changed); a Service → through the index
-//!   to the EdgeNodes that use it;
+//!   to the EdgeNodes that use it as a target;
+//! - a Service of `type: LoadBalancer` of ours is a source like a PortBinding: every event
+//!   (changed, new, gone, moved, no longer ours) → the EdgeNode(s) concerned as
+//!   [`NodeMsg::Source`], and the LoadBalancer supervisor (its actor writes its status and
+//!   keeps our finalizer); an EdgeNode event re-routes them (the default EdgeNode may move);
 //! - a grant, or the API server's addresses → every EdgeNode.
 
 use std::collections::BTreeMap;
@@ -22,12 +26,16 @@ use kube::runtime::reflector;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
 
+use k8s_openapi::api::core::v1::Service;
+
 use crate::crd::PortBinding;
 use crate::object_key::ObjectKey;
+use crate::plan::{SourceKey, load_balancer};
 
 use super::edge_node::EdgeNodeActor;
 use super::edge_node::core::Seen;
 use super::index;
+use super::load_balancer::LoadBalancerActor;
 use super::port_binding::{PortBindingActor, takes_part};
 use super::protocol::{self, CertMsg, Listed, ManagerMsg, NodeMsg};
 use super::supervisor::{Supervisor, SupervisorMsg};
@@ -60,10 +68,15 @@ pub struct ManagerState {
     ctx: Arc<Context>,
     edge_nodes: ActorRef<SupervisorMsg>,
     port_bindings: ActorRef<SupervisorMsg>,
+    load_balancers: ActorRef<SupervisorMsg>,
     /// What of each EdgeNode was seen last ([`routes::NodeSeen`]).
     node_seen: BTreeMap<ObjectKey, routes::NodeSeen>,
     /// Each PortBinding's generation and EdgeNode when last seen.
-    pb_seen: BTreeMap<ObjectKey, routes::PortBindingSeen>,
+    pb_seen: BTreeMap<ObjectKey, routes::SourceSeen>,
+    /// Each served LoadBalancer Service's version and EdgeNode when last seen.
+    svc_seen: BTreeMap<ObjectKey, routes::SourceSeen>,
+    /// What the LoadBalancer actor of each Service last heard: (version, finalizer, ours).
+    lb_heard: BTreeMap<ObjectKey, (i64, bool, bool)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -107,16 +120,30 @@ impl Actor for Manager {
             myself.get_cell(),
         )
         .await?;
-        ready.store(true, Ordering::Relaxed);
-        info!("the actor tree runs");
-        Ok(ManagerState {
+        let (load_balancers, _) = Actor::spawn_linked(
+            Some(ctx.singleton("LoadBalancerSupervisor")),
+            Supervisor::<LoadBalancerActor>::default(),
+            ctx.clone(),
+            myself.get_cell(),
+        )
+        .await?;
+        let mut state = ManagerState {
             ctx,
             edge_nodes,
             port_bindings,
+            load_balancers,
             node_seen: BTreeMap::new(),
             pb_seen: BTreeMap::new(),
+            svc_seen: BTreeMap::new(),
+            lb_heard: BTreeMap::new(),
             tasks,
-        })
+        };
+        // The Services' watch forwards changes only: those there at start are routed here.
+        // The EdgeNodes' first passes read them anyway, so no EdgeNode is told twice.
+        route_services(&mut state, false)?;
+        ready.store(true, Ordering::Relaxed);
+        info!("the actor tree runs");
+        Ok(state)
     }
 
     async fn post_stop(
@@ -165,6 +192,9 @@ impl Actor for Manager {
                 if route.port_bindings_again {
                     upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
                 }
+                if route.upsert {
+                    route_services(state, true)?;
+                }
             }
             ManagerMsg::EdgeNodeGone(key) => {
                 state.node_seen.remove(&key);
@@ -172,14 +202,15 @@ impl Actor for Manager {
                     .edge_nodes
                     .send_message(SupervisorMsg::Remove(key.clone()))?;
                 upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
+                route_services(state, true)?;
             }
             ManagerMsg::PortBinding(pb) => {
                 let key = ObjectKey::of(pb.as_ref());
-                let seen = routes::PortBindingSeen::of(&pb);
+                let seen = routes::SourceSeen::of(&pb);
                 let route = routes::port_binding(state.pb_seen.get(&key), &seen);
                 state.pb_seen.insert(key.clone(), seen);
                 for (node, how) in route.tell {
-                    tell(&ctx, &node, &key, how);
+                    tell(&ctx, &node, &SourceKey::port_binding(key.clone()), how);
                 }
                 if route.upsert {
                     state
@@ -194,14 +225,20 @@ impl Actor for Manager {
                 if let Some((node, how)) =
                     routes::port_binding_gone(state.pb_seen.remove(&key).as_ref())
                 {
-                    tell(&ctx, &node, &key, how);
+                    tell(&ctx, &node, &SourceKey::port_binding(key), how);
                 }
             }
             ManagerMsg::Secret(key) => {
+                let served = ctx.load_balancers();
+                let load_balancers: Vec<(ObjectKey, &Service)> = served
+                    .iter()
+                    .map(|(node, svc)| (node.clone(), svc.as_ref()))
+                    .collect();
                 let users = index::users_of_secret(
                     &key,
                     &ctx.stores.edge_nodes.state(),
                     &taking_part(&ctx),
+                    &load_balancers,
                 );
                 // Its cert watcher decides whether the content really changed.
                 for node in users {
@@ -214,6 +251,7 @@ impl Actor for Manager {
                 for node in index::users_of_service(&key, &taking_part(&ctx)) {
                     changed(&ctx, &node);
                 }
+                route_service(state, &key, true)?;
             }
             ManagerMsg::Grant => {
                 for node in ctx.stores.edge_nodes.state() {
@@ -270,6 +308,16 @@ impl Actor for Manager {
                             .collect(),
                         &state.port_bindings,
                     ),
+                    Listed::Services => {
+                        // Services gone while the watch was down: their EdgeNodes and actors
+                        // hear of it.
+                        route_services(state, true)?;
+                        let keys = state.lb_heard.keys().cloned().collect();
+                        state
+                            .load_balancers
+                            .send_message(SupervisorMsg::Sync(keys))?;
+                        return Ok(());
+                    }
                 };
                 supervisor.send_message(SupervisorMsg::Sync(keys))?;
             }
@@ -302,18 +350,108 @@ fn changed(ctx: &Context, node: &ObjectKey) {
     }
 }
 
-/// Tells EdgeNode `node` how one of its PortBindings is now. A PortBinding that may not use
-/// that EdgeNode (no grant) takes part in nothing: the EdgeNode never hears of it.
-fn tell(ctx: &Context, node: &ObjectKey, key: &ObjectKey, seen: Seen) {
-    if !takes_part(&ctx.resolver(), &key.namespace, node) {
+/// Tells EdgeNode `node` how one of its sources is now. A source that may not use that
+/// EdgeNode (no grant) takes part in nothing: the EdgeNode never hears of it.
+fn tell(ctx: &Context, node: &ObjectKey, source: &SourceKey, seen: Seen) {
+    let allowed = crate::plan::bindings::may_use_edge_node(
+        &ctx.resolver(),
+        source.kind,
+        &source.key.namespace,
+        (&node.namespace, &node.name),
+    )
+    .is_ok();
+    if !allowed {
         return;
     }
     if let Some(actor) = protocol::edge_node(ctx, node) {
-        let _ = actor.send_message(NodeMsg::PortBinding {
-            key: key.clone(),
+        let _ = actor.send_message(NodeMsg::Source {
+            source: source.clone(),
             seen,
         });
     }
+}
+
+/// Routes every Service the Manager knows of or sees now ([`route_service`]).
+fn route_services(state: &mut ManagerState, tell_nodes: bool) -> Result<(), ActorProcessingErr> {
+    let mut keys: std::collections::BTreeSet<ObjectKey> = state
+        .ctx
+        .stores
+        .services
+        .state()
+        .iter()
+        .filter(|s| {
+            load_balancer::is_ours(s, state.ctx.load_balancers) || load_balancer::has_finalizer(s)
+        })
+        .map(|s| ObjectKey::of(s.as_ref()))
+        .collect();
+    keys.extend(state.svc_seen.keys().cloned());
+    keys.extend(state.lb_heard.keys().cloned());
+    for key in keys {
+        route_service(state, &key, tell_nodes)?;
+    }
+    Ok(())
+}
+
+/// A Service as a source: its EdgeNode (old and new) hears how it is, when that changed
+/// (`tell_nodes` false at start-up, when the first passes read it anyway); its LoadBalancer
+/// actor hears of it when it is ours or carries our finalizer and something it reads changed.
+fn route_service(
+    state: &mut ManagerState,
+    key: &ObjectKey,
+    tell_nodes: bool,
+) -> Result<(), ActorProcessingErr> {
+    let ctx = state.ctx.clone();
+    let svc = ctx
+        .stores
+        .services
+        .get(&reflector::ObjectRef::new(&key.name).within(&key.namespace));
+    let ours = svc
+        .as_ref()
+        .is_some_and(|s| load_balancer::is_ours(s, ctx.load_balancers));
+    let now = svc
+        .as_ref()
+        .filter(|s| ours && s.metadata.deletion_timestamp.is_none())
+        .and_then(|s| {
+            let node = load_balancer::edge_node_of(s, &ctx.stores.edge_nodes.state()).ok()?;
+            Some(routes::SourceSeen {
+                generation: Some(load_balancer::version(s)),
+                edge_node: node,
+            })
+        });
+    let before = state.svc_seen.get(key);
+    if tell_nodes {
+        for (node, how) in routes::source(before, now.as_ref()) {
+            tell(&ctx, &node, &SourceKey::service(key.clone()), how);
+        }
+    }
+    match now {
+        Some(n) => state.svc_seen.insert(key.clone(), n),
+        None => state.svc_seen.remove(key),
+    };
+    let Some(svc) = svc else {
+        if state.lb_heard.remove(key).is_some() {
+            state
+                .load_balancers
+                .send_message(SupervisorMsg::Remove(key.clone()))?;
+        }
+        return Ok(());
+    };
+    let heard = (
+        load_balancer::version(&svc),
+        load_balancer::has_finalizer(&svc),
+        ours,
+    );
+    let wanted = ours || heard.1;
+    if !wanted && !state.lb_heard.contains_key(key) {
+        return Ok(());
+    }
+    if state.lb_heard.get(key) != Some(&heard) {
+        state.lb_heard.insert(key.clone(), heard);
+        state
+            .load_balancers
+            .send_message(SupervisorMsg::Upsert(key.clone()))?;
+    }
+    Ok(())
 }
 
 /// Makes the PortBinding actors of `node` decide again (their EdgeNode went or is going).

@@ -5,7 +5,8 @@
 //! Manager ─ reflectors: EdgeNodes, PortBindings, Secrets, Services, StatefulSets, grants,
 //!           the API server's Service and EndpointSlices
 //!   ├─ EdgeNode supervisor ─ EdgeNode actor per EdgeNode ─ SSH session actor
-//!   └─ PortBinding supervisor ─ PortBinding actor per PortBinding
+//!   ├─ PortBinding supervisor ─ PortBinding actor per PortBinding
+//!   └─ LoadBalancer supervisor ─ LoadBalancer actor per Service of type LoadBalancer served
 //! ```
 //!
 //! Messages and look-ups are in [`protocol`], the reflectors in [`watches`]. Each actor keeps
@@ -22,6 +23,7 @@ pub mod error;
 mod fake_sshd;
 pub mod index;
 pub mod keys;
+pub mod load_balancer;
 pub mod manager;
 pub mod port_binding;
 pub mod protocol;
@@ -59,6 +61,9 @@ pub const FINALIZER: &str = "tunnel.achetronic.com/teardown";
 pub const EDGE_NODE_MANAGER: &str = crate::workload::FIELD_MANAGER;
 /// Field manager of the PortBinding status.
 pub const PORT_BINDING_MANAGER: &str = "tunnel-portbinding";
+/// Field manager of the LoadBalancer actors (a Service's load-balancer status and our
+/// finalizer on it).
+pub const LOAD_BALANCER_MANAGER: &str = "tunnel-loadbalancer";
 
 /// The watch caches every actor reads.
 #[derive(Clone)]
@@ -133,6 +138,8 @@ pub struct Context {
     pub allow_restricted_targets: bool,
     /// `--cross-namespace-targets`: whether target Services in other namespaces need a grant.
     pub cross_namespace_targets: crate::plan::CrossNamespaceTargets,
+    /// Which LoadBalancer Services are ours (`--load-balancer-classless`).
+    pub load_balancers: crate::plan::load_balancer::LoadBalancerSettings,
     /// The operator's metrics.
     pub metrics: crate::telemetry::metrics::Metrics,
     /// Shut when leader election may have moved on: no SSH job starts then (API writes are
@@ -176,6 +183,34 @@ impl Context {
     }
 
     /// The Secrets `keys` with their data (those that exist in a watched namespace).
+    /// The LoadBalancer Services EdgeNode `node` serves now (ours, not being deleted,
+    /// choosing it).
+    pub fn load_balancers_of(&self, node: &ObjectKey) -> Vec<Arc<Service>> {
+        let nodes = self.stores.edge_nodes.state();
+        let services = self.stores.services.state();
+        crate::plan::load_balancer::served_by(node, &services, &nodes, self.load_balancers)
+            .map(|s| Arc::new(s.clone()))
+            .collect()
+    }
+
+    /// Every LoadBalancer Service of ours, with its EdgeNode (those that have one).
+    pub fn load_balancers(&self) -> Vec<(ObjectKey, Arc<Service>)> {
+        let nodes = self.stores.edge_nodes.state();
+        self.stores
+            .services
+            .state()
+            .into_iter()
+            .filter(|s| {
+                crate::plan::load_balancer::is_ours(s, self.load_balancers)
+                    && s.metadata.deletion_timestamp.is_none()
+            })
+            .filter_map(|s| {
+                let node = crate::plan::load_balancer::edge_node_of(&s, &nodes).ok()?;
+                Some((node, s))
+            })
+            .collect()
+    }
+
     pub async fn secrets(
         &self,
         keys: &std::collections::BTreeSet<ObjectKey>,

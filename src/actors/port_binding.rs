@@ -20,8 +20,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
 use crate::crd::{PortBinding, PortBindingStatus};
-use crate::plan::Resolver;
 use crate::plan::bindings::may_use_edge_node;
+use crate::plan::{Resolver, SourceKey, SourceKind};
 
 use crate::object_key::ObjectKey;
 
@@ -75,7 +75,13 @@ impl Child for PortBindingActor {
 /// Whether a PortBinding of namespace `namespace` may use EdgeNode `node` at all (its own
 /// namespace, or a grant there); one that may not takes part in nothing.
 pub fn takes_part(resolver: &dyn Resolver, namespace: &str, node: &ObjectKey) -> bool {
-    may_use_edge_node(resolver, namespace, (&node.namespace, &node.name)).is_ok()
+    may_use_edge_node(
+        resolver,
+        SourceKind::PortBinding,
+        namespace,
+        (&node.namespace, &node.name),
+    )
+    .is_ok()
 }
 
 fn get(ctx: &Context, key: &ObjectKey) -> Option<Arc<PortBinding>> {
@@ -113,6 +119,7 @@ impl Actor for PortBindingActor {
         let node = index::edge_node_of(&pb);
         if let Err(refusal) = may_use_edge_node(
             &ctx.resolver(),
+            SourceKind::PortBinding,
             &state.key.namespace,
             (&node.namespace, &node.name),
         ) {
@@ -138,7 +145,9 @@ impl Actor for PortBindingActor {
                 // The Manager told the EdgeNode of the change itself; this only asks for what
                 // its last pass said (a restarted actor, or one that just started).
                 if let Some(actor) = protocol::edge_node(&ctx, &node) {
-                    let _ = actor.send_message(NodeMsg::ReportWanted(state.key.clone()));
+                    let _ = actor.send_message(NodeMsg::ReportWanted(SourceKey::port_binding(
+                        state.key.clone(),
+                    )));
                 }
             }
             BindingMsg::Report(report) => {

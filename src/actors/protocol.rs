@@ -5,10 +5,11 @@
 //! ```text
 //! watches ──ManagerMsg──▶ Manager ──SupervisorMsg──▶ supervisors ──Changed──▶ children
 //! Manager ──CertMsg::SecretChanged──▶ cert watcher ──NodeMsg::Changed──▶ EdgeNode (content changed)
-//! Manager ──NodeMsg::PortBinding──▶ EdgeNode       (every PortBinding event, one route)
+//! Manager ──NodeMsg::Source──▶ EdgeNode            (every PortBinding or LoadBalancer
+//!                                                    Service event, one route)
 //! EdgeNode ──Job──▶ SSH session ──NodeMsg::JobDone──▶ EdgeNode
-//! EdgeNode ──BindingMsg::Report──▶ PortBinding      (what the pass did with it)
-//! PortBinding ──NodeMsg::ReportWanted──▶ EdgeNode   (a restarted PortBinding actor asks)
+//! EdgeNode ──BindingMsg::Report──▶ PortBinding / LoadBalancer (what the pass did with it)
+//! PortBinding / LoadBalancer ──NodeMsg::ReportWanted──▶ EdgeNode (a (re)started actor asks)
 //! ```
 
 use std::collections::BTreeMap;
@@ -19,12 +20,13 @@ use ractor::ActorRef;
 use crate::crd::{EdgeNode, PortBinding};
 use crate::enroll::{DesiredState, PassReport, Request};
 use crate::object_key::ObjectKey;
+use crate::plan::{SourceKey, SourceKind};
 use crate::ssh::{Credentials, SshOptions};
 
 use super::Context;
 use super::edge_node::core::Seen;
 use super::error::ReconcileError;
-use super::status::PortBindingReport;
+use super::status::SourceReport;
 
 /// The kind under which EdgeNode actors are registered.
 pub const EDGE_NODE: &str = "EdgeNode";
@@ -47,6 +49,18 @@ pub fn cert_watcher(ctx: &Context, key: &ObjectKey) -> Option<ActorRef<CertMsg>>
 /// The PortBinding actor of `key`, if it runs.
 pub fn port_binding(ctx: &Context, key: &ObjectKey) -> Option<ActorRef<BindingMsg>> {
     ActorRef::where_is(ctx.name(PORT_BINDING, key))
+}
+
+/// The kind under which the actors of LoadBalancer Services are registered.
+pub const LOAD_BALANCER: &str = "LoadBalancer";
+
+/// The actor of a source (a PortBinding's, or a LoadBalancer Service's), if it runs.
+pub fn source(ctx: &Context, source: &SourceKey) -> Option<ActorRef<BindingMsg>> {
+    let kind = match source.kind {
+        SourceKind::PortBinding => PORT_BINDING,
+        SourceKind::Service => LOAD_BALANCER,
+    };
+    ActorRef::where_is(ctx.name(kind, &source.key))
 }
 
 /// One watch event, as the Manager needs it.
@@ -81,6 +95,8 @@ pub enum Listed {
     EdgeNodes,
     /// PortBindings.
     PortBindings,
+    /// Services (their LoadBalancer actors).
+    Services,
 }
 
 /// Messages of an EdgeNode actor.
@@ -90,16 +106,17 @@ pub enum NodeMsg {
     Changed,
     /// The actor started: run the first pass.
     Start,
-    /// From the Manager, for every PortBinding event: one of this node's PortBindings changed,
-    /// appeared, went, or moved here or away. A pass runs unless one already read it so.
-    PortBinding {
-        /// The PortBinding.
-        key: ObjectKey,
+    /// From the Manager, for every event of a source: one of this node's PortBindings or
+    /// LoadBalancer Services changed, appeared, went, or moved here or away. A pass runs
+    /// unless one already read it so.
+    Source {
+        /// The source.
+        source: SourceKey,
         /// How it is now.
         seen: Seen,
     },
-    /// A PortBinding actor (re)started and asks for the last pass's report on it (never a pass).
-    ReportWanted(ObjectKey),
+    /// A source's actor (re)started and asks for the last pass's report on it (never a pass).
+    ReportWanted(SourceKey),
     /// The drift timer.
     DriftDue,
     /// The SSH session actor saw its kept connection end between jobs.
@@ -125,13 +142,13 @@ pub enum CertMsg {
     SecretChanged(ObjectKey),
 }
 
-/// Messages of a PortBinding actor.
+/// Messages of a source's actor (a PortBinding's, a LoadBalancer Service's).
 #[derive(Debug)]
 pub enum BindingMsg {
-    /// Its spec changed (or the actor just started).
+    /// Its object changed (or the actor just started).
     Changed,
     /// What its EdgeNode's last pass did with it.
-    Report(PortBindingReport),
+    Report(SourceReport),
 }
 
 /// Where and how to log in.

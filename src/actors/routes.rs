@@ -1,4 +1,5 @@
-//! The Manager's routing of EdgeNode and PortBinding events, pure (DESIGN.md §3, one route per
+//! The Manager's routing of EdgeNode events and of the events of sources (PortBindings,
+//! LoadBalancer Services), pure (DESIGN.md §3, one route per
 //! kind of change): from what the Manager saw of an object before and what it sees now, which
 //! actors hear of it. Our own status writes change nothing the routes look at (generation,
 //! annotations, deletion, the EdgeNode a PortBinding points at), so they never loop.
@@ -54,16 +55,17 @@ pub fn edge_node(before: Option<&NodeSeen>, now: &NodeSeen) -> NodeRoute {
     }
 }
 
-/// What of a PortBinding triggers a pass.
+/// What of a source triggers a pass: its version and its EdgeNode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortBindingSeen {
-    /// `metadata.generation` (the spec).
+pub struct SourceSeen {
+    /// A PortBinding's `metadata.generation` (the spec); a Service's
+    /// [`crate::plan::load_balancer::version`].
     pub generation: Option<i64>,
     /// The EdgeNode it points at.
     pub edge_node: ObjectKey,
 }
 
-impl PortBindingSeen {
+impl SourceSeen {
     /// How `pb` is now.
     pub fn of(pb: &PortBinding) -> Self {
         Self {
@@ -71,6 +73,25 @@ impl PortBindingSeen {
             edge_node: index::edge_node_of(pb),
         }
     }
+}
+
+/// The EdgeNodes told of a source seen `now` (`None`: gone, or no longer served by any), and
+/// how it is for each; `before` is what was seen last (`None`: new, or not served).
+pub fn source(before: Option<&SourceSeen>, now: Option<&SourceSeen>) -> Vec<(ObjectKey, Seen)> {
+    if before == now {
+        return Vec::new();
+    }
+    let mut tell = Vec::new();
+    if let Some(b) = before
+        && now.is_none_or(|n| n.edge_node != b.edge_node)
+    {
+        // It went or moved: the EdgeNode it left closes its ports.
+        tell.push((b.edge_node.clone(), Seen::Gone));
+    }
+    if let Some(n) = now {
+        tell.push((n.edge_node.clone(), Seen::Present(n.generation)));
+    }
+    tell
 }
 
 /// Where a PortBinding event goes.
@@ -83,24 +104,19 @@ pub struct PortBindingRoute {
 }
 
 /// The route of a PortBinding seen `now` (`before`: what was seen last, `None`: new).
-pub fn port_binding(before: Option<&PortBindingSeen>, now: &PortBindingSeen) -> PortBindingRoute {
+pub fn port_binding(before: Option<&SourceSeen>, now: &SourceSeen) -> PortBindingRoute {
     if before == Some(now) {
         return PortBindingRoute::default();
     }
-    let mut tell = Vec::new();
-    if let Some(b) = before
-        && b.edge_node != now.edge_node
-    {
-        // It moved: the EdgeNode it left closes its ports.
-        tell.push((b.edge_node.clone(), Seen::Gone));
+    PortBindingRoute {
+        tell: source(before, Some(now)),
+        upsert: true,
     }
-    tell.push((now.edge_node.clone(), Seen::Present(now.generation)));
-    PortBindingRoute { tell, upsert: true }
 }
 
 /// The EdgeNode told of a PortBinding that is gone (`before`: what was seen last).
-pub fn port_binding_gone(before: Option<&PortBindingSeen>) -> Option<(ObjectKey, Seen)> {
-    before.map(|b| (b.edge_node.clone(), Seen::Gone))
+pub fn port_binding_gone(before: Option<&SourceSeen>) -> Option<(ObjectKey, Seen)> {
+    source(before, None).into_iter().next()
 }
 
 #[cfg(test)]
@@ -118,8 +134,8 @@ mod tests {
         }
     }
 
-    fn pb(generation: i64, edge_node: &str) -> PortBindingSeen {
-        PortBindingSeen {
+    fn pb(generation: i64, edge_node: &str) -> SourceSeen {
+        SourceSeen {
             generation: Some(generation),
             edge_node: ObjectKey::new("team", edge_node),
         }

@@ -151,10 +151,14 @@ pub fn edge_node_verdicts(end: &PassEnd, address: &str) -> Vec<Verdict> {
     }
 }
 
-/// What an EdgeNode pass did for one PortBinding.
+/// What an EdgeNode pass did for one source of bindings (a PortBinding, a LoadBalancer
+/// Service).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortBindingReport {
-    /// The PortBinding's generation the plan read.
+pub struct SourceReport {
+    /// The EdgeNode whose pass this is.
+    pub node: crate::object_key::ObjectKey,
+    /// The version the plan read: a PortBinding's generation, a Service's
+    /// [`crate::plan::load_balancer::version`].
     pub generation: Option<i64>,
     /// `None` when the EdgeNode's configuration was applied; else why it was not.
     pub node_problem: Option<(String, String)>,
@@ -165,7 +169,7 @@ pub struct PortBindingReport {
 }
 
 /// The PortBinding's `Ready` verdict and binding entries from a report.
-pub fn port_binding_status(report: &PortBindingReport) -> (Verdict, Vec<BindingStatus>) {
+pub fn port_binding_status(report: &SourceReport) -> (Verdict, Vec<BindingStatus>) {
     let bindings: Vec<BindingStatus> = report
         .outcomes
         .iter()
@@ -195,20 +199,25 @@ pub fn port_binding_status(report: &PortBindingReport) -> (Verdict, Vec<BindingS
             .map(|r| (r.reason.as_str(), r.message.as_str()));
         let (reason, message) = refusal.unwrap_or_default();
         let served = bindings.iter().filter(|b| b.state == "Served").count();
+        let word = refused.id.kind.binding_word();
         Verdict::failed(
             READY,
             reason,
             format!(
-                "binding {:?} is refused: {message} ({served} of {} bindings served)",
+                "{word} {:?} is refused: {message} ({served} of {} {word}s served)",
                 refused.id.binding,
                 bindings.len()
             ),
         )
     } else {
+        let word = report
+            .outcomes
+            .first()
+            .map_or("binding", |o| o.id.kind.binding_word());
         Verdict::ok(
             READY,
             "Served",
-            format!("every binding is served ({})", report.ports),
+            format!("every {word} is served ({})", report.ports),
         )
     };
     (verdict, bindings)
@@ -233,7 +242,8 @@ mod tests {
         BindingOutcome {
             id: BindingId {
                 namespace: "d".into(),
-                port_binding: "pb".into(),
+                kind: crate::plan::SourceKind::PortBinding,
+                source: "pb".into(),
                 binding: binding.into(),
             },
             protocol: Protocol::Tcp,
@@ -328,7 +338,8 @@ mod tests {
 
     #[test]
     fn a_refused_binding_names_its_reason_and_the_others_stay_served() {
-        let report = PortBindingReport {
+        let report = SourceReport {
+            node: crate::object_key::ObjectKey::new("team", "edge"),
             generation: Some(3),
             node_problem: None,
             outcomes: vec![
@@ -356,7 +367,8 @@ mod tests {
 
     #[test]
     fn a_node_that_is_not_applied_makes_its_port_bindings_wait() {
-        let report = PortBindingReport {
+        let report = SourceReport {
+            node: crate::object_key::ObjectKey::new("team", "edge"),
             generation: Some(1),
             node_problem: Some(("SSHUnreachable".into(), "down".into())),
             outcomes: vec![outcome("http", 80, None)],

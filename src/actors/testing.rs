@@ -302,6 +302,7 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
         restarts,
         uplink_log: ("json".into(), "info".into()),
         uplink_pod_options: crate::workload::UplinkPodOptions::default(),
+        load_balancers: crate::plan::load_balancer::LoadBalancerSettings::default(),
         allow_restricted_targets: false,
         cross_namespace_targets: crate::plan::CrossNamespaceTargets::default(),
         metrics: crate::telemetry::metrics::Metrics::new(),

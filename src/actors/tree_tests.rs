@@ -9,6 +9,7 @@ use http::Method;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::object_key::ObjectKey;
+use crate::plan::SourceKey;
 
 use super::Context;
 use super::edge_node::EdgeNodeActor;
@@ -16,7 +17,7 @@ use super::edge_node::core::Seen;
 use super::port_binding::PortBindingActor;
 use super::protocol::{self, BindingMsg, NodeMsg};
 use super::restarts::RestartPolicy;
-use super::status::PortBindingReport;
+use super::status::SourceReport;
 use super::supervisor::{Child, Supervisor, SupervisorMsg};
 use super::testing::{bed, edge_node, port_binding, recorder, until};
 
@@ -90,11 +91,15 @@ async fn a_started_port_binding_actor_asks_for_the_last_report_and_writes_it() {
     until("the EdgeNode is asked", || !seen.lock().unwrap().is_empty()).await;
     assert_eq!(
         *seen.lock().unwrap(),
-        [format!("ReportWanted({key:?})")],
+        [format!(
+            "ReportWanted({:?})",
+            SourceKey::port_binding(key.clone())
+        )],
         "a report is asked for, never a pass"
     );
     actor
-        .send_message(BindingMsg::Report(PortBindingReport {
+        .send_message(BindingMsg::Report(SourceReport {
+            node: ObjectKey::new("team", "edge"),
             generation: Some(4),
             node_problem: None,
             outcomes: Vec::new(),
@@ -131,8 +136,8 @@ async fn start_up_is_one_pass_and_one_port_binding_change_exactly_one_more() {
     // The Manager's first sight of the PortBinding, as at start-up.
     let tell = |seen: Seen| {
         actor
-            .send_message(NodeMsg::PortBinding {
-                key: key.clone(),
+            .send_message(NodeMsg::Source {
+                source: SourceKey::port_binding(key.clone()),
                 seen,
             })
             .unwrap();
@@ -152,8 +157,8 @@ async fn start_up_is_one_pass_and_one_port_binding_change_exactly_one_more() {
     // away: nothing to do.
     tell(Seen::Present(Some(1)));
     actor
-        .send_message(NodeMsg::PortBinding {
-            key: ObjectKey::new("team", "never-here"),
+        .send_message(NodeMsg::Source {
+            source: SourceKey::port_binding(ObjectKey::new("team", "never-here")),
             seen: Seen::Gone,
         })
         .unwrap();
@@ -163,7 +168,7 @@ async fn start_up_is_one_pass_and_one_port_binding_change_exactly_one_more() {
     // Messages are handled in order and a pass that fails before SSH ends within its
     // message: once the report asked for last arrives, every pass has run.
     actor
-        .send_message(NodeMsg::ReportWanted(key.clone()))
+        .send_message(NodeMsg::ReportWanted(SourceKey::port_binding(key.clone())))
         .unwrap();
     until("every message is handled", || {
         reports.lock().unwrap().len() >= 3

@@ -74,7 +74,11 @@ pub fn start(
         &cfg(),
         ready.clone(),
         manager.clone(),
-        each_change(ManagerMsg::Service),
+        |e| match e {
+            // The end of a relist: LoadBalancer Services gone meanwhile are found then.
+            watcher::Event::InitDone => vec![ManagerMsg::Relisted(Listed::Services)],
+            other => each_change(ManagerMsg::Service)(other),
+        },
     );
     let (stateful_sets, t5) = pump(
         Api::<StatefulSet>::all(client.clone()),

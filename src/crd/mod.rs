@@ -18,9 +18,9 @@ pub use edge_node::{
     OutlierDetectionSpec, SshSpec, TunnelSpec, UplinkSpec, UplinkStatus,
 };
 pub use port_binding::{
-    Binding, BindingStatus, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus,
-    Protocol, ProxyProtocolVersion, ServicePort, ServiceTarget, TcpParams, TlsMode, TlsParams,
-    UdpParams,
+    Binding, BindingPolicy, BindingStatus, BindingTarget, ConnectionRate, PortBinding,
+    PortBindingSpec, PortBindingStatus, Protocol, ProxyProtocolVersion, ServicePort, ServiceTarget,
+    TcpParams, TlsMode, TlsParams, UdpParams,
 };
 pub use reference_grant::{
     FromKind, GrantFrom, GrantInput, GrantTo, Reference, ReferenceGrant, ReferenceGrantSpec,

@@ -98,6 +98,35 @@ pub struct Binding {
     pub tls: Option<TlsParams>,
     /// Where the traffic goes: a Service, or a raw address and port.
     pub target: BindingTarget,
+    /// L4 policy at the edge for this binding: who may connect and how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<BindingPolicy>,
+}
+
+/// L4 policy at the edge for one binding.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingPolicy {
+    /// Client CIDRs allowed to connect (IPv4 or IPv6); empty: every client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<String>,
+    /// Most concurrent connections (TCP) or client sessions (UDP); absent: no limit of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// New TCP connections allowed (a token bucket); TCP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_rate: Option<ConnectionRate>,
+}
+
+/// A new-connection rate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRate {
+    /// New connections per second, on average.
+    pub per_second: u32,
+    /// How many may arrive at once; absent: `perSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// Transport protocol.

@@ -62,6 +62,9 @@ pub enum FromKind {
     PortBinding,
     /// An `EdgeNode` (its SSH Secret).
     EdgeNode,
+    /// A core `Service` of `type: LoadBalancer` served by an EdgeNode (that EdgeNode, its TLS
+    /// Secrets).
+    Service,
 }
 
 /// Kinds that can be referenced across namespaces.

@@ -18,7 +18,7 @@ use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
 use super::conflicts::{self, Claim, NodePorts, Sharing};
-use super::outcome::{BindingId, BindingOutcome, Reason, Refusal};
+use super::outcome::{BindingId, BindingOutcome, Reason, Refusal, SourceKind};
 use super::resolve::{CrossNamespaceTargets, Resolver, ServiceLookup, TargetPolicy, TlsSecret};
 use crate::crd::reference_grant::not_granted_message;
 use crate::crd::{
@@ -28,9 +28,12 @@ use crate::crd::{
 use crate::crd::{FromKind, Reference, ToKind};
 use crate::duration::GoDuration;
 
-/// A PortBinding as the planner reads it.
+/// A source of bindings as the planner reads it: a PortBinding, or a LoadBalancer Service
+/// translated into the same shape ([`super::load_balancer`]).
 #[derive(Debug, Clone)]
-pub struct PortBindingInput {
+pub struct SourceInput {
+    /// What kind of object it is.
+    pub kind: SourceKind,
     /// Its namespace.
     pub namespace: String,
     /// Its name.
@@ -38,15 +41,19 @@ pub struct PortBindingInput {
     /// `metadata.creationTimestamp` in seconds since the epoch; `None` (not created yet, as in
     /// `tunnel render` of local files) sorts after every known time.
     pub created: Option<i64>,
-    /// Its spec.
+    /// Its EdgeNode and bindings.
     pub spec: PortBindingSpec,
+    /// Why none of its bindings can be served, found before the table (a Service's
+    /// annotation that does not parse): each binding is refused with it and claims nothing.
+    pub problem: Option<Refusal>,
 }
 
-impl PortBindingInput {
+impl SourceInput {
     /// What the planner reads of a PortBinding object; `default_namespace` stands in for a
     /// missing namespace (local files given to `tunnel render`).
     pub fn of(pb: &crate::crd::PortBinding, default_namespace: &str) -> Self {
         Self {
+            kind: SourceKind::PortBinding,
             namespace: pb
                 .metadata
                 .namespace
@@ -59,6 +66,17 @@ impl PortBindingInput {
                 .as_ref()
                 .map(|t| t.0.as_second()),
             spec: pb.spec.clone(),
+            problem: None,
+        }
+    }
+
+    /// The id of its binding `binding`.
+    pub fn binding_id(&self, binding: &str) -> BindingId {
+        BindingId {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            source: self.name.clone(),
+            binding: binding.to_owned(),
         }
     }
 }
@@ -151,40 +169,50 @@ struct Candidate<'a> {
     binding: &'a Binding,
 }
 
-/// The reference a PortBinding of namespace `port_binding_namespace` makes to the EdgeNode
-/// `node` (`(namespace, name)`).
+/// The grantable kind of a source.
+pub fn from_kind(kind: SourceKind) -> FromKind {
+    match kind {
+        SourceKind::PortBinding => FromKind::PortBinding,
+        SourceKind::Service => FromKind::Service,
+    }
+}
+
+/// The reference a source of kind `kind` in namespace `source_namespace` makes to the
+/// EdgeNode `node` (`(namespace, name)`).
 pub fn edge_node_reference<'a>(
-    port_binding_namespace: &'a str,
+    kind: SourceKind,
+    source_namespace: &'a str,
     node: (&'a str, &'a str),
 ) -> Reference<'a> {
     Reference {
-        from_kind: FromKind::PortBinding,
-        from_namespace: port_binding_namespace,
+        from_kind: from_kind(kind),
+        from_namespace: source_namespace,
         to_kind: ToKind::EdgeNode,
         to_namespace: node.0,
         to_name: node.1,
     }
 }
 
-/// Whether a PortBinding of namespace `port_binding_namespace` may use the EdgeNode `node`
-/// (`(namespace, name)`) at all: always in its own namespace, else only with a grant in the
-/// EdgeNode's namespace. The refusal names only what the PortBinding itself says (its
-/// `edgeNodeRef`), the same whether or not that EdgeNode exists. The operator asks this before
-/// a PortBinding takes part in anything: conflicts, status, passes.
+/// Whether a source of kind `kind` in namespace `source_namespace` may use the EdgeNode
+/// `node` (`(namespace, name)`) at all: always in its own namespace, else only with a grant in
+/// the EdgeNode's namespace. The refusal names only what the source itself says (its
+/// `edgeNodeRef` or annotation), the same whether or not that EdgeNode exists. The operator
+/// asks this before a source takes part in anything: conflicts, status, passes.
 pub fn may_use_edge_node(
     resolver: &dyn Resolver,
-    port_binding_namespace: &str,
+    kind: SourceKind,
+    source_namespace: &str,
     node: (&str, &str),
 ) -> Result<(), Refusal> {
-    granted(resolver, &edge_node_reference(port_binding_namespace, node))
+    granted(resolver, &edge_node_reference(kind, source_namespace, node))
 }
 
-/// Builds the table from the PortBindings that reference the node. `node_ports` are the
+/// Builds the table from the sources (PortBindings, Services) that reference the node. `node_ports` are the
 /// relay's WireGuard UDP port and the VPS's SSH port, `tunnel_network` the node's tunnel network (never a target).
 /// `node` is the EdgeNode's `(namespace, name)`: a PortBinding of another namespace needs a
 /// `ReferenceGrant` for it, or all its bindings are refused before the conflict table.
 pub fn build(
-    port_bindings: &[PortBindingInput],
+    port_bindings: &[SourceInput],
     node: (&str, &str),
     node_ports: NodePorts,
     tunnel_network: Option<Ipv4Net>,
@@ -195,10 +223,13 @@ pub fn build(
         ..resolver.target_policy()
     };
     let mut table = BindingTable::default();
-    // Ungranted PortBindings first: refused, they claim nothing.
-    let mut allowed: Vec<&PortBindingInput> = Vec::with_capacity(port_bindings.len());
+    // Ungranted sources, and those with a problem of their own, first: refused, they claim
+    // nothing.
+    let mut allowed: Vec<&SourceInput> = Vec::with_capacity(port_bindings.len());
     for pb in port_bindings {
-        let refusal = match may_use_edge_node(resolver, &pb.namespace, node) {
+        let refusal = match may_use_edge_node(resolver, pb.kind, &pb.namespace, node)
+            .and_then(|()| pb.problem.clone().map_or(Ok(()), Err))
+        {
             Ok(()) => {
                 allowed.push(pb);
                 continue;
@@ -207,11 +238,7 @@ pub fn build(
         };
         for b in &pb.spec.bindings {
             table.outcomes.push(BindingOutcome {
-                id: BindingId {
-                    namespace: pb.namespace.clone(),
-                    port_binding: pb.name.clone(),
-                    binding: b.name.clone(),
-                },
+                id: pb.binding_id(&b.name),
                 protocol: b.protocol,
                 listen_port: b.listen_port,
                 refusal: Some(refusal.clone()),
@@ -222,11 +249,7 @@ pub fn build(
         .into_iter()
         .flat_map(|pb| {
             pb.spec.bindings.iter().map(move |b| Candidate {
-                id: BindingId {
-                    namespace: pb.namespace.clone(),
-                    port_binding: pb.name.clone(),
-                    binding: b.name.clone(),
-                },
+                id: pb.binding_id(&b.name),
                 created: pb.created,
                 binding: b,
             })
@@ -311,8 +334,13 @@ fn is_named_passthrough(b: &Binding) -> bool {
 fn shared_tunnel_port(id: &BindingId, taken: &mut BTreeSet<u16>) -> u16 {
     const FIRST: u16 = 20_000;
     const SPAN: u16 = 20_000;
+    // A PortBinding's seed is as it always was (its tunnel ports do not move on upgrade).
+    let kind = match id.kind {
+        SourceKind::PortBinding => "",
+        SourceKind::Service => "Service/",
+    };
     let digest =
-        Sha256::digest(format!("{}/{}/{}", id.namespace, id.port_binding, id.binding).as_bytes());
+        Sha256::digest(format!("{kind}{}/{}/{}", id.namespace, id.source, id.binding).as_bytes());
     let start = u16::from_be_bytes([digest[0], digest[1]]) % SPAN;
     for step in 0..SPAN {
         let port = FIRST + (start + step) % SPAN;
@@ -403,7 +431,7 @@ fn resolve_target(
                 granted(
                     resolver,
                     &Reference {
-                        from_kind: FromKind::PortBinding,
+                        from_kind: from_kind(c.id.kind),
                         from_namespace: &c.id.namespace,
                         to_kind: ToKind::Service,
                         to_namespace: &svc.namespace,
@@ -535,7 +563,7 @@ fn edge_tls(
     granted(
         resolver,
         &Reference {
-            from_kind: FromKind::PortBinding,
+            from_kind: from_kind(c.id.kind),
             from_namespace: &c.id.namespace,
             to_kind: ToKind::Secret,
             to_namespace: &key.namespace,

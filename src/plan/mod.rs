@@ -16,6 +16,7 @@ pub mod bindings;
 pub mod conflicts;
 pub mod envoy;
 pub mod ipam;
+pub mod load_balancer;
 pub mod outcome;
 pub mod resolve;
 
@@ -23,10 +24,10 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 pub use agent_docs::{AgentDocsError, Keys};
-pub use bindings::{BindingKind, EdgeTls, PlannedBinding, PortBindingInput, SecretKey};
+pub use bindings::{BindingKind, EdgeTls, PlannedBinding, SecretKey, SourceInput};
 pub use envoy::{EdgeSettings, EnvoyError, HealthCheck, Layout, OutlierDetection};
 pub use ipam::{Ipam, IpamError};
-pub use outcome::{BindingId, BindingOutcome, OutcomeKind, Reason, Refusal};
+pub use outcome::{BindingId, BindingOutcome, OutcomeKind, Reason, Refusal, SourceKey, SourceKind};
 pub use resolve::{
     CrossNamespaceTargets, METADATA_ADDRESSES, Resolver, ServiceLookup, ServicePortEntry,
     StaticResolver, TargetPolicy, TlsSecret, api_server_addresses, match_port, service_ports,
@@ -57,8 +58,9 @@ pub struct NodeInput {
 pub struct PlanInput {
     /// The EdgeNode.
     pub node: NodeInput,
-    /// PortBindings; those referencing another EdgeNode are ignored.
-    pub port_bindings: Vec<PortBindingInput>,
+    /// The sources of bindings (PortBindings, LoadBalancer Services); those referencing
+    /// another EdgeNode are ignored.
+    pub sources: Vec<SourceInput>,
     /// WireGuard keys.
     pub keys: Keys,
     /// Where Envoy's files live (`/etc/envoy` on a VPS).
@@ -146,8 +148,9 @@ pub struct Plan {
     pub hashes: Hashes,
     /// TLS Secrets whose private key is copied to the VPS (offload and mutual).
     pub private_keys_on_edge: Vec<SecretKey>,
-    /// `namespace/name` of every PortBinding with at least one served binding, sorted.
-    pub applied_port_bindings: Vec<String>,
+    /// Every source with at least one served binding, sorted: `namespace/name` for a
+    /// PortBinding, `Service namespace/name` for a Service.
+    pub applied_sources: Vec<String>,
 }
 
 impl Plan {
@@ -156,22 +159,23 @@ impl Plan {
         self.vps_files.iter().find(|f| f.path == path)
     }
 
-    /// The outcomes of one PortBinding's bindings, sorted by binding name.
+    /// The outcomes of one source's bindings, sorted by binding name.
     pub fn outcomes_of<'a>(
         &'a self,
+        kind: SourceKind,
         namespace: &'a str,
         name: &'a str,
     ) -> impl Iterator<Item = &'a BindingOutcome> + 'a {
-        self.outcomes
-            .iter()
-            .filter(move |o| o.id.namespace == namespace && o.id.port_binding == name)
+        self.outcomes.iter().filter(move |o| {
+            o.id.kind == kind && o.id.namespace == namespace && o.id.source == name
+        })
     }
 
-    /// The public ports one PortBinding is served on, e.g. `53/TCP,53/UDP,80/TCP` (for its
+    /// The public ports one source is served on, e.g. `53/TCP,53/UDP,80/TCP` (for its
     /// status), sorted by port then protocol; empty when none is served.
-    pub fn served_ports(&self, namespace: &str, name: &str) -> String {
+    pub fn served_ports(&self, kind: SourceKind, namespace: &str, name: &str) -> String {
         let mut ports: Vec<(u16, String)> = self
-            .outcomes_of(namespace, name)
+            .outcomes_of(kind, namespace, name)
             .filter(|o| o.refusal.is_none())
             .map(|o| (o.listen_port, o.protocol.to_string()))
             .collect();
@@ -291,8 +295,8 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
     let spec = &input.node.spec;
     let edge = edge_settings(spec, &input.layout)?;
     let ipam = Ipam::parse(&spec.tunnel.network)?;
-    let mine: Vec<PortBindingInput> = input
-        .port_bindings
+    let mine: Vec<SourceInput> = input
+        .sources
         .iter()
         .filter(|pb| {
             pb.spec.edge_node_ref.name == input.node.name
@@ -380,7 +384,10 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
     let applied: BTreeSet<String> = table
         .planned
         .iter()
-        .map(|b| format!("{}/{}", b.id.namespace, b.id.port_binding))
+        .map(|b| match b.id.kind {
+            SourceKind::PortBinding => format!("{}/{}", b.id.namespace, b.id.source),
+            SourceKind::Service => format!("Service {}/{}", b.id.namespace, b.id.source),
+        })
         .collect();
     Ok(Plan {
         outcomes: table.outcomes,
@@ -393,7 +400,7 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
         uplink_document,
         hashes,
         private_keys_on_edge: table.secrets.keys().cloned().collect(),
-        applied_port_bindings: applied.into_iter().collect(),
+        applied_sources: applied.into_iter().collect(),
     })
 }
 

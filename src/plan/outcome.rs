@@ -3,15 +3,79 @@
 //! says what to change.
 
 use crate::crd::Protocol;
+use crate::object_key::ObjectKey;
 
-/// One binding, named by the PortBinding that holds it.
+/// The kind of object a binding comes from (DESIGN.md §3, sources of bindings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceKind {
+    /// A PortBinding: each of its `bindings[]`.
+    #[default]
+    PortBinding,
+    /// A Service of `type: LoadBalancer` of our class: each of its ports.
+    Service,
+}
+
+impl SourceKind {
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PortBinding => "PortBinding",
+            Self::Service => "Service",
+        }
+    }
+
+    /// What one binding of this kind is called in messages.
+    pub fn binding_word(self) -> &'static str {
+        match self {
+            Self::PortBinding => "binding",
+            Self::Service => "port",
+        }
+    }
+}
+
+/// One source of bindings: its kind and its key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceKey {
+    /// PortBinding or Service.
+    pub kind: SourceKind,
+    /// Its namespace and name.
+    pub key: ObjectKey,
+}
+
+impl SourceKey {
+    /// A PortBinding.
+    pub fn port_binding(key: ObjectKey) -> Self {
+        Self {
+            kind: SourceKind::PortBinding,
+            key,
+        }
+    }
+
+    /// A LoadBalancer Service.
+    pub fn service(key: ObjectKey) -> Self {
+        Self {
+            kind: SourceKind::Service,
+            key,
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.key)
+    }
+}
+
+/// One binding, named by the object (a PortBinding or a Service) that holds it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BindingId {
-    /// Namespace of the PortBinding.
+    /// The kind of that object.
+    pub kind: SourceKind,
+    /// Its namespace.
     pub namespace: String,
-    /// Name of the PortBinding.
-    pub port_binding: String,
-    /// Name of the binding inside it.
+    /// Its name.
+    pub source: String,
+    /// Name of the binding inside it (a Service's port: its name, or `<protocol>-<port>`).
     pub binding: String,
 }
 
@@ -19,8 +83,12 @@ impl std::fmt::Display for BindingId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "binding {:?} of PortBinding {}/{}",
-            self.binding, self.namespace, self.port_binding
+            "{} {:?} of {} {}/{}",
+            self.kind.binding_word(),
+            self.binding,
+            self.kind.as_str(),
+            self.namespace,
+            self.source
         )
     }
 }

@@ -237,6 +237,9 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         uplink_pod_options,
         allow_restricted_targets: args.allow_restricted_targets,
         cross_namespace_targets: args.cross_namespace_targets,
+        load_balancers: crate::plan::load_balancer::LoadBalancerSettings {
+            classless: args.load_balancer_classless,
+        },
         metrics: context_metrics,
         fence: context_fence,
     });
@@ -246,6 +249,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         resync = ?args.resync_period,
         allow_restricted_targets = args.allow_restricted_targets,
         cross_namespace_targets = args.cross_namespace_targets.as_str(),
+        load_balancer_classless = args.load_balancer_classless,
         "starting the actor tree"
     );
     let (manager, mut handle) = Actor::spawn(

@@ -119,6 +119,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "allow", value_name = "allow|require-grant",
           value_parser = parse_cross_namespace_targets)]
     pub cross_namespace_targets: CrossNamespaceTargets,
+    /// Also serve Services of `type: LoadBalancer` that have no `spec.loadBalancerClass`
+    /// (default: only those of class `tunnel.achetronic.com/edge-node`, so Tunnel never fights
+    /// another load-balancer controller over a Service).
+    #[arg(long)]
+    pub load_balancer_classless: bool,
     /// Watch Secrets and Services only in these namespaces (comma-separated; default: every
     /// namespace). SSH and TLS Secrets and target Services elsewhere are then not found.
     #[arg(long, value_delimiter = ',')]

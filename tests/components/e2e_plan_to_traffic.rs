@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tunnel::crd::{EdgeNode, PortBinding};
 use tunnel::enroll::{Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning};
-use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
+use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, SourceInput, SourceKind, StaticResolver};
 use tunnel_contract::key::PrivateKey;
 
 use crate::enroll_support::{Uplinks, enroll_pass, health};
@@ -76,7 +76,9 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
             name: "edge-node".into(),
             spec: node.spec.clone(),
         },
-        port_bindings: vec![PortBindingInput {
+        sources: vec![SourceInput {
+            kind: tunnel::plan::SourceKind::PortBinding,
+            problem: None,
             namespace: "default".into(),
             name: "public-web".into(),
             created: Some(0),
@@ -95,7 +97,10 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
         &[8080],
     );
     let plan = tunnel::plan::plan(&input, &resolver).unwrap();
-    assert_eq!(plan.served_ports("default", "public-web"), "53/UDP,80/TCP");
+    assert_eq!(
+        plan.served_ports(SourceKind::PortBinding, "default", "public-web"),
+        "53/UDP,80/TCP"
+    );
 
     let carried = Carried {
         tunnelctl: BTreeMap::from([(

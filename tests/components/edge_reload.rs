@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use crate::edge_support::bed::{Bed, peer_cert, pem_der, read_line};
 use crate::edge_support::{leaf, pki};
 use crate::plan_inputs::{input, node, pb};
-use tunnel::plan::{PortBindingInput, StaticResolver, TlsSecret, plan};
+use tunnel::plan::{SourceInput, StaticResolver, TlsSecret, plan};
 
 const NODE: &str = "address: 203.0.113.10\nssh: {secretRef: {name: s}}\nedge: {healthCheck: {interval: 300ms, timeout: 200ms, healthyThreshold: 1, unhealthyThreshold: 1}}\n";
 
@@ -62,7 +62,7 @@ fn sessions_on_untouched_bindings_survive_20_reloads_and_cert_rotations() {
         )
     };
     let layout = bed.layout();
-    let render = |pbs: Vec<PortBindingInput>, cert: &(String, String)| {
+    let render = |pbs: Vec<SourceInput>, cert: &(String, String)| {
         let resolver = StaticResolver::default().with_secret(
             "default",
             "web-tls",
@@ -79,7 +79,7 @@ fn sessions_on_untouched_bindings_survive_20_reloads_and_cert_rotations() {
     let backend = pki(&["a.example.com", "x.example.com"]);
     let with_extra = render(base().into_iter().chain([extra()]).collect(), &certs[0]);
     for b in with_extra.planned.iter().filter(|b| b.listen_port == 8443) {
-        let tag = format!("sni-{}", b.id.port_binding);
+        let tag = format!("sni-{}", b.id.source);
         bed.tls_echo(
             uplink(b.tunnel_port),
             &tag,

@@ -12,14 +12,9 @@ use std::sync::atomic::Ordering;
 use crate::edge_support::bed::{Bed, CLIENT_IP, pem_der, read_line};
 use crate::edge_support::{client_cert, pki, tls_secret};
 use crate::plan_inputs::{input, node, pb};
-use tunnel::plan::{Plan, PortBindingInput, StaticResolver, plan};
+use tunnel::plan::{Plan, SourceInput, StaticResolver, plan};
 
-fn make_plan(
-    bed: &Bed,
-    node_yaml: &str,
-    pbs: Vec<PortBindingInput>,
-    resolver: &StaticResolver,
-) -> Plan {
+fn make_plan(bed: &Bed, node_yaml: &str, pbs: Vec<SourceInput>, resolver: &StaticResolver) -> Plan {
     plan(&input(node(node_yaml), pbs, bed.layout()), resolver).unwrap()
 }
 
@@ -152,7 +147,7 @@ fn tls_offload_mutual_and_passthrough_sni() {
     let tunnel_port = |pbn: &str| {
         p.planned
             .iter()
-            .find(|b| b.id.port_binding == pbn)
+            .find(|b| b.id.source == pbn)
             .unwrap()
             .tunnel_port
     };

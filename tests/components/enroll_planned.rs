@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tunnel::enroll::{Arch, Blob, Carried, DesiredState, EnvoyInstall, HostTuning};
-use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver};
+use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, SourceInput, StaticResolver};
 use tunnel_contract::key::PrivateKey;
 
 use crate::enroll_support::{Uplinks, enroll_pass, greeting_network, health, traffic_flows};
@@ -48,7 +48,9 @@ fn planner_output_enrolls_and_carries_traffic() {
         ))
         .unwrap(),
     };
-    let binding = PortBindingInput {
+    let binding = SourceInput {
+        kind: tunnel::plan::SourceKind::PortBinding,
+        problem: None,
         namespace: "default".into(),
         name: "public-web".into(),
         created: Some(1),
@@ -60,7 +62,7 @@ fn planner_output_enrolls_and_carries_traffic() {
     let plan = tunnel::plan::plan(
         &PlanInput {
             node,
-            port_bindings: vec![binding],
+            sources: vec![binding],
             keys: Keys {
                 relay_private: relay_key,
                 uplink_public: vec![uplink_key.public_key()],

@@ -825,6 +825,10 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         // Secrets are watched as metadata only; the referenced ones are read with get.
         ("get", "", "secrets", Some("default")),
         ("watch", "", "services", None),
+        // LoadBalancer Services: their status, and our finalizer (the admission policy lets
+        // the operator change nothing else of a Service it does not own).
+        ("patch", "", "services/status", Some("default")),
+        ("patch", "", "services", Some("default")),
         ("watch", "apps", "statefulsets", None),
         ("get", "", "namespaces", None),
         ("get", "", "secrets", Some("tunnel")),
@@ -898,7 +902,8 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("delete", "", "secrets", Some("default")),
         ("patch", "apps", "statefulsets", Some("default")),
         ("create", "apps", "statefulsets", Some("kube-system")),
-        ("patch", "", "services", Some("default")),
+        ("create", "", "services", Some("default")),
+        ("delete", "", "services", Some("default")),
         ("patch", "", "pods", Some("kube-system")),
         ("patch", "", "pods", Some("default")),
         // No escalation: no pods, exec, tokens, impersonation, role bindings or role edits.

@@ -17,7 +17,7 @@ pub fn outcomes_text(plan: &Plan) -> String {
             out,
             "{}/{} {} {}/{}: {} {} {}",
             o.id.namespace,
-            o.id.port_binding,
+            o.id.source,
             o.id.binding,
             o.protocol,
             o.listen_port,

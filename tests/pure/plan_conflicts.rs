@@ -4,18 +4,18 @@
 #![allow(clippy::type_complexity)]
 
 use crate::plan_inputs::{input, node, pb, services};
-use tunnel::plan::{Layout, OutcomeKind, Plan, PortBindingInput, plan};
+use tunnel::plan::{Layout, OutcomeKind, Plan, SourceInput, SourceKind, plan};
 
 const NODE: &str = "address: 203.0.113.10\nssh: {secretRef: {name: s}}\n";
 
-fn run(pbs: Vec<PortBindingInput>) -> Plan {
+fn run(pbs: Vec<SourceInput>) -> Plan {
     plan(&input(node(NODE), pbs, Layout::default()), &services()).unwrap()
 }
 
 fn outcome<'a>(p: &'a Plan, pb: &str, binding: &str) -> &'a tunnel::plan::BindingOutcome {
     p.outcomes
         .iter()
-        .find(|o| o.id.port_binding == pb && o.id.binding == binding)
+        .find(|o| o.id.source == pb && o.id.binding == binding)
         .unwrap_or_else(|| panic!("no outcome for {pb}/{binding}"))
 }
 
@@ -40,7 +40,7 @@ fn sni(name: &str, port: u16, names: &str) -> String {
 /// (case, port bindings, (pb, binding) that must lose, reason, message).
 #[test]
 fn conflict_table() {
-    let cases: Vec<(&str, Vec<PortBindingInput>, (&str, &str), &str, &str)> = vec![
+    let cases: Vec<(&str, Vec<SourceInput>, (&str, &str), &str, &str)> = vec![
         (
             "same TCP port: the older PortBinding keeps it",
             vec![
@@ -160,7 +160,7 @@ fn conflict_table() {
         assert_eq!(o.kind(), OutcomeKind::Conflict, "{case}");
         // Every other binding is planned.
         for other in &p.outcomes {
-            if other.id.port_binding != lpb || other.id.binding != lb {
+            if other.id.source != lpb || other.id.binding != lb {
                 assert!(other.refusal.is_none(), "{case}: {other:?}");
             }
         }
@@ -273,10 +273,17 @@ fn missing_targets_hold_their_port_but_are_not_served() {
     }
     assert!(outcome(&p, "b", "ok").refusal.is_none());
     assert_eq!(p.planned.len(), 1);
-    assert_eq!(p.served_ports("default", "b"), "90/TCP");
-    assert_eq!(p.served_ports("default", "a"), "");
-    assert_eq!(p.outcomes_of("default", "a").count(), 4);
-    assert_eq!(p.applied_port_bindings, vec!["default/b".to_owned()]);
+    assert_eq!(
+        p.served_ports(SourceKind::PortBinding, "default", "b"),
+        "90/TCP"
+    );
+    assert_eq!(p.served_ports(SourceKind::PortBinding, "default", "a"), "");
+    assert_eq!(
+        p.outcomes_of(SourceKind::PortBinding, "default", "a")
+            .count(),
+        4
+    );
+    assert_eq!(p.applied_sources, vec!["default/b".to_owned()]);
 }
 
 #[test]

@@ -78,8 +78,8 @@ fn rendering_is_deterministic_and_order_independent() {
     for shape in shapes(&Layout::default(), &fake_secret) {
         let a = files(&shape);
         let mut reversed = shape.input.clone();
-        reversed.port_bindings.reverse();
-        for pb in &mut reversed.port_bindings {
+        reversed.sources.reverse();
+        for pb in &mut reversed.sources {
             pb.spec.bindings.reverse();
         }
         let b = files(&Shape {

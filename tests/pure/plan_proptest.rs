@@ -9,7 +9,7 @@ use tunnel::crd::{
     Binding, BindingTarget, EdgeNodeRef, PortBindingSpec, Protocol, ProxyProtocolVersion,
     SecretReference, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
 };
-use tunnel::plan::{Layout, PortBindingInput, plan};
+use tunnel::plan::{Layout, SourceInput, plan};
 
 fn port() -> impl Strategy<Value = u16> {
     prop_oneof![
@@ -85,6 +85,7 @@ fn binding(i: usize) -> impl Strategy<Value = Binding> {
                     udp: (!is_tcp).then(|| UdpParams {
                         session_timeout: dur.clone(),
                     }),
+                    policy: None,
                     tls: tls.map(|mode| TlsParams {
                         mode,
                         secret_ref: Some(SecretReference {
@@ -107,7 +108,7 @@ fn binding(i: usize) -> impl Strategy<Value = Binding> {
         )
 }
 
-fn port_binding(i: usize) -> impl Strategy<Value = PortBindingInput> {
+fn port_binding(i: usize) -> impl Strategy<Value = SourceInput> {
     (
         proptest::option::of(0i64..5),
         prop_oneof![Just("default"), Just("other")],
@@ -117,7 +118,9 @@ fn port_binding(i: usize) -> impl Strategy<Value = PortBindingInput> {
             let bindings: Vec<_> = (0..n.len()).map(binding).collect();
             (Just(created), Just(ns), bindings)
         })
-        .prop_map(move |(created, ns, bindings)| PortBindingInput {
+        .prop_map(move |(created, ns, bindings)| SourceInput {
+            kind: tunnel::plan::SourceKind::PortBinding,
+            problem: None,
             namespace: ns.to_owned(),
             name: format!("pb{i}"),
             created,

@@ -5,9 +5,7 @@
 use std::net::IpAddr;
 
 use tunnel::crd::{EdgeNodeSpec, PortBindingSpec};
-use tunnel::plan::{
-    Keys, Layout, NodeInput, PlanInput, PortBindingInput, StaticResolver, TlsSecret,
-};
+use tunnel::plan::{Keys, Layout, NodeInput, PlanInput, SourceInput, StaticResolver, TlsSecret};
 use tunnel_contract::PrivateKey;
 
 /// The EdgeNode `default/edge` from a YAML spec.
@@ -21,17 +19,14 @@ pub fn node(spec_yaml: &str) -> NodeInput {
 
 /// A PortBinding referencing `default/edge`, created at `created` (seconds), from YAML
 /// `bindings:` items.
-pub fn pb(
-    namespace: &str,
-    name: &str,
-    created: Option<i64>,
-    bindings_yaml: &str,
-) -> PortBindingInput {
+pub fn pb(namespace: &str, name: &str, created: Option<i64>, bindings_yaml: &str) -> SourceInput {
     let spec: PortBindingSpec = serde_yaml::from_str(&format!(
         "edgeNodeRef: {{name: edge, namespace: default}}\nbindings:\n{bindings_yaml}"
     ))
     .unwrap();
-    PortBindingInput {
+    SourceInput {
+        kind: tunnel::plan::SourceKind::PortBinding,
+        problem: None,
         namespace: namespace.into(),
         name: name.into(),
         created,
@@ -55,11 +50,11 @@ pub fn keys(replicas: u8) -> Keys {
 }
 
 /// A plan input.
-pub fn input(node: NodeInput, pbs: Vec<PortBindingInput>, layout: Layout) -> PlanInput {
+pub fn input(node: NodeInput, pbs: Vec<SourceInput>, layout: Layout) -> PlanInput {
     let replicas = u8::try_from(node.spec.uplink.replicas.clamp(0, 255)).unwrap();
     PlanInput {
         node,
-        port_bindings: pbs,
+        sources: pbs,
         keys: keys(replicas),
         layout,
     }
@@ -116,7 +111,7 @@ const NODE_MIN: &str = "address: 203.0.113.10\nssh: {secretRef: {name: vps-ssh-s
 
 /// Every configuration shape the edge supports, with TLS Secrets from `secret(with_ca)`.
 pub fn shapes(layout: &Layout, secret: &dyn Fn(bool) -> TlsSecret) -> Vec<Shape> {
-    let mk = |name, node_yaml: &str, pbs: Vec<PortBindingInput>, resolver: StaticResolver| Shape {
+    let mk = |name, node_yaml: &str, pbs: Vec<SourceInput>, resolver: StaticResolver| Shape {
         name,
         input: input(node(node_yaml), pbs, layout.clone()),
         resolver,

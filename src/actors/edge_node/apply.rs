@@ -13,13 +13,13 @@ use tracing::{info, warn};
 use crate::api_write::{ApiError, ApiStep};
 use crate::crd::{ANNOTATION_RESTART_ENVOY, EdgeNode};
 use crate::enroll::{DesiredState, Request};
-use crate::object_key::ObjectKey;
+use crate::plan::SourceKey;
 use crate::workload;
 
 use super::super::Context;
 use super::super::FINALIZER;
 use super::super::error::ReconcileError;
-use super::super::status::PortBindingReport;
+use super::super::status::SourceReport;
 use super::decide::{Decision, PassFacts, Refused};
 
 /// What goes to the SSH session after the API writes.
@@ -32,7 +32,7 @@ pub struct Applied {
     /// The status facts.
     pub facts: PassFacts,
     /// One report per PortBinding.
-    pub reports: BTreeMap<ObjectKey, PortBindingReport>,
+    pub reports: BTreeMap<SourceKey, SourceReport>,
     /// The uplink workload could not be applied: the VPS is enrolled all the same, and the
     /// status says so.
     pub workload_error: Option<ReconcileError>,

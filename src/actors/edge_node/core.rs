@@ -12,21 +12,23 @@
 //! - The SSH connection dropping between passes (the VPS went down, keepalives unanswered)
 //!   runs a pass at once, so the loss shows in status now rather than at the drift pass;
 //!   while failed passes are being retried, it changes nothing (the retry is on its way).
-//! - A PortBinding event (changed, new, gone, moved here or away) runs a pass only when the
-//!   running pass (or, when idle, the last one) did not read the PortBinding as it is now: the
+//! - An event of a source (a PortBinding or a LoadBalancer Service: changed, new, gone, moved
+//!   here or away) runs a pass only when the running pass (or, when idle, the last one) did
+//!   not read the source as it is now: the
 //!   same change seen twice, or seen after the pass already read it, costs nothing. The actor
 //!   starting runs its first pass once, whatever else arrives first. So start-up costs one pass
-//!   per EdgeNode and a PortBinding change exactly one.
+//!   per EdgeNode and a change of a source exactly one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::object_key::ObjectKey;
+use crate::plan::SourceKey;
 
-/// How the Manager saw one PortBinding of this node.
+/// How the Manager saw one source of this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    /// It points at this node, at this generation.
+    /// It points at this node, at this version (a PortBinding's generation, a Service's
+    /// digest).
     Present(Option<i64>),
     /// It is gone, or points elsewhere now.
     Gone,
@@ -39,10 +41,10 @@ pub enum Event {
     Started,
     /// Something the node depends on changed (its spec, a Secret, a Service, a grant).
     Changed,
-    /// A PortBinding of this node changed, appeared, went, or moved here or away.
-    PortBinding {
-        /// The PortBinding.
-        key: ObjectKey,
+    /// A source of this node changed, appeared, went, or moved here or away.
+    Source {
+        /// The source.
+        source: SourceKey,
         /// How it is now.
         seen: Seen,
     },
@@ -113,8 +115,8 @@ pub struct EdgeNodeCore {
     epoch: u64,
     /// Passes started.
     passes: u64,
-    /// The PortBindings (and their generations) the running or last pass read.
-    read: BTreeMap<ObjectKey, Option<i64>>,
+    /// The sources (and their versions) the running or last pass read.
+    read: BTreeMap<SourceKey, Option<i64>>,
 }
 
 impl EdgeNodeCore {
@@ -141,13 +143,13 @@ impl EdgeNodeCore {
         self.passes
     }
 
-    /// The running pass read these PortBindings, at these generations.
-    pub fn pass_read(&mut self, port_bindings: BTreeMap<ObjectKey, Option<i64>>) {
-        self.read = port_bindings;
+    /// The running pass read these sources, at these versions.
+    pub fn pass_read(&mut self, sources: BTreeMap<SourceKey, Option<i64>>) {
+        self.read = sources;
     }
 
-    /// Whether the running or last pass read the PortBinding as `seen` says it is now.
-    pub fn covers(&self, key: &ObjectKey, seen: Seen) -> bool {
+    /// Whether the running or last pass read the source as `seen` says it is now.
+    pub fn covers(&self, key: &SourceKey, seen: Seen) -> bool {
         match seen {
             Seen::Present(generation) => self.read.get(key) == Some(&generation),
             Seen::Gone => !self.read.contains_key(key),
@@ -158,9 +160,9 @@ impl EdgeNodeCore {
     pub fn on(&mut self, event: Event) -> Vec<Effect> {
         match event {
             Event::Started if self.passes == 0 && !self.running => self.start(),
-            Event::PortBinding { key, seen } => {
+            Event::Source { source, seen } => {
                 // Before the first pass, the first pass reads it anyway.
-                if self.passes == 0 || self.covers(&key, seen) {
+                if self.passes == 0 || self.covers(&source, seen) {
                     Vec::new()
                 } else {
                     self.want_pass()
@@ -238,6 +240,10 @@ pub fn backoff(min: Duration, max: Duration, n: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pb_key(name: &str) -> SourceKey {
+        SourceKey::port_binding(crate::object_key::ObjectKey::new("apps", name))
+    }
 
     fn core() -> EdgeNodeCore {
         EdgeNodeCore::new(Schedule::default())
@@ -375,15 +381,15 @@ mod tests {
         );
     }
 
-    fn read(pbs: &[(&str, i64)]) -> BTreeMap<ObjectKey, Option<i64>> {
+    fn read(pbs: &[(&str, i64)]) -> BTreeMap<SourceKey, Option<i64>> {
         pbs.iter()
-            .map(|(name, g)| (ObjectKey::new("apps", *name), Some(*g)))
+            .map(|(name, g)| (pb_key(name), Some(*g)))
             .collect()
     }
 
     fn pb(name: &str, seen: Seen) -> Event {
-        Event::PortBinding {
-            key: ObjectKey::new("apps", name),
+        Event::Source {
+            source: pb_key(name),
             seen,
         }
     }

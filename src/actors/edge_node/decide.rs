@@ -8,20 +8,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::ResourceExt;
 
 use crate::crd::{ANNOTATION_RESTART_ENVOY, EdgeNode, PortBinding, UplinkStatus};
 use crate::enroll::{Carried, DesiredState, HostTuning, Request};
 use crate::hash::sha256_hex;
 use crate::object_key::ObjectKey;
-use crate::plan::{self, Layout, NodeInput, PlanInput, PortBindingInput, Resolver};
+use crate::plan::{
+    self, Layout, NodeInput, PlanInput, Resolver, SourceInput, SourceKey, load_balancer,
+};
 use crate::workload::{self, StoredKeys, UplinkNames, UplinkObjects, UplinkWorkload};
 
 use super::super::Artefacts;
 use super::super::error::ReconcileError;
 use super::super::keys;
-use super::super::status::PortBindingReport;
+use super::super::status::SourceReport;
 
 /// What the pass needs besides the EdgeNode and its inputs: the operator's settings.
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct Inputs<'a> {
     pub stored_keys: &'a StoredKeys,
     /// The PortBindings that point at the EdgeNode.
     pub port_bindings: &'a [Arc<PortBinding>],
+    /// The LoadBalancer Services it serves.
+    pub services: &'a [Arc<Service>],
 }
 
 /// What a pass writes.
@@ -61,7 +65,7 @@ pub struct Refused {
     /// The error.
     pub error: ReconcileError,
     /// One report per PortBinding when a plan was made (empty otherwise).
-    pub reports: BTreeMap<ObjectKey, PortBindingReport>,
+    pub reports: BTreeMap<SourceKey, SourceReport>,
 }
 
 /// A pass that has a plan.
@@ -76,7 +80,7 @@ pub struct Planned {
     /// The facts the status is made of.
     pub facts: PassFacts,
     /// One report per PortBinding of the EdgeNode.
-    pub reports: BTreeMap<ObjectKey, PortBindingReport>,
+    pub reports: BTreeMap<SourceKey, SourceReport>,
 }
 
 /// What a converge pass knows before SSH and writes into the status after it.
@@ -88,7 +92,7 @@ pub struct PassFacts {
     pub uplinks: Vec<UplinkStatus>,
     /// Hash of the plan.
     pub plan_hash: String,
-    /// `namespace/name` of each PortBinding the plan serves.
+    /// Each source the plan serves (`namespace/name`, `Service namespace/name`).
     pub applied: Vec<String>,
     /// TLS Secrets whose private keys go to the VPS (`namespace/name`).
     pub private_keys_on_edge: Vec<String>,
@@ -174,10 +178,16 @@ fn plan_node(
             name: key.name.clone(),
             spec: node.spec.clone(),
         },
-        port_bindings: inputs
+        sources: inputs
             .port_bindings
             .iter()
-            .map(|pb| PortBindingInput::of(pb, &key.namespace))
+            .map(|pb| SourceInput::of(pb, &key.namespace))
+            .chain(
+                inputs
+                    .services
+                    .iter()
+                    .map(|svc| load_balancer::source(svc, key, &node.spec.address)),
+            )
             .collect(),
         keys: key_set.keys.clone(),
         layout: Layout::default(),
@@ -188,21 +198,32 @@ fn plan_node(
             reports: BTreeMap::new(),
         })
     })?;
-    let reports = inputs
+    let versions = inputs
         .port_bindings
         .iter()
         .map(|pb| {
-            let pb_key = ObjectKey::of(pb.as_ref());
-            let report = PortBindingReport {
-                generation: pb.metadata.generation,
+            (
+                SourceKey::port_binding(ObjectKey::of(pb.as_ref())),
+                pb.metadata.generation,
+            )
+        })
+        .chain(inputs.services.iter().map(|svc| {
+            (
+                SourceKey::service(ObjectKey::of(svc.as_ref())),
+                Some(load_balancer::version(svc)),
+            )
+        }));
+    let reports = versions
+        .map(|(source, generation)| {
+            let (ns, name) = (&source.key.namespace, &source.key.name);
+            let report = SourceReport {
+                node: key.clone(),
+                generation,
                 node_problem: None,
-                outcomes: plan
-                    .outcomes_of(&pb_key.namespace, &pb_key.name)
-                    .cloned()
-                    .collect(),
-                ports: plan.served_ports(&pb_key.namespace, &pb_key.name),
+                outcomes: plan.outcomes_of(source.kind, ns, name).cloned().collect(),
+                ports: plan.served_ports(source.kind, ns, name),
             };
-            (pb_key, report)
+            (source, report)
         })
         .collect();
     let workload = UplinkObjects {
@@ -245,7 +266,7 @@ fn plan_node(
             })
             .collect(),
         plan_hash: plan.hashes.plan.clone(),
-        applied: plan.applied_port_bindings.clone(),
+        applied: plan.applied_sources.clone(),
         private_keys_on_edge: plan
             .private_keys_on_edge
             .iter()
@@ -322,6 +343,7 @@ mod tests {
             node,
             stored_keys: stored,
             port_bindings: pbs,
+            services: &[],
         };
         decide(&inputs, &resolver(), &settings)
     }
@@ -389,7 +411,7 @@ mod tests {
             Some(uplink.workload.as_str())
         );
         assert_eq!(w.config_hash.len(), 64);
-        let report = &planned.reports[&ObjectKey::new("team", "web")];
+        let report = &planned.reports[&SourceKey::port_binding(ObjectKey::new("team", "web"))];
         assert_eq!(report.generation, Some(2));
         assert_eq!(report.ports, "80/TCP");
         assert!(report.outcomes.iter().all(|o| o.refusal.is_none()));
@@ -454,15 +476,15 @@ mod tests {
         ];
         let planned = run(&node, &StoredKeys::default(), &pbs).outcome.unwrap();
         assert_eq!(planned.reports.len(), 3);
-        let missing = &planned.reports[&ObjectKey::new("team", "gone")];
+        let missing = &planned.reports[&SourceKey::port_binding(ObjectKey::new("team", "gone"))];
         assert_eq!(missing.ports, "");
         assert!(matches!(
             missing.outcomes[0].refusal.as_ref().map(|r| r.reason),
             Some(Reason::ServiceNotFound)
         ));
         // Neither has a creation time: namespace/name decides, and team/late < team/web.
-        let late = &planned.reports[&ObjectKey::new("team", "late")];
-        let web = &planned.reports[&ObjectKey::new("team", "web")];
+        let late = &planned.reports[&SourceKey::port_binding(ObjectKey::new("team", "late"))];
+        let web = &planned.reports[&SourceKey::port_binding(ObjectKey::new("team", "web"))];
         assert_eq!(late.ports, "80/TCP");
         assert!(matches!(
             web.outcomes[0].refusal.as_ref().map(|r| r.reason),

@@ -1,5 +1,5 @@
-//! The gather stage of a pass: every input read once, into one value. The EdgeNode and its
-//! PortBindings come from the watch caches, the SSH and TLS Secrets from what the pass fetched
+//! The gather stage of a pass: every input read once, into one value. The EdgeNode, its
+//! PortBindings and LoadBalancer Services come from the watch caches, the SSH and TLS Secrets from what the pass fetched
 //! ([`super::super::secrets`]; the SSH Secret is turned into the SSH target here), the WireGuard key Secrets and the owners of the uplink objects from
 //! the API (they live in the uplink namespace, which the operator may not watch): an object
 //! under one of the EdgeNode's names that is not its own stops the pass here, before any write.
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::ResourceExt;
 
 use crate::crd::{EdgeNode, FromKind, PortBinding, Reference, ToKind};
@@ -34,17 +34,20 @@ pub struct Gathered {
     pub existing: Existing,
     /// The PortBindings that point at the EdgeNode.
     pub port_bindings: Vec<Arc<PortBinding>>,
+    /// The LoadBalancer Services it serves.
+    pub services: Vec<Arc<Service>>,
     /// The Secrets the pass reads (SSH and TLS), with their data.
     pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 }
 
-/// Reads the inputs of a converge pass of `node`, whose PortBindings and Secrets the caller
-/// read (first, so it knows what the pass read even when this fails).
+/// Reads the inputs of a converge pass of `node`, whose sources (PortBindings, LoadBalancer
+/// Services) and Secrets the caller read (first, so it knows what the pass read even when this
+/// fails).
 pub async fn gather(
     ctx: &Context,
     resolver: &StoreResolver,
     node: Arc<EdgeNode>,
-    port_bindings: Vec<Arc<PortBinding>>,
+    (port_bindings, services): (Vec<Arc<PortBinding>>, Vec<Arc<Service>>),
     secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 ) -> Result<Gathered, ReconcileError> {
     let key = ObjectKey::of(node.as_ref());
@@ -61,6 +64,7 @@ pub async fn gather(
         target,
         existing,
         port_bindings,
+        services,
         secrets,
     })
 }

@@ -7,7 +7,8 @@
 //!    objects, the VPS's desired state, one report per PortBinding, the status facts;
 //! 3. [`apply`](apply::apply): the API writes; then the SSH job goes to the session actor,
 //!    which answers with a message (this mailbox never waits on SSH);
-//! 4. [`report`]: status, Events, metrics, the PortBindings' reports.
+//! 4. [`report`]: status, Events, metrics, the sources' reports (PortBindings, LoadBalancer
+//!    Services).
 //!
 //! When to run a pass is decided by the sans-IO [`core`]; deletion is in [`teardown`]. Its
 //! children: the SSH session actor and the cert watcher ([`super::cert_watcher`]: the Secrets
@@ -33,6 +34,7 @@ use tracing::{info, warn};
 
 use crate::crd::EdgeNode;
 use crate::object_key::ObjectKey;
+use crate::plan::{SourceKey, load_balancer};
 use crate::workload::{self, UplinkNames};
 
 use self::core::{EdgeNodeCore, Effect, Event};
@@ -42,7 +44,7 @@ use super::error::ReconcileError;
 use super::index;
 use super::protocol::{self, CertMsg, Job, JobResult, NodeMsg, Work};
 use super::ssh_session::SshSessionActor;
-use super::status::{PassEnd, PortBindingReport};
+use super::status::{PassEnd, SourceReport};
 use super::{Context, FINALIZER, supervisor::Child};
 use crate::jitter::jitter;
 
@@ -56,7 +58,7 @@ enum InFlight {
     Converge {
         node: Arc<EdgeNode>,
         facts: PassFacts,
-        reports: BTreeMap<ObjectKey, PortBindingReport>,
+        reports: BTreeMap<SourceKey, SourceReport>,
         workload_error: Option<Box<ReconcileError>>,
     },
     Teardown(Arc<EdgeNode>),
@@ -72,7 +74,7 @@ pub struct EdgeNodeState {
     /// The cert watcher child (the Secrets this VPS depends on).
     certs: Option<ActorRef<CertMsg>>,
     in_flight: Option<InFlight>,
-    reports: BTreeMap<ObjectKey, PortBindingReport>,
+    reports: BTreeMap<SourceKey, SourceReport>,
     drift: Option<tokio::task::JoinHandle<()>>,
     /// Seeds the retry jitter: different per actor, so EdgeNodes that failed together (a
     /// provider outage) do not retry in lockstep.
@@ -217,7 +219,7 @@ impl Actor for EdgeNodeActor {
                 Event::SessionLost
             }
             NodeMsg::WakeUp(epoch) => Event::WakeUp { epoch },
-            NodeMsg::PortBinding { key, seen } => Event::PortBinding { key, seen },
+            NodeMsg::Source { source, seen } => Event::Source { source, seen },
             NodeMsg::ReportWanted(key) => {
                 if !state.core.is_running()
                     && let Some(report) = state.reports.get(&key)
@@ -278,8 +280,8 @@ async fn start_pass(
     if node.metadata.deletion_timestamp.is_some() {
         return start_teardown(myself, state, node).await;
     }
-    // What this pass reads of the PortBindings, before anything can fail: a PortBinding event
-    // that it covers needs no other pass.
+    // What this pass reads of its sources (PortBindings, LoadBalancer Services), before
+    // anything can fail: an event of a source that it covers needs no other pass.
     let port_bindings: Vec<_> = ctx
         .stores
         .port_bindings
@@ -287,15 +289,27 @@ async fn start_pass(
         .into_iter()
         .filter(|pb| index::edge_node_of(pb) == key)
         .collect();
+    let services = ctx.load_balancers_of(&key);
     state.core.pass_read(
         port_bindings
             .iter()
-            .map(|pb| (ObjectKey::of(pb.as_ref()), pb.metadata.generation))
+            .map(|pb| {
+                (
+                    SourceKey::port_binding(ObjectKey::of(pb.as_ref())),
+                    pb.metadata.generation,
+                )
+            })
+            .chain(services.iter().map(|svc| {
+                (
+                    SourceKey::service(ObjectKey::of(svc.as_ref())),
+                    Some(load_balancer::version(svc)),
+                )
+            }))
             .collect(),
     );
     // And of the Secrets (fetched now: they are watched as metadata only), for the cert
     // watcher: a change it sees later is one this pass missed.
-    let wanted = index::secrets_of(&node, &port_bindings);
+    let wanted = index::secrets_of(&node, &port_bindings, &services);
     let secrets = ctx.secrets(&wanted).await;
     let read = wanted
         .iter()
@@ -320,7 +334,14 @@ async fn start_pass(
     let resolver = ctx.resolver();
     let gathered = match (finalized, secrets) {
         (Ok(()), Ok(secrets)) => {
-            gather::gather(&ctx, &resolver, node.clone(), port_bindings, secrets).await
+            gather::gather(
+                &ctx,
+                &resolver,
+                node.clone(),
+                (port_bindings, services),
+                secrets,
+            )
+            .await
         }
         (Err(e), _) => Err(e),
         (_, Err(e)) => Err(e.into()),
@@ -336,6 +357,7 @@ async fn start_pass(
                 node: &g.node,
                 stored_keys: &g.existing.keys,
                 port_bindings: &g.port_bindings,
+                services: &g.services,
             };
             let resolver = resolver.with_secrets(g.secrets.clone());
             let decision = decide::decide(&inputs, &resolver, &settings);

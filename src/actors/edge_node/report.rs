@@ -1,5 +1,6 @@
 //! The report stage of a pass: the EdgeNode's status (written only when it changed), Events on
-//! transitions of `Ready`, the pass metrics, and one report to each PortBinding actor. Also the
+//! transitions of `Ready`, the pass metrics, and one report to each source's actor (PortBinding,
+//! LoadBalancer Service). Also the
 //! reports outside a pass: a parked actor, a deletion that cannot proceed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,11 +14,12 @@ use tracing::warn;
 use crate::crd::{ANNOTATION_SKIP_DEPROVISION, EdgeNode, EdgeNodeStatus};
 use crate::enroll::PassReport;
 use crate::object_key::ObjectKey;
+use crate::plan::SourceKey;
 use crate::workload::PodState;
 
 use super::super::conditions::{self, Verdict};
 use super::super::protocol::{self, BindingMsg};
-use super::super::status::{self, HealthFacts, PassEnd, PortBindingReport};
+use super::super::status::{self, HealthFacts, PassEnd, SourceReport};
 use super::super::{Context, EDGE_NODE_MANAGER, index};
 use super::decide::PassFacts;
 
@@ -28,8 +30,8 @@ pub async fn conclude(
     node: &EdgeNode,
     end: &PassEnd,
     facts: Option<&PassFacts>,
-    mut reports: BTreeMap<ObjectKey, PortBindingReport>,
-) -> BTreeMap<ObjectKey, PortBindingReport> {
+    mut reports: BTreeMap<SourceKey, SourceReport>,
+) -> BTreeMap<SourceKey, SourceReport> {
     let key = ObjectKey::of(node);
     let verdicts = status::edge_node_verdicts(end, &node.spec.address);
     let mut st = node.status.clone().unwrap_or_default();
@@ -58,20 +60,31 @@ pub async fn conclude(
     ctx.metrics
         .bindings(&key, reports.values().flat_map(|r| &r.outcomes));
     if reports.is_empty() {
-        // No plan: every PortBinding of the node waits, with the node's reason.
+        // No plan: every source of the node waits, with the node's reason.
         let pbs = ctx.stores.port_bindings.state();
+        let waiting = |source: SourceKey, generation: Option<i64>| {
+            let report = SourceReport {
+                node: key.clone(),
+                generation,
+                node_problem: None,
+                outcomes: Vec::new(),
+                ports: String::new(),
+            };
+            (source, report)
+        };
         reports = index::port_bindings_of(&key, &pbs)
             .map(|pb| {
-                (
-                    ObjectKey::of(pb),
-                    PortBindingReport {
-                        generation: pb.metadata.generation,
-                        node_problem: None,
-                        outcomes: Vec::new(),
-                        ports: String::new(),
-                    },
+                waiting(
+                    SourceKey::port_binding(ObjectKey::of(pb)),
+                    pb.metadata.generation,
                 )
             })
+            .chain(ctx.load_balancers_of(&key).iter().map(|svc| {
+                waiting(
+                    SourceKey::service(ObjectKey::of(svc.as_ref())),
+                    Some(crate::plan::load_balancer::version(svc)),
+                )
+            }))
             .collect();
     }
     for (pb, report) in &mut reports {
@@ -81,9 +94,9 @@ pub async fn conclude(
     reports
 }
 
-/// Sends `report` to the PortBinding actor of `key`, if it runs.
-pub fn send_report(ctx: &Context, key: &ObjectKey, report: PortBindingReport) {
-    if let Some(actor) = protocol::port_binding(ctx, key) {
+/// Sends `report` to the actor of source `key`, if it runs.
+pub fn send_report(ctx: &Context, key: &SourceKey, report: SourceReport) {
+    if let Some(actor) = protocol::source(ctx, key) {
         let _ = actor.send_message(BindingMsg::Report(report));
     }
 }

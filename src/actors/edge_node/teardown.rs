@@ -56,6 +56,7 @@ pub async fn begin(ctx: &Context, node: &EdgeNode) -> Next {
         .secrets(&index::secrets_of(
             node,
             &[] as &[Arc<crate::crd::PortBinding>],
+            &[] as &[Arc<k8s_openapi::api::core::v1::Service>],
         ))
         .await
     {

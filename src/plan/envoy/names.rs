@@ -1,11 +1,11 @@
 //! Names of listeners, clusters, filter chains and SDS secrets. A listener is one public port,
 //! named by protocol and port (`tcp_443`); a cluster is one binding, named by protocol, port
 //! and the binding's full id (`tcp_443_default_public-web_http`), because two PortBindings may
-//! both call a binding `http`. Kubernetes names never contain `_`, so `_` and the fixed shape
+//! both call a binding `http` (a Service's port: `tcp_443_default_web_https_svc`). Kubernetes names never contain `_`, so `_` and the fixed shape
 //! keep every name unambiguous.
 
 use super::super::bindings::SecretKey;
-use super::super::outcome::BindingId;
+use super::super::outcome::{BindingId, SourceKind};
 use crate::crd::Protocol;
 
 fn proto(protocol: Protocol) -> &'static str {
@@ -20,13 +20,19 @@ pub fn listener(protocol: Protocol, port: u16) -> String {
     format!("{}_{port}", proto(protocol))
 }
 
-/// The cluster of one binding (also its stat prefix and filter chain name).
+/// The cluster of one binding (also its stat prefix and filter chain name). A Service's
+/// port ends in `_svc`: a PortBinding's name has three parts after the port, so the two never
+/// meet.
 pub fn cluster(protocol: Protocol, port: u16, id: &BindingId) -> String {
+    let suffix = match id.kind {
+        SourceKind::PortBinding => "",
+        SourceKind::Service => "_svc",
+    };
     format!(
-        "{}_{port}_{}_{}_{}",
+        "{}_{port}_{}_{}_{}{suffix}",
         proto(protocol),
         id.namespace,
-        id.port_binding,
+        id.source,
         id.binding
     )
 }

@@ -1,0 +1,533 @@
+//! Services of `type: LoadBalancer` as a source of bindings, pure (DESIGN.md §3): which
+//! Services are ours, which EdgeNode serves each, and how its ports become bindings in the same
+//! table as the PortBindings' ([`super::bindings`]).
+//!
+//! A Service is ours when its `spec.loadBalancerClass` is [`CLASS`] (or it has no class and
+//! the operator takes classless Services, `--load-balancer-classless`). Its EdgeNode is the one
+//! the annotation [`ANNOTATION_EDGE_NODE`] names (`name` in the Service's namespace, or
+//! `namespace/name`, which needs a grant there like any reference), else the EdgeNode marked
+//! [`ANNOTATION_DEFAULT`]: one in the Service's own namespace first, else the only one in the
+//! cluster; none, or several at the same level, is a problem the Service's status names.
+//!
+//! Each port is one binding (`listenPort` = the port, target = the Service itself, its
+//! ClusterIP and that port). Annotations say what a Service cannot: PROXY protocol, the UDP
+//! session timeout, TLS at the edge, connection limits; `spec.loadBalancerSourceRanges` is the
+//! binding's allow-list. An annotation that does not parse refuses every port of the Service
+//! with a message naming it, and the Service claims no port.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
+
+use super::bindings::SourceInput;
+use super::outcome::{Reason, Refusal, SourceKind};
+use crate::crd::{
+    Binding, BindingPolicy, BindingTarget, ConnectionRate, EdgeNode, EdgeNodeRef, PortBindingSpec,
+    Protocol, ProxyProtocolVersion, SecretReference, ServicePort, ServiceTarget, TcpParams,
+    TlsMode, TlsParams, UdpParams,
+};
+use crate::object_key::ObjectKey;
+
+/// The `spec.loadBalancerClass` of Services an EdgeNode serves.
+pub const CLASS: &str = "tunnel.achetronic.com/edge-node";
+/// On a Service: the EdgeNode that serves it (`name` or `namespace/name`).
+pub const ANNOTATION_EDGE_NODE: &str = "tunnel.achetronic.com/edge-node";
+/// On an EdgeNode, `"true"`: it serves the Services of our class that name none.
+pub const ANNOTATION_DEFAULT: &str = "tunnel.achetronic.com/default-load-balancer";
+/// `v1` or `v2`: a PROXY protocol header to the target on every TCP port.
+pub const ANNOTATION_PROXY_PROTOCOL: &str = "tunnel.achetronic.com/proxy-protocol";
+/// A duration (`60s`): the UDP ports' session timeout.
+pub const ANNOTATION_UDP_SESSION_TIMEOUT: &str = "tunnel.achetronic.com/udp-session-timeout";
+/// `passthrough`, `offload` or `mutual`: TLS at the edge on the TLS ports.
+pub const ANNOTATION_TLS_MODE: &str = "tunnel.achetronic.com/tls-mode";
+/// The TLS Secret of offload and mutual (`name` or `namespace/name`).
+pub const ANNOTATION_TLS_SECRET: &str = "tunnel.achetronic.com/tls-secret";
+/// Comma-separated SNI names of a passthrough port.
+pub const ANNOTATION_TLS_SERVER_NAMES: &str = "tunnel.achetronic.com/tls-server-names";
+/// Comma-separated ports (numbers or names) that get the TLS mode; absent: every TCP port.
+pub const ANNOTATION_TLS_PORTS: &str = "tunnel.achetronic.com/tls-ports";
+/// Most concurrent connections (TCP) or sessions (UDP) per port.
+pub const ANNOTATION_MAX_CONNECTIONS: &str = "tunnel.achetronic.com/max-connections";
+/// New TCP connections per second per port: `20`, or `20/40` with a burst of 40.
+pub const ANNOTATION_CONNECTION_RATE: &str = "tunnel.achetronic.com/connection-rate";
+/// Kubernetes' older spelling of `spec.loadBalancerSourceRanges` (comma-separated), read when
+/// the field is empty.
+pub const ANNOTATION_SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+/// Our finalizer on the Services we serve: the status we wrote is cleared before it goes.
+pub const FINALIZER: &str = "tunnel.achetronic.com/load-balancer";
+
+/// Whether the operator takes Services of type LoadBalancer with no class too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadBalancerSettings {
+    /// `--load-balancer-classless`.
+    pub classless: bool,
+}
+
+/// Whether `svc` is a LoadBalancer Service this operator serves (being deleted or not).
+pub fn is_ours(svc: &Service, settings: LoadBalancerSettings) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return false;
+    }
+    match spec.load_balancer_class.as_deref() {
+        Some(class) => class == CLASS,
+        None => settings.classless,
+    }
+}
+
+/// Whether `svc` carries our finalizer.
+pub fn has_finalizer(svc: &Service) -> bool {
+    svc.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+}
+
+/// Why a Service of ours has no EdgeNode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoEdgeNode {
+    /// No annotation and no EdgeNode marked default.
+    Missing,
+    /// No annotation and several defaults at the same level.
+    Ambiguous(Vec<ObjectKey>),
+    /// The annotation is not `name` or `namespace/name`.
+    Invalid(String),
+}
+
+impl NoEdgeNode {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "EdgeNodeNotFound",
+            Self::Ambiguous(_) => "EdgeNodeAmbiguous",
+            Self::Invalid(_) => "InvalidSpec",
+        }
+    }
+
+    /// What to do.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Missing => format!(
+                "no EdgeNode serves this Service: annotate it with {ANNOTATION_EDGE_NODE}=<name> (or <namespace>/<name>), or mark one EdgeNode with {ANNOTATION_DEFAULT}=true"
+            ),
+            Self::Ambiguous(nodes) => format!(
+                "several EdgeNodes are marked {ANNOTATION_DEFAULT}=true ({}): annotate the Service with {ANNOTATION_EDGE_NODE} to choose one, or keep one default",
+                nodes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Self::Invalid(value) => format!(
+                "annotation {ANNOTATION_EDGE_NODE}: {value:?} is not <name> or <namespace>/<name>"
+            ),
+        }
+    }
+}
+
+/// The EdgeNode that serves `svc`: the annotation's, else the default (see the module doc).
+pub fn edge_node_of(
+    svc: &Service,
+    nodes: &[impl AsRef<EdgeNode>],
+) -> Result<ObjectKey, NoEdgeNode> {
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    if let Some(value) = annotation(svc, ANNOTATION_EDGE_NODE) {
+        return parse_reference(value, &ns).ok_or_else(|| NoEdgeNode::Invalid(value.to_owned()));
+    }
+    let defaults: Vec<ObjectKey> = nodes
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|n| {
+            n.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_DEFAULT))
+                .is_some_and(|v| v == "true")
+                && n.metadata.deletion_timestamp.is_none()
+        })
+        .map(ObjectKey::of)
+        .collect();
+    let own: Vec<ObjectKey> = defaults
+        .iter()
+        .filter(|k| k.namespace == ns)
+        .cloned()
+        .collect();
+    let level = if own.is_empty() { defaults } else { own };
+    match level.len() {
+        _ if level.len() > 1 => Err(NoEdgeNode::Ambiguous(level)),
+        _ => level.into_iter().next().ok_or(NoEdgeNode::Missing),
+    }
+}
+
+/// `name` (in `namespace`) or `namespace/name`, each a DNS label or subdomain.
+fn parse_reference(value: &str, namespace: &str) -> Option<ObjectKey> {
+    let (ns, name) = match value.split_once('/') {
+        Some((ns, name)) => (ns, name),
+        None => (namespace, value),
+    };
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !s.starts_with(['-', '.'])
+            && !s.ends_with(['-', '.'])
+    };
+    (valid(ns) && valid(name) && ns.len() <= 63).then(|| ObjectKey::new(ns, name))
+}
+
+/// The TLS Secret the annotations of `svc` name, if any.
+pub fn tls_secret_of(svc: &Service) -> Option<ObjectKey> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+    annotation(svc, ANNOTATION_TLS_SECRET).and_then(|r| parse_reference(r, ns))
+}
+
+/// The Services of `services` that `node` serves: ours, not being deleted, choosing it.
+pub fn served_by<'a>(
+    node: &'a ObjectKey,
+    services: &'a [impl AsRef<Service>],
+    nodes: &'a [impl AsRef<EdgeNode>],
+    settings: LoadBalancerSettings,
+) -> impl Iterator<Item = &'a Service> + 'a {
+    services.iter().map(AsRef::as_ref).filter(move |svc| {
+        is_ours(svc, settings)
+            && svc.metadata.deletion_timestamp.is_none()
+            && edge_node_of(svc, nodes).is_ok_and(|n| n == *node)
+    })
+}
+
+fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
+    svc.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// A 64-bit digest of everything of `svc` the pass reads (its spec, our annotations, whether
+/// it is being deleted): the Manager and the EdgeNode compare it to know whether a pass
+/// already read the Service as it is. Our own status and finalizer writes do not change it.
+pub fn version(svc: &Service) -> i64 {
+    let ours: BTreeMap<&String, &String> = svc
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("tunnel.achetronic.com/") || *k == ANNOTATION_SOURCE_RANGES)
+        .collect();
+    let material = serde_json::json!({
+        "spec": svc.spec,
+        "annotations": ours,
+        "deleting": svc.metadata.deletion_timestamp.is_some(),
+    });
+    let digest = crate::hash::sha256_hex(material.to_string().as_bytes());
+    let mut bytes = [0u8; 8];
+    for (i, pair) in digest.as_bytes().chunks(2).take(8).enumerate() {
+        let hex = std::str::from_utf8(pair).unwrap_or("0");
+        bytes[i] = u8::from_str_radix(hex, 16).unwrap_or(0);
+    }
+    i64::from_be_bytes(bytes)
+}
+
+/// The name of a port's binding: the port's name, else `<protocol>-<port>` (`tcp-80`).
+pub fn binding_name(port: &k8s_openapi::api::core::v1::ServicePort) -> String {
+    match port.name.as_deref() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => format!(
+            "{}-{}",
+            port.protocol
+                .as_deref()
+                .unwrap_or("TCP")
+                .to_ascii_lowercase(),
+            port.port
+        ),
+    }
+}
+
+/// The ports of `svc` that are not served at all (SCTP: Envoy has none), for its status.
+pub fn unserved_ports(svc: &Service) -> Vec<String> {
+    svc.spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .filter(|p| protocol(p).is_none())
+        .map(|p| format!("{}/{}", p.port, p.protocol.as_deref().unwrap_or("TCP")))
+        .collect()
+}
+
+fn protocol(port: &k8s_openapi::api::core::v1::ServicePort) -> Option<Protocol> {
+    match port.protocol.as_deref().unwrap_or("TCP") {
+        "TCP" => Some(Protocol::Tcp),
+        "UDP" => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+/// `svc` as a source of bindings on `node` (the EdgeNode [`edge_node_of`] chose, whose
+/// `spec.address` is `address`; the table checks the grant).
+pub fn source(svc: &Service, node: &ObjectKey, address: &str) -> SourceInput {
+    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let settings = PortSettings::of(svc, &namespace, node, address);
+    let (bindings, problem) = match settings {
+        Ok(settings) => (ports_of(svc, &namespace, &name, &settings), None),
+        Err(refusal) => (
+            ports_of(svc, &namespace, &name, &PortSettings::default()),
+            Some(refusal),
+        ),
+    };
+    SourceInput {
+        kind: SourceKind::Service,
+        created: svc
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        spec: PortBindingSpec {
+            edge_node_ref: EdgeNodeRef {
+                name: node.name.clone(),
+                namespace: Some(node.namespace.clone()),
+            },
+            bindings,
+        },
+        namespace,
+        name,
+        problem,
+    }
+}
+
+fn ports_of(svc: &Service, namespace: &str, name: &str, settings: &PortSettings) -> Vec<Binding> {
+    svc.spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .filter_map(|p| {
+            let protocol = protocol(p)?;
+            let listen_port = u16::try_from(p.port).ok()?;
+            let tcp = protocol == Protocol::Tcp;
+            let policy = settings.policy(tcp);
+            Some(Binding {
+                name: binding_name(p),
+                protocol,
+                listen_port,
+                tcp: tcp.then(|| settings.tcp.clone()),
+                udp: (!tcp).then(|| settings.udp.clone()),
+                tls: settings
+                    .tls
+                    .as_ref()
+                    .filter(|_| tcp && settings.tls_applies(p))
+                    .cloned(),
+                target: BindingTarget {
+                    service: Some(ServiceTarget {
+                        name: name.to_owned(),
+                        namespace: namespace.to_owned(),
+                        port: ServicePort::Number(listen_port),
+                    }),
+                    address: None,
+                    port: None,
+                },
+                policy,
+            })
+        })
+        .collect()
+}
+
+/// What the annotations and the spec say for every port.
+#[derive(Debug, Clone, Default)]
+struct PortSettings {
+    tcp: TcpParams,
+    udp: UdpParams,
+    tls: Option<TlsParams>,
+    /// `None`: every TCP port.
+    tls_ports: Option<Vec<String>>,
+    source_ranges: Vec<String>,
+    max_connections: Option<u32>,
+    connection_rate: Option<ConnectionRate>,
+}
+
+impl PortSettings {
+    fn of(
+        svc: &Service,
+        namespace: &str,
+        node: &ObjectKey,
+        address: &str,
+    ) -> Result<Self, Refusal> {
+        let mut s = Self::default();
+        if let Some(v) = annotation(svc, ANNOTATION_PROXY_PROTOCOL) {
+            s.tcp.proxy_protocol = true;
+            s.tcp.proxy_protocol_version = match v {
+                "v1" => ProxyProtocolVersion::V1,
+                "v2" => ProxyProtocolVersion::V2,
+                _ => return Err(invalid(ANNOTATION_PROXY_PROTOCOL, v, "v1 or v2")),
+            };
+        }
+        if let Some(v) = annotation(svc, ANNOTATION_UDP_SESSION_TIMEOUT) {
+            crate::duration::GoDuration::parse_positive(v)
+                .map_err(|e| invalid(ANNOTATION_UDP_SESSION_TIMEOUT, v, &e.to_string()))?;
+            v.clone_into(&mut s.udp.session_timeout);
+        }
+        if let Some(v) = annotation(svc, ANNOTATION_TLS_MODE) {
+            let mode = match v {
+                "passthrough" => TlsMode::Passthrough,
+                "offload" => TlsMode::Offload,
+                "mutual" => TlsMode::Mutual,
+                _ => {
+                    return Err(invalid(
+                        ANNOTATION_TLS_MODE,
+                        v,
+                        "passthrough, offload or mutual",
+                    ));
+                }
+            };
+            let secret_ref = annotation(svc, ANNOTATION_TLS_SECRET)
+                .map(|r| {
+                    parse_reference(r, namespace)
+                        .map(|k| SecretReference {
+                            name: k.name,
+                            namespace: Some(k.namespace),
+                        })
+                        .ok_or_else(|| {
+                            invalid(ANNOTATION_TLS_SECRET, r, "<name> or <namespace>/<name>")
+                        })
+                })
+                .transpose()?;
+            if mode != TlsMode::Passthrough && secret_ref.is_none() {
+                return Err(Refusal {
+                    reason: Reason::InvalidSpec,
+                    message: format!(
+                        "annotation {ANNOTATION_TLS_MODE}={v} needs the annotation {ANNOTATION_TLS_SECRET}"
+                    ),
+                });
+            }
+            let server_names = list(annotation(svc, ANNOTATION_TLS_SERVER_NAMES));
+            if let Some(bad) = server_names.iter().find(|n| !server_name(n)) {
+                return Err(invalid(
+                    ANNOTATION_TLS_SERVER_NAMES,
+                    bad,
+                    "a DNS name or *.domain",
+                ));
+            }
+            s.tls = Some(TlsParams {
+                mode,
+                secret_ref,
+                server_names,
+            });
+            s.tls_ports = annotation(svc, ANNOTATION_TLS_PORTS).map(|v| list(Some(v)));
+        }
+        if let Some(v) = annotation(svc, ANNOTATION_MAX_CONNECTIONS) {
+            s.max_connections = Some(
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(ANNOTATION_MAX_CONNECTIONS, v, "a whole number > 0"))?,
+            );
+        }
+        if let Some(v) = annotation(svc, ANNOTATION_CONNECTION_RATE) {
+            let (rate, burst) = match v.split_once('/') {
+                Some((r, b)) => (r, Some(b)),
+                None => (v, None),
+            };
+            let number = |x: &str| x.trim().parse::<u32>().ok().filter(|n| *n > 0);
+            let per_second = number(rate).ok_or_else(|| {
+                invalid(
+                    ANNOTATION_CONNECTION_RATE,
+                    v,
+                    "<perSecond> or <perSecond>/<burst>",
+                )
+            })?;
+            let burst = match burst {
+                None => None,
+                Some(b) => Some(number(b).ok_or_else(|| {
+                    invalid(
+                        ANNOTATION_CONNECTION_RATE,
+                        v,
+                        "<perSecond> or <perSecond>/<burst>",
+                    )
+                })?),
+            };
+            s.connection_rate = Some(ConnectionRate { per_second, burst });
+        }
+        let spec_ranges = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.load_balancer_source_ranges.clone())
+            .unwrap_or_default();
+        s.source_ranges = if spec_ranges.is_empty() {
+            list(annotation(svc, ANNOTATION_SOURCE_RANGES))
+        } else {
+            spec_ranges
+        };
+        let limit = 64;
+        if s.source_ranges.len() > limit {
+            return Err(Refusal {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "spec.loadBalancerSourceRanges: {} ranges, at most {limit}",
+                    s.source_ranges.len()
+                ),
+            });
+        }
+        for (i, r) in s.source_ranges.iter().enumerate() {
+            if r.parse::<ipnet::IpNet>().is_err() {
+                return Err(Refusal {
+                    reason: Reason::InvalidSpec,
+                    message: format!(
+                        "spec.loadBalancerSourceRanges[{i}]: {r:?} is not a CIDR (e.g. 203.0.113.0/24)"
+                    ),
+                });
+            }
+        }
+        if let Some(ip) = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.load_balancer_ip.as_deref())
+            .filter(|ip| !ip.is_empty() && *ip != address)
+        {
+            return Err(Refusal {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "spec.loadBalancerIP {ip} is not the address of EdgeNode {node} ({address}); remove it or set it to {address}"
+                ),
+            });
+        }
+        Ok(s)
+    }
+
+    fn tls_applies(&self, port: &k8s_openapi::api::core::v1::ServicePort) -> bool {
+        match &self.tls_ports {
+            None => true,
+            Some(ports) => ports
+                .iter()
+                .any(|p| *p == port.port.to_string() || Some(p.as_str()) == port.name.as_deref()),
+        }
+    }
+
+    fn policy(&self, tcp: bool) -> Option<BindingPolicy> {
+        let policy = BindingPolicy {
+            source_ranges: self.source_ranges.clone(),
+            max_connections: self.max_connections,
+            connection_rate: self.connection_rate.clone().filter(|_| tcp),
+        };
+        (policy != BindingPolicy::default()).then_some(policy)
+    }
+}
+
+fn invalid(annotation: &str, value: &str, expected: &str) -> Refusal {
+    Refusal {
+        reason: Reason::InvalidSpec,
+        message: format!("annotation {annotation}: {value:?} is not {expected}"),
+    }
+}
+
+fn list(value: Option<&str>) -> Vec<String> {
+    value
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn server_name(name: &str) -> bool {
+    let rest = name.strip_prefix("*.").unwrap_or(name);
+    parse_reference(rest, "x").is_some() && !rest.contains('/') && name.len() <= 253
+}
