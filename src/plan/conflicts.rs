@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::outcome::{BindingId, Reason, Refusal};
+use super::outcome::{BindingId, Reason, Refusal, SourceKind};
 use crate::crd::{Protocol, RESERVED_PORTS};
 
 /// How a binding uses its port.
@@ -73,11 +73,15 @@ fn judge(
     holders: Option<&Vec<usize>>,
 ) -> Option<Refusal> {
     let port = format!("{}/{}", claim.protocol, claim.port);
+    let choose = match claim.id.kind {
+        SourceKind::PortBinding => "choose another listenPort",
+        SourceKind::Service => "choose another port (the Service's spec.ports[].port)",
+    };
     if claim.protocol == Protocol::Udp && claim.port == node.tunnel_udp {
         return Some(Refusal {
             reason: Reason::TunnelPortConflict,
             message: format!(
-                "{port} is the tunnel's WireGuard port (the EdgeNode's spec.tunnel.listenPort); choose another listenPort"
+                "{port} is the tunnel's WireGuard port (the EdgeNode's spec.tunnel.listenPort); {choose}"
             ),
         });
     }
@@ -85,7 +89,7 @@ fn judge(
         return Some(Refusal {
             reason: Reason::ReservedPort,
             message: format!(
-                "{port} is the VPS's SSH port (the EdgeNode's spec.ssh.port); choose another listenPort"
+                "{port} is the VPS's SSH port (the EdgeNode's spec.ssh.port); {choose}"
             ),
         });
     }
@@ -97,10 +101,7 @@ fn judge(
         };
         return Some(Refusal {
             reason: Reason::ReservedPort,
-            message: format!(
-                "port {} is reserved for {owner}; choose another listenPort",
-                claim.port
-            ),
+            message: format!("port {} is reserved for {owner}; {choose}", claim.port),
         });
     }
     let holders = holders?;
@@ -109,8 +110,9 @@ fn judge(
         return Some(Refusal {
             reason: Reason::PortConflict,
             message: format!(
-                "{port} is already used by {} (the older PortBinding keeps the port); choose another listenPort",
-                first.id
+                "{port} is already used by {} (the older {} keeps the port); {choose}",
+                first.id,
+                first.id.kind.as_str()
             ),
         });
     };
@@ -118,8 +120,9 @@ fn judge(
         return Some(Refusal {
             reason: Reason::PortConflict,
             message: format!(
-                "{port} is already used by {} (the older PortBinding keeps the port); only TLS passthrough bindings with distinct tls.serverNames may share a port",
-                first.id
+                "{port} is already used by {} (the older {} keeps the port); only TLS passthrough bindings with distinct tls.serverNames may share a port",
+                first.id,
+                first.id.kind.as_str()
             ),
         });
     };
@@ -134,8 +137,9 @@ fn judge(
             return Some(Refusal {
                 reason: Reason::CatchAllConflict,
                 message: format!(
-                    "{port} already has a catch-all TLS passthrough binding (one without tls.serverNames): {} (the older PortBinding keeps it); give this binding tls.serverNames or another listenPort",
-                    holder.id
+                    "{port} already has a catch-all TLS passthrough binding (one without tls.serverNames): {} (the older {} keeps it); give this binding tls.serverNames or another listenPort",
+                    holder.id,
+                    holder.id.kind.as_str()
                 ),
             });
         }
@@ -143,8 +147,9 @@ fn judge(
             return Some(Refusal {
                 reason: Reason::ServerNameConflict,
                 message: format!(
-                    "server name {name:?} on {port} is already routed to {} (the older PortBinding keeps it); use distinct tls.serverNames or another listenPort",
-                    holder.id
+                    "server name {name:?} on {port} is already routed to {} (the older {} keeps it); use distinct tls.serverNames or another listenPort",
+                    holder.id,
+                    holder.id.kind.as_str()
                 ),
             });
         }

@@ -20,6 +20,7 @@ mod enroll_data_path;
 mod enroll_download;
 mod enroll_lifecycle;
 mod enroll_planned;
+mod load_balancer;
 mod node_e2e;
 mod operator_chart_rbac;
 mod operator_e2e;
