@@ -15,6 +15,7 @@
 //! - a Service deleted while the operator is down is released by the next operator, which
 //!   closes its ports.
 
+use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -68,10 +69,10 @@ fn lb_yaml(
     annotations: &str,
 ) -> String {
     let class = class.map_or(String::new(), |c| format!("  loadBalancerClass: {c}\n"));
-    let ports: String = ports
-        .iter()
-        .map(|(n, p, proto)| format!("  - {{name: {n}, port: {p}, protocol: {proto}}}\n"))
-        .collect();
+    let ports: String = ports.iter().fold(String::new(), |mut out, (n, p, proto)| {
+        let _ = writeln!(out, "  - {{name: {n}, port: {p}, protocol: {proto}}}");
+        out
+    });
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n{annotations}spec:\n  type: LoadBalancer\n{class}  clusterIP: {ip}\n  allocateLoadBalancerNodePorts: false\n  ports:\n{ports}"
     )
