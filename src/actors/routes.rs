@@ -209,4 +209,26 @@ mod tests {
         );
         assert_eq!(port_binding_gone(None), None);
     }
+
+    #[test]
+    fn a_service_that_stops_being_served_is_gone_for_its_edge_node() {
+        let edge = ObjectKey::new("team", "edge");
+        let other = ObjectKey::new("team", "other");
+        // No longer ours (class, type, deletion), or no EdgeNode any more: `now` is None.
+        assert_eq!(
+            source(Some(&pb(7, "edge")), None),
+            [(edge.clone(), Seen::Gone)]
+        );
+        assert_eq!(source(None, None), []);
+        // The default moved to another EdgeNode.
+        assert_eq!(
+            source(Some(&pb(7, "edge")), Some(&pb(7, "other"))),
+            [(edge, Seen::Gone), (other.clone(), Seen::Present(Some(7)))]
+        );
+        assert_eq!(source(Some(&pb(7, "other")), Some(&pb(7, "other"))), []);
+        assert_eq!(
+            source(None, Some(&pb(8, "other"))),
+            [(other, Seen::Present(Some(8)))]
+        );
+    }
 }

@@ -531,3 +531,275 @@ fn server_name(name: &str) -> bool {
     let rest = name.strip_prefix("*.").unwrap_or(name);
     parse_reference(rest, "x").is_some() && !rest.contains('/') && name.len() <= 253
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(yaml: &str) -> Service {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn game(extra_metadata: &str, extra_spec: &str) -> Service {
+        svc(&format!(
+            "metadata:\n  name: game\n  namespace: apps\n  creationTimestamp: '2026-01-01T00:00:00Z'\n{extra_metadata}spec:\n  type: LoadBalancer\n  loadBalancerClass: {CLASS}\n  clusterIP: 10.96.0.40\n  ports:\n  - {{name: tcp, port: 7000, protocol: TCP}}\n  - {{name: udp, port: 7000, protocol: UDP}}\n  - {{port: 9, protocol: SCTP}}\n{extra_spec}"
+        ))
+    }
+
+    fn node(namespace: &str, name: &str, default: bool) -> std::sync::Arc<EdgeNode> {
+        let annotations = if default {
+            format!("  annotations: {{{ANNOTATION_DEFAULT}: 'true'}}\n")
+        } else {
+            String::new()
+        };
+        std::sync::Arc::new(serde_yaml::from_str(&format!(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata:\n  name: {name}\n  namespace: {namespace}\n{annotations}spec:\n  address: 203.0.113.10\n  ssh: {{secretRef: {{name: s}}}}\n"
+        ))
+        .unwrap())
+    }
+
+    fn on(annotations: &str) -> String {
+        format!("  annotations:\n{annotations}")
+    }
+
+    #[test]
+    fn only_load_balancers_of_our_class_are_ours_unless_classless_is_taken() {
+        let classless = LoadBalancerSettings { classless: true };
+        assert!(is_ours(&game("", ""), LoadBalancerSettings::default()));
+        let none = svc("metadata: {name: x}\nspec: {type: LoadBalancer}\n");
+        assert!(!is_ours(&none, LoadBalancerSettings::default()));
+        assert!(is_ours(&none, classless));
+        let other = svc(
+            "metadata: {name: x}\nspec: {type: LoadBalancer, loadBalancerClass: example.com/lb}\n",
+        );
+        assert!(
+            !is_ours(&other, classless),
+            "another controller's class, always"
+        );
+        let cluster_ip = svc("metadata: {name: x}\nspec: {type: ClusterIP}\n");
+        assert!(!is_ours(&cluster_ip, classless));
+    }
+
+    #[test]
+    fn the_annotation_names_the_edge_node_else_the_default_nearest_first() {
+        let nodes = vec![
+            node("apps", "near", true),
+            node("edge", "far", true),
+            node("edge", "plain", false),
+        ];
+        let named = game(&on("    tunnel.achetronic.com/edge-node: edge/plain\n"), "");
+        assert_eq!(
+            edge_node_of(&named, &nodes),
+            Ok(ObjectKey::new("edge", "plain"))
+        );
+        let short = game(&on("    tunnel.achetronic.com/edge-node: plain\n"), "");
+        assert_eq!(
+            edge_node_of(&short, &nodes),
+            Ok(ObjectKey::new("apps", "plain"))
+        );
+        assert_eq!(
+            edge_node_of(&game("", ""), &nodes),
+            Ok(ObjectKey::new("apps", "near")),
+            "a default in the Service's namespace comes first"
+        );
+        let elsewhere = vec![node("edge", "far", true), node("edge", "plain", false)];
+        assert_eq!(
+            edge_node_of(&game("", ""), &elsewhere),
+            Ok(ObjectKey::new("edge", "far"))
+        );
+        let two = vec![node("edge", "a", true), node("other", "b", true)];
+        let ambiguous = edge_node_of(&game("", ""), &two).unwrap_err();
+        assert_eq!(ambiguous.reason(), "EdgeNodeAmbiguous");
+        assert!(ambiguous.message().contains("edge/a") && ambiguous.message().contains("other/b"));
+        let missing = edge_node_of(&game("", ""), &[node("edge", "plain", false)]).unwrap_err();
+        assert_eq!(missing, NoEdgeNode::Missing);
+        assert!(missing.message().contains(ANNOTATION_EDGE_NODE));
+        let bad = game(&on("    tunnel.achetronic.com/edge-node: 'a/b/c'\n"), "");
+        assert_eq!(
+            edge_node_of(&bad, &nodes).unwrap_err().reason(),
+            "InvalidSpec"
+        );
+    }
+
+    #[test]
+    fn each_tcp_or_udp_port_is_a_binding_to_the_service_itself() {
+        let s = source(
+            &game("", ""),
+            &ObjectKey::new("edge", "vps"),
+            "203.0.113.10",
+        );
+        assert_eq!(
+            (s.kind, s.namespace.as_str(), s.name.as_str()),
+            (SourceKind::Service, "apps", "game")
+        );
+        assert_eq!(s.created, Some(1_767_225_600));
+        assert_eq!(s.problem, None);
+        assert_eq!(s.spec.edge_node_ref.namespace.as_deref(), Some("edge"));
+        let names: Vec<(&str, Protocol, u16)> = s
+            .spec
+            .bindings
+            .iter()
+            .map(|b| (b.name.as_str(), b.protocol, b.listen_port))
+            .collect();
+        assert_eq!(
+            names,
+            [("tcp", Protocol::Tcp, 7000), ("udp", Protocol::Udp, 7000)]
+        );
+        let target = s.spec.bindings[0].target.service.clone().unwrap();
+        assert_eq!(
+            (target.namespace.as_str(), target.name.as_str(), target.port),
+            ("apps", "game", ServicePort::Number(7000))
+        );
+        assert_eq!(unserved_ports(&game("", "")), ["9/SCTP"]);
+        assert!(
+            s.spec
+                .bindings
+                .iter()
+                .all(|b| b.policy.is_none() && b.tls.is_none())
+        );
+    }
+
+    #[test]
+    fn annotations_and_source_ranges_become_the_bindings_settings() {
+        let svc = game(
+            &on(
+                "    tunnel.achetronic.com/proxy-protocol: v2\n    tunnel.achetronic.com/udp-session-timeout: 90s\n    tunnel.achetronic.com/tls-mode: offload\n    tunnel.achetronic.com/tls-secret: game-tls\n    tunnel.achetronic.com/max-connections: '100'\n    tunnel.achetronic.com/connection-rate: 20/40\n",
+            ),
+            "  loadBalancerSourceRanges: [203.0.113.0/24]\n",
+        );
+        let s = source(&svc, &ObjectKey::new("edge", "vps"), "203.0.113.10");
+        assert_eq!(s.problem, None);
+        let (tcp, udp) = (&s.spec.bindings[0], &s.spec.bindings[1]);
+        let params = tcp.tcp.clone().unwrap();
+        assert!(params.proxy_protocol && params.proxy_protocol_version == ProxyProtocolVersion::V2);
+        assert_eq!(udp.udp.clone().unwrap().session_timeout, "90s");
+        let tls = tcp.tls.clone().unwrap();
+        assert_eq!(tls.mode, TlsMode::Offload);
+        assert_eq!(tls.secret_ref.unwrap().namespace.as_deref(), Some("apps"));
+        assert!(udp.tls.is_none(), "TLS is for TCP ports");
+        let policy = tcp.policy.clone().unwrap();
+        assert_eq!(policy.source_ranges, ["203.0.113.0/24"]);
+        assert_eq!(policy.max_connections, Some(100));
+        assert_eq!(
+            policy.connection_rate,
+            Some(ConnectionRate {
+                per_second: 20,
+                burst: Some(40)
+            })
+        );
+        let udp_policy = udp.policy.clone().unwrap();
+        assert_eq!(udp_policy.connection_rate, None, "a rate is for TCP ports");
+        assert_eq!(udp_policy.max_connections, Some(100));
+        assert_eq!(
+            tls_secret_of(&svc),
+            Some(ObjectKey::new("apps", "game-tls"))
+        );
+        let legacy = game(
+            &on(
+                "    service.beta.kubernetes.io/load-balancer-source-ranges: '198.51.100.0/24, 192.0.2.0/24'\n",
+            ),
+            "",
+        );
+        let s = source(&legacy, &ObjectKey::new("edge", "vps"), "203.0.113.10");
+        assert_eq!(
+            s.spec.bindings[0].policy.clone().unwrap().source_ranges,
+            ["198.51.100.0/24", "192.0.2.0/24"]
+        );
+    }
+
+    #[test]
+    fn a_bad_annotation_or_address_refuses_the_service_naming_it() {
+        let node = ObjectKey::new("edge", "vps");
+        for (metadata, spec, names) in [
+            (
+                on("    tunnel.achetronic.com/proxy-protocol: v3\n"),
+                "",
+                ANNOTATION_PROXY_PROTOCOL,
+            ),
+            (
+                on("    tunnel.achetronic.com/udp-session-timeout: soon\n"),
+                "",
+                ANNOTATION_UDP_SESSION_TIMEOUT,
+            ),
+            (
+                on("    tunnel.achetronic.com/tls-mode: offload\n"),
+                "",
+                ANNOTATION_TLS_SECRET,
+            ),
+            (
+                on("    tunnel.achetronic.com/tls-mode: magic\n"),
+                "",
+                ANNOTATION_TLS_MODE,
+            ),
+            (
+                on("    tunnel.achetronic.com/max-connections: '0'\n"),
+                "",
+                ANNOTATION_MAX_CONNECTIONS,
+            ),
+            (
+                on("    tunnel.achetronic.com/connection-rate: fast\n"),
+                "",
+                ANNOTATION_CONNECTION_RATE,
+            ),
+            (
+                String::new(),
+                "  loadBalancerSourceRanges: [nowhere]\n",
+                "spec.loadBalancerSourceRanges[0]",
+            ),
+            (
+                String::new(),
+                "  loadBalancerIP: 198.51.100.7\n",
+                "spec.loadBalancerIP",
+            ),
+        ] {
+            let s = source(&game(&metadata, spec), &node, "203.0.113.10");
+            let problem = s.problem.unwrap_or_else(|| panic!("{names}: refused"));
+            assert_eq!(problem.reason, Reason::InvalidSpec);
+            assert!(
+                problem.message.contains(names),
+                "{names}: {}",
+                problem.message
+            );
+            assert_eq!(
+                s.spec.bindings.len(),
+                2,
+                "its ports are still listed, to be refused"
+            );
+        }
+        let same = game("", "  loadBalancerIP: 203.0.113.10\n");
+        assert_eq!(
+            source(&same, &node, "203.0.113.10").problem,
+            None,
+            "the VPS's own address is fine"
+        );
+    }
+
+    #[test]
+    fn the_version_follows_what_a_pass_reads_and_not_our_own_writes() {
+        let base = game("", "");
+        let v = version(&base);
+        assert_eq!(v, version(&game("", "")));
+        assert_ne!(
+            v,
+            version(&game(
+                &on("    tunnel.achetronic.com/proxy-protocol: v1\n"),
+                ""
+            ))
+        );
+        assert_ne!(
+            v,
+            version(&game("", "  loadBalancerSourceRanges: [10.0.0.0/8]\n"))
+        );
+        let mut written = base.clone();
+        written.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        written.metadata.annotations =
+            Some([("example.com/other".to_owned(), "x".to_owned())].into());
+        written.status = Some(k8s_openapi::api::core::v1::ServiceStatus::default());
+        assert_eq!(
+            v,
+            version(&written),
+            "a finalizer, a status, another's annotation"
+        );
+        assert!(has_finalizer(&written) && !has_finalizer(&base));
+    }
+}

@@ -13,6 +13,7 @@ mod plan_conflicts;
 mod plan_golden;
 mod plan_proptest;
 mod plan_render;
+mod plan_sources;
 mod plan_targets;
 mod plan_tls_names;
 mod trust_generated;
