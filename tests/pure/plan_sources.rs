@@ -19,10 +19,11 @@ const NODE: &str = "address: 203.0.113.10\nssh: {secretRef: {name: s}}\n";
 fn lb(namespace: &str, name: &str, created: u32, ports: &[(&str, u16)]) -> SourceInput {
     let ports: String = ports
         .iter()
-        .map(|(n, p)| format!("  - {{name: {n}, port: {p}, protocol: TCP}}\n"))
-        .collect();
+        .map(|(n, p)| format!("  - {{name: {n}, port: {p}, protocol: TCP}}"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let svc: Service = serde_yaml::from_str(&format!(
-        "metadata:\n  name: {name}\n  namespace: {namespace}\n  creationTimestamp: '2026-01-01T00:{:02}:{:02}Z'\nspec:\n  type: LoadBalancer\n  loadBalancerClass: {}\n  ports:\n{ports}",
+        "metadata:\n  name: {name}\n  namespace: {namespace}\n  creationTimestamp: '2026-01-01T00:{:02}:{:02}Z'\nspec:\n  type: LoadBalancer\n  loadBalancerClass: {}\n  ports:\n{ports}\n",
         created / 60,
         created % 60,
         load_balancer::CLASS
