@@ -4,7 +4,8 @@
 //! the pod network, real echo pods behind ClusterIP Services, README Examples 1 and 2 applied
 //! with `kubectl apply -f` (only the address and the Secret adjusted), the uplink StatefulSet's
 //! pods running as real pods, and a client on the "internet" reaching the echo pods through
-//! the VPS over TCP (plain and PROXY protocol) and UDP; then what a user looks at and does
+//! the VPS over TCP (plain and PROXY protocol) and UDP, and a Service of type LoadBalancer
+//! served the same way; then what a user looks at and does
 //! next with kubectl, up to `helm uninstall`.
 //!
 //! Needs the node's binaries (`tests/testbed/setup.d/30-node.sh`) and
@@ -379,6 +380,67 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         "{udp}"
     );
     stage("Examples 1 and 2 served over TCP and UDP");
+
+    // 4b. A Service of type LoadBalancer of our class (issue 18), served by the same
+    // EdgeNode: `kubectl get svc` shows the VPS's address, TCP and UDP reach the echo pods.
+    kubectl(
+        &node,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo-lb\n  namespace: default\n  annotations: {{tunnel.achetronic.com/edge-node: edge-node}}\nspec:\n  type: LoadBalancer\n  loadBalancerClass: {}\n  selector: {{app: echo}}\n  ports:\n  - {{name: http, port: 8088, targetPort: 8080, protocol: TCP}}\n  - {{name: dns, port: 5354, targetPort: 5353, protocol: UDP}}\n",
+            tunnel::plan::load_balancer::CLASS
+        )),
+    );
+    let external = eventually(
+        "kubectl get svc echo-lb shows the VPS's address",
+        LONG,
+        || {
+            try_kubectl(
+                &node,
+                &["get", "svc", "echo-lb", "--no-headers", "-o", "custom-columns=IP:.status.loadBalancer.ingress[0].ip,MODE:.status.loadBalancer.ingress[0].ipMode"],
+                None,
+            )
+            .ok()
+            .filter(|l| l.starts_with(&VPS_IP.to_string()))
+        },
+        operator_logs,
+    );
+    assert_eq!(
+        external.split_whitespace().nth(1),
+        Some("Proxy"),
+        "{external}"
+    );
+    let table = kubectl(&node, &["get", "svc", "echo-lb", "--no-headers"], None);
+    assert!(
+        table.split_whitespace().nth(3) == Some(&*VPS_IP.to_string()),
+        "the EXTERNAL-IP column: {table}"
+    );
+    let answer = eventually(
+        "HTTP through the VPS's :8088 (the LoadBalancer Service)",
+        Duration::from_secs(90),
+        || http_get(&internet, public(8088)),
+        operator_logs,
+    );
+    assert!(answer.contains("hello from echo-"), "{answer}");
+    let udp = eventually(
+        "UDP through :5354 (the LoadBalancer Service)",
+        Duration::from_secs(60),
+        || udp_ask(&internet, public(5354), b"ping"),
+        operator_logs,
+    );
+    assert!(udp.ends_with(": ping"), "{udp}");
+    kubectl(
+        &node,
+        &["delete", "svc", "echo-lb", "--wait=true", "--timeout=60s"],
+        None,
+    );
+    eventually(
+        "the LoadBalancer Service's port closed",
+        Duration::from_secs(60),
+        || http_get(&internet, public(8088)).is_none().then_some(()),
+        operator_logs,
+    );
+    stage("a LoadBalancer Service served, shown by kubectl, deleted");
 
     // 5. Prometheus (Debian's package) scrapes Envoy's stats through the uplink pod the
     // README's PodMonitor selects: label app.kubernetes.io/name=uplink, port 40600,
