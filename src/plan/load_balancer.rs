@@ -56,6 +56,11 @@ pub const ANNOTATION_SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-bala
 /// Our finalizer on the Services we serve: the status we wrote is cleared before it goes.
 pub const FINALIZER: &str = "tunnel.achetronic.com/load-balancer";
 
+/// The most ports of one Service that are served (a PortBinding's limit on its bindings).
+pub const MAX_PORTS: usize = 64;
+/// The most source ranges of one Service (a PortBinding binding's limit).
+pub const MAX_SOURCE_RANGES: usize = 64;
+
 /// Whether the operator takes Services of type LoadBalancer with no class too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadBalancerSettings {
@@ -350,6 +355,20 @@ impl PortSettings {
         node: &ObjectKey,
         address: &str,
     ) -> Result<Self, Refusal> {
+        let ports = svc
+            .spec
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .count();
+        if ports > MAX_PORTS {
+            // As a PortBinding's bindings: each port is a listener and a cluster on the VPS.
+            return Err(Refusal {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "spec.ports: {ports} ports, at most {MAX_PORTS} are served per Service"
+                ),
+            });
+        }
         let mut s = Self::default();
         if let Some(v) = annotation(svc, ANNOTATION_PROXY_PROTOCOL) {
             s.tcp.proxy_protocol = true;
@@ -455,7 +474,7 @@ impl PortSettings {
         } else {
             spec_ranges
         };
-        let limit = 64;
+        let limit = MAX_SOURCE_RANGES;
         if s.source_ranges.len() > limit {
             return Err(Refusal {
                 reason: Reason::InvalidSpec,

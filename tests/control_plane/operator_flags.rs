@@ -54,6 +54,7 @@ const FLAGS: &[&str] = &[
     "--resync-period",
     "--allow-restricted-targets",
     "--cross-namespace-targets",
+    "--load-balancer-classless",
     "--watch-namespaces",
     "--leader-elect",
     "--leader-elect-namespace",

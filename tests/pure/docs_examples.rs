@@ -29,6 +29,35 @@ fn the_user_guide_shows_the_fixtures_unchanged() {
 }
 
 #[test]
+fn the_load_balancer_example_is_the_fixture_and_is_served_as_documented() {
+    use k8s_openapi::api::core::v1::Service;
+    use tunnel::plan::load_balancer;
+    let guide = std::fs::read_to_string(GUIDE).unwrap();
+    let fixture = std::fs::read_to_string("tests/fixtures/readme/loadbalancer.yaml").unwrap();
+    let shown = yaml_after(&guide, "### Services of type LoadBalancer").unwrap();
+    assert_eq!(shown, fixture, "{GUIDE}'s LoadBalancer example");
+    let svc: Service = serde_yaml::from_str(&fixture).unwrap();
+    assert!(load_balancer::is_ours(
+        &svc,
+        load_balancer::LoadBalancerSettings::default()
+    ));
+    let node = tunnel::object_key::ObjectKey::new("default", "edge-node");
+    let source = load_balancer::source(&svc, &node, "203.0.113.10");
+    assert_eq!(source.problem, None);
+    let ports: Vec<(String, u16)> = source
+        .spec
+        .bindings
+        .iter()
+        .map(|b| (b.protocol.to_string(), b.listen_port))
+        .collect();
+    assert_eq!(ports, [("TCP".to_owned(), 7777), ("UDP".to_owned(), 7777)]);
+    for b in &source.spec.bindings {
+        let ranges = &b.policy.as_ref().unwrap().source_ranges;
+        assert_eq!(ranges, &["198.51.100.0/24".to_owned()]);
+    }
+}
+
+#[test]
 fn the_guide_and_the_readme_name_only_files_that_exist() {
     // Paths a user is told to run or read.
     for doc in [GUIDE, "README.md"] {
