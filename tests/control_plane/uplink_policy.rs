@@ -2,13 +2,14 @@
 //! by the real API server: writes by the operator's ServiceAccount keep the template the
 //! operator builds (its real StatefulSet for README Example 1 is admitted), and anything a
 //! stolen token would want — another image, another container, a privileged agent, an added
-//! capability, a host namespace, a host path, a changed pod spec — is refused with the
+//! capability, a host namespace, a host path, a changed pod spec, a user's Service changed
+//! beyond its finalizers — is refused with the
 //! policy's message. Nobody else's writes are affected.
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{Container, HostPathVolumeSource, Pod, PodSpec, Service, Volume};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testbed::apiserver::ApiServer;
@@ -144,6 +145,7 @@ async fn the_operators_identity_can_write_only_the_uplink_template() {
         spec: Some(spec),
         ..Pod::default()
     };
+    let (admin_client, operator_client) = (admin.clone(), operator.clone());
     let pods_admin: Api<Pod> = Api::namespaced(admin, "tunnel");
     pods_admin
         .create(&PostParams::default(), &pod)
@@ -170,5 +172,87 @@ async fn the_operators_identity_can_write_only_the_uplink_template() {
     assert!(
         refusal.to_string().contains("only the metadata"),
         "{refusal}"
+    );
+
+    // A user's Service of type LoadBalancer: the operator may add and remove its finalizer
+    // (and write its status, a subresource), nothing else; the admin may.
+    let user_svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "game", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": "tunnel.achetronic.com/edge-node",
+                 "allocateLoadBalancerNodePorts": false,
+                 "ports": [{"name": "tcp", "port": 7000, "protocol": "TCP"}]}
+    }))
+    .unwrap();
+    let services_admin: Api<Service> = Api::namespaced(admin_client.clone(), "default");
+    services_admin
+        .create(&PostParams::default(), &user_svc)
+        .await
+        .unwrap();
+    let services: Api<Service> = Api::namespaced(operator_client.clone(), "default");
+    let finalizer = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "game", "finalizers": ["tunnel.achetronic.com/load-balancer"]}});
+    services
+        .patch(
+            "game",
+            &PatchParams::apply("tunnel-loadbalancer-finalizer").force(),
+            &Patch::Apply(&finalizer),
+        )
+        .await
+        .unwrap();
+    let status = json!({"apiVersion": "v1", "kind": "Service",
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10", "ipMode": "Proxy"}]}}});
+    services
+        .patch_status(
+            "game",
+            &PatchParams::apply("tunnel-loadbalancer").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    for (what, change) in [
+        (
+            "its ports",
+            json!({"spec": {"ports": [{"name": "tcp", "port": 22, "protocol": "TCP"}]}}),
+        ),
+        (
+            "its selector",
+            json!({"spec": {"selector": {"app": "mine"}}}),
+        ),
+        (
+            "its labels",
+            json!({"metadata": {"labels": {"stolen": "yes"}}}),
+        ),
+        (
+            "its ports, labelled as if it were ours",
+            json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "tunnel"}},
+                   "spec": {"ports": [{"name": "tcp", "port": 23, "protocol": "TCP"}]}}),
+        ),
+    ] {
+        let refusal = services
+            .patch("game", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .expect_err(&format!("the operator changed a user's Service's {what}"));
+        assert!(
+            refusal.to_string().contains("only the finalizers"),
+            "{what}: {refusal}"
+        );
+        services_admin
+            .patch("game", &PatchParams::default(), &Patch::Merge(&change))
+            .await
+            .unwrap_or_else(|e| panic!("{what} refused for the admin: {e}"));
+    }
+    let release = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "game"}});
+    services
+        .patch(
+            "game",
+            &PatchParams::apply("tunnel-loadbalancer-finalizer").force(),
+            &Patch::Apply(&release),
+        )
+        .await
+        .unwrap();
+    let after = services_admin.get("game").await.unwrap();
+    assert!(
+        after.metadata.finalizers.unwrap_or_default().is_empty(),
+        "the finalizer is removed by applying without it"
     );
 }
