@@ -10,13 +10,13 @@
 //!   PortBinding) keeps it, the Service says so in `ports[].error`, its condition and an Event;
 //!   its other port is served next to the first Service's;
 //! - Services without our class (none, or another's) are left alone;
+//! - a port removed from a Service is closed, its other port still served;
 //! - a Service whose type changes away from LoadBalancer has its port closed, the status we
 //!   wrote cleared and our finalizer removed;
 //! - a Service deleted while the operator is down is released by the next operator, which
 //!   closes its ports.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -29,35 +29,13 @@ use testbed::uplinks::Uplinks;
 use testbed::wait::eventually;
 use tunnel::crd::EdgeNode;
 
-use crate::operator_support::{apply_example1, logs_of};
+use crate::operator_support::{apply_example1, logs_of, serve_udp_echo, udp_exchange};
 
 const LONG: Duration = Duration::from_secs(180);
 /// Our condition on a Service.
 const READY: &str = "tunnel.achetronic.com/Ready";
 /// The finalizer on the Services we serve.
 const FINALIZER: &str = "tunnel.achetronic.com/load-balancer";
-
-/// A UDP echo prefixed with `tag`.
-fn serve_udp(ns: &Netns, addr: &'static str, tag: &'static str) {
-    let socket = ns.enter(move || UdpSocket::bind(addr).unwrap()).unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let mut answer = format!("{tag}: ").into_bytes();
-            answer.extend_from_slice(&buf[..n]);
-            let _ = socket.send_to(&answer, from);
-        }
-    });
-}
-
-fn udp_exchange(addr: SocketAddr, payload: &[u8]) -> Option<String> {
-    let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    sock.send_to(payload, addr).ok()?;
-    let mut buf = [0u8; 1500];
-    let (n, _) = sock.recv_from(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
 
 /// A Service of type LoadBalancer: `class` (None: no class), ClusterIP `ip`, `ports`
 /// (`name`, port, protocol), extra metadata lines (annotations).
@@ -104,6 +82,7 @@ async fn load_balancer_services_are_served_through_the_vps() {
         a_port_conflict_leaves_the_port_to_the_older_port_binding
     );
     step!(lb, services_of_another_class_are_left_alone);
+    step!(lb, removing_a_port_closes_that_port_only);
     step!(lb, a_service_that_stops_being_a_load_balancer_is_released);
     step!(lb, a_service_deleted_while_the_operator_is_down_is_released);
 }
@@ -117,7 +96,7 @@ impl Lb {
             net.cluster.addr("lo", ip).unwrap();
         }
         serve_greeting(&net.cluster, "10.96.0.40:7000", b"game-tcp: ").unwrap();
-        serve_udp(&net.cluster, "10.96.0.40:7000", "game-udp");
+        serve_udp_echo(&net.cluster, "10.96.0.40:7000", "game-udp: ");
         serve_greeting(&net.cluster, "10.96.0.41:7002", b"clash: ").unwrap();
         let operator = bed
             .operator()
@@ -251,7 +230,7 @@ async fn a_tcp_and_udp_service_is_served_with_the_vps_address(lb: &mut Lb) {
             (public, 7000).into(),
             b"ping"
         )
-        .is_some_and(|a| a == "game-udp: ping")),
+        .is_some_and(|a| a == b"game-udp: ping")),
         "UDP 7000 through the VPS\n{}",
         lb.describe()
     );
@@ -383,6 +362,45 @@ async fn services_of_another_class_are_left_alone(lb: &mut Lb) {
         ))
         .is_none(),
         "nothing listens for them on the VPS"
+    );
+}
+
+async fn removing_a_port_closes_that_port_only(lb: &mut Lb) {
+    let client = lb.bed.client.clone();
+    let tcp_only = lb_yaml(
+        "game",
+        Some(CLASS),
+        "10.96.0.40",
+        &[("game-tcp", 7000, "TCP")],
+        ON_EDGE_NODE,
+    );
+    apply_yaml::<Service>(&client, &tcp_only).await.unwrap();
+    let public = lb.public();
+    assert!(
+        until_in(lb.internet(), move || udp_exchange(
+            (public, 7000).into(),
+            b"ping"
+        )
+        .is_none()),
+        "UDP 7000 closed once the Service lost that port\n{}",
+        lb.describe()
+    );
+    let svc = lb
+        .service("game", "lists its one port", |s| {
+            ingress(s).is_some_and(|i| i["ports"].as_array().is_some_and(|p| p.len() == 1))
+        })
+        .await;
+    assert_eq!(
+        ingress(&svc).unwrap()["ports"],
+        serde_json::json!([{"port": 7000, "protocol": "TCP"}])
+    );
+    assert!(
+        in_ns(lb.internet(), move || tcp_exchange(
+            (public, 7000).into(),
+            b"q\n"
+        ))
+        .is_some_and(|a| a == "game-tcp: q\n"),
+        "TCP 7000 still served"
     );
 }
 

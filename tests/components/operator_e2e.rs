@@ -11,7 +11,7 @@
 //! (`operator_e2e step: <name>`) so a failure says which behaviour broke.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -23,7 +23,9 @@ use testbed::uplinks::Uplinks;
 use testbed::wait::eventually;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::operator_support::{apply_example1, logs_of, readme_example};
+use crate::operator_support::{
+    apply_example1, logs_of, readme_example, serve_udp_echo, udp_exchange,
+};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -48,17 +50,6 @@ fn serve_proxy_protocol(ns: &Netns, addr: &'static str) {
     });
 }
 
-/// A UDP echo.
-fn serve_udp_echo(ns: &Netns, addr: &'static str) {
-    let socket = ns.enter(move || UdpSocket::bind(addr).unwrap()).unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
-}
-
 /// A line echo that keeps the connection open.
 fn serve_line_echo(ns: &Netns, addr: &'static str) {
     let listener = ns
@@ -79,15 +70,6 @@ fn serve_line_echo(ns: &Netns, addr: &'static str) {
             });
         }
     });
-}
-
-fn udp_exchange(addr: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    sock.send_to(payload, addr).ok()?;
-    let mut buf = [0u8; 1500];
-    let (n, _) = sock.recv_from(&mut buf).ok()?;
-    Some(buf[..n].to_vec())
 }
 
 /// The session kept open on `:7000` across the steps: its two halves.
@@ -149,7 +131,7 @@ impl E2e {
         net.cluster.addr("lo", "10.96.0.20/32").unwrap();
         net.cluster.addr("lo", "10.96.0.30/32").unwrap();
         serve_proxy_protocol(&net.cluster, "10.96.0.20:443");
-        serve_udp_echo(&net.cluster, "10.96.0.10:53");
+        serve_udp_echo(&net.cluster, "10.96.0.10:53", "");
         serve_line_echo(&net.cluster, "10.96.0.30:7000");
         namespace(&client, "networking").await.unwrap();
         service(

@@ -2,7 +2,11 @@
 //! ([`testbed::operator::OperatorBed`]): the user guide's examples as the tests apply them,
 //! and the logs to show when a wait fails.
 
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
 use kube::Client;
+use testbed::netns::Netns;
 use testbed::objects::apply_yaml;
 use testbed::operator::Operator;
 use testbed::uplinks::Uplinks;
@@ -30,4 +34,27 @@ pub fn logs_of(operator: &Operator, uplinks: &Uplinks) -> String {
         operator.log_text(),
         uplinks.logs()
     )
+}
+
+/// A UDP echo on `addr` in `ns`: each datagram comes back after `prefix`.
+pub fn serve_udp_echo(ns: &Netns, addr: &'static str, prefix: &'static str) {
+    let socket = ns.enter(move || UdpSocket::bind(addr).unwrap()).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let mut answer = prefix.as_bytes().to_vec();
+            answer.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&answer, from);
+        }
+    });
+}
+
+/// One datagram to `addr` and its answer (1 s), if any.
+pub fn udp_exchange(addr: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    sock.send_to(payload, addr).ok()?;
+    let mut buf = [0u8; 1500];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
 }
