@@ -191,6 +191,7 @@ impl Actor for Manager {
                 }
                 if route.port_bindings_again {
                     upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
+                    upsert_load_balancers_of(state, &key)?;
                 }
                 if route.upsert {
                     route_services(state, true)?;
@@ -202,6 +203,7 @@ impl Actor for Manager {
                     .edge_nodes
                     .send_message(SupervisorMsg::Remove(key.clone()))?;
                 upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
+                upsert_load_balancers_of(state, &key)?;
                 route_services(state, true)?;
             }
             ManagerMsg::PortBinding(pb) => {
@@ -369,6 +371,22 @@ fn tell(ctx: &Context, node: &ObjectKey, source: &SourceKey, seen: Seen) {
             seen,
         });
     }
+}
+
+/// Makes the LoadBalancer actors of the Services served by `node` decide again (their
+/// EdgeNode went or is going: `EdgeNodeNotFound`, no address).
+fn upsert_load_balancers_of(
+    state: &ManagerState,
+    node: &ObjectKey,
+) -> Result<(), ActorProcessingErr> {
+    for (svc, seen) in &state.svc_seen {
+        if seen.edge_node == *node {
+            state
+                .load_balancers
+                .send_message(SupervisorMsg::Upsert(svc.clone()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Routes every Service the Manager knows of or sees now ([`route_service`]).
