@@ -191,6 +191,8 @@ pub struct Caches {
     pub port_bindings: Writer<PortBinding>,
     /// Secrets (metadata: their data is in the API, [`Bed::secret`]).
     pub secrets: Writer<PartialObjectMeta<Secret>>,
+    /// Services.
+    pub services: Writer<Service>,
 }
 
 impl Caches {
@@ -211,6 +213,12 @@ impl Caches {
     pub fn port_binding(&mut self, pb: PortBinding) {
         self.port_bindings
             .apply_watcher_event(&watcher::Event::Apply(pb));
+    }
+
+    /// Puts a Service in the cache.
+    pub fn service(&mut self, svc: Service) {
+        self.services
+            .apply_watcher_event(&watcher::Event::Apply(svc));
     }
 }
 
@@ -261,7 +269,7 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
     let (edge_nodes, edge_writer) = reflector::store::<EdgeNode>();
     let (port_bindings, pb_writer) = reflector::store::<PortBinding>();
     let (secrets, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let (services, _) = reflector::store::<Service>();
+    let (services, service_writer) = reflector::store::<Service>();
     let (stateful_sets, _) = reflector::store();
     let (grants, _) = reflector::store::<ReferenceGrant>();
     let (service, _) = reflector::store();
@@ -315,6 +323,7 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
             edge_nodes: edge_writer,
             port_bindings: pb_writer,
             secrets: secret_writer,
+            services: service_writer,
         },
     }
 }

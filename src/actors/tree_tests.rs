@@ -373,3 +373,129 @@ async fn the_cert_watcher_tells_its_edge_node_only_of_a_real_change_and_once() {
         ["Changed"]
     );
 }
+
+const SVC_STATUS: &str = "/api/v1/namespaces/team/services/game/status";
+const SVC: &str = "/api/v1/namespaces/team/services/game";
+
+fn game(class: &str, extra_metadata: &str) -> k8s_openapi::api::core::v1::Service {
+    serde_yaml::from_str(&format!(
+        "metadata:\n  name: game\n  namespace: team\n  generation: 1\n{extra_metadata}spec:\n  type: LoadBalancer\n  loadBalancerClass: {class}\n  ports:\n  - {{name: tcp, port: 7000, protocol: TCP}}\n"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_load_balancer_actor_asks_its_edge_node_writes_the_address_and_keeps_our_finalizer() {
+    use super::load_balancer::LoadBalancerActor;
+    use crate::plan::load_balancer::{CLASS, FINALIZER};
+    let mut b = bed("t-lb", RestartPolicy::default());
+    let key = ObjectKey::new("team", "game");
+    let source = SourceKey::service(key.clone());
+    // No EdgeNode named, none marked default: it says so, and still takes the finalizer.
+    b.caches.service(game(CLASS, ""));
+    let (actor, _) = Actor::spawn(
+        Some(b.ctx.name(protocol::LOAD_BALANCER, &key)),
+        LoadBalancerActor,
+        (b.ctx.clone(), key.clone()),
+    )
+    .await
+    .unwrap();
+    until("the missing EdgeNode is written", || {
+        !b.api.calls_to(&Method::PATCH, SVC_STATUS).is_empty()
+    })
+    .await;
+    let status = &b.api.calls_to(&Method::PATCH, SVC_STATUS)[0].body["status"];
+    assert_eq!(
+        status["conditions"][0]["type"],
+        "tunnel.achetronic.com/Ready"
+    );
+    assert_eq!(
+        status["conditions"][0]["reason"], "EdgeNodeNotFound",
+        "{status}"
+    );
+    assert_eq!(status["loadBalancer"]["ingress"], serde_json::json!([]));
+    let finalizer = b.api.calls_to(&Method::PATCH, SVC);
+    assert_eq!(
+        finalizer[0].body["metadata"]["finalizers"],
+        serde_json::json!([FINALIZER]),
+        "server-side apply of our one finalizer"
+    );
+
+    // Named, existing: it asks the EdgeNode for its last report (never a pass) and writes it.
+    b.caches.edge_node(edge_node(EDGE));
+    let named = format!(
+        "  annotations: {{tunnel.achetronic.com/edge-node: edge}}\n  finalizers: [{FINALIZER}]\n"
+    );
+    b.caches.service(game(CLASS, &named));
+    let node = ObjectKey::new("team", "edge");
+    let (mock, seen) = recorder::<NodeMsg>(b.ctx.name(protocol::EDGE_NODE, &node)).await;
+    actor.send_message(BindingMsg::Changed).unwrap();
+    until("the EdgeNode is asked", || !seen.lock().unwrap().is_empty()).await;
+    assert_eq!(*seen.lock().unwrap(), [format!("ReportWanted({source:?})")]);
+    let outcome = crate::plan::BindingOutcome {
+        id: crate::plan::BindingId {
+            kind: crate::plan::SourceKind::Service,
+            namespace: "team".into(),
+            source: "game".into(),
+            binding: "tcp".into(),
+        },
+        protocol: crate::crd::Protocol::Tcp,
+        listen_port: 7000,
+        refusal: None,
+    };
+    let report = |node: ObjectKey| SourceReport {
+        node,
+        generation: Some(1),
+        node_problem: None,
+        outcomes: vec![outcome.clone()],
+        ports: "7000/TCP".into(),
+    };
+    // A report of another EdgeNode (the one it left) is ignored.
+    actor
+        .send_message(BindingMsg::Report(report(ObjectKey::new("team", "old"))))
+        .unwrap();
+    actor
+        .send_message(BindingMsg::Report(report(node.clone())))
+        .unwrap();
+    until("the address is written", || {
+        b.api.calls_to(&Method::PATCH, SVC_STATUS).len() >= 2
+    })
+    .await;
+    let writes = b.api.calls_to(&Method::PATCH, SVC_STATUS);
+    assert_eq!(
+        writes.len(),
+        2,
+        "one write for the one report of its EdgeNode"
+    );
+    let status = &writes[1].body["status"];
+    assert_eq!(
+        status["loadBalancer"]["ingress"],
+        serde_json::json!([{"ip": "203.0.113.10", "ipMode": "Proxy", "ports": [{"port": 7000, "protocol": "TCP"}]}])
+    );
+    assert_eq!(status["conditions"][0]["reason"], "Served");
+
+    // No longer ours (another class) but with our finalizer: what we wrote goes, then the
+    // finalizer, and an Event says so.
+    b.caches.service(game(
+        "example.com/other",
+        &format!("  finalizers: [{FINALIZER}]\n"),
+    ));
+    actor.send_message(BindingMsg::Changed).unwrap();
+    until("released", || {
+        b.api
+            .calls()
+            .iter()
+            .any(|c| c.method == Method::POST && c.body["reason"] == "Released")
+    })
+    .await;
+    let last_status = b.api.calls_to(&Method::PATCH, SVC_STATUS).pop().unwrap();
+    assert_eq!(
+        last_status.body["status"],
+        serde_json::json!({}),
+        "our fields cleared"
+    );
+    let last = b.api.calls_to(&Method::PATCH, SVC).pop().unwrap();
+    assert_eq!(last.body["metadata"]["finalizers"], serde_json::json!([]));
+    actor.stop(None);
+    mock.stop(None);
+}
