@@ -223,7 +223,7 @@ async fn the_operators_identity_can_write_only_the_uplink_template() {
             json!({"metadata": {"labels": {"stolen": "yes"}}}),
         ),
         (
-            "its ports, labelled as if it were ours",
+            "ports, labelled as if it were ours",
             json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "tunnel"}},
                    "spec": {"ports": [{"name": "tcp", "port": 23, "protocol": "TCP"}]}}),
         ),
