@@ -211,17 +211,11 @@ async fn the_operators_identity_can_write_only_the_uplink_template() {
         .unwrap();
     for (what, change) in [
         (
-            "its ports",
+            "ports",
             json!({"spec": {"ports": [{"name": "tcp", "port": 22, "protocol": "TCP"}]}}),
         ),
-        (
-            "its selector",
-            json!({"spec": {"selector": {"app": "mine"}}}),
-        ),
-        (
-            "its labels",
-            json!({"metadata": {"labels": {"stolen": "yes"}}}),
-        ),
+        ("selector", json!({"spec": {"selector": {"app": "mine"}}})),
+        ("labels", json!({"metadata": {"labels": {"stolen": "yes"}}})),
         (
             "ports, labelled as if it were ours",
             json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "tunnel"}},
