@@ -69,14 +69,14 @@ impl std::fmt::Display for SourceKey {
 /// One binding, named by the object (a PortBinding or a Service) that holds it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BindingId {
-    /// The kind of that object.
-    pub kind: SourceKind,
     /// Its namespace.
     pub namespace: String,
     /// Its name.
     pub source: String,
     /// Name of the binding inside it (a Service's port: its name, or `<protocol>-<port>`).
     pub binding: String,
+    /// The kind of that object (last: the conflict rule orders by namespace/name first).
+    pub kind: SourceKind,
 }
 
 impl std::fmt::Display for BindingId {
