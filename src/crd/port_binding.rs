@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{EdgeNodeRef, SecretReference};
+use super::policy::BindingPolicy;
 use super::rules;
 
 /// Public ports of an EdgeNode and the in-cluster targets they route to.
@@ -73,6 +74,11 @@ pub struct PortBindingSpec {
         "rule": "self.listenPort != 40500 && self.listenPort != 40600",
         "message": "listenPort 40500 and 40600 are reserved for the uplinks' /ready and admin bridge",
         "fieldPath": ".listenPort"
+    },
+    {
+        "rule": "self.protocol == 'TCP' || !has(self.policy) || !has(self.policy.connectionRate)",
+        "message": "policy.connectionRate limits new TCP connections and applies to TCP bindings only; a UDP binding caps its client sessions with policy.maxConnections",
+        "fieldPath": ".policy.connectionRate"
     }
 ]))]
 pub struct Binding {
@@ -98,6 +104,9 @@ pub struct Binding {
     pub tls: Option<TlsParams>,
     /// Where the traffic goes: a Service, or a raw address and port.
     pub target: BindingTarget,
+    /// L4 policy at the edge for this binding: who may connect and how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<BindingPolicy>,
 }
 
 /// Transport protocol.

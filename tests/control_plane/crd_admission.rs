@@ -626,6 +626,177 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
             set(en(), "/metadata/name", "immutable".into()),
             Accepted,
         ),
+        (
+            "policy: a source range that is not a CIDR",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["10.0.0.0/8", "10.0.0.300/24"]),
+            ),
+            Refused(
+                "spec.bindings[0].policy.sourceRanges[1]",
+                "must be IPv4 or IPv6 CIDRs",
+            ),
+        ),
+        (
+            "policy: a bare address as a source range",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["203.0.113.7"]),
+            ),
+            Refused(
+                "spec.bindings[0].policy.sourceRanges[0]",
+                "must be IPv4 or IPv6 CIDRs",
+            ),
+        ),
+        (
+            "policy: a source range with host bits",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["203.0.113.7/24"]),
+            ),
+            Refused("spec.bindings[0].policy.sourceRanges[0]", "network address"),
+        ),
+        (
+            "policy: an IPv6 source range with host bits",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["2001:db8::1/32"]),
+            ),
+            Refused("spec.bindings[0].policy.sourceRanges[0]", "network address"),
+        ),
+        (
+            "policy: 65 source ranges",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(
+                    (0..65)
+                        .map(|i| format!("10.{i}.0.0/16"))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            Refused(
+                "spec.bindings[0].policy.sourceRanges",
+                "must have at most 64 items",
+            ),
+        ),
+        (
+            "policy: a source range twice",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["10.0.0.0/8", "10.0.0.0/8"]),
+            ),
+            Refused("spec.bindings[0].policy.sourceRanges[1]", "Duplicate value"),
+        ),
+        (
+            "policy: maxConnections 0",
+            set(pb(), &format!("{b}/policy/maxConnections"), 0.into()),
+            Refused(
+                "spec.bindings[0].policy.maxConnections",
+                "greater than or equal to 1",
+            ),
+        ),
+        (
+            "policy: maxConnections over the edge's limit",
+            set(pb(), &format!("{b}/policy/maxConnections"), 100_001.into()),
+            Refused(
+                "spec.bindings[0].policy.maxConnections",
+                "less than or equal to 100000",
+            ),
+        ),
+        (
+            "policy: perSecond 0",
+            set(
+                pb(),
+                &format!("{b}/policy/connectionRate"),
+                json!({"perSecond": 0}),
+            ),
+            Refused(
+                "spec.bindings[0].policy.connectionRate.perSecond",
+                "greater than or equal to 1",
+            ),
+        ),
+        (
+            "policy: no perSecond",
+            set(
+                pb(),
+                &format!("{b}/policy/connectionRate"),
+                json!({"burst": 5}),
+            ),
+            Refused(
+                "spec.bindings[0].policy.connectionRate.perSecond",
+                "Required value",
+            ),
+        ),
+        (
+            "policy: burst under perSecond",
+            set(
+                pb(),
+                &format!("{b}/policy/connectionRate"),
+                json!({"perSecond": 10, "burst": 5}),
+            ),
+            Refused(
+                "spec.bindings[0].policy.connectionRate.burst",
+                "must be at least perSecond",
+            ),
+        ),
+        (
+            "policy: connectionRate on UDP",
+            set(
+                set(
+                    set(pb(), &format!("{b}/protocol"), "UDP".into()),
+                    &format!("{b}/target"),
+                    json!({"address": "10.0.0.1", "port": 53}),
+                ),
+                &format!("{b}/policy"),
+                json!({"maxConnections": 10, "connectionRate": {"perSecond": 10}}),
+            ),
+            Refused(
+                "spec.bindings[0].policy.connectionRate",
+                "applies to TCP bindings only",
+            ),
+        ),
+        (
+            "policy: every field on TCP",
+            set(
+                set(pb(), "/metadata/name", "policy-tcp".into()),
+                &format!("{b}/policy"),
+                json!({"sourceRanges": (0..64).map(|i| format!("10.{i}.0.0/16")).chain(["2001:db8::/32".to_owned()]).skip(1).collect::<Vec<_>>(),
+                       "maxConnections": 100000, "connectionRate": {"perSecond": 10, "burst": 10}}),
+            ),
+            Accepted,
+        ),
+        (
+            "policy: ranges and a session cap on UDP",
+            set(
+                set(
+                    set(
+                        set(pb(), "/metadata/name", "policy-udp".into()),
+                        &format!("{b}/protocol"),
+                        "UDP".into(),
+                    ),
+                    &format!("{b}/target"),
+                    json!({"address": "10.0.0.1", "port": 53}),
+                ),
+                &format!("{b}/policy"),
+                json!({"sourceRanges": ["198.51.100.0/24", "203.0.113.9/32"], "maxConnections": 1}),
+            ),
+            Accepted,
+        ),
+        (
+            "policy: empty",
+            set(
+                set(pb(), "/metadata/name", "policy-empty".into()),
+                &format!("{b}/policy"),
+                json!({}),
+            ),
+            Accepted,
+        ),
     ];
 
     assert!(cases.len() >= 20);
