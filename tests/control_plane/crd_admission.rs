@@ -71,7 +71,7 @@ async fn readme_examples_apply_unchanged_and_show_defaults() {
         .unwrap();
 
     let mut stored = Vec::new();
-    for file in ["example1", "example2", "example3"] {
+    for file in ["example1", "example2", "example3", "example5"] {
         for doc in docs(&format!("tests/fixtures/readme/{file}.yaml")) {
             stored.push(
                 create(&client, &doc)
@@ -132,6 +132,27 @@ async fn readme_examples_apply_unchanged_and_show_defaults() {
         pb2["spec"]["bindings"][1]["target"]["address"],
         "10.96.0.10"
     );
+
+    // Example 5's policies come back as written and read into the Rust type.
+    let pb5 = stored
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some("guarded"))
+        .unwrap();
+    let typed5: tunnel::crd::PortBinding =
+        serde_json::from_value(serde_json::to_value(pb5).unwrap()).unwrap();
+    let ssh = typed5.spec.bindings[0].policy.as_ref().unwrap();
+    assert_eq!(ssh.source_ranges, ["203.0.113.0/24", "198.51.100.7/32"]);
+    assert_eq!(ssh.max_connections, Some(20));
+    assert_eq!(
+        ssh.connection_rate,
+        Some(tunnel::crd::ConnectionRate {
+            per_second: 2,
+            burst: Some(10)
+        })
+    );
+    let game = typed5.spec.bindings[1].policy.as_ref().unwrap();
+    assert_eq!(game.max_connections, Some(500));
+    assert_eq!(game.connection_rate, None);
 
     // Example 4 keeps every knob it spelled out.
     let en4 = serde_json::to_value(stored.last().unwrap()).unwrap();
@@ -767,7 +788,7 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
                 set(pb(), "/metadata/name", "policy-tcp".into()),
                 &format!("{b}/policy"),
                 json!({"sourceRanges": (0..64).map(|i| format!("10.{i}.0.0/16")).chain(["2001:db8::/32".to_owned()]).skip(1).collect::<Vec<_>>(),
-                       "maxConnections": 100000, "connectionRate": {"perSecond": 10, "burst": 10}}),
+                       "maxConnections": 100_000, "connectionRate": {"perSecond": 10, "burst": 10}}),
             ),
             Accepted,
         ),
