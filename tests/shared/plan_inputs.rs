@@ -247,8 +247,14 @@ pub fn shapes(layout: &Layout, secret: &dyn Fn(bool) -> TlsSecret) -> Vec<Shape>
                     Some(300),
                     "- {name: web, protocol: TCP, listenPort: 443, tls: {mode: passthrough}, policy: {sourceRanges: [10.0.0.0/8]}, target: {service: {name: internal-ingress, namespace: networking, port: 443}}}",
                 ),
+                pb(
+                    "default",
+                    "tls-guarded",
+                    Some(400),
+                    "- {name: https, protocol: TCP, listenPort: 9443, tls: {mode: offload, secretRef: {name: web-tls}}, policy: {sourceRanges: [203.0.113.0/24], connectionRate: {perSecond: 100}}, target: {service: {name: my-web, namespace: default, port: 8080}}}",
+                ),
             ],
-            services(),
+            services().with_secret("default", "web-tls", secret(false)),
         ),
         mk(
             "conflicts",
