@@ -13,6 +13,8 @@
 //! its thresholds instead to [`MAX_DOWNSTREAM_CONNECTIONS`], the global limit the overload
 //! manager already enforces, so one binding may use the whole edge but no more, and
 //! `track_remaining` publishes how much is left (`circuit_breakers.default.remaining_cx`).
+//! A UDP binding's `policy.maxConnections` (issue 18) is its session cap: its cluster's
+//! `max_connections` drops to it.
 //!
 //! PROXY protocol (v1 or v2) is an upstream transport socket selected by endpoint metadata, so
 //! the traffic gets the header and the health checks (which match the plain socket) do not.

@@ -12,13 +12,12 @@
 //!   closed (a slowloris on the peek holds nothing for long).
 //! - UDP: a `udp_proxy` with the session timeout, and SO_RCVBUF/SO_SNDBUF raised so bursts are
 //!   not dropped at the socket.
-//!
 //! - L4 policy (only bindings with one; the others render as without it). TCP: the binding's
 //!   chain matches only its `sourceRanges` (`direct_source_prefix_ranges`, the peer's own
 //!   address), so another client never reaches a network filter; a second chain of the binding,
 //!   `<cluster>_refused`, catches the binding's other clients and closes them at once with a
-//!   `tcp_proxy` towards a cluster that does not exist (`tcp.<cluster>_refused.
-//!   downstream_cx_no_route` counts them). Envoy's RBAC network filter is not used: it decides
+//!   `tcp_proxy` towards a cluster that does not exist (counted as
+//!   `tcp.<cluster>_refused.downstream_cx_no_route`). Envoy's RBAC network filter is not used: it decides
 //!   on the client's first byte, after `tcp_proxy` has connected upstream, so a refused client
 //!   of a server-first protocol would still get the server's greeting (seen on Envoy 1.40). In
 //!   the chain, before `tcp_proxy`: `connection_limit` (`maxConnections`) then
