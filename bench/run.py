@@ -73,7 +73,9 @@ UDP_BUFFER = 4 * 1024 * 1024
 TAG = f"{os.getpid() % 100000}"   # unique WireGuard interface names (shared /var/run/wireguard)
 
 PATHS = ["direct", "envoy", "boringtun", "wireguard-go", "rathole", "ours"]
-OPTIONAL_PATHS = ["ours-base"]
+# "envoy-allow" and "envoy-limits": Envoy alone with a binding's L4 policy (issue 18) in the
+# shape the planner renders (src/plan/envoy/lds.rs), to measure its cost against "envoy".
+OPTIONAL_PATHS = ["ours-base", "envoy-allow", "envoy-limits"]
 LABELS = {
     "direct": "direct (kernel routing, no proxy)",
     "envoy": "Envoy alone (no tunnel)",
@@ -82,7 +84,15 @@ LABELS = {
     "rathole": "Envoy + rathole (Noise)",
     "ours": "Envoy + our agents (tunnelctl/uplink)",
     "ours-base": "Envoy + our agents, base build",
+    "envoy-allow": "Envoy alone, allow-list of 64 CIDRs",
+    "envoy-limits": "Envoy alone, allow-list + connection and rate limits",
 }
+# The policy of the "envoy-*" paths: 64 source ranges, the client's last (the planner sorts
+# them); limits high enough that the measurement is never refused, so what is measured is
+# their cost, not their effect.
+POLICY_RANGES = [(f"10.{i}.0.0", 16) for i in range(63)] + [("192.0.2.0", 28)]
+POLICY_MAX_CONNECTIONS = 100_000
+POLICY_RATE = 1_000_000
 METRICS = [
     # key, header, unit, higher is better
     ("tcp1", "TCP 1 stream", "Gbit/s", True),
@@ -242,8 +252,56 @@ def build_topology() -> None:
 # ---------------------------------------------------------------------------------------------
 # Envoy
 
-def envoy_bootstrap(tcp_targets: dict[int, tuple[str, int]], udp_target: tuple[str, int]) -> str:
-    """Static bootstrap: TCP proxy per port, a UDP proxy on the iperf3 port with raised buffers."""
+def policy_chains(name: str, filters: list, policy: str | None) -> list:
+    """The filter chains of one TCP binding: as is, or with the planner's L4 policy: the chain
+    matches only the allowed sources (and, for "limits", holds connection_limit and
+    local_ratelimit before tcp_proxy); a second chain closes every other source."""
+    if policy is None:
+        return [{"filters": filters}]
+    ranges = [{"address_prefix": a, "prefix_len": n} for a, n in POLICY_RANGES]
+    limits = []
+    if policy == "limits":
+        limits = [
+            {"name": "envoy.filters.network.connection_limit", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+                "stat_prefix": name, "max_connections": POLICY_MAX_CONNECTIONS}},
+            {"name": "envoy.filters.network.local_ratelimit", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": name, "token_bucket": {
+                    "max_tokens": POLICY_RATE, "tokens_per_fill": POLICY_RATE,
+                    "fill_interval": "1s"}}}]
+    refused = f"{name}_refused"
+    return [
+        {"name": name, "filter_chain_match": {"direct_source_prefix_ranges": ranges},
+         "filters": limits + filters},
+        {"name": refused, "filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": refused, "cluster": refused}}]}]
+
+
+def udp_matcher(policy: str | None) -> dict:
+    """Every source to the cluster, or (with a policy) only the allowed ones."""
+    route = {"action": {"name": "route", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route",
+        "cluster": "udp"}}}
+    if policy is None:
+        return {"on_no_match": route}
+    return {"matcher_list": {"matchers": [{"predicate": {"single_predicate": {
+        "input": {"name": "envoy.matching.inputs.source_ip", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.SourceIPInput"}},
+        "custom_match": {"name": "envoy.matching.matchers.ip", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.matching.input_matchers.ip.v3.Ip",
+            "stat_prefix": "udp",
+            "cidr_ranges": [{"address_prefix": a, "prefix_len": n} for a, n in POLICY_RANGES]}}}},
+        "on_match": route}]}}
+
+
+def envoy_bootstrap(tcp_targets: dict[int, tuple[str, int]], udp_target: tuple[str, int],
+                    policy: str | None = None) -> str:
+    """Static bootstrap: TCP proxy per port, a UDP proxy on the iperf3 port with raised buffers;
+    with `policy` ("allow" or "limits"), each binding has the planner's L4 policy."""
     def cluster(name: str, host: str, port: int) -> dict:
         return {"name": name, "type": "STATIC", "connect_timeout": "2s",
                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
@@ -255,11 +313,11 @@ def envoy_bootstrap(tcp_targets: dict[int, tuple[str, int]], udp_target: tuple[s
         listeners.append({
             "name": name,
             "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
-            "filter_chains": [{"filters": [{
+            "filter_chains": policy_chains(name, [{
                 "name": "envoy.filters.network.tcp_proxy",
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                    "stat_prefix": name, "cluster": name}}]}]})
+                    "stat_prefix": name, "cluster": name}}], policy)})
         clusters.append(cluster(name, host, tport))
     host, uport = udp_target
     listeners.append({
@@ -275,19 +333,18 @@ def envoy_bootstrap(tcp_targets: dict[int, tuple[str, int]], udp_target: tuple[s
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig",
                 "stat_prefix": "udp", "idle_timeout": "30s",
-                "matcher": {"on_no_match": {"action": {"name": "route", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route",
-                    "cluster": "udp"}}}}}}]})
+                "matcher": udp_matcher(policy)}}]})
     clusters.append(cluster("udp", host, uport))
     return json.dumps({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
         "static_resources": {"listeners": listeners, "clusters": clusters}}, indent=1)
 
 
-def start_envoy(tcp_targets: dict[int, tuple[str, int]], udp_target: tuple[str, int]):
+def start_envoy(tcp_targets: dict[int, tuple[str, int]], udp_target: tuple[str, int],
+                policy: str | None = None):
     assert _workdir is not None
     cfg = _workdir / "envoy.json"
-    cfg.write_text(envoy_bootstrap(tcp_targets, udp_target))
+    cfg.write_text(envoy_bootstrap(tcp_targets, udp_target, policy))
     return spawn("envoy", [str(ENVOY), "-c", str(cfg), "--disable-hot-restart",
                            "--concurrency", "2", "-l", "warning"], NS_VPS)
 
@@ -473,9 +530,10 @@ def setup_path(path: str) -> tuple[list[subprocess.Popen], subprocess.Popen | No
     tcp_ports = (IPERF_PORT, HTTP_PORT)
     if path == "direct":
         return [], None, SERVER_IP
-    if path == "envoy":
+    if path in ("envoy", "envoy-allow", "envoy-limits"):
+        policy = {"envoy": None, "envoy-allow": "allow", "envoy-limits": "limits"}[path]
         return [], start_envoy({p: (SERVER_IP, p) for p in tcp_ports},
-                               (SERVER_IP, IPERF_PORT)), VPS_PUBLIC
+                               (SERVER_IP, IPERF_PORT), policy), VPS_PUBLIC
     if path in ("boringtun", "wireguard-go"):
         procs = setup_wireguard(path)
         target = UPLINK_TUN
@@ -832,6 +890,18 @@ def render(results: dict, meta: dict) -> str:
                     cells.append("—" if a != 0 else "=")
                 else:
                     cells.append(f"{a / b:.2f}×")
+            out.append(f"| {LABELS[p]} | " + " | ".join(cells) + " |")
+        out.append("")
+    policy_paths = [p for p in ("envoy-allow", "envoy-limits") if p in paths]
+    if policy_paths and "envoy" in med and not results["envoy"].get("unavailable"):
+        out.append("### Ratios to Envoy alone (same run): the cost of L4 policy\n")
+        out.append("| path | " + " | ".join(h for _, h, _, _ in METRICS) + " |")
+        out.append("|" + "---|" * (len(METRICS) + 1))
+        for p in policy_paths:
+            cells = []
+            for k, _, _, _ in METRICS:
+                a, b = med[p][k], med["envoy"][k]
+                cells.append("—" if a is None or not b else f"{a / b:.2f}×")
             out.append(f"| {LABELS[p]} | " + " | ".join(cells) + " |")
         out.append("")
     out += targets(results, med)

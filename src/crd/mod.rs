@@ -7,6 +7,7 @@
 
 mod common;
 mod edge_node;
+mod policy;
 mod port_binding;
 pub mod reference_grant;
 mod render;
@@ -17,10 +18,11 @@ pub use edge_node::{
     EdgeNode, EdgeNodeSpec, EdgeNodeStatus, EdgeSpec, HealthCheckSpec, HostSpec,
     OutlierDetectionSpec, SshSpec, TunnelSpec, UplinkSpec, UplinkStatus,
 };
+pub use policy::{BindingPolicy, ConnectionRate, MAX_SOURCE_RANGES};
 pub use port_binding::{
-    Binding, BindingPolicy, BindingStatus, BindingTarget, ConnectionRate, PortBinding,
-    PortBindingSpec, PortBindingStatus, Protocol, ProxyProtocolVersion, ServicePort, ServiceTarget,
-    TcpParams, TlsMode, TlsParams, UdpParams,
+    Binding, BindingStatus, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus,
+    Protocol, ProxyProtocolVersion, ServicePort, ServiceTarget, TcpParams, TlsMode, TlsParams,
+    UdpParams,
 };
 pub use reference_grant::{
     FromKind, GrantFrom, GrantInput, GrantTo, Reference, ReferenceGrant, ReferenceGrantSpec,

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{EdgeNodeRef, SecretReference};
+use super::policy::BindingPolicy;
 use super::rules;
 
 /// Public ports of an EdgeNode and the in-cluster targets they route to.
@@ -73,6 +74,11 @@ pub struct PortBindingSpec {
         "rule": "self.listenPort != 40500 && self.listenPort != 40600",
         "message": "listenPort 40500 and 40600 are reserved for the uplinks' /ready and admin bridge",
         "fieldPath": ".listenPort"
+    },
+    {
+        "rule": "self.protocol == 'TCP' || !has(self.policy) || !has(self.policy.connectionRate)",
+        "message": "policy.connectionRate limits new TCP connections and applies to TCP bindings only; a UDP binding caps its client sessions with policy.maxConnections",
+        "fieldPath": ".policy.connectionRate"
     }
 ]))]
 pub struct Binding {
@@ -101,32 +107,6 @@ pub struct Binding {
     /// L4 policy at the edge for this binding: who may connect and how much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<BindingPolicy>,
-}
-
-/// L4 policy at the edge for one binding.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BindingPolicy {
-    /// Client CIDRs allowed to connect (IPv4 or IPv6); empty: every client.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub source_ranges: Vec<String>,
-    /// Most concurrent connections (TCP) or client sessions (UDP); absent: no limit of its own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u32>,
-    /// New TCP connections allowed (a token bucket); TCP only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_rate: Option<ConnectionRate>,
-}
-
-/// A new-connection rate.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectionRate {
-    /// New connections per second, on average.
-    pub per_second: u32,
-    /// How many may arrive at once; absent: `perSecond`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u32>,
 }
 
 /// Transport protocol.

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::conflicts::{self, Claim, NodePorts, Sharing};
 use super::outcome::{BindingId, BindingOutcome, Reason, Refusal, SourceKind};
+use super::policy::{EdgePolicy, edge_policy};
 use super::resolve::{CrossNamespaceTargets, Resolver, ServiceLookup, TargetPolicy, TlsSecret};
 use crate::crd::reference_grant::not_granted_message;
 use crate::crd::{
@@ -150,6 +151,8 @@ pub struct PlannedBinding {
     pub target_port: u16,
     /// Protocol-specific settings.
     pub kind: BindingKind,
+    /// L4 policy at the edge, if any ([`super::policy`]).
+    pub policy: Option<EdgePolicy>,
 }
 
 /// The binding table: what is served and what happened to every binding.
@@ -393,6 +396,7 @@ fn resolve(
         target_ip,
         target_port,
         kind,
+        policy: edge_policy(b.policy.as_ref(), b.protocol)?,
     })
 }
 

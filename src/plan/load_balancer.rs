@@ -58,8 +58,6 @@ pub const FINALIZER: &str = "tunnel.achetronic.com/load-balancer";
 
 /// The most ports of one Service that are served (a PortBinding's limit on its bindings).
 pub const MAX_PORTS: usize = 64;
-/// The most source ranges of one Service (a PortBinding binding's limit).
-pub const MAX_SOURCE_RANGES: usize = 64;
 
 /// Whether the operator takes Services of type LoadBalancer with no class too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -474,7 +472,7 @@ impl PortSettings {
         } else {
             spec_ranges
         };
-        let limit = MAX_SOURCE_RANGES;
+        let limit = crate::crd::MAX_SOURCE_RANGES;
         if s.source_ranges.len() > limit {
             return Err(Refusal {
                 reason: Reason::InvalidSpec,
@@ -484,15 +482,15 @@ impl PortSettings {
                 ),
             });
         }
-        for (i, r) in s.source_ranges.iter().enumerate() {
-            if r.parse::<ipnet::IpNet>().is_err() {
-                return Err(Refusal {
-                    reason: Reason::InvalidSpec,
-                    message: format!(
-                        "spec.loadBalancerSourceRanges[{i}]: {r:?} is not a CIDR (e.g. 203.0.113.0/24)"
-                    ),
-                });
-            }
+        // Kubernetes accepts a range with host bits (`10.0.0.1/8`): it means its network.
+        for (i, r) in s.source_ranges.iter_mut().enumerate() {
+            let net = r.trim().parse::<ipnet::IpNet>().map_err(|_| Refusal {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "spec.loadBalancerSourceRanges[{i}]: {r:?} is not a CIDR (e.g. 203.0.113.0/24)"
+                ),
+            })?;
+            *r = net.trunc().to_string();
         }
         if let Some(ip) = svc
             .spec
@@ -698,6 +696,14 @@ mod tests {
         assert!(udp.tls.is_none(), "TLS is for TCP ports");
         let policy = tcp.policy.clone().unwrap();
         assert_eq!(policy.source_ranges, ["203.0.113.0/24"]);
+        let host_bits = game("", "  loadBalancerSourceRanges: [203.0.113.7/24]\n");
+        let s = source(&host_bits, &ObjectKey::new("edge", "vps"), "203.0.113.10");
+        let ranges = &s.spec.bindings[0].policy.as_ref().unwrap().source_ranges;
+        assert_eq!(
+            ranges,
+            &["203.0.113.0/24".to_owned()],
+            "its network, as Kubernetes means it"
+        );
         assert_eq!(policy.max_connections, Some(100));
         assert_eq!(
             policy.connection_rate,

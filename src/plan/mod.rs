@@ -4,7 +4,8 @@
 //! gives the same bytes and hashes.
 //!
 //! - [`ipam`]: overlay addresses (relay base+1, replica o base+2+o).
-//! - [`bindings`] and [`conflicts`]: the binding table, per-binding outcomes ([`outcome`]).
+//! - [`bindings`] and [`conflicts`]: the binding table, per-binding outcomes ([`outcome`]);
+//!   [`policy`]: a binding's L4 policy at the edge, checked.
 //! - [`resolve`]: the resolver trait (Service ClusterIPs, TLS Secrets).
 //! - [`envoy`]: bootstrap, LDS, CDS and SDS documents.
 //! - [`agent_docs`]: the relay and uplink documents of `tunnel_contract::document`.
@@ -18,6 +19,7 @@ pub mod envoy;
 pub mod ipam;
 pub mod load_balancer;
 pub mod outcome;
+pub mod policy;
 pub mod resolve;
 
 use std::collections::BTreeSet;
@@ -28,6 +30,7 @@ pub use bindings::{BindingKind, EdgeTls, PlannedBinding, SecretKey, SourceInput}
 pub use envoy::{EdgeSettings, EnvoyError, HealthCheck, Layout, OutlierDetection};
 pub use ipam::{Ipam, IpamError};
 pub use outcome::{BindingId, BindingOutcome, OutcomeKind, Reason, Refusal, SourceKey, SourceKind};
+pub use policy::{EdgePolicy, TokenBucket};
 pub use resolve::{
     CrossNamespaceTargets, METADATA_ADDRESSES, Resolver, ServiceLookup, ServicePortEntry,
     StaticResolver, TargetPolicy, TlsSecret, api_server_addresses, match_port, service_ports,

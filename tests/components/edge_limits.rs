@@ -26,17 +26,6 @@ fn uplink(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(10, 200, 0, 2), port))
 }
 
-/// One counter from Envoy's `/stats` (0 when absent).
-fn stat(bed: &Bed, name: &str) -> u64 {
-    let stats = bed.admin(&format!("/stats?filter={name}"));
-    stats
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .filter(|(k, _)| k.ends_with(name))
-        .map(|(_, v)| v.trim().parse::<u64>().unwrap_or(0))
-        .sum()
-}
-
 /// Waits (bounded: `limit`) until the peer closes `s`; true when it did, false when `s` was
 /// still open at the end. Bytes the peer sends before closing are read and dropped.
 fn closed_by_peer(s: &mut TcpStream, limit: Duration) -> bool {
@@ -132,7 +121,7 @@ fn a_stuck_sni_peek_or_tls_handshake_is_closed_while_other_clients_are_served() 
             "a stuck client on port {port} was not closed"
         );
     }
-    assert!(stat(&bed, "listener.0.0.0.0_8443.downstream_pre_cx_timeout") >= 20);
+    assert!(bed.stat("listener.0.0.0.0_8443.downstream_pre_cx_timeout") >= 20);
     // And the ports still serve.
     assert_eq!(
         tag_over_tls(8443, "a.example.com", &backend_pki.ca_pem).as_deref(),
@@ -212,7 +201,7 @@ fn over_the_connection_limit_a_connection_is_closed_and_served_again_below_it() 
         bed.tcp_tag(7000).as_deref() == Some("tcp")
     });
     drop(held);
-    assert!(stat(&bed, "downstream_global_cx_overflow") >= 5);
+    assert!(bed.stat("downstream_global_cx_overflow") >= 5);
 }
 
 /// More than Envoy's default circuit breaker of a cluster (1 024 connections or UDP
@@ -288,8 +277,8 @@ fn idle_tcp_connections_past_the_default_circuit_breaker_do_not_lock_a_binding_o
     let served = idle.len();
     // A fresh client is served too, while they are all open.
     let fresh = bed.tcp_tag(7100);
-    let overflow = stat(&bed, "upstream_cx_overflow");
-    let remaining = stat(&bed, "circuit_breakers.default.remaining_cx");
+    let overflow = bed.stat("upstream_cx_overflow");
+    let remaining = bed.stat("circuit_breakers.default.remaining_cx");
     drop(idle);
     assert_eq!(
         served, PAST_DEFAULT_BREAKER,
@@ -347,7 +336,7 @@ fn udp_sources_past_the_default_circuit_breaker_do_not_lock_a_binding_out() {
         .unwrap();
     // A new client still gets its answer.
     let fresh = bed.udp_roundtrip(5300, "fresh");
-    let overflow = stat(&bed, "upstream_cx_overflow");
+    let overflow = bed.stat("upstream_cx_overflow");
     assert_eq!(
         answered, PAST_DEFAULT_BREAKER,
         "sources answered; upstream_cx_overflow {overflow}"
@@ -358,7 +347,7 @@ fn udp_sources_past_the_default_circuit_breaker_do_not_lock_a_binding_out() {
         "a new client past them"
     );
     let max = tunnel::plan::envoy::bootstrap::MAX_DOWNSTREAM_CONNECTIONS;
-    let remaining = stat(&bed, "circuit_breakers.default.remaining_cx");
+    let remaining = bed.stat("circuit_breakers.default.remaining_cx");
     assert!(
         remaining > 0 && remaining <= max - PAST_DEFAULT_BREAKER as u64,
         "remaining_cx {remaining}"

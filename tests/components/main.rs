@@ -13,6 +13,7 @@ mod plan_inputs;
 
 mod e2e_plan_to_traffic;
 mod edge_limits;
+mod edge_policy;
 mod edge_reload;
 mod edge_traffic;
 mod edge_validate;

@@ -71,7 +71,7 @@ async fn readme_examples_apply_unchanged_and_show_defaults() {
         .unwrap();
 
     let mut stored = Vec::new();
-    for file in ["example1", "example2", "example3"] {
+    for file in ["example1", "example2", "example3", "example5"] {
         for doc in docs(&format!("tests/fixtures/readme/{file}.yaml")) {
             stored.push(
                 create(&client, &doc)
@@ -132,6 +132,27 @@ async fn readme_examples_apply_unchanged_and_show_defaults() {
         pb2["spec"]["bindings"][1]["target"]["address"],
         "10.96.0.10"
     );
+
+    // Example 5's policies come back as written and read into the Rust type.
+    let pb5 = stored
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some("guarded"))
+        .unwrap();
+    let typed5: tunnel::crd::PortBinding =
+        serde_json::from_value(serde_json::to_value(pb5).unwrap()).unwrap();
+    let ssh = typed5.spec.bindings[0].policy.as_ref().unwrap();
+    assert_eq!(ssh.source_ranges, ["203.0.113.0/24", "198.51.100.7/32"]);
+    assert_eq!(ssh.max_connections, Some(20));
+    assert_eq!(
+        ssh.connection_rate,
+        Some(tunnel::crd::ConnectionRate {
+            per_second: 2,
+            burst: Some(10)
+        })
+    );
+    let game = typed5.spec.bindings[1].policy.as_ref().unwrap();
+    assert_eq!(game.max_connections, Some(500));
+    assert_eq!(game.connection_rate, None);
 
     // Example 4 keeps every knob it spelled out.
     let en4 = serde_json::to_value(stored.last().unwrap()).unwrap();
@@ -624,6 +645,177 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
         (
             "a valid EdgeNode",
             set(en(), "/metadata/name", "immutable".into()),
+            Accepted,
+        ),
+        (
+            "policy: a source range that is not a CIDR",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["10.0.0.0/8", "10.0.0.300/24"]),
+            ),
+            Refused(
+                "spec.bindings[0].policy.sourceRanges[1]",
+                "must be IPv4 or IPv6 CIDRs",
+            ),
+        ),
+        (
+            "policy: a bare address as a source range",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["203.0.113.7"]),
+            ),
+            Refused(
+                "spec.bindings[0].policy.sourceRanges[0]",
+                "must be IPv4 or IPv6 CIDRs",
+            ),
+        ),
+        (
+            "policy: a source range with host bits",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["203.0.113.7/24"]),
+            ),
+            Refused("spec.bindings[0].policy.sourceRanges[0]", "network address"),
+        ),
+        (
+            "policy: an IPv6 source range with host bits",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["2001:db8::1/32"]),
+            ),
+            Refused("spec.bindings[0].policy.sourceRanges[0]", "network address"),
+        ),
+        (
+            "policy: 65 source ranges",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(
+                    (0..65)
+                        .map(|i| format!("10.{i}.0.0/16"))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            Refused(
+                "spec.bindings[0].policy.sourceRanges",
+                "must have at most 64 items",
+            ),
+        ),
+        (
+            "policy: a source range twice",
+            set(
+                pb(),
+                &format!("{b}/policy/sourceRanges"),
+                json!(["10.0.0.0/8", "10.0.0.0/8"]),
+            ),
+            Refused("spec.bindings[0].policy.sourceRanges[1]", "Duplicate value"),
+        ),
+        (
+            "policy: maxConnections 0",
+            set(pb(), &format!("{b}/policy/maxConnections"), 0.into()),
+            Refused(
+                "spec.bindings[0].policy.maxConnections",
+                "greater than or equal to 1",
+            ),
+        ),
+        (
+            "policy: maxConnections over the edge's limit",
+            set(pb(), &format!("{b}/policy/maxConnections"), 100_001.into()),
+            Refused(
+                "spec.bindings[0].policy.maxConnections",
+                "less than or equal to 100000",
+            ),
+        ),
+        (
+            "policy: perSecond 0",
+            set(
+                pb(),
+                &format!("{b}/policy/connectionRate"),
+                json!({"perSecond": 0}),
+            ),
+            Refused(
+                "spec.bindings[0].policy.connectionRate.perSecond",
+                "greater than or equal to 1",
+            ),
+        ),
+        (
+            "policy: no perSecond",
+            set(
+                pb(),
+                &format!("{b}/policy/connectionRate"),
+                json!({"burst": 5}),
+            ),
+            Refused(
+                "spec.bindings[0].policy.connectionRate.perSecond",
+                "Required value",
+            ),
+        ),
+        (
+            "policy: burst under perSecond",
+            set(
+                pb(),
+                &format!("{b}/policy/connectionRate"),
+                json!({"perSecond": 10, "burst": 5}),
+            ),
+            Refused(
+                "spec.bindings[0].policy.connectionRate.burst",
+                "must be at least perSecond",
+            ),
+        ),
+        (
+            "policy: connectionRate on UDP",
+            set(
+                set(
+                    set(pb(), &format!("{b}/protocol"), "UDP".into()),
+                    &format!("{b}/target"),
+                    json!({"address": "10.0.0.1", "port": 53}),
+                ),
+                &format!("{b}/policy"),
+                json!({"maxConnections": 10, "connectionRate": {"perSecond": 10}}),
+            ),
+            Refused(
+                "spec.bindings[0].policy.connectionRate",
+                "applies to TCP bindings only",
+            ),
+        ),
+        (
+            "policy: every field on TCP",
+            set(
+                set(pb(), "/metadata/name", "policy-tcp".into()),
+                &format!("{b}/policy"),
+                json!({"sourceRanges": (0..64).map(|i| format!("10.{i}.0.0/16")).chain(["2001:db8::/32".to_owned()]).skip(1).collect::<Vec<_>>(),
+                       "maxConnections": 100_000, "connectionRate": {"perSecond": 10, "burst": 10}}),
+            ),
+            Accepted,
+        ),
+        (
+            "policy: ranges and a session cap on UDP",
+            set(
+                set(
+                    set(
+                        set(pb(), "/metadata/name", "policy-udp".into()),
+                        &format!("{b}/protocol"),
+                        "UDP".into(),
+                    ),
+                    &format!("{b}/target"),
+                    json!({"address": "10.0.0.1", "port": 53}),
+                ),
+                &format!("{b}/policy"),
+                json!({"sourceRanges": ["198.51.100.0/24", "203.0.113.9/32"], "maxConnections": 1}),
+            ),
+            Accepted,
+        ),
+        (
+            "policy: empty",
+            set(
+                set(pb(), "/metadata/name", "policy-empty".into()),
+                &format!("{b}/policy"),
+                json!({}),
+            ),
             Accepted,
         ),
     ];

@@ -1,13 +1,13 @@
 //! The planner never panics, on arbitrary specs: ports (including reserved and the tunnel's),
 //! protocols, TLS modes, server names, durations (valid or not), targets (valid or not),
-//! creation times and replica counts. Whatever it gets, every binding has exactly one outcome,
+//! L4 policies (valid or not), creation times and replica counts. Whatever it gets, every binding has exactly one outcome,
 //! served bindings never share a (protocol, port) except passthrough with distinct names, and
 //! rendering twice gives the same bytes.
 
 use proptest::prelude::*;
 use tunnel::crd::{
-    Binding, BindingTarget, EdgeNodeRef, PortBindingSpec, Protocol, ProxyProtocolVersion,
-    SecretReference, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
+    Binding, BindingPolicy, BindingTarget, ConnectionRate, EdgeNodeRef, PortBindingSpec, Protocol,
+    ProxyProtocolVersion, SecretReference, ServiceTarget, TcpParams, TlsMode, TlsParams, UdpParams,
 };
 use tunnel::plan::{Layout, SourceInput, plan};
 
@@ -34,8 +34,34 @@ fn duration() -> impl Strategy<Value = String> {
     ]
 }
 
+fn policy() -> impl Strategy<Value = Option<BindingPolicy>> {
+    proptest::option::of(
+        (
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("10.0.0.0/8"),
+                    Just("10.1.0.0/16"),
+                    Just("2001:db8::/32"),
+                    Just("10.0.0.1/8"),
+                    Just("bogus"),
+                ],
+                0..4,
+            ),
+            proptest::option::of(0u32..4),
+            proptest::option::of((0u32..4, proptest::option::of(0u32..8))),
+        )
+            .prop_map(|(ranges, max, rate)| BindingPolicy {
+                source_ranges: ranges.into_iter().map(str::to_owned).collect(),
+                max_connections: max,
+                connection_rate: rate
+                    .map(|(per_second, burst)| ConnectionRate { per_second, burst }),
+            }),
+    )
+}
+
 fn binding(i: usize) -> impl Strategy<Value = Binding> {
     (
+        policy(),
         any::<bool>(),
         port(),
         prop_oneof![
@@ -66,7 +92,7 @@ fn binding(i: usize) -> impl Strategy<Value = Binding> {
         ],
     )
         .prop_map(
-            move |(is_tcp, listen_port, tls, names, dur, pp, (svc, addr, tport))| {
+            move |(policy, is_tcp, listen_port, tls, names, dur, pp, (svc, addr, tport))| {
                 let protocol = if is_tcp { Protocol::Tcp } else { Protocol::Udp };
                 Binding {
                     name: format!("b{i}"),
@@ -85,7 +111,6 @@ fn binding(i: usize) -> impl Strategy<Value = Binding> {
                     udp: (!is_tcp).then(|| UdpParams {
                         session_timeout: dur.clone(),
                     }),
-                    policy: None,
                     tls: tls.map(|mode| TlsParams {
                         mode,
                         secret_ref: Some(SecretReference {
@@ -103,6 +128,7 @@ fn binding(i: usize) -> impl Strategy<Value = Binding> {
                         address: addr.map(str::to_owned),
                         port: tport,
                     },
+                    policy,
                 }
             },
         )

@@ -178,3 +178,48 @@ fn real_named_key_secrets_from_standard_input_give_the_real_keys() {
         "{out}"
     );
 }
+
+/// A policy value admission would refuse, reaching the planner through local files: only its
+/// binding is refused (`InvalidSpec`, naming `policy.sourceRanges[1]`); the other binding of
+/// the same PortBinding is planned with its policy.
+#[test]
+fn an_unparsable_source_range_refuses_only_its_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(
+        &file,
+        r"
+apiVersion: tunnel.achetronic.com/v1alpha1
+kind: EdgeNode
+metadata: {name: edge-node, namespace: default}
+spec: {address: 203.0.113.10, ssh: {secretRef: {name: s}}}
+---
+apiVersion: tunnel.achetronic.com/v1alpha1
+kind: PortBinding
+metadata: {name: guarded, namespace: default}
+spec:
+  edgeNodeRef: {name: edge-node}
+  bindings:
+  - {name: bad, protocol: TCP, listenPort: 2222, policy: {sourceRanges: [10.0.0.0/8, 10.0.0.300/24]}, target: {address: 10.1.0.9, port: 22}}
+  - {name: good, protocol: TCP, listenPort: 2223, policy: {sourceRanges: [198.51.100.0/24], maxConnections: 3}, target: {address: 10.1.0.9, port: 22}}
+",
+    )
+    .unwrap();
+    let (ok, out, err) = render(&["-f", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    for want in [
+        "default/guarded \"bad\" TCP/2222: invalid (InvalidSpec)",
+        "policy.sourceRanges[1]: \"10.0.0.300/24\" is not an IPv4 or IPv6 CIDR",
+        "default/guarded \"good\" TCP/2223: planned",
+        "address_prefix: 198.51.100.0",
+        "tcp_2223_default_guarded_good_refused",
+        "envoy.filters.network.connection_limit",
+        "# 1/2 bindings planned",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains("port_value: 2222"),
+        "the refused binding is not rendered"
+    );
+}

@@ -221,6 +221,37 @@ pub fn shapes(layout: &Layout, secret: &dyn Fn(bool) -> TlsSecret) -> Vec<Shape>
             services(),
         ),
         mk(
+            "policy",
+            NODE_MIN,
+            vec![
+                pb(
+                    "default",
+                    "limited",
+                    Some(100),
+                    "- {name: ssh, protocol: TCP, listenPort: 2222, policy: {sourceRanges: [203.0.113.0/24, 198.51.100.7/32, '2001:db8::/32'], maxConnections: 20, connectionRate: {perSecond: 5, burst: 10}}, target: {address: 10.1.0.9, port: 22}}\n- {name: game, protocol: UDP, listenPort: 27015, policy: {sourceRanges: [198.51.100.0/24], maxConnections: 500}, target: {address: 10.1.0.10, port: 27015}}\n- {name: open, protocol: TCP, listenPort: 8080, policy: {maxConnections: 100}, target: {service: {name: my-web, namespace: default, port: 8080}}}\n- {name: nothing, protocol: TCP, listenPort: 8081, policy: {}, target: {service: {name: my-web, namespace: default, port: 8080}}}",
+                ),
+                pb(
+                    "default",
+                    "sni-a",
+                    Some(200),
+                    "- {name: web, protocol: TCP, listenPort: 443, tls: {mode: passthrough, serverNames: [a.example.com]}, policy: {sourceRanges: [192.0.2.0/24]}, target: {address: 10.1.0.1, port: 443}}",
+                ),
+                pb(
+                    "default",
+                    "sni-default",
+                    Some(300),
+                    "- {name: web, protocol: TCP, listenPort: 443, tls: {mode: passthrough}, policy: {sourceRanges: [10.0.0.0/8]}, target: {service: {name: internal-ingress, namespace: networking, port: 443}}}",
+                ),
+                pb(
+                    "default",
+                    "tls-guarded",
+                    Some(400),
+                    "- {name: https, protocol: TCP, listenPort: 9443, tls: {mode: offload, secretRef: {name: web-tls}}, policy: {sourceRanges: [203.0.113.0/24], connectionRate: {perSecond: 100}}, target: {service: {name: my-web, namespace: default, port: 8080}}}",
+                ),
+            ],
+            services().with_secret("default", "web-tls", secret(false)),
+        ),
+        mk(
             "conflicts",
             NODE_MIN,
             vec![

@@ -13,6 +13,8 @@
 //! its thresholds instead to [`MAX_DOWNSTREAM_CONNECTIONS`], the global limit the overload
 //! manager already enforces, so one binding may use the whole edge but no more, and
 //! `track_remaining` publishes how much is left (`circuit_breakers.default.remaining_cx`).
+//! A UDP binding's `policy.maxConnections` (issue 18) is its session cap: its cluster's
+//! `max_connections` drops to it.
 //!
 //! PROXY protocol (v1 or v2) is an upstream transport socket selected by endpoint metadata, so
 //! the traffic gets the header and the health checks (which match the plain socket) do not.
@@ -30,11 +32,15 @@ const UDP_CONNECT_TIMEOUT: &str = "5s";
 /// The cluster's circuit breakers: one threshold (the default priority, the only one the
 /// TCP and UDP proxies use) at the edge's global connection limit, with the remaining
 /// capacity published as stats.
-fn circuit_breakers() -> Value {
+///
+/// A UDP binding's `policy.maxConnections` lowers `max_connections`, the session cap: the UDP
+/// proxy creates no session for a new client over it and drops its datagram
+/// (`cluster.<name>.upstream_cx_overflow` counts it).
+fn circuit_breakers(max_connections: u64) -> Value {
     json!({
         "thresholds": [{
             "priority": "DEFAULT",
-            "max_connections": MAX_DOWNSTREAM_CONNECTIONS,
+            "max_connections": max_connections,
             "max_pending_requests": MAX_DOWNSTREAM_CONNECTIONS,
             "max_requests": MAX_DOWNSTREAM_CONNECTIONS,
             "track_remaining": true,
@@ -50,6 +56,18 @@ pub fn clusters(planned: &[PlannedBinding], edge: &EdgeSettings) -> Vec<Value> {
 /// `cds.yaml`.
 pub fn render(planned: &[PlannedBinding], edge: &EdgeSettings) -> Result<String, EnvoyError> {
     to_yaml("cds.yaml", &resources(&clusters(planned, edge)))
+}
+
+/// The cluster's `max_connections`: a UDP binding's own session cap when it has one (never
+/// above the edge's), else the edge's global limit.
+fn session_cap(b: &PlannedBinding) -> u64 {
+    let own = match (&b.kind, &b.policy) {
+        (BindingKind::Udp { .. }, Some(policy)) => policy.max_connections.map(u64::from),
+        _ => None,
+    };
+    own.map_or(MAX_DOWNSTREAM_CONNECTIONS, |n| {
+        n.min(MAX_DOWNSTREAM_CONNECTIONS)
+    })
 }
 
 fn cluster(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
@@ -101,7 +119,7 @@ fn cluster(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
         "connect_timeout": connect_timeout,
         "lb_policy": "ROUND_ROBIN",
         "common_lb_config": { "healthy_panic_threshold": { "value": 0.0 } },
-        "circuit_breakers": circuit_breakers(),
+        "circuit_breakers": circuit_breakers(session_cap(b)),
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{ "lb_endpoints": endpoints }],

@@ -12,6 +12,21 @@
 //!   closed (a slowloris on the peek holds nothing for long).
 //! - UDP: a `udp_proxy` with the session timeout, and SO_RCVBUF/SO_SNDBUF raised so bursts are
 //!   not dropped at the socket.
+//! - L4 policy (only bindings with one; the others render as without it). TCP: the binding's
+//!   chain matches only its `sourceRanges` (`direct_source_prefix_ranges`, the peer's own
+//!   address), so another client never reaches a network filter; a second chain of the binding,
+//!   `<cluster>_refused`, catches the binding's other clients and closes them at once with a
+//!   `tcp_proxy` towards a cluster that does not exist (counted as
+//!   `tcp.<cluster>_refused.downstream_cx_no_route`). Envoy's RBAC network filter is not used: it decides
+//!   on the client's first byte, after `tcp_proxy` has connected upstream, so a refused client
+//!   of a server-first protocol would still get the server's greeting (seen on Envoy 1.40). In
+//!   the chain, before `tcp_proxy`: `connection_limit` (`maxConnections`) then
+//!   `local_ratelimit` (`connectionRate`, a token bucket refilled every second), both deciding
+//!   when the connection opens, with the cluster's name as stat prefix. UDP: the `udp_proxy`
+//!   matcher routes only sources inside the ranges (Envoy's `ip` input matcher on the source
+//!   address); another source has no route and its datagrams are dropped
+//!   (`udp.<cluster>.downstream_sess_no_route`). The UDP session cap is the cluster's circuit
+//!   breaker (see `cds`).
 //!
 //! A listener's content depends only on its own bindings, so a change to one port leaves the
 //! other listeners byte-identical and Envoy does not touch them. Within a shared passthrough
@@ -21,6 +36,7 @@
 use serde_json::{Value, json};
 
 use super::super::bindings::{BindingKind, EdgeTls, PlannedBinding};
+use super::super::policy::EdgePolicy;
 use super::{
     BUFFER_LIMIT_BYTES, EdgeSettings, EnvoyError, LISTENER_FILTERS_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
     file_source, names, resources, to_yaml,
@@ -80,7 +96,7 @@ fn listener(group: &[PlannedBinding], edge: &EdgeSettings) -> Value {
                     "socket_address": { "address": "0.0.0.0", "port_value": first.listen_port }
                 },
                 "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
-                "filter_chains": chains.iter().map(|b| filter_chain(b, edge)).collect::<Vec<_>>(),
+                "filter_chains": chains.iter().flat_map(|b| filter_chains(b, edge)).collect::<Vec<_>>(),
             });
             if passthrough {
                 // A peek that never completes is closed, not passed on without its SNI.
@@ -108,6 +124,79 @@ fn server_names(b: &PlannedBinding) -> &[String] {
     }
 }
 
+/// A `tcp_proxy` filter towards `cluster`, counting under `stat_prefix`.
+fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": stat_prefix,
+            "cluster": cluster,
+        }
+    })
+}
+
+/// Envoy's `CidrRange`s of the allowed sources.
+fn cidr_ranges(policy: &EdgePolicy) -> Value {
+    policy
+        .source_ranges
+        .iter()
+        .map(|net| json!({ "address_prefix": net.network().to_string(), "prefix_len": net.prefix_len() }))
+        .collect()
+}
+
+/// The binding's filter chain and, when its policy restricts the sources, the chain that
+/// closes the others (same match without the sources: the less specific one).
+fn filter_chains(b: &PlannedBinding, edge: &EdgeSettings) -> Vec<Value> {
+    let mut chain = filter_chain(b, edge);
+    let Some(policy) = b.policy.as_ref().filter(|p| !p.source_ranges.is_empty()) else {
+        return vec![chain];
+    };
+    let refused_name = names::refused(b.protocol, b.listen_port, &b.id);
+    let mut refused = json!({
+        "name": refused_name,
+        "filters": [tcp_proxy(&refused_name, &refused_name)],
+    });
+    if let Some(m) = chain.get("filter_chain_match") {
+        refused["filter_chain_match"] = m.clone();
+    }
+    chain["filter_chain_match"]["direct_source_prefix_ranges"] = cidr_ranges(policy);
+    vec![chain, refused]
+}
+
+/// The limits of a binding's policy, the network filters before its `tcp_proxy`.
+fn limit_filters(cluster: &str, policy: Option<&EdgePolicy>) -> Vec<Value> {
+    let mut filters = Vec::new();
+    let Some(policy) = policy else {
+        return filters;
+    };
+    if let Some(max) = policy.max_connections {
+        filters.push(json!({
+            "name": "envoy.filters.network.connection_limit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
+                "stat_prefix": cluster,
+                "max_connections": max,
+            }
+        }));
+    }
+    if let Some(rate) = policy.connection_rate {
+        filters.push(json!({
+            "name": "envoy.filters.network.local_ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": cluster,
+                "token_bucket": {
+                    "max_tokens": rate.burst,
+                    "tokens_per_fill": rate.per_second,
+                    "fill_interval": "1s",
+                },
+            }
+        }));
+    }
+    filters
+}
+
 fn filter_chain(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
     let cluster = names::cluster(b.protocol, b.listen_port, &b.id);
     let BindingKind::Tcp {
@@ -116,17 +205,13 @@ fn filter_chain(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
     else {
         return json!({});
     };
+    let mut proxy = tcp_proxy(&cluster, &cluster);
+    proxy["typed_config"]["idle_timeout"] = json!(idle_timeout.to_envoy());
+    let mut filters = limit_filters(&cluster, b.policy.as_ref());
+    filters.push(proxy);
     let mut chain = json!({
         "name": cluster,
-        "filters": [{
-            "name": "envoy.filters.network.tcp_proxy",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                "stat_prefix": cluster,
-                "cluster": cluster,
-                "idle_timeout": idle_timeout.to_envoy(),
-            }
-        }],
+        "filters": filters,
     });
     let sds = |name: String, file: &str| {
         json!({
@@ -194,17 +279,7 @@ fn udp_listener(name: &str, b: &PlannedBinding, edge: &EdgeSettings) -> Value {
                 "@type": "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig",
                 "stat_prefix": cluster,
                 "idle_timeout": session_timeout,
-                "matcher": {
-                    "on_no_match": {
-                        "action": {
-                            "name": "route",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route",
-                                "cluster": cluster,
-                            }
-                        }
-                    }
-                }
+                "matcher": udp_matcher(&cluster, b.policy.as_ref()),
             }
         }],
     });
@@ -215,4 +290,46 @@ fn udp_listener(name: &str, b: &PlannedBinding, edge: &EdgeSettings) -> Value {
         ]);
     }
     l
+}
+
+/// The `udp_proxy` matcher: every source to the binding's cluster, or, with source ranges,
+/// only the sources inside them (the others have no route: their datagrams are dropped).
+fn udp_matcher(cluster: &str, policy: Option<&EdgePolicy>) -> Value {
+    let route = json!({
+        "action": {
+            "name": "route",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route",
+                "cluster": cluster,
+            }
+        }
+    });
+    let Some(policy) = policy.filter(|p| !p.source_ranges.is_empty()) else {
+        return json!({ "on_no_match": route });
+    };
+    json!({
+        "matcher_list": {
+            "matchers": [{
+                "predicate": {
+                    "single_predicate": {
+                        "input": {
+                            "name": "envoy.matching.inputs.source_ip",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3.SourceIPInput"
+                            }
+                        },
+                        "custom_match": {
+                            "name": "envoy.matching.matchers.ip",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.matching.input_matchers.ip.v3.Ip",
+                                "cidr_ranges": cidr_ranges(policy),
+                                "stat_prefix": cluster,
+                            }
+                        }
+                    }
+                },
+                "on_match": route,
+            }]
+        }
+    })
 }

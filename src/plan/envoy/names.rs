@@ -37,6 +37,12 @@ pub fn cluster(protocol: Protocol, port: u16, id: &BindingId) -> String {
     )
 }
 
+/// The filter chain (and stat prefix) that closes a binding's clients from outside its
+/// `policy.sourceRanges`: the cluster's name and `_refused` (one `_` more than any cluster).
+pub fn refused(protocol: Protocol, port: u16, id: &BindingId) -> String {
+    format!("{}_refused", cluster(protocol, port, id))
+}
+
 /// The longest `<namespace>_<secret>` used as is in SDS file and secret names. Kubernetes
 /// allows up to 317 characters (63 + 1 + 253), more than the VPS's file names accept
 /// (`enroll::layout::is_sds_file_name`, 200): a longer one is cut and made unique by a hash

@@ -170,6 +170,18 @@ impl Bed {
         out
     }
 
+    /// The sum of the counters and gauges of Envoy's `/stats` whose names end with `name`
+    /// (0 when there are none).
+    pub fn stat(&self, name: &str) -> u64 {
+        let stats = self.admin(&format!("/stats?filter={name}"));
+        stats
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| k.ends_with(name))
+            .map(|(_, v)| v.trim().parse::<u64>().unwrap_or(0))
+            .sum()
+    }
+
     /// A `/ready` server on `ip:40500`; the returned flag says whether it answers 200.
     pub fn ready(&self, ip: Ipv4Addr) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(true));
