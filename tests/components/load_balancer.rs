@@ -6,6 +6,8 @@
 //! user's next action does), announced on stderr (`load_balancer step: <name>`):
 //! - a Service with a TCP and a UDP port is served on both, its status has the VPS's address
 //!   with `ipMode: Proxy` and each port, its condition says so;
+//! - `spec.loadBalancerSourceRanges` that leave the client out refuse it at the edge, over TCP
+//!   and UDP; ranges that include it serve it again (changed live);
 //! - a Service port that conflicts with a PortBinding's port: the older object (the
 //!   PortBinding) keeps it, the Service says so in `ports[].error`, its condition and an Event;
 //!   its other port is served next to the first Service's;
@@ -77,6 +79,7 @@ macro_rules! step {
 async fn load_balancer_services_are_served_through_the_vps() {
     let lb = &mut Lb::start().await;
     step!(lb, a_tcp_and_udp_service_is_served_with_the_vps_address);
+    step!(lb, source_ranges_refuse_other_clients_at_the_edge);
     step!(
         lb,
         a_port_conflict_leaves_the_port_to_the_older_port_binding
@@ -234,6 +237,68 @@ async fn a_tcp_and_udp_service_is_served_with_the_vps_address(lb: &mut Lb) {
         "UDP 7000 through the VPS\n{}",
         lb.describe()
     );
+}
+
+/// `game` with `ranges` as its `spec.loadBalancerSourceRanges` (none: the field absent).
+fn game_with_ranges(ranges: &[&str]) -> String {
+    let yaml = lb_yaml(
+        "game",
+        Some(CLASS),
+        "10.96.0.40",
+        &[("game-tcp", 7000, "TCP"), ("game-udp", 7000, "UDP")],
+        ON_EDGE_NODE,
+    );
+    if ranges.is_empty() {
+        return yaml;
+    }
+    yaml.replace(
+        "  type: LoadBalancer\n",
+        &format!(
+            "  type: LoadBalancer\n  loadBalancerSourceRanges: [{}]\n",
+            ranges.join(", ")
+        ),
+    )
+}
+
+async fn source_ranges_refuse_other_clients_at_the_edge(lb: &mut Lb) {
+    let client = lb.bed.client.clone();
+    let public = lb.public();
+    // The internet's client is in 10.0.0.0/8 (the VPS's network), never in TEST-NET-1.
+    apply_yaml::<Service>(&client, &game_with_ranges(&["192.0.2.0/24"]))
+        .await
+        .unwrap();
+    assert!(
+        until_in(lb.internet(), move || {
+            tcp_exchange((public, 7000).into(), b"hello\n").is_none_or(|a| a.is_empty())
+                && udp_exchange((public, 7000).into(), b"ping").is_none()
+        }),
+        "a client outside the source ranges is refused at the edge, TCP and UDP\n{}",
+        lb.describe()
+    );
+    assert!(
+        in_ns(lb.internet(), move || tcp_exchange(
+            (public, 80).into(),
+            b"y\n"
+        ))
+        .is_some_and(|a| a == "my-web: y\n"),
+        "the PortBinding's port is not restricted"
+    );
+    apply_yaml::<Service>(&client, &game_with_ranges(&["192.0.2.0/24", "10.0.0.0/8"]))
+        .await
+        .unwrap();
+    assert!(
+        until_in(lb.internet(), move || {
+            tcp_exchange((public, 7000).into(), b"hello\n")
+                .is_some_and(|a| a == "game-tcp: hello\n")
+                && udp_exchange((public, 7000).into(), b"ping")
+                    .is_some_and(|a| a == b"game-udp: ping")
+        }),
+        "a client inside the source ranges is served again\n{}",
+        lb.describe()
+    );
+    apply_yaml::<Service>(&client, &game_with_ranges(&[]))
+        .await
+        .unwrap();
 }
 
 async fn a_port_conflict_leaves_the_port_to_the_older_port_binding(lb: &mut Lb) {
