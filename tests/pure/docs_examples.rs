@@ -55,6 +55,20 @@ fn the_load_balancer_example_is_the_fixture_and_is_served_as_documented() {
         let ranges = &b.policy.as_ref().unwrap().source_ranges;
         assert_eq!(ranges, &["198.51.100.0/24".to_owned()]);
     }
+    // The README's shorter version says the same.
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let mut short: Service =
+        serde_yaml::from_str(&yaml_after(&readme, "### Services of type LoadBalancer").unwrap())
+            .unwrap();
+    // `kubectl apply` puts it in the current namespace.
+    short.metadata.namespace = Some("default".into());
+    assert!(load_balancer::is_ours(
+        &short,
+        load_balancer::LoadBalancerSettings::default()
+    ));
+    let short = load_balancer::source(&short, &node, "203.0.113.10");
+    assert_eq!(short.problem, None);
+    assert_eq!(short.spec.bindings, source.spec.bindings);
 }
 
 #[test]
