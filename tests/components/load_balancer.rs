@@ -61,6 +61,27 @@ fn lb_yaml(
 const CLASS: &str = "tunnel.achetronic.com/edge-node";
 const ON_EDGE_NODE: &str = "  annotations:\n    tunnel.achetronic.com/edge-node: edge-node\n";
 
+/// `game` with `ranges` as its `spec.loadBalancerSourceRanges` (none: the field absent).
+fn game(ranges: &[&str]) -> String {
+    let yaml = lb_yaml(
+        "game",
+        Some(CLASS),
+        "10.96.0.40",
+        &[("game-tcp", 7000, "TCP"), ("game-udp", 7000, "UDP")],
+        ON_EDGE_NODE,
+    );
+    if ranges.is_empty() {
+        return yaml;
+    }
+    yaml.replace(
+        "  type: LoadBalancer\n",
+        &format!(
+            "  type: LoadBalancer\n  loadBalancerSourceRanges: [{}]\n",
+            ranges.join(", ")
+        ),
+    )
+}
+
 struct Lb {
     uplinks: Uplinks,
     operators: Vec<Operator>,
@@ -191,18 +212,7 @@ fn ingress(svc: &serde_json::Value) -> Option<&serde_json::Value> {
 
 async fn a_tcp_and_udp_service_is_served_with_the_vps_address(lb: &mut Lb) {
     let client = lb.bed.client.clone();
-    apply_yaml::<Service>(
-        &client,
-        &lb_yaml(
-            "game",
-            Some(CLASS),
-            "10.96.0.40",
-            &[("game-tcp", 7000, "TCP"), ("game-udp", 7000, "UDP")],
-            ON_EDGE_NODE,
-        ),
-    )
-    .await
-    .unwrap();
+    apply_yaml::<Service>(&client, &game(&[])).await.unwrap();
     let public = lb.public();
     let svc = lb
         .service("game", "has the VPS's address", |s| {
@@ -239,32 +249,11 @@ async fn a_tcp_and_udp_service_is_served_with_the_vps_address(lb: &mut Lb) {
     );
 }
 
-/// `game` with `ranges` as its `spec.loadBalancerSourceRanges` (none: the field absent).
-fn game_with_ranges(ranges: &[&str]) -> String {
-    let yaml = lb_yaml(
-        "game",
-        Some(CLASS),
-        "10.96.0.40",
-        &[("game-tcp", 7000, "TCP"), ("game-udp", 7000, "UDP")],
-        ON_EDGE_NODE,
-    );
-    if ranges.is_empty() {
-        return yaml;
-    }
-    yaml.replace(
-        "  type: LoadBalancer\n",
-        &format!(
-            "  type: LoadBalancer\n  loadBalancerSourceRanges: [{}]\n",
-            ranges.join(", ")
-        ),
-    )
-}
-
 async fn source_ranges_refuse_other_clients_at_the_edge(lb: &mut Lb) {
     let client = lb.bed.client.clone();
     let public = lb.public();
     // The internet's client is in 10.0.0.0/8 (the VPS's network), never in TEST-NET-1.
-    apply_yaml::<Service>(&client, &game_with_ranges(&["192.0.2.0/24"]))
+    apply_yaml::<Service>(&client, &game(&["192.0.2.0/24"]))
         .await
         .unwrap();
     assert!(
@@ -283,7 +272,7 @@ async fn source_ranges_refuse_other_clients_at_the_edge(lb: &mut Lb) {
         .is_some_and(|a| a == "my-web: y\n"),
         "the PortBinding's port is not restricted"
     );
-    apply_yaml::<Service>(&client, &game_with_ranges(&["192.0.2.0/24", "10.0.0.0/8"]))
+    apply_yaml::<Service>(&client, &game(&["192.0.2.0/24", "10.0.0.0/8"]))
         .await
         .unwrap();
     assert!(
@@ -296,9 +285,7 @@ async fn source_ranges_refuse_other_clients_at_the_edge(lb: &mut Lb) {
         "a client inside the source ranges is served again\n{}",
         lb.describe()
     );
-    apply_yaml::<Service>(&client, &game_with_ranges(&[]))
-        .await
-        .unwrap();
+    apply_yaml::<Service>(&client, &game(&[])).await.unwrap();
 }
 
 async fn a_port_conflict_leaves_the_port_to_the_older_port_binding(lb: &mut Lb) {
@@ -384,14 +371,7 @@ async fn services_of_another_class_are_left_alone(lb: &mut Lb) {
     }
     // A change the operator does serve, after them: once a pass ran for it, the operator has
     // seen both (one watch, in order) and left them alone.
-    let mut game_yaml = lb_yaml(
-        "game",
-        Some(CLASS),
-        "10.96.0.40",
-        &[("game-tcp", 7000, "TCP"), ("game-udp", 7000, "UDP")],
-        ON_EDGE_NODE,
-    );
-    game_yaml = game_yaml.replace(
+    let game_yaml = game(&[]).replace(
         "    tunnel.achetronic.com/edge-node: edge-node\n",
         "    tunnel.achetronic.com/edge-node: edge-node\n    tunnel.achetronic.com/udp-session-timeout: 90s\n",
     );
