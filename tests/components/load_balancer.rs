@@ -31,7 +31,7 @@ use testbed::uplinks::Uplinks;
 use testbed::wait::eventually;
 use tunnel::crd::EdgeNode;
 
-use crate::operator_support::{apply_example1, logs_of, serve_udp_echo, udp_exchange};
+use crate::operator_support::{logs_of, run_example1, serve_udp_echo, udp_exchange};
 
 const LONG: Duration = Duration::from_secs(180);
 /// Our condition on a Service.
@@ -122,15 +122,7 @@ impl Lb {
         serve_greeting(&net.cluster, "10.96.0.40:7000", b"game-tcp: ").unwrap();
         serve_udp_echo(&net.cluster, "10.96.0.40:7000", "game-udp: ");
         serve_greeting(&net.cluster, "10.96.0.41:7002", b"clash: ").unwrap();
-        let operator = bed
-            .operator()
-            .flags(&["--resync-period", "20s"])
-            .start()
-            .unwrap();
-        apply_example1(&client, &net.vps).await;
-        let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &net.pods)
-            .await
-            .unwrap();
+        let (operator, uplinks) = run_example1(&bed).await;
         let lb = Self {
             services: Api::namespaced(client.clone(), "default"),
             bed,

@@ -24,7 +24,7 @@ use testbed::wait::eventually;
 use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::operator_support::{
-    apply_example1, logs_of, readme_example, serve_udp_echo, udp_exchange,
+    logs_of, readme_example, run_example1, serve_udp_echo, udp_exchange,
 };
 
 const LONG: Duration = Duration::from_secs(180);
@@ -146,15 +146,7 @@ impl E2e {
         service(&client, "default", "echo", "10.96.0.30", &[(7000, "TCP")])
             .await
             .unwrap();
-        let operator = bed
-            .operator()
-            .flags(&["--resync-period", "20s"])
-            .start()
-            .unwrap();
-        apply_example1(&client, &net.vps).await;
-        let uplinks = Uplinks::start(&client, "tunnel", "edge-node", &net.pods)
-            .await
-            .unwrap();
+        let (operator, uplinks) = run_example1(&bed).await;
         Self {
             nodes: Api::namespaced(client.clone(), "default"),
             pbs: Api::namespaced(client, "default"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::Client;
 use testbed::netns::Netns;
 use testbed::objects::apply_yaml;
-use testbed::operator::Operator;
+use testbed::operator::{Operator, OperatorBed};
 use testbed::uplinks::Uplinks;
 use testbed::vps::Vps;
 use tunnel::crd::{EdgeNode, PortBinding};
@@ -25,6 +25,22 @@ pub async fn apply_example1(client: &Client, vps: &Vps) {
     let node = docs[0].replace("203.0.113.10", &vps.address().to_string());
     apply_yaml::<EdgeNode>(client, &node).await.unwrap();
     apply_yaml::<PortBinding>(client, &docs[1]).await.unwrap();
+}
+
+/// The operator (`--resync-period 20s`) started on `bed`, README Example 1 applied, and its
+/// uplink pods running: how the step-by-step operator tests begin.
+pub async fn run_example1(bed: &OperatorBed) -> (Operator, Uplinks) {
+    let net = bed.net();
+    let operator = bed
+        .operator()
+        .flags(&["--resync-period", "20s"])
+        .start()
+        .unwrap();
+    apply_example1(&bed.client, &net.vps).await;
+    let uplinks = Uplinks::start(&bed.client, "tunnel", "edge-node", &net.pods)
+        .await
+        .unwrap();
+    (operator, uplinks)
 }
 
 /// The operator's log and the uplinks' logs, for a failure message.
