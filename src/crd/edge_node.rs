@@ -272,7 +272,8 @@ pub struct EdgeNodeStatus {
     /// Hash of the configuration last applied to the VPS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_config_hash: Option<String>,
-    /// `namespace/name` of the PortBindings whose bindings are served by the VPS.
+    /// What the VPS serves: `namespace/name` of each PortBinding and `Service namespace/name` of
+    /// each Service of type LoadBalancer with at least one served binding.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub applied_bindings: Vec<String>,
