@@ -17,6 +17,7 @@ mod objects;
 mod ownership;
 pub mod pod_policy;
 mod pods;
+mod rollout;
 mod statefulset;
 
 pub use apply::{

@@ -378,6 +378,9 @@ async fn start_pass(
     match outcome {
         Ok((target, applied)) => {
             report::enrolling(&ctx, &node).await;
+            if let Some(pod) = &applied.unblocked {
+                report::rollout_unblocked(&ctx, &node, pod).await;
+            }
             let ssh = session_actor(myself, state).await?;
             if let Some(e) = &applied.workload_error {
                 warn!(node = %key, reason = e.category(), error = %e, "uplink workload not applied; enrolling the VPS all the same");

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::crd::{ANNOTATION_SKIP_DEPROVISION, EdgeNode, EdgeNodeStatus};
 use crate::enroll::PassReport;
@@ -213,6 +213,23 @@ pub async fn enrolling(ctx: &Context, node: &EdgeNode) {
     next.conditions = with_verdicts(&st.conditions, &verdicts, node.metadata.generation);
     write_if_changed(ctx, node, &next).await;
     publish_transitions(ctx, node, &before, &verdicts).await;
+}
+
+/// An uplink pod of an old revision deleted so the rollout can go on: an Event and a log line.
+pub async fn rollout_unblocked(ctx: &Context, node: &EdgeNode, pod: &str) {
+    let message = format!(
+        "deleted uplink pod {}/{pod}: its required anti-affinity (an old revision) kept the new revision's pods from being scheduled; the StatefulSet recreates it from the new template",
+        node.spec.uplink.namespace
+    );
+    info!(node = %ObjectKey::of(node), pod, "{message}");
+    ctx.publish(
+        &node.object_ref(&()),
+        false,
+        "UplinkRolloutUnblocked",
+        message,
+        "Rollout",
+    )
+    .await;
 }
 
 /// A deletion that cannot tear the VPS down: `Ready=False` with the way out.
