@@ -13,6 +13,7 @@ use tracing::warn;
 use crate::api_write::{ApiError, ApiStep};
 
 use super::CONFIG_HASH_ANNOTATION;
+use super::rollout::Unblock;
 
 /// Field manager of the objects EdgeNode actors write.
 pub const FIELD_MANAGER: &str = "tunnel-edgenode";
@@ -87,12 +88,12 @@ pub async fn apply_keys(client: &Client, secrets: &[&Secret]) -> Result<(), ApiE
 }
 
 /// Applies the ConfigMap, the headless Service and the StatefulSet, then nudges the pods, and
-/// deletes the one old pod that keeps the rollout from going on, if any
-/// ([`super::rollout`]); its name is returned.
+/// deletes the one pod that keeps the rollout from going on, if any ([`super::rollout`]),
+/// and says which.
 pub async fn apply_workload(
     client: &Client,
     objects: &UplinkObjects,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<Unblock>, ApiError> {
     let ns = objects.namespace.as_str();
     apply(
         &Api::namespaced(client.clone(), ns),
@@ -120,12 +121,13 @@ pub async fn apply_workload(
         .unwrap_or_default();
     let pods = nudge_pods(client, ns, workload, objects.replicas, &objects.config_hash).await;
     let replicas = usize::try_from(objects.replicas).unwrap_or(0);
-    let Some(victim) = super::rollout::pod_in_the_way(&applied, &pods, replicas) else {
+    let Some(unblock) = super::rollout::pod_in_the_way(&applied, &pods, replicas) else {
         return Ok(None);
     };
+    let victim = unblock.pod();
     let uid = pods
         .iter()
-        .find(|p| p.metadata.name.as_deref() == Some(victim.as_str()))
+        .find(|p| p.metadata.name.as_deref() == Some(victim))
         .and_then(|p| p.metadata.uid.clone());
     let params = DeleteParams {
         // This very pod: never its replacement.
@@ -136,14 +138,14 @@ pub async fn apply_workload(
         ..DeleteParams::default()
     };
     match Api::<Pod>::namespaced(client.clone(), ns)
-        .delete(&victim, &params)
+        .delete(victim, &params)
         .await
     {
-        Ok(_) => Ok(Some(victim)),
+        Ok(_) => Ok(Some(unblock)),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
         Err(e) => Err(ApiError::at(
             ApiStep::Workload,
-            format!("deleting uplink pod {ns}/{victim}, whose anti-affinity blocks the rollout"),
+            format!("deleting uplink pod {ns}/{victim}, which blocks the rollout"),
         )(e)),
     }
 }

@@ -8,8 +8,10 @@
 //! old pods it would replace next are the ones in the way: e.g. the default affinity turned from
 //! required to preferred, or a user dropping a strict `affinity`, with `replicas: 2` on one
 //! node. Then one old pod of ours with a required anti-affinity is deleted; the controller
-//! recreates it from the new template. One per pass, and only while no uplink pod is missing or
-//! being deleted, so at most one is replaced at a time, as the controller itself would.
+//! recreates it from the new template. Once none is left, a pod still Pending on the verdict
+//! about them is deleted too, so that the scheduler looks again ([`Unblock::StaleVerdict`]).
+//! One pod per pass, and only while no uplink pod is missing or being deleted, so at most one
+//! is replaced at a time, as the controller itself would.
 //!
 //! Any other pod that never becomes available (e.g. a `nodeSelector` no node matches) is left
 //! to the user: `UplinksReady` names it with the scheduler's reason.
@@ -24,28 +26,88 @@ const BLOCKED_BY_EXISTING: &str = "didn't satisfy existing pods anti-affinity ru
 /// The label the StatefulSet controller gives each pod: the revision it was made from.
 const REVISION_LABEL: &str = "controller-revision-hash";
 
-/// The pod of an old revision to delete so the rollout of `sts` can go on, if the rollout is
-/// blocked by one. `pods` are the uplink pods that exist; `replicas` how many there should be.
-pub fn pod_in_the_way(sts: &StatefulSet, pods: &[Pod], replicas: usize) -> Option<String> {
+/// A pod to delete so the rollout can go on, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unblock {
+    /// A pod of an old revision whose required anti-affinity keeps a pod of the new revision
+    /// off every node.
+    OldRevision(String),
+    /// A pod of the new revision still Pending on the scheduler's verdict about a pod that is
+    /// gone. The scheduler does not look again when such a pod goes (kube-scheduler 1.34: its
+    /// inter-pod affinity plugin requeues a Pending pod on a deletion only for the *Pending*
+    /// pod's own anti-affinity, not for the deleted pod's), only at its periodic flush of
+    /// unschedulable pods (5 minutes); a pod recreated is scheduled at once.
+    StaleVerdict(String),
+}
+
+impl Unblock {
+    /// The reason of its Event (one each: Events of one reason on one object are merged into
+    /// a series that keeps the first message).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::OldRevision(_) => "UplinkRolloutUnblocked",
+            Self::StaleVerdict(_) => "UplinkPodRescheduled",
+        }
+    }
+
+    /// The pod's name.
+    pub fn pod(&self) -> &str {
+        match self {
+            Self::OldRevision(p) | Self::StaleVerdict(p) => p,
+        }
+    }
+}
+
+impl std::fmt::Display for Unblock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OldRevision(pod) => write!(
+                f,
+                "deleted uplink pod {pod}: its required anti-affinity (an old revision) kept the new revision's pods from being scheduled; the StatefulSet recreates it from the new template"
+            ),
+            Self::StaleVerdict(pod) => write!(
+                f,
+                "deleted uplink pod {pod}: it stayed Pending on the scheduler's verdict about an old pod's anti-affinity, and that pod is gone; the StatefulSet recreates it and the scheduler places it afresh"
+            ),
+        }
+    }
+}
+
+/// What to delete so the rollout of `sts` can go on, if it is blocked by anti-affinity.
+/// `pods` are the uplink pods that exist; `replicas` how many there should be.
+pub fn pod_in_the_way(sts: &StatefulSet, pods: &[Pod], replicas: usize) -> Option<Unblock> {
     let status = sts.status.as_ref()?;
     if status.observed_generation.is_none() || status.observed_generation != sts.metadata.generation
     {
         return None;
     }
-    let update = status.update_revision.as_deref().filter(|r| !r.is_empty())?;
+    let update = status
+        .update_revision
+        .as_deref()
+        .filter(|r| !r.is_empty())?;
     if pods.len() < replicas || pods.iter().any(terminating) {
         return None;
     }
     let blocked = pods
         .iter()
-        .any(|p| revision(p) == Some(update) && blocked_by_existing_pods(p));
-    if !blocked {
+        .filter(|p| revision(p) == Some(update) && blocked_by_existing_pods(p))
+        .max_by_key(|p| ordinal(p))?;
+    if let Some(old) = pods
+        .iter()
+        .filter(|p| revision(p).is_some_and(|r| r != update) && requires_anti_affinity(p))
+        .max_by_key(|p| ordinal(p))
+    {
+        return old.metadata.name.clone().map(Unblock::OldRevision);
+    }
+    // None of ours that is left requires to be alone: the verdict is about a pod that went.
+    let others_require = pods
+        .iter()
+        .filter(|p| p.metadata.name != blocked.metadata.name)
+        .any(requires_anti_affinity);
+    if others_require {
         return None;
     }
-    pods.iter()
-        .filter(|p| revision(p).is_some_and(|r| r != update) && requires_anti_affinity(p))
-        .filter_map(|p| p.metadata.name.clone())
-        .max_by_key(|name| ordinal(name))
+    blocked.metadata.name.clone().map(Unblock::StaleVerdict)
 }
 
 /// The revision `pod` was made from.
@@ -81,13 +143,20 @@ fn requires_anti_affinity(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_some_and(|terms| !terms.is_empty())
 }
 
 /// `<workload>-<ordinal>`'s ordinal (0 when it has none).
-fn ordinal(name: &str) -> u64 {
-    name.rsplit('-')
+fn ordinal(pod: &Pod) -> u64 {
+    pod.metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .rsplit('-')
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
@@ -127,8 +196,15 @@ mod tests {
             pod("w-1", "new", "", BLOCKED),
         ];
         assert_eq!(
-            pod_in_the_way(&sts(3, 3, "new"), &pods, 2).as_deref(),
-            Some("w-0")
+            pod_in_the_way(&sts(3, 3, "new"), &pods, 2),
+            Some(Unblock::OldRevision("w-0".into()))
+        );
+        // Once it is gone and recreated, w-1 still carries the verdict about it: recreated
+        // too, so the scheduler looks again.
+        let pods = [running("w-0", "new", ""), pod("w-1", "new", "", BLOCKED)];
+        assert_eq!(
+            pod_in_the_way(&sts(3, 3, "new"), &pods, 2),
+            Some(Unblock::StaleVerdict("w-1".into()))
         );
         // The highest ordinal first, as the controller would.
         let pods = [
@@ -137,8 +213,8 @@ mod tests {
             pod("w-2", "new", "", BLOCKED),
         ];
         assert_eq!(
-            pod_in_the_way(&sts(3, 3, "new"), &pods, 3).as_deref(),
-            Some("w-1")
+            pod_in_the_way(&sts(3, 3, "new"), &pods, 3),
+            Some(Unblock::OldRevision("w-1".into()))
         );
     }
 
@@ -153,13 +229,18 @@ mod tests {
         // A pod missing, or one being deleted: the previous replacement is not done.
         assert_eq!(pod_in_the_way(&sts(3, 3, "new"), &blocked[..1], 2), None);
         let mut going = blocked.clone();
-        going[0].metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-06T10:00:00Z".parse().unwrap()),
-        );
+        going[0].metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-06T10:00:00Z".parse().unwrap(),
+            ));
         assert_eq!(pod_in_the_way(&sts(3, 3, "new"), &going, 2), None);
-        // The old pod requires nothing: it is not what keeps the new one off the node.
-        let soft = [running("w-0", "old", ""), pod("w-1", "new", "", BLOCKED)];
-        assert_eq!(pod_in_the_way(&sts(3, 3, "new"), &soft, 2), None);
+        // A pod of ours that is left requires to be alone (the strict form, more replicas than
+        // nodes): the verdict is true, nothing to do.
+        let strict = [
+            running("w-0", "new", STRICT),
+            pod("w-1", "new", STRICT, BLOCKED),
+        ];
+        assert_eq!(pod_in_the_way(&sts(3, 3, "new"), &strict, 2), None);
         // The new pod is Pending for another reason (its own nodeSelector): for the user.
         let selector = [
             running("w-0", "old", STRICT),
@@ -171,8 +252,5 @@ mod tests {
             ),
         ];
         assert_eq!(pod_in_the_way(&sts(3, 3, "new"), &selector, 2), None);
-        // Every pod of the new revision: a rollout that is done.
-        let done = [running("w-0", "new", STRICT), pod("w-1", "new", STRICT, BLOCKED)];
-        assert_eq!(pod_in_the_way(&sts(3, 3, "new"), &done, 2), None);
     }
 }

@@ -36,9 +36,8 @@ pub struct Applied {
     /// The uplink workload could not be applied: the VPS is enrolled all the same, and the
     /// status says so.
     pub workload_error: Option<ReconcileError>,
-    /// The uplink pod of an old revision deleted because its anti-affinity kept the rollout
-    /// from going on (`workload::rollout`).
-    pub unblocked: Option<String>,
+    /// The uplink pod deleted because it kept the rollout from going on (`workload::rollout`).
+    pub unblocked: Option<workload::Unblock>,
 }
 
 /// Writes what `decision` asks for; stops at the first failure, except the uplink workload's:
