@@ -228,6 +228,14 @@ impl Actor for EdgeNodeActor {
                 }
                 return Ok(());
             }
+            NodeMsg::Progress { pass, progress } => {
+                if pass == state.pass
+                    && let Some(InFlight::Converge { node, .. }) = &state.in_flight
+                {
+                    report::enrolling_step(&state.ctx, node, &progress).await;
+                }
+                return Ok(());
+            }
             NodeMsg::JobDone { pass, result } => {
                 if pass != state.pass {
                     return Ok(());

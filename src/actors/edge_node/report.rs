@@ -192,40 +192,55 @@ pub async fn after_enrolled(
 /// Before the first enrollment's SSH job: `Ready=Unknown`, reason `Enrolling`, saying what
 /// happens now (an EdgeNode enrolled before keeps its conditions while later passes run).
 pub async fn enrolling(ctx: &Context, node: &EdgeNode) {
+    let message = format!(
+        "enrolling VPS {}: connecting over SSH and looking at the VPS, then installing the relay agent and Envoy (the first enrollment uploads about 110 MB when Envoy is pushed); the uplink workload is applied",
+        node.spec.address
+    );
+    if let Some((before, verdicts)) = write_enrolling(ctx, node, message).await {
+        publish_transitions(ctx, node, &before, &verdicts).await;
+    }
+}
+
+/// During the first enrollment's SSH job: the phase that starts now, in the `Enrolling`
+/// message (a few per pass, [`crate::enroll::progress`]); no Event.
+pub async fn enrolling_step(ctx: &Context, node: &EdgeNode, progress: &crate::enroll::Progress) {
+    let message = format!(
+        "enrolling VPS {}: {progress}; the uplink workload is applied",
+        node.spec.address
+    );
+    write_enrolling(ctx, node, message).await;
+}
+
+/// Writes `Ready=Unknown`, `Enrolling`, with `message` unless the node was enrolled before;
+/// the conditions before and the verdict, when written.
+async fn write_enrolling(
+    ctx: &Context,
+    node: &EdgeNode,
+    message: String,
+) -> Option<(Vec<Condition>, [Verdict; 1])> {
     let st = node.status.clone().unwrap_or_default();
     let enrolled_before = st
         .conditions
         .iter()
         .any(|c| c.type_ == status::ENROLLED && c.status == "True");
     if enrolled_before {
-        return;
+        return None;
     }
-    let verdicts = [Verdict::unknown(
-        status::READY,
-        "Enrolling",
-        format!(
-            "enrolling VPS {}: connecting over SSH, then installing the relay agent and Envoy (the first enrollment uploads about 110 MB when Envoy is pushed); the uplink workload is applied",
-            node.spec.address
-        ),
-    )];
+    let verdicts = [Verdict::unknown(status::READY, "Enrolling", message)];
     let mut next = st.clone();
-    let before = st.conditions.clone();
     next.conditions = with_verdicts(&st.conditions, &verdicts, node.metadata.generation);
     write_if_changed(ctx, node, &next).await;
-    publish_transitions(ctx, node, &before, &verdicts).await;
+    Some((st.conditions, verdicts))
 }
 
-/// An uplink pod of an old revision deleted so the rollout can go on: an Event and a log line.
-pub async fn rollout_unblocked(ctx: &Context, node: &EdgeNode, pod: &str) {
-    let message = format!(
-        "deleted uplink pod {}/{pod}: its required anti-affinity (an old revision) kept the new revision's pods from being scheduled; the StatefulSet recreates it from the new template",
-        node.spec.uplink.namespace
-    );
-    info!(node = %ObjectKey::of(node), pod, "{message}");
+/// An uplink pod deleted so the rollout can go on: an Event and a log line.
+pub async fn rollout_unblocked(ctx: &Context, node: &EdgeNode, unblock: &crate::workload::Unblock) {
+    let message = unblock.to_string();
+    info!(node = %ObjectKey::of(node), pod = unblock.pod(), "{message}");
     ctx.publish(
         &node.object_ref(&()),
         false,
-        "UplinkRolloutUnblocked",
+        unblock.reason(),
         message,
         "Rollout",
     )
