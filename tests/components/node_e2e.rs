@@ -264,6 +264,21 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         None,
     );
     let example1 = fixture("example1").replace("203.0.113.10", &VPS_IP.to_string());
+    // Every `Ready` message of the first enrollment, as a watch streams them (none missed).
+    let mut watch = node
+        .kubectl()
+        .unwrap()
+        .args([
+            "get",
+            "edgenodes",
+            "--watch",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}: {.status.conditions[?(@.type==\"Ready\")].message}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     kubectl(&node, &["apply", "-f", "-"], Some(&example1));
     eventually(
         "EdgeNode edge-node Ready",
@@ -271,6 +286,27 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         || ready_status(&node, None, "edgenode", "edge-node").filter(|s| s == "True"),
         operator_logs,
     );
+    watch.kill().unwrap();
+    let mut seen = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    let _ = watch.wait();
+    eprintln!("Ready during the first enrollment:\n{seen}");
+    for phase in [
+        "connecting over SSH",
+        "uploading Envoy (",
+        "starting the units, step ",
+    ] {
+        assert!(
+            seen.lines()
+                .any(|l| l.starts_with("Enrolling: enrolling VPS") && l.contains(phase)),
+            "the first enrollment says it is {phase:?}:\n{seen}"
+        );
+    }
     stage("EdgeNode Ready");
     let uplinks = kubectl(
         &node,
@@ -637,9 +673,13 @@ scrape_configs:
     );
     stage("restart-envoy");
 
-    // 6. Two replicas. The default anti-affinity wants one node per uplink: an empty affinity
-    // replaces it on this single node, first (the running pod is replaced with the new
-    // template; its old anti-affinity would keep a second pod off the node), then replicas 2.
+    // 6. Two replicas on this one node (issue 25). The strict form (a required anti-affinity,
+    // given explicitly) keeps the second replica Pending, and the EdgeNode names it with the
+    // scheduler's reason; the default (preferred) runs both. Dropping the strict form is also
+    // the rollout that cannot finish by itself: the second pod, recreated from the new
+    // template, is kept off the node by the first pod's old required anti-affinity, and the
+    // operator deletes that pod, then the second one, which the scheduler would not look at
+    // again for minutes (Events `UplinkRolloutUnblocked`, `UplinkPodRescheduled`).
     let uplink_uid = |node: &Node| {
         try_kubectl(
             node,
@@ -649,21 +689,26 @@ scrape_configs:
         )
         .unwrap_or_default()
     };
+    let patch_uplink = |uplink: &str| {
+        kubectl(
+            &node,
+            &[
+                "patch",
+                "edgenode",
+                "edge-node",
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"spec":{{"uplink":{uplink}}}}}"#),
+            ],
+            None,
+        )
+    };
     let first = uplink_uid(&node);
-    kubectl(
-        &node,
-        &[
-            "patch",
-            "edgenode",
-            "edge-node",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"uplink":{"affinity":{}}}}"#,
-        ],
-        None,
+    patch_uplink(
+        r#"{"affinity":{"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"topologyKey":"kubernetes.io/hostname","labelSelector":{"matchLabels":{"app.kubernetes.io/name":"uplink"}}}]}}}"#,
     );
     eventually(
-        "the uplink pod replaced without anti-affinity",
+        "the uplink pod replaced with the strict anti-affinity",
         LONG,
         || {
             let now = uplink_uid(&node);
@@ -672,18 +717,36 @@ scrape_configs:
         },
         operator_logs,
     );
-    kubectl(
-        &node,
-        &[
-            "patch",
-            "edgenode",
-            "edge-node",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"uplink":{"replicas":2}}}"#,
-        ],
-        None,
+    patch_uplink(r#"{"replicas":2}"#);
+    let uplinks_ready = || {
+        try_kubectl(
+            &node,
+            &[
+                "get",
+                "edgenode",
+                "edge-node",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"UplinksReady\")].status} {.status.conditions[?(@.type==\"UplinksReady\")].message}",
+            ],
+            None,
+        )
+        .unwrap_or_default()
+    };
+    let pending = eventually(
+        "UplinksReady naming the Pending replica with the scheduler's reason",
+        LONG,
+        || {
+            let now = uplinks_ready();
+            (now.starts_with("False 1/2 uplinks are up")
+                && now.contains("-1 is Pending, the scheduler says: 0/1 nodes are available")
+                && now.contains("anti-affinity"))
+            .then_some(now)
+        },
+        || format!("UplinksReady: {}\n{}", uplinks_ready(), operator_logs()),
     );
+    eprintln!("UplinksReady: {pending}");
+    stage("a Pending replica named with the scheduler's reason");
+    patch_uplink(r#"{"affinity":null}"#);
     eventually(
         "two uplink pods Ready",
         LONG,
@@ -691,8 +754,25 @@ scrape_configs:
             let now = uplink_uid(&node);
             (now.lines().filter(|l| l.ends_with(" True")).count() == 2).then_some(())
         },
-        operator_logs,
+        || format!("UplinksReady: {}\n{}", uplinks_ready(), operator_logs()),
     );
+    let events = kubectl(
+        &node,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=UplinkRolloutUnblocked",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+        None,
+    );
+    assert!(
+        events.contains("its required anti-affinity (an old revision)"),
+        "the operator unblocked the rollout: {events:?}"
+    );
+    stage("two replicas on one node, the blocked rollout freed");
     // Both tunnels up: the EdgeNode has seen this generation, is Ready with two uplinks, and
     // both pods stay Ready and traffic flows for ten checks in a row.
     let mut streak = 0;
