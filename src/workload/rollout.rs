@@ -36,7 +36,8 @@ pub enum Unblock {
     /// gone. The scheduler does not look again when such a pod goes (kube-scheduler 1.34: its
     /// inter-pod affinity plugin requeues a Pending pod on a deletion only for the *Pending*
     /// pod's own anti-affinity, not for the deleted pod's), only at its periodic flush of
-    /// unschedulable pods (5 minutes); a pod recreated is scheduled at once.
+    /// unschedulable pods (5 minutes by default; still Pending after 2.5 minutes on the test
+    /// node); a pod recreated is scheduled at once.
     StaleVerdict(String),
 }
 

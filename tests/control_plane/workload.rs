@@ -119,7 +119,10 @@ async fn uplink_objects_are_accepted_and_labelled() {
     );
     // No affinity in the spec: uplinks prefer distinct nodes, nothing required.
     let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
-    assert!(anti.required_during_scheduling_ignored_during_execution.is_none());
+    assert!(
+        anti.required_during_scheduling_ignored_during_execution
+            .is_none()
+    );
     let term = &anti
         .preferred_during_scheduling_ignored_during_execution
         .unwrap()[0]
