@@ -21,6 +21,9 @@ use testbed::netns::Netns;
 use testbed::node::{INTERNET_IP, Node, VPS_IP};
 
 const LONG: Duration = Duration::from_secs(240);
+/// The operator's namespace, as the README installs it (the uplinks live in `tunnel`, which
+/// the chart creates and labels for Pod Security).
+const OPERATOR_NS: &str = "tunnel-system";
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap()
@@ -124,6 +127,34 @@ fn udp_ask(ns: &Netns, addr: SocketAddr, payload: &'static [u8]) -> Option<Strin
     .flatten()
 }
 
+/// Streams `<reason>: <message>` of the EdgeNodes' condition `type_`, a line per change.
+fn watch_condition(node: &Node, type_: &str) -> std::process::Child {
+    let path = format!(
+        "jsonpath={{.status.conditions[?(@.type==\"{type_}\")].reason}}: {{.status.conditions[?(@.type==\"{type_}\")].message}}{{\"\\n\"}}"
+    );
+    node.kubectl()
+        .unwrap()
+        .args(["get", "edgenodes", "--watch", "-o", &path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// What a watch of [`watch_condition`] streamed until now (it is stopped).
+fn watched(mut watch: std::process::Child) -> String {
+    watch.kill().unwrap();
+    let mut seen = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    let _ = watch.wait();
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     let started = Instant::now();
@@ -152,7 +183,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
             "tunnel",
             chart,
             "--namespace",
-            "tunnel",
+            OPERATOR_NS,
             "--create-namespace",
         ])
         // The chart's default resources: the operator streams the Envoy it pushes.
@@ -162,11 +193,10 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     let operator_logs = || {
         format!(
             "operator pods:\n{}\nlogs:\n{}\nuplink pods:\n{}\nevents:\n{}",
-            try_kubectl(&node, &["-n", "tunnel", "get", "pods", "-o", "wide"], None)
-                .unwrap_or_else(|e| e),
+            try_kubectl(&node, &["get", "pods", "-A", "-o", "wide"], None).unwrap_or_else(|e| e),
             try_kubectl(
                 &node,
-                &["-n", "tunnel", "logs", "deploy/tunnel", "--tail=60"],
+                &["-n", OPERATOR_NS, "logs", "deploy/tunnel", "--tail=60"],
                 None
             )
             .unwrap_or_else(|e| e),
@@ -203,7 +233,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         &node,
         &[
             "-n",
-            "tunnel",
+            OPERATOR_NS,
             "get",
             "pods",
             "-l",
@@ -218,7 +248,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         "the operator's log",
         Duration::from_secs(30),
         || {
-            try_kubectl(&node, &["-n", "tunnel", "logs", "deploy/tunnel"], None)
+            try_kubectl(&node, &["-n", OPERATOR_NS, "logs", "deploy/tunnel"], None)
                 .ok()
                 .filter(|l| !l.trim().is_empty())
         },
@@ -265,20 +295,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     );
     let example1 = fixture("example1").replace("203.0.113.10", &VPS_IP.to_string());
     // Every `Ready` message of the first enrollment, as a watch streams them (none missed).
-    let mut watch = node
-        .kubectl()
-        .unwrap()
-        .args([
-            "get",
-            "edgenodes",
-            "--watch",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}: {.status.conditions[?(@.type==\"Ready\")].message}{\"\\n\"}",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let watch = watch_condition(&node, "Ready");
     kubectl(&node, &["apply", "-f", "-"], Some(&example1));
     eventually(
         "EdgeNode edge-node Ready",
@@ -286,15 +303,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         || ready_status(&node, None, "edgenode", "edge-node").filter(|s| s == "True"),
         operator_logs,
     );
-    watch.kill().unwrap();
-    let mut seen = String::new();
-    watch
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut seen)
-        .unwrap();
-    let _ = watch.wait();
+    let seen = watched(watch);
     eprintln!("Ready during the first enrollment:\n{seen}");
     for phase in [
         "connecting over SSH",
@@ -746,6 +755,7 @@ scrape_configs:
     );
     eprintln!("UplinksReady: {pending}");
     stage("a Pending replica named with the scheduler's reason");
+    let watch = watch_condition(&node, "UplinksReady");
     patch_uplink(r#"{"affinity":null}"#);
     eventually(
         "two uplink pods Ready",
@@ -771,6 +781,20 @@ scrape_configs:
     assert!(
         events.contains("its required anti-affinity (an old revision)"),
         "the operator unblocked the rollout: {events:?}"
+    );
+    // The pod the operator deleted ran and had a fresh handshake (which stays fresh for
+    // minutes): while it was gone or being replaced, it was not counted.
+    let seen = watched(watch);
+    eprintln!("UplinksReady while the rollout was freed:\n{seen}");
+    assert!(
+        seen.lines().any(|l| {
+            l.starts_with("UplinksNotReady: ")
+                && !l.contains(" 2/2 uplinks")
+                && ["is being deleted", "does not exist", "is Pending"]
+                    .iter()
+                    .any(|why| l.contains(&format!("uplink 0: pod {}-0 {why}", names.workload)))
+        }),
+        "uplink 0 not counted while its pod was replaced:\n{seen}"
     );
     stage("two replicas on one node, the blocked rollout freed");
     // Both tunnels up: the EdgeNode has seen this generation, is Ready with two uplinks, and
@@ -866,7 +890,7 @@ scrape_configs:
         &node,
         &[
             "-n",
-            "tunnel",
+            OPERATOR_NS,
             "get",
             "pods",
             "-l",
@@ -919,7 +943,7 @@ scrape_configs:
     let helm = node
         .helm()
         .unwrap()
-        .args(["uninstall", "tunnel", "--namespace", "tunnel", "--wait"])
+        .args(["uninstall", "tunnel", "--namespace", OPERATOR_NS, "--wait"])
         .output()
         .unwrap();
     assert!(
@@ -935,7 +959,7 @@ scrape_configs:
                 &node,
                 &[
                     "-n",
-                    "tunnel",
+                    OPERATOR_NS,
                     "get",
                     "pods",
                     "-l",
