@@ -123,6 +123,13 @@ pub enum NodeMsg {
     SessionLost,
     /// A scheduled wake-up of the core.
     WakeUp(u64),
+    /// The SSH session actor's job of pass `pass` started a phase (a few per pass).
+    Progress {
+        /// The pass it belongs to.
+        pass: u64,
+        /// The phase and its first step.
+        progress: crate::enroll::Progress,
+    },
     /// The SSH session actor finished a job.
     JobDone {
         /// The pass it belongs to.

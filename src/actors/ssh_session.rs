@@ -16,7 +16,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
-use crate::enroll::{self, EnrollError, PassOptions};
+use crate::enroll::{self, EnrollError, PassOptions, Progress};
 use crate::ssh::Session;
 use crate::ssh::private_key::KeyCache;
 
@@ -121,7 +121,11 @@ impl Actor for SshSessionActor {
         let _timer = state.ctx.metrics.handling("SSHSession");
         state.unwatch();
         let teardown = matches!(work, Work::Teardown);
-        let answer = run(state, &target, work).await;
+        let mut progress = |progress| {
+            // Only for the status; an EdgeNode actor that is gone gets the answer's error.
+            let _ = reply.send_message(NodeMsg::Progress { pass, progress });
+        };
+        let answer = run(state, &target, work, &mut progress).await;
         if !teardown {
             state.watch(&reply);
         }
@@ -143,7 +147,12 @@ impl Actor for SshSessionActor {
 /// Runs one job; a failed connection is an answer too. Connects (decoding the key first,
 /// when it is new) without a slot, then takes a global slot for the work on the VPS, under
 /// [`JOB_TIMEOUT`].
-async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobResult {
+async fn run(
+    state: &mut SshSessionState,
+    target: &Target,
+    work: Work,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> JobResult {
     let teardown = matches!(work, Work::Teardown);
     let fail = |e: ReconcileError| {
         if teardown {
@@ -187,7 +196,9 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
     if !state.ctx.fence.allows() {
         return fail(ReconcileError::NotLeader);
     }
-    if let Ok(answer) = tokio::time::timeout(JOB_TIMEOUT, work_on(state, target, work)).await {
+    if let Ok(answer) =
+        tokio::time::timeout(JOB_TIMEOUT, work_on(state, target, work, progress)).await
+    {
         answer
     } else {
         // The session may be mid-command: drop it and start afresh next time.
@@ -197,7 +208,12 @@ async fn run(state: &mut SshSessionState, target: &Target, work: Work) -> JobRes
 }
 
 /// The work of one job on the connected session.
-async fn work_on(state: &mut SshSessionState, target: &Target, work: Work) -> JobResult {
+async fn work_on(
+    state: &mut SshSessionState,
+    target: &Target,
+    work: Work,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> JobResult {
     let fail = |e: ReconcileError| match work {
         Work::Teardown => JobResult::TornDown(Err(e)),
         Work::Converge { .. } => JobResult::Converged(Err(e)),
@@ -213,7 +229,7 @@ async fn work_on(state: &mut SshSessionState, target: &Target, work: Work) -> Jo
                 ..PassOptions::default()
             };
             JobResult::Converged(
-                enroll::enroll(session, &desired, &options)
+                enroll::enroll_telling(session, &desired, &options, progress)
                     .await
                     .map_err(ReconcileError::Enroll),
             )

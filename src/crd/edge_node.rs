@@ -245,8 +245,9 @@ pub struct UplinkSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     /// Affinity of the uplink pods (taken only with the operator's `--edge-node-placement`,
-    /// the default). When omitted, replicas are spread one per node
-    /// (required anti-affinity on `kubernetes.io/hostname`).
+    /// the default). When omitted, replicas prefer distinct nodes (preferred anti-affinity
+    /// on `kubernetes.io/hostname`, weight 100): spread where nodes exist, several per node
+    /// where they do not; for one per node at most, give the required form here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 }

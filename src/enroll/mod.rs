@@ -13,6 +13,7 @@ pub mod health;
 pub mod layout;
 pub mod observe;
 pub mod pass;
+pub mod progress;
 pub mod state;
 pub mod steps;
 pub mod teardown;
@@ -23,6 +24,7 @@ pub use desired::{
 };
 pub use error::{DesiredError, EnrollError, ObservationError};
 pub use health::{Health, RelayStatus};
-pub use pass::{PassOptions, PassReport, dry_run, enroll, restart_envoy};
+pub use pass::{PassOptions, PassReport, dry_run, enroll, enroll_telling, restart_envoy};
+pub use progress::Progress;
 pub use steps::{Changes, Request, Step};
 pub use teardown::teardown;

@@ -11,6 +11,7 @@ use super::blob::{Blob, Stored};
 use super::health::{self, Health};
 use super::layout;
 use super::observe;
+use super::progress::{Progress, Teller};
 use super::steps::{self, Changes, Request, Source, Step};
 use crate::ssh::{Script, Session, SshError, write_file_owned, write_file_streamed};
 
@@ -73,7 +74,18 @@ pub async fn enroll(
     desired: &super::DesiredState,
     options: &PassOptions,
 ) -> Result<PassReport, EnrollError> {
+    enroll_telling(session, desired, options, &mut |_| {}).await
+}
+
+/// [`enroll`], telling `progress` when each phase starts (once per phase, [`Teller`]).
+pub async fn enroll_telling(
+    session: &mut Session,
+    desired: &super::DesiredState,
+    options: &PassOptions,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<PassReport, EnrollError> {
     let changes = dry_run(session, desired, options.request).await?;
+    let mut teller = Teller::default();
     let total = changes.steps.len();
     info!(host = %session.options().target(), steps = total, arch = changes.arch.uname(), "enrollment pass planned");
     let mut report = PassReport {
@@ -87,6 +99,9 @@ pub async fn enroll(
             return Err(EnrollError::Interrupted { done, total });
         }
         info!(host = %session.options().target(), step = %step, "enrollment step");
+        if let Some(p) = teller.step(done, total, step) {
+            progress(p);
+        }
         if let Some(warning) = run_step(session, step).await? {
             warn!(host = %session.options().target(), step = %step, warning = %warning, "enrollment step");
             report.warnings.push(warning);

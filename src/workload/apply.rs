@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, Resource};
 use tracing::warn;
 
 use crate::api_write::{ApiError, ApiStep};
 
 use super::CONFIG_HASH_ANNOTATION;
+use super::rollout::Unblock;
 
 /// Field manager of the objects EdgeNode actors write.
 pub const FIELD_MANAGER: &str = "tunnel-edgenode";
@@ -86,8 +87,13 @@ pub async fn apply_keys(client: &Client, secrets: &[&Secret]) -> Result<(), ApiE
     Ok(())
 }
 
-/// Applies the ConfigMap, the headless Service and the StatefulSet, then nudges the pods.
-pub async fn apply_workload(client: &Client, objects: &UplinkObjects) -> Result<(), ApiError> {
+/// Applies the ConfigMap, the headless Service and the StatefulSet, then nudges the pods, and
+/// deletes the one pod that keeps the rollout from going on, if any ([`super::rollout`]),
+/// and says which.
+pub async fn apply_workload(
+    client: &Client,
+    objects: &UplinkObjects,
+) -> Result<Option<Unblock>, ApiError> {
     let ns = objects.namespace.as_str();
     apply(
         &Api::namespaced(client.clone(), ns),
@@ -101,7 +107,7 @@ pub async fn apply_workload(client: &Client, objects: &UplinkObjects) -> Result<
         ApiStep::Workload,
     )
     .await?;
-    apply(
+    let applied = apply(
         &Api::namespaced(client.clone(), ns),
         &objects.statefulset,
         ApiStep::Workload,
@@ -113,8 +119,35 @@ pub async fn apply_workload(client: &Client, objects: &UplinkObjects) -> Result<
         .name
         .as_deref()
         .unwrap_or_default();
-    nudge_pods(client, ns, workload, objects.replicas, &objects.config_hash).await;
-    Ok(())
+    let pods = nudge_pods(client, ns, workload, objects.replicas, &objects.config_hash).await;
+    let replicas = usize::try_from(objects.replicas).unwrap_or(0);
+    let Some(unblock) = super::rollout::pod_in_the_way(&applied, &pods, replicas) else {
+        return Ok(None);
+    };
+    let victim = unblock.pod();
+    let uid = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(victim))
+        .and_then(|p| p.metadata.uid.clone());
+    let params = DeleteParams {
+        // This very pod: never its replacement.
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .delete(victim, &params)
+        .await
+    {
+        Ok(_) => Ok(Some(unblock)),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
+        Err(e) => Err(ApiError::at(
+            ApiStep::Workload,
+            format!("deleting uplink pod {ns}/{victim}, which blocks the rollout"),
+        )(e)),
+    }
 }
 
 /// Annotates each uplink pod with the hash of its configuration. A kubelet refreshes a
@@ -123,20 +156,28 @@ pub async fn apply_workload(client: &Client, objects: &UplinkObjects) -> Result<
 /// periodic sync (71 s measured on the test bed's node), while Envoy served the port already.
 /// A merge patch with an unchanged value writes nothing. A pod that does not exist yet is
 /// skipped (it mounts the new ConfigMap when it starts); any other failure only delays the
-/// refresh to the kubelet's own sync, so it is logged, and the pass goes on.
-async fn nudge_pods(client: &Client, namespace: &str, workload: &str, replicas: i32, hash: &str) {
+/// refresh to the kubelet's own sync, so it is logged, and the pass goes on. Returns the pods
+/// as patched (those that exist and could be patched).
+async fn nudge_pods(
+    client: &Client,
+    namespace: &str,
+    workload: &str,
+    replicas: i32,
+    hash: &str,
+) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let short = hash.get(..16).unwrap_or(hash);
     let patch = serde_json::json!({
         "metadata": {"annotations": {CONFIG_HASH_ANNOTATION: short}}
     });
+    let mut found = Vec::new();
     for ordinal in 0..replicas.max(0) {
         let name = format!("{workload}-{ordinal}");
         match pods
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {}
+            Ok(pod) => found.push(pod),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => warn!(
                 pod = %format!("{namespace}/{name}"),
@@ -145,10 +186,11 @@ async fn nudge_pods(client: &Client, namespace: &str, workload: &str, replicas: 
             ),
         }
     }
+    found
 }
 
-/// Server-side apply of one object under [`FIELD_MANAGER`].
-async fn apply<K>(api: &Api<K>, object: &K, step: ApiStep) -> Result<(), ApiError>
+/// Server-side apply of one object under [`FIELD_MANAGER`]; the object as applied.
+async fn apply<K>(api: &Api<K>, object: &K, step: ApiStep) -> Result<K, ApiError>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -163,7 +205,6 @@ where
         &Patch::Apply(object),
     )
     .await
-    .map(|_| ())
     .map_err(ApiError::at(
         step,
         format!("applying {} {name}", K::kind(&())),

@@ -17,6 +17,7 @@ mod objects;
 mod ownership;
 pub mod pod_policy;
 mod pods;
+mod rollout;
 mod statefulset;
 
 pub use apply::{
@@ -31,6 +32,7 @@ pub use ownership::{
 };
 pub use pod_policy::{PolicyError, TenantPolicy, UplinkNamespaceRule};
 pub use pods::{PodState, uplink_pods};
+pub use rollout::Unblock;
 pub use statefulset::{UplinkPodOptions, apply_pod_options, statefulset};
 
 /// Port of each uplink's `/ready` endpoint (Envoy health-checks it through the tunnel).

@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource, LocalObjectReference,
     ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Toleration, Volume, VolumeMount,
+    SecurityContext, Toleration, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -338,17 +338,33 @@ fn statefulset_base(w: &UplinkWorkload<'_>) -> StatefulSet {
 }
 
 /// One uplink per node: a node failure takes out at most one tunnel.
+/// Weight of the default anti-affinity: the scheduler's highest, so spreading outweighs the
+/// other scores whenever another node can take the pod.
+const SPREAD_WEIGHT: i32 = 100;
+
+/// Without `spec.uplink.affinity`: replicas *prefer* distinct nodes (`kubernetes.io/hostname`).
+/// Preferred, not required: on a cluster with fewer nodes than replicas the extra replicas
+/// still run beside the others (a second tunnel on the same node survives a pod restart or a
+/// rolling update, and `replicas: 2` on a one-node k3s or kind cluster runs instead of staying
+/// Pending); where nodes exist, the scheduler spreads them. The strict form (one per node, the
+/// rest Pending and named so in `UplinksReady`) is an explicit `affinity` with the same term
+/// under `requiredDuringSchedulingIgnoredDuringExecution` (docs/user-guide.md, Placement).
 fn default_affinity(node: &str, node_namespace: &str) -> Affinity {
     Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
-            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
-                label_selector: Some(LabelSelector {
-                    match_labels: Some(selector_labels(node, node_namespace)),
-                    ..LabelSelector::default()
-                }),
-                topology_key: "kubernetes.io/hostname".into(),
-                ..PodAffinityTerm::default()
-            }]),
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: SPREAD_WEIGHT,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(node, node_namespace)),
+                            ..LabelSelector::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
             ..PodAntiAffinity::default()
         }),
         ..Affinity::default()
@@ -444,5 +460,47 @@ mod tests {
             BTreeMap::from([("pool".into(), "edge".into())])
         );
         assert_eq!(pod.affinity, Some(default_affinity("edge-node", "default")));
+    }
+
+    #[test]
+    fn by_default_replicas_prefer_distinct_nodes_but_may_share_one() {
+        let spec: crate::crd::UplinkSpec = serde_json::from_str("{}").unwrap();
+        let w = UplinkWorkload {
+            node: "edge-node",
+            node_namespace: "default",
+            spec: &spec,
+            image: "uplink",
+            log_format: "json",
+            log_level: "info",
+            pod_options: &UplinkPodOptions::default(),
+        };
+        let anti = statefulset(&w)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .affinity
+            .unwrap()
+            .pod_anti_affinity
+            .unwrap();
+        assert!(
+            anti.required_during_scheduling_ignored_during_execution
+                .is_none(),
+            "nothing required: replicas: 2 runs on a one-node cluster"
+        );
+        let [preferred] = anti
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(preferred.weight, 100);
+        let term = preferred.pod_affinity_term;
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        assert_eq!(
+            term.label_selector.unwrap().match_labels.unwrap(),
+            selector_labels("edge-node", "default"),
+            "this EdgeNode's replicas only"
+        );
     }
 }

@@ -845,6 +845,8 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         // The configuration-hash annotation on the uplink pods, and their state.
         ("patch", "", "pods", Some("tunnel")),
         ("get", "", "pods", Some("tunnel")),
+        // One that blocks the uplink StatefulSet's rollout.
+        ("delete", "", "pods", Some("tunnel")),
         ("create", "events.k8s.io", "events", Some("default")),
         // The one Lease, by name (create cannot be limited by name).
         ("get", "coordination.k8s.io", LEASE, Some("tunnel-system")),

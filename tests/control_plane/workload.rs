@@ -117,11 +117,16 @@ async fn uplink_objects_are_accepted_and_labelled() {
         pod.tolerations.unwrap()[0].key.as_deref(),
         Some("dedicated")
     );
-    // No affinity in the spec: one uplink per node.
+    // No affinity in the spec: uplinks prefer distinct nodes, nothing required.
     let anti = pod.affinity.unwrap().pod_anti_affinity.unwrap();
+    assert!(
+        anti.required_during_scheduling_ignored_during_execution
+            .is_none()
+    );
     let term = &anti
-        .required_during_scheduling_ignored_during_execution
-        .unwrap()[0];
+        .preferred_during_scheduling_ignored_during_execution
+        .unwrap()[0]
+        .pod_affinity_term;
     assert_eq!(term.topology_key, "kubernetes.io/hostname");
     let container = &pod.containers[0];
     assert_eq!(

@@ -36,6 +36,8 @@ pub struct Applied {
     /// The uplink workload could not be applied: the VPS is enrolled all the same, and the
     /// status says so.
     pub workload_error: Option<ReconcileError>,
+    /// The uplink pod deleted because it kept the rollout from going on (`workload::rollout`).
+    pub unblocked: Option<workload::Unblock>,
 }
 
 /// Writes what `decision` asks for; stops at the first failure, except the uplink workload's:
@@ -69,10 +71,11 @@ pub async fn apply(
         .await
         .map_err(|e| no_reports(e.into()))?;
     let planned = decision.outcome?;
-    let workload_error = workload::apply_workload(&ctx.client, &planned.workload)
-        .await
-        .err()
-        .map(ReconcileError::from);
+    let (unblocked, workload_error) =
+        match workload::apply_workload(&ctx.client, &planned.workload).await {
+            Ok(unblocked) => (unblocked, None),
+            Err(e) => (None, Some(ReconcileError::from(e))),
+        };
     if workload_error.is_none() && !legacy.is_empty() {
         match workload::delete_owned(&ctx.client, legacy).await {
             Ok(()) => info!(
@@ -92,6 +95,7 @@ pub async fn apply(
             facts: planned.facts,
             reports: planned.reports,
             workload_error,
+            unblocked,
         }),
         Err(error) => Err(Refused {
             error,

@@ -6,8 +6,9 @@
 //!   dirty; when it reports back, one more pass applies the latest state.
 //! - A failed pass is retried with an exponential delay (reset by success).
 //! - A pass that succeeded but left the node unhealthy (e.g. the uplinks have not shaken hands
-//!   yet) is followed by a check soon, backing off while it stays unhealthy; a healthy node
-//!   waits for the drift timer.
+//!   yet) is followed by a check soon, backing off while it stays unhealthy (from the start
+//!   again after a pass that acted on the uplink pods itself); a healthy node waits for the
+//!   drift timer.
 //! - Every scheduled wake-up carries an epoch; a pass that starts makes older wake-ups stale.
 //! - The SSH connection dropping between passes (the VPS went down, keepalives unanswered)
 //!   runs a pass at once, so the loss shows in status now rather than at the drift pass;
@@ -57,6 +58,9 @@ pub enum Event {
     },
     /// The kept SSH connection to the VPS ended between passes.
     SessionLost,
+    /// The running pass changed the uplink pods itself (it deleted one that blocked the
+    /// rollout): the state moves on at once, so the next re-check comes soon again.
+    Acted,
     /// The running pass finished.
     PassDone {
         /// It reached its end without an error.
@@ -173,6 +177,10 @@ impl EdgeNodeCore {
             Event::Changed | Event::DriftDue | Event::SessionLost => self.want_pass(),
             Event::WakeUp { epoch } if epoch == self.epoch => self.want_pass(),
             Event::Started | Event::WakeUp { .. } => Vec::new(),
+            Event::Acted => {
+                self.unhealthy = 0;
+                Vec::new()
+            }
             Event::PassDone { ok, healthy } => {
                 self.running = false;
                 if ok {
@@ -326,6 +334,30 @@ mod tests {
             effects[..],
             [Effect::WakeAfter { delay, .. }] if delay == Duration::from_secs(6)
         ));
+    }
+
+    #[test]
+    fn a_pass_that_acted_on_the_pods_is_rechecked_soon_again() {
+        let mut c = core();
+        let delay_after = |c: &mut EdgeNodeCore, acted: bool| {
+            c.on(Event::Changed);
+            if acted {
+                c.on(Event::Acted);
+            }
+            match c.on(Event::PassDone {
+                ok: true,
+                healthy: false,
+            })[..]
+            {
+                [Effect::WakeAfter { delay, .. }] => delay,
+                ref other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(delay_after(&mut c, false), Duration::from_secs(3));
+        assert_eq!(delay_after(&mut c, false), Duration::from_secs(6));
+        assert_eq!(delay_after(&mut c, false), Duration::from_secs(12));
+        assert_eq!(delay_after(&mut c, true), Duration::from_secs(3));
+        assert_eq!(delay_after(&mut c, false), Duration::from_secs(6));
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct EdgeNodeState {
     /// Seeds the retry jitter: different per actor, so EdgeNodes that failed together (a
     /// provider outage) do not retry in lockstep.
     seed: u64,
+    /// The running pass deleted an uplink pod that blocked the rollout.
+    acted: bool,
 }
 
 impl std::fmt::Debug for EdgeNodeState {
@@ -134,6 +136,7 @@ impl Actor for EdgeNodeActor {
             core: EdgeNodeCore::new(ctx.schedule),
             ctx,
             seed: crate::jitter::random_seed(),
+            acted: false,
             key,
             pass: 0,
             ssh: None,
@@ -228,6 +231,14 @@ impl Actor for EdgeNodeActor {
                 }
                 return Ok(());
             }
+            NodeMsg::Progress { pass, progress } => {
+                if pass == state.pass
+                    && let Some(InFlight::Converge { node, .. }) = &state.in_flight
+                {
+                    report::enrolling_step(&state.ctx, node, &progress).await;
+                }
+                return Ok(());
+            }
             NodeMsg::JobDone { pass, result } => {
                 if pass != state.pass {
                     return Ok(());
@@ -236,6 +247,9 @@ impl Actor for EdgeNodeActor {
                     return Ok(());
                 };
                 let (ok, healthy) = finish(state, in_flight, result).await;
+                if std::mem::take(&mut state.acted) {
+                    state.core.on(Event::Acted);
+                }
                 Event::PassDone { ok, healthy }
             }
         };
@@ -378,6 +392,10 @@ async fn start_pass(
     match outcome {
         Ok((target, applied)) => {
             report::enrolling(&ctx, &node).await;
+            if let Some(pod) = &applied.unblocked {
+                report::rollout_unblocked(&ctx, &node, pod).await;
+                state.acted = true;
+            }
             let ssh = session_actor(myself, state).await?;
             if let Some(e) = &applied.workload_error {
                 warn!(node = %key, reason = e.category(), error = %e, "uplink workload not applied; enrolling the VPS all the same");

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::crd::{ANNOTATION_SKIP_DEPROVISION, EdgeNode, EdgeNodeStatus};
 use crate::enroll::PassReport;
@@ -192,27 +192,59 @@ pub async fn after_enrolled(
 /// Before the first enrollment's SSH job: `Ready=Unknown`, reason `Enrolling`, saying what
 /// happens now (an EdgeNode enrolled before keeps its conditions while later passes run).
 pub async fn enrolling(ctx: &Context, node: &EdgeNode) {
+    let message = format!(
+        "enrolling VPS {}: connecting over SSH and looking at the VPS, then installing the relay agent and Envoy (the first enrollment uploads about 110 MB when Envoy is pushed); the uplink workload is applied",
+        node.spec.address
+    );
+    if let Some((before, verdicts)) = write_enrolling(ctx, node, message).await {
+        publish_transitions(ctx, node, &before, &verdicts).await;
+    }
+}
+
+/// During the first enrollment's SSH job: the phase that starts now, in the `Enrolling`
+/// message (a few per pass, [`crate::enroll::progress`]); no Event.
+pub async fn enrolling_step(ctx: &Context, node: &EdgeNode, progress: &crate::enroll::Progress) {
+    let message = format!(
+        "enrolling VPS {}: {progress}; the uplink workload is applied",
+        node.spec.address
+    );
+    write_enrolling(ctx, node, message).await;
+}
+
+/// Writes `Ready=Unknown`, `Enrolling`, with `message` unless the node was enrolled before;
+/// the conditions before and the verdict, when written.
+async fn write_enrolling(
+    ctx: &Context,
+    node: &EdgeNode,
+    message: String,
+) -> Option<(Vec<Condition>, [Verdict; 1])> {
     let st = node.status.clone().unwrap_or_default();
     let enrolled_before = st
         .conditions
         .iter()
         .any(|c| c.type_ == status::ENROLLED && c.status == "True");
     if enrolled_before {
-        return;
+        return None;
     }
-    let verdicts = [Verdict::unknown(
-        status::READY,
-        "Enrolling",
-        format!(
-            "enrolling VPS {}: connecting over SSH, then installing the relay agent and Envoy (the first enrollment uploads about 110 MB when Envoy is pushed); the uplink workload is applied",
-            node.spec.address
-        ),
-    )];
+    let verdicts = [Verdict::unknown(status::READY, "Enrolling", message)];
     let mut next = st.clone();
-    let before = st.conditions.clone();
     next.conditions = with_verdicts(&st.conditions, &verdicts, node.metadata.generation);
     write_if_changed(ctx, node, &next).await;
-    publish_transitions(ctx, node, &before, &verdicts).await;
+    Some((st.conditions, verdicts))
+}
+
+/// An uplink pod deleted so the rollout can go on: an Event and a log line.
+pub async fn rollout_unblocked(ctx: &Context, node: &EdgeNode, unblock: &crate::workload::Unblock) {
+    let message = unblock.to_string();
+    info!(node = %ObjectKey::of(node), pod = unblock.pod(), "{message}");
+    ctx.publish(
+        &node.object_ref(&()),
+        false,
+        unblock.reason(),
+        message,
+        "Rollout",
+    )
+    .await;
 }
 
 /// A deletion that cannot tear the VPS down: `Ready=False` with the way out.
