@@ -8,6 +8,8 @@
 //!   with `ipMode: Proxy` and each port, its condition says so;
 //! - `spec.loadBalancerSourceRanges` that leave the client out refuse it at the edge, over TCP
 //!   and UDP; ranges that include it serve it again (changed live);
+//! - `tunnel.achetronic.com/max-connections: 1`: a second concurrent client is refused at the
+//!   edge, and served once the first leaves;
 //! - a Service port that conflicts with a PortBinding's port: the older object (the
 //!   PortBinding) keeps it, the Service says so in `ports[].error`, its condition and an Event;
 //!   its other port is served next to the first Service's;
@@ -19,6 +21,7 @@
 //!   closes its ports.
 
 use std::fmt::Write as _;
+use std::net::TcpStream;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -101,6 +104,7 @@ async fn load_balancer_services_are_served_through_the_vps() {
     let lb = &mut Lb::start().await;
     step!(lb, a_tcp_and_udp_service_is_served_with_the_vps_address);
     step!(lb, source_ranges_refuse_other_clients_at_the_edge);
+    step!(lb, a_connection_limit_refuses_the_one_over_it);
     step!(
         lb,
         a_port_conflict_leaves_the_port_to_the_older_port_binding
@@ -275,6 +279,45 @@ async fn source_ranges_refuse_other_clients_at_the_edge(lb: &mut Lb) {
                     .is_some_and(|a| a == b"game-udp: ping")
         }),
         "a client inside the source ranges is served again\n{}",
+        lb.describe()
+    );
+    apply_yaml::<Service>(&client, &game(&[])).await.unwrap();
+}
+
+async fn a_connection_limit_refuses_the_one_over_it(lb: &mut Lb) {
+    let client = lb.bed.client.clone();
+    let public = lb.public();
+    let limited = game(&[]).replace(
+        "    tunnel.achetronic.com/edge-node: edge-node\n",
+        "    tunnel.achetronic.com/edge-node: edge-node\n    tunnel.achetronic.com/max-connections: '1'\n",
+    );
+    apply_yaml::<Service>(&client, &limited).await.unwrap();
+    // Once the limit is on the VPS, one silent client holds the only place (the target answers
+    // only after a read) and a second is closed at once, unanswered.
+    let holder = eventually(
+        "a second client refused while one is connected",
+        LONG,
+        async || {
+            in_ns(lb.internet(), move || {
+                let holder =
+                    TcpStream::connect_timeout(&(public, 7000).into(), Duration::from_secs(2))
+                        .ok()?;
+                std::thread::sleep(Duration::from_millis(300));
+                let second = tcp_exchange((public, 7000).into(), b"two\n");
+                second.is_none_or(|a| a.is_empty()).then_some(holder)
+            })
+        },
+        || lb.describe(),
+    )
+    .await;
+    drop(holder);
+    assert!(
+        until_in(lb.internet(), move || tcp_exchange(
+            (public, 7000).into(),
+            b"three\n"
+        )
+        .is_some_and(|a| a == "game-tcp: three\n")),
+        "served again once the first client left\n{}",
         lb.describe()
     );
     apply_yaml::<Service>(&client, &game(&[])).await.unwrap();
