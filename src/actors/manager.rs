@@ -426,13 +426,14 @@ fn route_service(
     let ours = svc
         .as_ref()
         .is_some_and(|s| load_balancer::is_ours(s, ctx.load_balancers));
+    let version = svc.as_deref().map(load_balancer::version);
     let now = svc
         .as_ref()
         .filter(|s| ours && s.metadata.deletion_timestamp.is_none())
         .and_then(|s| {
             let node = load_balancer::edge_node_of(s, &ctx.stores.edge_nodes.state()).ok()?;
             Some(routes::SourceSeen {
-                generation: Some(load_balancer::version(s)),
+                generation: version,
                 edge_node: node,
             })
         });
@@ -455,7 +456,7 @@ fn route_service(
         return Ok(());
     };
     let heard = (
-        load_balancer::version(&svc),
+        version.unwrap_or_default(),
         load_balancer::has_finalizer(&svc),
         ours,
     );

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
+use sha2::{Digest, Sha256};
 
 use super::bindings::SourceInput;
 use super::outcome::{Reason, Refusal, SourceKind};
@@ -164,19 +165,18 @@ pub fn edge_node_of(
 
 /// `name` (in `namespace`) or `namespace/name`, each a DNS label or subdomain.
 fn parse_reference(value: &str, namespace: &str) -> Option<ObjectKey> {
-    let (ns, name) = match value.split_once('/') {
-        Some((ns, name)) => (ns, name),
-        None => (namespace, value),
-    };
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 253
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-            && !s.starts_with(['-', '.'])
-            && !s.ends_with(['-', '.'])
-    };
-    (valid(ns) && valid(name) && ns.len() <= 63).then(|| ObjectKey::new(ns, name))
+    let (ns, name) = value.split_once('/').unwrap_or((namespace, value));
+    (dns_subdomain(ns) && dns_subdomain(name) && ns.len() <= 63).then(|| ObjectKey::new(ns, name))
+}
+
+/// Lower-case letters, digits, `-` and `.`, neither first nor last; at most 253 characters.
+fn dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !s.starts_with(['-', '.'])
+        && !s.ends_with(['-', '.'])
 }
 
 /// The TLS Secret the annotations of `svc` name, if any.
@@ -223,12 +223,9 @@ pub fn version(svc: &Service) -> i64 {
         "annotations": ours,
         "deleting": svc.metadata.deletion_timestamp.is_some(),
     });
-    let digest = crate::hash::sha256_hex(material.to_string().as_bytes());
+    let digest = Sha256::digest(material.to_string().as_bytes());
     let mut bytes = [0u8; 8];
-    for (i, pair) in digest.as_bytes().chunks(2).take(8).enumerate() {
-        let hex = std::str::from_utf8(pair).unwrap_or("0");
-        bytes[i] = u8::from_str_radix(hex, 16).unwrap_or(0);
-    }
+    bytes.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(bytes)
 }
 
@@ -544,9 +541,9 @@ fn list(value: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// An SNI name as `tls.serverNames` takes it: a DNS name, or `*.` and one.
 fn server_name(name: &str) -> bool {
-    let rest = name.strip_prefix("*.").unwrap_or(name);
-    parse_reference(rest, "x").is_some() && !rest.contains('/') && name.len() <= 253
+    dns_subdomain(name.strip_prefix("*.").unwrap_or(name)) && name.len() <= 253
 }
 
 #[cfg(test)]
