@@ -136,17 +136,36 @@ impl Lb {
         let nodes: Api<EdgeNode> = Api::namespaced(client, "default");
         until_ready(&nodes, "edge-node", || lb.describe()).await;
         // README Example 1 is served before any Service comes (Envoy's first health checks).
-        let public = lb.public();
         assert!(
-            until_in(lb.internet(), move || tcp_exchange(
-                (public, 80).into(),
-                b"y\n"
-            )
-            .is_some_and(|a| a == "my-web: y\n")),
+            lb.until_tcp(80, b"y\n", "my-web: y\n"),
             "README Example 1 served\n{}",
             lb.describe()
         );
         lb
+    }
+
+    /// Whether TCP `port` of the VPS answers `send` with `want` within the wait.
+    fn until_tcp(&self, port: u16, send: &'static [u8], want: &'static str) -> bool {
+        let public = self.public();
+        until_in(self.internet(), move || {
+            tcp_exchange((public, port).into(), send).is_some_and(|a| a == want)
+        })
+    }
+
+    /// Whether TCP `port` of the VPS is closed (no answer) within the wait.
+    fn until_tcp_closed(&self, port: u16) -> bool {
+        let public = self.public();
+        until_in(self.internet(), move || {
+            tcp_exchange((public, port).into(), b"x\n").is_none()
+        })
+    }
+
+    /// TCP `port` of the VPS's answer to `send`, now.
+    fn tcp_now(&self, port: u16, send: &'static [u8]) -> Option<String> {
+        let public = self.public();
+        in_ns(self.internet(), move || {
+            tcp_exchange((public, port).into(), send)
+        })
     }
 
     fn describe(&self) -> String {
@@ -226,11 +245,7 @@ async fn a_tcp_and_udp_service_is_served_with_the_vps_address(lb: &mut Lb) {
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Served"));
     assert!(finalized(&svc), "our finalizer is on the Service: {svc}");
     assert!(
-        until_in(lb.internet(), move || tcp_exchange(
-            (public, 7000).into(),
-            b"hello\n"
-        )
-        .is_some_and(|a| a == "game-tcp: hello\n")),
+        lb.until_tcp(7000, b"hello\n", "game-tcp: hello\n"),
         "TCP 7000 through the VPS\n{}",
         lb.describe()
     );
@@ -261,11 +276,7 @@ async fn source_ranges_refuse_other_clients_at_the_edge(lb: &mut Lb) {
         lb.describe()
     );
     assert!(
-        in_ns(lb.internet(), move || tcp_exchange(
-            (public, 80).into(),
-            b"y\n"
-        ))
-        .is_some_and(|a| a == "my-web: y\n"),
+        lb.tcp_now(80, b"y\n").is_some_and(|a| a == "my-web: y\n"),
         "the PortBinding's port is not restricted"
     );
     apply_yaml::<Service>(&client, &game(&["192.0.2.0/24", "10.0.0.0/8"]))
@@ -312,11 +323,7 @@ async fn a_connection_limit_refuses_the_one_over_it(lb: &mut Lb) {
     .await;
     drop(holder);
     assert!(
-        until_in(lb.internet(), move || tcp_exchange(
-            (public, 7000).into(),
-            b"three\n"
-        )
-        .is_some_and(|a| a == "game-tcp: three\n")),
+        lb.until_tcp(7000, b"three\n", "game-tcp: three\n"),
         "served again once the first client left\n{}",
         lb.describe()
     );
@@ -358,11 +365,7 @@ async fn a_port_conflict_leaves_the_port_to_the_older_port_binding(lb: &mut Lb) 
     );
     let public = lb.public();
     assert!(
-        until_in(lb.internet(), move || tcp_exchange(
-            (public, 7002).into(),
-            b"x\n"
-        )
-        .is_some_and(|a| a == "clash: x\n")),
+        lb.until_tcp(7002, b"x\n", "clash: x\n"),
         "the second Service's free port is served\n{}",
         lb.describe()
     );
@@ -475,11 +478,8 @@ async fn removing_a_port_closes_that_port_only(lb: &mut Lb) {
         serde_json::json!([{"port": 7000, "protocol": "TCP"}])
     );
     assert!(
-        in_ns(lb.internet(), move || tcp_exchange(
-            (public, 7000).into(),
-            b"q\n"
-        ))
-        .is_some_and(|a| a == "game-tcp: q\n"),
+        lb.tcp_now(7000, b"q\n")
+            .is_some_and(|a| a == "game-tcp: q\n"),
         "TCP 7000 still served"
     );
 }
@@ -499,22 +499,14 @@ async fn a_service_that_stops_being_a_load_balancer_is_released(lb: &mut Lb) {
         })
         .await;
     assert_eq!(svc["spec"]["type"], "ClusterIP");
-    let public = lb.public();
     assert!(
-        until_in(lb.internet(), move || tcp_exchange(
-            (public, 7002).into(),
-            b"x\n"
-        )
-        .is_none()),
+        lb.until_tcp_closed(7002),
         "its port is closed on the VPS\n{}",
         lb.describe()
     );
     assert!(
-        in_ns(lb.internet(), move || tcp_exchange(
-            (public, 7000).into(),
-            b"z\n"
-        ))
-        .is_some_and(|a| a == "game-tcp: z\n"),
+        lb.tcp_now(7000, b"z\n")
+            .is_some_and(|a| a == "game-tcp: z\n"),
         "the other Service is still served"
     );
 }
@@ -564,11 +556,7 @@ async fn a_service_deleted_while_the_operator_is_down_is_released(lb: &mut Lb) {
         lb.describe()
     );
     assert!(
-        in_ns(lb.internet(), move || tcp_exchange(
-            (public, 80).into(),
-            b"y\n"
-        ))
-        .is_some_and(|a| a == "my-web: y\n"),
+        lb.tcp_now(80, b"y\n").is_some_and(|a| a == "my-web: y\n"),
         "the PortBinding is still served"
     );
 }
