@@ -260,12 +260,14 @@ impl Metrics {
         out
     }
 
-    /// An actor of `kind` started.
+    /// An actor of `kind` started. Its kind's restart counter and parked gauge exist from
+    /// then on, at zero until something happens: a dashboard panel or an alert reading them
+    /// has a series to show rather than nothing.
     pub fn actor_started(&self, kind: &'static str) {
-        self.0
-            .actors_alive
-            .get_or_create(&KindLabels { kind })
-            .inc();
+        let labels = KindLabels { kind };
+        self.0.actors_alive.get_or_create(&labels).inc();
+        drop(self.0.restarts.get_or_create(&labels));
+        drop(self.0.parked.get_or_create(&labels));
     }
 
     /// An actor of `kind` stopped or failed.
@@ -536,6 +538,19 @@ mod tests {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_started_kind_has_its_restart_and_parked_series_at_zero() {
+        let m = Metrics::new();
+        m.actor_started("PortBinding");
+        let text = m.encode();
+        for line in [
+            "tunnel_actor_restarts_total{kind=\"PortBinding\"} 0",
+            "tunnel_actors_parked{kind=\"PortBinding\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
     }
 
     #[test]

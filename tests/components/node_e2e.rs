@@ -487,76 +487,146 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     );
     stage("a LoadBalancer Service served, shown by kubectl, deleted");
 
-    // 5. Prometheus (Debian's package) scrapes Envoy's stats through the uplink pod the
-    // README's PodMonitor selects: label app.kubernetes.io/name=uplink, port 40600,
-    // /stats/prometheus (the pod is found with that selector; Debian's build has no
-    // Kubernetes service discovery, and building Prometheus for it cost the cold set-up
-    // 7 minutes). The bound listener's downstream connection counter counts the requests
-    // above.
+    // 5. A user's mistake, as a failing pass: an EdgeNode whose SSH Secret does not exist
+    // says so, and counts in tunnel_errors_total (what the dashboard's "Errors by category"
+    // and the TunnelReconcileErrors alert read).
+    kubectl(
+        &node,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata:\n  name: no-secret\n  namespace: default\nspec:\n  address: {INTERNET_IP}\n  ssh:\n    secretRef:\n      name: missing-ssh-secret\n"
+        )),
+    );
+    eventually(
+        "EdgeNode no-secret says its SSH Secret is missing",
+        Duration::from_secs(60),
+        || {
+            try_kubectl(
+                &node,
+                &[
+                    "get",
+                    "edgenode",
+                    "no-secret",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|r| r == "SSHSecretNotFound")
+        },
+        operator_logs,
+    );
+
+    // 6. The chart's dashboard and alerts against a real Prometheus (Debian's package) after
+    // the traffic above. It scrapes what the chart's monitors select: the operator's metrics
+    // port over HTTPS, authenticated with the token of a ServiceAccount bound to the chart's
+    // metrics-reader ClusterRole (as the ServiceMonitor's scraper), the certificate verified
+    // (the operator's own, for its pod's name); and Envoy's stats through the uplink pod, as
+    // the PodMonitor does (label app.kubernetes.io/name=uplink, port 40600,
+    // /stats/prometheus, the pod's namespace as `namespace`). Debian's build has no
+    // Kubernetes service discovery (building one cost the cold set-up 7 minutes), so the pods
+    // are static targets. Every panel's query returns series, and every alert is loaded,
+    // evaluated without error, and each series it reads exists.
     let uplink_ip = kubectl(
         &node,
         &[
             "-n",
             "tunnel",
             "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=uplink",
+            "pod",
+            &pod,
             "-o",
-            "jsonpath={.items[0].status.podIP}",
+            "jsonpath={.status.podIP}",
         ],
         None,
     );
-    let prom_dir = tempfile::tempdir().unwrap();
-    let prom_port = testbed::free_port().unwrap();
+    let operator_pod = kubectl(
+        &node,
+        &[
+            "-n",
+            OPERATOR_NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=tunnel",
+            "-o",
+            "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}",
+        ],
+        None,
+    );
+    let (operator_name, operator_ip) = operator_pod.split_once(' ').unwrap();
+    kubectl(
+        &node,
+        &["-n", OPERATOR_NS, "create", "serviceaccount", "scraper"],
+        None,
+    );
+    kubectl(
+        &node,
+        &[
+            "create",
+            "clusterrolebinding",
+            "tunnel-scraper",
+            "--clusterrole=tunnel-metrics-reader",
+            &format!("--serviceaccount={OPERATOR_NS}:scraper"),
+        ],
+        None,
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
     std::fs::write(
-        prom_dir.path().join("prometheus.yml"),
-        format!(
-            r#"global: {{scrape_interval: 2s, scrape_timeout: 1s}}
-scrape_configs:
+        &token,
+        kubectl(
+            &node,
+            &["-n", OPERATOR_NS, "create", "token", "scraper"],
+            None,
+        )
+        .trim(),
+    )
+    .unwrap();
+    let served = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("{operator_ip}:8443")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&served.stdout);
+    let cert = served
+        .find("-----BEGIN CERTIFICATE-----")
+        .and_then(|a| {
+            let end = "-----END CERTIFICATE-----";
+            served[a..].find(end).map(|b| &served[a..a + b + end.len()])
+        })
+        .unwrap_or_else(|| panic!("the operator's certificate: {served}"));
+    let ca = secrets.path().join("operator.crt");
+    std::fs::write(&ca, format!("{cert}\n")).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prometheus = testbed::prometheus::Prometheus::start(
+        &format!(
+            r#"  - job_name: tunnel-operator
+    scheme: https
+    authorization: {{credentials_file: "{}"}}
+    tls_config: {{ca_file: "{}", server_name: "{operator_name}"}}
+    static_configs:
+      - targets: ["{operator_ip}:8443"]
+        labels: {{namespace: {OPERATOR_NS}}}
   - job_name: uplink-envoy
     metrics_path: /stats/prometheus
     static_configs:
       - targets: ["{uplink_ip}:40600"]
-"#
+        labels: {{namespace: tunnel}}
+"#,
+            token.display(),
+            ca.display()
         ),
+        &[repo.join(testbed::promql::RULES)],
     )
     .unwrap();
-    let _prometheus = testbed::process::Process::spawn(
-        "prometheus",
-        std::process::Command::new("/usr/bin/prometheus")
-            .arg(format!(
-                "--config.file={}",
-                prom_dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
-        Some(&prom_dir.path().join("prometheus.log")),
-    )
-    .unwrap();
-    let query = |q: &str| -> Option<serde_json::Value> {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-sfG",
-                "--max-time",
-                "3",
-                &format!("http://127.0.0.1:{prom_port}/api/v1/query"),
-            ])
-            .args(["--data-urlencode", &format!("query={q}")])
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
-    };
     let series = eventually(
         "Prometheus to scrape Envoy's listener counters through the uplink pod",
         Duration::from_secs(90),
         || {
-            let v = query("envoy_listener_downstream_cx_total")?;
-            let result = v["data"]["result"].as_array()?.clone();
-            let on_80: Vec<_> = result
+            let on_80: Vec<_> = prometheus
+                .query("envoy_listener_downstream_cx_total")?
                 .into_iter()
                 .filter(|r| {
                     r["metric"].as_object().is_some_and(|m| {
@@ -571,20 +641,7 @@ scrape_configs:
                 .collect();
             (!on_80.is_empty()).then_some(on_80)
         },
-        || {
-            format!(
-                "targets: {}\nlog: {}",
-                std::process::Command::new("curl")
-                    .args([
-                        "-s",
-                        &format!("http://127.0.0.1:{prom_port}/api/v1/targets")
-                    ])
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default(),
-                std::fs::read_to_string(prom_dir.path().join("prometheus.log")).unwrap_or_default()
-            )
-        },
+        || prometheus.describe(),
     );
     eprintln!("Prometheus: {series:?}");
     assert!(
@@ -594,6 +651,75 @@ scrape_configs:
         "scraped from the uplink pod {uplink_ip}:40600: {series:?}"
     );
     stage("Prometheus scrapes Envoy through an uplink pod");
+
+    let (panels, alerts) = (testbed::promql::panels(repo), testbed::promql::alerts(repo));
+    let empty = |queries: &[String]| -> Vec<String> {
+        queries
+            .iter()
+            .filter(|q| prometheus.query(q).is_none_or(|r| r.is_empty()))
+            .cloned()
+            .collect()
+    };
+    let mut wanted: Vec<String> = panels.iter().map(|p| p.expr.clone()).collect();
+    for alert in &alerts {
+        wanted.extend(testbed::promql::selectors(&alert.expr).unwrap());
+    }
+    // rate() needs two samples in its window; the first scrapes are a few seconds old.
+    let missing = eventually(
+        "every panel's query and every series an alert reads to return series",
+        Duration::from_secs(60),
+        || {
+            let missing = empty(&wanted);
+            missing.is_empty().then_some(missing)
+        },
+        || format!("empty: {:#?}\n{}", empty(&wanted), prometheus.describe()),
+    );
+    assert!(missing.is_empty());
+    let rules = eventually(
+        "Prometheus to evaluate every alert",
+        Duration::from_secs(30),
+        || {
+            let rules = prometheus.rules();
+            (rules.len() == alerts.len() && rules.iter().all(|r| r["health"] == "ok"))
+                .then_some(rules)
+        },
+        || format!("rules: {:#?}", prometheus.rules()),
+    );
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["lastError"].as_str().unwrap_or_default().is_empty()),
+        "{rules:#?}"
+    );
+    drop(prometheus);
+    stage("the dashboard's queries and the alerts against a real Prometheus");
+
+    kubectl(
+        &node,
+        &[
+            "annotate",
+            "edgenode",
+            "no-secret",
+            &format!("{}=true", tunnel::crd::ANNOTATION_SKIP_DEPROVISION),
+        ],
+        None,
+    );
+    kubectl(
+        &node,
+        &[
+            "delete",
+            "edgenode",
+            "no-secret",
+            "--wait=true",
+            "--timeout=90s",
+        ],
+        None,
+    );
+    kubectl(
+        &node,
+        &["delete", "clusterrolebinding", "tunnel-scraper"],
+        None,
+    );
 
     // 3. What a user looks at.
     let table = kubectl(&node, &["get", "en,pb", "-o", "wide"], None);

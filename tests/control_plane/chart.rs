@@ -28,6 +28,7 @@ use testbed::operator::{
     CHART_INSTALL, CHART_SA_GROUPS, CHART_SA_USER, CHART_UPLINK_IMAGE, OperatorBed,
 };
 use testbed::process::Process;
+use testbed::promql::{self, RULES};
 use tunnel::crd::{EdgeNode, PortBinding};
 
 const CHART_CRDS: &str = "charts/tunnel/files/crds.yaml";
@@ -476,83 +477,6 @@ fn chart_upgrades_and_monitors(render: &dyn Fn(&[&str]) -> Output) {
     assert_eq!(json["uid"], "tunnel-overview");
 }
 
-const RULES: &str = "charts/tunnel/files/prometheus-rules.yaml";
-const DASHBOARD: &str = "charts/tunnel/files/dashboard.json";
-
-/// Every PromQL expression of the dashboard's panels.
-fn dashboard_queries() -> Vec<(String, String)> {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
-    let mut out = Vec::new();
-    for panel in json["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            out.push((
-                panel["title"].as_str().unwrap().to_owned(),
-                target["expr"].as_str().unwrap().to_owned(),
-            ));
-        }
-    }
-    out
-}
-
-/// The metric names an expression reads: identifiers outside label matchers (`{...}`) and
-/// grouping clauses (`by (...)`), that are not PromQL functions or keywords.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut plain = String::new();
-    let mut depth_brace = 0;
-    let mut chars = expr.chars().peekable();
-    let mut skip_paren = false;
-    let mut word = String::new();
-    while let Some(c) = chars.next() {
-        if c == '{' {
-            depth_brace += 1;
-        } else if c == '}' {
-            depth_brace -= 1;
-            continue;
-        }
-        if depth_brace > 0 {
-            continue;
-        }
-        if c == '[' {
-            // A range: skip to its end.
-            for d in chars.by_ref() {
-                if d == ']' {
-                    break;
-                }
-            }
-            continue;
-        }
-        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-            word.push(c);
-            continue;
-        }
-        if !word.is_empty() {
-            if word == "by" || word == "without" {
-                skip_paren = true;
-            }
-            plain.push_str(&word);
-            plain.push(' ');
-            word.clear();
-        }
-        if c == '(' && skip_paren {
-            for d in chars.by_ref() {
-                if d == ')' {
-                    break;
-                }
-            }
-            skip_paren = false;
-        }
-    }
-    if !word.is_empty() {
-        plain.push_str(&word);
-    }
-    plain
-        .split_whitespace()
-        .filter(|w| w.starts_with("tunnel_") || w.starts_with("envoy_"))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The series names an OpenMetrics text exposes (`_total`, `_bucket`, ... included).
 fn exposed_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
@@ -591,42 +515,26 @@ async fn alerts_and_dashboard_queries_are_valid_and_read_real_metrics() {
         assert!(out.status.success(), "promtool {file:?}: {out:?}");
     };
     promtool(Path::new(RULES));
-    let queries = dashboard_queries();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let queries = promql::panels(repo);
     assert!(queries.len() >= 10);
     let rules = serde_json::json!({"groups": [{"name": "dashboard", "rules":
-        queries.iter().enumerate().map(|(i, (_, e))| json!({"record": format!("panel_{i}"), "expr": e})).collect::<Vec<_>>()}]});
+        queries.iter().enumerate().map(|(i, q)| json!({"record": format!("panel_{i}"), "expr": q.expr})).collect::<Vec<_>>()}]});
     let file = dir.path().join("dashboard-rules.yaml");
     std::fs::write(&file, serde_yaml::to_string(&rules).unwrap()).unwrap();
     promtool(&file);
 
     // The names each expression reads.
-    let alert_file: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(RULES).unwrap()).unwrap();
-    let mut exprs: Vec<(String, String)> = alert_file["groups"][0]["rules"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["alert"].as_str().unwrap().to_owned(),
-                r["expr"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let mut exprs = promql::alerts(repo);
+    assert!(exprs.len() >= 5);
     exprs.extend(queries);
-    assert_eq!(
-        metric_names(
-            "max by (namespace, envoy_cluster_name) (rate(envoy_x_total{a=\"b\"}[5m])) or tunnel_y"
-        ),
-        ["envoy_x_total", "tunnel_y"]
-    );
 
     let operator = exposed_names(&operator_metrics());
     let envoy = envoy_stats(dir.path()).await;
     let envoy = exposed_names(&envoy);
     let mut unknown = Vec::new();
-    for (what, expr) in &exprs {
-        let names = metric_names(expr);
+    for promql::Query { name: what, expr } in &exprs {
+        let names = promql::metric_names(expr).unwrap();
         assert!(!names.is_empty(), "{what}: {expr} reads no metric");
         for name in names {
             let known = if name.starts_with("tunnel_") {

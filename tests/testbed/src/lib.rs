@@ -37,6 +37,8 @@ pub mod objects;
 pub mod operator;
 pub mod pods;
 pub mod process;
+pub mod prometheus;
+pub mod promql;
 pub mod tools;
 pub mod uplinks;
 pub mod vps;
