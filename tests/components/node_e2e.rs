@@ -11,121 +11,18 @@
 //! Needs the node's binaries (`tests/testbed/setup.d/30-node.sh`) and
 //! `cargo build -p uplink -p testbed --bins`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use testbed::images;
-use testbed::netns::Netns;
 use testbed::node::{INTERNET_IP, Node, VPS_IP};
 
-const LONG: Duration = Duration::from_secs(240);
-/// The operator's namespace, as the README installs it (the uplinks live in `tunnel`, which
-/// the chart creates and labels for Pod Security).
-const OPERATOR_NS: &str = "tunnel-system";
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap()
-}
-
-/// `kubectl args...`, stdin `input`; panics with stderr on failure.
-fn kubectl(node: &Node, args: &[&str], input: Option<&str>) -> String {
-    try_kubectl(node, args, input).unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-}
-
-/// The `Ready` condition's status of `kind/name` (in `namespace`, when given), if it can be read.
-fn ready_status(node: &Node, namespace: Option<&str>, kind: &str, name: &str) -> Option<String> {
-    let mut args = Vec::new();
-    if let Some(namespace) = namespace {
-        args.extend(["-n", namespace]);
-    }
-    args.extend([
-        "get",
-        kind,
-        name,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-    ]);
-    try_kubectl(node, &args, None).ok()
-}
-
-fn try_kubectl(node: &Node, args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let mut cmd = node.kubectl().unwrap();
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(text) = input {
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// Polls `f` every 500 ms until it returns `Some`, or panics naming `what` and `context()`.
-fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn http_get(ns: &Netns, addr: SocketAddr) -> Option<String> {
-    http_attempt(ns, addr)
-        .ok()
-        .filter(|t| t.starts_with("HTTP/1.0 200"))
-}
-
-/// One GET; the answer, or what went wrong.
-fn http_attempt(ns: &Netns, addr: SocketAddr) -> Result<String, String> {
-    ns.enter(move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-            .map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
-            .map_err(|e| format!("write: {e}"))?;
-        let mut bytes = Vec::new();
-        s.read_to_end(&mut bytes)
-            .map_err(|e| format!("read: {e}"))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    })
-    .map_err(|e| e.to_string())?
-}
-
-fn udp_ask(ns: &Netns, addr: SocketAddr, payload: &'static [u8]) -> Option<String> {
-    ns.enter(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.send_to(payload, addr).ok()?;
-        let mut buf = [0u8; 2048];
-        let (n, _) = s.recv_from(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    })
-    .ok()
-    .flatten()
-}
+use crate::node_support::{
+    self, LONG, OPERATOR_NS, eventually, fixture, http_attempt, http_get, kubectl, ready_status,
+    try_kubectl, udp_ask,
+};
 
 /// Streams `<reason>: <message>` of the EdgeNodes' condition `type_`, a line per change.
 fn watch_condition(node: &Node, type_: &str) -> std::process::Child {
@@ -165,68 +62,86 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         );
     };
     let bins = testbed::tools::agent_binary("tunnel").unwrap();
-    let archives = images::standard(bins.parent().unwrap()).unwrap();
-    stage("images written");
-    let node = Node::start(&archives).await.unwrap();
+    let bin_dir = bins.parent().unwrap();
+    let node = Node::start(&images::test_only(bin_dir).unwrap())
+        .await
+        .unwrap();
     stage("node Ready");
+
+    // 0. The README's first command: `deploy/images.sh` builds the operator and uplink images
+    // with no container engine (the project's OCI writer, `--builder oci`) and loads them
+    // where the cluster's runtime finds them: here the node's containerd (`--load containerd`
+    // with CONTAINERD_ADDRESS; the README's `--load k3s` is the same import through k3s's
+    // ctr). The binaries are this build's debug ones (`--bin-dir`, `--debug`; a release build
+    // would cost the run a second compile), Envoy the test bed's. Whatever an earlier run left
+    // under those names is removed first: the pods below can only run what the script loaded.
+    node.remove_images(&[images::OPERATOR, images::UPLINK])
+        .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let script = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/images.sh"))
+        .args(["--load", "containerd", "--builder", "oci", "--debug"])
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .arg("--envoy")
+        .arg(testbed::tools::envoy().unwrap())
+        .arg("--out")
+        .arg(out_dir.path())
+        .env("CONTAINERD_ADDRESS", node.containerd_address())
+        .output()
+        .unwrap();
+    assert!(
+        script.status.success(),
+        "deploy/images.sh: {}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    let loaded = node.image_names().unwrap();
+    for image in [images::OPERATOR, images::UPLINK] {
+        assert!(
+            loaded.iter().any(|l| l == image),
+            "{image} loaded: {loaded:?}"
+        );
+    }
+    stage("images built and loaded by deploy/images.sh");
 
     // The "internet": a namespace routed from the host, the VPS behind it.
     let (internet, vps) = node.internet_with_vps().unwrap();
 
     // 1. helm install: the operator pod Running and Ready under its ServiceAccount.
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/tunnel");
     let helm = node
         .helm()
         .unwrap()
+        // The README's command, word for word (`charts/tunnel` from the repository's root).
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "install",
             "tunnel",
-            chart,
-            "--namespace",
+            "charts/tunnel",
+            "-n",
             OPERATOR_NS,
             "--create-namespace",
         ])
-        // The chart's default resources: the operator streams the Envoy it pushes.
-        .args(["--wait", "--timeout", "180s"])
         .output()
         .unwrap();
-    let operator_logs = || {
-        format!(
-            "operator pods:\n{}\nlogs:\n{}\nuplink pods:\n{}\nevents:\n{}",
-            try_kubectl(&node, &["get", "pods", "-A", "-o", "wide"], None).unwrap_or_else(|e| e),
-            try_kubectl(
-                &node,
-                &["-n", OPERATOR_NS, "logs", "deploy/tunnel", "--tail=60"],
-                None
-            )
-            .unwrap_or_else(|e| e),
-            try_kubectl(
-                &node,
-                &[
-                    "-n",
-                    "tunnel",
-                    "logs",
-                    "-l",
-                    "app.kubernetes.io/name=uplink",
-                    "--tail=20",
-                    "--all-containers"
-                ],
-                None
-            )
-            .unwrap_or_else(|e| e),
-            try_kubectl(
-                &node,
-                &["get", "events", "-A", "--sort-by=.lastTimestamp"],
-                None
-            )
-            .unwrap_or_else(|e| e),
-        )
-    };
+    let operator_logs = || node_support::operator_logs(&node, OPERATOR_NS);
     assert!(
         helm.status.success(),
         "helm install: {}\n{}",
         String::from_utf8_lossy(&helm.stderr),
         operator_logs()
+    );
+    // The operator Ready (the README does not wait; the test does, to go on).
+    kubectl(
+        &node,
+        &[
+            "-n",
+            OPERATOR_NS,
+            "rollout",
+            "status",
+            "deploy/tunnel",
+            "--timeout=180s",
+        ],
+        None,
     );
     stage("helm install");
     let pod = kubectl(

@@ -100,35 +100,58 @@ pub fn uplink_for(name: &str, binary: &Path) -> ImageSpec {
 /// `$TUNNEL_CACHE/node/images` from the workspace's binaries in `bin_dir` (`tunnel`,
 /// `tunnelctl`, `uplink`, `tb-echo`: `target/<profile>/`) and the cached Envoy.
 pub fn standard(bin_dir: &Path) -> Result<Vec<PathBuf>, TestbedError> {
-    let agent = |name: &str| -> Result<PathBuf, TestbedError> {
-        let path = bin_dir.join(name);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(TestbedError::MissingBinary {
-                name: name.into(),
-                path,
-            })
-        }
-    };
-    let specs = [
-        ImageSpec {
-            name: PAUSE.into(),
-            entrypoint: vec!["/bin/sleep".into(), "infinity".into()],
-            ..ImageSpec::default()
-        },
-        operator(&agent("tunnel")?, &agent("tunnelctl")?, &tools::envoy()?),
-        uplink(&agent("uplink")?),
-        ImageSpec {
-            name: ECHO.into(),
-            files: vec![(agent("tb-echo")?, "/usr/local/bin/tb-echo".into())],
-            user: "65532:65532".into(),
-            entrypoint: vec!["/usr/local/bin/tb-echo".into()],
-            ..ImageSpec::default()
-        },
-    ];
+    write_all(&[
+        pause(),
+        operator(
+            &agent(bin_dir, "tunnel")?,
+            &agent(bin_dir, "tunnelctl")?,
+            &tools::envoy()?,
+        ),
+        uplink(&agent(bin_dir, "uplink")?),
+        echo(bin_dir)?,
+    ])
+}
+
+/// Only the images of the test bed itself (the sandbox and the echo workload), for a node
+/// whose operator and uplink images come from `deploy/images.sh`.
+pub fn test_only(bin_dir: &Path) -> Result<Vec<PathBuf>, TestbedError> {
+    write_all(&[pause(), echo(bin_dir)?])
+}
+
+fn write_all(specs: &[ImageSpec]) -> Result<Vec<PathBuf>, TestbedError> {
     let out = images_dir();
     specs.iter().map(|spec| write(spec, &out)).collect()
+}
+
+/// `bin_dir/name`, which must exist.
+fn agent(bin_dir: &Path, name: &str) -> Result<PathBuf, TestbedError> {
+    let path = bin_dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TestbedError::MissingBinary {
+            name: name.into(),
+            path,
+        })
+    }
+}
+
+fn pause() -> ImageSpec {
+    ImageSpec {
+        name: PAUSE.into(),
+        entrypoint: vec!["/bin/sleep".into(), "infinity".into()],
+        ..ImageSpec::default()
+    }
+}
+
+fn echo(bin_dir: &Path) -> Result<ImageSpec, TestbedError> {
+    Ok(ImageSpec {
+        name: ECHO.into(),
+        files: vec![(agent(bin_dir, "tb-echo")?, "/usr/local/bin/tb-echo".into())],
+        user: "65532:65532".into(),
+        entrypoint: vec!["/usr/local/bin/tb-echo".into()],
+        ..ImageSpec::default()
+    })
 }
 
 fn images_dir() -> PathBuf {

@@ -19,6 +19,7 @@
 //! Fixed ports: 10.233.0.1:6443 (API) and :10250 (kubelet); 127.0.0.1:22379/22380 (etcd),
 //! 10248, 10249, 10256, 10257, 10259.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -180,14 +181,51 @@ impl Node {
         Ok(cmd)
     }
 
-    /// Imports an OCI archive into containerd's `k8s.io` namespace.
-    pub fn import(&self, archive: &Path) -> Result<Output, TestbedError> {
+    /// The node's containerd socket (what `ctr` reads from `CONTAINERD_ADDRESS`).
+    pub fn containerd_address(&self) -> PathBuf {
+        PathBuf::from(RUN).join("containerd.sock")
+    }
+
+    /// `ctr -n k8s.io images args...` against the node's containerd.
+    fn images(&self, args: &[&OsStr]) -> Result<Output, TestbedError> {
         netns::run(
             Command::new("ctr")
-                .args(["--address", &format!("{RUN}/containerd.sock")])
-                .args(["-n", "k8s.io", "images", "import"])
-                .arg(archive),
+                .arg("--address")
+                .arg(self.containerd_address())
+                .args(["-n", "k8s.io", "images"])
+                .args(args),
         )
+    }
+
+    /// Imports an OCI archive into containerd's `k8s.io` namespace.
+    pub fn import(&self, archive: &Path) -> Result<Output, TestbedError> {
+        self.images(&[OsStr::new("import"), archive.as_os_str()])
+    }
+
+    /// Removes images from containerd's `k8s.io` namespace (those it does not have are
+    /// ignored): the store is kept between runs.
+    pub fn remove_images(&self, names: &[&str]) -> Result<(), TestbedError> {
+        let listed = self.image_names()?;
+        let mut args = vec![OsStr::new("rm")];
+        args.extend(
+            names
+                .iter()
+                .filter(|n| listed.iter().any(|l| l == **n))
+                .map(OsStr::new),
+        );
+        if args.len() > 1 {
+            self.images(&args)?;
+        }
+        Ok(())
+    }
+
+    /// The names of the images in containerd's `k8s.io` namespace.
+    pub fn image_names(&self) -> Result<Vec<String>, TestbedError> {
+        let listed = self.images(&[OsStr::new("ls"), OsStr::new("-q")])?;
+        Ok(String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Links the host to a network namespace the test made (its "internet"): a veth pair
