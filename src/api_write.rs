@@ -59,7 +59,7 @@ pub enum ApiError {
 
 /// A sentence for an API error: who refused what and why, in the API server's own words
 /// (never the debug dump of the whole Status), and for a refused write what to look at.
-fn api_words(e: &kube::Error) -> String {
+pub fn api_words(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(status) => {
             let hint = match status.code {

@@ -22,7 +22,7 @@ pub type SecretMetadata = ScopedStore<PartialObjectMeta<Secret>>;
 
 /// A Secret could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading Secret {secret}: {source}")]
+#[error("reading Secret {secret}: {}", crate::api_write::api_words(source))]
 pub struct SecretReadError {
     /// `namespace/name`.
     pub secret: String,
@@ -134,5 +134,32 @@ mod tests {
         assert!(!fresh(Some(&secret), Some("8")), "changed since");
         assert!(!fresh(Some(&secret), None));
         assert!(!fresh(None, Some("7")), "never fetched");
+    }
+
+    #[test]
+    fn a_refused_read_is_a_sentence_not_the_status_dump() {
+        let e = SecretReadError {
+            secret: "default/vps-ssh-secret".into(),
+            source: kube::Error::Api(Box::new(
+                kube::core::Status::failure(
+                    "secrets \"vps-ssh-secret\" is forbidden: User \"system:serviceaccount:tunnel-system:tunnel\" cannot get resource \"secrets\"",
+                    "Forbidden",
+                )
+                .with_code(403),
+            )),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("reading Secret default/vps-ssh-secret: the API server refused it (403 Forbidden): secrets \"vps-ssh-secret\" is forbidden"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("the operator's RBAC does not allow it"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Status {") && !text.contains("ApiError"),
+            "{text}"
+        );
     }
 }

@@ -22,7 +22,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::Deserialize as _;
 use serde_json::json;
-use testbed::apiserver::ApiServer;
+use testbed::apiserver::{ApiServer, RESTRICTED_BY_DEFAULT};
 use testbed::free_port;
 use testbed::operator::{
     CHART_INSTALL, CHART_SA_GROUPS, CHART_SA_USER, CHART_UPLINK_IMAGE, OperatorBed,
@@ -1243,25 +1243,6 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             .is_ok()
     );
 }
-
-/// Pod Security `restricted` for every namespace by default, as Talos or a CIS-hardened k3s
-/// configure the API server.
-const RESTRICTED_BY_DEFAULT: &str = "apiVersion: apiserver.config.k8s.io/v1
-kind: AdmissionConfiguration
-plugins:
-  - name: PodSecurity
-    configuration:
-      apiVersion: pod-security.admission.config.k8s.io/v1
-      kind: PodSecurityConfiguration
-      defaults:
-        enforce: restricted
-        enforce-version: latest
-        audit: restricted
-        audit-version: latest
-        warn: restricted
-        warn-version: latest
-      exemptions: {usernames: [], runtimeClasses: [], namespaces: []}
-";
 
 /// The `helm install` line of the README, as words.
 fn readme_install() -> Vec<String> {

@@ -58,6 +58,25 @@ impl AuditedWrite {
     }
 }
 
+/// Pod Security `restricted` for every namespace by default, as Talos or a CIS-hardened k3s
+/// configure the API server.
+pub const RESTRICTED_BY_DEFAULT: &str = "apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: PodSecurity
+    configuration:
+      apiVersion: pod-security.admission.config.k8s.io/v1
+      kind: PodSecurityConfiguration
+      defaults:
+        enforce: restricted
+        enforce-version: latest
+        audit: restricted
+        audit-version: latest
+        warn: restricted
+        warn-version: latest
+      exemptions: {usernames: [], runtimeClasses: [], namespaces: []}
+";
+
 /// The service cluster IP range the API server allocates ClusterIPs from.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 

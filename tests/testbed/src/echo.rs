@@ -18,10 +18,12 @@ spec:
     metadata: {{labels: {{app: echo}}}}
     spec:
       terminationGracePeriodSeconds: 2
+      securityContext: {{runAsNonRoot: true, seccompProfile: {{type: RuntimeDefault}}}}
       containers:
         - name: echo
           image: {image}
           imagePullPolicy: Never
+          securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
           ports: [{{containerPort: 8080}}, {{containerPort: 5353, protocol: UDP}}]
           readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
 ",

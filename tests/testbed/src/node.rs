@@ -514,6 +514,16 @@ conntrack: {{maxPerCore: 0}}
             "--allow-privileged=true",
             "--v=0",
         ]);
+        // Pod Security `restricted` by default, as hardened clusters configure it: what runs
+        // here (the operator, the echo workload) must meet it, and the uplinks' namespace must
+        // be labelled for what they need.
+        let admission = self.dir.join("admission.yaml");
+        std::fs::write(&admission, crate::apiserver::RESTRICTED_BY_DEFAULT)
+            .map_err(TestbedError::io("writing the admission configuration"))?;
+        cmd.arg(format!(
+            "--admission-control-config-file={}",
+            admission.display()
+        ));
         self.spawn("kube-apiserver", &mut cmd)
     }
 
