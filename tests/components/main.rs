@@ -24,6 +24,7 @@ mod enroll_planned;
 mod load_balancer;
 mod node_e2e;
 mod node_support;
+mod node_upgrade;
 mod operator_chart_rbac;
 mod operator_e2e;
 mod operator_faults;
