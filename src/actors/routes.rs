@@ -362,7 +362,7 @@ mod tests {
         let workload = |ns: &str, name: &str| UplinkNames::for_node(ns, name).workload;
         assert_eq!(
             owners_of_uplink_set(
-                &ObjectKey::new("tunnel", &workload("team-b", "edge")),
+                &ObjectKey::new("tunnel", workload("team-b", "edge")),
                 &nodes
             ),
             [ObjectKey::new("team-b", "edge")]
@@ -370,14 +370,14 @@ mod tests {
         // Its name in another namespace than the EdgeNode's uplink namespace: not its own.
         assert_eq!(
             owners_of_uplink_set(
-                &ObjectKey::new("elsewhere", &workload("team-a", "edge")),
+                &ObjectKey::new("elsewhere", workload("team-a", "edge")),
                 &nodes
             ),
             []
         );
         assert_eq!(
             owners_of_uplink_set(
-                &ObjectKey::new("elsewhere", &workload("team-c", "edge")),
+                &ObjectKey::new("elsewhere", workload("team-c", "edge")),
                 &nodes
             ),
             [ObjectKey::new("team-c", "edge")]
