@@ -292,12 +292,12 @@ impl Actor for Manager {
                 let run = routes::uplink_set_changed(state.sts_seen.get(&key), &seen);
                 state.sts_seen.insert(key.clone(), seen);
                 if run {
-                    uplink_set_changed(&ctx, &key);
+                    tell_owners_of_uplink_set(&ctx, &key);
                 }
             }
             ManagerMsg::StatefulSetGone(key) => {
                 state.sts_seen.remove(&key);
-                uplink_set_changed(&ctx, &key);
+                tell_owners_of_uplink_set(&ctx, &key);
             }
             ManagerMsg::Relisted(listed) => {
                 let (keys, supervisor): (Vec<ObjectKey>, _) = match listed {
@@ -334,7 +334,7 @@ impl Actor for Manager {
                             .collect();
                         for key in gone {
                             state.sts_seen.remove(&key);
-                            uplink_set_changed(&ctx, &key);
+                            tell_owners_of_uplink_set(&ctx, &key);
                         }
                         return Ok(());
                     }
@@ -381,7 +381,7 @@ fn changed(ctx: &Context, node: &ObjectKey) {
 }
 
 /// Tells the EdgeNode(s) of uplink StatefulSet `sts` that it changed or went.
-fn uplink_set_changed(ctx: &Context, sts: &ObjectKey) {
+fn tell_owners_of_uplink_set(ctx: &Context, sts: &ObjectKey) {
     for node in routes::owners_of_uplink_set(sts, &ctx.stores.edge_nodes.state()) {
         changed(ctx, &node);
     }
