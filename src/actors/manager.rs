@@ -15,13 +15,17 @@
 //!   (changed, new, gone, moved, no longer ours) → the EdgeNode(s) concerned as
 //!   [`NodeMsg::Source`], and the LoadBalancer supervisor (its actor writes its status and
 //!   keeps our finalizer); an EdgeNode event re-routes them (the default EdgeNode may move);
+//! - an uplink StatefulSet whose pod counts changed (the StatefulSet controller's word that an
+//!   uplink pod is being deleted, went, came or became Ready: [`routes::uplink_set_changed`])
+//!   → its EdgeNode ([`routes::owners_of_uplink_set`]), so `UplinksReady` tells the truth now
+//!   rather than at the drift pass; one deleted, or gone while the watch was down → its
+//!   EdgeNode (re-apply). Our own apply of it changes no count, so it never loops;
 //! - a grant, or the API server's addresses → every EdgeNode.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kube::ResourceExt;
 use kube::runtime::reflector;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{info, warn};
@@ -77,6 +81,8 @@ pub struct ManagerState {
     svc_seen: BTreeMap<ObjectKey, routes::SourceSeen>,
     /// What the LoadBalancer actor of each Service last heard: (version, finalizer, ours).
     lb_heard: BTreeMap<ObjectKey, (i64, bool, bool)>,
+    /// The pod counts of each uplink StatefulSet when last seen.
+    sts_seen: BTreeMap<ObjectKey, routes::UplinkSetSeen>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -136,6 +142,7 @@ impl Actor for Manager {
             pb_seen: BTreeMap::new(),
             svc_seen: BTreeMap::new(),
             lb_heard: BTreeMap::new(),
+            sts_seen: BTreeMap::new(),
             tasks,
         };
         // The Services' watch forwards changes only: those there at start are routed here.
@@ -279,16 +286,18 @@ impl Actor for Manager {
                     changed(&ctx, &ObjectKey::of(node.as_ref()));
                 }
             }
-            ManagerMsg::StatefulSetGone(sts) => {
-                for node in ctx.stores.edge_nodes.state() {
-                    let names = crate::workload::UplinkNames::for_node(
-                        &node.namespace().unwrap_or_default(),
-                        &node.name_any(),
-                    );
-                    if node.spec.uplink.namespace == sts.namespace && names.workload == sts.name {
-                        changed(&ctx, &ObjectKey::of(node.as_ref()));
-                    }
+            ManagerMsg::StatefulSet(sts) => {
+                let key = ObjectKey::of(sts.as_ref());
+                let seen = routes::UplinkSetSeen::of(&sts);
+                let run = routes::uplink_set_changed(state.sts_seen.get(&key), &seen);
+                state.sts_seen.insert(key.clone(), seen);
+                if run {
+                    tell_owners_of_uplink_set(&ctx, &key);
                 }
+            }
+            ManagerMsg::StatefulSetGone(key) => {
+                state.sts_seen.remove(&key);
+                tell_owners_of_uplink_set(&ctx, &key);
             }
             ManagerMsg::Relisted(listed) => {
                 let (keys, supervisor): (Vec<ObjectKey>, _) = match listed {
@@ -310,6 +319,25 @@ impl Actor for Manager {
                             .collect(),
                         &state.port_bindings,
                     ),
+                    Listed::StatefulSets => {
+                        // Those deleted while the watch was down: re-applied now.
+                        let listed = &ctx.stores.stateful_sets;
+                        let gone: Vec<ObjectKey> = state
+                            .sts_seen
+                            .keys()
+                            .filter(|k| {
+                                listed
+                                    .get(&reflector::ObjectRef::new(&k.name).within(&k.namespace))
+                                    .is_none()
+                            })
+                            .cloned()
+                            .collect();
+                        for key in gone {
+                            state.sts_seen.remove(&key);
+                            tell_owners_of_uplink_set(&ctx, &key);
+                        }
+                        return Ok(());
+                    }
                     Listed::Services => {
                         // Services gone while the watch was down: their EdgeNodes and actors
                         // hear of it.
@@ -349,6 +377,13 @@ fn taking_part(ctx: &Context) -> Vec<Arc<PortBinding>> {
 fn changed(ctx: &Context, node: &ObjectKey) {
     if let Some(actor) = protocol::edge_node(ctx, node) {
         let _ = actor.send_message(NodeMsg::Changed);
+    }
+}
+
+/// Tells the EdgeNode(s) of uplink StatefulSet `sts` that it changed or went.
+fn tell_owners_of_uplink_set(ctx: &Context, sts: &ObjectKey) {
+    for node in routes::owners_of_uplink_set(sts, &ctx.stores.edge_nodes.state()) {
+        changed(ctx, &node);
     }
 }
 

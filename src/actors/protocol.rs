@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use ractor::ActorRef;
 
 use crate::crd::{EdgeNode, PortBinding};
@@ -82,6 +83,8 @@ pub enum ManagerMsg {
     Grant,
     /// The API server's addresses changed: every EdgeNode plans again.
     ApiServer,
+    /// An uplink StatefulSet was added or changed (its status: its pods came or went).
+    StatefulSet(Arc<StatefulSet>),
     /// An uplink StatefulSet went (someone deleted it: re-apply).
     StatefulSetGone(ObjectKey),
     /// A watch relisted: these are all the objects of that kind.
@@ -97,6 +100,8 @@ pub enum Listed {
     PortBindings,
     /// Services (their LoadBalancer actors).
     Services,
+    /// The uplink StatefulSets (those gone meanwhile are gone for their EdgeNodes).
+    StatefulSets,
 }
 
 /// Messages of an EdgeNode actor.

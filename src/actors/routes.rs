@@ -1,13 +1,18 @@
-//! The Manager's routing of EdgeNode events and of the events of sources (PortBindings,
-//! LoadBalancer Services), pure (DESIGN.md §3, one route per
-//! kind of change): from what the Manager saw of an object before and what it sees now, which
-//! actors hear of it. Our own status writes change nothing the routes look at (generation,
-//! annotations, deletion, the EdgeNode a PortBinding points at), so they never loop.
+//! The Manager's routing of EdgeNode events, of the events of sources (PortBindings,
+//! LoadBalancer Services) and of the uplink StatefulSets' status, pure (DESIGN.md §3, one
+//! route per kind of change): from what the Manager saw of an object before and what it sees
+//! now, which actors hear of it. Our own writes change nothing the routes look at (generation,
+//! annotations, deletion, the EdgeNode a PortBinding points at; of an uplink StatefulSet only
+//! the pod counts the StatefulSet controller writes), so they never loop.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
 
 use crate::crd::{EdgeNode, PortBinding};
 use crate::object_key::ObjectKey;
+use crate::workload::UplinkNames;
 
 use super::edge_node::core::Seen;
 use super::index;
@@ -117,6 +122,62 @@ pub fn port_binding(before: Option<&SourceSeen>, now: &SourceSeen) -> PortBindin
 /// The EdgeNode told of a PortBinding that is gone (`before`: what was seen last).
 pub fn port_binding_gone(before: Option<&SourceSeen>) -> Option<(ObjectKey, Seen)> {
     source(before, None).into_iter().next()
+}
+
+/// What of an uplink StatefulSet's status follows its pods as `UplinksReady` counts them (a
+/// pod counts when it runs and is not being deleted): the StatefulSet controller (v1.34,
+/// `computeReplicaStatus`) rewrites these as its pods change. A pod being deleted drops
+/// `currentReplicas`/`updatedReplicas` at once (they skip terminating pods) and
+/// `readyReplicas` when its container stops; a pod gone drops `replicas`; its replacement
+/// raises `replicas`, `currentReplicas`/`updatedReplicas` when created and `readyReplicas`
+/// when its `/ready` answers. Left out on purpose: `observedGeneration` and the revisions
+/// (they follow our own writes of the spec, and the pods they replace move the counts
+/// anyway), `availableReplicas` (`readyReplicas` after `minReadySeconds`, 0 for ours: the
+/// same update), the conditions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkSetSeen {
+    /// `status.replicas`: pods created (terminating ones too).
+    pub replicas: i32,
+    /// `status.readyReplicas`: pods running and Ready.
+    pub ready: i32,
+    /// `status.currentReplicas`: pods of the current revision, not being deleted.
+    pub current: i32,
+    /// `status.updatedReplicas`: pods of the update revision, not being deleted.
+    pub updated: i32,
+}
+
+impl UplinkSetSeen {
+    /// How `sts`'s pods are now, as its status says (no status: none yet).
+    pub fn of(sts: &StatefulSet) -> Self {
+        sts.status.as_ref().map_or_else(Self::default, |s| Self {
+            replicas: s.replicas,
+            ready: s.ready_replicas.unwrap_or_default(),
+            current: s.current_replicas.unwrap_or_default(),
+            updated: s.updated_replicas.unwrap_or_default(),
+        })
+    }
+}
+
+/// Whether an uplink StatefulSet seen `now` runs a pass of its EdgeNode, `before` being what
+/// was seen last (`None`: new, or the operator just started). Only a change of its pod counts
+/// does: our own apply of its spec changes metadata, spec and generation, never these, so a
+/// pass never causes the next; a pass follows each pod change the controller reports, no
+/// more. A StatefulSet seen first runs none: it was there before the first pass that reads it
+/// (start-up, a relist), or that pass made it.
+pub fn uplink_set_changed(before: Option<&UplinkSetSeen>, now: &UplinkSetSeen) -> bool {
+    before.is_some_and(|b| b != now)
+}
+
+/// The EdgeNodes among `nodes` whose uplink StatefulSet is `sts`: those whose uplink
+/// namespace and workload name it has (the name holds a 64-bit digest of the EdgeNode's
+/// namespace and name, [`UplinkNames`]).
+pub fn owners_of_uplink_set(sts: &ObjectKey, nodes: &[Arc<EdgeNode>]) -> Vec<ObjectKey> {
+    nodes
+        .iter()
+        .filter(|node| node.spec.uplink.namespace == sts.namespace)
+        .map(|node| ObjectKey::of(node.as_ref()))
+        .filter(|node| UplinkNames::for_node(&node.namespace, &node.name).workload == sts.name)
+        .collect()
 }
 
 #[cfg(test)]
@@ -229,6 +290,101 @@ mod tests {
         assert_eq!(
             source(None, Some(&pb(8, "other"))),
             [(other, Seen::Present(Some(8)))]
+        );
+    }
+
+    fn set(status: &str) -> StatefulSet {
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: s, namespace: tunnel, generation: 3}}\nstatus: {status}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_change_of_the_pod_counts_of_a_known_uplink_set_runs_a_pass() {
+        let healthy = UplinkSetSeen::of(&set(
+            "{replicas: 2, readyReplicas: 2, availableReplicas: 2, currentReplicas: 2, updatedReplicas: 2, observedGeneration: 3}",
+        ));
+        assert_eq!(
+            healthy,
+            UplinkSetSeen {
+                replicas: 2,
+                ready: 2,
+                current: 2,
+                updated: 2
+            }
+        );
+        // A user deletes a pod: the controller's updates as the pod terminates, goes, and its
+        // replacement is created and becomes Ready. Each is a pass.
+        let steps = [
+            "{replicas: 2, readyReplicas: 2, currentReplicas: 1, updatedReplicas: 1}",
+            "{replicas: 2, readyReplicas: 1, currentReplicas: 1, updatedReplicas: 1}",
+            "{replicas: 1, readyReplicas: 1, currentReplicas: 1, updatedReplicas: 1}",
+            "{replicas: 2, readyReplicas: 1, currentReplicas: 2, updatedReplicas: 2}",
+            "{replicas: 2, readyReplicas: 2, currentReplicas: 2, updatedReplicas: 2}",
+        ];
+        let mut before = healthy;
+        for step in steps {
+            let now = UplinkSetSeen::of(&set(step));
+            assert!(uplink_set_changed(Some(&before), &now), "{step}");
+            before = now;
+        }
+        // Our own apply: a new generation, then the controller's observedGeneration, a new
+        // update revision and availableReplicas, counts unchanged: no pass, so no loop.
+        let ours = UplinkSetSeen::of(&set(
+            "{replicas: 2, readyReplicas: 2, availableReplicas: 1, currentReplicas: 2, updatedReplicas: 2, observedGeneration: 4, updateRevision: s-abc}",
+        ));
+        assert!(!uplink_set_changed(Some(&healthy), &ours));
+        // Seen first (start-up, a relist into an empty memory, or the pass that created it):
+        // the first pass reads it anyway.
+        assert!(!uplink_set_changed(None, &healthy));
+        // No status yet is no pods.
+        assert_eq!(UplinkSetSeen::of(&set("null")), UplinkSetSeen::default());
+        assert!(uplink_set_changed(
+            Some(&UplinkSetSeen::default()),
+            &healthy
+        ));
+    }
+
+    #[test]
+    fn an_uplink_set_reaches_only_the_edge_node_it_belongs_to() {
+        let node = |namespace: &str, name: &str, uplinks: &str| {
+            Arc::new(crate::actors::testing::edge_node(&format!(
+                "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  address: 203.0.113.10\n  ssh: {{secretRef: {{name: vps-ssh}}}}\n  uplink: {{namespace: {uplinks}}}\n"
+            )))
+        };
+        let nodes = [
+            node("team-a", "edge", "tunnel"),
+            node("team-b", "edge", "tunnel"),
+            node("team-a", "other", "tunnel"),
+            node("team-c", "edge", "elsewhere"),
+        ];
+        let workload = |ns: &str, name: &str| UplinkNames::for_node(ns, name).workload;
+        assert_eq!(
+            owners_of_uplink_set(
+                &ObjectKey::new("tunnel", workload("team-b", "edge")),
+                &nodes
+            ),
+            [ObjectKey::new("team-b", "edge")]
+        );
+        // Its name in another namespace than the EdgeNode's uplink namespace: not its own.
+        assert_eq!(
+            owners_of_uplink_set(
+                &ObjectKey::new("elsewhere", workload("team-a", "edge")),
+                &nodes
+            ),
+            []
+        );
+        assert_eq!(
+            owners_of_uplink_set(
+                &ObjectKey::new("elsewhere", workload("team-c", "edge")),
+                &nodes
+            ),
+            [ObjectKey::new("team-c", "edge")]
+        );
+        assert_eq!(
+            owners_of_uplink_set(&ObjectKey::new("tunnel", "stranger-uplink"), &nodes),
+            []
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The watches, in one room: a kube-runtime reflector per kind the tree reads (EdgeNodes,
-//! PortBindings, Secrets (metadata only) and Services in the watched namespaces, the uplink StatefulSets,
+//! PortBindings, Secrets (metadata only) and Services in the watched namespaces, the uplink
+//! StatefulSets (each change, deletion and relist: their status follows the uplink pods),
 //! ReferenceGrants, the API server's own Service and EndpointSlices), each feeding its cache
 //! and turning its events into [`ManagerMsg`]s. `/readyz` follows their health.
 
@@ -85,10 +86,11 @@ pub fn start(
         cfg().labels("app.kubernetes.io/managed-by=tunnel"),
         ready.clone(),
         manager.clone(),
-        |e| match e {
-            watcher::Event::Delete(o) => vec![ManagerMsg::StatefulSetGone(key_of(&o))],
-            _ => Vec::new(),
-        },
+        lifecycle(
+            ManagerMsg::StatefulSet,
+            ManagerMsg::StatefulSetGone,
+            Listed::StatefulSets,
+        ),
     );
     let (grants, t6) = pump(
         Api::<ReferenceGrant>::all(client.clone()),
@@ -157,8 +159,9 @@ fn each_change<K: Resource>(
     }
 }
 
-/// The events of a kind whose every object has an actor: added or changed, gone, and the end
-/// of a relist (actors of objects not listed stop).
+/// The events of a kind the Manager follows object by object: added or changed, gone, and
+/// the end of a relist (what it knew of objects not listed goes: their actors stop, their
+/// EdgeNodes hear of it).
 fn lifecycle<K: Resource>(
     changed: fn(Arc<K>) -> ManagerMsg,
     gone: fn(ObjectKey) -> ManagerMsg,

@@ -31,6 +31,7 @@ mod operator_faults;
 mod operator_metrics;
 mod operator_passes;
 mod operator_tls;
+mod operator_uplink_pods;
 mod ssh_costs;
 mod ssh_session;
 mod trust_admin;
