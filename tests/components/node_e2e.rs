@@ -567,7 +567,10 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     );
     stage("Prometheus scrapes Envoy through an uplink pod");
 
-    let (panels, alerts) = (testbed::promql::panels(repo), testbed::promql::alerts(repo));
+    let (panels, alerts) = (
+        testbed::promql::panels(repo).unwrap(),
+        testbed::promql::alerts(repo).unwrap(),
+    );
     let empty = |queries: &[String]| -> Vec<String> {
         queries
             .iter()
@@ -896,6 +899,9 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         )
     };
     let before = uid(&node).unwrap();
+    // What UplinksReady says while the pod is replaced (the StatefulSet's pod counts reach
+    // the EdgeNode's pass at once, not at the drift pass).
+    let watch = watch_condition(&node, "UplinksReady");
     kubectl(
         &node,
         &["-n", "tunnel", "delete", "pod", &victim, "--wait=false"],
@@ -923,6 +929,34 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
             (now != before && ready == "True").then_some(())
         },
         operator_logs,
+    );
+    eventually(
+        "UplinksReady True again with both uplinks",
+        LONG,
+        || {
+            try_kubectl(
+                &node,
+                &[
+                    "get",
+                    "edgenode",
+                    "edge-node",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"UplinksReady\")].message}",
+                ],
+                None,
+            )
+            .ok()
+            .filter(|m| m.starts_with("2/2 uplinks are up"))
+        },
+        operator_logs,
+    );
+    let seen = watched(watch);
+    eprintln!("UplinksReady while {victim} was replaced:\n{seen}");
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with("UplinksNotReady: 1/2 uplinks are up")
+                && l.contains(&format!("pod {victim} "))),
+        "UplinksReady said the deleted pod was not up while it was replaced:\n{seen}"
     );
     stage("uplink pod replaced under traffic");
 

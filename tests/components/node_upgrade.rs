@@ -26,6 +26,15 @@ use crate::node_support::{
 /// Requests answered after the upgrade, before the client stops.
 const AFTER: usize = 20;
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// What this build's operator needs beyond chart 0.1.0's RBAC, for the time it runs under it.
 const BRIDGE: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -176,6 +185,9 @@ async fn helm_upgrade_from_0_1_0_keeps_every_binding_serving() {
     let stop = AtomicBool::new(false);
     let answered = AtomicUsize::new(0);
     std::thread::scope(|scope| {
+        // Stops the client when this scope ends, by a failed assertion too (the scope waits
+        // for its threads before it lets the panic go on).
+        let _stop = StopOnDrop(&stop);
         let client = scope.spawn(|| {
             let mut failures = Vec::new();
             while !stop.load(Ordering::SeqCst) {

@@ -516,7 +516,7 @@ async fn alerts_and_dashboard_queries_are_valid_and_read_real_metrics() {
     };
     promtool(Path::new(RULES));
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let queries = promql::panels(repo);
+    let queries = promql::panels(repo).unwrap();
     assert!(queries.len() >= 10);
     let rules = serde_json::json!({"groups": [{"name": "dashboard", "rules":
         queries.iter().enumerate().map(|(i, q)| json!({"record": format!("panel_{i}"), "expr": q.expr})).collect::<Vec<_>>()}]});
@@ -525,7 +525,7 @@ async fn alerts_and_dashboard_queries_are_valid_and_read_real_metrics() {
     promtool(&file);
 
     // The names each expression reads.
-    let mut exprs = promql::alerts(repo);
+    let mut exprs = promql::alerts(repo).unwrap();
     assert!(exprs.len() >= 5);
     exprs.extend(queries);
 

@@ -20,15 +20,15 @@ pub struct Query {
     pub expr: String,
 }
 
-fn read(repo: &Path, file: &str) -> String {
-    std::fs::read_to_string(repo.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+fn read(repo: &Path, file: &str) -> Result<String, String> {
+    std::fs::read_to_string(repo.join(file)).map_err(|e| format!("{file}: {e}"))
 }
 
 /// Every alert of the rule file, in order.
-pub fn alerts(repo: &Path) -> Vec<Query> {
+pub fn alerts(repo: &Path) -> Result<Vec<Query>, String> {
     let file: serde_yaml::Value =
-        serde_yaml::from_str(&read(repo, RULES)).unwrap_or_else(|e| panic!("{RULES}: {e}"));
-    file["groups"]
+        serde_yaml::from_str(&read(repo, RULES)?).map_err(|e| format!("{RULES}: {e}"))?;
+    Ok(file["groups"]
         .as_sequence()
         .into_iter()
         .flatten()
@@ -39,13 +39,13 @@ pub fn alerts(repo: &Path) -> Vec<Query> {
                 expr: r["expr"].as_str()?.to_owned(),
             })
         })
-        .collect()
+        .collect())
 }
 
 /// Every query of the dashboard's panels, in order.
-pub fn panels(repo: &Path) -> Vec<Query> {
+pub fn panels(repo: &Path) -> Result<Vec<Query>, String> {
     let json: serde_json::Value =
-        serde_json::from_str(&read(repo, DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"));
+        serde_json::from_str(&read(repo, DASHBOARD)?).map_err(|e| format!("{DASHBOARD}: {e}"))?;
     let mut out = Vec::new();
     for panel in json["panels"].as_array().into_iter().flatten() {
         for target in panel["targets"].as_array().into_iter().flatten() {
@@ -57,7 +57,7 @@ pub fn panels(repo: &Path) -> Vec<Query> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Collects the vector selectors of an expression (a range selector's included).
