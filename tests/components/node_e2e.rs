@@ -20,8 +20,8 @@ use testbed::images;
 use testbed::node::{INTERNET_IP, Node, VPS_IP};
 
 use crate::node_support::{
-    self, LONG, OPERATOR_NS, eventually, fixture, http_attempt, http_get, kubectl, ready_status,
-    try_kubectl, udp_ask,
+    self, LONG, OPERATOR_NS, eventually, fixture, http_attempt, http_get, kubectl, operator_pods,
+    operator_rolled_out, ready_status, try_kubectl, udp_ask,
 };
 
 /// Streams `<reason>: <message>` of the EdgeNodes' condition `type_`, a line per change.
@@ -131,33 +131,9 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         operator_logs()
     );
     // The operator Ready (the README does not wait; the test does, to go on).
-    kubectl(
-        &node,
-        &[
-            "-n",
-            OPERATOR_NS,
-            "rollout",
-            "status",
-            "deploy/tunnel",
-            "--timeout=180s",
-        ],
-        None,
-    );
+    operator_rolled_out(&node);
     stage("helm install");
-    let pod = kubectl(
-        &node,
-        &[
-            "-n",
-            OPERATOR_NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=tunnel",
-            "-o",
-            "jsonpath={.items[0].spec.serviceAccountName} {.items[0].status.phase} {.items[0].status.conditions[?(@.type==\"Ready\")].status}",
-        ],
-        None,
-    );
+    let pod = operator_pods(&node, "{.items[0].spec.serviceAccountName} {.items[0].status.phase} {.items[0].status.conditions[?(@.type==\"Ready\")].status}").unwrap();
     assert_eq!(pod, "tunnel Running True", "{}", operator_logs());
     let logs = eventually(
         "the operator's log",
@@ -194,20 +170,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     );
     vps.wait_ready(&internet, Duration::from_secs(120)).unwrap();
     stage("VPS booted, echo available");
-    let known_hosts = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(known_hosts.path(), vps.known_hosts_line().unwrap()).unwrap();
-    kubectl(
-        &node,
-        &[
-            "create",
-            "secret",
-            "generic",
-            "vps-ssh-secret",
-            &format!("--from-file=privateKey={}", vps.client_key_path().display()),
-            &format!("--from-file=knownHosts={}", known_hosts.path().display()),
-        ],
-        None,
-    );
+    node.create_ssh_secret(&vps, "vps-ssh-secret").unwrap();
     let example1 = fixture("example1").replace("203.0.113.10", &VPS_IP.to_string());
     // Every `Ready` message of the first enrollment, as a watch streams them (none missed).
     let watch = watch_condition(&node, "Ready");
@@ -456,20 +419,8 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         ],
         None,
     );
-    let operator_pod = kubectl(
-        &node,
-        &[
-            "-n",
-            OPERATOR_NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=tunnel",
-            "-o",
-            "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}",
-        ],
-        None,
-    );
+    let operator_pod =
+        operator_pods(&node, "{.items[0].metadata.name} {.items[0].status.podIP}").unwrap();
     let (operator_name, operator_ip) = operator_pod.split_once(' ').unwrap();
     kubectl(
         &node,
@@ -961,20 +912,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     stage("uplink pod replaced under traffic");
 
     // For the docs: the operator pod's peak memory as its cgroup (v1) counts it.
-    let operator_uid = kubectl(
-        &node,
-        &[
-            "-n",
-            OPERATOR_NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=tunnel",
-            "-o",
-            "jsonpath={.items[0].metadata.uid}",
-        ],
-        None,
-    );
+    let operator_uid = operator_pods(&node, "{.items[0].metadata.uid}").unwrap();
     let peak = std::fs::read_to_string(format!(
         "/sys/fs/cgroup/memory/kubepods/burstable/pod{operator_uid}/memory.max_usage_in_bytes"
     ))

@@ -155,3 +155,38 @@ pub fn operator_logs(node: &Node, operator_ns: &str) -> String {
         .unwrap_or_else(|e| e),
     )
 }
+
+/// Waits until the operator's Deployment has rolled out (`kubectl rollout status`).
+pub fn operator_rolled_out(node: &Node) {
+    kubectl(
+        node,
+        &[
+            "-n",
+            OPERATOR_NS,
+            "rollout",
+            "status",
+            "deploy/tunnel",
+            "--timeout=180s",
+        ],
+        None,
+    );
+}
+
+/// `kubectl get pods` of the operator (label `app.kubernetes.io/name=tunnel` in
+/// [`OPERATOR_NS`]), printed with `jsonpath`.
+pub fn operator_pods(node: &Node, jsonpath: &str) -> Result<String, String> {
+    try_kubectl(
+        node,
+        &[
+            "-n",
+            OPERATOR_NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=tunnel",
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ],
+        None,
+    )
+}

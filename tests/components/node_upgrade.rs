@@ -20,7 +20,7 @@ use testbed::node::{Node, VPS_IP};
 
 use crate::node_support::{
     LONG, OPERATOR_NS, eventually, fixture, http_attempt, http_get, kubectl, operator_logs,
-    ready_status, try_kubectl,
+    operator_pods, operator_rolled_out, ready_status, try_kubectl,
 };
 
 /// Requests answered after the upgrade, before the client stops.
@@ -94,21 +94,7 @@ async fn helm_upgrade_from_0_1_0_keeps_every_binding_serving() {
         OPERATOR_NS,
         "--create-namespace",
     ]);
-    let rollout = || {
-        kubectl(
-            &node,
-            &[
-                "-n",
-                OPERATOR_NS,
-                "rollout",
-                "status",
-                "deploy/tunnel",
-                "--timeout=180s",
-            ],
-            None,
-        )
-    };
-    rollout();
+    operator_rolled_out(&node);
     // This build's operator reads more than 0.1.0's RBAC grants (one Secret by GET, where
     // 0.1.0's operator listed them; uplink pods and their objects by GET; Services of type
     // LoadBalancer): the bridge grants it while it runs under the old chart, and goes once the
@@ -120,20 +106,7 @@ async fn helm_upgrade_from_0_1_0_keeps_every_binding_serving() {
         Some(&testbed::echo::manifests()),
     );
     vps.wait_ready(&internet, Duration::from_secs(120)).unwrap();
-    let known_hosts = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(known_hosts.path(), vps.known_hosts_line().unwrap()).unwrap();
-    kubectl(
-        &node,
-        &[
-            "create",
-            "secret",
-            "generic",
-            "vps-ssh-secret",
-            &format!("--from-file=privateKey={}", vps.client_key_path().display()),
-            &format!("--from-file=knownHosts={}", known_hosts.path().display()),
-        ],
-        None,
-    );
+    node.create_ssh_secret(&vps, "vps-ssh-secret").unwrap();
     kubectl(
         &node,
         &["apply", "-f", "-"],
@@ -166,20 +139,7 @@ async fn helm_upgrade_from_0_1_0_keeps_every_binding_serving() {
         )
     };
     assert_eq!(categories(), "", "0.1.0's CRDs have no category");
-    let old_operator = kubectl(
-        &node,
-        &[
-            "-n",
-            OPERATOR_NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=tunnel",
-            "-o",
-            "jsonpath={.items[0].metadata.name}",
-        ],
-        None,
-    );
+    let old_operator = operator_pods(&node, "{.items[0].metadata.name}").unwrap();
 
     // A client asks :80 one request after another until told to stop.
     let stop = AtomicBool::new(false);
@@ -212,7 +172,7 @@ async fn helm_upgrade_from_0_1_0_keeps_every_binding_serving() {
             "--reset-then-reuse-values",
             "--take-ownership",
         ]);
-        rollout();
+        operator_rolled_out(&node);
         assert_eq!(categories(), "[\"tunnel\"]", "the CRDs upgraded");
         // The category, once the API server's discovery has the new CRDs.
         eventually(
@@ -231,21 +191,7 @@ async fn helm_upgrade_from_0_1_0_keeps_every_binding_serving() {
             "the new operator to hold the Lease",
             Duration::from_secs(120),
             || {
-                let pods = try_kubectl(
-                    &node,
-                    &[
-                        "-n",
-                        OPERATOR_NS,
-                        "get",
-                        "pods",
-                        "-l",
-                        "app.kubernetes.io/name=tunnel",
-                        "-o",
-                        "jsonpath={.items[*].metadata.name}",
-                    ],
-                    None,
-                )
-                .ok()?;
+                let pods = operator_pods(&node, "{.items[*].metadata.name}").ok()?;
                 let holder = try_kubectl(
                     &node,
                     &[

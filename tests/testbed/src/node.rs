@@ -181,6 +181,23 @@ impl Node {
         Ok(cmd)
     }
 
+    /// `kubectl create secret generic NAME` in `default` with the SSH client key of `vps`
+    /// (`privateKey`) and its host key (`knownHosts`), as the README has users make it.
+    pub fn create_ssh_secret(&self, vps: &Vps, name: &str) -> Result<(), TestbedError> {
+        let known_hosts = self.dir.join("known_hosts");
+        std::fs::write(&known_hosts, vps.known_hosts_line()?)
+            .map_err(TestbedError::io("writing known_hosts"))?;
+        self.kubectl_run(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-file=privateKey={}", vps.client_key_path().display()),
+            &format!("--from-file=knownHosts={}", known_hosts.display()),
+        ])
+        .map(drop)
+    }
+
     /// The node's containerd socket (what `ctr` reads from `CONTAINERD_ADDRESS`).
     pub fn containerd_address(&self) -> PathBuf {
         PathBuf::from(RUN).join("containerd.sock")

@@ -110,19 +110,7 @@ async fn main() -> Result<()> {
     )?;
     stages.done("sample app my-web deployed");
     vps.wait_ready(&internet, Duration::from_secs(120))?;
-    let known_hosts = node_file("known_hosts", &vps.known_hosts_line()?)?;
-    kubectl(
-        &node,
-        &[
-            "create",
-            "secret",
-            "generic",
-            "vps-ssh-secret",
-            &format!("--from-file=privateKey={}", vps.client_key_path().display()),
-            &format!("--from-file=knownHosts={}", known_hosts.display()),
-        ],
-        None,
-    )?;
+    node.create_ssh_secret(&vps, "vps-ssh-secret")?;
     let example1 = std::fs::read_to_string(repo.join("tests/fixtures/readme/example1.yaml"))?
         .replace("203.0.113.10", &VPS_IP.to_string());
     kubectl(&node, &["apply", "-f", "-"], Some(&example1))?;
@@ -186,10 +174,4 @@ async fn main() -> Result<()> {
     drop(node);
     stages.done("removed");
     Ok(())
-}
-
-fn node_file(name: &str, text: &str) -> Result<PathBuf> {
-    let path = testbed::node::node_dir().join("run").join(name);
-    std::fs::write(&path, text)?;
-    Ok(path)
 }
