@@ -1356,7 +1356,7 @@ plugins:
 ";
 
 /// The `helm install` line of the README, as words.
-fn readme_install() -> Vec<String> {
+pub(crate) fn readme_install() -> Vec<String> {
     let readme = std::fs::read_to_string("README.md").unwrap();
     let line = readme
         .lines()
