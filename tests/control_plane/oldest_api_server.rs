@@ -5,6 +5,13 @@
 //! README Examples 1 to 5 apply, every document of the CRD admission table gets the same
 //! answer and message as on the current server, the immutable field holds, and the uplink
 //! admission policy enforces. One minor below the floor, `helm` refuses the chart.
+//!
+//! The floor is tight: one-off runs of the chart's CRDs on kube-apiserver v1.31.14 and v1.30.14
+//! (built with the same recipe, not by `setup.sh`; 2026-12-06) refused both CRDs. 1.31 estimates
+//! `cidr(self).masked() == cidr(self)` as unboundedly expensive ("exceeds budget by factor of
+//! more than 100x"); 1.30 does not know `isIP`/`isCIDR` in new CRDs. Before 1.34 a CEL rule on
+//! the int-or-string `target.service.port` was refused too (cost 22.1x on 1.32.13), hence its
+//! OpenAPI checks (`rules::service_port`).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;

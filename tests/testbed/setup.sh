@@ -97,6 +97,7 @@ fi
 
 # The oldest API server the chart supports (its kubeVersion floor), version-stamped so helm
 # checks kubeVersion against it: tests/control_plane/oldest_api_server.rs installs the chart on it.
+# It runs on the etcd above (v3.6 serves the etcd3 API every kube-apiserver of these years uses).
 d=$(k8s_module "$K8S_OLDEST_VERSION")
 go_build kube-apiserver-oldest "$K8S_OLDEST_VERSION" "$d" k8s.io/kubernetes/cmd/kube-apiserver \
   "$(k8s_version_ldflags "$K8S_OLDEST_VERSION")"

@@ -91,7 +91,7 @@ impl ApiServer {
         Self::start_binary("kube-apiserver-oldest", None).await
     }
 
-    /// What the API server reports as its version (`/version`'s `gitVersion`, e.g. `v1.31.14`).
+    /// What the API server reports as its version (`/version`'s `gitVersion`, e.g. `v1.32.13`).
     pub async fn version(&self) -> Result<String, TestbedError> {
         let info = self
             .client()
