@@ -74,7 +74,7 @@ pub(crate) async fn apply_readme_examples(client: &kube::Client) -> Vec<DynamicO
     for file in ["example1", "example2", "example3", "example5"] {
         for doc in docs(&format!("tests/fixtures/readme/{file}.yaml")) {
             stored.push(
-                create(&client, &doc)
+                create(client, &doc)
                     .await
                     .unwrap_or_else(|e| panic!("{file}: {e}")),
             );
@@ -83,7 +83,7 @@ pub(crate) async fn apply_readme_examples(client: &kube::Client) -> Vec<DynamicO
     for mut doc in docs("tests/fixtures/readme/example4.yaml") {
         doc["metadata"]["namespace"] = "example4".into();
         stored.push(
-            create(&client, &doc)
+            create(client, &doc)
                 .await
                 .unwrap_or_else(|e| panic!("example4: {e}")),
         );
