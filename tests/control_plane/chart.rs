@@ -254,8 +254,9 @@ fn chart_upgrades_and_monitors(render: &dyn Fn(&[&str]) -> Output) {
     let text = ok(&render(&["crds.install=false"]), "render crds off");
     assert!(!text.contains("kind: CustomResourceDefinition"));
 
-    // kubeVersion: the CEL IP/CIDR rules need an API server of 1.31 or newer.
-    for (version, accepted) in [("1.30.9", false), ("1.31.0", true), ("v1.34.4+k3s1", true)] {
+    // kubeVersion: the CEL IP/CIDR rules need an API server of 1.32 or newer (proved on that
+    // version by oldest_api_server).
+    for (version, accepted) in [("1.31.14", false), ("1.32.0", true), ("v1.34.4+k3s1", true)] {
         let mut args = vec!["template", "t", "charts/tunnel", "--kube-version", version];
         args.extend(["--namespace", "tunnel-system"]);
         let homes = tempfile::tempdir().unwrap();
@@ -1245,7 +1246,7 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
 }
 
 /// The `helm install` line of the README, as words.
-fn readme_install() -> Vec<String> {
+pub(crate) fn readme_install() -> Vec<String> {
     let readme = std::fs::read_to_string("README.md").unwrap();
     let line = readme
         .lines()

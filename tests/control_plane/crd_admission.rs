@@ -49,7 +49,7 @@ async fn started() -> (OperatorBed, kube::Client) {
 
 /// What admission does with a document.
 #[derive(Debug, Clone, Copy)]
-enum Admission {
+pub(crate) enum Admission {
     Accepted,
     /// Refused, the message naming the field (its path) and saying these words.
     Refused(&'static str, &'static str),
@@ -57,9 +57,9 @@ enum Admission {
 
 use Admission::{Accepted, Refused};
 
-#[tokio::test]
-async fn readme_examples_apply_unchanged_and_show_defaults() {
-    let (_server, client) = started().await;
+/// Creates every document of README Examples 1 to 5 (Example 4 in namespace `example4`, as
+/// it names its EdgeNode like Example 1's) and returns what the server stored, in order.
+pub(crate) async fn apply_readme_examples(client: &kube::Client) -> Vec<DynamicObject> {
     // Examples 1 and 4 both name their EdgeNode `edge-node`: apply 4 in a second namespace.
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     ns_api
@@ -74,7 +74,7 @@ async fn readme_examples_apply_unchanged_and_show_defaults() {
     for file in ["example1", "example2", "example3", "example5"] {
         for doc in docs(&format!("tests/fixtures/readme/{file}.yaml")) {
             stored.push(
-                create(&client, &doc)
+                create(client, &doc)
                     .await
                     .unwrap_or_else(|e| panic!("{file}: {e}")),
             );
@@ -83,11 +83,19 @@ async fn readme_examples_apply_unchanged_and_show_defaults() {
     for mut doc in docs("tests/fixtures/readme/example4.yaml") {
         doc["metadata"]["namespace"] = "example4".into();
         stored.push(
-            create(&client, &doc)
+            create(client, &doc)
                 .await
                 .unwrap_or_else(|e| panic!("example4: {e}")),
         );
     }
+
+    stored
+}
+
+#[tokio::test]
+async fn readme_examples_apply_unchanged_and_show_defaults() {
+    let (_server, client) = started().await;
+    let stored = apply_readme_examples(&client).await;
 
     // Example 1 omits every optional parent object: the nested defaults still hold.
     let en1 = serde_json::to_value(&stored[0]).unwrap();
@@ -228,9 +236,10 @@ fn set(mut doc: Value, pointer: &str, value: Value) -> Value {
     doc
 }
 
-#[tokio::test]
-async fn admission_accepts_or_refuses_each_document_naming_the_field() {
-    let (_server, client) = started().await;
+/// The table of documents: (what, document, what admission does with it). Accepted documents
+/// are stored, so each has a name of its own.
+#[allow(clippy::too_many_lines)]
+pub(crate) fn document_cases() -> Vec<(&'static str, Value, Admission)> {
     let en = edge_node;
     let pb = port_binding;
     let b = "/spec/bindings/0";
@@ -239,8 +248,7 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
         json!({"name": name, "protocol": protocol, "listenPort": port,
                "target": {"address": "10.0.0.1", "port": 80}})
     };
-    // (what, document, what admission does with it)
-    let cases: Vec<(&str, Value, Admission)> = vec![
+    vec![
         (
             "no address",
             set(en(), "/spec/address", Value::Null),
@@ -525,7 +533,7 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
             set(pb(), &format!("{b}/target/service/port"), 0.into()),
             Refused(
                 "spec.bindings[0].target.service.port",
-                "port number (1-65535) or a Service port name",
+                "greater than or equal to 1",
             ),
         ),
         (
@@ -533,16 +541,46 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
             set(pb(), &format!("{b}/target/service/port"), 65536.into()),
             Refused(
                 "spec.bindings[0].target.service.port",
-                "port number (1-65535) or a Service port name",
+                "less than or equal to 65535",
             ),
         ),
         (
             "service port name not an IANA name",
             set(pb(), &format!("{b}/target/service/port"), "HTTP_1".into()),
-            Refused(
-                "spec.bindings[0].target.service.port",
-                "port number (1-65535) or a Service port name",
+            Refused("spec.bindings[0].target.service.port", "should match"),
+        ),
+        (
+            "service port name without a letter",
+            set(pb(), &format!("{b}/target/service/port"), "8080".into()),
+            Refused("spec.bindings[0].target.service.port", "should match"),
+        ),
+        (
+            "service port name starting with '-'",
+            set(pb(), &format!("{b}/target/service/port"), "-web".into()),
+            Refused("spec.bindings[0].target.service.port", "should match"),
+        ),
+        (
+            "service port name ending with '-'",
+            set(pb(), &format!("{b}/target/service/port"), "web-".into()),
+            Refused("spec.bindings[0].target.service.port", "should match"),
+        ),
+        (
+            "a one-letter Service port name",
+            set(
+                set(pb(), "/metadata/name", "one-letter".into()),
+                &format!("{b}/target/service/port"),
+                "a".into(),
             ),
+            Accepted,
+        ),
+        (
+            "a Service port name with its letter in the middle",
+            set(
+                set(pb(), "/metadata/name", "letter-inside".into()),
+                &format!("{b}/target/service/port"),
+                "8-x-9".into(),
+            ),
+            Accepted,
         ),
         (
             "service port name too long",
@@ -818,13 +856,18 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
             ),
             Accepted,
         ),
-    ];
+    ]
+}
 
-    assert!(cases.len() >= 20);
-
+/// Creates each document of `cases` and returns how each answer differed from the expected
+/// one (empty when all matched): a refusal must name the field and say the words.
+pub(crate) async fn admission_failures(
+    client: &kube::Client,
+    cases: &[(&'static str, Value, Admission)],
+) -> Vec<String> {
     let mut failures = Vec::new();
-    for (what, doc, expected) in &cases {
-        match (create(&client, doc).await, expected) {
+    for (what, doc, expected) in cases {
+        match (create(client, doc).await, expected) {
             (Ok(_), Accepted) => {}
             (Ok(_), Refused(field, _)) => {
                 failures.push(format!("{what}: accepted, expected refusal naming {field}"));
@@ -844,6 +887,15 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
             (Err(e), Refused(..)) => failures.push(format!("{what}: unexpected error {e}")),
         }
     }
+    failures
+}
+
+#[tokio::test]
+async fn admission_accepts_or_refuses_each_document_naming_the_field() {
+    let (_server, client) = started().await;
+    let cases = document_cases();
+    assert!(cases.len() >= 20);
+    let failures = admission_failures(&client, &cases).await;
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
@@ -862,7 +914,12 @@ async fn admission_accepts_or_refuses_each_document_naming_the_field() {
         "kept as a name"
     );
 
-    // Updates of the valid EdgeNode: uplink.namespace is immutable, other fields change.
+    assert_updates_of_the_valid_edge_node(&client).await;
+}
+
+/// Updates of the table's valid EdgeNode (`immutable`): uplink.namespace is immutable (a
+/// transition rule), other fields change.
+pub(crate) async fn assert_updates_of_the_valid_edge_node(client: &kube::Client) {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), "default", &resource("EdgeNode"));
     let updates = [

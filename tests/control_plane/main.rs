@@ -8,6 +8,7 @@ mod chart;
 mod crd_admission;
 mod leader_election;
 mod metrics_scrape;
+mod oldest_api_server;
 mod operator_flags;
 mod operator_memory;
 mod operator_run;

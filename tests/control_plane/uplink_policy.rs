@@ -42,6 +42,33 @@ fn agent(spec: &mut PodSpec) -> &mut Container {
         .unwrap()
 }
 
+/// After the chart's install: the operator's identity (`as_operator`, in the uplink
+/// namespace) is refused a StatefulSet with another image, with the policy's message, and
+/// admitted the one the operator really writes for Example 1.
+pub(crate) async fn assert_the_policy_bites(as_operator: &Api<StatefulSet>) {
+    let mut other_image = example1_statefulset(IMAGE);
+    agent(template(&mut other_image)).image = Some("registry.example/anything:1".into());
+    // The policy is compiled and picked up shortly after it is created: wait until it bites.
+    let mut refused = Err(String::new());
+    for _ in 0..100 {
+        refused = create(as_operator, &other_image).await;
+        if refused.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = refused.expect_err("the policy never refused another image");
+    assert!(
+        refused.contains("runs only the containers init and uplink of"),
+        "{refused}"
+    );
+
+    // What the operator really writes is admitted.
+    create(as_operator, &example1_statefulset(IMAGE))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operators_identity_can_write_only_the_uplink_template() {
     let server = ApiServer::start().await.unwrap();
@@ -57,28 +84,7 @@ async fn the_operators_identity_can_write_only_the_uplink_template() {
         .unwrap();
     let as_operator: Api<StatefulSet> = Api::namespaced(operator.clone(), "tunnel");
     let as_admin: Api<StatefulSet> = Api::namespaced(admin.clone(), "tunnel");
-
-    let mut other_image = example1_statefulset(IMAGE);
-    agent(template(&mut other_image)).image = Some("registry.example/anything:1".into());
-    // The policy is compiled and picked up shortly after it is created: wait until it bites.
-    let mut refused = Err(String::new());
-    for _ in 0..100 {
-        refused = create(&as_operator, &other_image).await;
-        if refused.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let refused = refused.expect_err("the policy never refused another image");
-    assert!(
-        refused.contains("runs only the containers init and uplink of"),
-        "{refused}"
-    );
-
-    // What the operator really writes is admitted.
-    create(&as_operator, &example1_statefulset(IMAGE))
-        .await
-        .unwrap();
+    assert_the_policy_bites(&as_operator).await;
 
     let mut tampered: Vec<(&str, StatefulSet, &str)> = Vec::new();
     let mut extra = example1_statefulset(IMAGE);

@@ -7,6 +7,8 @@ set -euo pipefail
 CACHE=${TUNNEL_CACHE:-/var/cache/tunnel}
 BIN=$CACHE/bin
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
+# The floor of charts/tunnel/Chart.yaml's kubeVersion (newest patch of that minor).
+K8S_OLDEST_VERSION=${K8S_OLDEST_VERSION:-v1.32.13}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.19.5}
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
@@ -29,14 +31,53 @@ if ((${#missing[@]})); then
 fi
 
 # ---- Go-built binaries --------------------------------------------------------------------
-# go_build NAME VERSION-STAMP MODULE-DIR PACKAGE: builds PACKAGE inside a small wrapper module.
+# go_build NAME VERSION-STAMP MODULE-DIR PACKAGE [LDFLAGS]: builds PACKAGE inside a small
+# wrapper module into $BIN/NAME, unless NAME's stamp already says VERSION-STAMP.
 go_build() {
-  local name=$1 stamp=$2 dir=$3 pkg=$4
+  local name=$1 stamp=$2 dir=$3 pkg=$4 ldflags="-s -w ${5:-}"
   if [[ -x $BIN/$name && "$(cat "$BIN/.$name.version" 2>/dev/null)" == "$stamp" ]]; then return; fi
   log "building $name $stamp (cached afterwards)"
-  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$BIN/$name.tmp" "$pkg")
+  local start=$SECONDS
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" -o "$BIN/$name.tmp" "$pkg")
   mv "$BIN/$name.tmp" "$BIN/$name"
   echo "$stamp" >"$BIN/.$name.version"
+  log "built $name in $((SECONDS - start)) s"
+}
+
+# k8s_module VERSION: makes (once) the wrapper module that builds k8s.io/kubernetes at VERSION
+# and prints its directory. k8s.io/kubernetes pins its staging modules at v0.0.0 with local
+# replaces, so the wrapper replaces each of them with the published v0.X.Y.
+k8s_module() {
+  local version=$1 d=$CACHE/src/kubernetes-$1
+  mkdir -p "$d"
+  if [[ ! -f $d/go.mod ]]; then
+    local staging=${version/v1./v0.} gomod
+    gomod=$(cd "$d" && go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    {
+      echo "module testbed/kubernetes"
+      echo
+      echo "go $(go env GOVERSION | sed 's/^go//; s/\.[0-9]*$//').0"
+      echo
+      echo "require k8s.io/kubernetes $version"
+      echo
+      grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
+    } >"$d/go.mod.tmp"
+    printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' >"$d/tools.go"
+    mv "$d/go.mod.tmp" "$d/go.mod"
+    (cd "$d" && go mod tidy >/dev/null)
+  fi
+  echo "$d"
+}
+
+# k8s_version_ldflags VERSION: stamps the version a module build otherwise reports as
+# v0.0.0-master, which charts' kubeVersion constraints reject.
+k8s_version_ldflags() {
+  local version=$1 flags="" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$(echo "$version" | cut -d. -f2)"
+    flags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  echo "$flags"
 }
 
 if [[ -n ${KUBEBUILDER_ASSETS:-} && -x $KUBEBUILDER_ASSETS/kube-apiserver && -x $KUBEBUILDER_ASSETS/etcd ]]; then
@@ -50,26 +91,16 @@ else
   fi
   go_build etcd "$ETCD_VERSION" "$d" go.etcd.io/etcd/server/v3
 
-  # kube-apiserver: k8s.io/kubernetes pins its staging modules at v0.0.0 with local replaces,
-  # so the wrapper module replaces each of them with the published v0.X.Y.
-  d=$CACHE/src/kubernetes-$K8S_VERSION; mkdir -p "$d"
-  if [[ ! -f $d/go.mod ]]; then
-    staging=${K8S_VERSION/v1./v0.}
-    gomod=$(cd "$d" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-    {
-      echo "module testbed/kubernetes"
-      echo
-      echo "go $(go env GOVERSION | sed 's/^go//; s/\.[0-9]*$//').0"
-      echo
-      echo "require k8s.io/kubernetes $K8S_VERSION"
-      echo
-      grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
-    } >"$d/go.mod"
-    printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' >"$d/tools.go"
-    (cd "$d" && go mod tidy >/dev/null)
-  fi
+  d=$(k8s_module "$K8S_VERSION")
   go_build kube-apiserver "$K8S_VERSION" "$d" k8s.io/kubernetes/cmd/kube-apiserver
 fi
+
+# The oldest API server the chart supports (its kubeVersion floor), version-stamped so helm
+# checks kubeVersion against it: tests/control_plane/oldest_api_server.rs installs the chart on it.
+# It runs on the etcd above (v3.6 serves the etcd3 API every kube-apiserver of these years uses).
+d=$(k8s_module "$K8S_OLDEST_VERSION")
+go_build kube-apiserver-oldest "$K8S_OLDEST_VERSION" "$d" k8s.io/kubernetes/cmd/kube-apiserver \
+  "$(k8s_version_ldflags "$K8S_OLDEST_VERSION")"
 
 # helm
 d=$CACHE/src/helm-$HELM_VERSION; mkdir -p "$d"

@@ -100,6 +100,30 @@ impl ApiServer {
     /// `--admission-control-config-file`, e.g. Pod Security enforcing `restricted` by
     /// default, as hardened clusters (Talos, CIS-hardened k3s) do.
     pub async fn start_with_admission(admission: Option<&str>) -> Result<Self, TestbedError> {
+        Self::start_binary("kube-apiserver", admission).await
+    }
+
+    /// Like [`ApiServer::start`], with the oldest kube-apiserver the chart supports (the floor
+    /// of its `kubeVersion`, built version-stamped by the set-up script as
+    /// `kube-apiserver-oldest`; [`ApiServer::version`] tells which).
+    pub async fn start_oldest() -> Result<Self, TestbedError> {
+        Self::start_binary("kube-apiserver-oldest", None).await
+    }
+
+    /// What the API server reports as its version (`/version`'s `gitVersion`, e.g. `v1.32.13`).
+    pub async fn version(&self) -> Result<String, TestbedError> {
+        let info = self
+            .client()
+            .await?
+            .apiserver_version()
+            .await
+            .map_err(|e| TestbedError::Kube(format!("reading /version: {e}")))?;
+        Ok(info.git_version)
+    }
+
+    /// Starts etcd and the cached kube-apiserver `binary`, with an optional admission
+    /// configuration.
+    async fn start_binary(binary: &str, admission: Option<&str>) -> Result<Self, TestbedError> {
         let runs = tools::cache_dir().join("run");
         std::fs::create_dir_all(&runs).map_err(TestbedError::io("creating the run dir"))?;
         let dir = tempfile::Builder::new()
@@ -132,7 +156,7 @@ impl ApiServer {
         let p = |name: &str| d.join(name).display().to_string();
         std::fs::write(d.join("audit-policy.yaml"), AUDIT_POLICY)
             .map_err(TestbedError::io("writing the audit policy"))?;
-        let mut api_cmd = Command::new(tools::bin("kube-apiserver")?);
+        let mut api_cmd = Command::new(tools::bin(binary)?);
         api_cmd
             .arg(format!("--etcd-servers=http://127.0.0.1:{etcd_client}"))
             .arg(format!("--secure-port={secure}"))
@@ -321,12 +345,22 @@ impl ApiServer {
                 .await
                 .map_err(|e| TestbedError::Kube(format!("installing CRD {name}: {e}")))?;
         }
+        let names: Vec<String> = crds
+            .iter()
+            .map(|crd| crd.metadata.name.clone().unwrap_or_default())
+            .collect();
+        self.wait_crds_established(&names).await
+    }
+
+    /// Waits until each CRD of `names` is Established and its API is served (a CRD a
+    /// `helm install` created, say).
+    pub async fn wait_crds_established(&self, names: &[String]) -> Result<(), TestbedError> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client().await?);
         let deadline = Instant::now() + Duration::from_secs(30);
-        for crd in crds {
-            let name = crd.metadata.name.clone().unwrap_or_default();
+        for name in names {
             loop {
                 let current = api
-                    .get(&name)
+                    .get(name)
                     .await
                     .map_err(|e| TestbedError::Kube(e.to_string()))?;
                 let established = current
