@@ -82,7 +82,8 @@ async fn objects(client: &Client, namespace: &str, node: &str) -> Option<Objects
 }
 
 impl Uplinks {
-    /// Waits (2 minutes at most) for the StatefulSet, ConfigMap and keys Secret of EdgeNode
+    /// Waits (4 minutes at most: the first pass enrolls the VPS first, and a busy machine
+    /// uploads Envoy slowly) for the StatefulSet, ConfigMap and keys Secret of EdgeNode
     /// `default/<node>` in `namespace`, then runs one uplink agent per replica in
     /// `pods[ordinal]`.
     pub async fn start(
@@ -93,7 +94,7 @@ impl Uplinks {
     ) -> Result<Self, TestbedError> {
         let Objects { set, config, keys } = eventually(
             &format!("the uplink StatefulSet, ConfigMap and keys Secret of {node}"),
-            Duration::from_secs(120),
+            Duration::from_secs(240),
             async || objects(client, namespace, node).await,
             String::new,
         )
