@@ -198,7 +198,7 @@ mod tests {
                 "  from: [{{group: '{fg}', kind: {fk}, namespace: apps}}]\n  to: [{{group: '{tg}', kind: {tk}}}]\n"
             ));
             assert!(
-                reference_allowed(&reference(from, to, "x"), &[g.clone()]),
+                reference_allowed(&reference(from, to, "x"), std::slice::from_ref(&g)),
                 "{g:?}"
             );
             // The same grant for any other pair of ours grants nothing.
@@ -206,7 +206,10 @@ mod tests {
                 for other_to in [ToKind::Secret, ToKind::Service, ToKind::EdgeNode] {
                     if (other_from, other_to) != (from, to) {
                         assert!(
-                            !reference_allowed(&reference(other_from, other_to, "x"), &[g.clone()]),
+                            !reference_allowed(
+                                &reference(other_from, other_to, "x"),
+                                std::slice::from_ref(&g)
+                            ),
                             "{g:?} allowed {other_from:?} -> {other_to:?}"
                         );
                     }

@@ -638,7 +638,7 @@ async fn a_gateway_api_reference_grant_is_consent_too() {
 
     // team-a withdraws its consent: refused again, only the wrong ones left.
     Api::<GatewayReferenceGrant>::namespaced(bed.client.clone(), "team-a")
-        .delete("edge", &Default::default())
+        .delete("edge", &kube::api::DeleteParams::default())
         .await
         .unwrap();
     eventually(
