@@ -157,11 +157,20 @@ fn read_inputs(files: &[PathBuf]) -> Result<Inputs, RenderCmdError> {
                     }
                 }
                 "ReferenceGrant" => {
-                    let grant: tunnel::crd::ReferenceGrant =
-                        serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
-                    if let Some(g) = tunnel::crd::GrantInput::from_object(&grant) {
-                        inputs.resolver.grants.push(g);
-                    }
+                    let gateway = value
+                        .get("apiVersion")
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|v| v.starts_with("gateway.networking.k8s.io/"));
+                    let grant = if gateway {
+                        let grant: tunnel::crd::GatewayReferenceGrant =
+                            serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
+                        tunnel::crd::GrantInput::from_gateway(&grant)
+                    } else {
+                        let grant: tunnel::crd::ReferenceGrant =
+                            serde_yaml::from_value(value).map_err(|e| parse_err(e.to_string()))?;
+                        tunnel::crd::GrantInput::from_object(&grant)
+                    };
+                    inputs.resolver.grants.extend(grant);
                 }
                 "Secret" => {
                     let secret: Secret =

@@ -108,7 +108,9 @@ impl Actor for Manager {
             ready,
             watch_namespaces,
         } = args;
-        let (stores, tasks) = watches::start(&client, &watch_namespaces, &ready, &myself);
+        let gateway_grants = super::grants::gateway_grants_served(&client).await;
+        let (stores, tasks) =
+            watches::start(&client, &watch_namespaces, gateway_grants, &ready, &myself);
         watches::filled(&stores).await?;
         info!("watch caches filled");
         let ctx = Arc::new(make_context(stores));

@@ -21,6 +21,7 @@ pub mod edge_node;
 pub mod error;
 #[cfg(test)]
 mod fake_sshd;
+pub mod grants;
 pub mod index;
 pub mod keys;
 pub mod load_balancer;
@@ -51,7 +52,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
-use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
+use crate::crd::{EdgeNode, PortBinding};
 use crate::enroll::{Arch, Blob, EnvoyInstall};
 use crate::object_key::ObjectKey;
 
@@ -79,8 +80,9 @@ pub struct Stores {
     pub services: scoped_store::ScopedStore<Service>,
     /// The uplink StatefulSets.
     pub stateful_sets: Store<StatefulSet>,
-    /// ReferenceGrants: which cross-namespace references each namespace allows.
-    pub grants: Store<ReferenceGrant>,
+    /// ReferenceGrants (Gateway API's and our deprecated ones): which cross-namespace
+    /// references each namespace allows.
+    pub grants: grants::GrantStores,
     /// The API server's own addresses (never a target), watched whatever namespaces are.
     pub api_server: resolver::ApiServerStores,
 }

@@ -1,6 +1,6 @@
 //! The planner's [`Resolver`] over the operator's reflector stores: a target Service's
 //! ClusterIP (by port number or port name), a TLS Secret's keys, whether a reference to another namespace
-//! is granted there (ReferenceGrants), and which targets are refused (loopback, link-local,
+//! is granted there (ReferenceGrants of both kinds: [`super::grants`]), and which targets are refused (loopback, link-local,
 //! cloud metadata, the API server's addresses; the planner adds the EdgeNode's tunnel network)
 //! unless `--allow-restricted-targets`, and whether Services in other namespaces need a grant
 //! (`--cross-namespace-targets`). The API server's addresses come from their own watch of
@@ -18,7 +18,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::scoped_store::ScopedStore;
 use crate::object_key::ObjectKey;
 
-use crate::crd::{GrantInput, Reference, ReferenceGrant, ServicePort, reference_allowed};
+use super::grants::GrantStores;
+use crate::crd::{GrantInput, Reference, ServicePort, reference_allowed};
 use crate::plan::{
     Resolver, ServiceLookup, TargetPolicy, TlsSecret, api_server_addresses, match_port,
     service_ports,
@@ -78,20 +79,11 @@ impl std::fmt::Debug for StoreResolver {
 impl StoreResolver {
     /// A resolver over these stores, with `policy` (the operator's flags and the API
     /// server's addresses).
-    pub fn new(
-        services: ScopedStore<Service>,
-        grants: &Store<ReferenceGrant>,
-        policy: TargetPolicy,
-    ) -> Self {
-        let grants = grants
-            .state()
-            .iter()
-            .filter_map(|g| GrantInput::from_object(g))
-            .collect();
+    pub fn new(services: ScopedStore<Service>, grants: &GrantStores, policy: TargetPolicy) -> Self {
         Self {
             services,
             secrets: BTreeMap::new(),
-            grants,
+            grants: grants.inputs(),
             policy,
         }
     }
@@ -210,7 +202,7 @@ mod tests {
         use crate::crd::{FromKind, ToKind};
         use kube::runtime::{reflector, watcher};
         let (services, _services_w) = reflector::store::<Service>();
-        let (grants, mut grants_w) = reflector::store::<ReferenceGrant>();
+        let (grants, mut grants_w) = reflector::store::<crate::crd::ReferenceGrant>();
         let (api_service, mut api_service_w) = reflector::store::<Service>();
         let (api_slices, mut api_slices_w) = reflector::store::<EndpointSlice>();
         // The target Services' cache does not have `default` (--watch-namespaces): the API
@@ -227,14 +219,24 @@ mod tests {
             service: api_service,
             slices: api_slices,
         };
-        let grant: ReferenceGrant = serde_yaml::from_str(
+        let grant: crate::crd::ReferenceGrant = serde_yaml::from_str(
             "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: certs}\nspec:\n  from: [{kind: PortBinding, namespace: apps}]\n  to: [{kind: Secret}]\n",
         )
         .unwrap();
         grants_w.apply_watcher_event(&watcher::Event::Apply(grant));
+        // And Gateway API's, for another namespace.
+        let (gateway, mut gateway_w) = reflector::store::<crate::crd::GatewayReferenceGrant>();
+        let gateway_grant: crate::crd::GatewayReferenceGrant = serde_yaml::from_str(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: certs}\nspec:\n  from: [{group: tunnel.achetronic.com, kind: PortBinding, namespace: gw-apps}]\n  to: [{group: '', kind: Secret}]\n",
+        )
+        .unwrap();
+        gateway_w.apply_watcher_event(&watcher::Event::Apply(gateway_grant));
         let r = StoreResolver::new(
             ScopedStore::Namespaces([("apps".to_owned(), services)].into()),
-            &grants,
+            &GrantStores {
+                tunnel: grants,
+                gateway: Some(gateway),
+            },
             TargetPolicy {
                 api_server: api_server.addresses(),
                 ..TargetPolicy::default()
@@ -248,6 +250,7 @@ mod tests {
             to_name: "tls",
         };
         assert!(r.reference_allowed(&to_certs("apps")));
+        assert!(r.reference_allowed(&to_certs("gw-apps")));
         assert!(!r.reference_allowed(&to_certs("other")));
         let policy = r.target_policy();
         let ips =

@@ -280,7 +280,10 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
         secrets: ScopedStore::Cluster(secrets),
         services: ScopedStore::Cluster(services),
         stateful_sets,
-        grants,
+        grants: super::grants::GrantStores {
+            tunnel: grants,
+            gateway: None,
+        },
         api_server: ApiServerStores { service, slices },
     };
     let hour = Duration::from_secs(3600);

@@ -1,7 +1,7 @@
 //! The watches, in one room: a kube-runtime reflector per kind the tree reads (EdgeNodes,
 //! PortBindings, Secrets (metadata only) and Services in the watched namespaces, the uplink
 //! StatefulSets (each change, deletion and relist: their status follows the uplink pods),
-//! ReferenceGrants, the API server's own Service and EndpointSlices), each feeding its cache
+//! ReferenceGrants (ours, and Gateway API's when served: [`super::grants`]), the API server's own Service and EndpointSlices), each feeding its cache
 //! and turning its events into [`ManagerMsg`]s. `/readyz` follows their health.
 
 use std::collections::BTreeMap;
@@ -20,18 +20,21 @@ use kube::{Client, Resource};
 use ractor::ActorRef;
 use tracing::{info, warn};
 
-use crate::crd::{EdgeNode, PortBinding, ReferenceGrant};
+use crate::crd::{EdgeNode, GatewayReferenceGrant, PortBinding, ReferenceGrant};
 use crate::object_key::ObjectKey;
 
 use super::Stores;
+use super::grants::GrantStores;
 use super::protocol::{Listed, ManagerMsg};
 use super::resolver::{API_SERVER_SERVICE, API_SERVER_SLICES, ApiServerStores};
 use super::scoped_store::ScopedStore;
 
-/// Starts every watch; the caches fill in the background ([`filled`] waits for them).
+/// Starts every watch (Gateway API's ReferenceGrants only when `gateway_grants`: the API
+/// server serves them); the caches fill in the background ([`filled`] waits for them).
 pub fn start(
     client: &Client,
     watch_namespaces: &[String],
+    gateway_grants: bool,
     ready: &Arc<AtomicBool>,
     manager: &ActorRef<ManagerMsg>,
 ) -> (Stores, Vec<tokio::task::JoinHandle<()>>) {
@@ -97,11 +100,20 @@ pub fn start(
         cfg(),
         ready.clone(),
         manager.clone(),
-        |e| match e {
-            watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::Grant],
-            _ => Vec::new(),
-        },
+        grant_changed::<ReferenceGrant>,
     );
+    let mut tasks = Vec::new();
+    let gateway_grants = gateway_grants.then(|| {
+        let (store, task) = pump(
+            Api::<GatewayReferenceGrant>::all(client.clone()),
+            cfg(),
+            ready.clone(),
+            manager.clone(),
+            grant_changed::<GatewayReferenceGrant>,
+        );
+        tasks.push(task);
+        store
+    });
     let (api_service, t7) = pump(
         Api::<Service>::namespaced(client.clone(), API_SERVER_SERVICE.0),
         cfg().fields(&format!("metadata.name={}", API_SERVER_SERVICE.1)),
@@ -122,13 +134,17 @@ pub fn start(
         secrets,
         services,
         stateful_sets,
-        grants,
+        grants: GrantStores {
+            tunnel: grants,
+            gateway: gateway_grants,
+        },
         api_server: ApiServerStores {
             service: api_service,
             slices: api_slices,
         },
     };
-    (stores, vec![t1, t2, t3, t4, t5, t6, t7, t8])
+    tasks.extend([t1, t2, t3, t4, t5, t6, t7, t8]);
+    (stores, tasks)
 }
 
 /// Waits until every cache has had its first list.
@@ -172,6 +188,16 @@ fn lifecycle<K: Resource>(
         watcher::Event::Delete(o) => vec![gone(key_of(&o))],
         watcher::Event::InitDone => vec![ManagerMsg::Relisted(listed)],
         watcher::Event::Init => Vec::new(),
+    }
+}
+
+/// A change of either kind of ReferenceGrant (by value: `pump`'s signature): every EdgeNode
+/// plans again.
+#[allow(clippy::needless_pass_by_value)]
+fn grant_changed<K>(e: watcher::Event<K>) -> Vec<ManagerMsg> {
+    match e {
+        watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::Grant],
+        _ => Vec::new(),
     }
 }
 

@@ -1,12 +1,13 @@
 //! The user's contract: the `EdgeNode` and `PortBinding` custom resources of
 //! `tunnel.achetronic.com/v1alpha1` (and `ReferenceGrant`, a namespace's consent to be
-//! referenced from another one), their defaults, and the admission rules (OpenAPI bounds
+//! referenced from another one, deprecated for Gateway API's own, read here too), their defaults, and the admission rules (OpenAPI bounds
 //! and CEL) that refuse a bad spec with a message naming the field.
 //!
 //! Everything here is plain data: the operator, the planner and `tunnel crds` all read it.
 
 mod common;
 mod edge_node;
+pub mod gateway_reference_grant;
 mod policy;
 mod port_binding;
 pub mod reference_grant;
@@ -18,6 +19,7 @@ pub use edge_node::{
     EdgeNode, EdgeNodeSpec, EdgeNodeStatus, EdgeSpec, HealthCheckSpec, HostSpec,
     OutlierDetectionSpec, SshSpec, TunnelSpec, UplinkSpec, UplinkStatus,
 };
+pub use gateway_reference_grant::{GatewayReferenceGrant, GatewayReferenceGrantSpec};
 pub use policy::{BindingPolicy, ConnectionRate, MAX_SOURCE_RANGES};
 pub use port_binding::{
     Binding, BindingStatus, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus,

@@ -25,7 +25,7 @@ use testbed::free_port;
 use testbed::objects::{events_of, namespace, ready, service};
 use testbed::operator::{Operator, OperatorBed};
 use testbed::wait::eventually;
-use tunnel::crd::{EdgeNode, PortBinding, ReferenceGrant};
+use tunnel::crd::{EdgeNode, GatewayReferenceGrant, PortBinding, ReferenceGrant};
 
 use crate::edge_support::{pki, tls_secret};
 use crate::plan_inputs::{input, node, pb};
@@ -485,6 +485,169 @@ async fn the_api_server_is_never_a_target_whatever_namespaces_are_watched() {
         async || {
             Some(bindings_of(&team_a, "grab").await)
                 .filter(|b| b.contains(&row("ingress", "Served", "")))
+        },
+        || log_of(&log),
+    )
+    .await;
+}
+
+/// Installs Gateway API's `ReferenceGrant` CRD (Standard channel, the test bed's cached copy
+/// of the pinned upstream YAML) into the bed's API server.
+async fn install_gateway_api_grants(bed: &TenantBed) {
+    let path = testbed::tools::gateway_api_reference_grant_crd().unwrap();
+    let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    bed.bed.server.install_crds(&[crd]).await.unwrap();
+}
+
+/// A Gateway API `ReferenceGrant` named `name` in `namespace`, from PortBindings of `from_ns`
+/// to `to` (`(group, kind, name)`).
+async fn gateway_grant(bed: &TenantBed, namespace: &str, name: &str, from_ns: &str, to: &str) {
+    let grant: GatewayReferenceGrant = serde_yaml::from_str(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  from: [{{group: tunnel.achetronic.com, kind: PortBinding, namespace: {from_ns}}}]\n  to: [{to}]\n"
+    ))
+    .unwrap();
+    Api::<GatewayReferenceGrant>::namespaced(bed.client.clone(), namespace)
+        .create(&PostParams::default(), &grant)
+        .await
+        .unwrap();
+}
+
+/// Issue 19: Gateway API's own `ReferenceGrant` (`gateway.networking.k8s.io/v1`, its CRD from
+/// the pinned upstream YAML) is consent as ours is: a PortBinding of `evil` using team-a's
+/// EdgeNode and a Service of `networking` is refused without it, each reference is followed
+/// once the referenced namespace grants it, and refused again when the grant goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_api_reference_grant_is_consent_too() {
+    let bed = TenantBed::start().await;
+    install_gateway_api_grants(&bed).await;
+    service(
+        &bed.client,
+        "networking",
+        "internal-ingress",
+        "10.96.0.30",
+        &[(443, "TCP")],
+    )
+    .await
+    .unwrap();
+    bed.port_binding(
+        "evil",
+        "web",
+        "{name: edge, namespace: team-a}",
+        "    - {name: ingress, protocol: TCP, listenPort: 443, target: {service: {name: internal-ingress, namespace: networking, port: 443}}}\n    - {name: plain, protocol: TCP, listenPort: 80, target: {address: 10.1.1.1, port: 80}}\n",
+    )
+    .await;
+    bed.edge_node().await;
+    let (_operator, log) = bed.operator("gateway", &["--cross-namespace-targets=require-grant"]);
+    let evil: Api<PortBinding> = Api::namespaced(bed.client.clone(), "evil");
+    let row = |name: &str, state: &str, reason: &str| {
+        (name.to_owned(), state.to_owned(), reason.to_owned())
+    };
+
+    // No grant: the EdgeNode is not evil's to use.
+    let (_, _, message) = eventually(
+        "evil/web refused without a grant",
+        Duration::from_secs(120),
+        async || {
+            ready(&evil, "web")
+                .await
+                .filter(|c| c.1 == "ReferenceNotGranted")
+        },
+        || log_of(&log),
+    )
+    .await;
+    assert!(message.contains("EdgeNode team-a/edge"), "{message}");
+
+    // A grant of another kind than the EdgeNode (Secrets), and one from the core group's
+    // `PortBinding` (no such kind): still refused. Then team-a's grant of its EdgeNode.
+    gateway_grant(
+        &bed,
+        "team-a",
+        "secrets",
+        "evil",
+        "{group: '', kind: Secret}",
+    )
+    .await;
+    let wrong_group: GatewayReferenceGrant = serde_yaml::from_str(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: wrong-group, namespace: team-a}\nspec:\n  from: [{group: '', kind: PortBinding, namespace: evil}]\n  to: [{group: tunnel.achetronic.com, kind: EdgeNode}]\n",
+    )
+    .unwrap();
+    Api::<GatewayReferenceGrant>::namespaced(bed.client.clone(), "team-a")
+        .create(&PostParams::default(), &wrong_group)
+        .await
+        .unwrap();
+    gateway_grant(
+        &bed,
+        "team-a",
+        "edge",
+        "evil",
+        "{group: tunnel.achetronic.com, kind: EdgeNode, name: edge}",
+    )
+    .await;
+    // The EdgeNode granted: planned; the Service of `networking` still needs its own grant.
+    let seen = eventually(
+        "evil/web planned on team-a/edge",
+        Duration::from_secs(120),
+        async || {
+            Some(bindings_of(&evil, "web").await)
+                .filter(|b| b.contains(&row("plain", "Served", "")))
+        },
+        || log_of(&log),
+    )
+    .await;
+    assert_eq!(
+        seen,
+        vec![
+            row("ingress", "Refused", "ReferenceNotGranted"),
+            row("plain", "Served", ""),
+        ],
+        "{}",
+        log_of(&log)
+    );
+    gateway_grant(
+        &bed,
+        "networking",
+        "evil",
+        "evil",
+        "{group: '', kind: Service}",
+    )
+    .await;
+    eventually(
+        "evil/web's ingress served with networking's Gateway API grant",
+        Duration::from_secs(120),
+        async || {
+            Some(bindings_of(&evil, "web").await)
+                .filter(|b| b.contains(&row("ingress", "Served", "")))
+        },
+        || log_of(&log),
+    )
+    .await;
+
+    // Planned, waiting for the VPS (a closed port): what a granted PortBinding shows.
+    eventually(
+        "evil/web shows the EdgeNode's state",
+        Duration::from_secs(120),
+        async || {
+            ready(&evil, "web")
+                .await
+                .filter(|c| c.1 == "EdgeNodeNotReady")
+        },
+        || log_of(&log),
+    )
+    .await;
+
+    // team-a withdraws its consent: refused again, only the wrong ones left.
+    Api::<GatewayReferenceGrant>::namespaced(bed.client.clone(), "team-a")
+        .delete("edge", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "evil/web refused once team-a's grant is gone",
+        Duration::from_secs(120),
+        async || {
+            ready(&evil, "web")
+                .await
+                .filter(|c| c.1 == "ReferenceNotGranted")
         },
         || log_of(&log),
     )

@@ -712,6 +712,13 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("list", "tunnel.achetronic.com", "edgenodes", None),
         ("watch", "tunnel.achetronic.com", "portbindings", None),
         ("watch", "tunnel.achetronic.com", "referencegrants", None),
+        ("list", "gateway.networking.k8s.io", "referencegrants", None),
+        (
+            "watch",
+            "gateway.networking.k8s.io",
+            "referencegrants",
+            None,
+        ),
         (
             "patch",
             "tunnel.achetronic.com",
@@ -805,6 +812,20 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             "referencegrants",
             Some("default"),
         ),
+        // Consent is the namespaces' to give: never a grant of Gateway API's, nor its routes.
+        (
+            "create",
+            "gateway.networking.k8s.io",
+            "referencegrants",
+            Some("default"),
+        ),
+        (
+            "patch",
+            "gateway.networking.k8s.io",
+            "referencegrants",
+            Some("default"),
+        ),
+        ("list", "gateway.networking.k8s.io", "httproutes", None),
         // No writes outside the uplink namespaces, kube-system above all.
         ("patch", "", "configmaps", Some("kube-system")),
         ("create", "", "configmaps", Some("kube-system")),

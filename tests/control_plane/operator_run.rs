@@ -73,6 +73,12 @@ async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
         probe(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
     });
     assert!(probe(port, "/healthz").unwrap().starts_with("HTTP/1.1 200"));
+    // Ready without Gateway API's CRDs: their ReferenceGrants are not watched (issue 19).
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("Gateway API (gateway.networking.k8s.io/v1) not served"),
+        "{text}"
+    );
 
     let api: Api<EdgeNode> = Api::namespaced(bed.client.clone(), "default");
     let node: EdgeNode = serde_json::from_value(serde_json::json!({

@@ -92,3 +92,53 @@ fn the_guide_and_the_readme_name_only_files_that_exist() {
         }
     }
 }
+
+/// The user guide's Gateway API ReferenceGrant for Example 2 (issue 19) is the fixture, and it
+/// is the consent Example 2 needs under `require-grant`: its PortBinding's target Service in
+/// `networking`, and nothing else.
+#[test]
+fn the_gateway_api_grant_example_is_the_fixture_and_grants_example_2_its_service() {
+    use tunnel::crd::{
+        FromKind, GatewayReferenceGrant, GrantInput, PortBinding, Reference, ToKind,
+    };
+    let guide = std::fs::read_to_string(GUIDE).unwrap();
+    let fixture = std::fs::read_to_string("tests/fixtures/readme/example2-grant.yaml").unwrap();
+    let shown = yaml_after(&guide, "### Consent across namespaces").unwrap();
+    assert_eq!(
+        shown, fixture,
+        "{GUIDE}'s Gateway API ReferenceGrant example"
+    );
+    let grant: GatewayReferenceGrant = serde_yaml::from_str(&fixture).unwrap();
+    let grants = [GrantInput::from_gateway(&grant).unwrap()];
+    let example2: PortBinding = serde_yaml::from_str(
+        &std::fs::read_to_string("tests/fixtures/readme/example2.yaml").unwrap(),
+    )
+    .unwrap();
+    let from_namespace = example2.metadata.namespace.as_deref().unwrap();
+    let service = example2
+        .spec
+        .bindings
+        .iter()
+        .find_map(|b| b.target.service.as_ref())
+        .unwrap();
+    let to_namespace = service.namespace.as_str();
+    let reference = |to_kind, to_name| Reference {
+        from_kind: FromKind::PortBinding,
+        from_namespace,
+        to_kind,
+        to_namespace,
+        to_name,
+    };
+    assert!(tunnel::crd::reference_allowed(
+        &reference(ToKind::Service, &service.name),
+        &grants
+    ));
+    assert!(!tunnel::crd::reference_allowed(
+        &reference(ToKind::Service, "another"),
+        &grants
+    ));
+    assert!(!tunnel::crd::reference_allowed(
+        &reference(ToKind::Secret, &service.name),
+        &grants
+    ));
+}

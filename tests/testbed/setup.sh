@@ -12,6 +12,8 @@ K8S_OLDEST_VERSION=${K8S_OLDEST_VERSION:-v1.32.13}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.19.5}
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
+# Gateway API (Standard-channel CRDs from its Go module; setup.d/50-gateway-api.sh).
+GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
 # Prometheus's Go module version (v0.3XX.Y is Prometheus 3.XX.Y), for the node's scrape test.
 DEBIAN_SUITE=bookworm
 APT_PACKAGES=(debootstrap systemd-container iproute2 openssh-client nftables procps psmisc prometheus)
@@ -144,6 +146,6 @@ fi
 for ext in "$(dirname "$0")"/setup.d/*.sh; do
   [[ -e $ext ]] || continue
   log "running $(basename "$ext")"
-  CACHE=$CACHE BIN=$BIN K8S_VERSION=$K8S_VERSION bash "$ext"
+  CACHE=$CACHE BIN=$BIN K8S_VERSION=$K8S_VERSION GATEWAY_API_VERSION=$GATEWAY_API_VERSION bash "$ext"
 done
 log "all set"

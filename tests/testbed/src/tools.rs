@@ -101,3 +101,35 @@ pub fn helm(
         detail: e.to_string(),
     })
 }
+
+/// The Gateway API Standard-channel CRDs (`setup.d/50-gateway-api.sh`, from the Go module
+/// `sigs.k8s.io/gateway-api` at the version pinned in `setup.sh`): their directory, and the
+/// version cached.
+pub fn gateway_api_crds() -> Result<(PathBuf, String), TestbedError> {
+    let root = cache_dir().join("gateway-api");
+    let dir = root.join("standard");
+    let version = std::fs::read_to_string(root.join(".version")).unwrap_or_default();
+    if dir.is_dir() && !version.trim().is_empty() {
+        Ok((dir, version.trim().to_owned()))
+    } else {
+        Err(TestbedError::MissingTool {
+            tool: "gateway-api CRDs".into(),
+            path: dir,
+        })
+    }
+}
+
+/// The cached Gateway API `ReferenceGrant` CRD (`gateway.networking.k8s.io/v1`, Standard
+/// channel), a YAML file.
+pub fn gateway_api_reference_grant_crd() -> Result<PathBuf, TestbedError> {
+    let (dir, _) = gateway_api_crds()?;
+    let path = dir.join("gateway.networking.k8s.io_referencegrants.yaml");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(TestbedError::MissingTool {
+            tool: "gateway-api ReferenceGrant CRD".into(),
+            path,
+        })
+    }
+}
