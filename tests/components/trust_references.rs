@@ -264,6 +264,38 @@ fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// Waits (2 minutes at most) until PortBinding `name`'s `Ready` has `reason`; the condition.
+async fn until_reason(
+    api: &Api<PortBinding>,
+    name: &str,
+    reason: &str,
+    log: &Path,
+) -> (String, String, String) {
+    eventually(
+        &format!("PortBinding {name}: Ready reason {reason}"),
+        Duration::from_secs(120),
+        async || ready(api, name).await.filter(|c| c.1 == reason),
+        || log_of(log),
+    )
+    .await
+}
+
+/// Waits (2 minutes at most) until PortBinding `name`'s bindings include `row`; all of them.
+async fn until_binding(
+    api: &Api<PortBinding>,
+    name: &str,
+    row: &(String, String, String),
+    log: &Path,
+) -> Vec<(String, String, String)> {
+    eventually(
+        &format!("PortBinding {name}: binding {row:?}"),
+        Duration::from_secs(120),
+        async || Some(bindings_of(api, name).await).filter(|b| b.contains(row)),
+        || log_of(log),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
     let bed = TenantBed::start().await;
@@ -284,17 +316,7 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
     let evil: Api<PortBinding> = Api::namespaced(bed.client.clone(), "evil");
     // The owner's PortBinding: planned (both bindings Served), waiting for the VPS, whose
     // SSH failure (naming 127.0.0.1 and the port) it is shown.
-    let (_, _, node_problem) = eventually(
-        "team-a/web reports the EdgeNode's SSH failure",
-        Duration::from_secs(120),
-        async || {
-            ready(&team_a, "web")
-                .await
-                .filter(|c| c.1 == "EdgeNodeNotReady")
-        },
-        || log_of(&log),
-    )
-    .await;
+    let (_, _, node_problem) = until_reason(&team_a, "web", "EdgeNodeNotReady", &log).await;
     let closed = bed.closed.to_string();
     assert!(node_problem.contains("127.0.0.1"), "{node_problem}");
     assert_eq!(
@@ -350,17 +372,7 @@ async fn a_tenant_cannot_squat_a_foreign_edge_node_nor_read_its_errors() {
         .create(&PostParams::default(), &grant)
         .await
         .unwrap();
-    eventually(
-        "evil/probe EdgeNodeNotFound once granted",
-        Duration::from_secs(60),
-        async || {
-            ready(&evil, "probe")
-                .await
-                .filter(|c| c.1 == "EdgeNodeNotFound")
-        },
-        || log_of(&log),
-    )
-    .await;
+    until_reason(&evil, "probe", "EdgeNodeNotFound", &log).await;
     assert_eq!(
         ready(&evil, "squat").await.map(|c| c.1).as_deref(),
         Some("ReferenceNotGranted")
@@ -479,16 +491,7 @@ async fn the_api_server_is_never_a_target_whatever_namespaces_are_watched() {
         .create(&PostParams::default(), &grant)
         .await
         .unwrap();
-    eventually(
-        "team-a/grab's ingress served with networking's grant",
-        Duration::from_secs(120),
-        async || {
-            Some(bindings_of(&team_a, "grab").await)
-                .filter(|b| b.contains(&row("ingress", "Served", "")))
-        },
-        || log_of(&log),
-    )
-    .await;
+    until_binding(&team_a, "grab", &row("ingress", "Served", ""), &log).await;
 }
 
 /// Installs Gateway API's `ReferenceGrant` CRD (Standard channel, the test bed's cached copy
@@ -545,17 +548,7 @@ async fn a_gateway_api_reference_grant_is_consent_too() {
     };
 
     // No grant: the EdgeNode is not evil's to use.
-    let (_, _, message) = eventually(
-        "evil/web refused without a grant",
-        Duration::from_secs(120),
-        async || {
-            ready(&evil, "web")
-                .await
-                .filter(|c| c.1 == "ReferenceNotGranted")
-        },
-        || log_of(&log),
-    )
-    .await;
+    let (_, _, message) = until_reason(&evil, "web", "ReferenceNotGranted", &log).await;
     assert!(message.contains("EdgeNode team-a/edge"), "{message}");
 
     // A grant of another kind than the EdgeNode (Secrets), and one from the core group's
@@ -585,16 +578,7 @@ async fn a_gateway_api_reference_grant_is_consent_too() {
     )
     .await;
     // The EdgeNode granted: planned; the Service of `networking` still needs its own grant.
-    let seen = eventually(
-        "evil/web planned on team-a/edge",
-        Duration::from_secs(120),
-        async || {
-            Some(bindings_of(&evil, "web").await)
-                .filter(|b| b.contains(&row("plain", "Served", "")))
-        },
-        || log_of(&log),
-    )
-    .await;
+    let seen = until_binding(&evil, "web", &row("plain", "Served", ""), &log).await;
     assert_eq!(
         seen,
         vec![
@@ -612,44 +596,15 @@ async fn a_gateway_api_reference_grant_is_consent_too() {
         "{group: '', kind: Service}",
     )
     .await;
-    eventually(
-        "evil/web's ingress served with networking's Gateway API grant",
-        Duration::from_secs(120),
-        async || {
-            Some(bindings_of(&evil, "web").await)
-                .filter(|b| b.contains(&row("ingress", "Served", "")))
-        },
-        || log_of(&log),
-    )
-    .await;
+    until_binding(&evil, "web", &row("ingress", "Served", ""), &log).await;
 
     // Planned, waiting for the VPS (a closed port): what a granted PortBinding shows.
-    eventually(
-        "evil/web shows the EdgeNode's state",
-        Duration::from_secs(120),
-        async || {
-            ready(&evil, "web")
-                .await
-                .filter(|c| c.1 == "EdgeNodeNotReady")
-        },
-        || log_of(&log),
-    )
-    .await;
+    until_reason(&evil, "web", "EdgeNodeNotReady", &log).await;
 
     // team-a withdraws its consent: refused again, only the wrong ones left.
     Api::<GatewayReferenceGrant>::namespaced(bed.client.clone(), "team-a")
         .delete("edge", &kube::api::DeleteParams::default())
         .await
         .unwrap();
-    eventually(
-        "evil/web refused once team-a's grant is gone",
-        Duration::from_secs(120),
-        async || {
-            ready(&evil, "web")
-                .await
-                .filter(|c| c.1 == "ReferenceNotGranted")
-        },
-        || log_of(&log),
-    )
-    .await;
+    until_reason(&evil, "web", "ReferenceNotGranted", &log).await;
 }
