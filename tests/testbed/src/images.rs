@@ -118,8 +118,19 @@ pub fn test_only(bin_dir: &Path) -> Result<Vec<PathBuf>, TestbedError> {
     write_all(&[pause(), echo(bin_dir)?])
 }
 
+/// Writes `specs` into the shared images directory, holding its lock: two node tests of one
+/// run write the same archives before either takes the node.
 fn write_all(specs: &[ImageSpec]) -> Result<Vec<PathBuf>, TestbedError> {
     let out = images_dir();
+    std::fs::create_dir_all(&out).map_err(TestbedError::io("creating the images dir"))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out.join(".lock"))
+        .map_err(TestbedError::io("opening the images dir's lock"))?;
+    lock.lock()
+        .map_err(TestbedError::io("locking the images dir"))?;
     specs.iter().map(|spec| write(spec, &out)).collect()
 }
 
