@@ -182,7 +182,10 @@ pub fn base_layer() -> Result<PathBuf, TestbedError> {
             .and_then(|m| m.modified())
             .map_err(TestbedError::io("reading the rootfs stamp"))?
     );
-    if layer.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&want) {
+    // A layer emptied by two writers of one run (before the images dir had its lock, one
+    // truncated the hard link the other had made to it) is made again.
+    let whole = std::fs::metadata(&layer).is_ok_and(|m| m.is_file() && m.len() > 0);
+    if whole && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&want) {
         return Ok(layer);
     }
     let tmp = dir.join("base.tar.tmp");
