@@ -102,6 +102,17 @@ pub fn secrets_of(
     secrets
 }
 
+/// The TLS Secrets a translated source (a Gateway's) offloads.
+pub fn tls_secrets_of_source(source: &crate::plan::SourceInput) -> Vec<ObjectKey> {
+    source
+        .spec
+        .bindings
+        .iter()
+        .filter_map(|b| b.tls.as_ref()?.secret_ref.as_ref())
+        .map(|r| ObjectKey::new(r.namespace_or(&source.namespace), r.name.clone()))
+        .collect()
+}
+
 /// EdgeNodes with a binding whose target is Service `service`.
 pub fn users_of_service(
     service: &ObjectKey,

@@ -38,6 +38,7 @@ use crate::plan::{SourceKey, load_balancer};
 
 use super::edge_node::EdgeNodeActor;
 use super::edge_node::core::Seen;
+use super::gateway::GatewayActor;
 use super::index;
 use super::load_balancer::LoadBalancerActor;
 use super::port_binding::{PortBindingActor, takes_part};
@@ -83,6 +84,8 @@ pub struct ManagerState {
     lb_heard: BTreeMap<ObjectKey, (i64, bool, bool)>,
     /// The pod counts of each uplink StatefulSet when last seen.
     sts_seen: BTreeMap<ObjectKey, routes::UplinkSetSeen>,
+    /// Each Gateway of ours: its EdgeNode and the version of its translation, when last seen.
+    gw_seen: BTreeMap<ObjectKey, routes::SourceSeen>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -109,8 +112,14 @@ impl Actor for Manager {
             watch_namespaces,
         } = args;
         let gateway_grants = super::grants::gateway_grants_served(&client).await;
-        let (stores, tasks) =
-            watches::start(&client, &watch_namespaces, gateway_grants, &ready, &myself);
+        let gateway_api = super::gateway_api::served(&client).await;
+        let (stores, tasks) = watches::start(
+            &client,
+            &watch_namespaces,
+            (gateway_grants, gateway_api),
+            &ready,
+            &myself,
+        );
         watches::filled(&stores).await?;
         info!("watch caches filled");
         let ctx = Arc::new(make_context(stores));
@@ -135,6 +144,15 @@ impl Actor for Manager {
             myself.get_cell(),
         )
         .await?;
+        if ctx.stores.gateway_api.is_some() {
+            Actor::spawn_linked(
+                Some(ctx.singleton(protocol::GATEWAY)),
+                GatewayActor,
+                ctx.clone(),
+                myself.get_cell(),
+            )
+            .await?;
+        }
         let mut state = ManagerState {
             ctx,
             edge_nodes,
@@ -145,8 +163,10 @@ impl Actor for Manager {
             svc_seen: BTreeMap::new(),
             lb_heard: BTreeMap::new(),
             sts_seen: BTreeMap::new(),
+            gw_seen: BTreeMap::new(),
             tasks,
         };
+        state.gw_seen = gateways_seen(&state.ctx);
         // The Services' watch forwards changes only: those there at start are routed here.
         // The EdgeNodes' first passes read them anyway, so no EdgeNode is told twice.
         route_services(&mut state, false)?;
@@ -204,6 +224,7 @@ impl Actor for Manager {
                 }
                 if route.upsert {
                     route_services(state, true)?;
+                    gateways_changed(&ctx);
                 }
             }
             ManagerMsg::EdgeNodeGone(key) => {
@@ -214,6 +235,7 @@ impl Actor for Manager {
                 upsert_port_bindings_of(&ctx, &state.port_bindings, &key)?;
                 upsert_load_balancers_of(state, &key)?;
                 route_services(state, true)?;
+                gateways_changed(&ctx);
             }
             ManagerMsg::PortBinding(pb) => {
                 let key = ObjectKey::of(pb.as_ref());
@@ -262,12 +284,17 @@ impl Actor for Manager {
                 for node in index::users_of_service(&key, &taking_part(&ctx)) {
                     changed(&ctx, &node);
                 }
+                for node in gateway_users_of_service(&ctx, &key) {
+                    changed(&ctx, &node);
+                }
                 route_service(state, &key, true)?;
             }
             ManagerMsg::Grant => {
                 for node in ctx.stores.edge_nodes.state() {
                     changed(&ctx, &ObjectKey::of(node.as_ref()));
                 }
+                state.gw_seen = gateways_seen(&ctx);
+                gateways_changed(&ctx);
                 // No pass answers a PortBinding whose EdgeNode does not exist: its own actor
                 // decides again (ReferenceNotGranted or EdgeNodeNotFound).
                 let nodes = &ctx.stores.edge_nodes;
@@ -282,6 +309,18 @@ impl Actor for Manager {
                             .send_message(SupervisorMsg::Upsert(ObjectKey::of(pb.as_ref())))?;
                     }
                 }
+            }
+            ManagerMsg::GatewayApi => {
+                let now = gateways_seen(&ctx);
+                let mut keys: std::collections::BTreeSet<ObjectKey> = now.keys().cloned().collect();
+                keys.extend(state.gw_seen.keys().cloned());
+                for key in keys {
+                    for (node, _) in routes::source(state.gw_seen.get(&key), now.get(&key)) {
+                        changed(&ctx, &node);
+                    }
+                }
+                state.gw_seen = now;
+                gateways_changed(&ctx);
             }
             ManagerMsg::ApiServer => {
                 for node in ctx.stores.edge_nodes.state() {
@@ -373,6 +412,53 @@ fn taking_part(ctx: &Context) -> Vec<Arc<PortBinding>> {
             )
         })
         .collect()
+}
+
+/// Each Gateway of ours with an EdgeNode, and the version of its translation.
+fn gateways_seen(ctx: &Context) -> BTreeMap<ObjectKey, routes::SourceSeen> {
+    let Some(stores) = &ctx.stores.gateway_api else {
+        return BTreeMap::new();
+    };
+    stores
+        .sources(&ctx.resolver())
+        .into_iter()
+        .filter_map(|g| {
+            Some((
+                g.key,
+                routes::SourceSeen {
+                    generation: Some(g.version),
+                    edge_node: g.edge_node.ok()?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The EdgeNodes serving a Gateway with a route to Service `service`.
+fn gateway_users_of_service(ctx: &Context, service: &ObjectKey) -> Vec<ObjectKey> {
+    let Some(stores) = &ctx.stores.gateway_api else {
+        return Vec::new();
+    };
+    stores
+        .sources(&ctx.resolver())
+        .into_iter()
+        .filter(|g| {
+            g.source.spec.bindings.iter().any(|b| {
+                b.target
+                    .service
+                    .as_ref()
+                    .is_some_and(|s| s.name == service.name && s.namespace == service.namespace)
+            })
+        })
+        .filter_map(|g| g.edge_node.ok())
+        .collect()
+}
+
+/// Tells the Gateway actor to decide the statuses again.
+fn gateways_changed(ctx: &Context) {
+    if let Some(actor) = protocol::gateway(ctx) {
+        let _ = actor.send_message(protocol::GatewayMsg::Changed);
+    }
 }
 
 /// Tells an EdgeNode actor that something it uses changed (a parked one stays parked).

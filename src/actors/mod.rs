@@ -21,6 +21,9 @@ pub mod edge_node;
 pub mod error;
 #[cfg(test)]
 mod fake_sshd;
+pub mod gateway;
+pub mod gateway_api;
+pub mod gateway_status;
 pub mod grants;
 pub mod index;
 pub mod keys;
@@ -85,6 +88,8 @@ pub struct Stores {
     pub grants: grants::GrantStores,
     /// The API server's own addresses (never a target), watched whatever namespaces are.
     pub api_server: resolver::ApiServerStores,
+    /// Gateway API's Gateways and routes, when the API server serves them.
+    pub gateway_api: Option<gateway_api::GatewayStores>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -193,6 +198,15 @@ impl Context {
         crate::plan::load_balancer::served_by(node, &services, &nodes, self.load_balancers)
             .map(|s| Arc::new(s.clone()))
             .collect()
+    }
+
+    /// The Gateways EdgeNode `node` serves now, translated.
+    pub fn gateways_of(&self, node: &ObjectKey) -> Vec<crate::plan::gateway::GatewaySource> {
+        self.stores
+            .gateway_api
+            .as_ref()
+            .map(|g| g.sources_of(node, &self.resolver()))
+            .unwrap_or_default()
     }
 
     /// Every LoadBalancer Service of ours, with its EdgeNode (those that have one).

@@ -55,13 +55,32 @@ pub fn port_binding(ctx: &Context, key: &ObjectKey) -> Option<ActorRef<BindingMs
 /// The kind under which the actors of LoadBalancer Services are registered.
 pub const LOAD_BALANCER: &str = "LoadBalancer";
 
-/// The actor of a source (a PortBinding's, or a LoadBalancer Service's), if it runs.
+/// The actor of a source (a PortBinding's, or a LoadBalancer Service's), if it runs; a
+/// Gateway's reports go to the one Gateway actor ([`gateway`]).
 pub fn source(ctx: &Context, source: &SourceKey) -> Option<ActorRef<BindingMsg>> {
     let kind = match source.kind {
         SourceKind::PortBinding => PORT_BINDING,
         SourceKind::Service => LOAD_BALANCER,
+        SourceKind::Gateway => return None,
     };
     ActorRef::where_is(ctx.name(kind, &source.key))
+}
+
+/// The kind under which the Gateway actor is registered.
+pub const GATEWAY: &str = "Gateway";
+
+/// What the Gateway actor hears.
+#[derive(Debug)]
+pub enum GatewayMsg {
+    /// A GatewayClass, Gateway, route, namespace, or an EdgeNode changed: decide again.
+    Changed,
+    /// An EdgeNode's pass answers for one Gateway.
+    Report(ObjectKey, Box<SourceReport>),
+}
+
+/// The Gateway actor (the single writer of Gateway API statuses), if it runs.
+pub fn gateway(ctx: &Context) -> Option<ActorRef<GatewayMsg>> {
+    ActorRef::where_is(ctx.singleton(GATEWAY))
 }
 
 /// One watch event, as the Manager needs it.
@@ -89,6 +108,8 @@ pub enum ManagerMsg {
     StatefulSetGone(ObjectKey),
     /// A watch relisted: these are all the objects of that kind.
     Relisted(Listed),
+    /// A GatewayClass, Gateway, TCPRoute, UDPRoute, TLSRoute or namespace changed or went.
+    GatewayApi,
 }
 
 /// The kinds whose relist ends actors of objects that are gone.

@@ -285,6 +285,7 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
             gateway: None,
         },
         api_server: ApiServerStores { service, slices },
+        gateway_api: None,
     };
     let hour = Duration::from_secs(3600);
     let ctx = Context {

@@ -1,7 +1,9 @@
 //! The watches, in one room: a kube-runtime reflector per kind the tree reads (EdgeNodes,
 //! PortBindings, Secrets (metadata only) and Services in the watched namespaces, the uplink
 //! StatefulSets (each change, deletion and relist: their status follows the uplink pods),
-//! ReferenceGrants (ours, and Gateway API's when served: [`super::grants`]), the API server's own Service and EndpointSlices), each feeding its cache
+//! ReferenceGrants (ours, and Gateway API's when served: [`super::grants`]), the API server's
+//! own Service and EndpointSlices, and Gateway API's classes, Gateways, routes and the
+//! namespaces' labels when served: [`super::gateway_api`]), each feeding its cache
 //! and turning its events into [`ManagerMsg`]s. `/readyz` follows their health.
 
 use std::collections::BTreeMap;
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -20,10 +22,13 @@ use kube::{Client, Resource};
 use ractor::ActorRef;
 use tracing::{info, warn};
 
+use crate::crd::gateway::{Gateway, GatewayClass};
+use crate::crd::gateway_route::{TcpRoute, TlsRoute, UdpRoute};
 use crate::crd::{EdgeNode, GatewayReferenceGrant, PortBinding, ReferenceGrant};
 use crate::object_key::ObjectKey;
 
 use super::Stores;
+use super::gateway_api::GatewayStores;
 use super::grants::GrantStores;
 use super::protocol::{Listed, ManagerMsg};
 use super::resolver::{API_SERVER_SERVICE, API_SERVER_SLICES, ApiServerStores};
@@ -34,7 +39,7 @@ use super::scoped_store::ScopedStore;
 pub fn start(
     client: &Client,
     watch_namespaces: &[String],
-    gateway_grants: bool,
+    (gateway_grants, gateway_api): (bool, bool),
     ready: &Arc<AtomicBool>,
     manager: &ActorRef<ManagerMsg>,
 ) -> (Stores, Vec<tokio::task::JoinHandle<()>>) {
@@ -114,6 +119,64 @@ pub fn start(
         tasks.push(task);
         store
     });
+    let gateway_api = gateway_api.then(|| {
+        let (classes, t) = pump(
+            Api::<GatewayClass>::all(client.clone()),
+            cfg(),
+            ready.clone(),
+            manager.clone(),
+            gateway_api_changed::<GatewayClass>,
+        );
+        tasks.push(t);
+        let (gateways, t) = pump(
+            Api::<Gateway>::all(client.clone()),
+            cfg(),
+            ready.clone(),
+            manager.clone(),
+            gateway_api_changed::<Gateway>,
+        );
+        tasks.push(t);
+        let (tcp, t) = pump(
+            Api::<TcpRoute>::all(client.clone()),
+            cfg(),
+            ready.clone(),
+            manager.clone(),
+            gateway_api_changed::<TcpRoute>,
+        );
+        tasks.push(t);
+        let (udp, t) = pump(
+            Api::<UdpRoute>::all(client.clone()),
+            cfg(),
+            ready.clone(),
+            manager.clone(),
+            gateway_api_changed::<UdpRoute>,
+        );
+        tasks.push(t);
+        let (tls, t) = pump(
+            Api::<TlsRoute>::all(client.clone()),
+            cfg(),
+            ready.clone(),
+            manager.clone(),
+            gateway_api_changed::<TlsRoute>,
+        );
+        tasks.push(t);
+        let (namespaces, t) = pump(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            cfg(),
+            ready.clone(),
+            manager.clone(),
+            gateway_api_changed::<PartialObjectMeta<Namespace>>,
+        );
+        tasks.push(t);
+        GatewayStores {
+            classes,
+            gateways,
+            tcp,
+            udp,
+            tls,
+            namespaces,
+        }
+    });
     let (api_service, t7) = pump(
         Api::<Service>::namespaced(client.clone(), API_SERVER_SERVICE.0),
         cfg().fields(&format!("metadata.name={}", API_SERVER_SERVICE.1)),
@@ -142,6 +205,7 @@ pub fn start(
             service: api_service,
             slices: api_slices,
         },
+        gateway_api,
     };
     tasks.extend([t1, t2, t3, t4, t5, t6, t7, t8]);
     (stores, tasks)
@@ -157,6 +221,9 @@ pub async fn filled(stores: &Stores) -> Result<(), reflector::store::WriterDropp
     stores.grants.wait_until_ready().await?;
     stores.api_server.service.wait_until_ready().await?;
     stores.api_server.slices.wait_until_ready().await?;
+    if let Some(g) = &stores.gateway_api {
+        g.wait_until_ready().await?;
+    }
     Ok(())
 }
 
@@ -197,6 +264,19 @@ fn lifecycle<K: Resource>(
 fn grant_changed<K>(e: watcher::Event<K>) -> Vec<ManagerMsg> {
     match e {
         watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::Grant],
+        _ => Vec::new(),
+    }
+}
+
+/// A change of a Gateway API object or a namespace (by value: `pump`'s signature); the
+/// initial list too (the Gateway actor writes the statuses of objects made while the operator
+/// was down).
+#[allow(clippy::needless_pass_by_value)]
+fn gateway_api_changed<K>(e: watcher::Event<K>) -> Vec<ManagerMsg> {
+    match e {
+        watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone => {
+            vec![ManagerMsg::GatewayApi]
+        }
         _ => Vec::new(),
     }
 }

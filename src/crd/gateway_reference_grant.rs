@@ -71,6 +71,10 @@ pub fn from_kind(group: &str, kind: &str) -> Option<FromKind> {
         (super::GROUP, "PortBinding") => Some(FromKind::PortBinding),
         (super::GROUP, "EdgeNode") => Some(FromKind::EdgeNode),
         ("", "Service") => Some(FromKind::Service),
+        (GATEWAY_GROUP, "Gateway") => Some(FromKind::Gateway),
+        (GATEWAY_GROUP, "TCPRoute") => Some(FromKind::TcpRoute),
+        (GATEWAY_GROUP, "UDPRoute") => Some(FromKind::UdpRoute),
+        (GATEWAY_GROUP, "TLSRoute") => Some(FromKind::TlsRoute),
         _ => None,
     }
 }

@@ -7,7 +7,9 @@
 
 mod common;
 mod edge_node;
+pub mod gateway;
 pub mod gateway_reference_grant;
+pub mod gateway_route;
 mod policy;
 mod port_binding;
 pub mod reference_grant;

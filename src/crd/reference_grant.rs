@@ -65,6 +65,19 @@ pub enum FromKind {
     /// A core `Service` of `type: LoadBalancer` served by an EdgeNode (that EdgeNode, its TLS
     /// Secrets).
     Service,
+    /// A Gateway API `Gateway` (its EdgeNode, its certificates); granted by Gateway API's
+    /// `ReferenceGrant` only.
+    #[serde(skip)]
+    Gateway,
+    /// A Gateway API `TCPRoute` (its backend Services); Gateway API's grant only.
+    #[serde(skip)]
+    TcpRoute,
+    /// A Gateway API `UDPRoute`; Gateway API's grant only.
+    #[serde(skip)]
+    UdpRoute,
+    /// A Gateway API `TLSRoute`; Gateway API's grant only.
+    #[serde(skip)]
+    TlsRoute,
 }
 
 /// Kinds that can be referenced across namespaces.

@@ -177,6 +177,7 @@ pub fn from_kind(kind: SourceKind) -> FromKind {
     match kind {
         SourceKind::PortBinding => FromKind::PortBinding,
         SourceKind::Service => FromKind::Service,
+        SourceKind::Gateway => FromKind::Gateway,
     }
 }
 
@@ -341,6 +342,7 @@ fn shared_tunnel_port(id: &BindingId, taken: &mut BTreeSet<u16>) -> u16 {
     let kind = match id.kind {
         SourceKind::PortBinding => "",
         SourceKind::Service => "Service/",
+        SourceKind::Gateway => "Gateway/",
     };
     let digest =
         Sha256::digest(format!("{kind}{}/{}/{}", id.namespace, id.source, id.binding).as_bytes());
@@ -430,7 +432,11 @@ fn resolve_target(
     let b = c.binding;
     let (ip, port) = match (&b.target.service, &b.target.address) {
         (Some(svc), _) => {
-            if policy.cross_namespace_targets == CrossNamespaceTargets::RequireGrant {
+            // A Gateway's backends were checked against Gateway API's grants, from their
+            // routes, whatever the policy ([`super::gateway`]).
+            if policy.cross_namespace_targets == CrossNamespaceTargets::RequireGrant
+                && c.id.kind != SourceKind::Gateway
+            {
                 // Before the lookup: an ungranted author learns nothing of the namespace.
                 granted(
                     resolver,

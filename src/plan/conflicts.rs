@@ -76,6 +76,7 @@ fn judge(
     let choose = match claim.id.kind {
         SourceKind::PortBinding => "choose another listenPort",
         SourceKind::Service => "choose another port (the Service's spec.ports[].port)",
+        SourceKind::Gateway => "choose another port (the Gateway listener's port)",
     };
     if claim.protocol == Protocol::Udp && claim.port == node.tunnel_udp {
         return Some(Refusal {

@@ -16,6 +16,7 @@ pub mod agent_docs;
 pub mod bindings;
 pub mod conflicts;
 pub mod envoy;
+pub mod gateway;
 pub mod ipam;
 pub mod load_balancer;
 pub mod outcome;
@@ -390,6 +391,7 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
         .map(|b| match b.id.kind {
             SourceKind::PortBinding => format!("{}/{}", b.id.namespace, b.id.source),
             SourceKind::Service => format!("Service {}/{}", b.id.namespace, b.id.source),
+            SourceKind::Gateway => format!("Gateway {}/{}", b.id.namespace, b.id.source),
         })
         .collect();
     Ok(Plan {

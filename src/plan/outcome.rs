@@ -13,6 +13,8 @@ pub enum SourceKind {
     PortBinding,
     /// A Service of `type: LoadBalancer` of our class: each of its ports.
     Service,
+    /// A Gateway API `Gateway` of our class: each listener's served routes.
+    Gateway,
 }
 
 impl SourceKind {
@@ -21,6 +23,7 @@ impl SourceKind {
         match self {
             Self::PortBinding => "PortBinding",
             Self::Service => "Service",
+            Self::Gateway => "Gateway",
         }
     }
 
@@ -29,6 +32,7 @@ impl SourceKind {
         match self {
             Self::PortBinding => "binding",
             Self::Service => "port",
+            Self::Gateway => "listener",
         }
     }
 }
@@ -55,6 +59,14 @@ impl SourceKey {
     pub fn service(key: ObjectKey) -> Self {
         Self {
             kind: SourceKind::Service,
+            key,
+        }
+    }
+
+    /// A Gateway.
+    pub fn gateway(key: ObjectKey) -> Self {
+        Self {
+            kind: SourceKind::Gateway,
             key,
         }
     }

@@ -47,6 +47,8 @@ pub struct Inputs<'a> {
     pub port_bindings: &'a [Arc<PortBinding>],
     /// The LoadBalancer Services it serves.
     pub services: &'a [Arc<Service>],
+    /// The Gateways it serves, translated.
+    pub gateways: &'a [super::super::gateway_api::SourceInput],
 }
 
 /// What a pass writes.
@@ -188,6 +190,7 @@ fn plan_node(
                     .iter()
                     .map(|svc| load_balancer::source(svc, key, &node.spec.address)),
             )
+            .chain(inputs.gateways.iter().map(|g| g.input.clone()))
             .collect(),
         keys: key_set.keys.clone(),
         layout: Layout::default(),
@@ -211,6 +214,12 @@ fn plan_node(
             (
                 SourceKey::service(ObjectKey::of(svc.as_ref())),
                 Some(load_balancer::version(svc)),
+            )
+        }))
+        .chain(inputs.gateways.iter().map(|g| {
+            (
+                SourceKey::gateway(ObjectKey::new(g.namespace.clone(), g.name.clone())),
+                g.version,
             )
         }));
     let reports = versions
@@ -344,6 +353,7 @@ mod tests {
             stored_keys: stored,
             port_bindings: pbs,
             services: &[],
+            gateways: &[],
         };
         decide(&inputs, &resolver(), &settings)
     }

@@ -19,6 +19,7 @@ use crate::workload::{self, Existing};
 
 use super::super::Context;
 use super::super::error::ReconcileError;
+use super::super::gateway_api::SourceInput;
 use super::super::protocol::Target;
 use super::super::resolver::StoreResolver;
 
@@ -36,6 +37,8 @@ pub struct Gathered {
     pub port_bindings: Vec<Arc<PortBinding>>,
     /// The LoadBalancer Services it serves.
     pub services: Vec<Arc<Service>>,
+    /// The Gateways it serves, translated.
+    pub gateways: Vec<SourceInput>,
     /// The Secrets the pass reads (SSH and TLS), with their data.
     pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 }
@@ -47,7 +50,11 @@ pub async fn gather(
     ctx: &Context,
     resolver: &StoreResolver,
     node: Arc<EdgeNode>,
-    (port_bindings, services): (Vec<Arc<PortBinding>>, Vec<Arc<Service>>),
+    (port_bindings, services, gateways): (
+        Vec<Arc<PortBinding>>,
+        Vec<Arc<Service>>,
+        Vec<SourceInput>,
+    ),
     secrets: BTreeMap<ObjectKey, Arc<Secret>>,
 ) -> Result<Gathered, ReconcileError> {
     let key = ObjectKey::of(node.as_ref());
@@ -65,6 +72,7 @@ pub async fn gather(
         existing,
         port_bindings,
         services,
+        gateways,
         secrets,
     })
 }

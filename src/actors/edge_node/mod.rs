@@ -41,6 +41,7 @@ use self::core::{EdgeNodeCore, Effect, Event};
 use self::decide::{Inputs, PassFacts, Settings};
 use super::cert_watcher::{self, CertWatcherActor};
 use super::error::ReconcileError;
+use super::gateway_api::SourceInput;
 use super::index;
 use super::protocol::{self, CertMsg, Job, JobResult, NodeMsg, Work};
 use super::ssh_session::SshSessionActor;
@@ -304,6 +305,11 @@ async fn start_pass(
         .filter(|pb| index::edge_node_of(pb) == key)
         .collect();
     let services = ctx.load_balancers_of(&key);
+    let gateways: Vec<SourceInput> = ctx
+        .gateways_of(&key)
+        .into_iter()
+        .map(crate::plan::gateway::GatewaySource::source_with_version)
+        .collect();
     state.core.pass_read(
         port_bindings
             .iter()
@@ -319,11 +325,22 @@ async fn start_pass(
                     Some(load_balancer::version(svc)),
                 )
             }))
+            .chain(gateways.iter().map(|g| {
+                (
+                    SourceKey::gateway(ObjectKey::new(g.namespace.clone(), g.name.clone())),
+                    g.version,
+                )
+            }))
             .collect(),
     );
     // And of the Secrets (fetched now: they are watched as metadata only), for the cert
     // watcher: a change it sees later is one this pass missed.
-    let wanted = index::secrets_of(&node, &port_bindings, &services);
+    let mut wanted = index::secrets_of(&node, &port_bindings, &services);
+    wanted.extend(
+        gateways
+            .iter()
+            .flat_map(|g| index::tls_secrets_of_source(&g.input)),
+    );
     let secrets = ctx.secrets(&wanted).await;
     let read = wanted
         .iter()
@@ -352,7 +369,7 @@ async fn start_pass(
                 &ctx,
                 &resolver,
                 node.clone(),
-                (port_bindings, services),
+                (port_bindings, services, gateways),
                 secrets,
             )
             .await
@@ -372,6 +389,7 @@ async fn start_pass(
                 stored_keys: &g.existing.keys,
                 port_bindings: &g.port_bindings,
                 services: &g.services,
+                gateways: &g.gateways,
             };
             let resolver = resolver.with_secrets(g.secrets.clone());
             let decision = decide::decide(&inputs, &resolver, &settings);

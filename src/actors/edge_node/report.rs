@@ -85,6 +85,11 @@ pub async fn conclude(
                     Some(crate::plan::load_balancer::version(svc)),
                 )
             }))
+            .chain(
+                ctx.gateways_of(&key)
+                    .iter()
+                    .map(|gw| waiting(SourceKey::gateway(gw.key.clone()), Some(gw.version))),
+            )
             .collect();
     }
     for (pb, report) in &mut reports {
@@ -96,6 +101,15 @@ pub async fn conclude(
 
 /// Sends `report` to the actor of source `key`, if it runs.
 pub fn send_report(ctx: &Context, key: &SourceKey, report: SourceReport) {
+    if key.kind == crate::plan::SourceKind::Gateway {
+        if let Some(actor) = protocol::gateway(ctx) {
+            let _ = actor.send_message(protocol::GatewayMsg::Report(
+                key.key.clone(),
+                Box::new(report),
+            ));
+        }
+        return;
+    }
     if let Some(actor) = protocol::source(ctx, key) {
         let _ = actor.send_message(BindingMsg::Report(report));
     }

@@ -27,6 +27,7 @@ pub fn cluster(protocol: Protocol, port: u16, id: &BindingId) -> String {
     let suffix = match id.kind {
         SourceKind::PortBinding => "",
         SourceKind::Service => "_svc",
+        SourceKind::Gateway => "_gw",
     };
     format!(
         "{}_{port}_{}_{}_{}{suffix}",
