@@ -1,17 +1,22 @@
 //! What the components group's operator tests share beyond the bed
 //! ([`testbed::operator::OperatorBed`]): the user guide's examples as the tests apply them,
-//! and the logs to show when a wait fails.
+//! the logs to show when a wait fails, and TLS servers and clients for SNI and offload.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
+use rustls::pki_types::ServerName;
 use testbed::netns::Netns;
 use testbed::objects::apply_yaml;
 use testbed::operator::{Operator, OperatorBed};
 use testbed::uplinks::Uplinks;
 use testbed::vps::Vps;
 use tunnel::crd::{EdgeNode, PortBinding};
+
+use crate::edge_support::bed::{client_config, peer_cert, server_config};
 
 /// The documents of README example `name` (`tests/fixtures/readme/<name>.yaml`).
 pub fn readme_example(name: &str) -> Vec<String> {
@@ -73,4 +78,53 @@ pub fn udp_exchange(addr: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
     let mut buf = [0u8; 1500];
     let (n, _) = sock.recv_from(&mut buf).ok()?;
     Some(buf[..n].to_vec())
+}
+
+/// A TLS server answering `reply` after the handshake.
+pub fn serve_tls(ns: &Netns, addr: &'static str, cert: &str, key: &str, reply: &'static [u8]) {
+    let config = Arc::new(server_config(cert, key, None));
+    let listener = ns
+        .enter(move || std::net::TcpListener::bind(addr).unwrap())
+        .unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let _ = tls.write_all(reply);
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.conn.complete_io(&mut tls.sock);
+            });
+        }
+    });
+}
+
+/// A TLS exchange from the internet: the certificate the server presented, and its answer.
+pub fn tls_exchange(
+    addr: (Ipv4Addr, u16),
+    sni: &str,
+    ca: &str,
+    client: Option<(&str, &str)>,
+) -> std::io::Result<(Vec<u8>, String)> {
+    let config = Arc::new(client_config(ca, client));
+    let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let sock = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    let cert = peer_cert(&tls);
+    tls.write_all(b"hello\n")?;
+    let mut out = String::new();
+    match tls.read_to_string(&mut out) {
+        Ok(_) => {}
+        // Envoy may close without close_notify once the backend is done.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok((cert, out))
 }

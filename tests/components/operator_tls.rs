@@ -5,19 +5,13 @@
 //! certificate. Then a cert-manager-style rotation of the offload Secret: clients see the new
 //! certificate and Envoy keeps its PID (the SDS file is swapped and hot-reloaded).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
-use std::sync::Arc;
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use rustls::pki_types::ServerName;
-use testbed::netns::Netns;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::edge_support::bed::{client_config, peer_cert, pem_der, server_config};
+use crate::edge_support::bed::pem_der;
 use crate::edge_support::{client_cert, leaf, pki};
+use crate::operator_support::{serve_tls, tls_exchange};
 use testbed::netns::{in_ns, until_in};
 use testbed::network::serve_greeting;
 use testbed::objects::{apply_yaml, events_of, namespace, service, until_ready};
@@ -26,55 +20,6 @@ use testbed::uplinks::Uplinks;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap()
-}
-
-/// A TLS server answering `reply` after the handshake.
-fn serve_tls(ns: &Netns, addr: &'static str, cert: &str, key: &str, reply: &'static [u8]) {
-    let config = Arc::new(server_config(cert, key, None));
-    let listener = ns
-        .enter(move || std::net::TcpListener::bind(addr).unwrap())
-        .unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, stream);
-                let _ = tls.write_all(reply);
-                let _ = tls.flush();
-                tls.conn.send_close_notify();
-                let _ = tls.conn.complete_io(&mut tls.sock);
-            });
-        }
-    });
-}
-
-/// A TLS exchange from the internet: the certificate the server presented, and its answer.
-fn tls_exchange(
-    addr: (Ipv4Addr, u16),
-    sni: &str,
-    ca: &str,
-    client: Option<(&str, &str)>,
-) -> std::io::Result<(Vec<u8>, String)> {
-    let config = Arc::new(client_config(ca, client));
-    let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
-    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
-    let sock = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
-    }
-    let cert = peer_cert(&tls);
-    tls.write_all(b"hello\n")?;
-    let mut out = String::new();
-    match tls.read_to_string(&mut out) {
-        Ok(_) => {}
-        // Envoy may close without close_notify once the backend is done.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    Ok((cert, out))
 }
 
 async fn tls_secret(client: &kube::Client, name: &str, cert: &str, key: &str, ca: Option<&str>) {
