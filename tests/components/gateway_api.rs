@@ -436,11 +436,13 @@ async fn gateways_and_routes_are_served_through_the_vps() {
         describe()
     );
     eventually(
-        "listener tls has one route",
+        "listener tls has one route, the Gateway programmed again",
         LONG,
         async || {
             let st = gateways.get("edge").await.ok()?.status?;
-            (listener(&st, "tls")?["attachedRoutes"] == 1).then_some(())
+            (listener(&st, "tls")?["attachedRoutes"] == 1
+                && is(&st["conditions"], "Programmed", "True", "Programmed"))
+            .then_some(())
         },
         describe,
     )
