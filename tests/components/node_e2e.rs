@@ -21,8 +21,66 @@ use testbed::node::{INTERNET_IP, Node, VPS_IP};
 
 use crate::node_support::{
     self, LONG, OPERATOR_NS, eventually, fixture, http_attempt, http_get, kubectl, operator_pods,
-    operator_rolled_out, ready_status, try_kubectl, udp_ask,
+    operator_rolled_out, ready_status, sni_ask, try_kubectl, udp_ask,
 };
+
+/// The Gateway API objects of the node test: a class of ours naming README Example 1's
+/// EdgeNode, a Gateway with TCP, UDP and TLS passthrough listeners, a TCPRoute and a UDPRoute
+/// to the echo pods, two TLSRoutes by SNI (one to `networking`, granted there).
+const GATEWAY_API: &str = r"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: tunnel}
+spec:
+  controllerName: tunnel.achetronic.com/gateway-controller
+  parametersRef: {group: tunnel.achetronic.com, kind: EdgeNode, name: edge-node, namespace: default}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: tunnel
+  listeners:
+  - {name: tcp, protocol: TCP, port: 7100}
+  - {name: udp, protocol: UDP, port: 7101}
+  - {name: tls, protocol: TLS, port: 7443, tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: echo, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: tcp}]
+  rules: [{backendRefs: [{name: my-web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: UDPRoute
+metadata: {name: echo, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: udp}]
+  rules: [{backendRefs: [{name: dns-echo, port: 53}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: one, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  hostnames: [one.example.test]
+  rules: [{backendRefs: [{name: my-web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: two, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  hostnames: [two.example.test]
+  rules: [{backendRefs: [{name: internal-ingress, namespace: networking, port: 443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ReferenceGrant
+metadata: {name: tlsroutes-from-default, namespace: networking}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: TLSRoute, namespace: default}]
+  to: [{group: '', kind: Service}]
+";
 
 /// Streams `<reason>: <message>` of the EdgeNodes' condition `type_`, a line per change.
 fn watch_condition(node: &Node, type_: &str) -> std::process::Child {
@@ -106,6 +164,20 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
 
     // The "internet": a namespace routed from the host, the VPS behind it.
     let (internet, vps) = node.internet_with_vps().unwrap();
+
+    // Gateway API's Standard-channel CRDs, installed before the operator as
+    // docs/gateway-api.md says (it looks for them when it starts).
+    let (gateway_crds, _) = testbed::tools::gateway_api_crds().unwrap();
+    kubectl(
+        &node,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            gateway_crds.to_str().unwrap(),
+        ],
+        None,
+    );
 
     // 1. helm install: the operator pod Running and Ready under its ServiceAccount.
     let helm = node
@@ -364,6 +436,163 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         operator_logs,
     );
     stage("a LoadBalancer Service served, shown by kubectl, deleted");
+
+    // 4c. Gateway API (issue 19): a GatewayClass of ours naming the EdgeNode, a Gateway with
+    // a TCP, a UDP and a TLS passthrough listener, two TLSRoutes on one port by SNI (one to
+    // a Service in another namespace, granted there by Gateway API's ReferenceGrant).
+    kubectl(&node, &["apply", "-f", "-"], Some(GATEWAY_API));
+    eventually(
+        "kubectl wait: Gateway edge Programmed",
+        LONG,
+        || {
+            try_kubectl(
+                &node,
+                &[
+                    "wait",
+                    "--for=condition=Programmed",
+                    "gateway/edge",
+                    "-n",
+                    "default",
+                    "--timeout=10s",
+                ],
+                None,
+            )
+            .ok()
+        },
+        operator_logs,
+    );
+    let gw = kubectl(
+        &node,
+        &[
+            "get",
+            "gateway",
+            "edge",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.status.addresses[0].value} {.status.listeners[*].attachedRoutes}",
+        ],
+        None,
+    );
+    assert_eq!(gw, format!("{VPS_IP} 1 1 2"), "address and attached routes");
+    assert_eq!(
+        kubectl(
+            &node,
+            &[
+                "get",
+                "gatewayclass",
+                "tunnel",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Accepted\")].status}"
+            ],
+            None
+        ),
+        "True"
+    );
+    for route in [
+        "tcproute/echo",
+        "udproute/echo",
+        "tlsroute/one",
+        "tlsroute/two",
+    ] {
+        let parent = kubectl(
+            &node,
+            &[
+                "get",
+                route,
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.status.parents[0].conditions[?(@.type==\"Accepted\")].status} {.status.parents[0].conditions[?(@.type==\"ResolvedRefs\")].status}",
+            ],
+            None,
+        );
+        assert_eq!(parent, "True True", "{route}");
+    }
+    let answer = eventually(
+        "HTTP through the Gateway's TCP listener :7100",
+        Duration::from_secs(90),
+        || http_get(&internet, public(7100)),
+        operator_logs,
+    );
+    assert!(answer.contains("hello from echo-"), "{answer}");
+    let udp = eventually(
+        "UDP through the Gateway's UDP listener :7101",
+        Duration::from_secs(60),
+        || udp_ask(&internet, public(7101), b"ping"),
+        operator_logs,
+    );
+    assert!(udp.ends_with(": ping"), "{udp}");
+    let pods_of = |ns: &str| {
+        kubectl(
+            &node,
+            &[
+                "get",
+                "pods",
+                "-n",
+                ns,
+                "-l",
+                "app=echo",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+            None,
+        )
+    };
+    let (default_pods, networking_pods) = (pods_of("default"), pods_of("networking"));
+    let answered_by = |reply: &str, pods: &str| {
+        pods.split_whitespace()
+            .any(|p| reply.contains(&format!("hello from {p}")))
+    };
+    let one = eventually(
+        "SNI one.example.test through :7443",
+        Duration::from_secs(60),
+        || sni_ask(&internet, public(7443), "one.example.test"),
+        operator_logs,
+    );
+    assert!(
+        answered_by(&one, &default_pods),
+        "one.example.test reaches default's echo pods: {one}"
+    );
+    let two = eventually(
+        "SNI two.example.test through :7443",
+        Duration::from_secs(60),
+        || sni_ask(&internet, public(7443), "two.example.test"),
+        operator_logs,
+    );
+    assert!(
+        answered_by(&two, &networking_pods),
+        "two.example.test reaches networking's echo pod: {two}"
+    );
+    // Deleting a route closes its path only.
+    kubectl(&node, &["delete", "tlsroute", "two", "-n", "default"], None);
+    eventually(
+        "SNI two.example.test closed",
+        Duration::from_secs(60),
+        || {
+            sni_ask(&internet, public(7443), "two.example.test")
+                .is_none()
+                .then_some(())
+        },
+        operator_logs,
+    );
+    let still = sni_ask(&internet, public(7443), "one.example.test").unwrap_or_default();
+    assert!(
+        answered_by(&still, &default_pods),
+        "one.example.test still served: {still}"
+    );
+    kubectl(
+        &node,
+        &["delete", "-f", "-", "--ignore-not-found"],
+        Some(GATEWAY_API),
+    );
+    eventually(
+        "the Gateway's ports closed",
+        Duration::from_secs(60),
+        || http_get(&internet, public(7100)).is_none().then_some(()),
+        operator_logs,
+    );
+    stage("a Gateway with TCP, UDP and TLS routes served, a route deleted");
 
     // 5. A user's mistake, as a failing pass: an EdgeNode whose SSH Secret does not exist
     // says so, and counts in tunnel_errors_total (what the dashboard's "Errors by category"

@@ -109,6 +109,35 @@ pub fn http_attempt(ns: &Netns, addr: SocketAddr) -> Result<String, String> {
     .map_err(|e| e.to_string())?
 }
 
+/// A TLS ClientHello naming `sni` sent raw to `addr` (the write side closed after it), and
+/// whatever comes back: through a passthrough listener, the plain echo pod the SNI name routes
+/// to answers `hello from <pod>` (it takes any bytes as a request).
+pub fn sni_ask(ns: &Netns, addr: SocketAddr, sni: &'static str) -> Option<String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // No trust anchors: only the ClientHello is sent.
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    );
+    let name = rustls::pki_types::ServerName::try_from(sni).ok()?;
+    let mut conn = rustls::ClientConnection::new(config, name).ok()?;
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).ok()?;
+    ns.enter(move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(&hello).ok()?;
+        s.shutdown(std::net::Shutdown::Write).ok()?;
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes).ok()?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (!text.is_empty()).then_some(text)
+    })
+    .ok()
+    .flatten()
+}
+
 pub fn udp_ask(ns: &Netns, addr: SocketAddr, payload: &'static [u8]) -> Option<String> {
     ns.enter(move || {
         let s = UdpSocket::bind("0.0.0.0:0").ok()?;
