@@ -719,6 +719,31 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             "referencegrants",
             None,
         ),
+        // The Gateway API controller: its objects read, their statuses written.
+        ("watch", "gateway.networking.k8s.io", "gatewayclasses", None),
+        ("list", "gateway.networking.k8s.io", "gateways", None),
+        ("watch", "gateway.networking.k8s.io", "tcproutes", None),
+        ("watch", "gateway.networking.k8s.io", "udproutes", None),
+        ("watch", "gateway.networking.k8s.io", "tlsroutes", None),
+        (
+            "patch",
+            "gateway.networking.k8s.io",
+            "gatewayclasses/status",
+            None,
+        ),
+        (
+            "patch",
+            "gateway.networking.k8s.io",
+            "gateways/status",
+            Some("default"),
+        ),
+        (
+            "patch",
+            "gateway.networking.k8s.io",
+            "tlsroutes/status",
+            Some("default"),
+        ),
+        ("watch", "", "namespaces", None),
         (
             "patch",
             "tunnel.achetronic.com",
@@ -826,6 +851,26 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             Some("default"),
         ),
         ("list", "gateway.networking.k8s.io", "httproutes", None),
+        // Statuses only: never a Gateway's or a route's spec.
+        (
+            "patch",
+            "gateway.networking.k8s.io",
+            "gateways",
+            Some("default"),
+        ),
+        (
+            "patch",
+            "gateway.networking.k8s.io",
+            "tcproutes",
+            Some("default"),
+        ),
+        (
+            "create",
+            "gateway.networking.k8s.io",
+            "gateways",
+            Some("default"),
+        ),
+        ("patch", "gateway.networking.k8s.io", "gatewayclasses", None),
         // No writes outside the uplink namespaces, kube-system above all.
         ("patch", "", "configmaps", Some("kube-system")),
         ("create", "", "configmaps", Some("kube-system")),
