@@ -157,6 +157,46 @@ impl GatewayStores {
     }
 }
 
+/// What discovery says now, in one attempt (`None`: it failed): whether Gateway API's
+/// ReferenceGrants are served, and whether every kind of [`PLURALS`] is. The Manager compares it,
+/// every minute, with what it watches (`watch_kinds_changed`).
+pub async fn served_now(client: &Client) -> Option<(bool, bool)> {
+    let group_version = format!("{}/v1", gateway::GROUP);
+    match client.list_api_group_resources(&group_version).await {
+        Ok(list) => {
+            let has = |p: &str| list.resources.iter().any(|r| r.name == p);
+            Some((has("referencegrants"), PLURALS.iter().all(|p| has(p))))
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Some((false, false)),
+        Err(_) => None,
+    }
+}
+
+/// Asks discovery every `period` until it answers other than `watched`, then sends
+/// `changed` once: the Manager stops the tree, and the restarted operator watches what is
+/// served then (crash-only: the kinds a tree watches are fixed when it starts).
+pub async fn watch_kinds_changed(
+    client: Client,
+    watched: (bool, bool),
+    period: Duration,
+    changed: impl FnOnce() + Send,
+) {
+    loop {
+        tokio::time::sleep(period).await;
+        if let Some(now) = served_now(&client).await
+            && now != watched
+        {
+            info!(
+                grants = now.0,
+                gateways = now.1,
+                "Gateway API's kinds served changed since the start: restarting the tree to watch them"
+            );
+            changed();
+            return;
+        }
+    }
+}
+
 /// Whether the API server serves every kind of [`PLURALS`] in `gateway.networking.k8s.io/v1`.
 /// A group or version it does not know (404) means no; any other failure is retried (1 s,
 /// doubling to 30 s), as the watches would be.

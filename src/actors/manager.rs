@@ -60,6 +60,8 @@ pub struct ManagerArgs {
     pub ready: Arc<AtomicBool>,
     /// `--watch-namespaces`: Secrets and Services are watched only there (empty: everywhere).
     pub watch_namespaces: Vec<String>,
+    /// `--gateway-api-discovery-period`.
+    pub discovery_period: std::time::Duration,
 }
 
 impl std::fmt::Debug for ManagerArgs {
@@ -110,16 +112,26 @@ impl Actor for Manager {
             client,
             ready,
             watch_namespaces,
+            discovery_period,
         } = args;
         let gateway_grants = super::grants::gateway_grants_served(&client).await;
         let gateway_api = super::gateway_api::served(&client).await;
-        let (stores, tasks) = watches::start(
+        let (stores, mut tasks) = watches::start(
             &client,
             &watch_namespaces,
             (gateway_grants, gateway_api),
             &ready,
             &myself,
         );
+        let me = myself.clone();
+        tasks.push(tokio::spawn(super::gateway_api::watch_kinds_changed(
+            client.clone(),
+            (gateway_grants, gateway_api),
+            discovery_period,
+            move || {
+                let _ = me.send_message(ManagerMsg::WatchKindsChanged);
+            },
+        )));
         watches::filled(&stores).await?;
         info!("watch caches filled");
         let ctx = Arc::new(make_context(stores));
@@ -202,7 +214,7 @@ impl Actor for Manager {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: ManagerMsg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -321,6 +333,14 @@ impl Actor for Manager {
                 }
                 state.gw_seen = now;
                 gateways_changed(&ctx);
+            }
+            ManagerMsg::WatchKindsChanged => {
+                warn!(
+                    "Gateway API's CRDs were installed or removed: stopping the tree to watch what is served now"
+                );
+                myself.stop(Some(
+                    "Gateway API's CRDs were installed or removed since the start".into(),
+                ));
             }
             ManagerMsg::ApiServer => {
                 for node in ctx.stores.edge_nodes.state() {

@@ -110,6 +110,9 @@ pub enum ManagerMsg {
     Relisted(Listed),
     /// A GatewayClass, Gateway, TCPRoute, UDPRoute, TLSRoute or namespace changed or went.
     GatewayApi,
+    /// Gateway API's CRDs were installed or removed since the start: the tree stops (the
+    /// process restarts and watches what is served then).
+    WatchKindsChanged,
 }
 
 /// The kinds whose relist ends actors of objects that are gone.

@@ -260,6 +260,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
             client,
             ready: ready.clone(),
             watch_namespaces: args.watch_namespaces.clone(),
+            discovery_period: args.gateway_api_discovery_period,
         },
     )
     .await

@@ -100,6 +100,11 @@ pub struct RunArgs {
     /// At most this many SSH passes run at once, across all EdgeNodes.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_reconciles: u16,
+    /// How often the API server is asked whether Gateway API's CRDs came or went since the
+    /// start (Go duration); when they did, the operator exits to be restarted, and watches
+    /// what is served then.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub gateway_api_discovery_period: Duration,
     /// How often every EdgeNode is checked for drift on its VPS (Go duration).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub resync_period: Duration,

@@ -459,3 +459,56 @@ async fn gateways_and_routes_are_served_through_the_vps() {
         describe()
     );
 }
+
+/// Gateway API's CRDs installed while the operator runs: it notices (here within a second:
+/// `--gateway-api-discovery-period 1s`), stops its tree and exits non-zero (its Deployment
+/// restarts it); the next operator watches them and accepts a class of ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_api_installed_after_the_operator_starts_is_watched_after_its_restart() {
+    let bed = OperatorBed::builder().start().await.unwrap();
+    let client = bed.client.clone();
+    let period = ["--gateway-api-discovery-period", "1s"];
+    let mut first = bed.operator().flags(&period).start().unwrap();
+    eventually(
+        "the first operator's tree runs, without Gateway API",
+        LONG,
+        async || {
+            let log = first.log_text();
+            (log.contains("the actor tree runs") && log.contains("Gateways are not watched"))
+                .then_some(())
+        },
+        || first.log_text(),
+    )
+    .await;
+    install_gateway_api(&bed).await;
+    let code = first.process.wait_exit(Duration::from_secs(120)).unwrap();
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "the operator exits non-zero once Gateway API is served: {code:?}\n{}",
+        first.log_text()
+    );
+    assert!(
+        first
+            .log_text()
+            .contains("Gateway API's kinds served changed"),
+        "{}",
+        first.log_text()
+    );
+    let second = bed.operator().flags(&period).start().unwrap();
+    let class: GatewayClass = serde_yaml::from_str(CLASS).unwrap();
+    Api::<GatewayClass>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &class)
+        .await
+        .unwrap();
+    let classes: Api<GatewayClass> = Api::all(client);
+    eventually(
+        "GatewayClass tunnel Accepted by the restarted operator",
+        LONG,
+        async || {
+            let c = classes.get("tunnel").await.ok()?;
+            is(&c.status?["conditions"], "Accepted", "True", "Accepted").then_some(())
+        },
+        || second.log_text(),
+    )
+    .await;
+}
