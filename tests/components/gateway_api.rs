@@ -37,7 +37,7 @@ use tunnel::crd::gateway_route::{TcpRoute, TlsRoute, UdpRoute};
 use crate::edge_support::bed::pem_der;
 use crate::edge_support::pki;
 use crate::operator_support::{
-    logs_of, run_example1, serve_tls, serve_udp_echo, tls_exchange, udp_exchange,
+    logs_of, run_example1, serve_tls, serve_udp_echo, tls_exchange, tls_secret, udp_exchange,
 };
 
 const LONG: Duration = Duration::from_secs(180);
@@ -85,6 +85,10 @@ spec:
     port: 7443
     tls: {mode: Passthrough}
   - {name: web, protocol: HTTP, port: 8080}
+  - name: term
+    protocol: TLS
+    port: 7444
+    tls: {mode: Terminate, certificateRefs: [{name: term-tls}]}
 ";
 
 fn tcp_route(name: &str, listener: &str, backend_ns: &str, backend: &str, port: u16) -> String {
@@ -160,6 +164,15 @@ async fn gateways_and_routes_are_served_through_the_vps() {
     serve_udp_echo(cluster, "10.96.0.50:7001", "gw-udp: ");
     let one = pki(&["one.example.test"]);
     let two = pki(&["two.example.test"]);
+    let term = pki(&["term.example.test"]);
+    tls_secret(
+        &client,
+        "term-tls",
+        &term.server_pem,
+        &term.server_key_pem,
+        None,
+    )
+    .await;
     serve_tls(
         cluster,
         "10.96.0.51:8443",
@@ -237,6 +250,10 @@ async fn gateways_and_routes_are_served_through_the_vps() {
     apply_yaml::<TlsRoute>(&client, &tls_route("two", "two.example.test", "tls-two"))
         .await
         .unwrap();
+    let term_route = tls_route("term", "term.example.test", "echo")
+        .replace("sectionName: tls", "sectionName: term")
+        .replace("port: 8443", "port: 7000");
+    apply_yaml::<TlsRoute>(&client, &term_route).await.unwrap();
 
     // Statuses.
     let classes: Api<GatewayClass> = Api::all(client.clone());
@@ -260,7 +277,8 @@ async fn gateways_and_routes_are_served_through_the_vps() {
             (is(&st["conditions"], "Programmed", "True", "Programmed")
                 && attached("tls") == Some(2.into())
                 && attached("tcp") == Some(1.into())
-                && attached("udp") == Some(1.into()))
+                && attached("udp") == Some(1.into())
+                && attached("term") == Some(1.into()))
             .then_some(st)
         },
         describe,
@@ -279,7 +297,7 @@ async fn gateways_and_routes_are_served_through_the_vps() {
         status["addresses"],
         serde_json::json!([{"type": "IPAddress", "value": vps.address().to_string()}])
     );
-    for name in ["tcp", "udp", "tls"] {
+    for name in ["tcp", "udp", "tls", "term"] {
         let l = &listener(&status, name).unwrap()["conditions"];
         assert!(is(l, "Accepted", "True", "Accepted"), "{name}: {l:#}");
         assert!(is(l, "Programmed", "True", "Programmed"), "{name}: {l:#}");
@@ -295,7 +313,7 @@ async fn gateways_and_routes_are_served_through_the_vps() {
         "{web:#}"
     );
     let tls_routes: Api<TlsRoute> = Api::namespaced(client.clone(), "default");
-    for name in ["one", "two"] {
+    for name in ["one", "two", "term"] {
         let route = tls_routes.get(name).await.unwrap();
         let c = parent_conditions(route.status.as_ref()).unwrap();
         assert!(is(&c, "Accepted", "True", "Accepted"), "{name}: {c:#}");
@@ -330,6 +348,11 @@ async fn gateways_and_routes_are_served_through_the_vps() {
     assert!(
         tls(&one, "one.example.test", "one\n"),
         "SNI one\n{}",
+        describe()
+    );
+    assert!(
+        tls(&term, "term.example.test", "gw-tcp: hello\n"),
+        "TLS terminated at the edge with the listener's certificate\n{}",
         describe()
     );
     assert!(
@@ -388,7 +411,7 @@ async fn gateways_and_routes_are_served_through_the_vps() {
     let late = GATEWAY
         .replace("name: edge,", "name: late,")
         .replace(
-            "  - {name: tcp, protocol: TCP, port: 7100}\n  - {name: udp, protocol: UDP, port: 7101}\n  - name: tls\n    protocol: TLS\n    port: 7443\n    tls: {mode: Passthrough}\n  - {name: web, protocol: HTTP, port: 8080}\n",
+            "  - {name: tcp, protocol: TCP, port: 7100}\n  - {name: udp, protocol: UDP, port: 7101}\n  - name: tls\n    protocol: TLS\n    port: 7443\n    tls: {mode: Passthrough}\n  - {name: web, protocol: HTTP, port: 8080}\n  - name: term\n    protocol: TLS\n    port: 7444\n    tls: {mode: Terminate, certificateRefs: [{name: term-tls}]}\n",
             "  - {name: clash, protocol: TCP, port: 80}\n",
         );
     apply_yaml::<Gateway>(&client, &late).await.unwrap();

@@ -128,3 +128,35 @@ pub fn tls_exchange(
     }
     Ok((cert, out))
 }
+
+/// A `kubernetes.io/tls` Secret `default/<name>` (with `ca.crt` when given), applied as
+/// cert-manager would.
+pub async fn tls_secret(
+    client: &kube::Client,
+    name: &str,
+    cert: &str,
+    key: &str,
+    ca: Option<&str>,
+) {
+    let api: kube::api::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::api::Api::namespaced(client.clone(), "default");
+    let mut data = serde_json::json!({"tls.crt": cert, "tls.key": key});
+    if let Some(ca) = ca {
+        data["ca.crt"] = serde_json::Value::String(ca.to_owned());
+    }
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "default"},
+        "type": "kubernetes.io/tls",
+        "stringData": data,
+    }))
+    .unwrap();
+    api.patch(
+        name,
+        &kube::api::PatchParams::apply("cert-manager").force(),
+        &kube::api::Patch::Apply(&secret),
+    )
+    .await
+    .unwrap();
+}

@@ -5,13 +5,12 @@
 //! certificate. Then a cert-manager-style rotation of the offload Secret: clients see the new
 //! certificate and Envoy keeps its PID (the SDS file is swapped and hot-reloaded).
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use tunnel::crd::{EdgeNode, PortBinding};
 
 use crate::edge_support::bed::pem_der;
 use crate::edge_support::{client_cert, leaf, pki};
-use crate::operator_support::{serve_tls, tls_exchange};
+use crate::operator_support::{serve_tls, tls_exchange, tls_secret};
 use testbed::netns::{in_ns, until_in};
 use testbed::network::serve_greeting;
 use testbed::objects::{apply_yaml, events_of, namespace, service, until_ready};
@@ -20,29 +19,6 @@ use testbed::uplinks::Uplinks;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("tests/fixtures/readme/{name}.yaml")).unwrap()
-}
-
-async fn tls_secret(client: &kube::Client, name: &str, cert: &str, key: &str, ca: Option<&str>) {
-    let api: Api<Secret> = Api::namespaced(client.clone(), "default");
-    let mut data = serde_json::json!({"tls.crt": cert, "tls.key": key});
-    if let Some(ca) = ca {
-        data["ca.crt"] = serde_json::Value::String(ca.to_owned());
-    }
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": "default"},
-        "type": "kubernetes.io/tls",
-        "stringData": data,
-    }))
-    .unwrap();
-    api.patch(
-        name,
-        &PatchParams::apply("cert-manager").force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
