@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -22,8 +22,6 @@ use kube::{Client, Resource};
 use ractor::ActorRef;
 use tracing::{info, warn};
 
-use crate::crd::gateway::{Gateway, GatewayClass};
-use crate::crd::gateway_route::{TcpRoute, TlsRoute, UdpRoute};
 use crate::crd::{EdgeNode, GatewayReferenceGrant, PortBinding, ReferenceGrant};
 use crate::object_key::ObjectKey;
 
@@ -120,61 +118,19 @@ pub fn start(
         store
     });
     let gateway_api = gateway_api.then(|| {
-        let (classes, t) = pump(
-            Api::<GatewayClass>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            manager.clone(),
-            gateway_api_changed::<GatewayClass>,
-        );
-        tasks.push(t);
-        let (gateways, t) = pump(
-            Api::<Gateway>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            manager.clone(),
-            gateway_api_changed::<Gateway>,
-        );
-        tasks.push(t);
-        let (tcp, t) = pump(
-            Api::<TcpRoute>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            manager.clone(),
-            gateway_api_changed::<TcpRoute>,
-        );
-        tasks.push(t);
-        let (udp, t) = pump(
-            Api::<UdpRoute>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            manager.clone(),
-            gateway_api_changed::<UdpRoute>,
-        );
-        tasks.push(t);
-        let (tls, t) = pump(
-            Api::<TlsRoute>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            manager.clone(),
-            gateway_api_changed::<TlsRoute>,
-        );
-        tasks.push(t);
-        let (namespaces, t) = pump(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            cfg(),
-            ready.clone(),
-            manager.clone(),
-            gateway_api_changed::<PartialObjectMeta<Namespace>>,
-        );
-        tasks.push(t);
+        let mut watch = Watcher {
+            client,
+            ready,
+            manager,
+            tasks: &mut tasks,
+        };
         GatewayStores {
-            classes,
-            gateways,
-            tcp,
-            udp,
-            tls,
-            namespaces,
+            classes: watch.all(),
+            gateways: watch.all(),
+            tcp: watch.all(),
+            udp: watch.all(),
+            tls: watch.all(),
+            namespaces: watch.all(),
         }
     });
     let (api_service, t7) = pump(
@@ -265,6 +221,38 @@ fn grant_changed<K>(e: watcher::Event<K>) -> Vec<ManagerMsg> {
     match e {
         watcher::Event::Apply(_) | watcher::Event::Delete(_) => vec![ManagerMsg::Grant],
         _ => Vec::new(),
+    }
+}
+
+/// Starts watches of Gateway API's kinds, each event telling the Manager.
+struct Watcher<'a> {
+    client: &'a Client,
+    ready: &'a Arc<AtomicBool>,
+    manager: &'a ActorRef<ManagerMsg>,
+    tasks: &'a mut Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watcher<'_> {
+    /// Every object of kind `K` in the cluster.
+    fn all<K>(&mut self) -> Store<K>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (store, task) = pump(
+            Api::all(self.client.clone()),
+            watcher::Config::default(),
+            self.ready.clone(),
+            self.manager.clone(),
+            gateway_api_changed::<K>,
+        );
+        self.tasks.push(task);
+        store
     }
 }
 
