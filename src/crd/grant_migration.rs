@@ -240,6 +240,17 @@ mod tests {
         g
     }
 
+    /// Every list of one or two of `all`.
+    fn one_or_two<T: Clone>(all: &[T]) -> Vec<Vec<T>> {
+        let mut out: Vec<Vec<T>> = all.iter().map(|t| vec![t.clone()]).collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                out.push(vec![a.clone(), b.clone()]);
+            }
+        }
+        out
+    }
+
     /// Every grant of one or two `from` entries (each kind, from namespace `a` or `b`) and one
     /// or two `to` entries (each kind, every object or only `x`).
     fn every_grant() -> Vec<ReferenceGrant> {
@@ -261,15 +272,6 @@ mod tests {
                 })
             })
             .collect();
-        fn one_or_two<T: Clone>(all: &[T]) -> Vec<Vec<T>> {
-            let mut out: Vec<Vec<T>> = all.iter().map(|t| vec![t.clone()]).collect();
-            for (i, a) in all.iter().enumerate() {
-                for b in &all[i + 1..] {
-                    out.push(vec![a.clone(), b.clone()]);
-                }
-            }
-            out
-        }
         let mut grants = Vec::new();
         for from in one_or_two(&froms) {
             for to in one_or_two(&tos) {

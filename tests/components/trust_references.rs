@@ -750,7 +750,11 @@ async fn migrating_our_grants_to_gateway_api_keeps_consent() {
     );
 
     // Ours deleted: the migrated ones, then `other`'s.
-    for (ns, name) in [("team-a", "edge"), ("networking", "evil"), ("other", "evil")] {
+    for (ns, name) in [
+        ("team-a", "edge"),
+        ("networking", "evil"),
+        ("other", "evil"),
+    ] {
         Api::<ReferenceGrant>::namespaced(bed.client.clone(), ns)
             .delete(name, &kube::api::DeleteParams::default())
             .await
