@@ -14,6 +14,10 @@
 //! sees the EdgeNode's errors, nor learns whether the EdgeNode exists. No VPS: each
 //! EdgeNode's SSH port is a closed loopback port, so every pass plans, then fails at SSH with
 //! the VPS's address in its message, which the EdgeNode's own PortBindings show.
+//!
+//! Issue 19: Gateway API's `ReferenceGrant` is consent as ours is, and the documented migration
+//! (`tunnel migrate-grants`, the converted grants applied, ours deleted) keeps every reference
+//! granted.
 
 use std::path::Path;
 use std::time::Duration;
