@@ -1,10 +1,12 @@
-//! The `tunnel` binary: the operator, and the `crds` helper that prints the CRDs.
+//! The `tunnel` binary: the operator, and its helpers: `crds` prints the CRDs, `render` plans
+//! from files, `migrate-grants` converts our deprecated ReferenceGrants to Gateway API's.
 
 use std::io::Write;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod migrate_grants_cmd;
 mod render_cmd;
 
 #[derive(Debug, Parser)]
@@ -40,6 +42,16 @@ enum Command {
               value_parser = tunnel::run::settings::parse_cross_namespace_targets)]
         cross_namespace_targets: tunnel::plan::CrossNamespaceTargets,
     },
+    /// Print the Gateway API ReferenceGrants (gateway.networking.k8s.io/v1) that replace our
+    /// deprecated ones (tunnel.achetronic.com/v1alpha1), read as YAML: `kubectl get
+    /// referencegrants.tunnel.achetronic.com -A -o yaml | tunnel migrate-grants | kubectl apply
+    /// -f -`. Same namespaces, names and consent.
+    MigrateGrants {
+        /// YAML files to read (a List, or grants as documents); `-` or none reads standard
+        /// input.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run(Box<tunnel::run::settings::RunArgs>),
 }
@@ -70,6 +82,16 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout()
                 .write_all(report.as_bytes())
                 .context("writing to stdout")?;
+        }
+        Command::MigrateGrants { files } => {
+            let (yaml, count) = migrate_grants_cmd::migrate_grants(&files)
+                .map_err(|e| anyhow::anyhow!("migrate-grants [{}]: {e}", e.category()))?;
+            std::io::stdout()
+                .write_all(yaml.as_bytes())
+                .context("writing to stdout")?;
+            eprintln!(
+                "{count} ReferenceGrant(s) converted; apply them, check the references, then delete the old ones"
+            );
         }
         Command::Crds => {
             let yaml = tunnel::crd::crds_yaml().context("rendering the CRDs")?;

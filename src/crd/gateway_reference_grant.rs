@@ -1,8 +1,8 @@
 //! Gateway API's own `ReferenceGrant` (`gateway.networking.k8s.io/v1`, Standard channel): the
 //! fields Tunnel reads, and their mapping onto our grant ([`GrantInput`]), so that one decision
 //! ([`super::reference_allowed`]) answers for both kinds of grant. Gateway API names a kind by
-//! `(group, kind)`; the pairs Tunnel knows are [`from_kind`] and [`to_kind`], any other pair
-//! grants nothing here. Tunnel never installs this CRD: the operator watches it only when the
+//! `(group, kind)`; the pairs Tunnel knows are [`from_pair`] and [`to_pair`] (read back by
+//! [`from_kind`] and [`to_kind`]), any other pair grants nothing here. Tunnel never installs this CRD: the operator watches it only when the
 //! API server serves it (`docs/operations.md`).
 
 use kube::CustomResource;
@@ -65,28 +65,53 @@ pub struct GatewayGrantTo {
     pub name: Option<String>,
 }
 
+/// Every referencing kind of ours.
+pub const FROM_KINDS: [FromKind; 3] =
+    [FromKind::PortBinding, FromKind::EdgeNode, FromKind::Service];
+/// Gateway API's own referencing kinds (granted only by its `ReferenceGrant`).
+pub const GATEWAY_FROM_KINDS: [FromKind; 4] = [
+    FromKind::Gateway,
+    FromKind::TcpRoute,
+    FromKind::UdpRoute,
+    FromKind::TlsRoute,
+];
+/// Every referenced kind of ours.
+pub const TO_KINDS: [ToKind; 3] = [ToKind::Secret, ToKind::Service, ToKind::EdgeNode];
+
+/// The Gateway API `(group, kind)` of a referencing kind of ours: the one mapping, read both
+/// ways ([`from_kind`]; `tunnel migrate-grants`).
+pub fn from_pair(kind: FromKind) -> (&'static str, &'static str) {
+    match kind {
+        FromKind::PortBinding => (super::GROUP, "PortBinding"),
+        FromKind::EdgeNode => (super::GROUP, "EdgeNode"),
+        FromKind::Service => ("", "Service"),
+        FromKind::Gateway => (GATEWAY_GROUP, "Gateway"),
+        FromKind::TcpRoute => (GATEWAY_GROUP, "TCPRoute"),
+        FromKind::UdpRoute => (GATEWAY_GROUP, "UDPRoute"),
+        FromKind::TlsRoute => (GATEWAY_GROUP, "TLSRoute"),
+    }
+}
+
+/// The Gateway API `(group, kind)` of a referenced kind of ours ([`to_kind`]).
+pub fn to_pair(kind: ToKind) -> (&'static str, &'static str) {
+    match kind {
+        ToKind::Secret => ("", "Secret"),
+        ToKind::Service => ("", "Service"),
+        ToKind::EdgeNode => (super::GROUP, "EdgeNode"),
+    }
+}
+
 /// The referencing kind a Gateway API `(group, kind)` means to Tunnel, if any.
 pub fn from_kind(group: &str, kind: &str) -> Option<FromKind> {
-    match (group, kind) {
-        (super::GROUP, "PortBinding") => Some(FromKind::PortBinding),
-        (super::GROUP, "EdgeNode") => Some(FromKind::EdgeNode),
-        ("", "Service") => Some(FromKind::Service),
-        (GATEWAY_GROUP, "Gateway") => Some(FromKind::Gateway),
-        (GATEWAY_GROUP, "TCPRoute") => Some(FromKind::TcpRoute),
-        (GATEWAY_GROUP, "UDPRoute") => Some(FromKind::UdpRoute),
-        (GATEWAY_GROUP, "TLSRoute") => Some(FromKind::TlsRoute),
-        _ => None,
-    }
+    FROM_KINDS
+        .into_iter()
+        .chain(GATEWAY_FROM_KINDS)
+        .find(|k| from_pair(*k) == (group, kind))
 }
 
 /// The referenced kind a Gateway API `(group, kind)` means to Tunnel, if any.
 pub fn to_kind(group: &str, kind: &str) -> Option<ToKind> {
-    match (group, kind) {
-        ("", "Secret") => Some(ToKind::Secret),
-        ("", "Service") => Some(ToKind::Service),
-        (super::GROUP, "EdgeNode") => Some(ToKind::EdgeNode),
-        _ => None,
-    }
+    TO_KINDS.into_iter().find(|k| to_pair(*k) == (group, kind))
 }
 
 impl GrantInput {

@@ -1,7 +1,8 @@
 //! The user's contract: the `EdgeNode` and `PortBinding` custom resources of
 //! `tunnel.achetronic.com/v1alpha1` (and `ReferenceGrant`, a namespace's consent to be
-//! referenced from another one, deprecated for Gateway API's own, read here too), their defaults, and the admission rules (OpenAPI bounds
-//! and CEL) that refuse a bad spec with a message naming the field.
+//! referenced from another one, deprecated for Gateway API's own, which is read here too, with
+//! the conversion of ours to it), their defaults, and the admission rules (OpenAPI bounds and
+//! CEL) that refuse a bad spec with a message naming the field.
 //!
 //! Everything here is plain data: the operator, the planner and `tunnel crds` all read it.
 
@@ -10,6 +11,7 @@ mod edge_node;
 pub mod gateway;
 pub mod gateway_reference_grant;
 pub mod gateway_route;
+pub mod grant_migration;
 mod policy;
 mod port_binding;
 pub mod reference_grant;

@@ -6,6 +6,11 @@
 //!
 //! [`reference_allowed`] is the whole decision, pure: the operator lists the grants (from its
 //! reflector), the planner and the EdgeNode actor ask.
+//!
+//! This kind is deprecated (its CRD version is `deprecated`, with a `deprecationWarning` that
+//! `kubectl` prints on every request for it, naming the replacement and the command): Gateway API's own `ReferenceGrant` replaces it
+//! ([`super::gateway_reference_grant`]; `tunnel migrate-grants` converts,
+//! [`super::grant_migration`]). It is still honoured until its removal.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -20,7 +25,8 @@ use serde::{Deserialize, Serialize};
     kind = "ReferenceGrant",
     plural = "referencegrants",
     shortname = "tgrant",
-    namespaced
+    namespaced,
+    deprecated = "tunnel.achetronic.com/v1alpha1 ReferenceGrant is deprecated: use Gateway API's ReferenceGrant (gateway.networking.k8s.io/v1); convert yours with: kubectl get referencegrants.tunnel.achetronic.com -A -o yaml | tunnel migrate-grants"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReferenceGrantSpec {

@@ -14,6 +14,10 @@
 //! sees the EdgeNode's errors, nor learns whether the EdgeNode exists. No VPS: each
 //! EdgeNode's SSH port is a closed loopback port, so every pass plans, then fails at SSH with
 //! the VPS's address in its message, which the EdgeNode's own PortBindings show.
+//!
+//! Issue 19: Gateway API's `ReferenceGrant` is consent as ours is, and the documented migration
+//! (`tunnel migrate-grants`, the converted grants applied, ours deleted) keeps every reference
+//! granted.
 
 use std::path::Path;
 use std::time::Duration;
@@ -607,4 +611,190 @@ async fn a_gateway_api_reference_grant_is_consent_too() {
         .await
         .unwrap();
     until_reason(&evil, "web", "ReferenceNotGranted", &log).await;
+}
+
+/// One of our deprecated grants, `name` in `namespace`, from PortBindings of `from_ns` to `to`
+/// (`{kind: K, name: N}`).
+async fn our_grant(bed: &TenantBed, namespace: &str, name: &str, from_ns: &str, to: &str) {
+    let grant: ReferenceGrant = serde_yaml::from_str(&format!(
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: ReferenceGrant\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  from: [{{kind: PortBinding, namespace: {from_ns}}}]\n  to: [{to}]\n"
+    ))
+    .unwrap();
+    Api::<ReferenceGrant>::namespaced(bed.client.clone(), namespace)
+        .create(&PostParams::default(), &grant)
+        .await
+        .unwrap();
+}
+
+/// Issue 19, the migration the user guide documents, end to end: a PortBinding of `evil` uses
+/// team-a's EdgeNode and Services of `networking` and `other`, refused without consent and
+/// served under our deprecated grants. Our grants of team-a and networking, listed as
+/// `kubectl get referencegrants.tunnel.achetronic.com -A -o yaml` lists them, go through the
+/// real `tunnel migrate-grants`; its output is applied and those grants of ours deleted; then
+/// `other`'s (not migrated) is deleted too. One watch delivers a kind's events in order, so
+/// once the operator refuses `other`'s Service it has seen the migrated grants go: the same
+/// status shows the EdgeNode and `networking`'s Service still granted, by the converted grants
+/// alone (deleting the converted EdgeNode grant refuses the PortBinding again).
+#[tokio::test(flavor = "multi_thread")]
+async fn migrating_our_grants_to_gateway_api_keeps_consent() {
+    let bed = TenantBed::start().await;
+    install_gateway_api_grants(&bed).await;
+    namespace(&bed.client, "other").await.unwrap();
+    for (ns, name, ip, port) in [
+        ("networking", "internal-ingress", "10.96.0.30", 443),
+        ("other", "probe", "10.96.0.31", 8443),
+    ] {
+        service(&bed.client, ns, name, ip, &[(port, "TCP")])
+            .await
+            .unwrap();
+    }
+    bed.port_binding(
+        "evil",
+        "web",
+        "{name: edge, namespace: team-a}",
+        "    - {name: ingress, protocol: TCP, listenPort: 443, target: {service: {name: internal-ingress, namespace: networking, port: 443}}}\n    - {name: probe, protocol: TCP, listenPort: 8443, target: {service: {name: probe, namespace: other, port: 8443}}}\n",
+    )
+    .await;
+    bed.edge_node().await;
+    let (_operator, log) = bed.operator("migration", &["--cross-namespace-targets=require-grant"]);
+    let evil: Api<PortBinding> = Api::namespaced(bed.client.clone(), "evil");
+    let row = |name: &str, state: &str, reason: &str| {
+        (name.to_owned(), state.to_owned(), reason.to_owned())
+    };
+
+    // Neither kind of grant: the EdgeNode is refused.
+    let (_, _, message) = until_reason(&evil, "web", "ReferenceNotGranted", &log).await;
+    assert!(message.contains("EdgeNode team-a/edge"), "{message}");
+    // Our grant of the EdgeNode: planned, the Services of the other namespaces still refused.
+    our_grant(
+        &bed,
+        "team-a",
+        "edge",
+        "evil",
+        "{kind: EdgeNode, name: edge}",
+    )
+    .await;
+    let seen = until_binding(
+        &evil,
+        "web",
+        &row("ingress", "Refused", "ReferenceNotGranted"),
+        &log,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        vec![
+            row("ingress", "Refused", "ReferenceNotGranted"),
+            row("probe", "Refused", "ReferenceNotGranted"),
+        ]
+    );
+    our_grant(
+        &bed,
+        "networking",
+        "evil",
+        "evil",
+        "{kind: Service, name: internal-ingress}",
+    )
+    .await;
+    our_grant(&bed, "other", "evil", "evil", "{kind: Service}").await;
+    let seen = until_binding(&evil, "web", &row("probe", "Served", ""), &log).await;
+    assert_eq!(
+        seen,
+        vec![row("ingress", "Served", ""), row("probe", "Served", "")],
+        "{}",
+        log_of(&log)
+    );
+
+    // The migration: our grants as `kubectl get -A -o yaml` prints them (a List; `other`'s
+    // left out), through the binary, applied.
+    let ours = Api::<ReferenceGrant>::all(bed.client.clone());
+    let items: Vec<ReferenceGrant> = ours
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|g| g.metadata.namespace.as_deref() != Some("other"))
+        .collect();
+    let list = serde_yaml::to_string(&serde_json::json!({
+        "apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}
+    }))
+    .unwrap();
+    let mut child = std::process::Command::new(bed.bed.binary())
+        .arg("migrate-grants")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), list.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2 ReferenceGrant(s) converted"), "{stderr}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let mut applied = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&printed) {
+        let grant: GatewayReferenceGrant = serde::Deserialize::deserialize(doc).unwrap();
+        let namespace = grant.metadata.namespace.clone().unwrap();
+        applied.push((namespace.clone(), grant.metadata.name.clone().unwrap()));
+        Api::<GatewayReferenceGrant>::namespaced(bed.client.clone(), &namespace)
+            .create(&PostParams::default(), &grant)
+            .await
+            .unwrap();
+    }
+    applied.sort();
+    assert_eq!(
+        applied,
+        [
+            ("networking".to_owned(), "evil".to_owned()),
+            ("team-a".to_owned(), "edge".to_owned())
+        ],
+        "{printed}"
+    );
+
+    // Ours deleted: the migrated ones, then `other`'s.
+    for (ns, name) in [
+        ("team-a", "edge"),
+        ("networking", "evil"),
+        ("other", "evil"),
+    ] {
+        Api::<ReferenceGrant>::namespaced(bed.client.clone(), ns)
+            .delete(name, &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let seen = until_binding(
+        &evil,
+        "web",
+        &row("probe", "Refused", "ReferenceNotGranted"),
+        &log,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        vec![
+            row("ingress", "Served", ""),
+            row("probe", "Refused", "ReferenceNotGranted"),
+        ],
+        "{}",
+        log_of(&log)
+    );
+
+    // The consent is now the converted grants': without team-a's, the EdgeNode is refused.
+    Api::<GatewayReferenceGrant>::namespaced(bed.client.clone(), "team-a")
+        .delete("edge", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "PortBinding web: the EdgeNode refused again",
+        Duration::from_secs(120),
+        async || {
+            ready(&evil, "web")
+                .await
+                .filter(|c| c.1 == "ReferenceNotGranted" && c.2.contains("EdgeNode team-a/edge"))
+        },
+        || log_of(&log),
+    )
+    .await;
 }

@@ -142,3 +142,37 @@ fn the_gateway_api_grant_example_is_the_fixture_and_grants_example_2_its_service
         &grants
     ));
 }
+
+/// Issue 19: the line that installs Gateway API's CRDs names the version the test bed pins
+/// (`tests/testbed/setup.sh`), wherever a user reads it.
+#[test]
+fn the_gateway_api_install_line_is_the_test_beds_pin() {
+    let setup = std::fs::read_to_string("tests/testbed/setup.sh").unwrap();
+    let pin = setup
+        .lines()
+        .find_map(|l| l.strip_prefix("GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-"))
+        .and_then(|rest| rest.strip_suffix('}'))
+        .expect("tests/testbed/setup.sh pins GATEWAY_API_VERSION");
+    let line = format!(
+        "kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/{pin}/standard-install.yaml"
+    );
+    for file in [GUIDE, "docs/operations.md", "charts/tunnel/values.yaml"] {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(text.contains(&line), "{file} lacks `{line}`");
+    }
+}
+
+/// Issue 19: the user guide's grant of our deprecated kind, through `tunnel migrate-grants`'s
+/// conversion, is the Gateway API grant the guide shows above it ("becomes the Gateway API
+/// grant above").
+#[test]
+fn the_guides_migration_example_converts_to_the_guides_gateway_api_grant() {
+    let guide = std::fs::read_to_string(GUIDE).unwrap();
+    let ours = yaml_after(&guide, "**Migrating from `tunnel.achetronic.com/v1alpha1`").unwrap();
+    let theirs = yaml_after(&guide, "### Consent across namespaces").unwrap();
+    let (converted, count) = tunnel::crd::grant_migration::migrate(&ours).unwrap();
+    assert_eq!(count, 1);
+    let converted: serde_yaml::Value = serde_yaml::from_str(&converted).unwrap();
+    let shown: serde_yaml::Value = serde_yaml::from_str(&theirs).unwrap();
+    assert_eq!(converted, shown, "{converted:?}");
+}
