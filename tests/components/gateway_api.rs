@@ -338,10 +338,17 @@ async fn gateways_and_routes_are_served_through_the_vps() {
         "UDP through the Gateway\n{}",
         describe()
     );
+    // A TLS exchange on the passthrough listener (:7443), or on the Terminate one for
+    // `term.example.test` (:7444).
     let tls = |pki: &crate::edge_support::Pki, host: &'static str, reply: &'static str| {
         let (ca, cert) = (pki.ca_pem.clone(), pem_der(&pki.server_pem));
+        let port = if host == "term.example.test" {
+            7444
+        } else {
+            7443
+        };
         until_in(internet, move || {
-            tls_exchange((vps.address(), 7443), host, &ca, None)
+            tls_exchange((vps.address(), port), host, &ca, None)
                 .is_ok_and(|(c, r)| c == cert && r == reply)
         })
     };
