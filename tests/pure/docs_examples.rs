@@ -176,3 +176,60 @@ fn the_guides_migration_example_converts_to_the_guides_gateway_api_grant() {
     let shown: serde_yaml::Value = serde_yaml::from_str(&theirs).unwrap();
     assert_eq!(converted, shown, "{converted:?}");
 }
+
+/// The README's and the user guide's Gateway API examples (issue 19) parse as Gateway API's
+/// objects and translate to the bindings they promise: the README's TLSRoute by SNI on :443,
+/// the guide's TCPRoute on :2222, both served by Example 1's EdgeNode.
+#[test]
+fn the_gateway_api_examples_become_the_bindings_they_describe() {
+    use tunnel::crd::gateway::{Gateway, GatewayClass};
+    use tunnel::crd::gateway_route::{RouteObject, TcpRoute, TlsRoute};
+    use tunnel::plan::gateway::translate;
+
+    for (doc, heading) in [
+        ("README.md", "### Gateway API"),
+        (GUIDE, "### Gateway API: Gateways"),
+    ] {
+        let text = std::fs::read_to_string(doc).unwrap();
+        let yaml = yaml_after(&text, heading).unwrap();
+        let docs: Vec<&str> = yaml.split("\n---\n").collect();
+        let class: GatewayClass = serde_yaml::from_str(docs[0]).unwrap();
+        let gateway: Gateway = serde_yaml::from_str(docs[1]).unwrap();
+        let route = match serde_yaml::from_str::<serde_yaml::Value>(docs[2]).unwrap()["kind"]
+            .as_str()
+            .unwrap()
+        {
+            "TLSRoute" => RouteObject::from(&serde_yaml::from_str::<TlsRoute>(docs[2]).unwrap()),
+            _ => RouteObject::from(&serde_yaml::from_str::<TcpRoute>(docs[2]).unwrap()),
+        };
+        let src = translate(
+            &gateway,
+            Some(&class),
+            &[route],
+            &Default::default(),
+            &tunnel::plan::StaticResolver::default(),
+        );
+        assert_eq!(
+            src.edge_node,
+            Ok(tunnel::object_key::ObjectKey::new("default", "edge-node")),
+            "{doc}"
+        );
+        assert_eq!(src.source.spec.bindings.len(), 1, "{doc}");
+        let b = &src.source.spec.bindings[0];
+        let names = b
+            .tls
+            .as_ref()
+            .map(|t| t.server_names.clone())
+            .unwrap_or_default();
+        match doc {
+            "README.md" => {
+                assert_eq!(
+                    (b.listen_port, names),
+                    (443, vec!["shop.example.com".to_owned()])
+                );
+            }
+            _ => assert_eq!((b.listen_port, names), (2222, Vec::<String>::new())),
+        }
+        assert!(src.parents.iter().all(|p| p.accepted.is_ok()), "{doc}");
+    }
+}
