@@ -206,7 +206,7 @@ fn the_gateway_api_examples_become_the_bindings_they_describe() {
             &gateway,
             Some(&class),
             &[route],
-            &Default::default(),
+            &std::collections::BTreeMap::default(),
             &tunnel::plan::StaticResolver::default(),
         );
         assert_eq!(
