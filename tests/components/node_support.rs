@@ -1,4 +1,5 @@
-//! What the tests on the real node share (`node_e2e`, `node_upgrade`): kubectl with the
+//! What the tests on the real node share (`node_e2e`, `node_upgrade`, and the Gateway API
+//! conformance runner `tests/gateway_conformance/`, which includes this file): kubectl with the
 //! node's kubeconfig, waiting for a condition, and a client on the "internet" asking the VPS
 //! over HTTP and UDP.
 
@@ -8,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use testbed::netns::Netns;
-use testbed::node::{Node, VPS_IP};
+use testbed::node::Node;
 
 pub const LONG: Duration = Duration::from_secs(240);
 /// The operator's namespace, as the README installs it (the uplinks live in `tunnel`, which
@@ -215,52 +216,4 @@ pub fn helm_install_chart(node: &Node) {
         operator_logs(node, OPERATOR_NS)
     );
     operator_rolled_out(node);
-}
-
-/// The EdgeNode `edge-node` of README Example 1 (in `default`, its SSH Secret `vps-ssh-secret`
-/// made from `vps`'s keys) at [`VPS_IP`], applied; returns once it is Ready (enrolled).
-pub fn readme_edge_node(node: &Node, vps: &testbed::vps::Vps) {
-    node.create_ssh_secret(vps, "vps-ssh-secret").unwrap();
-    let example1 = fixture("example1");
-    let edge_node = example1
-        .split("\n---")
-        .find(|doc| doc.contains("kind: EdgeNode"))
-        .unwrap()
-        .replace("203.0.113.10", &VPS_IP.to_string());
-    kubectl(node, &["apply", "-f", "-"], Some(&edge_node));
-    eventually(
-        "EdgeNode edge-node Ready",
-        LONG,
-        || ready_status(node, None, "edgenode", "edge-node").filter(|s| s == "True"),
-        || operator_logs(node, OPERATOR_NS),
-    );
-}
-
-/// The Gateway API CRDs (Standard channel, cached by `setup.d/50-gateway-api.sh`), applied
-/// server-side (their size exceeds client-side apply's annotation) and Established.
-pub fn install_gateway_api_crds(node: &Node) -> String {
-    let (dir, version) = testbed::tools::gateway_api_crds().unwrap();
-    kubectl(
-        node,
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            dir.to_str().unwrap(),
-        ],
-        None,
-    );
-    kubectl(
-        node,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ],
-        None,
-    );
-    version
 }

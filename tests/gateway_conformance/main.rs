@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use testbed::gateway_conformance::{self as suite, Options};
 use testbed::images;
-use testbed::node::Node;
+use testbed::node::{Node, VPS_IP};
 
 use node_support::{
-    OPERATOR_NS, eventually, helm_install_chart, install_gateway_api_crds, kubectl,
-    operator_logs, readme_edge_node, try_kubectl,
+    LONG, OPERATOR_NS, eventually, fixture, helm_install_chart, kubectl, operator_logs,
+    ready_status, try_kubectl,
 };
 
 /// The GatewayClass under test, served by README Example 1's EdgeNode.
@@ -46,8 +46,12 @@ spec:
 
 /// The certificates the base manifests' TLS backends mount, which the suite makes itself
 /// (self-signed here: the check only needs the pods to start).
-const BACKEND_SECRETS: [(&str, &str); 2] = [
+const BACKEND_SECRETS: [(&str, &str); 3] = [
     ("gateway-conformance-infra", "tls-checks-certificate"),
+    (
+        "gateway-conformance-infra",
+        "tls-passthrough-checks-certificate",
+    ),
     (
         "gateway-conformance-app-backend",
         "tls-passthrough-checks-certificate",
@@ -86,8 +90,10 @@ async fn the_gateway_api_conformance_suite_runs_against_the_real_node() {
     backends_run(&node);
     stage("the suite's backends ran on the node");
 
-    let mut options = Options::default();
-    options.run_test = std::env::var("GATEWAY_CONFORMANCE_RUN_TEST").ok();
+    let mut options = Options {
+        run_test: std::env::var("GATEWAY_CONFORMANCE_RUN_TEST").ok(),
+        ..Options::default()
+    };
     if let Ok(cap) = std::env::var("GATEWAY_CONFORMANCE_CAP_SECONDS") {
         options.cap = Duration::from_secs(cap.parse().unwrap());
     }
@@ -116,11 +122,27 @@ async fn the_gateway_api_conformance_suite_runs_against_the_real_node() {
             operator_logs(&node, OPERATOR_NS)
         )
     });
+    let text = std::fs::read_to_string(&report).unwrap();
+    let profiles = suite::report_profiles(&text).unwrap();
+    // A report without profiles is what the suite writes when its Setup stopped (the
+    // GatewayClass or the base Gateways never Accepted): nothing was tested, nothing is kept.
+    assert!(
+        !profiles.is_empty(),
+        "the suite stopped in its Setup, no test ran; its output ends:\n{}\n{}",
+        tail(&output, 40),
+        operator_logs(&node, OPERATOR_NS)
+    );
+    for profile in &profiles {
+        eprintln!(
+            "{}: core {}; failed: {:?}",
+            profile.name, profile.core, profile.failed
+        );
+    }
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gateway-api");
     std::fs::create_dir_all(&docs).unwrap();
-    std::fs::copy(&report, docs.join("conformance-report.yaml")).unwrap();
+    std::fs::write(docs.join("conformance-report.yaml"), &text).unwrap();
     eprintln!(
-        "ConformanceReport copied to {}",
+        "ConformanceReport written to {}",
         docs.join("conformance-report.yaml").display()
     );
 }
@@ -141,9 +163,9 @@ fn backends_run(node: &Node) {
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let (crt, pem) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
-    std::fs::write(&crt, cert.pem()).unwrap();
-    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    let (cert_file, key_file) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
     for (namespace, name) in BACKEND_SECRETS {
         kubectl(
             node,
@@ -154,22 +176,20 @@ fn backends_run(node: &Node) {
                 "secret",
                 "tls",
                 name,
-                &format!("--cert={}", crt.display()),
-                &format!("--key={}", pem.display()),
+                &format!("--cert={}", cert_file.display()),
+                &format!("--key={}", key_file.display()),
             ],
             None,
         );
     }
-    let pods = || {
-        try_kubectl(
-            node,
-            &["get", "pods", "-A", "-o", "wide"],
-            None,
-        )
-        .unwrap_or_else(|e| e)
-    };
+    let pods =
+        || try_kubectl(node, &["get", "pods", "-A", "-o", "wide"], None).unwrap_or_else(|e| e);
     for namespace in suite::BASE_NAMESPACES {
-        let deployments = kubectl(node, &["-n", namespace, "get", "deploy", "-o", "name"], None);
+        let deployments = kubectl(
+            node,
+            &["-n", namespace, "get", "deploy", "-o", "name"],
+            None,
+        );
         assert!(!deployments.trim().is_empty(), "Deployments in {namespace}");
         eventually(
             &format!("every Deployment in {namespace} Available"),
@@ -214,4 +234,52 @@ fn backends_run(node: &Node) {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The EdgeNode `edge-node` of README Example 1 (in `default`, its SSH Secret `vps-ssh-secret`
+/// made from `vps`'s keys) at [`VPS_IP`], applied; returns once it is Ready (enrolled).
+fn readme_edge_node(node: &Node, vps: &testbed::vps::Vps) {
+    node.create_ssh_secret(vps, "vps-ssh-secret").unwrap();
+    let example1 = fixture("example1");
+    let edge_node = example1
+        .split("\n---")
+        .find(|doc| doc.contains("kind: EdgeNode"))
+        .unwrap()
+        .replace("203.0.113.10", &VPS_IP.to_string());
+    kubectl(node, &["apply", "-f", "-"], Some(&edge_node));
+    eventually(
+        "EdgeNode edge-node Ready",
+        LONG,
+        || ready_status(node, None, "edgenode", "edge-node").filter(|s| s == "True"),
+        || operator_logs(node, OPERATOR_NS),
+    );
+}
+
+/// The Gateway API CRDs (Standard channel, cached by `setup.d/50-gateway-api.sh`), applied
+/// server-side (their size exceeds client-side apply's annotation) and Established.
+fn install_gateway_api_crds(node: &Node) -> String {
+    let (dir, version) = testbed::tools::gateway_api_crds().unwrap();
+    kubectl(
+        node,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    kubectl(
+        node,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    version
 }

@@ -170,9 +170,15 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             gateway_class: "tunnel".into(),
-            supported_features: ["Gateway", "ReferenceGrant", "TCPRoute", "UDPRoute", "TLSRoute"]
-                .map(String::from)
-                .to_vec(),
+            supported_features: [
+                "Gateway",
+                "ReferenceGrant",
+                "TCPRoute",
+                "UDPRoute",
+                "TLSRoute",
+            ]
+            .map(String::from)
+            .to_vec(),
             profiles: ["GATEWAY-TCP", "GATEWAY-UDP", "GATEWAY-TLS"]
                 .map(String::from)
                 .to_vec(),
@@ -207,6 +213,52 @@ impl Options {
         flags.extend(self.extra.iter().cloned());
         flags
     }
+}
+
+/// One profile of a ConformanceReport: its name, its core result (`success`, `partial`,
+/// `failure`) and the core tests that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileResult {
+    /// e.g. `GATEWAY-TCP`.
+    pub name: String,
+    /// `core.result`.
+    pub core: String,
+    /// `core.failedTests`.
+    pub failed: Vec<String>,
+}
+
+/// The profiles of a ConformanceReport (YAML). Empty when the suite stopped in its Setup
+/// (it still writes a report, with `profiles: null`, e.g. when the GatewayClass was never
+/// Accepted).
+pub fn report_profiles(report: &str) -> Result<Vec<ProfileResult>, TestbedError> {
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(report).map_err(|e| TestbedError::Command {
+            command: "parsing the ConformanceReport".into(),
+            detail: e.to_string(),
+        })?;
+    if value["kind"] != "ConformanceReport" {
+        return Err(TestbedError::Command {
+            command: "parsing the ConformanceReport".into(),
+            detail: format!("kind is {:?}, not ConformanceReport", value["kind"]),
+        });
+    }
+    let text = |v: &serde_yaml::Value| v.as_str().unwrap_or_default().to_owned();
+    Ok(value["profiles"]
+        .as_sequence()
+        .map(|profiles| {
+            profiles
+                .iter()
+                .map(|p| ProfileResult {
+                    name: text(&p["name"]),
+                    core: text(&p["core"]["result"]),
+                    failed: p["core"]["failedTests"]
+                        .as_sequence()
+                        .map(|t| t.iter().map(text).collect())
+                        .unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// What one run of the suite left.
@@ -264,3 +316,31 @@ pub fn run(kubeconfig: &Path, out: &Path, options: &Options) -> Result<Outcome, 
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_of_a_failed_setup_has_no_profiles_and_a_run_one_has_them() {
+        // What v1.6.3 wrote when the GatewayClass was never Accepted (2026-12-06).
+        let setup_failed = "apiVersion: gateway.networking.k8s.io/v1\nkind: ConformanceReport\nmode: default\nprofiles: null\n";
+        assert_eq!(report_profiles(setup_failed).unwrap(), []);
+        let ran = "apiVersion: gateway.networking.k8s.io/v1\nkind: ConformanceReport\nprofiles:\n- name: GATEWAY-TCP\n  core:\n    result: failure\n    statistics: {Failed: 1, Passed: 2, Skipped: 0}\n    failedTests: [TCPRouteWeightedRouting]\n- name: GATEWAY-UDP\n  core: {result: success, statistics: {Failed: 0, Passed: 3, Skipped: 0}}\n";
+        assert_eq!(
+            report_profiles(ran).unwrap(),
+            [
+                ProfileResult {
+                    name: "GATEWAY-TCP".into(),
+                    core: "failure".into(),
+                    failed: vec!["TCPRouteWeightedRouting".into()],
+                },
+                ProfileResult {
+                    name: "GATEWAY-UDP".into(),
+                    core: "success".into(),
+                    failed: vec![],
+                },
+            ]
+        );
+        assert!(report_profiles("kind: Pod\n").is_err());
+    }
+}
