@@ -20,8 +20,8 @@ use testbed::images;
 use testbed::node::{INTERNET_IP, Node, VPS_IP};
 
 use crate::node_support::{
-    self, LONG, OPERATOR_NS, eventually, fixture, http_attempt, http_get, kubectl, operator_pods,
-    operator_rolled_out, ready_status, sni_ask, try_kubectl, udp_ask,
+    self, LONG, OPERATOR_NS, eventually, fixture, helm_install_chart, http_attempt, http_get,
+    kubectl, operator_pods, ready_status, sni_ask, try_kubectl, udp_ask,
 };
 
 /// The Gateway API objects of the node test: a class of ours naming README Example 1's
@@ -179,31 +179,10 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         None,
     );
 
-    // 1. helm install: the operator pod Running and Ready under its ServiceAccount.
-    let helm = node
-        .helm()
-        .unwrap()
-        // The README's command, word for word (`charts/tunnel` from the repository's root).
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "install",
-            "tunnel",
-            "charts/tunnel",
-            "-n",
-            OPERATOR_NS,
-            "--create-namespace",
-        ])
-        .output()
-        .unwrap();
+    // 1. helm install: the operator pod Running and Ready under its ServiceAccount (the
+    // README's command, word for word; the README does not wait, the test does, to go on).
+    helm_install_chart(&node);
     let operator_logs = || node_support::operator_logs(&node, OPERATOR_NS);
-    assert!(
-        helm.status.success(),
-        "helm install: {}\n{}",
-        String::from_utf8_lossy(&helm.stderr),
-        operator_logs()
-    );
-    // The operator Ready (the README does not wait; the test does, to go on).
-    operator_rolled_out(&node);
     stage("helm install");
     let pod = operator_pods(&node, "{.items[0].spec.serviceAccountName} {.items[0].status.phase} {.items[0].status.conditions[?(@.type==\"Ready\")].status}").unwrap();
     assert_eq!(pod, "tunnel Running True", "{}", operator_logs());

@@ -1,4 +1,5 @@
-//! What the tests on the real node share (`node_e2e`, `node_upgrade`): kubectl with the
+//! What the tests on the real node share (`node_e2e`, `node_upgrade`, and the Gateway API
+//! conformance runner `tests/gateway_conformance/`, which includes this file): kubectl with the
 //! node's kubeconfig, waiting for a condition, and a client on the "internet" asking the VPS
 //! over HTTP and UDP.
 
@@ -218,4 +219,30 @@ pub fn operator_pods(node: &Node, jsonpath: &str) -> Result<String, String> {
         ],
         None,
     )
+}
+
+/// `helm install tunnel charts/tunnel -n tunnel-system --create-namespace` (the README's
+/// command, from the repository's root), then waits for the operator to roll out.
+pub fn helm_install_chart(node: &Node) {
+    let helm = node
+        .helm()
+        .unwrap()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "install",
+            "tunnel",
+            "charts/tunnel",
+            "-n",
+            OPERATOR_NS,
+            "--create-namespace",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        helm.status.success(),
+        "helm install: {}\n{}",
+        String::from_utf8_lossy(&helm.stderr),
+        operator_logs(node, OPERATOR_NS)
+    );
+    operator_rolled_out(node);
 }

@@ -120,7 +120,7 @@ pub fn test_only(bin_dir: &Path) -> Result<Vec<PathBuf>, TestbedError> {
 
 /// Writes `specs` into the shared images directory, holding its lock: two node tests of one
 /// run write the same archives before either takes the node.
-fn write_all(specs: &[ImageSpec]) -> Result<Vec<PathBuf>, TestbedError> {
+pub fn write_all(specs: &[ImageSpec]) -> Result<Vec<PathBuf>, TestbedError> {
     let out = images_dir();
     std::fs::create_dir_all(&out).map_err(TestbedError::io("creating the images dir"))?;
     let lock = std::fs::OpenOptions::new()

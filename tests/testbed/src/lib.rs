@@ -9,7 +9,8 @@
 //! - [`vps`]: a Debian VPS booted with `systemd-nspawn`, reachable over SSH.
 //! - [`envoy`]: running and validating the real Envoy.
 //! - [`node`]: a real single-node cluster (kubelet, containerd, kube-proxy, ...) on the host;
-//!   [`images`]: the OCI images it runs, written without a registry or builder.
+//!   [`images`]: the OCI images it runs, written without a registry or builder;
+//!   [`gateway_conformance`]: the upstream Gateway API conformance suite run against it.
 //! - [`keys`]: encrypted SSH keys as the tools make them, and the KDF bombs (review H2).
 //! - [`network`]: the internet, a VPS and a cluster's pods, as the enrollment and operator
 //!   tests use them.
@@ -27,6 +28,7 @@ pub mod cgroup;
 pub mod echo;
 pub mod envoy;
 pub mod error;
+pub mod gateway_conformance;
 pub mod images;
 pub mod keys;
 pub mod metrics;
