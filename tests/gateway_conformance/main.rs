@@ -35,13 +35,22 @@ use node_support::{
     ready_status, try_kubectl,
 };
 
-/// The GatewayClass under test, served by README Example 1's EdgeNode.
+/// The GatewayClass under test, served by README Example 1's EdgeNode, and that namespace's
+/// consent to the suite's Gateways.
 const GATEWAY_CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: tunnel}
 spec:
   controllerName: tunnel.achetronic.com/gateway-controller
   parametersRef: {group: tunnel.achetronic.com, kind: EdgeNode, name: edge-node, namespace: default}
+---
+# The suite's Gateways live in gateway-conformance-infra; the EdgeNode's namespace consents.
+apiVersion: gateway.networking.k8s.io/v1
+kind: ReferenceGrant
+metadata: {name: conformance-gateways, namespace: default}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: gateway-conformance-infra}]
+  to: [{group: tunnel.achetronic.com, kind: EdgeNode, name: edge-node}]
 ";
 
 /// The certificates the base manifests' TLS backends mount, which the suite makes itself
@@ -79,8 +88,9 @@ async fn the_gateway_api_conformance_suite_runs_against_the_real_node() {
     stage("node Ready, images loaded");
 
     let (internet, vps) = node.internet_with_vps().unwrap();
-    helm_install_chart(&node);
+    // The CRDs first: the operator looks for Gateway API when it starts.
     let version = install_gateway_api_crds(&node);
+    helm_install_chart(&node);
     stage(&format!("chart installed, Gateway API {version} CRDs"));
     vps.wait_ready(&internet, Duration::from_secs(120)).unwrap();
     readme_edge_node(&node, &vps);
