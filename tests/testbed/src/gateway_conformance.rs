@@ -1,6 +1,6 @@
 //! The upstream Gateway API conformance suite (`sigs.k8s.io/gateway-api/conformance`, issue 19;
 //! docs/testing.md "Gateway API conformance") against a [`Node`]: the images its manifests
-//! name, written offline from the binaries `setup.d/60-gateway-conformance.sh` built and loaded
+//! name, written offline from the binaries `tests/testbed/gateway-conformance-setup.sh` built and loaded
 //! into the node's containerd, and the suite's test binary run with Tunnel's options, bounded
 //! in time, its `ConformanceReport` and output returned.
 //!

@@ -11,7 +11,8 @@
 #                     DNS server).
 # testbed::gateway_conformance writes them into the images the suite's manifests name. Idempotent:
 # the stamp $CACHE/gateway-api/conformance/.version is checked once everything is there; run by
-# tests/testbed/setup.sh with CACHE and GATEWAY_API_VERSION (pinned there).
+# tests/gateway-conformance.sh (not by tests/testbed/setup.sh: CI does not run the suite) with
+# CACHE and GATEWAY_API_VERSION (pinned in setup.sh).
 set -euo pipefail
 
 CACHE=${CACHE:-/var/cache/tunnel}
@@ -21,7 +22,7 @@ COREDNS_VERSION=${COREDNS_VERSION:-v1.12.2}
 OUT=$CACHE/gateway-api/conformance
 STAMP=$OUT/.version
 want="gateway-api $GATEWAY_API_VERSION coredns $COREDNS_VERSION"
-log() { printf '[setup 60-gateway-conformance %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+log() { printf '[gateway-conformance-setup %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 if [[ "$(cat "$STAMP" 2>/dev/null)" == "$want" && -x $OUT/conformance.test && -x $OUT/echo-basic && -x $OUT/coredns ]]; then
   exit 0
