@@ -7,7 +7,7 @@
 //! writes those that differ from what is there and from what it last wrote (so its own writes,
 //! which come back as watch events, end there).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -214,6 +214,29 @@ async fn settle_all(state: &mut GatewayState) {
             .map(|s| json!({ "parents": s.get("parents") }));
         write(state, id, current.as_ref(), &status).await;
     }
+    // What was written on objects that are gone is forgotten (the map stays as large as the
+    // objects are many).
+    let live: BTreeSet<WrittenKey> = stores
+        .classes
+        .state()
+        .iter()
+        .map(|c| written_key(c.as_ref()))
+        .chain(
+            stores
+                .gateways
+                .state()
+                .iter()
+                .map(|g| written_key(g.as_ref())),
+        )
+        .chain(stores.routes().into_iter().map(|r| {
+            (
+                r.kind.as_str().to_owned(),
+                ObjectKey::new(r.namespace, r.name),
+                r.uid.unwrap_or_default(),
+            )
+        }))
+        .collect();
+    state.written.retain(|k, _| live.contains(k));
 }
 
 fn route_of(
