@@ -154,9 +154,10 @@ async fn settle_all(state: &mut GatewayState) {
         let id = written_key::<Gateway>(gw.as_ref());
         write(state, id, gw.status.as_ref(), &status).await;
         for facts in &src.parents {
-            let route_status = route_of(stores, &facts.route).and_then(|r| r.status);
-            let before = route_status
+            let route = route_of(stores, &facts.route);
+            let before = route
                 .as_ref()
+                .and_then(|r| r.status.as_ref())
                 .and_then(|s| s.get("parents"))
                 .and_then(Value::as_array)
                 .and_then(|ps| {
@@ -167,7 +168,7 @@ async fn settle_all(state: &mut GatewayState) {
                     })
                 })
                 .cloned();
-            let generation = route_of(stores, &facts.route).and_then(|r| r.generation);
+            let generation = route.as_ref().and_then(|r| r.generation);
             parents
                 .entry(facts.route.clone())
                 .or_default()

@@ -93,11 +93,10 @@ pub fn gateway_status(
     now: &Time,
 ) -> Value {
     let report = report.filter(|r| r.generation == Some(src.version));
-    let gw_accepted: Check = match node {
-        Ok(_) if src.listeners.iter().any(|l| l.accepted.is_err()) => Ok(()),
-        Ok(_) => Ok(()),
-        Err(message) => Err(("InvalidParameters", message.clone())),
-    };
+    let gw_accepted: Check = node
+        .as_ref()
+        .map(|_| ())
+        .map_err(|message| ("InvalidParameters", message.clone()));
     let listeners_valid = src.listeners.iter().all(|l| l.accepted.is_ok());
     let accepted = match &gw_accepted {
         Ok(()) if !listeners_valid => Verdict::ok(
