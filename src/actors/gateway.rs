@@ -22,13 +22,14 @@ use tracing::warn;
 use crate::crd::gateway::{Gateway, GatewayClass};
 use crate::crd::gateway_route::RouteKind;
 use crate::object_key::ObjectKey;
-use crate::plan::bindings::may_use_edge_node;
 use crate::plan::gateway::{self, GatewaySource, RouteKey};
 use crate::plan::{SourceKey, SourceKind};
 
 use super::Context;
+use super::edge_set::{self, EdgeInput, EdgeView};
 use super::gateway_status::{self, NodeAddress};
 use super::protocol::{self, GatewayMsg, NodeMsg};
+use super::source_edges;
 use super::status::SourceReport;
 
 /// Field manager of Gateway API statuses.
@@ -42,8 +43,8 @@ pub struct GatewayActor;
 #[derive(Debug)]
 pub struct GatewayState {
     ctx: Arc<Context>,
-    /// The last report of each Gateway's EdgeNode pass.
-    reports: BTreeMap<ObjectKey, SourceReport>,
+    /// The last report of each EdgeNode pass, by (Gateway, EdgeNode).
+    reports: BTreeMap<(ObjectKey, ObjectKey), SourceReport>,
     /// What was last written, by (kind, namespace/name, uid).
     written: BTreeMap<(String, ObjectKey, String), Value>,
 }
@@ -74,32 +75,69 @@ impl Actor for GatewayActor {
     ) -> Result<(), ActorProcessingErr> {
         let _timer = state.ctx.metrics.handling(protocol::GATEWAY);
         if let GatewayMsg::Report(key, report) = message {
-            state.reports.insert(key, *report);
+            state.reports.insert((key, report.node.clone()), *report);
         }
         settle_all(state).await;
         Ok(())
     }
 }
 
-/// The EdgeNode address a Gateway is served at, or why it has none.
-fn node_address(ctx: &Context, src: &GatewaySource) -> NodeAddress {
-    let node = src.edge_node.clone()?;
-    let found = ctx
-        .stores
-        .edge_nodes
-        .get(&ObjectRef::new(&node.name).within(&node.namespace))
-        .filter(|n| n.metadata.deletion_timestamp.is_none());
-    let Some(found) = found else {
-        return Err(format!("EdgeNode {node} does not exist"));
-    };
-    may_use_edge_node(
-        &ctx.resolver(),
+/// The edges of a Gateway ([`source_edges::gather`]), with the reports of its current
+/// translation only (an older translation's report is no answer yet).
+fn edges_of(ctx: &Context, state: &GatewayState, src: &GatewaySource) -> Vec<EdgeInput> {
+    let nodes = src.edge_nodes.clone().unwrap_or_default();
+    let reports: BTreeMap<ObjectKey, SourceReport> = state
+        .reports
+        .range((src.key.clone(), ObjectKey::new("", ""))..)
+        .take_while(|((gw, _), _)| *gw == src.key)
+        .filter(|(_, r)| r.generation == Some(src.version))
+        .map(|((_, node), r)| (node.clone(), r.clone()))
+        .collect();
+    source_edges::gather(
+        ctx,
         SourceKind::Gateway,
         &src.key.namespace,
-        (&node.namespace, &node.name),
+        &nodes,
+        &reports,
+        |node| {
+            (
+                "EdgeNodeNotFound".to_owned(),
+                format!("EdgeNode {node} does not exist"),
+            )
+        },
     )
-    .map_err(|r| r.message)?;
-    Ok(found.spec.address.clone())
+}
+
+/// The addresses a Gateway is published at, or why no EdgeNode may serve it; and the report
+/// its listeners' conditions follow (the first edge that serves it, else the first that
+/// answered).
+fn node_address(src: &GatewaySource, edges: &[EdgeInput]) -> (NodeAddress, Option<SourceReport>) {
+    if let Err(problem) = &src.edge_nodes {
+        return (Err(problem.clone()), None);
+    }
+    let refusals: Vec<String> = edges
+        .iter()
+        .filter_map(|e| match &e.view {
+            EdgeView::Refused { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    if refusals.len() == edges.len() {
+        return (Err(refusals.join("; ")), None);
+    }
+    let reports: Vec<&SourceReport> = edges
+        .iter()
+        .filter_map(|e| match &e.view {
+            EdgeView::Reported(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let report = reports
+        .iter()
+        .find(|r| r.node_problem.is_none())
+        .or_else(|| reports.first())
+        .map(|r| (*r).clone());
+    (Ok(edge_set::compose(edges).addresses()), report)
 }
 
 async fn settle_all(state: &mut GatewayState) {
@@ -132,17 +170,15 @@ async fn settle_all(state: &mut GatewayState) {
         else {
             continue;
         };
-        let node = node_address(&ctx, src);
-        let report = state.reports.get(&src.key).cloned();
-        if report.is_none()
-            && let Ok(n) = &src.edge_node
-            && let Some(actor) = protocol::edge_node(&ctx, n)
-        {
-            let _ = actor.send_message(NodeMsg::ReportWanted(SourceKey::gateway(src.key.clone())));
+        let edges = edges_of(&ctx, state, src);
+        for e in edges.iter().filter(|e| e.view == EdgeView::Waiting) {
+            if let Some(actor) = protocol::edge_node(&ctx, &e.node) {
+                let _ =
+                    actor.send_message(NodeMsg::ReportWanted(SourceKey::gateway(src.key.clone())));
+            }
         }
-        let current = report
-            .as_ref()
-            .filter(|r| r.generation == Some(src.version) && node.is_ok());
+        let (node, report) = node_address(src, &edges);
+        let current = report.as_ref().filter(|_| node.is_ok());
         let status = gateway_status::gateway_status(
             src,
             &node,

@@ -152,7 +152,7 @@ impl GatewayStores {
     pub fn sources_of(&self, node: &ObjectKey, resolver: &dyn Resolver) -> Vec<GatewaySource> {
         self.sources(resolver)
             .into_iter()
-            .filter(|g| g.edge_node.as_ref().is_ok_and(|n| n == node))
+            .filter(|g| g.edge_nodes.as_ref().is_ok_and(|n| n.contains(node)))
             .collect()
     }
 }

@@ -64,8 +64,10 @@ pub fn class_status(
     })
 }
 
-/// Where a Gateway stands with its EdgeNode: its public address, or why it has none.
-pub type NodeAddress = Result<String, String>;
+/// Where a Gateway stands with its EdgeNodes: the public addresses to publish (those of the
+/// edges that serve it, pass the check from outside and are not drained), or why none may
+/// serve it.
+pub type NodeAddress = Result<Vec<String>, String>;
 
 fn is_conflict(reason: Reason) -> bool {
     matches!(
@@ -195,13 +197,17 @@ pub fn gateway_status(
         generation,
         now,
     );
-    let addresses: Vec<Value> = match node {
-        Ok(address) if address.parse::<std::net::IpAddr>().is_ok() => {
-            vec![json!({"type": "IPAddress", "value": address})]
-        }
-        Ok(address) => vec![json!({"type": "Hostname", "value": address})],
-        Err(_) => Vec::new(),
-    };
+    let addresses: Vec<Value> = node
+        .iter()
+        .flatten()
+        .map(|address| {
+            if address.parse::<std::net::IpAddr>().is_ok() {
+                json!({"type": "IPAddress", "value": address})
+            } else {
+                json!({"type": "Hostname", "value": address})
+            }
+        })
+        .collect();
     json!({
         "addresses": addresses,
         "conditions": conditions,
@@ -342,7 +348,7 @@ spec:
             tls_route("one", "one.example.com", "x"),
             tls_route("two", "two.example.com", "y"),
         ]);
-        assert_eq!(src.edge_node, Ok(ObjectKey::new("infra", "edge")));
+        assert_eq!(src.edge_nodes, Ok(vec![ObjectKey::new("infra", "edge")]));
         let bindings: Vec<(&str, u16, Option<&str>, Vec<String>)> = src
             .source
             .spec
@@ -396,7 +402,7 @@ spec:
     #[test]
     fn the_gateway_status_follows_the_report() {
         let src = translated(&[tcp_route("older", "2026-01-02T00:00:00Z", "a")]);
-        let node: NodeAddress = Ok("203.0.113.7".to_owned());
+        let node: NodeAddress = Ok(vec!["203.0.113.7".to_owned()]);
         let pending = gateway_status(&src, &node, None, None, Some(3), &now());
         assert_eq!(
             condition(&pending["conditions"], "Accepted"),

@@ -14,24 +14,23 @@ use crate::crd::{EdgeNode, PortBinding};
 use crate::object_key::ObjectKey;
 use crate::plan::load_balancer;
 
-/// The EdgeNode a PortBinding points at.
-pub fn edge_node_of(pb: &PortBinding) -> ObjectKey {
-    let ns = pb.metadata.namespace.clone().unwrap_or_default();
-    ObjectKey::new(
-        pb.spec.edge_node_ref.namespace_or(&ns),
-        pb.spec.edge_node_ref.name.clone(),
-    )
+/// The EdgeNodes a PortBinding names (one, or several).
+pub fn edge_nodes_of(pb: &PortBinding) -> Vec<ObjectKey> {
+    pb.spec
+        .edge_nodes(pb.metadata.namespace.as_deref().unwrap_or_default())
 }
 
-/// The PortBindings that point at `node`.
+/// The PortBindings that name `node`.
 pub fn port_bindings_of<'a>(
     node: &'a ObjectKey,
     port_bindings: &'a [impl AsRef<PortBinding>],
 ) -> impl Iterator<Item = &'a PortBinding> + 'a {
-    port_bindings
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(move |pb| edge_node_of(pb) == *node)
+    port_bindings.iter().map(AsRef::as_ref).filter(move |pb| {
+        pb.spec.names_edge_node(
+            pb.metadata.namespace.as_deref().unwrap_or_default(),
+            (&node.namespace, &node.name),
+        )
+    })
 }
 
 /// EdgeNodes that read Secret `secret`: as their SSH Secret, or through the TLS Secret of a
@@ -62,7 +61,7 @@ pub fn users_of_secret(
                 .is_some_and(|r| r.name == secret.name && r.namespace_or(ns) == secret.namespace)
         });
         if references {
-            users.insert(edge_node_of(pb));
+            users.extend(edge_nodes_of(pb));
         }
     }
     for (node, svc) in load_balancers {
@@ -129,7 +128,7 @@ pub fn users_of_service(
                     .is_some_and(|s| s.name == service.name && s.namespace == service.namespace)
             })
         })
-        .map(edge_node_of)
+        .flat_map(edge_nodes_of)
         .collect()
 }
 

@@ -1,8 +1,9 @@
 //! The LoadBalancer actor: the single writer of one Service's load-balancer status, for a
 //! Service of `type: LoadBalancer` that an EdgeNode serves ([`crate::plan::load_balancer`]).
 //! Its EdgeNode actor owns the port table and answers each pass with this Service's outcome
-//! (the Manager tells the EdgeNode of every change of the Service); this actor turns it into
-//! `status.loadBalancer.ingress[]` (the VPS's address, `ipMode: Proxy`, `ports[].error` for a
+//! (the Manager tells the EdgeNode of every change of the Service); this actor keeps the last
+//! answer of each of its EdgeNodes and turns them into `status.loadBalancer.ingress[]` (one
+//! entry per public address of each published edge, `ipMode: Proxy`, `ports[].error` for a
 //! refused port) and the condition [`READY`], with Events on its transitions.
 //!
 //! The Service carries our finalizer while it is ours: a Service that stops being ours (its
@@ -10,6 +11,7 @@
 //! removed, also when that happened while the operator was down. The VPS's ports follow from
 //! the caches on every pass, so they close with the EdgeNode's next pass either way.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
@@ -28,8 +30,10 @@ use crate::plan::load_balancer::{self, FINALIZER};
 use crate::plan::{SourceKey, SourceKind};
 
 use super::conditions::{self, Verdict};
+use super::edge_set::{self, Composed, EdgeInput, EdgeView};
 use super::protocol::{self, BindingMsg, NodeMsg};
-use super::status::{self, SourceReport};
+use super::source_edges;
+use super::status::SourceReport;
 use super::supervisor::Child;
 use super::{Context, LOAD_BALANCER_MANAGER};
 
@@ -46,6 +50,8 @@ pub struct LoadBalancerActor;
 pub struct LoadBalancerState {
     ctx: Arc<Context>,
     key: ObjectKey,
+    /// The last report of each of its EdgeNodes.
+    reports: BTreeMap<ObjectKey, SourceReport>,
 }
 
 impl Child for LoadBalancerActor {
@@ -58,7 +64,7 @@ impl Child for LoadBalancerActor {
     async fn parked(ctx: Arc<Context>, key: ObjectKey, message: String) {
         let Some(svc) = get(&ctx, &key) else { return };
         let verdict = Verdict::failed(READY, "RestartLoop", message);
-        settle(&ctx, &svc, None, verdict).await;
+        settle(&ctx, &svc, Vec::new(), verdict).await;
     }
 }
 
@@ -79,7 +85,11 @@ impl Actor for LoadBalancerActor {
         (ctx, key): (Arc<Context>, ObjectKey),
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(BindingMsg::Changed)?;
-        Ok(LoadBalancerState { ctx, key })
+        Ok(LoadBalancerState {
+            ctx,
+            key,
+            reports: BTreeMap::new(),
+        })
     }
 
     async fn handle(
@@ -105,75 +115,80 @@ impl Actor for LoadBalancerActor {
         if !load_balancer::has_finalizer(&svc) {
             set_finalizer(&ctx, &svc, true).await;
         }
-        let node = match load_balancer::edge_node_of(&svc, &ctx.stores.edge_nodes.state()) {
-            Ok(node) => node,
+        let nodes = match load_balancer::edge_nodes_of(&svc, &ctx.stores.edge_nodes.state()) {
+            Ok(nodes) => nodes,
             Err(no) => {
                 settle(
                     &ctx,
                     &svc,
-                    None,
+                    Vec::new(),
                     Verdict::failed(READY, no.reason(), no.message()),
                 )
                 .await;
                 return Ok(());
             }
         };
-        if let Err(refusal) = may_use_edge_node(
-            &ctx.resolver(),
-            SourceKind::Service,
-            &state.key.namespace,
-            (&node.namespace, &node.name),
-        ) {
-            let verdict = Verdict::failed(READY, refusal.reason.as_str(), refusal.message);
-            settle(&ctx, &svc, None, verdict).await;
-            return Ok(());
-        }
-        let address = ctx
-            .stores
-            .edge_nodes
-            .get(&ObjectRef::new(&node.name).within(&node.namespace))
-            .filter(|n| n.metadata.deletion_timestamp.is_none())
-            .map(|n| n.spec.address.clone());
-        let Some(address) = address else {
-            let mut verdict = status::edge_node_missing(&node.to_string());
-            verdict.type_ = READY;
-            verdict.message = format!(
-                "EdgeNode {node} does not exist; create it or fix the annotation {}",
-                load_balancer::ANNOTATION_EDGE_NODE
-            );
-            settle(&ctx, &svc, None, verdict).await;
-            return Ok(());
-        };
+        state.reports.retain(|node, _| nodes.contains(node));
         match message {
             BindingMsg::Changed => {
-                // The Manager told the EdgeNode of the change itself; this only asks for what
-                // its last pass said.
-                if let Some(actor) = protocol::edge_node(&ctx, &node) {
-                    let _ = actor
-                        .send_message(NodeMsg::ReportWanted(SourceKey::service(state.key.clone())));
+                // The Manager told the EdgeNodes of the change itself; this only asks for what
+                // their last passes said.
+                let resolver = ctx.resolver();
+                for node in &nodes {
+                    let granted = may_use_edge_node(
+                        &resolver,
+                        SourceKind::Service,
+                        &state.key.namespace,
+                        (&node.namespace, &node.name),
+                    );
+                    if granted.is_ok()
+                        && let Some(actor) = protocol::edge_node(&ctx, node)
+                    {
+                        let _ = actor.send_message(NodeMsg::ReportWanted(SourceKey::service(
+                            state.key.clone(),
+                        )));
+                    }
                 }
             }
-            BindingMsg::Report(report) if report.node == node => {
-                let (verdict, ingress) =
-                    service_status(&report, &address, &load_balancer::unserved_ports(&svc));
-                settle(&ctx, &svc, ingress, verdict).await;
+            BindingMsg::Report(report) => {
+                if nodes.contains(&report.node) {
+                    state.reports.insert(report.node.clone(), report);
+                }
             }
-            BindingMsg::Report(_) => {}
         }
+        let edges = source_edges::gather(
+            &ctx,
+            SourceKind::Service,
+            &state.key.namespace,
+            &nodes,
+            &state.reports,
+            |node| {
+                (
+                    "EdgeNodeNotFound".to_owned(),
+                    format!(
+                        "EdgeNode {node} does not exist; create it or fix the annotation {}",
+                        load_balancer::ANNOTATION_EDGE_NODE
+                    ),
+                )
+            },
+        );
+        if !Composed::complete(&edges) {
+            return Ok(());
+        }
+        let (verdict, ingress) = service_status(&edges, &load_balancer::unserved_ports(&svc));
+        settle(&ctx, &svc, ingress, verdict).await;
         Ok(())
     }
 }
 
-/// The condition and `status.loadBalancer.ingress[]` of a Service after its EdgeNode's pass,
-/// pure: the VPS's address (`ip` with `ipMode: Proxy`, or `hostname`) with every port of the
-/// table, a refused one with its reason as `error`; no ingress while no port is served.
-/// `unserved` are ports no binding could take (SCTP).
-pub fn service_status(
-    report: &SourceReport,
-    address: &str,
-    unserved: &[String],
-) -> (Verdict, Option<Value>) {
-    let (mut verdict, _) = status::port_binding_status(report);
+/// The condition and `status.loadBalancer.ingress[]` of a Service from its EdgeNodes' passes,
+/// pure: one entry per public address of each published edge ([`edge_set::compose`]: serving,
+/// passing the check from outside, not drained) — `ip` with `ipMode: Proxy`, or `hostname` —
+/// with every port of that edge's table, a refused one with its reason as `error`; no entry
+/// for an edge that serves no port. `unserved` are ports no binding could take (SCTP).
+pub fn service_status(edges: &[EdgeInput], unserved: &[String]) -> (Verdict, Vec<Value>) {
+    let composed = edge_set::compose(edges);
+    let mut verdict = composed.verdict.clone();
     verdict.type_ = READY;
     if !unserved.is_empty() {
         verdict.message = format!(
@@ -182,33 +197,42 @@ pub fn service_status(
             unserved.join(", ")
         );
     }
-    let served = report.outcomes.iter().any(|o| o.refusal.is_none());
-    if report.node_problem.is_some() || !served {
-        return (verdict, None);
-    }
-    let ports: Vec<Value> = report
-        .outcomes
-        .iter()
-        .map(|o| {
-            let mut port = json!({ "port": o.listen_port, "protocol": o.protocol.to_string() });
-            if let Some(r) = &o.refusal {
-                port["error"] = json!(r.reason.as_str());
+    let mut ingress = Vec::new();
+    for (node, addresses) in &composed.published {
+        let Some(EdgeView::Reported(report)) =
+            edges.iter().find(|e| e.node == *node).map(|e| &e.view)
+        else {
+            continue;
+        };
+        let ports: Vec<Value> = report
+            .outcomes
+            .iter()
+            .map(|o| {
+                let mut port = json!({ "port": o.listen_port, "protocol": o.protocol.to_string() });
+                if let Some(r) = &o.refusal {
+                    port["error"] = json!(r.reason.as_str());
+                }
+                port
+            })
+            .collect();
+        for address in addresses {
+            let mut entry = if address.parse::<std::net::IpAddr>().is_ok() {
+                json!({ "ip": address, "ipMode": "Proxy" })
+            } else {
+                json!({ "hostname": address })
+            };
+            entry["ports"] = Value::Array(ports.clone());
+            if !ingress.contains(&entry) {
+                ingress.push(entry);
             }
-            port
-        })
-        .collect();
-    let mut ingress = if address.parse::<std::net::IpAddr>().is_ok() {
-        json!({ "ip": address, "ipMode": "Proxy" })
-    } else {
-        json!({ "hostname": address })
-    };
-    ingress["ports"] = Value::Array(ports);
-    (verdict, Some(ingress))
+        }
+    }
+    (verdict, ingress)
 }
 
 /// Writes our part of the Service's status when it differs from what is there, and publishes
 /// an Event when the condition changed.
-async fn settle(ctx: &Context, svc: &Service, ingress: Option<Value>, verdict: Verdict) {
+async fn settle(ctx: &Context, svc: &Service, ingress: Vec<Value>, verdict: Verdict) {
     let before: Vec<Condition> = svc
         .status
         .as_ref()
@@ -229,19 +253,17 @@ async fn settle(ctx: &Context, svc: &Service, ingress: Option<Value>, verdict: V
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .map(|i| serde_json::to_value(i).unwrap_or_default());
-    let wanted_ingress = ingress.clone().map(|i| Value::Array(vec![i]));
-    let same_ingress = match (&current_ingress, &wanted_ingress) {
-        (None, None) => true,
-        (Some(Value::Array(a)), None) => a.is_empty(),
-        (Some(a), Some(b)) => a == b,
-        _ => false,
+    let wanted_ingress = Value::Array(ingress);
+    let same_ingress = match &current_ingress {
+        None => wanted_ingress == Value::Array(Vec::new()),
+        Some(current) => *current == wanted_ingress,
     };
     if same_ingress && before == conditions {
         ctx.metrics.pass(protocol::LOAD_BALANCER, None);
         return;
     }
     let st = json!({
-        "loadBalancer": { "ingress": wanted_ingress.unwrap_or(Value::Array(Vec::new())) },
+        "loadBalancer": { "ingress": wanted_ingress },
         "conditions": conditions,
     });
     let result = write_status(ctx, svc, &st).await;
@@ -348,22 +370,49 @@ mod tests {
         }
     }
 
+    fn on(address: &str, r: SourceReport) -> Vec<EdgeInput> {
+        vec![EdgeInput {
+            node: r.node.clone(),
+            view: EdgeView::Reported(r),
+            addresses: vec![address.to_owned()],
+            outside: crate::actors::edge_set::Outside::Unknown,
+            draining: false,
+        }]
+    }
+
     #[test]
     fn a_served_service_gets_the_vps_address_in_proxy_mode_with_each_port() {
         let r = report(vec![
             outcome(7000, Protocol::Tcp, None),
             outcome(7000, Protocol::Udp, None),
         ]);
-        let (verdict, ingress) = service_status(&r, "203.0.113.10", &[]);
+        let (verdict, ingress) = service_status(&on("203.0.113.10", r.clone()), &[]);
         assert!(verdict.ok, "{verdict:?}");
         assert_eq!(verdict.type_, READY);
         assert_eq!(
-            ingress.unwrap(),
-            json!({"ip": "203.0.113.10", "ipMode": "Proxy", "ports": [
-                {"port": 7000, "protocol": "TCP"}, {"port": 7000, "protocol": "UDP"}]})
+            ingress,
+            [json!({"ip": "203.0.113.10", "ipMode": "Proxy", "ports": [
+                {"port": 7000, "protocol": "TCP"}, {"port": 7000, "protocol": "UDP"}]})]
         );
-        let (_, by_name) = service_status(&r, "vps.example.com", &[]);
-        assert_eq!(by_name.unwrap()["hostname"], "vps.example.com");
+        let (_, by_name) = service_status(&on("vps.example.com", r), &[]);
+        assert_eq!(by_name[0]["hostname"], "vps.example.com");
+    }
+
+    #[test]
+    fn several_edges_each_get_an_entry_and_an_edge_down_drops_out() {
+        let served = report(vec![outcome(7000, Protocol::Tcp, None)]);
+        let mut other = served.clone();
+        other.node = ObjectKey::new("edge", "vps2");
+        let mut edges = on("203.0.113.10", served);
+        edges.extend(on("2001:db8::10", other));
+        let (verdict, ingress) = service_status(&edges, &[]);
+        assert!(verdict.ok);
+        let ips: Vec<&str> = ingress.iter().map(|i| i["ip"].as_str().unwrap()).collect();
+        assert_eq!(ips, ["203.0.113.10", "2001:db8::10"]);
+        edges[1].outside = crate::actors::edge_set::Outside::Unhealthy;
+        let (_, ingress) = service_status(&edges, &[]);
+        assert_eq!(ingress.len(), 1);
+        assert_eq!(ingress[0]["ip"], "203.0.113.10");
     }
 
     #[test]
@@ -372,7 +421,7 @@ mod tests {
             outcome(80, Protocol::Tcp, None),
             outcome(443, Protocol::Tcp, Some(Reason::PortConflict)),
         ]);
-        let (verdict, ingress) = service_status(&r, "203.0.113.10", &["9/SCTP".into()]);
+        let (verdict, ingress) = service_status(&on("203.0.113.10", r), &["9/SCTP".into()]);
         assert!(!verdict.ok);
         assert_eq!(verdict.reason, "PortConflict");
         assert!(
@@ -381,19 +430,17 @@ mod tests {
             verdict.message
         );
         assert!(verdict.message.contains("9/SCTP"), "{}", verdict.message);
-        assert_eq!(ingress.unwrap()["ports"][1]["error"], "PortConflict");
+        assert_eq!(ingress[0]["ports"][1]["error"], "PortConflict");
         let none = report(vec![outcome(
             443,
             Protocol::Tcp,
             Some(Reason::PortConflict),
         )]);
-        assert_eq!(service_status(&none, "203.0.113.10", &[]).1, None);
+        assert!(service_status(&on("203.0.113.10", none), &[]).1.is_empty());
         let mut down = report(vec![outcome(80, Protocol::Tcp, None)]);
         down.node_problem = Some(("SSHConnectFailed".into(), "no route".into()));
-        let (verdict, ingress) = service_status(&down, "203.0.113.10", &[]);
-        assert_eq!(
-            (verdict.reason.as_str(), ingress),
-            ("EdgeNodeNotReady", None)
-        );
+        let (verdict, ingress) = service_status(&on("203.0.113.10", down), &[]);
+        assert_eq!(verdict.reason.as_str(), "EdgeNodeNotReady");
+        assert!(ingress.is_empty());
     }
 }

@@ -38,6 +38,7 @@ use crate::plan::{SourceKey, load_balancer};
 
 use super::edge_node::EdgeNodeActor;
 use super::edge_node::core::Seen;
+use super::edge_probe::EdgeProbeActor;
 use super::gateway::GatewayActor;
 use super::index;
 use super::load_balancer::LoadBalancerActor;
@@ -156,6 +157,13 @@ impl Actor for Manager {
             myself.get_cell(),
         )
         .await?;
+        Actor::spawn_linked(
+            Some(ctx.singleton("EdgeProbe")),
+            EdgeProbeActor,
+            (ctx.edges.clone(), myself.clone()),
+            myself.get_cell(),
+        )
+        .await?;
         if ctx.stores.gateway_api.is_some() {
             Actor::spawn_linked(
                 Some(ctx.singleton(protocol::GATEWAY)),
@@ -241,6 +249,7 @@ impl Actor for Manager {
             }
             ManagerMsg::EdgeNodeGone(key) => {
                 state.node_seen.remove(&key);
+                ctx.edges.forget(&key);
                 state
                     .edge_nodes
                     .send_message(SupervisorMsg::Remove(key.clone()))?;
@@ -267,10 +276,8 @@ impl Actor for Manager {
                 state
                     .port_bindings
                     .send_message(SupervisorMsg::Remove(key.clone()))?;
-                if let Some((node, how)) =
-                    routes::port_binding_gone(state.pb_seen.remove(&key).as_ref())
-                {
-                    tell(&ctx, &node, &SourceKey::port_binding(key), how);
+                for (node, how) in routes::port_binding_gone(state.pb_seen.remove(&key).as_ref()) {
+                    tell(&ctx, &node, &SourceKey::port_binding(key.clone()), how);
                 }
             }
             ManagerMsg::Secret(key) => {
@@ -311,11 +318,12 @@ impl Actor for Manager {
                 // decides again (ReferenceNotGranted or EdgeNodeNotFound).
                 let nodes = &ctx.stores.edge_nodes;
                 for pb in ctx.stores.port_bindings.state() {
-                    let node = index::edge_node_of(&pb);
-                    if nodes
-                        .get(&reflector::ObjectRef::new(&node.name).within(&node.namespace))
-                        .is_none()
-                    {
+                    let missing = index::edge_nodes_of(&pb).iter().any(|node| {
+                        nodes
+                            .get(&reflector::ObjectRef::new(&node.name).within(&node.namespace))
+                            .is_none()
+                    });
+                    if missing {
                         state
                             .port_bindings
                             .send_message(SupervisorMsg::Upsert(ObjectKey::of(pb.as_ref())))?;
@@ -332,6 +340,11 @@ impl Actor for Manager {
                     }
                 }
                 state.gw_seen = now;
+                gateways_changed(&ctx);
+            }
+            ManagerMsg::EdgeHealth(node) => {
+                upsert_port_bindings_of(&ctx, &state.port_bindings, &node)?;
+                upsert_load_balancers_of(state, &node)?;
                 gateways_changed(&ctx);
             }
             ManagerMsg::WatchKindsChanged => {
@@ -417,19 +430,31 @@ impl Actor for Manager {
     }
 }
 
-/// The PortBindings that may use their EdgeNode (the others take part in nothing).
+/// The PortBindings that may use at least one of their EdgeNodes, each naming only those it
+/// may use (the others take part in nothing).
 fn taking_part(ctx: &Context) -> Vec<Arc<PortBinding>> {
     let resolver = ctx.resolver();
     ctx.stores
         .port_bindings
         .state()
         .into_iter()
-        .filter(|pb| {
-            takes_part(
-                &resolver,
-                pb.metadata.namespace.as_deref().unwrap_or_default(),
-                &index::edge_node_of(pb),
-            )
+        .filter_map(|pb| {
+            let ns = pb.metadata.namespace.as_deref().unwrap_or_default();
+            let named = index::edge_nodes_of(&pb);
+            let granted: Vec<ObjectKey> = named
+                .iter()
+                .filter(|node| takes_part(&resolver, ns, node))
+                .cloned()
+                .collect();
+            if granted.is_empty() {
+                return None;
+            }
+            if granted.len() == named.len() {
+                return Some(pb);
+            }
+            let mut only = pb.as_ref().clone();
+            only.spec = crate::crd::PortBindingSpec::served_by(&granted, only.spec.bindings);
+            Some(Arc::new(only))
         })
         .collect()
 }
@@ -447,7 +472,7 @@ fn gateways_seen(ctx: &Context) -> BTreeMap<ObjectKey, routes::SourceSeen> {
                 g.key,
                 routes::SourceSeen {
                     generation: Some(g.version),
-                    edge_node: g.edge_node.ok()?,
+                    edge_nodes: g.edge_nodes.ok()?.into_iter().collect(),
                 },
             ))
         })
@@ -470,7 +495,8 @@ fn gateway_users_of_service(ctx: &Context, service: &ObjectKey) -> Vec<ObjectKey
                     .is_some_and(|s| s.name == service.name && s.namespace == service.namespace)
             })
         })
-        .filter_map(|g| g.edge_node.ok())
+        .filter_map(|g| g.edge_nodes.ok())
+        .flatten()
         .collect()
 }
 
@@ -523,7 +549,7 @@ fn upsert_load_balancers_of(
     node: &ObjectKey,
 ) -> Result<(), ActorProcessingErr> {
     for (svc, seen) in &state.svc_seen {
-        if seen.edge_node == *node {
+        if seen.edge_nodes.contains(node) {
             state
                 .load_balancers
                 .send_message(SupervisorMsg::Upsert(svc.clone()))?;
@@ -574,10 +600,10 @@ fn route_service(
         .as_ref()
         .filter(|s| ours && s.metadata.deletion_timestamp.is_none())
         .and_then(|s| {
-            let node = load_balancer::edge_node_of(s, &ctx.stores.edge_nodes.state()).ok()?;
+            let nodes = load_balancer::edge_nodes_of(s, &ctx.stores.edge_nodes.state()).ok()?;
             Some(routes::SourceSeen {
                 generation: version,
-                edge_node: node,
+                edge_nodes: nodes.into_iter().collect(),
             })
         });
     let before = state.svc_seen.get(key);

@@ -17,7 +17,10 @@
 
 pub mod cert_watcher;
 pub mod conditions;
+pub mod edge_health;
 pub mod edge_node;
+pub mod edge_probe;
+pub mod edge_set;
 pub mod error;
 #[cfg(test)]
 mod fake_sshd;
@@ -36,6 +39,7 @@ pub mod restarts;
 pub mod routes;
 pub mod scoped_store;
 pub mod secrets;
+pub mod source_edges;
 pub mod ssh_session;
 pub mod status;
 pub mod supervisor;
@@ -152,6 +156,8 @@ pub struct Context {
     /// Shut when leader election may have moved on: no SSH job starts then (API writes are
     /// fenced in the client already).
     pub fence: crate::leader::fence::Fence,
+    /// The check of each edge from outside: targets and verdicts ([`edge_probe`]).
+    pub edges: Arc<edge_probe::EdgeBoard>,
 }
 
 impl std::fmt::Debug for Context {
@@ -189,7 +195,6 @@ impl Context {
         )
     }
 
-    /// The Secrets `keys` with their data (those that exist in a watched namespace).
     /// The LoadBalancer Services EdgeNode `node` serves now (ours, not being deleted,
     /// choosing it).
     pub fn load_balancers_of(&self, node: &ObjectKey) -> Vec<Arc<Service>> {
@@ -209,7 +214,8 @@ impl Context {
             .unwrap_or_default()
     }
 
-    /// Every LoadBalancer Service of ours, with its EdgeNode (those that have one).
+    /// Every LoadBalancer Service of ours, once with each of its EdgeNodes (those that have
+    /// some).
     pub fn load_balancers(&self) -> Vec<(ObjectKey, Arc<Service>)> {
         let nodes = self.stores.edge_nodes.state();
         self.stores
@@ -220,13 +226,16 @@ impl Context {
                 crate::plan::load_balancer::is_ours(s, self.load_balancers)
                     && s.metadata.deletion_timestamp.is_none()
             })
-            .filter_map(|s| {
-                let node = crate::plan::load_balancer::edge_node_of(&s, &nodes).ok()?;
-                Some((node, s))
+            .flat_map(|s| {
+                crate::plan::load_balancer::edge_nodes_of(&s, &nodes)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |node| (node, s.clone()))
             })
             .collect()
     }
 
+    /// The Secrets `keys` with their data (those that exist in a watched namespace).
     pub async fn secrets(
         &self,
         keys: &std::collections::BTreeSet<ObjectKey>,

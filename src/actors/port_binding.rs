@@ -1,14 +1,16 @@
-//! The PortBinding actor: the single writer of one PortBinding's status. Its EdgeNode actor
-//! owns the port table and answers each pass with this binding's outcome (the Manager tells
-//! the EdgeNode of every change of the PortBinding), which this actor turns into `Ready`,
-//! `bindings[]` and `ports`; when it starts it asks for the last answer. An EdgeNode that does not exist is
-//! reported here, since no EdgeNode actor would answer.
+//! The PortBinding actor: the single writer of one PortBinding's status. Each EdgeNode it
+//! names owns its own port table and answers each pass with this binding's outcome there (the
+//! Manager tells those EdgeNodes of every change of the PortBinding); this actor keeps the last
+//! answer of each and turns them into `Ready`, `bindings[]`, `ports`, `edges[]` and the
+//! published `addresses` ([`super::edge_set`]); when it starts it asks for the last answers.
+//! An EdgeNode that does not exist is reported here, since no EdgeNode actor would answer.
 //!
-//! Trust first: a PortBinding whose EdgeNode is in another namespace that granted it nothing
-//! ([`takes_part`]) gets `ReferenceNotGranted` from this actor alone, the same answer whether
-//! or not that EdgeNode exists; it never asks the EdgeNode for a pass, and no report of the
-//! EdgeNode (its errors, its ports) reaches its status.
+//! Trust first: an EdgeNode in another namespace that granted this PortBinding nothing
+//! ([`takes_part`]) gets `ReferenceNotGranted` in its `edges[]` entry from this actor alone,
+//! the same answer whether or not that EdgeNode exists; it is never asked for a pass, and no
+//! report of it (its errors, its ports, its addresses) reaches this status.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -26,9 +28,11 @@ use crate::plan::{Resolver, SourceKey, SourceKind};
 use crate::object_key::ObjectKey;
 
 use super::conditions::{self, Verdict};
+use super::edge_set::{self, Composed};
 use super::index;
 use super::protocol::{self, BindingMsg, NodeMsg};
-use super::status;
+use super::source_edges;
+use super::status::{self, SourceReport};
 use super::supervisor::Child;
 use super::{Context, PORT_BINDING_MANAGER};
 
@@ -41,6 +45,8 @@ pub struct PortBindingActor;
 pub struct PortBindingState {
     ctx: Arc<Context>,
     key: ObjectKey,
+    /// The last report of each EdgeNode it names.
+    reports: BTreeMap<ObjectKey, SourceReport>,
 }
 
 impl Child for PortBindingActor {
@@ -101,7 +107,11 @@ impl Actor for PortBindingActor {
         (ctx, key): (Arc<Context>, ObjectKey),
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(BindingMsg::Changed)?;
-        Ok(PortBindingState { ctx, key })
+        Ok(PortBindingState {
+            ctx,
+            key,
+            reports: BTreeMap::new(),
+        })
     }
 
     async fn handle(
@@ -116,63 +126,56 @@ impl Actor for PortBindingActor {
             myself.stop(Some("the PortBinding is gone".into()));
             return Ok(());
         };
-        let node = index::edge_node_of(&pb);
-        if let Err(refusal) = may_use_edge_node(
-            &ctx.resolver(),
-            SourceKind::PortBinding,
-            &state.key.namespace,
-            (&node.namespace, &node.name),
-        ) {
-            // Whatever the message: no node state, no pass.
-            let verdict = Verdict::failed(status::READY, refusal.reason.as_str(), refusal.message);
-            let st = unserved(pb.metadata.generation);
-            settle(&ctx, &state.key, &pb, st, verdict).await;
-            return Ok(());
-        }
+        let nodes = index::edge_nodes_of(&pb);
+        state.reports.retain(|node, _| nodes.contains(node));
         match message {
             BindingMsg::Changed => {
-                let exists = ctx
-                    .stores
-                    .edge_nodes
-                    .get(&ObjectRef::new(&node.name).within(&node.namespace))
-                    .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
-                if !exists {
-                    let verdict = status::edge_node_missing(&node.to_string());
-                    let st = unserved(pb.metadata.generation);
-                    settle(&ctx, &state.key, &pb, st, verdict).await;
-                    return Ok(());
-                }
-                // The Manager told the EdgeNode of the change itself; this only asks for what
-                // its last pass said (a restarted actor, or one that just started).
-                if let Some(actor) = protocol::edge_node(&ctx, &node) {
-                    let _ = actor.send_message(NodeMsg::ReportWanted(SourceKey::port_binding(
-                        state.key.clone(),
-                    )));
+                // The Manager told the EdgeNodes of the change itself; this only asks for what
+                // their last passes said (a restarted actor, or one that just started). An
+                // EdgeNode not granted is never asked.
+                let resolver = ctx.resolver();
+                for node in nodes
+                    .iter()
+                    .filter(|n| takes_part(&resolver, &state.key.namespace, n))
+                {
+                    if let Some(actor) = protocol::edge_node(&ctx, node) {
+                        let _ = actor.send_message(NodeMsg::ReportWanted(SourceKey::port_binding(
+                            state.key.clone(),
+                        )));
+                    }
                 }
             }
             BindingMsg::Report(report) => {
-                let (verdict, bindings) = status::port_binding_status(&report);
-                let st = PortBindingStatus {
-                    observed_generation: report.generation,
-                    ports: (!report.ports.is_empty()).then(|| report.ports.clone()),
-                    conditions: Vec::new(),
-                    bindings,
-                };
-                settle(&ctx, &state.key, &pb, st, verdict).await;
+                if nodes.contains(&report.node) {
+                    state.reports.insert(report.node.clone(), report);
+                }
             }
         }
+        let edges = source_edges::gather(
+            &ctx,
+            SourceKind::PortBinding,
+            &state.key.namespace,
+            &nodes,
+            &state.reports,
+            |node| {
+                let v = status::edge_node_missing(&node.to_string());
+                (v.reason, v.message)
+            },
+        );
+        if !Composed::complete(&edges) {
+            return Ok(());
+        }
+        let composed = edge_set::compose(&edges);
+        let st = PortBindingStatus {
+            observed_generation: composed.generation.or(pb.metadata.generation),
+            ports: (!composed.ports.is_empty()).then(|| composed.ports.clone()),
+            conditions: Vec::new(),
+            bindings: composed.bindings.clone(),
+            addresses: composed.addresses(),
+            edges: composed.edges.clone(),
+        };
+        settle(&ctx, &state.key, &pb, st, composed.verdict).await;
         Ok(())
-    }
-}
-
-/// The status of a PortBinding no EdgeNode serves (refused, or its EdgeNode missing): no
-/// ports, no bindings; the condition comes with it.
-fn unserved(generation: Option<i64>) -> PortBindingStatus {
-    PortBindingStatus {
-        observed_generation: generation,
-        ports: None,
-        conditions: Vec::new(),
-        bindings: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@
 //! EdgeNode ──Job──▶ SSH session ──NodeMsg::JobDone──▶ EdgeNode
 //! EdgeNode ──BindingMsg::Report──▶ PortBinding / LoadBalancer (what the pass did with it)
 //! PortBinding / LoadBalancer ──NodeMsg::ReportWanted──▶ EdgeNode (a (re)started actor asks)
+//! edge probe ──ManagerMsg::EdgeHealth──▶ Manager ──Changed──▶ that EdgeNode's sources' actors
 //! ```
 
 use std::collections::BTreeMap;
@@ -113,6 +114,9 @@ pub enum ManagerMsg {
     /// Gateway API's CRDs were installed or removed since the start: the tree stops (the
     /// process restarts and watches what is served then).
     WatchKindsChanged,
+    /// The check from outside changed its verdict on this EdgeNode: its sources write their
+    /// statuses again (their published addresses).
+    EdgeHealth(ObjectKey),
 }
 
 /// The kinds whose relist ends actors of objects that are gone.

@@ -5,7 +5,7 @@
 //! annotations, deletion, the EdgeNode a PortBinding points at; of an uplink StatefulSet only
 //! the pod counts the StatefulSet controller writes), so they never loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -60,14 +60,14 @@ pub fn edge_node(before: Option<&NodeSeen>, now: &NodeSeen) -> NodeRoute {
     }
 }
 
-/// What of a source triggers a pass: its version and its EdgeNode.
+/// What of a source triggers a pass: its version and its EdgeNodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceSeen {
     /// A PortBinding's `metadata.generation` (the spec); a Service's
     /// [`crate::plan::load_balancer::version`].
     pub generation: Option<i64>,
-    /// The EdgeNode it points at.
-    pub edge_node: ObjectKey,
+    /// The EdgeNodes it names.
+    pub edge_nodes: BTreeSet<ObjectKey>,
 }
 
 impl SourceSeen {
@@ -75,7 +75,7 @@ impl SourceSeen {
     pub fn of(pb: &PortBinding) -> Self {
         Self {
             generation: pb.metadata.generation,
-            edge_node: index::edge_node_of(pb),
+            edge_nodes: index::edge_nodes_of(pb).into_iter().collect(),
         }
     }
 }
@@ -87,14 +87,20 @@ pub fn source(before: Option<&SourceSeen>, now: Option<&SourceSeen>) -> Vec<(Obj
         return Vec::new();
     }
     let mut tell = Vec::new();
-    if let Some(b) = before
-        && now.is_none_or(|n| n.edge_node != b.edge_node)
-    {
-        // It went or moved: the EdgeNode it left closes its ports.
-        tell.push((b.edge_node.clone(), Seen::Gone));
+    if let Some(b) = before {
+        // It went, or left some of its EdgeNodes: those close its ports.
+        for node in &b.edge_nodes {
+            if now.is_none_or(|n| !n.edge_nodes.contains(node)) {
+                tell.push((node.clone(), Seen::Gone));
+            }
+        }
     }
     if let Some(n) = now {
-        tell.push((n.edge_node.clone(), Seen::Present(n.generation)));
+        tell.extend(
+            n.edge_nodes
+                .iter()
+                .map(|node| (node.clone(), Seen::Present(n.generation))),
+        );
     }
     tell
 }
@@ -119,9 +125,9 @@ pub fn port_binding(before: Option<&SourceSeen>, now: &SourceSeen) -> PortBindin
     }
 }
 
-/// The EdgeNode told of a PortBinding that is gone (`before`: what was seen last).
-pub fn port_binding_gone(before: Option<&SourceSeen>) -> Option<(ObjectKey, Seen)> {
-    source(before, None).into_iter().next()
+/// The EdgeNodes told of a PortBinding that is gone (`before`: what was seen last).
+pub fn port_binding_gone(before: Option<&SourceSeen>) -> Vec<(ObjectKey, Seen)> {
+    source(before, None)
 }
 
 /// What of an uplink StatefulSet's status follows its pods as `UplinksReady` counts them (a
@@ -195,10 +201,13 @@ mod tests {
         }
     }
 
-    fn pb(generation: i64, edge_node: &str) -> SourceSeen {
+    fn pb(generation: i64, edge_nodes: &str) -> SourceSeen {
         SourceSeen {
             generation: Some(generation),
-            edge_node: ObjectKey::new("team", edge_node),
+            edge_nodes: edge_nodes
+                .split(',')
+                .map(|n| ObjectKey::new("team", n))
+                .collect(),
         }
     }
 
@@ -261,14 +270,36 @@ mod tests {
         let moved = port_binding(Some(&pb(2, "edge")), &pb(3, "other"));
         assert_eq!(
             moved.tell,
-            [(edge.clone(), Seen::Gone), (other, Seen::Present(Some(3)))]
+            [
+                (edge.clone(), Seen::Gone),
+                (other.clone(), Seen::Present(Some(3)))
+            ]
         );
         assert!(moved.upsert);
         assert_eq!(
             port_binding_gone(Some(&pb(3, "edge"))),
-            Some((edge, Seen::Gone))
+            [(edge.clone(), Seen::Gone)]
         );
-        assert_eq!(port_binding_gone(None), None);
+        assert_eq!(port_binding_gone(None), []);
+        // Several EdgeNodes: each hears; one left closes its ports, one added opens them.
+        assert_eq!(
+            port_binding(Some(&pb(3, "edge")), &pb(3, "edge,other")).tell,
+            [
+                (edge.clone(), Seen::Present(Some(3))),
+                (other.clone(), Seen::Present(Some(3)))
+            ]
+        );
+        assert_eq!(
+            port_binding(Some(&pb(3, "edge,other")), &pb(4, "other")).tell,
+            [
+                (edge.clone(), Seen::Gone),
+                (other.clone(), Seen::Present(Some(4)))
+            ]
+        );
+        assert_eq!(
+            port_binding_gone(Some(&pb(4, "edge,other"))),
+            [(edge, Seen::Gone), (other, Seen::Gone)]
+        );
     }
 
     #[test]

@@ -319,6 +319,7 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
         cross_namespace_targets: crate::plan::CrossNamespaceTargets::default(),
         metrics: crate::telemetry::metrics::Metrics::new(),
         fence: crate::leader::fence::Fence::always_open(),
+        edges: Arc::default(),
     };
     Bed {
         api,

@@ -26,9 +26,9 @@ pub use edge_node::{
 pub use gateway_reference_grant::{GatewayReferenceGrant, GatewayReferenceGrantSpec};
 pub use policy::{BindingPolicy, ConnectionRate, MAX_SOURCE_RANGES};
 pub use port_binding::{
-    Binding, BindingStatus, BindingTarget, PortBinding, PortBindingSpec, PortBindingStatus,
-    Protocol, ProxyProtocolVersion, ServicePort, ServiceTarget, TcpParams, TlsMode, TlsParams,
-    UdpParams,
+    Binding, BindingStatus, BindingTarget, EdgeStatus, PortBinding, PortBindingSpec,
+    PortBindingStatus, Protocol, ProxyProtocolVersion, ServicePort, ServiceTarget, TcpParams,
+    TlsMode, TlsParams, UdpParams,
 };
 pub use reference_grant::{
     FromKind, GrantFrom, GrantInput, GrantTo, Reference, ReferenceGrant, ReferenceGrantSpec,

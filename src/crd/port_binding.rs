@@ -31,9 +31,23 @@ use super::rules;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.edgeNodeRef) != has(self.edgeNodeRefs)",
+    "message": "set exactly one of spec.edgeNodeRef (one EdgeNode) and spec.edgeNodeRefs (several EdgeNodes serving the same ports)"
+}]))]
 pub struct PortBindingSpec {
-    /// The EdgeNode whose public ports these are.
-    pub edge_node_ref: EdgeNodeRef,
+    /// The EdgeNode whose public ports these are. Set this or `edgeNodeRefs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_node_ref: Option<EdgeNodeRef>,
+    /// Several EdgeNodes that all serve these ports (each decides its own conflicts and
+    /// reports in `status.edges`). Set this or `edgeNodeRef`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 8))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(a, self.filter(b, b.name == a.name && (has(b.__namespace__) ? b.__namespace__ : '') == (has(a.__namespace__) ? a.__namespace__ : '')).size() == 1)",
+        "message": "spec.edgeNodeRefs names the same EdgeNode twice"
+    }]))]
+    pub edge_node_refs: Vec<EdgeNodeRef>,
     /// The ports to expose. Binding names are unique within the PortBinding.
     #[schemars(length(min = 1, max = 64))]
     #[schemars(extend(
@@ -45,6 +59,48 @@ pub struct PortBindingSpec {
         }]
     ))]
     pub bindings: Vec<Binding>,
+}
+
+impl PortBindingSpec {
+    /// The EdgeNodes named (`edgeNodeRef`, or each of `edgeNodeRefs`), with the namespace of
+    /// the object that names them filled in; sorted, each once.
+    pub fn edge_nodes(&self, owner_namespace: &str) -> Vec<crate::object_key::ObjectKey> {
+        let mut keys: Vec<crate::object_key::ObjectKey> = self
+            .edge_node_ref
+            .iter()
+            .chain(&self.edge_node_refs)
+            .map(|r| {
+                crate::object_key::ObjectKey::new(r.namespace_or(owner_namespace), r.name.clone())
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Whether EdgeNode `node` is among those named.
+    pub fn names_edge_node(&self, owner_namespace: &str, node: (&str, &str)) -> bool {
+        self.edge_node_ref
+            .iter()
+            .chain(&self.edge_node_refs)
+            .any(|r| r.name == node.1 && r.namespace_or(owner_namespace) == node.0)
+    }
+
+    /// The spec of a source served by exactly `nodes` (translated sources: a Service's, a
+    /// Gateway's).
+    pub fn served_by(nodes: &[crate::object_key::ObjectKey], bindings: Vec<Binding>) -> Self {
+        Self {
+            edge_node_ref: None,
+            edge_node_refs: nodes
+                .iter()
+                .map(|n| EdgeNodeRef {
+                    name: n.name.clone(),
+                    namespace: Some(n.namespace.clone()),
+                })
+                .collect(),
+            bindings,
+        }
+    }
 }
 
 /// One public port and where it goes.
@@ -301,6 +357,38 @@ pub struct PortBindingStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub bindings: Vec<BindingStatus>,
+    /// The public addresses to reach these ports at: those of the EdgeNodes that serve them,
+    /// pass the operator's check from outside and are not drained (what DNS should publish).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// One entry per EdgeNode named: whether it serves these ports, and why not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub edges: Vec<EdgeStatus>,
+}
+
+/// What one EdgeNode does with a source of bindings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeStatus {
+    /// The EdgeNode, `namespace/name`.
+    pub name: String,
+    /// `Serving` (every binding served, healthy from outside, in `addresses`), `Degraded`
+    /// (some bindings refused here), `NotServing`, `Unhealthy` (configured, but failing the
+    /// check from outside) or `Draining` (taken out of `addresses` on request).
+    pub state: String,
+    /// Why it is not `Serving`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is wrong and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Its public addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// Ports it serves, e.g. `80/TCP,53/UDP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<String>,
 }
 
 /// What happened to one binding.

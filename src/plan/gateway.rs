@@ -31,8 +31,8 @@ use super::resolve::Resolver;
 use crate::crd::gateway::{Gateway, GatewayClass, Listener};
 use crate::crd::gateway_route::{ParentReference, RouteKind, RouteObject, is_secret, is_service};
 use crate::crd::{
-    Binding, BindingTarget, EdgeNodeRef, FromKind, PortBindingSpec, Protocol, Reference,
-    SecretReference, ServicePort, ServiceTarget, TlsMode, TlsParams, ToKind,
+    Binding, BindingTarget, FromKind, PortBindingSpec, Protocol, Reference, SecretReference,
+    ServicePort, ServiceTarget, TlsMode, TlsParams, ToKind,
 };
 use crate::object_key::ObjectKey;
 
@@ -88,8 +88,8 @@ pub struct RouteKey {
 pub struct GatewaySource {
     /// The Gateway.
     pub key: ObjectKey,
-    /// Its EdgeNode, or why it has none (`InvalidParameters`).
-    pub edge_node: Result<ObjectKey, String>,
+    /// Its EdgeNodes (sorted), or why it has none (`InvalidParameters`).
+    pub edge_nodes: Result<Vec<ObjectKey>, String>,
     /// Its bindings, as the planner reads them (no bindings without an EdgeNode).
     pub source: SourceInput,
     /// Its listeners, in order.
@@ -118,9 +118,31 @@ pub fn class_problem(class: &GatewayClass) -> Option<String> {
     })
 }
 
-/// The EdgeNode that serves `gw` (of class `class`).
-pub fn edge_node_of(gw: &Gateway, class: Option<&GatewayClass>) -> Result<ObjectKey, String> {
+/// The EdgeNodes that serve `gw` (of class `class`): those its annotation
+/// [`super::load_balancer::ANNOTATION_EDGE_NODE`] lists (comma-separated `name` or
+/// `namespace/name`, as on a Service), else the one of its or its class's `parametersRef`.
+pub fn edge_nodes_of(gw: &Gateway, class: Option<&GatewayClass>) -> Result<Vec<ObjectKey>, String> {
     let ns = gw.metadata.namespace.clone().unwrap_or_default();
+    let annotation = super::load_balancer::ANNOTATION_EDGE_NODE;
+    if let Some(value) = gw
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotation))
+    {
+        return super::load_balancer::parse_references(value, &ns).ok_or_else(|| {
+            format!(
+                "annotation {annotation}: {value:?} is not a comma-separated list of at most {} <name> or <namespace>/<name>",
+                super::load_balancer::MAX_EDGE_NODES
+            )
+        });
+    }
+    edge_node_of(gw, class, &ns).map(|n| vec![n])
+}
+
+/// The EdgeNode of `gw`'s or its class's `parametersRef`.
+fn edge_node_of(gw: &Gateway, class: Option<&GatewayClass>, ns: &str) -> Result<ObjectKey, String> {
+    let ns = ns.to_owned();
     if let Some(r) = gw
         .spec
         .infrastructure
@@ -467,7 +489,7 @@ pub fn translate(
         gw.metadata.namespace.clone().unwrap_or_default(),
         gw.metadata.name.clone().unwrap_or_default(),
     );
-    let edge_node = edge_node_of(gw, class);
+    let edge_nodes = edge_nodes_of(gw, class);
     let mut listeners: Vec<ListenerFacts> = gw
         .spec
         .listeners
@@ -702,23 +724,9 @@ pub fn translate(
             });
         }
     }
-    let node_ref = edge_node.as_ref().ok().map_or_else(
-        || EdgeNodeRef {
-            name: String::new(),
-            namespace: None,
-        },
-        |n| EdgeNodeRef {
-            name: n.name.clone(),
-            namespace: Some(n.namespace.clone()),
-        },
-    );
-    let spec = PortBindingSpec {
-        edge_node_ref: node_ref,
-        bindings: if edge_node.is_ok() {
-            bindings
-        } else {
-            Vec::new()
-        },
+    let spec = match &edge_nodes {
+        Ok(nodes) => PortBindingSpec::served_by(nodes, bindings),
+        Err(_) => PortBindingSpec::served_by(&[], Vec::new()),
     };
     let version = version_of(&spec);
     GatewaySource {
@@ -735,7 +743,7 @@ pub fn translate(
             problem: None,
         },
         key,
-        edge_node,
+        edge_nodes,
         listeners,
         parents,
         version,

@@ -3,9 +3,10 @@
 //! table as the PortBindings' ([`super::bindings`]).
 //!
 //! A Service is ours when its `spec.loadBalancerClass` is [`CLASS`] (or it has no class and
-//! the operator takes classless Services, `--load-balancer-classless`). Its EdgeNode is the one
-//! the annotation [`ANNOTATION_EDGE_NODE`] names (`name` in the Service's namespace, or
-//! `namespace/name`, which needs a grant there like any reference), else the EdgeNode marked
+//! the operator takes classless Services, `--load-balancer-classless`). Its EdgeNodes are those
+//! the annotation [`ANNOTATION_EDGE_NODE`] names (comma-separated, each `name` in the Service's
+//! namespace or `namespace/name`, which needs a grant there like any reference; each serves
+//! every port, the Service's ingress lists them all), else the EdgeNode marked
 //! [`ANNOTATION_DEFAULT`]: one in the Service's own namespace first, else the only one in the
 //! cluster; none, or several at the same level, is a problem the Service's status names.
 //!
@@ -23,15 +24,15 @@ use sha2::{Digest, Sha256};
 use super::bindings::SourceInput;
 use super::outcome::{Reason, Refusal, SourceKind};
 use crate::crd::{
-    Binding, BindingPolicy, BindingTarget, ConnectionRate, EdgeNode, EdgeNodeRef, PortBindingSpec,
-    Protocol, ProxyProtocolVersion, SecretReference, ServicePort, ServiceTarget, TcpParams,
-    TlsMode, TlsParams, UdpParams,
+    Binding, BindingPolicy, BindingTarget, ConnectionRate, EdgeNode, PortBindingSpec, Protocol,
+    ProxyProtocolVersion, SecretReference, ServicePort, ServiceTarget, TcpParams, TlsMode,
+    TlsParams, UdpParams,
 };
 use crate::object_key::ObjectKey;
 
 /// The `spec.loadBalancerClass` of Services an EdgeNode serves.
 pub const CLASS: &str = "tunnel.achetronic.com/edge-node";
-/// On a Service: the EdgeNode that serves it (`name` or `namespace/name`).
+/// On a Service: the EdgeNodes that serve it, comma-separated (`name` or `namespace/name`).
 pub const ANNOTATION_EDGE_NODE: &str = "tunnel.achetronic.com/edge-node";
 /// On an EdgeNode, `"true"`: it serves the Services of our class that name none.
 pub const ANNOTATION_DEFAULT: &str = "tunnel.achetronic.com/default-load-balancer";
@@ -123,20 +124,24 @@ impl NoEdgeNode {
                     .join(", ")
             ),
             Self::Invalid(value) => format!(
-                "annotation {ANNOTATION_EDGE_NODE}: {value:?} is not <name> or <namespace>/<name>"
+                "annotation {ANNOTATION_EDGE_NODE}: {value:?} is not a comma-separated list of at most {MAX_EDGE_NODES} <name> or <namespace>/<name>"
             ),
         }
     }
 }
 
-/// The EdgeNode that serves `svc`: the annotation's, else the default (see the module doc).
-pub fn edge_node_of(
+/// The most EdgeNodes one Service names (a PortBinding's limit on `edgeNodeRefs`).
+pub const MAX_EDGE_NODES: usize = 8;
+
+/// The EdgeNodes that serve `svc`, sorted: the annotation's, else the default (see the module
+/// doc).
+pub fn edge_nodes_of(
     svc: &Service,
     nodes: &[impl AsRef<EdgeNode>],
-) -> Result<ObjectKey, NoEdgeNode> {
+) -> Result<Vec<ObjectKey>, NoEdgeNode> {
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
     if let Some(value) = annotation(svc, ANNOTATION_EDGE_NODE) {
-        return parse_reference(value, &ns).ok_or_else(|| NoEdgeNode::Invalid(value.to_owned()));
+        return parse_references(value, &ns).ok_or_else(|| NoEdgeNode::Invalid(value.to_owned()));
     }
     let defaults: Vec<ObjectKey> = nodes
         .iter()
@@ -158,9 +163,22 @@ pub fn edge_node_of(
         .collect();
     let level = if own.is_empty() { defaults } else { own };
     match level.len() {
-        _ if level.len() > 1 => Err(NoEdgeNode::Ambiguous(level)),
-        _ => level.into_iter().next().ok_or(NoEdgeNode::Missing),
+        0 => Err(NoEdgeNode::Missing),
+        1 => Ok(level),
+        _ => Err(NoEdgeNode::Ambiguous(level)),
     }
+}
+
+/// A comma-separated list of [`parse_reference`]s, at most [`MAX_EDGE_NODES`], sorted and
+/// each once; `None` when one does not parse or there are none or too many.
+pub fn parse_references(value: &str, namespace: &str) -> Option<Vec<ObjectKey>> {
+    let mut keys = value
+        .split(',')
+        .map(|r| parse_reference(r.trim(), namespace))
+        .collect::<Option<Vec<ObjectKey>>>()?;
+    keys.sort();
+    keys.dedup();
+    (!keys.is_empty() && keys.len() <= MAX_EDGE_NODES).then_some(keys)
 }
 
 /// `name` (in `namespace`) or `namespace/name`, each a DNS label or subdomain.
@@ -195,7 +213,7 @@ pub fn served_by<'a>(
     services.iter().map(AsRef::as_ref).filter(move |svc| {
         is_ours(svc, settings)
             && svc.metadata.deletion_timestamp.is_none()
-            && edge_node_of(svc, nodes).is_ok_and(|n| n == *node)
+            && edge_nodes_of(svc, nodes).is_ok_and(|n| n.contains(node))
     })
 }
 
@@ -282,13 +300,7 @@ pub fn source(svc: &Service, node: &ObjectKey, address: &str) -> SourceInput {
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_second()),
-        spec: PortBindingSpec {
-            edge_node_ref: EdgeNodeRef {
-                name: node.name.clone(),
-                namespace: Some(node.namespace.clone()),
-            },
-            bindings,
-        },
+        spec: PortBindingSpec::served_by(std::slice::from_ref(node), bindings),
         namespace,
         name,
         problem,
@@ -603,36 +615,61 @@ mod tests {
         ];
         let named = game(&on("    tunnel.achetronic.com/edge-node: edge/plain\n"), "");
         assert_eq!(
-            edge_node_of(&named, &nodes),
-            Ok(ObjectKey::new("edge", "plain"))
+            edge_nodes_of(&named, &nodes),
+            Ok(vec![ObjectKey::new("edge", "plain")])
         );
         let short = game(&on("    tunnel.achetronic.com/edge-node: plain\n"), "");
         assert_eq!(
-            edge_node_of(&short, &nodes),
-            Ok(ObjectKey::new("apps", "plain"))
+            edge_nodes_of(&short, &nodes),
+            Ok(vec![ObjectKey::new("apps", "plain")])
         );
         assert_eq!(
-            edge_node_of(&game("", ""), &nodes),
-            Ok(ObjectKey::new("apps", "near")),
+            edge_nodes_of(&game("", ""), &nodes),
+            Ok(vec![ObjectKey::new("apps", "near")]),
             "a default in the Service's namespace comes first"
         );
         let elsewhere = vec![node("edge", "far", true), node("edge", "plain", false)];
         assert_eq!(
-            edge_node_of(&game("", ""), &elsewhere),
-            Ok(ObjectKey::new("edge", "far"))
+            edge_nodes_of(&game("", ""), &elsewhere),
+            Ok(vec![ObjectKey::new("edge", "far")])
         );
         let two = vec![node("edge", "a", true), node("other", "b", true)];
-        let ambiguous = edge_node_of(&game("", ""), &two).unwrap_err();
+        let ambiguous = edge_nodes_of(&game("", ""), &two).unwrap_err();
         assert_eq!(ambiguous.reason(), "EdgeNodeAmbiguous");
         assert!(ambiguous.message().contains("edge/a") && ambiguous.message().contains("other/b"));
-        let missing = edge_node_of(&game("", ""), &[node("edge", "plain", false)]).unwrap_err();
+        let missing = edge_nodes_of(&game("", ""), &[node("edge", "plain", false)]).unwrap_err();
         assert_eq!(missing, NoEdgeNode::Missing);
         assert!(missing.message().contains(ANNOTATION_EDGE_NODE));
         let bad = game(&on("    tunnel.achetronic.com/edge-node: 'a/b/c'\n"), "");
         assert_eq!(
-            edge_node_of(&bad, &nodes).unwrap_err().reason(),
+            edge_nodes_of(&bad, &nodes).unwrap_err().reason(),
             "InvalidSpec"
         );
+        let several = game(
+            &on("    tunnel.achetronic.com/edge-node: 'plain, edge/far,plain'\n"),
+            "",
+        );
+        assert_eq!(
+            edge_nodes_of(&several, &nodes),
+            Ok(vec![
+                ObjectKey::new("apps", "plain"),
+                ObjectKey::new("edge", "far")
+            ]),
+            "several, each once, sorted"
+        );
+        let empty_one = game(&on("    tunnel.achetronic.com/edge-node: 'a,,b'\n"), "");
+        assert!(edge_nodes_of(&empty_one, &nodes).is_err());
+        let too_many = (0..=MAX_EDGE_NODES)
+            .map(|i| format!("n{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let too_many = game(
+            &on(&format!(
+                "    tunnel.achetronic.com/edge-node: '{too_many}'\n"
+            )),
+            "",
+        );
+        assert!(edge_nodes_of(&too_many, &nodes).is_err());
     }
 
     #[test]
@@ -648,7 +685,7 @@ mod tests {
         );
         assert_eq!(s.created, Some(1_767_225_600));
         assert_eq!(s.problem, None);
-        assert_eq!(s.spec.edge_node_ref.namespace.as_deref(), Some("edge"));
+        assert_eq!(s.spec.edge_nodes("apps"), [ObjectKey::new("edge", "vps")]);
         let names: Vec<(&str, Protocol, u16)> = s
             .spec
             .bindings

@@ -303,8 +303,8 @@ pub fn plan(input: &PlanInput, resolver: &dyn Resolver) -> Result<Plan, PlanErro
         .sources
         .iter()
         .filter(|pb| {
-            pb.spec.edge_node_ref.name == input.node.name
-                && pb.spec.edge_node_ref.namespace_or(&pb.namespace) == input.node.namespace
+            pb.spec
+                .names_edge_node(&pb.namespace, (&input.node.namespace, &input.node.name))
         })
         .cloned()
         .collect();

@@ -242,6 +242,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         },
         metrics: context_metrics,
         fence: context_fence,
+        edges: Arc::default(),
     });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -411,7 +411,43 @@ pub(crate) fn document_cases() -> Vec<(&'static str, Value, Admission)> {
         (
             "no edgeNodeRef",
             set(pb(), "/spec/edgeNodeRef", Value::Null),
-            Refused("spec.edgeNodeRef", "Required value"),
+            Refused("spec", "set exactly one of spec.edgeNodeRef"),
+        ),
+        (
+            "edgeNodeRef and edgeNodeRefs",
+            set(pb(), "/spec/edgeNodeRefs", json!([{"name": "b"}])),
+            Refused("spec", "set exactly one of spec.edgeNodeRef"),
+        ),
+        (
+            "several edges",
+            set(
+                set(
+                    set(pb(), "/metadata/name", "several-edges".into()),
+                    "/spec/edgeNodeRef",
+                    Value::Null,
+                ),
+                "/spec/edgeNodeRefs",
+                json!([{"name": "a"}, {"name": "a", "namespace": "other"}, {"name": "b"}]),
+            ),
+            Accepted,
+        ),
+        (
+            "the same edge twice",
+            set(
+                set(pb(), "/spec/edgeNodeRef", Value::Null),
+                "/spec/edgeNodeRefs",
+                json!([{"name": "a", "namespace": "x"}, {"name": "a", "namespace": "x"}]),
+            ),
+            Refused("spec.edgeNodeRefs", "names the same EdgeNode twice"),
+        ),
+        (
+            "no edges in the list",
+            set(
+                set(pb(), "/spec/edgeNodeRef", Value::Null),
+                "/spec/edgeNodeRefs",
+                json!([]),
+            ),
+            Refused("spec.edgeNodeRefs", "at least 1 items"),
         ),
         (
             "bad protocol",

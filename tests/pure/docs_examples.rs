@@ -210,8 +210,11 @@ fn the_gateway_api_examples_become_the_bindings_they_describe() {
             &tunnel::plan::StaticResolver::default(),
         );
         assert_eq!(
-            src.edge_node,
-            Ok(tunnel::object_key::ObjectKey::new("default", "edge-node")),
+            src.edge_nodes,
+            Ok(vec![tunnel::object_key::ObjectKey::new(
+                "default",
+                "edge-node"
+            )]),
             "{doc}"
         );
         assert_eq!(src.source.spec.bindings.len(), 1, "{doc}");

@@ -317,7 +317,10 @@ fn incomplete_tls_secret_names_the_missing_keys() {
 #[test]
 fn port_bindings_of_other_edge_nodes_are_ignored() {
     let mut other = pb("default", "x", Some(1), &tcp("http", 80));
-    other.spec.edge_node_ref.name = "another".into();
+    other.spec.edge_node_ref = Some(tunnel::crd::EdgeNodeRef {
+        name: "another".into(),
+        namespace: None,
+    });
     let p = run(vec![other]);
     assert!(p.outcomes.is_empty());
 }

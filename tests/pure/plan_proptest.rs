@@ -151,10 +151,11 @@ fn port_binding(i: usize) -> impl Strategy<Value = SourceInput> {
             name: format!("pb{i}"),
             created,
             spec: PortBindingSpec {
-                edge_node_ref: EdgeNodeRef {
+                edge_node_ref: Some(EdgeNodeRef {
                     name: "edge".into(),
                     namespace: Some("default".into()),
-                },
+                }),
+                edge_node_refs: Vec::new(),
                 bindings,
             },
         })

@@ -302,7 +302,7 @@ async fn start_pass(
         .port_bindings
         .state()
         .into_iter()
-        .filter(|pb| index::edge_node_of(pb) == key)
+        .filter(|pb| index::edge_nodes_of(pb).contains(&key))
         .collect();
     let services = ctx.load_balancers_of(&key);
     let gateways: Vec<SourceInput> = ctx

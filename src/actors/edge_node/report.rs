@@ -18,6 +18,7 @@ use crate::plan::SourceKey;
 use crate::workload::PodState;
 
 use super::super::conditions::{self, Verdict};
+use super::super::edge_probe::ProbeTargets;
 use super::super::protocol::{self, BindingMsg};
 use super::super::status::{self, HealthFacts, PassEnd, SourceReport};
 use super::super::{Context, EDGE_NODE_MANAGER, index};
@@ -96,7 +97,27 @@ pub async fn conclude(
         report.node_problem.clone_from(&problem);
         send_report(ctx, pb, report.clone());
     }
+    ctx.edges.set_targets(&key, probe_targets(node, &reports));
     reports
+}
+
+/// What the check from outside probes on `node`: the TCP ports its pass serves, else its SSH
+/// port (the host is up), at its public addresses.
+pub fn probe_targets(node: &EdgeNode, reports: &BTreeMap<SourceKey, SourceReport>) -> ProbeTargets {
+    let mut ports: Vec<u16> = reports
+        .values()
+        .filter(|r| r.node_problem.is_none())
+        .flat_map(|r| &r.outcomes)
+        .filter(|o| o.refusal.is_none() && o.protocol == crate::crd::Protocol::Tcp)
+        .map(|o| o.listen_port)
+        .collect();
+    if ports.is_empty() {
+        ports.push(node.spec.ssh.port);
+    }
+    ProbeTargets {
+        addresses: super::super::edge_set::public_addresses(node),
+        ports,
+    }
 }
 
 /// Sends `report` to the actor of source `key`, if it runs.

@@ -1,0 +1,68 @@
+//! The edges of one source of bindings as its actor sees them: for each EdgeNode it names,
+//! whether it may use it at all (exists, granted), the EdgeNode pass's last report, its public
+//! addresses, the check from outside and its drain annotation — the input of
+//! [`super::edge_set::compose`], read from the tree's caches.
+
+use std::collections::BTreeMap;
+
+use kube::runtime::reflector::ObjectRef;
+
+use crate::object_key::ObjectKey;
+use crate::plan::SourceKind;
+use crate::plan::bindings::may_use_edge_node;
+
+use super::Context;
+use super::edge_set::{self, EdgeInput, EdgeView};
+use super::status::SourceReport;
+
+/// The edges `nodes` of source `kind` in `namespace`, with `reports` (by EdgeNode); `missing`
+/// words the refusal of an EdgeNode that does not exist.
+pub fn gather(
+    ctx: &Context,
+    kind: SourceKind,
+    namespace: &str,
+    nodes: &[ObjectKey],
+    reports: &BTreeMap<ObjectKey, SourceReport>,
+    missing: impl Fn(&ObjectKey) -> (String, String),
+) -> Vec<EdgeInput> {
+    let resolver = ctx.resolver();
+    nodes
+        .iter()
+        .map(|key| {
+            let found = ctx
+                .stores
+                .edge_nodes
+                .get(&ObjectRef::new(&key.name).within(&key.namespace))
+                .filter(|n| n.metadata.deletion_timestamp.is_none());
+            let granted =
+                may_use_edge_node(&resolver, kind, namespace, (&key.namespace, &key.name));
+            let view = match (&granted, &found) {
+                // Whatever the message: not granted says nothing of the EdgeNode.
+                (Err(refusal), _) => EdgeView::Refused {
+                    reason: refusal.reason.as_str().to_owned(),
+                    message: refusal.message.clone(),
+                },
+                (Ok(()), None) => {
+                    let (reason, message) = missing(key);
+                    EdgeView::Refused { reason, message }
+                }
+                (Ok(()), Some(_)) => reports
+                    .get(key)
+                    .cloned()
+                    .map_or(EdgeView::Waiting, EdgeView::Reported),
+            };
+            let visible = granted.is_ok();
+            EdgeInput {
+                node: key.clone(),
+                view,
+                addresses: found
+                    .as_deref()
+                    .filter(|_| visible)
+                    .map(edge_set::public_addresses)
+                    .unwrap_or_default(),
+                outside: ctx.edges.outside(key),
+                draining: found.as_deref().is_some_and(edge_set::is_draining),
+            }
+        })
+        .collect()
+}
