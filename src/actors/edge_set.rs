@@ -93,21 +93,17 @@ impl Composed {
     }
 }
 
-/// On an EdgeNode, `"true"`: take it out of every status (so out of DNS) and let its
-/// connections end before a deletion or a restart of Envoy proceeds.
-pub const ANNOTATION_DRAIN: &str = "tunnel.achetronic.com/drain";
-
 /// The public addresses of `node` (what statuses and DNS carry).
 pub fn public_addresses(node: &EdgeNode) -> Vec<String> {
     vec![node.spec.address.clone()]
 }
 
-/// Whether `node` carries [`ANNOTATION_DRAIN`].
+/// Whether `node` carries [`crate::crd::ANNOTATION_DRAIN`].
 pub fn is_draining(node: &EdgeNode) -> bool {
     node.metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(ANNOTATION_DRAIN))
+        .and_then(|a| a.get(crate::crd::ANNOTATION_DRAIN))
         .is_some_and(|v| v == "true")
 }
 

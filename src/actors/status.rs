@@ -59,6 +59,8 @@ pub struct HealthFacts {
     pub replicas: usize,
     /// Why each uplink that is not up is not (e.g. `pod x-1 is Pending, the scheduler says: …`).
     pub not_up: Vec<String>,
+    /// Connections and sessions Envoy holds on the public ports (`None`: not read).
+    pub active_connections: Option<u64>,
 }
 
 impl HealthFacts {
@@ -261,6 +263,7 @@ mod tests {
                 fresh_uplinks: 2,
                 replicas: 2,
                 not_up: Vec::new(),
+                active_connections: None,
             }),
             "192.0.2.1",
         );
@@ -281,6 +284,7 @@ mod tests {
                     fresh_uplinks: 0,
                     replicas: 1,
                     not_up: vec!["uplink 0: pod x-0 does not exist".into()],
+                    active_connections: None,
                 },
             },
             "192.0.2.1",
@@ -324,6 +328,7 @@ mod tests {
                     "uplink 1: pod x-1 is Pending, the scheduler says: 0/1 nodes are available"
                         .into(),
                 ],
+                active_connections: None,
             }),
             "a",
         );

@@ -44,5 +44,10 @@ pub const VERSION: &str = "v1alpha1";
 pub const ANNOTATION_RESTART_ENVOY: &str = "tunnel.achetronic.com/restart-envoy";
 /// On EdgeNode deletion, skip the SSH teardown of the VPS.
 pub const ANNOTATION_SKIP_DEPROVISION: &str = "tunnel.achetronic.com/skip-deprovision";
+/// On an EdgeNode, `"true"`: take it out of every status (so out of DNS) and let its
+/// connections end before a deletion or a restart of Envoy proceeds.
+pub const ANNOTATION_DRAIN: &str = "tunnel.achetronic.com/drain";
+/// How long a drain waits for the connections to end (a duration, `10m` by default).
+pub const ANNOTATION_DRAIN_TIMEOUT: &str = "tunnel.achetronic.com/drain-timeout";
 /// Ports the uplinks keep for themselves on their tunnel address (`/ready` and the admin bridge).
 pub const RESERVED_PORTS: [u16; 2] = [40500, 40600];

@@ -58,6 +58,9 @@ pub struct Health {
     pub relay_status: Option<RelayStatus>,
     /// Why there is no relay report, when there is none.
     pub relay_status_error: Option<String>,
+    /// Connections (TCP) and sessions (UDP) Envoy holds on the public ports now, from its
+    /// loopback admin; `None` when it could not be read.
+    pub active_connections: Option<u64>,
 }
 
 impl Health {
@@ -87,11 +90,22 @@ pub fn script() -> Result<Script, crate::ssh::SshError> {
     .path(layout::TUNNELCTL)
     .map(|s| {
         s.code(
-            "; if [ -x \"$t\" ]; then o=$(\"$t\" status 2>/dev/null); printf 'relay-exit %s\\n' \"$?\"; printf 'relay %s\\n' \"$(printf '%s' \"$o\" | base64 -w0)\"; else printf 'relay-exit 127\\n'; fi; true",
+            "; if [ -x \"$t\" ]; then o=$(\"$t\" status 2>/dev/null); printf 'relay-exit %s\\n' \"$?\"; printf 'relay %s\\n' \"$(printf '%s' \"$o\" | base64 -w0)\"; else printf 'relay-exit 127\\n'; fi; ",
+        )
+        .code(ACTIVE_CONNECTIONS)
+        .code(
+            "; true",
         )
         .with_max_output(MAX_OUTPUT)
     })
 }
+
+/// Reads Envoy's open downstream connections and UDP sessions from its admin on the VPS's
+/// loopback (`127.0.0.1:40600`, [`crate::plan::envoy::ADMIN_PORT`]) with bash's `/dev/tcp`
+/// (nothing to install), summing the public listeners' (`listener.0.0.0.0_<port>`,
+/// `listener.[__]_<port>`) and the UDP proxies' counters; prints `active <n>`, or nothing when
+/// the admin did not answer.
+const ACTIVE_CONNECTIONS: &str = r#"s=$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/40600 && printf "GET /stats?filter=downstream_%28cx%7Csess%29_active HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null); if printf '%s\n' "$s" | grep -q '^HTTP/1.[01] 200'; then printf 'active %s\n' "$(printf '%s\n' "$s" | grep -E '^(listener\.0\.0\.0\.0_|listener\.\[__\]_|udp\.)[^:]*: [0-9]+' | awk -F': ' '{n+=$2} END {print n+0}')"; fi"#;
 
 /// Parses the health command's output.
 pub fn parse(output: &str) -> Health {
@@ -116,6 +130,7 @@ pub fn parse(output: &str) -> Health {
                 }
             }
             "relay-exit" => rest.trim().clone_into(&mut exit),
+            "active" => health.active_connections = rest.trim().parse().ok(),
             "relay" => {
                 report = base64::engine::general_purpose::STANDARD
                     .decode(rest.trim())
@@ -181,5 +196,18 @@ mod tests {
             Some("tunnelctl is not installed")
         );
         assert_eq!(script().unwrap().access(), crate::ssh::Access::Read);
+        assert_eq!(h.active_connections, None, "no admin answer: not counted");
+    }
+
+    #[test]
+    fn open_connections_are_read_from_envoys_loopback_admin() {
+        let admin = format!(
+            "/dev/tcp/{}/{}",
+            crate::plan::envoy::bootstrap::ADMIN_ADDRESS,
+            crate::plan::envoy::ADMIN_PORT
+        );
+        assert!(ACTIVE_CONNECTIONS.contains(&admin), "the admin's address");
+        let h = parse("unit tunnel-envoy.service active enabled\nactive 3\n");
+        assert_eq!(h.active_connections, Some(3));
     }
 }

@@ -256,11 +256,13 @@ fn plan_node(
     )
     .map(Box::new)
     .map_err(ReconcileError::Desired);
+    // A drain holds the restart (and its annotation) until its connections ended.
     let restart_requested = node
         .annotations()
         .get(ANNOTATION_RESTART_ENVOY)
         .map(String::as_str)
-        == Some("true");
+        == Some("true")
+        && crate::actors::drain::may_proceed(node);
     let facts = PassFacts {
         relay_public: key_set.keys.relay_private.public_key().to_string(),
         uplinks: plan

@@ -292,9 +292,11 @@ async fn start_pass(
     else {
         return Ok(Started::Gone);
     };
-    if node.metadata.deletion_timestamp.is_some() {
+    if node.metadata.deletion_timestamp.is_some() && crate::actors::drain::may_proceed(&node) {
         return start_teardown(myself, state, node).await;
     }
+    // A drained EdgeNode being deleted keeps serving (and counting its connections) until
+    // its drain is over.
     // What this pass reads of its sources (PortBindings, LoadBalancer Services), before
     // anything can fail: an event of a source that it covers needs no other pass.
     let port_bindings: Vec<_> = ctx
@@ -549,7 +551,15 @@ async fn finish(state: &mut EdgeNodeState, in_flight: InFlight, result: JobResul
                     }
                 };
                 let health = report::health_facts(&pass, &facts, &names.workload, pods.as_ref());
-                let healthy = health.healthy();
+                // A drain that waits for connections to end is checked again soon, like an
+                // unhealthy node.
+                let draining = crate::actors::drain::verdict(
+                    &node,
+                    health.active_connections,
+                    k8s_openapi::jiff::Timestamp::now(),
+                )
+                .is_some_and(|v| !v.ok);
+                let healthy = health.healthy() && !draining;
                 ctx.metrics
                     .vps_health(&state.key, &pass.health, &facts.uplinks);
                 report::after_enrolled(&ctx, &node, &facts, &pass).await;

@@ -18,6 +18,7 @@ use crate::plan::SourceKey;
 use crate::workload::PodState;
 
 use super::super::conditions::{self, Verdict};
+use super::super::drain;
 use super::super::edge_probe::ProbeTargets;
 use super::super::protocol::{self, BindingMsg};
 use super::super::status::{self, HealthFacts, PassEnd, SourceReport};
@@ -34,8 +35,18 @@ pub async fn conclude(
     mut reports: BTreeMap<SourceKey, SourceReport>,
 ) -> BTreeMap<SourceKey, SourceReport> {
     let key = ObjectKey::of(node);
-    let verdicts = status::edge_node_verdicts(end, &node.spec.address);
+    let mut verdicts = status::edge_node_verdicts(end, &node.spec.address);
+    let active = match end {
+        PassEnd::Done(h) | PassEnd::WorkloadFailed { health: h, .. } => h.active_connections,
+        PassEnd::Prepare { .. } | PassEnd::Enroll { .. } => None,
+    };
+    let drained = drain::verdict(node, active, Timestamp::now());
+    verdicts.extend(drained.clone());
     let mut st = node.status.clone().unwrap_or_default();
+    if drained.is_none() {
+        // Not draining (any more): no Drained condition.
+        st.conditions.retain(|c| c.type_ != drain::DRAINED);
+    }
     let before = st.conditions.clone();
     st.conditions = with_verdicts(&st.conditions, &verdicts, node.metadata.generation);
     st.observed_generation = node.metadata.generation;
@@ -179,6 +190,7 @@ pub fn health_facts(
         fresh_uplinks: up,
         replicas: facts.replicas,
         not_up,
+        active_connections: report.health.active_connections,
     }
 }
 
