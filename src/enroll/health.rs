@@ -103,9 +103,10 @@ pub fn script() -> Result<Script, crate::ssh::SshError> {
 /// Reads Envoy's open downstream connections and UDP sessions from its admin on the VPS's
 /// loopback (`127.0.0.1:40600`, [`crate::plan::envoy::ADMIN_PORT`]) with bash's `/dev/tcp`
 /// (nothing to install), summing the public listeners' (`listener.0.0.0.0_<port>`,
-/// `listener.[__]_<port>`) and the UDP proxies' counters; prints `active <n>`, or nothing when
-/// the admin did not answer.
-const ACTIVE_CONNECTIONS: &str = r#"s=$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/40600 && printf "GET /stats?filter=downstream_%28cx%7Csess%29_active HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>/dev/null); if printf '%s\n' "$s" | grep -q '^HTTP/1.[01] 200'; then printf 'active %s\n' "$(printf '%s\n' "$s" | grep -E '^(listener\.0\.0\.0\.0_|listener\.\[__\]_|udp\.)[^:]*: [0-9]+' | awk -F': ' '{n+=$2} END {print n+0}')"; fi"#;
+/// `listener.[__]_<port>`; not their per-worker copies `…worker_<n>…`, which count the same
+/// connections again) and the UDP proxies' counters; prints `active <n>`, or nothing when the
+/// admin did not answer.
+const ACTIVE_CONNECTIONS: &str = r#"s=$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/40600 && printf "%s\r\nHost: admin\r\nConnection: close\r\n\r\n" "GET /stats?filter=downstream_%28cx%7Csess%29_active HTTP/1.1" >&3 && cat <&3' 2>/dev/null); if printf '%s\n' "$s" | grep -q '^HTTP/1.[01] 200'; then printf 'active %s\n' "$(printf '%s\n' "$s" | grep -E '^((listener\.0\.0\.0\.0|listener\.\[__\])_[0-9]+\.downstream_cx_active|udp\.[^:]*\.downstream_sess_active): [0-9]+' | awk -F': ' '{n+=$2} END {print n+0}')"; fi"#;
 
 /// Parses the health command's output.
 pub fn parse(output: &str) -> Health {

@@ -17,6 +17,7 @@ mod edge_policy;
 mod edge_reload;
 mod edge_traffic;
 mod edge_validate;
+mod edges;
 mod enroll_data_path;
 mod enroll_download;
 mod enroll_lifecycle;

@@ -100,8 +100,10 @@ pub struct PassFacts {
     pub private_keys_on_edge: Vec<String>,
     /// Uplink replicas.
     pub replicas: usize,
-    /// The restart-envoy annotation was set.
+    /// The restart-envoy annotation was set (and no drain holds it).
     pub restart_requested: bool,
+    /// The restart-envoy annotation was set, but a drain holds it.
+    pub restart_held: bool,
 }
 
 /// Decides a pass.
@@ -257,12 +259,12 @@ fn plan_node(
     .map(Box::new)
     .map_err(ReconcileError::Desired);
     // A drain holds the restart (and its annotation) until its connections ended.
-    let restart_requested = node
+    let restart_asked = node
         .annotations()
         .get(ANNOTATION_RESTART_ENVOY)
         .map(String::as_str)
-        == Some("true")
-        && crate::actors::drain::may_proceed(node);
+        == Some("true");
+    let restart_requested = restart_asked && crate::actors::drain::may_proceed(node);
     let facts = PassFacts {
         relay_public: key_set.keys.relay_private.public_key().to_string(),
         uplinks: plan
@@ -285,6 +287,7 @@ fn plan_node(
             .collect(),
         replicas: usize::try_from(replicas).unwrap_or(1),
         restart_requested,
+        restart_held: restart_asked && !restart_requested,
     };
     Ok(Planned {
         workload,

@@ -551,14 +551,16 @@ async fn finish(state: &mut EdgeNodeState, in_flight: InFlight, result: JobResul
                     }
                 };
                 let health = report::health_facts(&pass, &facts, &names.workload, pods.as_ref());
-                // A drain that waits for connections to end is checked again soon, like an
-                // unhealthy node.
+                // A drain is checked again soon, like an unhealthy node, while its connections
+                // are open and while a deletion or a restart waits for it.
                 let draining = crate::actors::drain::verdict(
                     &node,
                     health.active_connections,
                     k8s_openapi::jiff::Timestamp::now(),
                 )
-                .is_some_and(|v| !v.ok);
+                .is_some_and(|v| !v.ok)
+                    || (crate::actors::edge_set::is_draining(&node)
+                        && (node.metadata.deletion_timestamp.is_some() || facts.restart_held));
                 let healthy = health.healthy() && !draining;
                 ctx.metrics
                     .vps_health(&state.key, &pass.health, &facts.uplinks);

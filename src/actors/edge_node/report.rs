@@ -108,7 +108,13 @@ pub async fn conclude(
         report.node_problem.clone_from(&problem);
         send_report(ctx, pb, report.clone());
     }
-    ctx.edges.set_targets(&key, probe_targets(node, &reports));
+    // A drained edge is out of every status: probing it would only add connections to count.
+    let targets = if drained.is_some() {
+        ProbeTargets::default()
+    } else {
+        probe_targets(node, &reports)
+    };
+    ctx.edges.set_targets(&key, targets);
     reports
 }
 
