@@ -5,6 +5,7 @@
 //! (README Example 1 omits `spec.uplink`, and the uplink namespace must still be `tunnel`).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -48,6 +49,26 @@ pub struct EdgeNodeSpec {
         "message": "must be an IPv4 or IPv6 address or a DNS hostname"
     }]))]
     pub address: String,
+    /// The addresses clients reach the VPS's public ports on: IPv4 and/or IPv6 literals in
+    /// canonical form, at most 4, each once. With an IPv6 address listed, Envoy also listens on IPv6 (`::`);
+    /// statuses and DNS publish every one. Omitted: `address` alone (which may be a hostname).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[schemars(extend("x-kubernetes-list-type" = "set", "items" = {
+        "type": "string",
+        "maxLength": 45,
+        "x-kubernetes-validations": [
+            {
+                "rule": "isIP(self)",
+                "message": "publicAddresses entries must be IPv4 or IPv6 addresses such as 203.0.113.10 or 2001:db8::10"
+            },
+            {
+                "rule": "!isIP(self) || ip.isCanonical(self)",
+                "message": "publicAddresses entries must be written in canonical form (e.g. 2001:db8::10, not 2001:DB8:0::10)"
+            }
+        ]
+    }))]
+    pub public_addresses: Vec<String>,
     /// How the operator reaches the VPS over SSH.
     pub ssh: SshSpec,
     /// Kernel tuning the operator applies on the VPS.
@@ -62,6 +83,62 @@ pub struct EdgeNodeSpec {
     /// The uplink workload: the pods in the cluster that dial the VPS.
     #[serde(default)]
     pub uplink: UplinkSpec,
+}
+
+/// One address the VPS serves its public ports on (see [`EdgeNodeSpec::public_addresses`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PublicAddress {
+    /// An IPv4 or IPv6 address.
+    Ip(IpAddr),
+    /// A DNS name (only `spec.address` may be one).
+    Hostname(String),
+}
+
+impl PublicAddress {
+    /// Whether this is an IPv6 address.
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self, Self::Ip(IpAddr::V6(_)))
+    }
+}
+
+impl std::fmt::Display for PublicAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Hostname(h) => f.write_str(h),
+        }
+    }
+}
+
+impl EdgeNodeSpec {
+    /// The addresses clients reach the public ports on, in the order listed, each once
+    /// (compared as addresses: `2001:DB8::1` and `2001:db8::1` are one): `publicAddresses`,
+    /// or, when it lists none, `address` (an IP or a hostname). An entry that is not an IP
+    /// literal (admission refuses them; an object stored before the rule could hold one) is
+    /// left out; if none is left, `address` is the answer.
+    pub fn public_addresses(&self) -> Vec<PublicAddress> {
+        let mut out: Vec<PublicAddress> = Vec::new();
+        for a in &self.public_addresses {
+            if let Ok(ip) = a.trim().parse::<IpAddr>() {
+                let ip = PublicAddress::Ip(ip);
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(match self.address.parse::<IpAddr>() {
+                Ok(ip) => PublicAddress::Ip(ip),
+                Err(_) => PublicAddress::Hostname(self.address.clone()),
+            });
+        }
+        out
+    }
+
+    /// Whether Envoy listens on IPv6 too: an IPv6 address among [`Self::public_addresses`].
+    pub fn serves_ipv6(&self) -> bool {
+        self.public_addresses().iter().any(PublicAddress::is_ipv6)
+    }
 }
 
 /// SSH access to the VPS.
@@ -399,5 +476,77 @@ impl Default for UplinkSpec {
             tolerations: Vec::new(),
             affinity: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn spec(address: &str, public: &[&str]) -> EdgeNodeSpec {
+        let mut s: EdgeNodeSpec = serde_yaml::from_str(&format!(
+            "address: {address}\nssh: {{secretRef: {{name: s}}}}\n"
+        ))
+        .unwrap();
+        s.public_addresses = public.iter().map(|a| (*a).to_owned()).collect();
+        s
+    }
+
+    fn ip(s: &str) -> PublicAddress {
+        PublicAddress::Ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn without_public_addresses_the_address_is_the_one() {
+        assert_eq!(
+            spec("203.0.113.10", &[]).public_addresses(),
+            [ip("203.0.113.10")]
+        );
+        assert_eq!(
+            spec("vps.example.com", &[]).public_addresses(),
+            [PublicAddress::Hostname("vps.example.com".into())]
+        );
+        assert!(!spec("203.0.113.10", &[]).serves_ipv6());
+        assert!(spec("2001:db8::10", &[]).serves_ipv6());
+    }
+
+    #[test]
+    fn public_addresses_replace_the_address_in_order_each_once() {
+        let s = spec(
+            "vps.example.com",
+            &[
+                "2001:db8::10",
+                "203.0.113.10",
+                "2001:DB8:0::10",
+                "not-an-ip",
+            ],
+        );
+        assert_eq!(
+            s.public_addresses(),
+            [ip("2001:db8::10"), ip("203.0.113.10")]
+        );
+        assert!(s.serves_ipv6());
+        assert_eq!(s.public_addresses()[0].to_string(), "2001:db8::10");
+        assert!(!spec("2001:db8::10", &["203.0.113.10"]).serves_ipv6());
+        // Nothing usable listed: the address.
+        assert_eq!(
+            spec("203.0.113.10", &["bad"]).public_addresses(),
+            [ip("203.0.113.10")]
+        );
+    }
+
+    #[test]
+    fn the_field_is_omitted_when_empty_and_read_back() {
+        let s = spec("203.0.113.10", &[]);
+        assert!(
+            !serde_yaml::to_string(&s)
+                .unwrap()
+                .contains("publicAddresses")
+        );
+        let s = spec("203.0.113.10", &["2001:db8::10"]);
+        let back: EdgeNodeSpec = serde_yaml::from_str(&serde_yaml::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }

@@ -21,7 +21,7 @@ mod rules;
 pub use common::{EdgeNodeRef, SecretReference};
 pub use edge_node::{
     EdgeNode, EdgeNodeSpec, EdgeNodeStatus, EdgeSpec, HealthCheckSpec, HostSpec,
-    OutlierDetectionSpec, SshSpec, TunnelSpec, UplinkSpec, UplinkStatus,
+    OutlierDetectionSpec, PublicAddress, SshSpec, TunnelSpec, UplinkSpec, UplinkStatus,
 };
 pub use gateway_reference_grant::{GatewayReferenceGrant, GatewayReferenceGrantSpec};
 pub use policy::{BindingPolicy, ConnectionRate, MAX_SOURCE_RANGES};

@@ -289,6 +289,7 @@ pub fn edge_settings(spec: &EdgeNodeSpec, layout: &Layout) -> Result<EdgeSetting
             unhealthy_threshold: hc.unhealthy_threshold.max(1),
         },
         outlier_detection,
+        ipv6: spec.serves_ipv6(),
         udp_socket_buffer: spec.host.kernel_max_socket_buffer_bytes.max(0),
         layout: layout.clone(),
     })

@@ -3,11 +3,13 @@
 //! enrollment installs them on a fresh nspawn VPS over SSH, two uplink agents start from the
 //! planner's uplink document and keys (as the StatefulSet's pods would), and a client on the
 //! internet reaches the Service over TCP and the raw address over UDP through the VPS.
-//! Nothing in between is hand-written: every document is the planner's.
+//! Nothing in between is hand-written: every document is the planner's. The same with the
+//! EdgeNode listing the VPS's IPv4 and IPv6 addresses in `publicAddresses` (issue 20): the
+//! client reaches both bindings over the VPS's IPv6 address, and still over IPv4.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -30,6 +32,60 @@ fn docs(file: &str) -> Vec<serde_yaml::Value> {
 
 #[test]
 fn readme_example_reaches_its_service_through_an_enrolled_vps() {
+    reaches_through_an_enrolled_vps(false);
+}
+
+#[test]
+fn readme_example_with_ipv6_public_addresses_is_reached_over_ipv6_and_ipv4() {
+    reaches_through_an_enrolled_vps(true);
+}
+
+/// TCP `my-web: hello` and a UDP echo through the VPS at `public`, retried for 30 s at most:
+/// (TCP answered, UDP answered).
+fn exchange(internet: &testbed::netns::Netns, public: IpAddr) -> (bool, bool) {
+    internet
+        .enter(move || {
+            let mut tcp_ok = false;
+            let mut udp_ok = false;
+            for _ in 0..60 {
+                if !tcp_ok {
+                    tcp_ok = TcpStream::connect_timeout(
+                        &SocketAddr::from((public, 80)),
+                        Duration::from_secs(2),
+                    )
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                        s.write_all(b"hello\n")?;
+                        let mut out = String::new();
+                        s.read_to_string(&mut out)?;
+                        Ok(out == "my-web: hello\n")
+                    })
+                    .unwrap_or(false);
+                }
+                if !udp_ok {
+                    let any: IpAddr = if public.is_ipv6() {
+                        Ipv6Addr::UNSPECIFIED.into()
+                    } else {
+                        Ipv4Addr::UNSPECIFIED.into()
+                    };
+                    let sock = UdpSocket::bind((any, 0)).unwrap();
+                    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                    let _ = sock.send_to(b"query", (public, 53));
+                    let mut buf = [0u8; 64];
+                    udp_ok =
+                        matches!(sock.recv_from(&mut buf), Ok((5, _))) && &buf[..5] == b"query";
+                }
+                if tcp_ok && udp_ok {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            (tcp_ok, udp_ok)
+        })
+        .unwrap()
+}
+
+fn reaches_through_an_enrolled_vps(ipv6: bool) {
     // internet ── VPS; internet ── cluster ── pod-0, pod-1.
     let Network {
         internet,
@@ -56,6 +112,9 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
     let ex1 = docs("example1");
     let mut node: EdgeNode = serde_yaml::from_value(ex1[0].clone()).unwrap();
     node.spec.address = vps.address().to_string();
+    if ipv6 {
+        node.spec.public_addresses = vec![vps.address().to_string(), vps.address6().to_string()];
+    }
     node.spec.uplink.replicas = 2;
     let mut pb: PortBinding = serde_yaml::from_value(ex1[1].clone()).unwrap();
     let ex2: PortBinding = serde_yaml::from_value(docs("example2")[0].clone()).unwrap();
@@ -143,53 +202,26 @@ fn readme_example_reaches_its_service_through_an_enrolled_vps() {
             .is_some_and(|r| r.peers.len() == 2 && r.peers.iter().all(|p| p.handshake_fresh))
     });
 
-    // TCP :80 reaches the Service; UDP :53 reaches the raw address.
-    let public = vps.address();
-    let answered = internet
-        .enter(move || {
-            let mut tcp_ok = false;
-            let mut udp_ok = false;
-            for _ in 0..60 {
-                if !tcp_ok {
-                    tcp_ok = TcpStream::connect_timeout(
-                        &SocketAddr::from((public, 80)),
-                        Duration::from_secs(2),
-                    )
-                    .and_then(|mut s| {
-                        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                        s.write_all(b"hello\n")?;
-                        let mut out = String::new();
-                        s.read_to_string(&mut out)?;
-                        Ok(out == "my-web: hello\n")
-                    })
-                    .unwrap_or(false);
-                }
-                if !udp_ok {
-                    let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
-                    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-                    let _ = sock.send_to(b"query", (public, 53));
-                    let mut buf = [0u8; 64];
-                    udp_ok =
-                        matches!(sock.recv_from(&mut buf), Ok((5, _))) && &buf[..5] == b"query";
-                }
-                if tcp_ok && udp_ok {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            (tcp_ok, udp_ok)
-        })
-        .unwrap();
+    // TCP :80 reaches the Service; UDP :53 reaches the raw address (over IPv6 first, when
+    // listed, then over IPv4).
+    let mut publics: Vec<IpAddr> = Vec::new();
+    if ipv6 {
+        publics.push(vps.address6().into());
+    }
+    publics.push(vps.address().into());
+    let answered: Vec<(IpAddr, (bool, bool))> = publics
+        .iter()
+        .map(|&public| (public, exchange(&internet, public)))
+        .collect();
     let logs = || {
         (0..2)
             .map(|o| uplinks.log(o))
             .collect::<Vec<_>>()
             .join("\n---\n")
     };
-    assert_eq!(
-        answered,
-        (true, true),
-        "(tcp, udp) through the VPS; uplink logs:\n{}",
+    assert!(
+        answered.iter().all(|(_, a)| *a == (true, true)),
+        "(tcp, udp) through the VPS at each address: {answered:?}; uplink logs:\n{}",
         logs()
     );
 

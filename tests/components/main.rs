@@ -12,6 +12,7 @@ mod operator_support;
 mod plan_inputs;
 
 mod e2e_plan_to_traffic;
+mod edge_ipv6;
 mod edge_limits;
 mod edge_policy;
 mod edge_reload;

@@ -4,7 +4,8 @@
 //! the pod network, real echo pods behind ClusterIP Services, README Examples 1 and 2 applied
 //! with `kubectl apply -f` (only the address and the Secret adjusted), the uplink StatefulSet's
 //! pods running as real pods, and a client on the "internet" reaching the echo pods through
-//! the VPS over TCP (plain and PROXY protocol) and UDP, and a Service of type LoadBalancer
+//! the VPS over TCP (plain and PROXY protocol) and UDP, over IPv4 and, once the EdgeNode lists
+//! both public addresses, over IPv6 (issue 20), and a Service of type LoadBalancer
 //! served the same way; then what a user looks at and does
 //! next with kubectl, up to `helm uninstall`.
 //!
@@ -354,6 +355,59 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         "{udp}"
     );
     stage("Examples 1 and 2 served over TCP and UDP");
+
+    // 4a. IPv6 at the edge (issue 20): the EdgeNode lists the VPS's IPv4 and IPv6 addresses;
+    // a client on the internet reaches Examples 1 and 2 over the VPS's IPv6 address (TCP,
+    // PROXY protocol naming the client's IPv6 address, UDP), and still over IPv4.
+    let v6 = vps.address6();
+    kubectl(
+        &node,
+        &[
+            "patch",
+            "edgenode",
+            "edge-node",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"publicAddresses":["{VPS_IP}","{v6}"]}}}}"#),
+        ],
+        None,
+    );
+    let public6 = |port| SocketAddr::from((v6, port));
+    let answer = eventually(
+        "HTTP through the VPS's IPv6 :80",
+        Duration::from_secs(120),
+        || http_get(&internet, public6(80)),
+        || {
+            format!(
+                "last: {:?}\n{}",
+                http_attempt(&internet, public6(80)),
+                operator_logs()
+            )
+        },
+    );
+    assert!(answer.contains("hello from echo-"), "{answer}");
+    let proxied6 = eventually(
+        "PROXY protocol through the IPv6 :443",
+        Duration::from_secs(60),
+        || http_get(&internet, public6(443)),
+        operator_logs,
+    );
+    assert!(
+        proxied6.contains("PROXY TCP6 ") && proxied6.contains(&format!(" {v6} ")),
+        "the ingress sees the client's IPv6 address: {proxied6}"
+    );
+    let udp6 = eventually(
+        "UDP through the IPv6 :53",
+        Duration::from_secs(60),
+        || udp_ask(&internet, public6(53), b"ping6"),
+        operator_logs,
+    );
+    assert!(udp6.ends_with(": ping6"), "{udp6}");
+    assert!(
+        http_get(&internet, public(80)).is_some(),
+        "IPv4 still served"
+    );
+    stage("Examples 1 and 2 served over IPv6 too");
 
     // 4b. A Service of type LoadBalancer of our class (issue 18), served by the same
     // EdgeNode: `kubectl get svc` shows the VPS's address, TCP and UDP reach the echo pods.

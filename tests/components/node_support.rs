@@ -141,7 +141,12 @@ pub fn sni_ask(ns: &Netns, addr: SocketAddr, sni: &'static str) -> Option<String
 
 pub fn udp_ask(ns: &Netns, addr: SocketAddr, payload: &'static [u8]) -> Option<String> {
     ns.enter(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+        let any = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let s = UdpSocket::bind(any).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         s.send_to(payload, addr).ok()?;
         let mut buf = [0u8; 2048];

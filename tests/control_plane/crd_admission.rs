@@ -260,6 +260,56 @@ pub(crate) fn document_cases() -> Vec<(&'static str, Value, Admission)> {
             Refused("spec.address", "IPv4 or IPv6 address or a DNS hostname"),
         ),
         (
+            "publicAddresses: a hostname",
+            set(
+                en(),
+                "/spec/publicAddresses",
+                json!(["203.0.113.10", "vps.example.com"]),
+            ),
+            Refused("spec.publicAddresses[1]", "must be IPv4 or IPv6 addresses"),
+        ),
+        (
+            "publicAddresses: a CIDR",
+            set(en(), "/spec/publicAddresses", json!(["2001:db8::/64"])),
+            Refused("spec.publicAddresses[0]", "must be IPv4 or IPv6 addresses"),
+        ),
+        (
+            "publicAddresses: not canonical",
+            set(en(), "/spec/publicAddresses", json!(["2001:DB8:0::10"])),
+            Refused("spec.publicAddresses[0]", "canonical form"),
+        ),
+        (
+            "publicAddresses: one twice",
+            set(
+                en(),
+                "/spec/publicAddresses",
+                json!(["2001:db8::10", "2001:db8::10"]),
+            ),
+            Refused("spec.publicAddresses[1]", "Duplicate value"),
+        ),
+        (
+            "publicAddresses: five",
+            set(
+                en(),
+                "/spec/publicAddresses",
+                json!(
+                    (1..=5)
+                        .map(|i| format!("203.0.113.{i}"))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            Refused("spec.publicAddresses", "must have at most 4 items"),
+        ),
+        (
+            "publicAddresses: IPv4 and IPv6",
+            set(
+                set(en(), "/metadata/name", "dual-stack".into()),
+                "/spec/publicAddresses",
+                json!(["203.0.113.10", "2001:db8::10"]),
+            ),
+            Accepted,
+        ),
+        (
             "no ssh",
             set(en(), "/spec/ssh", Value::Null),
             Refused("spec.ssh", "Required value"),

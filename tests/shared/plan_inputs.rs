@@ -252,6 +252,25 @@ pub fn shapes(layout: &Layout, secret: &dyn Fn(bool) -> TlsSecret) -> Vec<Shape>
             services().with_secret("default", "web-tls", secret(false)),
         ),
         mk(
+            "ipv6",
+            "address: vps.example.com\npublicAddresses: [203.0.113.10, '2001:db8::10']\nssh: {secretRef: {name: s}}\nhost: {kernelMaxSocketBufferBytes: 8388608}\n",
+            vec![
+                pb(
+                    "default",
+                    "dual",
+                    Some(100),
+                    "- {name: http, protocol: TCP, listenPort: 80, target: {service: {name: my-web, namespace: default, port: 8080}}}\n- {name: pp, protocol: TCP, listenPort: 8443, tcp: {proxyProtocol: true, proxyProtocolVersion: v2}, target: {address: 10.1.2.3, port: 8443}}\n- {name: dns, protocol: UDP, listenPort: 53, policy: {sourceRanges: [198.51.100.0/24, '2001:db8:1::/48']}, target: {address: 10.96.0.10, port: 53}}\n- {name: ssh, protocol: TCP, listenPort: 2222, policy: {sourceRanges: ['2001:db8:1::/48']}, target: {address: 10.1.0.9, port: 22}}\n- {name: https, protocol: TCP, listenPort: 9443, tls: {mode: offload, secretRef: {name: web-tls}}, target: {service: {name: my-web, namespace: default, port: 8080}}}",
+                ),
+                pb(
+                    "default",
+                    "sni-a",
+                    Some(200),
+                    "- {name: web, protocol: TCP, listenPort: 443, tls: {mode: passthrough, serverNames: [a.example.com]}, target: {address: 10.1.0.1, port: 443}}",
+                ),
+            ],
+            services().with_secret("default", "web-tls", secret(false)),
+        ),
+        mk(
             "conflicts",
             NODE_MIN,
             vec![

@@ -12,6 +12,9 @@
 //!   closed (a slowloris on the peek holds nothing for long).
 //! - UDP: a `udp_proxy` with the session timeout, and SO_RCVBUF/SO_SNDBUF raised so bursts are
 //!   not dropped at the socket.
+//! - Addresses: `0.0.0.0`, plus `::` (IPv6 only) in `additional_addresses` on a node that lists
+//!   an IPv6 public address (`EdgeNodeSpec::serves_ipv6`); one listener, one set of chains, so
+//!   policy and PROXY headers hold for IPv6 clients as for IPv4 ones.
 //! - L4 policy (only bindings with one; the others render as without it). TCP: the binding's
 //!   chain matches only its `sourceRanges` (`direct_source_prefix_ranges`, the peer's own
 //!   address), so another client never reaches a network filter; a second chain of the binding,
@@ -92,12 +95,10 @@ fn listener(group: &[PlannedBinding], edge: &EdgeSettings) -> Value {
             let mut l = json!({
                 "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
                 "name": name,
-                "address": {
-                    "socket_address": { "address": "0.0.0.0", "port_value": first.listen_port }
-                },
                 "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
                 "filter_chains": chains.iter().flat_map(|b| filter_chains(b, edge)).collect::<Vec<_>>(),
             });
+            bind(&mut l, None, first.listen_port, edge);
             if passthrough {
                 // A peek that never completes is closed, not passed on without its SNI.
                 l["listener_filters_timeout"] = json!(LISTENER_FILTERS_TIMEOUT);
@@ -111,6 +112,24 @@ fn listener(group: &[PlannedBinding], edge: &EdgeSettings) -> Value {
             }
             l
         }
+    }
+}
+
+/// The listener's sockets: every IPv4 address (`0.0.0.0`) and, when the node serves IPv6,
+/// every IPv6 address (`::`) as an `additional_addresses` entry. Envoy opens `::` IPv6-only
+/// (`ipv4_compat` is off), so the IPv4 socket stays exactly as on a node without IPv6; both
+/// sockets share the filter chains (policy included) and, for UDP, the socket options.
+fn bind(l: &mut Value, protocol: Option<&str>, port: u16, edge: &EdgeSettings) {
+    let socket = |address: &str| {
+        let mut s = json!({ "address": address, "port_value": port });
+        if let Some(p) = protocol {
+            s["protocol"] = json!(p);
+        }
+        json!({ "socket_address": s })
+    };
+    l["address"] = socket("0.0.0.0");
+    if edge.ipv6 {
+        l["additional_addresses"] = json!([{ "address": socket("::") }]);
     }
 }
 
@@ -265,13 +284,6 @@ fn udp_listener(name: &str, b: &PlannedBinding, edge: &EdgeSettings) -> Value {
     let mut l = json!({
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": name,
-        "address": {
-            "socket_address": {
-                "protocol": "UDP",
-                "address": "0.0.0.0",
-                "port_value": b.listen_port,
-            }
-        },
         "udp_listener_config": {},
         "listener_filters": [{
             "name": "envoy.filters.udp_listener.udp_proxy",
@@ -283,6 +295,7 @@ fn udp_listener(name: &str, b: &PlannedBinding, edge: &EdgeSettings) -> Value {
             }
         }],
     });
+    bind(&mut l, Some("UDP"), b.listen_port, edge);
     if edge.udp_socket_buffer > 0 {
         l["socket_options"] = json!([
             { "level": SOL_SOCKET, "name": SO_RCVBUF, "int_value": edge.udp_socket_buffer, "state": "STATE_PREBIND" },

@@ -107,6 +107,9 @@ pub struct EdgeSettings {
     pub health_check: HealthCheck,
     /// Outlier detection, if on.
     pub outlier_detection: Option<OutlierDetection>,
+    /// Whether the public listeners also accept IPv6 (`::`): the node lists an IPv6 public
+    /// address.
+    pub ipv6: bool,
     /// SO_RCVBUF/SO_SNDBUF of UDP listeners, in bytes.
     pub udp_socket_buffer: i64,
     /// File locations.

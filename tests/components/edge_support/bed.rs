@@ -1,4 +1,5 @@
-//! A small edge in network namespaces: `client` (192.0.2.2) — `vps` (192.0.2.1, and the relay
+//! A small edge in network namespaces: `client` (192.0.2.2 and 2001:db8:1::2) — `vps`
+//! (192.0.2.1 and 2001:db8:1::1, and the relay
 //! 10.200.0.1 on the tunnel side) — `uplinks` (10.200.0.2, 10.200.0.3, ...), with the real Envoy
 //! in `vps` running the planner's files, and small test servers in `uplinks` standing in for
 //! the uplinks: `/ready` on 40500 (switchable) and each binding's tunnel port (TCP echo, TLS
@@ -7,7 +8,7 @@
 //! Everything stops on drop: servers by a flag, Envoy by PID, namespaces deleted.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,10 @@ use tunnel::plan::Plan;
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 pub const VPS_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The client's IPv6 address (the documentation range), on the same link.
+pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+/// The VPS's IPv6 address on that link.
+pub const VPS_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 
 /// The namespaces and Envoy.
 pub struct Bed {
@@ -60,6 +65,30 @@ impl Bed {
                 cidr: "192.0.2.1/24",
             },
         )
+        .unwrap();
+        // IPv6 on the public link too (no duplicate address detection: usable at once).
+        client
+            .run(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{CLIENT_IP6}/64"),
+                "dev",
+                "c0",
+                "nodad",
+            ])
+            .unwrap();
+        vps.run(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{VPS_IP6}/64"),
+            "dev",
+            "v0",
+            "nodad",
+        ])
         .unwrap();
         veth(
             End {
@@ -291,14 +320,14 @@ impl Bed {
 
     /// A TCP connection from the client to the VPS's `port`.
     pub fn connect(&self, port: u16) -> std::io::Result<TcpStream> {
+        self.connect_to(SocketAddr::from((VPS_IP, port)))
+    }
+
+    /// A TCP connection from the client to `addr` (e.g. the VPS's IPv6 address).
+    pub fn connect_to(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
         let s = self
             .client
-            .enter(move || {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from((VPS_IP, port)),
-                    Duration::from_secs(3),
-                )
-            })
+            .enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
             .unwrap()?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         Ok(s)
@@ -313,14 +342,25 @@ impl Bed {
 
     /// Sends one datagram from the client to the VPS's UDP `port` and returns the reply.
     pub fn udp_roundtrip(&self, port: u16, payload: &str) -> Option<String> {
+        self.udp_roundtrip_to(SocketAddr::from((VPS_IP, port)), payload)
+    }
+
+    /// Sends one datagram from the client (its address of `to`'s family) to `to` and returns
+    /// the reply.
+    pub fn udp_roundtrip_to(&self, to: SocketAddr, payload: &str) -> Option<String> {
+        let from: IpAddr = if to.is_ipv6() {
+            CLIENT_IP6.into()
+        } else {
+            CLIENT_IP.into()
+        };
         let sock = self
             .client
-            .enter(|| UdpSocket::bind((CLIENT_IP, 0)))
+            .enter(move || UdpSocket::bind((from, 0)))
             .unwrap()
             .ok()?;
         sock.set_read_timeout(Some(Duration::from_millis(500)))
             .ok()?;
-        sock.send_to(payload.as_bytes(), (VPS_IP, port)).ok()?;
+        sock.send_to(payload.as_bytes(), to).ok()?;
         let mut buf = [0u8; 2048];
         let (n, _) = sock.recv_from(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
@@ -440,10 +480,12 @@ fn read_proxy_header(s: &mut TcpStream) -> Option<String> {
             s.read_exact(&mut b).ok()?;
             line.push(b[0]);
         }
-        // PROXY TCP4 <src> <dst> <sport> <dport>
+        // PROXY TCP4|TCP6 <src> <dst> <sport> <dport>
         let text = String::from_utf8_lossy(&line).into_owned();
         let parts: Vec<&str> = text.split_whitespace().collect();
-        return Some(format!("v1 {}:{}", parts.get(2)?, parts.get(4)?));
+        let src: IpAddr = parts.get(2)?.parse().ok()?;
+        let sport: u16 = parts.get(4)?.parse().ok()?;
+        return Some(format!("v1 {}", SocketAddr::from((src, sport))));
     }
     s.read_exact(&mut first[5..]).ok()?;
     if first != *b"\r\n\r\n\x00\r\nQUIT\n" {
@@ -454,12 +496,20 @@ fn read_proxy_header(s: &mut TcpStream) -> Option<String> {
     let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).ok()?;
-    if head[1] >> 4 != 1 || body.len() < 12 {
-        return None; // not AF_INET
-    }
-    let src = Ipv4Addr::new(body[0], body[1], body[2], body[3]);
-    let sport = u16::from_be_bytes([body[8], body[9]]);
-    Some(format!("v2 {src}:{sport}"))
+    let (src, sport) = match head[1] >> 4 {
+        // AF_INET: src, dst (4 bytes each), ports.
+        1 if body.len() >= 12 => (
+            IpAddr::from([body[0], body[1], body[2], body[3]]),
+            u16::from_be_bytes([body[8], body[9]]),
+        ),
+        // AF_INET6: src, dst (16 bytes each), ports.
+        2 if body.len() >= 36 => (
+            IpAddr::from(<[u8; 16]>::try_from(&body[..16]).ok()?),
+            u16::from_be_bytes([body[32], body[33]]),
+        ),
+        _ => return None,
+    };
+    Some(format!("v2 {}", SocketAddr::from((src, sport))))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

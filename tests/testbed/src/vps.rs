@@ -3,10 +3,10 @@
 //!
 //! Each VPS gets a fresh ed25519 host key (so two VPSes are two identities), a fresh client key
 //! in root's `authorized_keys`, and a veth link to a namespace the test chooses (the "internet"
-//! side, where the SSH client runs). Writes land in an overlay upper directory that lives as long
+//! side, where the SSH client runs), IPv4 and IPv6 ([`Vps::address`], [`Vps::address6`]). Writes land in an overlay upper directory that lives as long
 //! as the handle, so a reboot keeps the disk.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ pub struct Vps {
     name: String,
     ns: Netns,
     address: Ipv4Addr,
+    address6: Ipv6Addr,
     dir: tempfile::TempDir,
     process: Option<Process>,
     cgroups: Option<Cgroups>,
@@ -67,6 +68,39 @@ impl Vps {
             },
         )?;
         ns.default_route(peer_address)?;
+        // IPv6 on the same link, from the documentation range: 2001:db8:99:<n>::2/64 for the
+        // VPS, ::1 for the peer (no duplicate address detection, so both are usable at once).
+        let address6 = Ipv6Addr::new(0x2001, 0xdb8, 0x99, u16::from(n), 0, 0, 0, 2);
+        let peer_address6 = Ipv6Addr::new(0x2001, 0xdb8, 0x99, u16::from(n), 0, 0, 0, 1);
+        peer.run(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{peer_address6}/64"),
+            "dev",
+            &peer_ifname,
+            "nodad",
+        ])?;
+        ns.run(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{address6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        ns.run(&[
+            "ip",
+            "-6",
+            "route",
+            "replace",
+            "default",
+            "via",
+            &peer_address6.to_string(),
+        ])?;
 
         let runs = tools::cache_dir().join("run");
         std::fs::create_dir_all(&runs).map_err(TestbedError::io("creating the run dir"))?;
@@ -79,6 +113,7 @@ impl Vps {
             name,
             ns,
             address,
+            address6,
             dir,
             process: None,
             cgroups: None,
@@ -92,6 +127,11 @@ impl Vps {
     /// The VPS's address on its link.
     pub fn address(&self) -> Ipv4Addr {
         self.address
+    }
+
+    /// The VPS's IPv6 address on its link (`2001:db8:99:<n>::2`; its peer is `::1`).
+    pub fn address6(&self) -> Ipv6Addr {
+        self.address6
     }
 
     /// The VPS's own network namespace.
