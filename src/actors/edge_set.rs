@@ -93,9 +93,14 @@ impl Composed {
     }
 }
 
-/// The public addresses of `node` (what statuses and DNS carry).
+/// The public addresses of `node` (what statuses and DNS carry): its `publicAddresses`
+/// (IPv4 and IPv6), else its `address`.
 pub fn public_addresses(node: &EdgeNode) -> Vec<String> {
-    vec![node.spec.address.clone()]
+    node.spec
+        .public_addresses()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Whether `node` carries [`crate::crd::ANNOTATION_DRAIN`].

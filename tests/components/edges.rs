@@ -3,7 +3,8 @@
 //! every step, in order, announced on stderr (`edges step: <name>`):
 //! - a PortBinding naming two EdgeNodes (`edgeNodeRefs`) and a LoadBalancer Service naming
 //!   both in its annotation are served on both VPSes; the PortBinding's `edges[]` says
-//!   `Serving` for each and `addresses` lists both; the Service's ingress has both;
+//!   `Serving` for each and `addresses` lists both (one VPS with its IPv4 and IPv6
+//!   addresses, reached over each); the Service's ingress has them all;
 //! - a port held on one edge only by an older PortBinding: the new one is served on the other
 //!   edge, `Degraded` with the conflict on the first, and published only where it is served;
 //! - one VPS powered off: the check from outside takes it out of the PortBinding's addresses
@@ -35,9 +36,15 @@ fn step(name: &str) {
     eprintln!("edges step: {name}");
 }
 
-fn node_yaml(name: &str, address: Ipv4Addr, secret: &str) -> String {
+/// An EdgeNode on `address`, listing `public` as its public addresses when there are any.
+fn node_yaml(name: &str, address: Ipv4Addr, public: &[String], secret: &str) -> String {
+    let public = if public.is_empty() {
+        String::new()
+    } else {
+        format!("  publicAddresses: ['{}']\n", public.join("', '"))
+    };
     format!(
-        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  address: {address}\n  ssh: {{secretRef: {{name: {secret}}}, connectTimeout: 5s}}\n"
+        "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  address: {address}\n{public}  ssh: {{secretRef: {{name: {secret}}}, connectTimeout: 5s}}\n"
     )
 }
 
@@ -94,8 +101,8 @@ async fn ingress_ips(api: &Api<Service>) -> Vec<String> {
         .collect()
 }
 
-fn strings(addrs: &[Ipv4Addr]) -> Vec<String> {
-    addrs.iter().map(ToString::to_string).collect()
+fn strings(addrs: &[&dyn ToString]) -> Vec<String> {
+    addrs.iter().map(|a| a.to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -126,10 +133,12 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         .await
         .unwrap();
     let (a, b) = (vps_a.address(), vps_b.address());
-    apply_yaml::<EdgeNode>(&client, &node_yaml("a", a, "ssh-a"))
+    // a has an IPv6 address too: statuses carry both of its addresses.
+    let a6 = vps_a.address6();
+    apply_yaml::<EdgeNode>(&client, &node_yaml("a", a, &strings(&[&a, &a6]), "ssh-a"))
         .await
         .unwrap();
-    apply_yaml::<EdgeNode>(&client, &node_yaml("b", b, "ssh-b"))
+    apply_yaml::<EdgeNode>(&client, &node_yaml("b", b, &[], "ssh-b"))
         .await
         .unwrap();
     apply_yaml::<PortBinding>(&client, &binding_yaml("web", &["a", "b"], 80))
@@ -165,7 +174,7 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         LONG,
         async || {
             let st = pb_status(&pbs, "web").await;
-            (addresses(&st) == strings(&[a, b])
+            (addresses(&st) == strings(&[&a, &a6, &b])
                 && edge_state(&st, "a") == "Serving"
                 && edge_state(&st, "b") == "Serving")
                 .then_some(st)
@@ -179,10 +188,17 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         "both VPSes serve the PortBinding\n{}",
         describe()
     );
+    assert!(
+        until_in(internet, move || {
+            tcp_exchange((a6, 80).into(), b"hi\n").is_some_and(|g| g == "my-web: hi\n")
+        }),
+        "a serves over its IPv6 address\n{}",
+        describe()
+    );
     eventually(
         "the Service's ingress lists both VPSes",
         LONG,
-        async || (ingress_ips(&services).await == strings(&[a, b])).then_some(()),
+        async || (ingress_ips(&services).await == strings(&[&a, &a6, &b])).then_some(()),
         describe,
     )
     .await;
@@ -219,7 +235,7 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
     .await;
     assert_eq!(
         addresses(&wide),
-        strings(&[a]),
+        strings(&[&a, &a6]),
         "published where served: {wide}"
     );
     assert_eq!(wide["conditions"][0]["status"], "True", "{wide}");
@@ -251,8 +267,9 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         LONG,
         async || {
             let st = pb_status(&pbs, "web").await;
-            (addresses(&st) == strings(&[a]) && ingress_ips(&services).await == strings(&[a]))
-                .then_some(st)
+            (addresses(&st) == strings(&[&a, &a6])
+                && ingress_ips(&services).await == strings(&[&a, &a6]))
+            .then_some(st)
         },
         describe,
     )
@@ -287,8 +304,9 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         LONG,
         async || {
             let st = pb_status(&pbs, "web").await;
-            (addresses(&st) == strings(&[a, b]) && ingress_ips(&services).await == strings(&[a, b]))
-                .then_some(())
+            (addresses(&st) == strings(&[&a, &a6, &b])
+                && ingress_ips(&services).await == strings(&[&a, &a6, &b]))
+            .then_some(())
         },
         describe,
     )
@@ -319,14 +337,14 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         LONG,
         async || {
             let st = pb_status(&pbs, "web").await;
-            (addresses(&st) == strings(&[b]) && edge_state(&st, "a") == "Draining").then_some(st)
+            (addresses(&st) == strings(&[&b]) && edge_state(&st, "a") == "Draining").then_some(st)
         },
         describe,
     )
     .await;
     assert_eq!(
         ingress_ips(&services).await,
-        strings(&[b]),
+        strings(&[&b]),
         "out of the Service's ingress too: {drained_out}"
     );
     let drained = |status: &'static str| {
@@ -384,6 +402,6 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
     .await;
     assert!(answers(b, 80, "my-web: hi\n"), "b serves throughout");
     let after = pb_status(&pbs, "web").await;
-    assert_eq!(addresses(&after), strings(&[b]), "{after}");
+    assert_eq!(addresses(&after), strings(&[&b]), "{after}");
     drop((uplinks_a, uplinks_b));
 }
