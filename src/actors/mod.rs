@@ -17,6 +17,7 @@
 
 pub mod cert_watcher;
 pub mod conditions;
+pub mod dns_endpoint;
 pub mod drain;
 pub mod edge_health;
 pub mod edge_node;

@@ -28,6 +28,7 @@ use crate::plan::{Resolver, SourceKey, SourceKind};
 use crate::object_key::ObjectKey;
 
 use super::conditions::{self, Verdict};
+use super::dns_endpoint;
 use super::edge_set::{self, Composed};
 use super::index;
 use super::protocol::{self, BindingMsg, NodeMsg};
@@ -47,6 +48,8 @@ pub struct PortBindingState {
     key: ObjectKey,
     /// The last report of each EdgeNode it names.
     reports: BTreeMap<ObjectKey, SourceReport>,
+    /// The DNSEndpoint last applied (`Some(Null)`: not known yet, `None`: none wanted).
+    dns: Option<serde_json::Value>,
 }
 
 impl Child for PortBindingActor {
@@ -111,6 +114,7 @@ impl Actor for PortBindingActor {
             ctx,
             key,
             reports: BTreeMap::new(),
+            dns: Some(serde_json::Value::Null),
         })
     }
 
@@ -123,6 +127,9 @@ impl Actor for PortBindingActor {
         let _timer = state.ctx.metrics.handling(Self::KIND);
         let ctx = state.ctx.clone();
         let Some(pb) = get(&ctx, &state.key) else {
+            if state.dns.is_some() {
+                dns_endpoint::delete(&ctx.client, &state.key).await;
+            }
             myself.stop(Some("the PortBinding is gone".into()));
             return Ok(());
         };
@@ -174,7 +181,15 @@ impl Actor for PortBindingActor {
             addresses: composed.addresses(),
             edges: composed.edges.clone(),
         };
+        let dns = dns_endpoint::wanted(&pb, &st.addresses);
         settle(&ctx, &state.key, &pb, st, composed.verdict).await;
+        if dns != state.dns {
+            match &dns {
+                Some(object) => dns_endpoint::apply(&ctx.client, &state.key, object).await,
+                None => dns_endpoint::delete(&ctx.client, &state.key).await,
+            }
+            state.dns = dns;
+        }
         Ok(())
     }
 }

@@ -744,6 +744,19 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
             Some("default"),
         ),
         ("watch", "", "namespaces", None),
+        // PortBindings' DNSEndpoints for external-dns.
+        (
+            "patch",
+            "externaldns.k8s.io",
+            "dnsendpoints",
+            Some("default"),
+        ),
+        (
+            "delete",
+            "externaldns.k8s.io",
+            "dnsendpoints",
+            Some("default"),
+        ),
         (
             "patch",
             "tunnel.achetronic.com",
