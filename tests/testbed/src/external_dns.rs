@@ -285,7 +285,8 @@ impl ExternalDns {
     /// `--provider=rfc2136` with the TSIG key (passed in the environment, not on the command
     /// line), AXFR, `--registry=txt` with a unique `--txt-owner-id`, `--policy=sync` (records
     /// are removed too), `--domain-filter` on the zone, `--annotation-prefix` [`ANNOTATION_PREFIX`],
-    /// `--interval=2s --events`. Waits until it serves `/healthz`.
+    /// `--interval=2s --events`. Waits until it has completed a synchronisation (so a test's
+    /// first change is not raced by its start-up).
     pub async fn start(
         server: &ApiServer,
         dns: &DnsServer,
@@ -328,25 +329,40 @@ impl ExternalDns {
             owner_id,
             metrics_port,
         };
-        external_dns.wait_healthy().await?;
+        external_dns.wait_synced().await?;
         Ok(external_dns)
     }
 
-    async fn wait_healthy(&mut self) -> Result<(), TestbedError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    /// Waits until external-dns has completed a synchronisation (its
+    /// `external_dns_controller_last_sync_timestamp_seconds` is set): its sources' caches are
+    /// filled and it has read the zone. A source whose API is not served makes it exit after a
+    /// minute ("failed to sync ..."), which the error then shows.
+    async fn wait_synced(&mut self) -> Result<(), TestbedError> {
+        const SYNCED: &str = "external_dns_controller_last_sync_timestamp_seconds ";
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let out = Command::new("curl")
                 .args(["-sf", "--max-time", "2"])
-                .arg(format!("http://127.0.0.1:{}/healthz", self.metrics_port))
+                .arg(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
                 .output();
             let last = match out {
-                Ok(out) if out.status.success() => return Ok(()),
-                Ok(out) => format!("/healthz: {}", out.status),
+                Ok(out) if out.status.success() => {
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let synced = text
+                        .lines()
+                        .filter_map(|l| l.strip_prefix(SYNCED))
+                        .any(|v| v.trim().parse::<f64>().is_ok_and(|t| t > 0.0));
+                    if synced {
+                        return Ok(());
+                    }
+                    "no synchronisation completed yet".to_owned()
+                }
+                Ok(out) => format!("/metrics: {}", out.status),
                 Err(e) => format!("curl: {e}"),
             };
             if !self.process.is_running() || Instant::now() > deadline {
                 return Err(TestbedError::NotReady {
-                    what: "external-dns to serve /healthz".into(),
+                    what: "external-dns to complete a synchronisation".into(),
                     last,
                     log_tail: self.log_tail(30),
                 });
