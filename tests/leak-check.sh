@@ -4,7 +4,7 @@
 # shims, pods, links, mounts, iptables chains, ip_forward: tests/testbed/node-down.sh --check). With --clean-stale it first removes leftovers of an earlier,
 # killed run (before any test of this run starts) and reports them.
 set -uo pipefail
-PROCS='systemd-nspawn|envoy|etcd|kube-apiserver|kubelet|kube-proxy|kube-controller-manager|kube-scheduler|tunnelctl|uplink|wireguard-go|boringtun-cli'
+PROCS='systemd-nspawn|envoy|etcd|kube-apiserver|kubelet|kube-proxy|kube-controller-manager|kube-scheduler|tunnelctl|uplink|wireguard-go|boringtun-cli|knotd|external-dns'
 NODE_DOWN="$(dirname "$0")/testbed/node-down.sh"
 
 leaks() {

@@ -23,6 +23,7 @@ mod enroll_data_path;
 mod enroll_download;
 mod enroll_lifecycle;
 mod enroll_planned;
+mod external_dns;
 mod gateway_api;
 mod load_balancer;
 mod node_e2e;

@@ -14,6 +14,9 @@ HELM_VERSION=${HELM_VERSION:-v3.19.5}
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
 # Gateway API (Standard-channel CRDs from its Go module; setup.d/50-gateway-api.sh).
 GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.3}
+# external-dns (issue 20; setup.d/60-external-dns.sh): the newest release whose go directive this
+# machine's Go (1.26) meets; v0.23.0 asks for Go 1.27.
+EXTERNAL_DNS_VERSION=${EXTERNAL_DNS_VERSION:-v0.22.0}
 # Prometheus's Go module version (v0.3XX.Y is Prometheus 3.XX.Y), for the node's scrape test.
 DEBIAN_SUITE=bookworm
 APT_PACKAGES=(debootstrap systemd-container iproute2 openssh-client nftables procps psmisc prometheus)
@@ -146,6 +149,7 @@ fi
 for ext in "$(dirname "$0")"/setup.d/*.sh; do
   [[ -e $ext ]] || continue
   log "running $(basename "$ext")"
-  CACHE=$CACHE BIN=$BIN K8S_VERSION=$K8S_VERSION GATEWAY_API_VERSION=$GATEWAY_API_VERSION bash "$ext"
+  CACHE=$CACHE BIN=$BIN K8S_VERSION=$K8S_VERSION GATEWAY_API_VERSION=$GATEWAY_API_VERSION \
+    EXTERNAL_DNS_VERSION=$EXTERNAL_DNS_VERSION bash "$ext"
 done
 log "all set"

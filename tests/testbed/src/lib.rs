@@ -8,6 +8,8 @@
 //! - [`apiserver`]: a real etcd + kube-apiserver on loopback, with the CRDs installed.
 //! - [`vps`]: a Debian VPS booted with `systemd-nspawn`, reachable over SSH.
 //! - [`envoy`]: running and validating the real Envoy.
+//! - [`external_dns`]: DNS publishing as users run it: Knot DNS and an unmodified external-dns
+//!   (RFC2136 provider) against the API server.
 //! - [`node`]: a real single-node cluster (kubelet, containerd, kube-proxy, ...) on the host;
 //!   [`images`]: the OCI images it runs, written without a registry or builder;
 //!   [`gateway_conformance`]: the upstream Gateway API conformance suite run against it.
@@ -28,6 +30,7 @@ pub mod cgroup;
 pub mod echo;
 pub mod envoy;
 pub mod error;
+pub mod external_dns;
 pub mod gateway_conformance;
 pub mod images;
 pub mod keys;
