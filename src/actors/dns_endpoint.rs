@@ -28,6 +28,12 @@ use crate::object_key::ObjectKey;
 pub const ANNOTATION_HOSTNAME: &str = "external-dns.alpha.kubernetes.io/hostname";
 /// external-dns's annotation: the records' TTL in seconds.
 pub const ANNOTATION_TTL: &str = "external-dns.alpha.kubernetes.io/ttl";
+/// The prefixes external-dns's annotations come with: the classic one, and the one newer
+/// releases default to (`--annotation-prefix`); a PortBinding may use either.
+pub const ANNOTATION_PREFIXES: [&str; 2] = [
+    "external-dns.alpha.kubernetes.io/",
+    "external-dns.kubernetes.io/",
+];
 /// The field manager of the DNSEndpoints the operator writes.
 pub const FIELD_MANAGER: &str = "tunnel-dnsendpoint";
 /// The most names one PortBinding publishes.
@@ -93,12 +99,13 @@ fn is_dns_name(name: &str) -> bool {
 /// hostname annotation.
 pub fn wanted(pb: &PortBinding, addresses: &[String]) -> Option<Value> {
     let annotations = pb.metadata.annotations.as_ref()?;
-    let hostnames = annotations.get(ANNOTATION_HOSTNAME)?;
-    let endpoints = endpoints(
-        hostnames,
-        annotations.get(ANNOTATION_TTL).map(String::as_str),
-        addresses,
-    );
+    let get = |key: &str| {
+        ANNOTATION_PREFIXES
+            .iter()
+            .find_map(|p| annotations.get(&format!("{p}{key}")))
+            .map(String::as_str)
+    };
+    let endpoints = endpoints(get("hostname")?, get("ttl"), addresses);
     let owner = pb.controller_owner_ref(&())?;
     Some(json!({
         "apiVersion": "externaldns.k8s.io/v1alpha1",
@@ -113,8 +120,9 @@ pub fn wanted(pb: &PortBinding, addresses: &[String]) -> Option<Value> {
     }))
 }
 
-/// Applies `object` (from [`wanted`]) for PortBinding `key`; a missing CRD is no error.
-pub async fn apply(client: &Client, key: &ObjectKey, object: &Value) {
+/// Applies `object` (from [`wanted`]) for PortBinding `key`; whether it was written (a
+/// missing CRD is no error, and is tried again with the next status).
+pub async fn apply(client: &Client, key: &ObjectKey, object: &Value) -> bool {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.namespace, &resource());
     match api
         .patch(
@@ -124,12 +132,14 @@ pub async fn apply(client: &Client, key: &ObjectKey, object: &Value) {
         )
         .await
     {
-        Ok(_) => {}
+        Ok(_) => true,
         Err(kube::Error::Api(e)) if e.code == 404 => {
             debug!(port_binding = %key, "no DNSEndpoint CRD: nothing published for external-dns");
+            false
         }
         Err(e) => {
             warn!(port_binding = %key, error = %e, "writing the PortBinding's DNSEndpoint");
+            false
         }
     }
 }

@@ -184,11 +184,15 @@ impl Actor for PortBindingActor {
         let dns = dns_endpoint::wanted(&pb, &st.addresses);
         settle(&ctx, &state.key, &pb, st, composed.verdict).await;
         if dns != state.dns {
-            match &dns {
-                Some(object) => dns_endpoint::apply(&ctx.client, &state.key, object).await,
-                None => dns_endpoint::delete(&ctx.client, &state.key).await,
+            let done = if let Some(object) = &dns {
+                dns_endpoint::apply(&ctx.client, &state.key, object).await
+            } else {
+                dns_endpoint::delete(&ctx.client, &state.key).await;
+                true
+            };
+            if done {
+                state.dns = dns;
             }
-            state.dns = dns;
         }
         Ok(())
     }

@@ -14,6 +14,13 @@
 //! - a drained EdgeNode under a long-lived connection: it leaves the addresses first, its
 //!   `Drained` condition counts the open connection, its deletion waits; the connection
 //!   finishes with its answer, then the EdgeNode is torn down and goes.
+//!
+//! DNS throughout: an unmodified external-dns (`testbed::external_dns`: built from its Go
+//! module, RFC2136 into a real Knot DNS server) publishes the Service by its hostname
+//! annotation and the PortBinding through the `DNSEndpoint` the operator writes for its
+//! hostname annotation; each step checks the records follow the statuses (both edges; the dead
+//! one dropped, a client resolving the name still served; back; the drained one dropped while
+//! its connection is still open).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -22,6 +29,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
+use std::net::IpAddr;
+
+use testbed::external_dns::{DnsServer, ExternalDns, Source, ZONE};
 use testbed::netns::{in_ns, until_in};
 use testbed::network::{serve_greeting, tcp_exchange};
 use testbed::objects::{apply_yaml, ready, ssh_secret};
@@ -61,7 +71,7 @@ fn binding_yaml(name: &str, nodes: &[&str], port: u16) -> String {
     )
 }
 
-const LB: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: game\n  namespace: default\n  annotations:\n    tunnel.achetronic.com/edge-node: a,b\nspec:\n  type: LoadBalancer\n  loadBalancerClass: tunnel.achetronic.com/edge-node\n  clusterIP: 10.96.0.40\n  allocateLoadBalancerNodePorts: false\n  ports:\n  - {name: game, port: 7000, protocol: TCP}\n";
+const LB: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: game\n  namespace: default\n  annotations:\n    tunnel.achetronic.com/edge-node: a,b\n    external-dns.alpha.kubernetes.io/hostname: game.edge.test\nspec:\n  type: LoadBalancer\n  loadBalancerClass: tunnel.achetronic.com/edge-node\n  clusterIP: 10.96.0.40\n  allocateLoadBalancerNodePorts: false\n  ports:\n  - {name: game, port: 7000, protocol: TCP}\n";
 
 /// A PortBinding's status as JSON.
 async fn pb_status(api: &Api<PortBinding>, name: &str) -> Value {
@@ -101,6 +111,24 @@ async fn ingress_ips(api: &Api<Service>) -> Vec<String> {
         .collect()
 }
 
+const GAME: &str = "game.edge.test";
+const WEB: &str = "web.edge.test";
+
+/// Waits until `name` resolves to exactly `expected` (A and AAAA); fails with what the DNS
+/// server answered and external-dns's log.
+async fn resolves(dns: &DnsServer, external_dns: &ExternalDns, name: &str, expected: &[String]) {
+    let expected: Vec<IpAddr> = expected.iter().map(|a| a.parse().unwrap()).collect();
+    if let Err(e) = dns
+        .wait_for_addresses(name, &expected, Duration::from_secs(90))
+        .await
+    {
+        panic!(
+            "{e}\nexternal-dns log (end):\n{}",
+            external_dns.log_tail(40)
+        );
+    }
+}
+
 fn strings(addrs: &[&dyn ToString]) -> Vec<String> {
     addrs.iter().map(|a| a.to_string()).collect()
 }
@@ -121,6 +149,11 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
     let net = bed.net();
     let (internet, vps_a, pods) = (&net.internet, &net.vps, &net.pods);
     net.cluster.addr("lo", "10.96.0.40/32").unwrap();
+    assert_eq!(ZONE, "edge.test");
+    let dns = DnsServer::start(ZONE).await.unwrap();
+    let external_dns = ExternalDns::start(&bed.server, &dns, &[Source::Service, Source::Crd])
+        .await
+        .unwrap();
     serve_greeting(&net.cluster, "10.96.0.40:7000", b"game: ").unwrap();
     // The kept SSH connections are checked once a minute and the drift pass is an hour away:
     // an edge that goes down is noticed by the check from outside first.
@@ -141,9 +174,11 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
     apply_yaml::<EdgeNode>(&client, &node_yaml("b", b, &[], "ssh-b"))
         .await
         .unwrap();
-    apply_yaml::<PortBinding>(&client, &binding_yaml("web", &["a", "b"], 80))
-        .await
-        .unwrap();
+    let web = binding_yaml("web", &["a", "b"], 80).replace(
+        "metadata: {name: web, namespace: default}",
+        "metadata: {name: web, namespace: default, annotations: {external-dns.alpha.kubernetes.io/hostname: web.edge.test}}",
+    );
+    apply_yaml::<PortBinding>(&client, &web).await.unwrap();
     apply_yaml::<Service>(&client, LB).await.unwrap();
     let uplinks_a = Uplinks::start(&client, "tunnel", "a", &pods[0..1])
         .await
@@ -207,6 +242,8 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         "both VPSes serve the Service\n{}",
         describe()
     );
+    resolves(&dns, &external_dns, GAME, &strings(&[&a, &a6, &b])).await;
+    resolves(&dns, &external_dns, WEB, &strings(&[&a, &a6, &b])).await;
 
     step("a conflict on one edge refuses the binding there only");
     apply_yaml::<PortBinding>(&client, &binding_yaml("held", &["b"], 8081))
@@ -296,6 +333,21 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         "{}",
         describe()
     );
+    resolves(&dns, &external_dns, GAME, &strings(&[&a, &a6])).await;
+    resolves(&dns, &external_dns, WEB, &strings(&[&a, &a6])).await;
+    eprintln!(
+        "edges: b left DNS {:.1} s after it was powered off",
+        off.elapsed().as_secs_f64()
+    );
+    // A client that resolves the name and connects is served.
+    for ip in dns.addresses(WEB).unwrap() {
+        assert!(
+            in_ns(internet, move || tcp_exchange((ip, 80).into(), b"hi\n"))
+                .is_some_and(|g| g == "my-web: hi\n"),
+            "{ip}, from DNS, serves while b is down\n{}",
+            describe()
+        );
+    }
 
     step("powered on again, it comes back");
     vps_b.power_on(internet).unwrap();
@@ -316,6 +368,8 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
         "b serves again\n{}",
         describe()
     );
+    resolves(&dns, &external_dns, GAME, &strings(&[&a, &a6, &b])).await;
+    resolves(&dns, &external_dns, WEB, &strings(&[&a, &a6, &b])).await;
 
     step("drain a under a long-lived connection, then delete it");
     // A connection through a that stays open: the backend answers once it reads a line.
@@ -373,6 +427,9 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
     )
     .await;
     assert_eq!(waiting.reason, "Draining");
+    // Out of DNS while its connection is still open.
+    resolves(&dns, &external_dns, WEB, &strings(&[&b])).await;
+    resolves(&dns, &external_dns, GAME, &strings(&[&b])).await;
     nodes.delete("a", &DeleteParams::default()).await.unwrap();
     // The deletion waits for the connection: the EdgeNode is still there, its VPS still
     // serves the open connection.
@@ -404,4 +461,6 @@ async fn a_binding_on_two_edges_survives_one_and_drains_the_other() {
     let after = pb_status(&pbs, "web").await;
     assert_eq!(addresses(&after), strings(&[&b]), "{after}");
     drop((uplinks_a, uplinks_b));
+    drop(external_dns);
+    drop(dns);
 }
