@@ -236,3 +236,29 @@ fn the_gateway_api_examples_become_the_bindings_they_describe() {
         assert!(src.parents.iter().all(|p| p.accepted.is_ok()), "{doc}");
     }
 }
+
+/// The README's "Several edges" example (issue 20) is a PortBinding on two EdgeNodes with
+/// external-dns's hostname annotation, the shape the operator turns into a DNSEndpoint.
+#[test]
+fn the_several_edges_example_names_two_edge_nodes_and_a_hostname() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let yaml = yaml_after(&readme, "### Several edges").expect("a YAML block after the heading");
+    let pb: tunnel::crd::PortBinding = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(
+        pb.spec.edge_nodes("default"),
+        [
+            tunnel::object_key::ObjectKey::new("default", "vps-a"),
+            tunnel::object_key::ObjectKey::new("default", "vps-b")
+        ]
+    );
+    assert!(pb.spec.edge_node_ref.is_none());
+    let hostname =
+        pb.metadata.annotations.unwrap()[tunnel::actors::dns_endpoint::ANNOTATION_HOSTNAME].clone();
+    let endpoints = tunnel::actors::dns_endpoint::endpoints(
+        &hostname,
+        None,
+        &["203.0.113.10".into(), "2001:db8::10".into()],
+    );
+    assert_eq!(endpoints.len(), 2, "an A and an AAAA record: {endpoints:?}");
+    assert_eq!(endpoints[0]["dnsName"], "web.example.com");
+}
