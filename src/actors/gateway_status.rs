@@ -330,6 +330,68 @@ spec:
         )
     }
 
+    #[test]
+    fn the_edge_node_annotation_names_several_edges_in_place_of_the_parameters() {
+        let mut gw = gateway();
+        gw.metadata.annotations = Some(
+            [(
+                "tunnel.achetronic.com/edge-node".to_owned(),
+                "edge-b, infra/edge".to_owned(),
+            )]
+            .into(),
+        );
+        let src = translate(
+            &gw,
+            Some(&class()),
+            &[],
+            &BTreeMap::new(),
+            &StaticResolver::default(),
+        );
+        let both = vec![
+            ObjectKey::new("apps", "edge-b"),
+            ObjectKey::new("infra", "edge"),
+        ];
+        assert_eq!(src.edge_nodes, Ok(both.clone()));
+        assert_eq!(
+            src.source.spec.edge_nodes("apps"),
+            both,
+            "each edge plans it"
+        );
+        let status = gateway_status(
+            &src,
+            &Ok(vec!["203.0.113.7".to_owned(), "2001:db8::7".to_owned()]),
+            None,
+            None,
+            Some(3),
+            &Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert_eq!(status["addresses"][1]["type"], "IPAddress");
+        assert_eq!(status["addresses"][1]["value"], "2001:db8::7");
+        gw.metadata.annotations = Some(
+            [(
+                "tunnel.achetronic.com/edge-node".to_owned(),
+                "a/b/c".to_owned(),
+            )]
+            .into(),
+        );
+        let bad = translate(
+            &gw,
+            Some(&class()),
+            &[],
+            &BTreeMap::new(),
+            &StaticResolver::default(),
+        );
+        assert!(
+            bad.edge_nodes
+                .unwrap_err()
+                .contains("tunnel.achetronic.com/edge-node")
+        );
+        assert!(
+            bad.source.spec.bindings.is_empty(),
+            "no EdgeNode: nothing planned"
+        );
+    }
+
     fn condition<'a>(conditions: &'a Value, type_: &str) -> (&'a str, &'a str) {
         let c = conditions
             .as_array()
