@@ -25,13 +25,12 @@ use serde_json::{Value, json};
 use tracing::warn;
 
 use crate::object_key::ObjectKey;
-use crate::plan::bindings::may_use_edge_node;
 use crate::plan::load_balancer::{self, FINALIZER};
 use crate::plan::{SourceKey, SourceKind};
 
 use super::conditions::{self, Verdict};
 use super::edge_set::{self, Composed, EdgeInput, EdgeView};
-use super::protocol::{self, BindingMsg, NodeMsg};
+use super::protocol::{self, BindingMsg};
 use super::source_edges;
 use super::status::SourceReport;
 use super::supervisor::Child;
@@ -128,32 +127,16 @@ impl Actor for LoadBalancerActor {
                 return Ok(());
             }
         };
-        state.reports.retain(|node, _| nodes.contains(node));
+        let source = SourceKey::service(state.key.clone());
         match message {
+            // The Manager told the EdgeNodes of the change itself; this only asks for what
+            // their last passes said.
             BindingMsg::Changed => {
-                // The Manager told the EdgeNodes of the change itself; this only asks for what
-                // their last passes said.
-                let resolver = ctx.resolver();
-                for node in &nodes {
-                    let granted = may_use_edge_node(
-                        &resolver,
-                        SourceKind::Service,
-                        &state.key.namespace,
-                        (&node.namespace, &node.name),
-                    );
-                    if granted.is_ok()
-                        && let Some(actor) = protocol::edge_node(&ctx, node)
-                    {
-                        let _ = actor.send_message(NodeMsg::ReportWanted(SourceKey::service(
-                            state.key.clone(),
-                        )));
-                    }
-                }
+                source_edges::keep_report(&mut state.reports, &nodes, None);
+                source_edges::ask_reports(&ctx, &source, &nodes);
             }
             BindingMsg::Report(report) => {
-                if nodes.contains(&report.node) {
-                    state.reports.insert(report.node.clone(), report);
-                }
+                source_edges::keep_report(&mut state.reports, &nodes, Some(report));
             }
         }
         let edges = source_edges::gather(

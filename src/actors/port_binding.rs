@@ -31,7 +31,7 @@ use super::conditions::{self, Verdict};
 use super::dns_endpoint;
 use super::edge_set::{self, Composed};
 use super::index;
-use super::protocol::{self, BindingMsg, NodeMsg};
+use super::protocol::{self, BindingMsg};
 use super::source_edges;
 use super::status::{self, SourceReport};
 use super::supervisor::Child;
@@ -134,28 +134,16 @@ impl Actor for PortBindingActor {
             return Ok(());
         };
         let nodes = index::edge_nodes_of(&pb);
-        state.reports.retain(|node, _| nodes.contains(node));
+        let source = SourceKey::port_binding(state.key.clone());
         match message {
+            // The Manager told the EdgeNodes of the change itself; this only asks for what
+            // their last passes said.
             BindingMsg::Changed => {
-                // The Manager told the EdgeNodes of the change itself; this only asks for what
-                // their last passes said (a restarted actor, or one that just started). An
-                // EdgeNode not granted is never asked.
-                let resolver = ctx.resolver();
-                for node in nodes
-                    .iter()
-                    .filter(|n| takes_part(&resolver, &state.key.namespace, n))
-                {
-                    if let Some(actor) = protocol::edge_node(&ctx, node) {
-                        let _ = actor.send_message(NodeMsg::ReportWanted(SourceKey::port_binding(
-                            state.key.clone(),
-                        )));
-                    }
-                }
+                source_edges::keep_report(&mut state.reports, &nodes, None);
+                source_edges::ask_reports(&ctx, &source, &nodes);
             }
             BindingMsg::Report(report) => {
-                if nodes.contains(&report.node) {
-                    state.reports.insert(report.node.clone(), report);
-                }
+                source_edges::keep_report(&mut state.reports, &nodes, Some(report));
             }
         }
         let edges = source_edges::gather(

@@ -8,12 +8,46 @@ use std::collections::BTreeMap;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::object_key::ObjectKey;
-use crate::plan::SourceKind;
 use crate::plan::bindings::may_use_edge_node;
+use crate::plan::{SourceKey, SourceKind};
 
 use super::Context;
 use super::edge_set::{self, EdgeInput, EdgeView};
+use super::protocol::{self, NodeMsg};
 use super::status::SourceReport;
+
+/// Asks each EdgeNode of `nodes` that `source` may use (granted; those not granted are never
+/// asked) for what its last pass said of it: a (re)started actor, or one told of a change the
+/// Manager already told those EdgeNodes of.
+pub fn ask_reports(ctx: &Context, source: &SourceKey, nodes: &[ObjectKey]) {
+    let resolver = ctx.resolver();
+    for node in nodes {
+        let granted = may_use_edge_node(
+            &resolver,
+            source.kind,
+            &source.key.namespace,
+            (&node.namespace, &node.name),
+        );
+        if granted.is_ok()
+            && let Some(actor) = protocol::edge_node(ctx, node)
+        {
+            let _ = actor.send_message(NodeMsg::ReportWanted(source.clone()));
+        }
+    }
+}
+
+/// Keeps `report` as the last word of its EdgeNode when that is one of `nodes`, and forgets
+/// the reports of EdgeNodes no longer named.
+pub fn keep_report(
+    reports: &mut BTreeMap<ObjectKey, SourceReport>,
+    nodes: &[ObjectKey],
+    report: Option<SourceReport>,
+) {
+    reports.retain(|node, _| nodes.contains(node));
+    if let Some(report) = report.filter(|r| nodes.contains(&r.node)) {
+        reports.insert(report.node.clone(), report);
+    }
+}
 
 /// The edges `nodes` of source `kind` in `namespace`, with `reports` (by EdgeNode); `missing`
 /// words the refusal of an EdgeNode that does not exist.
