@@ -2,8 +2,10 @@
 //! [`PROBE_INTERVAL_SECS`] the probe actor opens a TCP connection to each public port each
 //! EdgeNode serves (at each of its public addresses; a port passes when one address answers),
 //! and feeds the result to the edge's damped verdict ([`EdgeHealth`]). An EdgeNode that serves
-//! no TCP port is probed on its SSH port (the host is up); its uplinks' handshakes are in its
-//! own `UplinksReady`, and a pass that finds no uplink up reports its sources unserved anyway.
+//! no TCP port (UDP only) is probed on its SSH port (the host is up). The relay's handshakes
+//! count too: a probe fails while the EdgeNode's last pass found no uplink with a fresh
+//! handshake (Envoy accepts connections it cannot forward anywhere, so a connect alone would
+//! keep such an edge published).
 //!
 //! The verdicts live on the [`EdgeBoard`] in the tree's context: EdgeNode passes write the
 //! targets, the sources' actors read the verdicts when they compose their statuses
@@ -39,6 +41,8 @@ pub struct ProbeTargets {
     pub addresses: Vec<String>,
     /// TCP ports.
     pub ports: Vec<u16>,
+    /// The last pass found at least one uplink with a fresh handshake with the relay.
+    pub relay_up: bool,
 }
 
 #[derive(Debug, Default)]
@@ -183,9 +187,9 @@ impl Actor for EdgeProbeActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let edges = state.board.targets();
-        let rounds = edges
-            .iter()
-            .map(|(node, targets)| async move { (node.clone(), probe(targets).await) });
+        let rounds = edges.iter().map(|(node, targets)| async move {
+            (node.clone(), targets.relay_up && probe(targets).await)
+        });
         let results = futures::future::join_all(rounds).await;
         let now = state.started.elapsed().as_secs();
         for (node, ok) in results {

@@ -256,7 +256,7 @@ fn edge_status(
         let message = if is_published {
             "fails the check from outside, but so does every edge: kept published (fail open)"
         } else {
-            "fails the check from outside (its public ports do not answer): out of the published addresses until it passes again"
+            "fails the check from outside (its public ports do not answer, or no uplink has a fresh handshake with its relay): out of the published addresses until it passes again"
         };
         (
             "Unhealthy",

@@ -439,8 +439,9 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         "{external}"
     );
     let table = kubectl(&node, &["get", "svc", "echo-lb", "--no-headers"], None);
+    // The EdgeNode lists its IPv6 address since the stage above: both are the Service's.
     assert!(
-        table.split_whitespace().nth(3) == Some(&*VPS_IP.to_string()),
+        table.split_whitespace().nth(3) == Some(&*format!("{VPS_IP},{v6}")),
         "the EXTERNAL-IP column: {table}"
     );
     let answer = eventually(

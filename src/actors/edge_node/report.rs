@@ -112,15 +112,27 @@ pub async fn conclude(
     let targets = if drained.is_some() {
         ProbeTargets::default()
     } else {
-        probe_targets(node, &reports)
+        // A pass that did not reach the VPS says nothing of its handshakes: the probe decides.
+        let relay_up = match end {
+            PassEnd::Done(h) | PassEnd::WorkloadFailed { health: h, .. } => {
+                h.fresh_uplinks > 0 || h.replicas == 0
+            }
+            PassEnd::Prepare { .. } | PassEnd::Enroll { .. } => true,
+        };
+        probe_targets(node, &reports, relay_up)
     };
     ctx.edges.set_targets(&key, targets);
     reports
 }
 
 /// What the check from outside probes on `node`: the TCP ports its pass serves, else its SSH
-/// port (the host is up), at its public addresses.
-pub fn probe_targets(node: &EdgeNode, reports: &BTreeMap<SourceKey, SourceReport>) -> ProbeTargets {
+/// port (the host is up), at its public addresses; `relay_up`: the pass found an uplink with a
+/// fresh handshake.
+pub fn probe_targets(
+    node: &EdgeNode,
+    reports: &BTreeMap<SourceKey, SourceReport>,
+    relay_up: bool,
+) -> ProbeTargets {
     let mut ports: Vec<u16> = reports
         .values()
         .filter(|r| r.node_problem.is_none())
@@ -134,6 +146,7 @@ pub fn probe_targets(node: &EdgeNode, reports: &BTreeMap<SourceKey, SourceReport
     ProbeTargets {
         addresses: super::super::edge_set::public_addresses(node),
         ports,
+        relay_up,
     }
 }
 
@@ -417,4 +430,71 @@ async fn write_status(
     )
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Protocol;
+    use crate::plan::{BindingId, BindingOutcome, Reason, Refusal, SourceKind};
+
+    fn outcome(port: u16, protocol: Protocol, refused: bool) -> BindingOutcome {
+        BindingOutcome {
+            id: BindingId {
+                namespace: "d".into(),
+                kind: SourceKind::PortBinding,
+                source: "pb".into(),
+                binding: format!("p{port}"),
+            },
+            protocol,
+            listen_port: port,
+            refusal: refused.then(|| Refusal {
+                reason: Reason::PortConflict,
+                message: "taken".into(),
+            }),
+        }
+    }
+
+    fn node() -> EdgeNode {
+        serde_yaml::from_str(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {name: a, namespace: d}\nspec:\n  address: 192.0.2.1\n  publicAddresses: ['192.0.2.1', '2001:db8::1']\n  ssh: {secretRef: {name: s}, port: 2222}\n",
+        )
+        .unwrap()
+    }
+
+    fn reports(outcomes: Vec<BindingOutcome>) -> BTreeMap<SourceKey, SourceReport> {
+        BTreeMap::from([(
+            SourceKey::port_binding(ObjectKey::new("d", "pb")),
+            SourceReport {
+                node: ObjectKey::new("d", "a"),
+                generation: Some(1),
+                node_problem: None,
+                outcomes,
+                ports: String::new(),
+            },
+        )])
+    }
+
+    #[test]
+    fn the_check_probes_served_tcp_ports_at_every_public_address() {
+        let t = probe_targets(
+            &node(),
+            &reports(vec![
+                outcome(80, Protocol::Tcp, false),
+                outcome(443, Protocol::Tcp, true),
+                outcome(53, Protocol::Udp, false),
+            ]),
+            true,
+        );
+        assert_eq!(t.ports, [80], "served TCP only");
+        assert_eq!(t.addresses, ["192.0.2.1", "2001:db8::1"]);
+        assert!(t.relay_up);
+        let udp_only = probe_targets(
+            &node(),
+            &reports(vec![outcome(53, Protocol::Udp, false)]),
+            false,
+        );
+        assert_eq!(udp_only.ports, [2222], "the host's SSH port");
+        assert!(!udp_only.relay_up, "no fresh handshake: the probe fails");
+    }
 }
