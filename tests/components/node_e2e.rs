@@ -6,18 +6,23 @@
 //! pods running as real pods, and a client on the "internet" reaching the echo pods through
 //! the VPS over TCP (plain and PROXY protocol) and UDP, over IPv4 and, once the EdgeNode lists
 //! both public addresses, over IPv6 (issue 20), and a Service of type LoadBalancer
-//! served the same way; then what a user looks at and does
+//! served the same way; several edges (issue 20): a second VPS and EdgeNode, a PortBinding
+//! and a LoadBalancer Service on both published by an unmodified external-dns into a real
+//! DNS server, one VPS powered off and on, a drain under an open connection; then what a user
+//! looks at and does
 //! next with kubectl, up to `helm uninstall`.
 //!
 //! Needs the node's binaries (`tests/testbed/setup.d/30-node.sh`) and
 //! `cargo build -p uplink -p testbed --bins`.
 
-use std::io::Read;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use testbed::external_dns::{DnsServer, ExternalDns, Source, ZONE};
 use testbed::images;
+use testbed::netns::{Netns, in_ns};
 use testbed::node::{INTERNET_IP, Node, VPS_IP};
 
 use crate::node_support::{
@@ -109,6 +114,398 @@ fn watched(mut watch: std::process::Child) -> String {
         .unwrap();
     let _ = watch.wait();
     seen
+}
+
+/// The several-edges stage's objects: README's "Several edges" PortBinding on Example 1's
+/// EdgeNode and `edge-b`, to the echo pods, with a DNS name; and a LoadBalancer Service on
+/// both, with another.
+const WEB_HA: &str = r"apiVersion: tunnel.achetronic.com/v1alpha1
+kind: PortBinding
+metadata:
+  name: web-ha
+  namespace: default
+  annotations: {external-dns.alpha.kubernetes.io/hostname: web-ha.edge.test}
+spec:
+  edgeNodeRefs: [{name: edge-node}, {name: edge-b}]
+  bindings:
+    - {name: http, protocol: TCP, listenPort: 8088, target: {service: {name: my-web, namespace: default, port: 8080}}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo-ha
+  namespace: default
+  annotations:
+    tunnel.achetronic.com/edge-node: edge-node,edge-b
+    external-dns.alpha.kubernetes.io/hostname: game-ha.edge.test
+spec:
+  type: LoadBalancer
+  loadBalancerClass: tunnel.achetronic.com/edge-node
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 8090, targetPort: 8080, protocol: TCP}
+";
+
+/// The names [`WEB_HA`] publishes, with their public ports.
+const HA_NAMES: [(&str, u16); 2] = [("web-ha.edge.test", 8088), ("game-ha.edge.test", 8090)];
+
+/// The addresses in `kind/name`'s status at `path` (a jsonpath), sorted.
+fn status_addresses(node: &Node, kind: &str, name: &str, path: &str) -> Vec<IpAddr> {
+    let text = try_kubectl(
+        node,
+        &["get", kind, name, "-o", &format!("jsonpath={{{path}}}")],
+        None,
+    )
+    .unwrap_or_default();
+    let mut addresses: Vec<IpAddr> = text
+        .split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+/// Whether `web-ha`'s addresses and `echo-ha`'s ingress are exactly `want` (sorted).
+fn published_on(node: &Node, want: &[IpAddr]) -> bool {
+    status_addresses(node, "pb", "web-ha", ".status.addresses[*]") == want
+        && status_addresses(node, "svc", "echo-ha", ".status.loadBalancer.ingress[*].ip") == want
+}
+
+/// `web-ha`'s state on `default/<edge>` (`Serving`, `Unhealthy`, `Draining`, ...).
+fn edge_state(node: &Node, edge: &str) -> String {
+    try_kubectl(
+        node,
+        &[
+            "get",
+            "pb",
+            "web-ha",
+            "-o",
+            &format!("jsonpath={{.status.edges[?(@.name==\"default/{edge}\")].state}}"),
+        ],
+        None,
+    )
+    .unwrap_or_default()
+}
+
+/// Waits until both of [`HA_NAMES`] resolve to exactly `want`; fails with what the DNS server
+/// answered, external-dns's and the operator's logs.
+async fn both_resolve(node: &Node, dns: &DnsServer, external_dns: &ExternalDns, want: &[IpAddr]) {
+    for (name, _) in HA_NAMES {
+        if let Err(e) = dns
+            .wait_for_addresses(name, want, Duration::from_secs(90))
+            .await
+        {
+            panic!(
+                "{e}\nexternal-dns log (end):\n{}\n{}",
+                external_dns.log_tail(40),
+                node_support::operator_logs(node, OPERATOR_NS)
+            );
+        }
+    }
+}
+
+/// A client on the internet resolves each of [`HA_NAMES`] and is answered by the echo pods
+/// through every address it gets (a request retried up to twice, as a client would).
+fn served_by_name(node: &Node, internet: &Netns, dns: &DnsServer) {
+    for (name, port) in HA_NAMES {
+        for ip in dns.addresses(name).unwrap() {
+            let addr = SocketAddr::from((ip, port));
+            let answer = (0..3).find_map(|_| http_get(internet, addr));
+            assert!(
+                answer.is_some_and(|a| a.contains("hello from echo-")),
+                "{name} ({addr}, from DNS) serves: last {:?}\n{}",
+                http_attempt(internet, addr),
+                node_support::operator_logs(node, OPERATOR_NS)
+            );
+        }
+    }
+}
+
+/// Several edges (issue 20) on the real node: a second VPS and EdgeNode `edge-b` (its uplink a
+/// real pod), an unmodified external-dns publishing [`WEB_HA`]'s names into a real Knot DNS
+/// server; both VPSes (and the first one's IPv6 address) published and serving; the second
+/// powered off, out of the statuses and DNS while a client resolving the names is served,
+/// back once powered on; then drained under an open connection: out of DNS while it is open,
+/// its deletion waits for it, the connection finishes with its answer, and the EdgeNode goes.
+/// Leaves Example 1 and 2 and `edge-node` as they were.
+#[allow(clippy::too_many_lines)] // one stage, its steps in order
+async fn several_edges(node: &Node, internet: &Netns, v6: Ipv6Addr) {
+    let operator_logs = || node_support::operator_logs(node, OPERATOR_NS);
+    let mut vps_b = node.another_vps(internet, 1).unwrap();
+    vps_b
+        .wait_ready(internet, Duration::from_secs(120))
+        .unwrap();
+    let b = vps_b.address();
+    node.create_ssh_secret(&vps_b, "vps-b-ssh-secret").unwrap();
+    kubectl(
+        node,
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: EdgeNode\nmetadata: {{name: edge-b, namespace: default}}\nspec:\n  address: {b}\n  ssh: {{secretRef: {{name: vps-b-ssh-secret}}}}\n"
+        )),
+    );
+    eventually(
+        "EdgeNode edge-b Ready",
+        LONG,
+        || ready_status(node, None, "edgenode", "edge-b").filter(|s| s == "True"),
+        operator_logs,
+    );
+    let names_b = tunnel::workload::UplinkNames::for_node("default", "edge-b");
+    let pod_b = format!("{}-0", names_b.workload);
+    eventually(
+        "edge-b's uplink pod Running and Ready on the node",
+        LONG,
+        || {
+            try_kubectl(
+                node,
+                &["-n", "tunnel", "get", "pod", &pod_b, "-o", "jsonpath={.status.phase} {.spec.nodeName} {.status.conditions[?(@.type==\"Ready\")].status}"],
+                None,
+            )
+            .ok()
+            .filter(|s| s == "Running tbnode True")
+        },
+        operator_logs,
+    );
+
+    let dns = DnsServer::start(ZONE).await.unwrap();
+    let external_dns = ExternalDns::start_with_kubeconfig(
+        &node.kubeconfig_path(),
+        &dns,
+        &[Source::Service, Source::Crd],
+    )
+    .await
+    .unwrap();
+    kubectl(node, &["apply", "-f", "-"], Some(WEB_HA));
+    let mut all: Vec<IpAddr> = vec![VPS_IP.into(), v6.into(), b.into()];
+    all.sort();
+    let mut first_only: Vec<IpAddr> = vec![VPS_IP.into(), v6.into()];
+    first_only.sort();
+    let statuses = || {
+        format!(
+            "web-ha: {}\necho-ha: {}\n{}",
+            try_kubectl(
+                node,
+                &["get", "pb", "web-ha", "-o", "jsonpath={.status}"],
+                None
+            )
+            .unwrap_or_default(),
+            try_kubectl(
+                node,
+                &["get", "svc", "echo-ha", "-o", "jsonpath={.status}"],
+                None
+            )
+            .unwrap_or_default(),
+            operator_logs()
+        )
+    };
+    eventually(
+        "web-ha and echo-ha published on both edges (the first with IPv4 and IPv6)",
+        LONG,
+        || published_on(node, &all).then_some(()),
+        statuses,
+    );
+    assert_eq!(edge_state(node, "edge-b"), "Serving", "{}", statuses());
+    both_resolve(node, &dns, &external_dns, &all).await;
+    eventually(
+        "an answer through each published address",
+        Duration::from_secs(90),
+        || {
+            HA_NAMES
+                .iter()
+                .all(|(_, port)| {
+                    all.iter()
+                        .all(|ip| http_get(internet, SocketAddr::from((*ip, *port))).is_some())
+                })
+                .then_some(())
+        },
+        statuses,
+    );
+    served_by_name(node, internet, &dns);
+
+    // Powered off: the check from outside takes edge-b out, DNS follows, clients resolving
+    // the names are served by the first VPS; powered on, it comes back by itself.
+    let off = Instant::now();
+    vps_b.stop();
+    eventually(
+        "edge-b out of web-ha's addresses and echo-ha's ingress",
+        LONG,
+        || published_on(node, &first_only).then_some(()),
+        statuses,
+    );
+    eprintln!(
+        "[node e2e] edge-b left the statuses {:.1} s after its VPS was powered off",
+        off.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        edge_state(node, "edge-b"),
+        "Unhealthy",
+        "the check from outside took it out: {}",
+        statuses()
+    );
+    both_resolve(node, &dns, &external_dns, &first_only).await;
+    eprintln!(
+        "[node e2e] edge-b left DNS {:.1} s after its VPS was powered off",
+        off.elapsed().as_secs_f64()
+    );
+    served_by_name(node, internet, &dns);
+    vps_b.power_on(internet).unwrap();
+    let on = Instant::now();
+    eventually(
+        "edge-b back in web-ha's addresses and echo-ha's ingress",
+        LONG,
+        || published_on(node, &all).then_some(()),
+        statuses,
+    );
+    both_resolve(node, &dns, &external_dns, &all).await;
+    eprintln!(
+        "[node e2e] edge-b back in DNS {:.1} s after its VPS was up again",
+        on.elapsed().as_secs_f64()
+    );
+    // Envoy accepts (the check from outside passes) before the uplink's tunnel to the
+    // rebooted VPS is up again: its first connections may close unanswered.
+    eventually(
+        "edge-b answering again through its tunnel",
+        Duration::from_secs(90),
+        || {
+            HA_NAMES
+                .iter()
+                .all(|(_, port)| http_get(internet, SocketAddr::from((b, *port))).is_some())
+                .then_some(())
+        },
+        statuses,
+    );
+    eprintln!(
+        "[node e2e] edge-b answering again {:.1} s after its VPS was up again",
+        on.elapsed().as_secs_f64()
+    );
+    served_by_name(node, internet, &dns);
+
+    // Drained under a long-lived connection through edge-b (the echo pod answers once the
+    // request comes): out of the statuses and DNS while it is open, the deletion waits for it.
+    let mut open = in_ns(internet, move || {
+        let s = TcpStream::connect_timeout(&(b, 8088).into(), Duration::from_secs(3)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    });
+    let drain_at = Instant::now();
+    kubectl(
+        node,
+        &[
+            "annotate",
+            "edgenode",
+            "edge-b",
+            "tunnel.achetronic.com/drain=true",
+            "tunnel.achetronic.com/drain-timeout=10m",
+        ],
+        None,
+    );
+    eventually(
+        "edge-b out of the statuses, Draining",
+        LONG,
+        || {
+            (published_on(node, &first_only) && edge_state(node, "edge-b") == "Draining")
+                .then_some(())
+        },
+        statuses,
+    );
+    let drained = || {
+        try_kubectl(
+            node,
+            &["get", "edgenode", "edge-b", "-o", "jsonpath={.status.conditions[?(@.type==\"Drained\")].status} {.status.conditions[?(@.type==\"Drained\")].reason}: {.status.conditions[?(@.type==\"Drained\")].message}"],
+            None,
+        )
+        .unwrap_or_default()
+    };
+    // The first count may still see a probe's connection: a drained edge is not probed from
+    // that pass on.
+    eventually(
+        "edge-b's Drained condition counting the one open connection",
+        LONG,
+        || {
+            let now = drained();
+            (now.starts_with("False Draining: ") && now.contains("waiting for 1 connection "))
+                .then_some(())
+        },
+        || format!("Drained: {}\n{}", drained(), operator_logs()),
+    );
+    both_resolve(node, &dns, &external_dns, &first_only).await;
+    eprintln!(
+        "[node e2e] drained edge-b left DNS {:.1} s after the annotation, its connection open",
+        drain_at.elapsed().as_secs_f64()
+    );
+    kubectl(
+        node,
+        &["delete", "edgenode", "edge-b", "--wait=false"],
+        None,
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        try_kubectl(node, &["get", "edgenode", "edge-b", "-o", "name"], None).is_ok(),
+        "the deletion waits for the drained connection\n{}",
+        operator_logs()
+    );
+    let reply = tokio::task::block_in_place(|| {
+        open.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = open.read_to_string(&mut out);
+        out
+    });
+    assert!(
+        reply.starts_with("HTTP/1.0 200") && reply.contains("hello from echo-"),
+        "the open connection finished with its answer: {reply:?}"
+    );
+    drop(open);
+    eventually(
+        "EdgeNode edge-b torn down and gone once its connection ended",
+        LONG,
+        || {
+            try_kubectl(node, &["get", "edgenodes", "-o", "name"], None)
+                .ok()
+                .filter(|l| !l.contains("/edge-b"))
+        },
+        || format!("Drained: {}\n{}", drained(), operator_logs()),
+    );
+    eventually(
+        "edge-b's uplink StatefulSet and pod gone",
+        LONG,
+        || {
+            try_kubectl(
+                node,
+                &["-n", "tunnel", "get", "sts,pods", "-o", "name"],
+                None,
+            )
+            .ok()
+            .filter(|l| !l.contains(&names_b.workload))
+        },
+        operator_logs,
+    );
+    assert!(
+        http_get(internet, SocketAddr::from((VPS_IP, 8088))).is_some(),
+        "the first VPS serves web-ha throughout"
+    );
+
+    kubectl(
+        node,
+        &["delete", "-f", "-", "--wait=true", "--timeout=60s"],
+        Some(WEB_HA),
+    );
+    kubectl(node, &["delete", "secret", "vps-b-ssh-secret"], None);
+    both_resolve(node, &dns, &external_dns, &[]).await;
+    eventually(
+        "web-ha's and echo-ha's ports closed on the first VPS",
+        Duration::from_secs(60),
+        || {
+            HA_NAMES
+                .iter()
+                .all(|(_, port)| http_get(internet, SocketAddr::from((VPS_IP, *port))).is_none())
+                .then_some(())
+        },
+        operator_logs,
+    );
+    drop(external_dns);
+    drop(dns);
+    drop(vps_b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +839,7 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     // The EdgeNode lists its IPv6 address since the stage above: both are the Service's.
     assert!(
         table.split_whitespace().nth(3) == Some(&*format!("{VPS_IP},{v6}")),
-        "the EXTERNAL-IP column: {table}"
+        "the EXTERNAL-IP column (both public addresses of the EdgeNode): {table}"
     );
     let answer = eventually(
         "HTTP through the VPS's :8088 (the LoadBalancer Service)",
@@ -632,6 +1029,11 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
         operator_logs,
     );
     stage("a Gateway with TCP, UDP and TLS routes served, a route deleted");
+
+    // 4d. Several edges (issue 20): a second VPS, DNS by external-dns, one VPS powered off, a
+    // drain.
+    several_edges(&node, &internet, v6).await;
+    stage("several edges: a second VPS, DNS by external-dns, one VPS powered off, a drain");
 
     // 5. A user's mistake, as a failing pass: an EdgeNode whose SSH Secret does not exist
     // says so, and counts in tunnel_errors_total (what the dashboard's "Errors by category"

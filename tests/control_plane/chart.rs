@@ -746,6 +746,12 @@ async fn helm_installs_the_chart_its_rbac_is_least_privilege_and_the_operator_ru
         ("watch", "", "namespaces", None),
         // PortBindings' DNSEndpoints for external-dns.
         (
+            "create",
+            "externaldns.k8s.io",
+            "dnsendpoints",
+            Some("default"),
+        ),
+        (
             "patch",
             "externaldns.k8s.io",
             "dnsendpoints",

@@ -336,53 +336,13 @@ impl ApiServer {
         &self,
         crds: &[CustomResourceDefinition],
     ) -> Result<(), TestbedError> {
-        let client = self.client().await?;
-        let api: Api<CustomResourceDefinition> = Api::all(client);
-        let params = PatchParams::apply("testbed").force();
-        for crd in crds {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            api.patch(&name, &params, &Patch::Apply(crd))
-                .await
-                .map_err(|e| TestbedError::Kube(format!("installing CRD {name}: {e}")))?;
-        }
-        let names: Vec<String> = crds
-            .iter()
-            .map(|crd| crd.metadata.name.clone().unwrap_or_default())
-            .collect();
-        self.wait_crds_established(&names).await
+        install_crds(&self.kubeconfig_path(), crds).await
     }
 
     /// Waits until each CRD of `names` is Established and its API is served (a CRD a
     /// `helm install` created, say).
     pub async fn wait_crds_established(&self, names: &[String]) -> Result<(), TestbedError> {
-        let api: Api<CustomResourceDefinition> = Api::all(self.client().await?);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for name in names {
-            loop {
-                let current = api
-                    .get(name)
-                    .await
-                    .map_err(|e| TestbedError::Kube(e.to_string()))?;
-                let established = current
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if established {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(TestbedError::Timeout {
-                        what: format!("CRD {name} to be Established"),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        // Discovery for the new group can lag the Established condition by a moment.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        Ok(())
+        wait_crds_established(&self.client().await?, names).await
     }
 
     async fn wait_ready(&self) -> Result<(), TestbedError> {
@@ -457,6 +417,63 @@ enum User<'a> {
     Impersonating(&'a str, &'a [&'a str]),
     /// A bearer token only.
     Token(&'a str),
+}
+
+/// Installs (server-side applies) CRDs on the API server of the admin kubeconfig at `path`
+/// (this bed's or a node's) and waits until each is Established.
+pub(crate) async fn install_crds(
+    path: &Path,
+    crds: &[CustomResourceDefinition],
+) -> Result<(), TestbedError> {
+    let client = client_from(path).await?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("testbed").force();
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(crd))
+            .await
+            .map_err(|e| TestbedError::Kube(format!("installing CRD {name}: {e}")))?;
+    }
+    let names: Vec<String> = crds
+        .iter()
+        .map(|crd| crd.metadata.name.clone().unwrap_or_default())
+        .collect();
+    wait_crds_established(&client, &names).await
+}
+
+/// Waits until each CRD of `names` is Established and its API is served.
+async fn wait_crds_established(
+    client: &kube::Client,
+    names: &[String],
+) -> Result<(), TestbedError> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let current = api
+                .get(name)
+                .await
+                .map_err(|e| TestbedError::Kube(e.to_string()))?;
+            let established = current
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(TestbedError::Timeout {
+                    what: format!("CRD {name} to be Established"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Discovery for the new group can lag the Established condition by a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
 }
 
 pub(crate) async fn client_from(path: &Path) -> Result<kube::Client, TestbedError> {

@@ -2,7 +2,7 @@
 //! module by `setup.d/60-external-dns.sh`) with its RFC2136 provider, updating a real Knot DNS
 //! server (Debian's `knotd`) over TSIG-signed dynamic updates, and reading the zone back with
 //! AXFR. [`DnsServer`] runs `knotd` on a free loopback port serving one zone; [`ExternalDns`]
-//! runs external-dns against a test bed API server with the sources a test picks; the
+//! runs external-dns against a test bed API server (or a real node's) with the sources a test picks; the
 //! DNS server's answers are read with Knot's `kdig`. Both stop (by PID) when dropped.
 
 use std::net::IpAddr;
@@ -292,7 +292,17 @@ impl ExternalDns {
         dns: &DnsServer,
         sources: &[Source],
     ) -> Result<Self, TestbedError> {
-        install_crds(server, sources).await?;
+        Self::start_with_kubeconfig(&server.kubeconfig_path(), dns, sources).await
+    }
+
+    /// [`ExternalDns::start`] against the API server of the admin kubeconfig at `kubeconfig`
+    /// (a real node's, say).
+    pub async fn start_with_kubeconfig(
+        kubeconfig: &Path,
+        dns: &DnsServer,
+        sources: &[Source],
+    ) -> Result<Self, TestbedError> {
+        install_crds(kubeconfig, sources).await?;
         let dir = tempfile::Builder::new()
             .prefix("external-dns-")
             .tempdir()
@@ -300,24 +310,21 @@ impl ExternalDns {
         let owner_id = unique_name("external-dns");
         let metrics_port = free_port()?;
         let mut cmd = Command::new(tools::bin("external-dns")?);
-        cmd.arg(format!(
-            "--kubeconfig={}",
-            server.kubeconfig_path().display()
-        ))
-        .args(sources.iter().map(|s| format!("--source={}", s.flag())))
-        .args(["--provider=rfc2136", "--rfc2136-host=127.0.0.1"])
-        .arg(format!("--rfc2136-port={}", dns.port()))
-        .arg(format!("--rfc2136-zone={}", dns.zone()))
-        .arg(format!("--rfc2136-tsig-keyname={TSIG_KEY_NAME}"))
-        .args(["--rfc2136-tsig-secret-alg=hmac-sha256", "--rfc2136-axfr"])
-        .env("EXTERNAL_DNS_RFC2136_TSIG_SECRET", &dns.tsig_secret)
-        .args(["--registry=txt", "--policy=sync"])
-        .arg(format!("--txt-owner-id={owner_id}"))
-        .arg(format!("--domain-filter={}", dns.zone()))
-        .arg(format!("--annotation-prefix={ANNOTATION_PREFIX}"))
-        .args(["--interval=2s", "--min-event-sync-interval=1s", "--events"])
-        .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
-        .arg("--log-level=debug");
+        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(sources.iter().map(|s| format!("--source={}", s.flag())))
+            .args(["--provider=rfc2136", "--rfc2136-host=127.0.0.1"])
+            .arg(format!("--rfc2136-port={}", dns.port()))
+            .arg(format!("--rfc2136-zone={}", dns.zone()))
+            .arg(format!("--rfc2136-tsig-keyname={TSIG_KEY_NAME}"))
+            .args(["--rfc2136-tsig-secret-alg=hmac-sha256", "--rfc2136-axfr"])
+            .env("EXTERNAL_DNS_RFC2136_TSIG_SECRET", &dns.tsig_secret)
+            .args(["--registry=txt", "--policy=sync"])
+            .arg(format!("--txt-owner-id={owner_id}"))
+            .arg(format!("--domain-filter={}", dns.zone()))
+            .arg(format!("--annotation-prefix={ANNOTATION_PREFIX}"))
+            .args(["--interval=2s", "--min-event-sync-interval=1s", "--events"])
+            .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
+            .arg("--log-level=debug");
         let process = Process::spawn(
             "external-dns",
             &mut cmd,
@@ -388,8 +395,9 @@ impl ExternalDns {
     }
 }
 
-/// The CRDs `sources` need, from the test bed's cache, installed on `server`.
-async fn install_crds(server: &ApiServer, sources: &[Source]) -> Result<(), TestbedError> {
+/// The CRDs `sources` need, from the test bed's cache, installed on the API server of
+/// `kubeconfig`.
+async fn install_crds(kubeconfig: &Path, sources: &[Source]) -> Result<(), TestbedError> {
     let read = |path: PathBuf| -> Result<CustomResourceDefinition, TestbedError> {
         let text = std::fs::read_to_string(&path)
             .map_err(TestbedError::io(format!("reading {}", path.display())))?;
@@ -434,5 +442,5 @@ async fn install_crds(server: &ApiServer, sources: &[Source]) -> Result<(), Test
         }
     }
     let crds = files.into_iter().map(read).collect::<Result<Vec<_>, _>>()?;
-    server.install_crds(&crds).await
+    crate::apiserver::install_crds(kubeconfig, &crds).await
 }

@@ -295,6 +295,27 @@ impl Node {
         Ok((internet, vps))
     }
 
+    /// One more VPS on the internet of [`Node::internet_with_vps`] (`n` from 1), at
+    /// `10.236.<100 + n>.2`, routed from the host the same way, so pods reach it too.
+    pub fn another_vps(&self, internet: &Netns, n: u8) -> Result<Vps, TestbedError> {
+        let subnet = 100u8.saturating_add(n);
+        netns::run(Command::new("ip").args([
+            "route",
+            "replace",
+            &format!("10.236.{subnet}.0/24"),
+            "via",
+            "10.236.0.2",
+        ]))?;
+        Vps::boot(
+            internet,
+            &VpsOptions {
+                address: Some(Ipv4Addr::new(10, 236, subnet, 2)),
+                peer_address: Some(Ipv4Addr::new(10, 236, subnet, 1)),
+                peer_ifname: Some(format!("vps-more{n}")),
+            },
+        )
+    }
+
     fn pki(&self) -> PathBuf {
         self.dir.join("pki")
     }

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// How long a request's head is awaited before answering with what came: long enough for the
+/// node test's connection held open across a drain before it sends its request.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(120);
+
 fn name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "echo".into(), |s| s.trim().to_owned())
@@ -44,7 +48,7 @@ async fn main() -> std::io::Result<()> {
                     }
                 }
             };
-            let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+            let _ = tokio::time::timeout(HEAD_TIMEOUT, read).await;
             let body = format!("hello from {me}\n{}", String::from_utf8_lossy(&head));
             let reply = format!(
                 "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
