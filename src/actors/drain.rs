@@ -1,4 +1,4 @@
-//! Draining an EdgeNode, pure: while it carries [`ANNOTATION_DRAIN`], its sources leave it out
+//! Draining an EdgeNode, pure: while it carries [`crate::crd::ANNOTATION_DRAIN`], its sources leave it out
 //! of their published addresses ([`super::edge_set`]), and each pass reads how many
 //! connections (TCP) and sessions (UDP) Envoy still holds on the public ports. The condition
 //! [`DRAINED`] says whether they have all ended, or the deadline
@@ -16,8 +16,6 @@ use crate::duration::GoDuration;
 
 use super::conditions::Verdict;
 use super::edge_set::is_draining;
-
-pub use crate::crd::ANNOTATION_DRAIN;
 
 /// The condition a drained EdgeNode carries.
 pub const DRAINED: &str = "Drained";

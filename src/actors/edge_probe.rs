@@ -107,26 +107,27 @@ impl EdgeBoard {
 
 /// Whether every port of `targets` accepts a TCP connection at one of its addresses.
 async fn probe(targets: &ProbeTargets) -> bool {
+    // Every (port, address) at once: a round takes one timeout at most, however many
+    // addresses do not answer, so rounds never pile up behind the 2 s tick.
     let timeout = Duration::from_secs(PROBE_TIMEOUT_SECS);
     let mut all = tokio::task::JoinSet::new();
     for port in &targets.ports {
-        let addresses = targets.addresses.clone();
-        let port = *port;
-        all.spawn(async move {
-            for address in &addresses {
+        for address in &targets.addresses {
+            let (address, port) = (address.clone(), *port);
+            all.spawn(async move {
                 let connect = TcpStream::connect((address.as_str(), port));
-                if matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_))) {
-                    return true;
-                }
-            }
-            false
-        });
+                let ok = matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)));
+                (port, ok)
+            });
+        }
     }
-    let mut ok = true;
-    while let Some(answered) = all.join_next().await {
-        ok &= answered.unwrap_or(false);
+    let mut answered = std::collections::BTreeSet::new();
+    while let Some(result) = all.join_next().await {
+        if let Ok((port, true)) = result {
+            answered.insert(port);
+        }
     }
-    ok
+    targets.ports.iter().all(|p| answered.contains(p))
 }
 
 /// The probe actor's messages.

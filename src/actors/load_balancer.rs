@@ -127,18 +127,13 @@ impl Actor for LoadBalancerActor {
                 return Ok(());
             }
         };
-        let source = SourceKey::service(state.key.clone());
-        match message {
-            // The Manager told the EdgeNodes of the change itself; this only asks for what
-            // their last passes said.
-            BindingMsg::Changed => {
-                source_edges::keep_report(&mut state.reports, &nodes, None);
-                source_edges::ask_reports(&ctx, &source, &nodes);
-            }
-            BindingMsg::Report(report) => {
-                source_edges::keep_report(&mut state.reports, &nodes, Some(report));
-            }
-        }
+        source_edges::heard(
+            &ctx,
+            &mut state.reports,
+            &SourceKey::service(state.key.clone()),
+            &nodes,
+            message,
+        );
         let edges = source_edges::gather(
             &ctx,
             SourceKind::Service,

@@ -134,18 +134,13 @@ impl Actor for PortBindingActor {
             return Ok(());
         };
         let nodes = index::edge_nodes_of(&pb);
-        let source = SourceKey::port_binding(state.key.clone());
-        match message {
-            // The Manager told the EdgeNodes of the change itself; this only asks for what
-            // their last passes said.
-            BindingMsg::Changed => {
-                source_edges::keep_report(&mut state.reports, &nodes, None);
-                source_edges::ask_reports(&ctx, &source, &nodes);
-            }
-            BindingMsg::Report(report) => {
-                source_edges::keep_report(&mut state.reports, &nodes, Some(report));
-            }
-        }
+        source_edges::heard(
+            &ctx,
+            &mut state.reports,
+            &SourceKey::port_binding(state.key.clone()),
+            &nodes,
+            message,
+        );
         let edges = source_edges::gather(
             &ctx,
             SourceKind::PortBinding,

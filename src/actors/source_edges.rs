@@ -13,7 +13,7 @@ use crate::plan::{SourceKey, SourceKind};
 
 use super::Context;
 use super::edge_set::{self, EdgeInput, EdgeView};
-use super::protocol::{self, NodeMsg};
+use super::protocol::{self, BindingMsg, NodeMsg};
 use super::status::SourceReport;
 
 /// Asks each EdgeNode of `nodes` that `source` may use (granted; those not granted are never
@@ -33,6 +33,26 @@ pub fn ask_reports(ctx: &Context, source: &SourceKey, nodes: &[ObjectKey]) {
         {
             let _ = actor.send_message(NodeMsg::ReportWanted(source.clone()));
         }
+    }
+}
+
+/// What a source's actor does with a message about its edges `nodes`: a change asks them for
+/// their last reports ([`ask_reports`]); a report is kept ([`keep_report`]).
+pub fn heard(
+    ctx: &Context,
+    reports: &mut BTreeMap<ObjectKey, SourceReport>,
+    source: &SourceKey,
+    nodes: &[ObjectKey],
+    message: BindingMsg,
+) {
+    match message {
+        // The Manager told the EdgeNodes of the change itself; this only asks for what their
+        // last passes said.
+        BindingMsg::Changed => {
+            keep_report(reports, nodes, None);
+            ask_reports(ctx, source, nodes);
+        }
+        BindingMsg::Report(report) => keep_report(reports, nodes, Some(report)),
     }
 }
 
