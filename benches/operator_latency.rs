@@ -46,9 +46,12 @@ fn last_lds_write(log: &str) -> Option<SystemTime> {
 }
 
 /// Apply → first connection, and Envoy's part of it, for each binding (seconds).
+#[derive(Default)]
 struct Samples {
     total: Vec<f64>,
     envoy: Vec<f64>,
+    /// (applied, connected) per binding, for lining up with the operator's log.
+    stamps: Vec<(SystemTime, SystemTime)>,
 }
 
 /// One round on a fresh bed: `count` PortBindings applied one after the other to an operator
@@ -61,6 +64,9 @@ async fn round(binary: Option<&Path>, count: u16) -> Samples {
     let mut builder = bed.operator();
     if let Some(binary) = binary {
         builder = builder.binary(binary);
+    }
+    if let Ok(level) = std::env::var("BENCH_LOG_LEVEL") {
+        builder = builder.env("LOG_LEVEL", &level);
     }
     let operator = builder.start().unwrap();
     apply_yaml::<EdgeNode>(
@@ -82,16 +88,14 @@ async fn round(binary: Option<&Path>, count: u16) -> Samples {
     .await;
 
     let public = vps.address();
-    let mut samples = Samples {
-        total: Vec::new(),
-        envoy: Vec::new(),
-    };
+    let mut samples = Samples::default();
     for i in 0..count {
         let port = 10_000 + i;
         let yaml = format!(
             "apiVersion: tunnel.achetronic.com/v1alpha1\nkind: PortBinding\nmetadata: {{name: pb-{i}, namespace: default}}\nspec:\n  edgeNodeRef: {{name: edge-node}}\n  bindings:\n  - name: http\n    protocol: TCP\n    listenPort: {port}\n    target: {{service: {{name: my-web, namespace: default, port: 8080}}}}\n"
         );
         let applied = Instant::now();
+        let applied_at = SystemTime::now();
         apply_yaml::<PortBinding>(&client, &yaml).await.unwrap();
         let connected = in_ns(internet, move || {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -105,6 +109,7 @@ async fn round(binary: Option<&Path>, count: u16) -> Samples {
         })
         .unwrap_or_else(|| panic!("binding {i} never answered:\n{}", operator.log_text()));
         samples.total.push(applied.elapsed().as_secs_f64());
+        samples.stamps.push((applied_at, connected));
         if let Some(written) = last_lds_write(&operator.log_text()) {
             samples.envoy.push(
                 connected
@@ -113,6 +118,28 @@ async fn round(binary: Option<&Path>, count: u16) -> Samples {
                     .as_secs_f64(),
             );
         }
+    }
+    if let Some(dir) = std::env::var_os("BENCH_OPERATOR_LOG") {
+        let name = format!(
+            "operator-{}.log",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+        );
+        let dir = PathBuf::from(dir);
+        std::fs::write(dir.join(&name), operator.log_text()).unwrap();
+        let micros = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros()
+        };
+        let stamps: String = samples
+            .stamps
+            .iter()
+            .map(|(a, c)| format!("{} {}\n", micros(*a), micros(*c)))
+            .collect();
+        std::fs::write(dir.join(format!("{name}.stamps")), stamps).unwrap();
     }
     drop(uplinks);
     samples
@@ -151,14 +178,8 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(2);
-    let mut theirs = Samples {
-        total: Vec::new(),
-        envoy: Vec::new(),
-    };
-    let mut ours = Samples {
-        total: Vec::new(),
-        envoy: Vec::new(),
-    };
+    let mut theirs = Samples::default();
+    let mut ours = Samples::default();
     for r in 0..rounds {
         eprintln!("round {}: base {}", r + 1, base.display());
         let s = round(Some(&base), count).await;
