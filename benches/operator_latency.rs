@@ -23,6 +23,7 @@
 
 mod support;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -134,11 +135,10 @@ async fn round(binary: Option<&Path>, count: u16) -> Samples {
                 .unwrap_or_default()
                 .as_micros()
         };
-        let stamps: String = samples
-            .stamps
-            .iter()
-            .map(|(a, c)| format!("{} {}\n", micros(*a), micros(*c)))
-            .collect();
+        let mut stamps = String::new();
+        for (a, c) in &samples.stamps {
+            writeln!(stamps, "{} {}", micros(*a), micros(*c)).unwrap();
+        }
         std::fs::write(dir.join(format!("{name}.stamps")), stamps).unwrap();
     }
     drop(uplinks);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
+use crate::enroll::observe::Known;
 use crate::enroll::{self, EnrollError, PassOptions, Progress};
 use crate::ssh::Session;
 use crate::ssh::private_key::KeyCache;
@@ -35,6 +36,9 @@ pub struct SshSessionActor;
 pub struct SshSessionState {
     ctx: Arc<Context>,
     session: Option<(String, Session)>,
+    /// The digests of the VPS's large files, by their identity, as the open session last saw
+    /// them (forgotten with the session).
+    known: Known,
     /// The decoded private key of the current Secret version.
     keys: KeyCache,
     _alive: crate::telemetry::metrics::AliveGuard,
@@ -88,6 +92,7 @@ impl Actor for SshSessionActor {
         Ok(SshSessionState {
             ctx,
             session: None,
+            known: Known::default(),
             keys: KeyCache::default(),
             watcher: None,
             _alive: alive,
@@ -184,6 +189,7 @@ async fn run(
                 // Each write command checks the fence, not only the job's start (issue 24, L3).
                 session.fence_writes(state.ctx.fence.clone());
                 state.session = Some((target.fingerprint.clone(), session));
+                state.known = Known::default();
             }
             Err(e) => return fail(ReconcileError::Enroll(EnrollError::Ssh(e))),
         }
@@ -221,6 +227,7 @@ async fn work_on(
     let Some((_, session)) = state.session.as_mut() else {
         return fail(ReconcileError::SessionGone);
     };
+    let known = &mut state.known;
     let (mark, started) = (session.log().len(), std::time::Instant::now());
     let result = match work {
         Work::Converge { desired, request } => {
@@ -229,7 +236,7 @@ async fn work_on(
                 ..PassOptions::default()
             };
             JobResult::Converged(
-                enroll::enroll_telling(session, &desired, &options, progress)
+                enroll::enroll_telling(session, &desired, &options, known, progress)
                     .await
                     .map_err(ReconcileError::Enroll),
             )

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::EnrollError;
 use super::error::quote_vps;
 use super::layout;
-use super::observe::UnitFound;
+use super::observe::{UNITS_SCRIPT, UnitBlocks, UnitFound};
 use crate::ssh::{Script, Session};
 
 /// One WireGuard peer as the relay reports it.
@@ -84,10 +84,9 @@ impl Health {
 
 /// The health command (read-only).
 pub fn script() -> Result<Script, crate::ssh::SshError> {
-    Script::read(
-        "for u in tunnel-relay.service tunnel-envoy.service; do a=$(systemctl is-active \"$u\" 2>/dev/null); e=$(systemctl is-enabled \"$u\" 2>/dev/null); printf 'unit %s %s %s\\n' \"$u\" \"${a:-inactive}\" \"${e:-absent}\"; done; t=",
-    )
-    .path(layout::TUNNELCTL)
+    Script::read(UNITS_SCRIPT)
+        .code("; echo; t=")
+        .path(layout::TUNNELCTL)
     .map(|s| {
         s.code(
             "; if [ -x \"$t\" ]; then o=$(\"$t\" status 2>/dev/null); printf 'relay-exit %s\\n' \"$?\"; printf 'relay %s\\n' \"$(printf '%s' \"$o\" | base64 -w0)\"; else printf 'relay-exit 127\\n'; fi; ",
@@ -113,23 +112,13 @@ pub fn parse(output: &str) -> Health {
     let mut health = Health::default();
     let mut exit = String::new();
     let mut report = Vec::new();
+    let mut units = UnitBlocks::default();
     for line in output.lines() {
+        if units.line(line) {
+            continue;
+        }
         let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
         match tag {
-            "unit" => {
-                let mut f = rest.splitn(3, ' ');
-                if let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next()) {
-                    let found = UnitFound {
-                        active: quote_vps(active),
-                        enabled: quote_vps(enabled),
-                    };
-                    if name == layout::ENVOY_UNIT {
-                        health.envoy = Some(found);
-                    } else if name == layout::RELAY_UNIT {
-                        health.relay = Some(found);
-                    }
-                }
-            }
             "relay-exit" => rest.trim().clone_into(&mut exit),
             "active" => health.active_connections = rest.trim().parse().ok(),
             "relay" => {
@@ -140,6 +129,9 @@ pub fn parse(output: &str) -> Health {
             _ => {}
         }
     }
+    units.end();
+    health.envoy = units.units.remove(layout::ENVOY_UNIT);
+    health.relay = units.units.remove(layout::RELAY_UNIT);
     match serde_json::from_slice::<RelayStatus>(&report) {
         Ok(mut status) => {
             status.interface = quote_vps(&status.interface);
@@ -175,7 +167,7 @@ mod tests {
     #[test]
     fn healthy_relay_and_envoy() {
         let out = format!(
-            "unit tunnel-relay.service active enabled\nunit tunnel-envoy.service active enabled\nrelay-exit 0\nrelay {}\n",
+            "Id=tunnel-relay.service\nActiveState=active\nUnitFileState=enabled\n\nId=tunnel-envoy.service\nActiveState=active\nUnitFileState=enabled\n\nrelay-exit 0\nrelay {}\n",
             b64(
                 r#"{"ready":true,"peers":[{"publicKey":"k","lastHandshakeSecondsAgo":3,"handshakeFresh":true,"extra":1}]}"#
             )
@@ -188,7 +180,7 @@ mod tests {
     #[test]
     fn missing_tunnelctl_and_stopped_envoy() {
         let h = parse(
-            "unit tunnel-relay.service inactive absent\nunit tunnel-envoy.service failed enabled\nrelay-exit 127\n",
+            "Id=tunnel-relay.service\nActiveState=inactive\nUnitFileState=\n\nId=tunnel-envoy.service\nActiveState=failed\nUnitFileState=enabled\n\nrelay-exit 127\n",
         );
         assert!(!h.envoy_active());
         assert!(!h.is_healthy());
@@ -208,7 +200,9 @@ mod tests {
             crate::plan::envoy::ADMIN_PORT
         );
         assert!(ACTIVE_CONNECTIONS.contains(&admin), "the admin's address");
-        let h = parse("unit tunnel-envoy.service active enabled\nactive 3\n");
+        let h = parse(
+            "Id=tunnel-envoy.service\nActiveState=active\nUnitFileState=enabled\n\nactive 3\n",
+        );
         assert_eq!(h.active_connections, Some(3));
     }
 }

@@ -54,6 +54,9 @@ pub struct Observed {
     pub machine: String,
     /// Managed files present, by path (absent ones are missing from the map).
     pub files: BTreeMap<String, FileFound>,
+    /// The identity of each file in `files` when it was looked at (`stat`: device, inode,
+    /// size, modification and change times), for [`Known`].
+    pub identities: BTreeMap<String, String>,
     /// Names of the files in the SDS directory.
     pub tls_files: Vec<String>,
     /// Leftover `.tunnel.*` temporary files.
@@ -108,41 +111,118 @@ pub const FIXED_PATHS: [&str; 10] = [
     layout::STATE,
 ];
 
-/// The observation command (read-only).
-pub fn script() -> Result<Script, SshError> {
-    let mut s = Script::read("printf 'arch %s\\n' \"$(uname -m)\"; for p in");
+/// Both units' state in one `systemctl` call: a block of `Id=`, `ActiveState=` and
+/// `UnitFileState=` lines per unit, read by [`UnitBlocks`] (the observation and the health
+/// check use it).
+pub const UNITS_SCRIPT: &str = "systemctl show -p Id,ActiveState,UnitFileState tunnel-relay.service tunnel-envoy.service 2>/dev/null";
+
+/// The observation command (read-only). It starts few processes (each costs milliseconds on a
+/// small VPS): one `stat` for every managed file, one `sha256sum` for those that need hashing,
+/// one `systemctl`. A file whose identity (device, inode, size, modification and change times
+/// to the nanosecond) is the one `known` recorded is not hashed again: the binaries are 100 MB
+/// and hashing them was most of a pass that changes a listener. Any write, rename or `chmod`
+/// changes the change time, so an edit is still seen.
+pub fn script(known: &Known) -> Result<Script, SshError> {
+    let mut s = Script::read("printf 'arch %s\\n' \"$(uname -m)\"; set --; for p in");
     for path in FIXED_PATHS {
         s = s.code(" ").path(path)?;
     }
     s = s.code(
-        "; do if [ -f \"$p\" ]; then printf 'file %s %s %s\\n' \"$(stat -c %a \"$p\")\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" \"$p\"; fi; done; \
-         for p in /etc/envoy/tls/*; do if [ -f \"$p\" ]; then printf 'file %s %s %s\\n' \"$(stat -c %a \"$p\")\" \"$(sha256sum < \"$p\" | cut -d' ' -f1)\" \"$p\"; printf 'tls %s\\n' \"${p##*/}\"; fi; done; \
-         for u in tunnel-relay.service tunnel-envoy.service; do a=$(systemctl is-active \"$u\" 2>/dev/null); e=$(systemctl is-enabled \"$u\" 2>/dev/null); printf 'unit %s %s %s\\n' \"$u\" \"${a:-inactive}\" \"${e:-absent}\"; done; \
-         find",
+        " /etc/envoy/tls/*; do if [ -f \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done; \
+         o=; if [ $# -gt 0 ]; then o=$(stat -c '%a %d:%i:%s:%.9Y:%.9Z %n' -- \"$@\"); fi; set --; \
+         while read -r m i p; do if [ -n \"$p\" ]; then printf 'stat %s %s %s\\n' \"$m\" \"$i\" \"$p\"; case \"$p $i\" in ",
     );
+    for (path, (identity, _)) in &known.files {
+        s = s.quoted(&format!("{path} {identity}"))?.code(") ;; ");
+    }
+    s = s
+        .code(
+            "*) set -- \"$@\" \"$p\";; esac; fi; done <<EOF\n$o\nEOF\n\
+         if [ $# -gt 0 ]; then sha256sum -- \"$@\"; fi; ",
+        )
+        .code(UNITS_SCRIPT)
+        .code("; for p in");
     for dir in layout::TEMP_DIRS {
-        s = s.code(" ").path(dir)?;
+        s = s.code(" ").path(dir)?.code("/.tunnel.*");
     }
     Ok(s.code(
-        " -maxdepth 1 -name '.tunnel.*' 2>/dev/null | sed 's/^/temp /'; \
+        "; do if [ -e \"$p\" ]; then printf 'temp %s\\n' \"$p\"; fi; done; \
          if [ -f /etc/tunnel/state.json ]; then printf 'state %s\\n' \"$(base64 -w0 < /etc/tunnel/state.json)\"; fi; \
          if getent passwd tunnel-envoy >/dev/null 2>&1; then echo 'user tunnel-envoy'; fi; \
-         for d in /etc/envoy /etc/envoy/tls /etc/tunnel; do if [ -L \"$d\" ] || { [ -d \"$d\" ] && [ \"$(stat -c '%u %a' \"$d\")\" != '0 755' ]; }; then echo \"unsafe-dir $d\"; fi; done; \
+         set --; for d in /etc/envoy /etc/envoy/tls /etc/tunnel; do if [ -L \"$d\" ]; then echo \"unsafe-dir $d\"; elif [ -d \"$d\" ]; then set -- \"$@\" \"$d\"; fi; done; \
+         if [ $# -gt 0 ]; then stat -c 'dir %u %a %n' -- \"$@\"; fi; \
          if [ -e /usr/local/bin/envoy.pre-tunnel ]; then echo 'preserved /usr/local/bin/envoy'; fi; true",
     )
     .with_max_output(MAX_OUTPUT))
 }
 
-/// Parses the observation command's output.
-pub fn parse(output: &str) -> Result<Observed, EnrollError> {
+/// Reads the blocks [`UNITS_SCRIPT`] prints (in any order of lines; a block ends at an empty
+/// line or at the end). A unit systemd does not know has an empty `UnitFileState`: "absent".
+#[derive(Debug, Default)]
+pub struct UnitBlocks {
+    id: Option<String>,
+    active: Option<String>,
+    enabled: Option<String>,
+    /// The units read so far, by name.
+    pub units: BTreeMap<String, UnitFound>,
+}
+
+impl UnitBlocks {
+    /// Takes one line; returns whether it was one of ours.
+    pub fn line(&mut self, line: &str) -> bool {
+        if line.trim().is_empty() {
+            self.end();
+            return false;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return false;
+        };
+        let slot = match key {
+            "Id" => &mut self.id,
+            "ActiveState" => &mut self.active,
+            "UnitFileState" => &mut self.enabled,
+            _ => return false,
+        };
+        *slot = Some(value.trim().to_owned());
+        true
+    }
+
+    /// Ends the block being read.
+    pub fn end(&mut self) {
+        let (id, active, enabled) = (self.id.take(), self.active.take(), self.enabled.take());
+        if let Some(id) = id
+            && self.units.len() < 2
+        {
+            let or = |v: Option<String>, default: &str| {
+                quote_vps(
+                    &v.filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| default.into()),
+                )
+            };
+            self.units.insert(
+                quote_vps(&id),
+                UnitFound {
+                    active: or(active, "inactive"),
+                    enabled: or(enabled, "absent"),
+                },
+            );
+        }
+    }
+}
+
+/// Parses the observation command's output; `known` gives the digests of the files the
+/// command was told not to hash (the `known` its script was made with).
+pub fn parse(output: &str, known: &Known) -> Result<Observed, EnrollError> {
     let mut observed = Observed::default();
+    let mut units = UnitBlocks::default();
     for line in output.lines() {
         let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
         match tag {
             "arch" => rest.trim().clone_into(&mut observed.machine),
-            "file" => {
+            "stat" => {
                 let mut f = rest.splitn(3, ' ');
-                let (Some(mode), Some(sha256), Some(path)) = (f.next(), f.next(), f.next()) else {
+                let (Some(mode), Some(identity), Some(path)) = (f.next(), f.next(), f.next())
+                else {
                     return Err(ObservationError::FileLine(quote_vps(line)).into());
                 };
                 if observed.files.len() >= FIXED_PATHS.len() + MAX_LISTED {
@@ -152,33 +232,49 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
                     }
                     .into());
                 }
+                let sha256 = known
+                    .files
+                    .get(path)
+                    .filter(|(was, _)| was == identity)
+                    .map(|(_, sha256)| sha256.clone())
+                    .unwrap_or_default();
                 observed.files.insert(
                     path.to_owned(),
                     FileFound {
-                        sha256: sha256.to_owned(),
+                        sha256,
                         mode: mode.to_owned(),
                     },
                 );
+                if is_identity(identity) {
+                    observed
+                        .identities
+                        .insert(path.to_owned(), identity.to_owned());
+                }
+                if let Some(name) = path
+                    .strip_prefix(layout::ENVOY_TLS_DIR)
+                    .and_then(|n| n.strip_prefix('/'))
+                {
+                    push_listed(&mut observed.tls_files, name, "SDS")?;
+                }
             }
-            "tls" => push_listed(&mut observed.tls_files, rest, "SDS")?,
+            "dir" => {
+                let mut f = rest.splitn(3, ' ');
+                if (f.next(), f.next()) != (Some("0"), Some("755")) {
+                    observed.unsafe_dirs = true;
+                }
+            }
+            _ if units.line(line) => {}
+            _ if is_digest_line(line) => {
+                // `sha256sum`: "<64 hex>  <path>", for a file listed by `stat` before it.
+                let (sha256, path) = line.split_at(64);
+                if let Some(found) = observed.files.get_mut(&path[2..]) {
+                    sha256.clone_into(&mut found.sha256);
+                }
+            }
             "user" => observed.envoy_user |= rest.trim() == layout::ENVOY_USER,
             "unsafe-dir" => observed.unsafe_dirs = true,
             "preserved" => observed.envoy_preserved |= rest.trim() == layout::ENVOY,
             "temp" => push_listed(&mut observed.temp_files, rest, "temporary")?,
-            "unit" => {
-                let mut f = rest.splitn(3, ' ');
-                let (Some(name), Some(active), Some(enabled)) = (f.next(), f.next(), f.next())
-                else {
-                    return Err(ObservationError::UnitLine(quote_vps(line)).into());
-                };
-                observed.units.insert(
-                    name.to_owned(),
-                    UnitFound {
-                        active: quote_vps(active),
-                        enabled: quote_vps(enabled),
-                    },
-                );
-            }
             "state" => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(rest.trim())
@@ -189,10 +285,87 @@ pub fn parse(output: &str) -> Result<Observed, EnrollError> {
             _ => {}
         }
     }
+    units.end();
+    observed.units = units.units;
     if observed.machine.is_empty() {
         return Err(ObservationError::NoArch.into());
     }
     Ok(observed)
+}
+
+/// Whether `line` is `sha256sum`'s: 64 hex digits, two spaces, a path.
+fn is_digest_line(line: &str) -> bool {
+    line.len() > 66
+        && line.as_bytes()[..64].iter().all(u8::is_ascii_hexdigit)
+        && line.as_bytes()[64..66] == *b"  "
+}
+
+/// Whether `identity` is what the script prints: five `:`-separated fields of digits and dots.
+fn is_identity(identity: &str) -> bool {
+    identity.len() <= 100
+        && identity.split(':').count() == 5
+        && identity
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b':' || b == b'.')
+        && identity.split(':').all(|f| !f.is_empty())
+}
+
+/// The size field of an identity.
+fn identity_size(identity: &str) -> u64 {
+    identity
+        .split(':')
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Files no smaller than this are worth remembering the digest of (hashing a small file costs
+/// less than the script's bytes to skip it).
+pub const KNOWN_MIN_BYTES: u64 = 64 * 1024;
+
+/// The most files remembered: the two binaries, with room to spare; it bounds the script.
+pub const KNOWN_MAX_FILES: usize = 8;
+
+/// What the operator remembers of a VPS's large files between passes of one connection: their
+/// digest and the identity they had then. Learnt from the last observation only (what it did not
+/// list is forgotten).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Path → (identity, digest).
+    files: BTreeMap<String, (String, String)>,
+}
+
+impl Known {
+    /// Remembers the largest files of `observed` (at least [`KNOWN_MIN_BYTES`], at most
+    /// [`KNOWN_MAX_FILES`]) and forgets everything else.
+    pub fn learn(&mut self, observed: &Observed) {
+        let mut large: Vec<(u64, &String, &String)> = observed
+            .identities
+            .iter()
+            .map(|(path, identity)| (identity_size(identity), path, identity))
+            .filter(|(size, ..)| *size >= KNOWN_MIN_BYTES)
+            .collect();
+        large.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        self.files = large
+            .into_iter()
+            .filter_map(|(_, path, identity)| {
+                let sha256 = &observed.files.get(path)?.sha256;
+                let plain = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+                plain.then(|| (path.clone(), (identity.clone(), sha256.clone())))
+            })
+            .take(KNOWN_MAX_FILES)
+            .collect();
+    }
+
+    /// How many files are remembered.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
 }
 
 /// Adds a listed file name, refusing more than [`MAX_LISTED`].
@@ -217,35 +390,104 @@ mod tests {
 
     #[test]
     fn the_script_only_reads() {
-        let s = script().unwrap();
+        let s = script(&Known::default()).unwrap();
         assert_eq!(s.access(), crate::ssh::Access::Read);
         assert!(s.as_str().contains("'/etc/tunnel/relay.json'"));
         assert!(s.as_str().contains("getent passwd tunnel-envoy"));
     }
 
-    #[test]
-    fn parses_a_typical_answer() {
+    const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const SHA_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const ENVOY_ID: &str = "2049:77:107000000:1796000000.123456789:1796000000.123456789";
+
+    fn typical() -> String {
         let state = State {
             version: 1,
             ..State::default()
         };
         let b64 = base64::engine::general_purpose::STANDARD.encode(state.to_bytes());
-        let out = format!(
-            "arch x86_64\nfile 600 abcd /etc/tunnel/relay.json\nfile 600 ef01 /etc/envoy/tls/web.sds.yaml\ntls web.sds.yaml\nunit tunnel-relay.service active enabled\nunit tunnel-envoy.service inactive absent\ntemp /etc/envoy/.tunnel.AbCd1234\nstate {b64}\nuser tunnel-envoy\n"
-        );
-        let o = parse(&out).unwrap();
+        format!(
+            "arch x86_64\n\
+             stat 600 2049:10:40:1.5:1.5 /etc/tunnel/relay.json\n\
+             stat 755 {ENVOY_ID} /usr/local/bin/envoy\n\
+             stat 640 2049:11:30:1.5:1.5 /etc/envoy/tls/web.sds.yaml\n\
+             {SHA_A}  /etc/tunnel/relay.json\n\
+             {SHA_B}  /etc/envoy/tls/web.sds.yaml\n\
+             {SHA_B}  /usr/local/bin/envoy\n\
+             Id=tunnel-relay.service\nActiveState=active\nUnitFileState=enabled\n\n\
+             ActiveState=inactive\nId=tunnel-envoy.service\nUnitFileState=\n\
+             temp /etc/envoy/.tunnel.AbCd1234\nstate {b64}\nuser tunnel-envoy\n\
+             dir 0 755 /etc/envoy\n"
+        )
+    }
+
+    #[test]
+    fn parses_a_typical_answer() {
+        let o = parse(&typical(), &Known::default()).unwrap();
         assert_eq!(o.machine, "x86_64");
         assert_eq!(o.files["/etc/tunnel/relay.json"].mode, "600");
+        assert_eq!(o.files["/etc/tunnel/relay.json"].sha256, SHA_A);
+        assert_eq!(o.files["/etc/envoy/tls/web.sds.yaml"].sha256, SHA_B);
         assert_eq!(o.tls_files, vec!["web.sds.yaml"]);
         assert_eq!(o.temp_files, vec!["/etc/envoy/.tunnel.AbCd1234"]);
         assert!(o.unit("tunnel-relay.service").is_active());
-        assert!(!o.unit("tunnel-envoy.service").is_enabled());
-        assert_eq!(o.state, Some(state));
+        assert!(o.unit("tunnel-relay.service").is_enabled());
+        assert!(!o.unit("tunnel-envoy.service").is_active());
+        assert_eq!(o.unit("tunnel-envoy.service").enabled, "absent");
+        assert_eq!(
+            o.state,
+            Some(State {
+                version: 1,
+                ..State::default()
+            })
+        );
         assert!(o.envoy_user);
         assert!(!o.envoy_preserved);
         assert!(!o.unsafe_dirs);
-        let o = parse(&format!("{out}unsafe-dir /etc/envoy\n")).unwrap();
-        assert!(o.unsafe_dirs);
+        for unsafe_dir in [
+            "unsafe-dir /etc/envoy",
+            "dir 1000 755 /etc/tunnel",
+            "dir 0 775 /etc/envoy/tls",
+        ] {
+            let o = parse(&format!("{}{unsafe_dir}\n", typical()), &Known::default()).unwrap();
+            assert!(o.unsafe_dirs, "{unsafe_dir}");
+        }
+    }
+
+    #[test]
+    fn a_known_large_file_is_not_hashed_again_until_its_identity_changes() {
+        let o = parse(&typical(), &Known::default()).unwrap();
+        let mut known = Known::default();
+        known.learn(&o);
+        // Only the large file is remembered.
+        assert_eq!(known.len(), 1);
+        let script = script(&known).unwrap();
+        assert!(
+            script
+                .as_str()
+                .contains(&format!("'/usr/local/bin/envoy {ENVOY_ID}') ;;")),
+            "{script}"
+        );
+        assert!(
+            !script.as_str().contains(SHA_B),
+            "no digest goes to the VPS"
+        );
+        // The VPS did not hash it: its digest comes from what we knew.
+        let unhashed = typical().replace(&format!("{SHA_B}  /usr/local/bin/envoy\n"), "");
+        let again = parse(&unhashed, &known).unwrap();
+        assert_eq!(again.files["/usr/local/bin/envoy"].sha256, SHA_B);
+        // A new identity (an edit, a rename, a chmod) is a file we know nothing of.
+        let edited = unhashed.replace(
+            ENVOY_ID,
+            "2049:77:107000000:1796000000.123456789:1796000009.1",
+        );
+        let edited = parse(&edited, &known).unwrap();
+        assert_eq!(edited.files["/usr/local/bin/envoy"].sha256, "");
+        // Identities that are not plain are not remembered.
+        let odd = typical().replace(ENVOY_ID, "2049:77:107000000:x:'y");
+        let mut known = Known::default();
+        known.learn(&parse(&odd, &Known::default()).unwrap());
+        assert!(known.is_empty());
     }
 
     #[test]
@@ -253,23 +495,29 @@ mod tests {
         use std::fmt::Write as _;
         let mut out = String::from("arch x86_64\n");
         for i in 0..MAX_LISTED {
-            let _ = write!(out, "tls {i}.sds.yaml\ntemp /etc/envoy/.tunnel.{i}\n");
+            let _ = write!(
+                out,
+                "stat 640 1:{i}:1:1:1 /etc/envoy/tls/{i}.sds.yaml\ntemp /etc/envoy/.tunnel.{i}\n"
+            );
         }
-        let o = parse(&out).unwrap();
+        let o = parse(&out, &Known::default()).unwrap();
         assert_eq!(
             (o.tls_files.len(), o.temp_files.len()),
             (MAX_LISTED, MAX_LISTED)
         );
-        for extra in ["tls one-more.sds.yaml", "temp /etc/tunnel/.tunnel.x"] {
-            let e = parse(&format!("{out}{extra}\n")).unwrap_err();
+        for extra in [
+            "stat 640 1:1:1:1:1 /etc/envoy/tls/one-more.sds.yaml",
+            "temp /etc/tunnel/.tunnel.x",
+        ] {
+            let e = parse(&format!("{out}{extra}\n"), &Known::default()).unwrap_err();
             assert_eq!(e.category(), "EnrollObservationFailed");
             assert!(e.to_string().contains("1024"), "{e}");
         }
-        assert_eq!(script().unwrap().max_output(), MAX_OUTPUT);
+        assert_eq!(script(&Known::default()).unwrap().max_output(), MAX_OUTPUT);
     }
 
     #[test]
     fn no_arch_is_an_error() {
-        assert!(parse("").is_err());
+        assert!(parse("", &Known::default()).is_err());
     }
 }

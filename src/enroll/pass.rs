@@ -11,9 +11,12 @@ use super::blob::{Blob, Stored};
 use super::health::{self, Health};
 use super::layout;
 use super::observe;
+use super::observe::Known;
 use super::progress::{Progress, Teller};
 use super::steps::{self, Changes, Request, Source, Step};
-use crate::ssh::{Script, Session, SshError, write_file_owned, write_file_streamed};
+use crate::ssh::{
+    BatchItem, Script, Session, SshError, write_batch, write_file_owned, write_file_streamed,
+};
 
 /// How a pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +66,20 @@ pub async fn dry_run(
     desired: &super::DesiredState,
     request: Request,
 ) -> Result<Changes, EnrollError> {
-    let out = session.run_ok(&observe::script()?).await?;
-    let observed = observe::parse(&out.stdout_text())?;
+    plan(session, desired, request, &mut Known::default()).await
+}
+
+/// Observes the VPS (trusting `known` digests of files whose identity is unchanged; learning
+/// them again) and works out the changes.
+async fn plan(
+    session: &mut Session,
+    desired: &super::DesiredState,
+    request: Request,
+    known: &mut Known,
+) -> Result<Changes, EnrollError> {
+    let out = session.run_ok(&observe::script(known)?).await?;
+    let observed = observe::parse(&out.stdout_text(), known)?;
+    known.learn(&observed);
     steps::changes(desired, &observed, request)
 }
 
@@ -74,17 +89,31 @@ pub async fn enroll(
     desired: &super::DesiredState,
     options: &PassOptions,
 ) -> Result<PassReport, EnrollError> {
-    enroll_telling(session, desired, options, &mut |_| {}).await
+    enroll_telling(
+        session,
+        desired,
+        options,
+        &mut Known::default(),
+        &mut |_| {},
+    )
+    .await
 }
 
-/// [`enroll`], telling `progress` when each phase starts (once per phase, [`Teller`]).
+/// [`enroll`], remembering the large files' digests in `known` from one pass to the next (one
+/// per SSH connection), and telling `progress` when each phase starts (once per phase,
+/// [`Teller`]).
+///
+/// Round trips: the observation, then one command per run of small-file writes and removals
+/// ([`batchable`]) and one per other step; the health check rides on the last command when
+/// nothing was restarted. A change of listeners or clusters is therefore two round trips.
 pub async fn enroll_telling(
     session: &mut Session,
     desired: &super::DesiredState,
     options: &PassOptions,
+    known: &mut Known,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<PassReport, EnrollError> {
-    let changes = dry_run(session, desired, options.request).await?;
+    let changes = plan(session, desired, options.request, known).await?;
     let mut teller = Teller::default();
     let total = changes.steps.len();
     info!(host = %session.options().target(), steps = total, arch = changes.arch.uname(), "enrollment pass planned");
@@ -94,26 +123,106 @@ pub async fn enroll_telling(
         health: Health::default(),
         wrote_tls: false,
     };
-    for (done, step) in changes.steps.iter().enumerate() {
+    let restarts = changes.restarts_envoy();
+    let mut health = None;
+    let mut done = 0;
+    while done < total {
         if options.stop_after_steps == Some(done) {
             return Err(EnrollError::Interrupted { done, total });
         }
-        info!(host = %session.options().target(), step = %step, "enrollment step");
-        if let Some(p) = teller.step(done, total, step) {
-            progress(p);
+        let end = batch_end(&changes.steps, done, options.stop_after_steps);
+        for step in &changes.steps[done..end.max(done + 1)] {
+            info!(host = %session.options().target(), step = %step, "enrollment step");
+            if let Some(p) = teller.step(done, total, step) {
+                progress(p);
+            }
+            report.wrote_tls |= step.writes_under(layout::ENVOY_TLS_DIR);
+            report.steps.push(step.to_string());
         }
+        if end > done {
+            let last = end == total && !restarts;
+            let check = health::script()?;
+            let out = run_batch(session, &changes.steps[done..end], last.then_some(&check)).await?;
+            if last {
+                health = Some(health::parse(&out.stdout_text()));
+            }
+            done = end;
+            continue;
+        }
+        let step = &changes.steps[done];
         if let Some(warning) = run_step(session, step).await? {
             warn!(host = %session.options().target(), step = %step, warning = %warning, "enrollment step");
             report.warnings.push(warning);
         }
-        report.wrote_tls |= step.writes_under(layout::ENVOY_TLS_DIR);
-        report.steps.push(step.to_string());
+        done += 1;
     }
-    if changes.restarts_envoy() {
+    if restarts {
         wait_active(session, layout::ENVOY_UNIT, options.envoy_active_checks).await?;
     }
-    report.health = health::check(session).await?;
+    report.health = match health {
+        Some(health) => health,
+        None => health::check(session).await?,
+    };
     Ok(report)
+}
+
+/// Whether a step can run in a batch: a write of bytes held in memory (documents, units, SDS,
+/// the state file) or a removal. Binaries (streamed from a file or downloaded), users,
+/// systemd and sysctl run one by one.
+fn batchable(step: &Step) -> bool {
+    match step {
+        Step::Write(file) => {
+            matches!(&file.source, Source::Upload(blob) if matches!(blob.stored(), Stored::Memory(_)))
+        }
+        Step::WriteState(_) | Step::Remove(_) => true,
+        _ => false,
+    }
+}
+
+/// The end (exclusive) of the run of batchable steps from `start`, not past `stop` (an
+/// interruption asked for there); `start` when the step there is not batchable.
+fn batch_end(steps: &[Step], start: usize, stop: Option<usize>) -> usize {
+    let limit = stop.filter(|s| *s > start).unwrap_or(steps.len());
+    steps[start..limit.min(steps.len())]
+        .iter()
+        .take_while(|s| batchable(s))
+        .count()
+        + start
+}
+
+/// Runs batchable steps as one command, `then` after them.
+async fn run_batch(
+    session: &mut Session,
+    steps: &[Step],
+    then: Option<&Script>,
+) -> Result<crate::ssh::Output, EnrollError> {
+    let mut items = Vec::with_capacity(steps.len());
+    for step in steps {
+        let (path, blob, mode) = match step {
+            Step::Write(file) => {
+                let Source::Upload(blob) = &file.source else {
+                    continue;
+                };
+                (file.path.as_str(), blob, file.mode)
+            }
+            Step::WriteState(blob) => (layout::STATE, blob, layout::MODE_SECRET),
+            Step::Remove(path) => {
+                items.push(BatchItem::Remove(path));
+                continue;
+            }
+            _ => continue,
+        };
+        let Stored::Memory(content) = blob.stored() else {
+            continue;
+        };
+        items.push(BatchItem::Write {
+            path,
+            content,
+            mode,
+            group: layout::group_of(path),
+        });
+    }
+    Ok(write_batch(session, &items, then).await?)
 }
 
 /// Restarts Envoy now (the restart-envoy annotation, outside a pass) and waits for it.

@@ -85,6 +85,19 @@ impl Script {
         self
     }
 
+    /// Appends `next` as the code that runs after this script (both are safe by construction,
+    /// so is their sequence): it may write when either may, and print as much as either may.
+    #[must_use]
+    pub fn then(mut self, next: &Script) -> Self {
+        self.text.push_str("; ");
+        self.text.push_str(&next.text);
+        if next.access == Access::Write {
+            self.access = Access::Write;
+        }
+        self.max_output = self.max_output.max(next.max_output);
+        self
+    }
+
     /// Lets the command print up to `bytes` on standard output (the default is
     /// [`DEFAULT_MAX_OUTPUT`]); a command that prints more fails with
     /// [`SshError::OutputTooLarge`] and the rest is never read.

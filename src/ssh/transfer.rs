@@ -85,6 +85,142 @@ where
     Ok(())
 }
 
+/// One change of a [`write_batch`], in the order it takes effect.
+#[derive(Clone, Copy, Debug)]
+pub enum BatchItem<'a> {
+    /// Write `content` to `path` with permission bits `mode`, root's and group `group`'s.
+    Write {
+        /// Absolute path.
+        path: &'a str,
+        /// The bytes.
+        content: &'a [u8],
+        /// Permission bits.
+        mode: u32,
+        /// The file's group when not root.
+        group: Option<&'a str>,
+    },
+    /// Remove `path` (no error when it is missing).
+    Remove(&'a str),
+}
+
+/// Makes several changes in one command, one round trip: every file's bytes go on stdin one
+/// after the other into its own temporary file, each is checked against its SHA-256, gets its
+/// mode and group and is synced; only when all are in place are they renamed over their
+/// targets (and the removals made) in the order given, then the directories synced. A failure
+/// before the renames changes nothing; the renames themselves take microseconds. `then` runs
+/// after (e.g. the health check), its output is the command's.
+pub async fn write_batch(
+    session: &mut Session,
+    items: &[BatchItem<'_>],
+    then: Option<&Script>,
+) -> Result<super::session::Output, SshError> {
+    let mut script = write_batch_script(items)?;
+    if let Some(then) = then {
+        script = script.then(then);
+    }
+    let stdin: Vec<u8> = items
+        .iter()
+        .flat_map(|item| match item {
+            BatchItem::Write { content, .. } => *content,
+            BatchItem::Remove(_) => &[],
+        })
+        .copied()
+        .collect();
+    let timeout = transfer_timeout(session.options().command_timeout, stdin.len());
+    session
+        .run_ok_with_stdin_timeout(&script, &stdin, timeout)
+        .await
+}
+
+/// The script [`write_batch`] runs (ends with `set +e`, so what follows runs as usual).
+pub fn write_batch_script(items: &[BatchItem<'_>]) -> Result<Script, SshError> {
+    let mut s = Script::write("set -eu; T=; trap 'rm -f $T' EXIT; ");
+    let mut dirs: Vec<&str> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let BatchItem::Write {
+            path,
+            content,
+            mode,
+            group,
+        } = *item
+        else {
+            continue;
+        };
+        check_path(path)?;
+        let dir = parent(path)?;
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+        let i = i as u64;
+        s = s
+            .code("d=")
+            .quoted(dir)?
+            .code("; mkdir -p -m 0755 \"$d\"; t")
+            .number(i)
+            .code("=$(umask 077 && mktemp \"$d/.tunnel.XXXXXXXX\"); T=\"$T $t")
+            .number(i)
+            .code("\"; head -c ")
+            .number(content.len() as u64)
+            .code(" > \"$t")
+            .number(i)
+            .code("\"; [ \"$(sha256sum < \"$t")
+            .number(i)
+            .code("\" | cut -d' ' -f1)\" = ")
+            .quoted(&sha256_hex(content))?
+            .code(" ] || { echo ")
+            .quoted(&format!(
+                "uploaded content of {path} does not match its SHA-256"
+            ))?
+            .code(" >&2; exit 3; }; ");
+        if let Some(group) = group {
+            check_user(group)?;
+            s = s
+                .code("chown -h -- ")
+                .quoted(&format!("root:{group}"))?
+                .code(" \"$t")
+                .number(i)
+                .code("\"; ");
+        }
+        s = s
+            .code("chmod ")
+            .code(mode_literal(mode)?)
+            .code(" \"$t")
+            .number(i)
+            .code("\"; ");
+    }
+    if !dirs.is_empty() {
+        s = s.code("sync -- $T; ");
+    }
+    for (i, item) in items.iter().enumerate() {
+        s = match *item {
+            BatchItem::Write { path, .. } => s
+                .code("mv -f \"$t")
+                .number(i as u64)
+                .code("\" ")
+                .path(path)?
+                .code("; "),
+            BatchItem::Remove(path) => s.code("rm -f -- ").path(path)?.code("; "),
+        };
+    }
+    s = s.code("T=; trap - EXIT; set +e");
+    if !dirs.is_empty() {
+        s = s.code("; sync --");
+        for dir in dirs {
+            s = s.code(" ").quoted(dir)?;
+        }
+        s = s.code(" 2>/dev/null || true");
+    }
+    Ok(s)
+}
+
+/// The directory of an absolute path (`/` for a file at the root).
+fn parent(path: &str) -> Result<&str, SshError> {
+    let (dir, _) = path
+        .rsplit_once('/')
+        .ok_or_else(|| SshError::UnsafeArgument(format!("{path:?} has no directory")))?;
+    Ok(if dir.is_empty() { "/" } else { dir })
+}
+
 /// The script [`write_file`] runs (exposed for tests of its shape).
 pub fn write_file_script(path: &str, sha256: &str, mode: u32) -> Result<Script, SshError> {
     write_file_script_owned(path, sha256, mode, None)
@@ -115,10 +251,7 @@ pub fn write_file_script_owned(
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SshError::UnsafeArgument("bad SHA-256 digest".into()));
     }
-    let (dir, _) = path
-        .rsplit_once('/')
-        .ok_or_else(|| SshError::UnsafeArgument(format!("{path:?} has no directory")))?;
-    let dir = if dir.is_empty() { "/" } else { dir };
+    let dir = parent(path)?;
     let script = Script::write("set -eu; d=")
         .quoted(dir)?
         .code("; p=")
@@ -166,6 +299,63 @@ fn mode_literal(mode: u32) -> Result<&'static str, SshError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_checks_everything_before_it_renames_anything_and_keeps_the_order() {
+        let items = [
+            BatchItem::Write {
+                path: "/etc/envoy/cds.yaml",
+                content: b"secret cds",
+                mode: 0o640,
+                group: Some("tunnel-envoy"),
+            },
+            BatchItem::Remove("/etc/envoy/tls/old.sds.yaml"),
+            BatchItem::Write {
+                path: "/etc/tunnel/state.json",
+                content: b"{}",
+                mode: 0o600,
+                group: None,
+            },
+        ];
+        let s = write_batch_script(&items).unwrap();
+        let text = s.as_str();
+        assert_eq!(s.access(), crate::ssh::Access::Write);
+        assert!(!text.contains("secret cds"), "content travels on stdin");
+        assert!(text.contains(&sha256_hex(b"secret cds")), "{text}");
+        assert!(text.contains("head -c 10 "), "{text}");
+        let last_check = text.rfind("exit 3").unwrap();
+        let first_rename = text.find("mv -f").unwrap();
+        assert!(last_check < first_rename, "{text}");
+        let (cds, old, state) = (
+            text.find("mv -f \"$t0\" '/etc/envoy/cds.yaml'").unwrap(),
+            text.find("rm -f -- '/etc/envoy/tls/old.sds.yaml'").unwrap(),
+            text.find("mv -f \"$t2\" '/etc/tunnel/state.json'").unwrap(),
+        );
+        assert!(cds < old && old < state, "{text}");
+        assert!(
+            text.contains("chown -h -- 'root:tunnel-envoy' \"$t0\""),
+            "{text}"
+        );
+        assert!(!text.contains("\"$t2\"; chown"), "{text}");
+        // Unsafe input is refused, not quoted into a command.
+        for bad in [
+            BatchItem::Remove("/etc/envoy/../shadow"),
+            BatchItem::Write {
+                path: "/etc/x",
+                content: b"",
+                mode: 0o777,
+                group: None,
+            },
+            BatchItem::Write {
+                path: "/etc/x",
+                content: b"",
+                mode: 0o600,
+                group: Some("root;rm"),
+            },
+        ] {
+            assert!(write_batch_script(&[bad]).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_script_quotes_the_path_and_never_holds_content() {

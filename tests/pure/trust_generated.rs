@@ -28,8 +28,11 @@ fn config() -> ProptestConfig {
 fn vps_line() -> impl Strategy<Value = String> {
     let tag = prop_oneof![
         Just("arch"),
-        Just("file"),
-        Just("tls"),
+        Just("stat"),
+        Just("dir"),
+        Just("Id=tunnel-envoy.service"),
+        Just("ActiveState=active"),
+        Just("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef "),
         Just("unit"),
         Just("state"),
         Just("temp"),
@@ -86,19 +89,20 @@ proptest! {
         machine in "[a-z0-9_]{1,12}",
         files in proptest::collection::btree_map("/etc/[a-z]{1,8}/[a-z.]{1,12}", ("[0-7]{3}", "[0-9a-f]{64}"), 0..6),
     ) {
-        if let Err(e) = observe::parse(&lines.join("\n")) {
+        let known = observe::Known::default();
+        if let Err(e) = observe::parse(&lines.join("\n"), &known) {
             prop_assert!(e.to_string().chars().count() < 400, "{}", e);
         }
         // A hostile VPS's megabyte line is quoted, not copied, into the error.
-        let long = format!("arch x\nfile {}\n", "y".repeat(100_000));
-        let e = observe::parse(&long).unwrap_err();
+        let long = format!("arch x\nstat {}\n", "y".repeat(100_000));
+        let e = observe::parse(&long, &known).unwrap_err();
         prop_assert!(e.to_string().chars().count() < 400);
         // A well-formed answer is read back exactly.
         let mut text = format!("arch {machine}\n");
         for (path, (mode, sha)) in &files {
-            text.push_str(&format!("file {mode} {sha} {path}\n"));
+            text.push_str(&format!("stat {mode} 1:2:3:4.5:6.7 {path}\n{sha}  {path}\n"));
         }
-        let o = observe::parse(&text).unwrap();
+        let o = observe::parse(&text, &known).unwrap();
         prop_assert_eq!(&o.machine, &machine);
         prop_assert_eq!(o.files.len(), files.len());
         for (path, (mode, sha)) in &files {
@@ -117,7 +121,11 @@ proptest! {
         for unit in [&h.envoy, &h.relay].into_iter().flatten() {
             prop_assert!(unit.active.chars().count() <= 203 && unit.enabled.chars().count() <= 203);
         }
-        let long = format!("unit tunnel-relay.service {} {}\n", "a".repeat(50_000), "e ".repeat(50_000));
+        let long = format!(
+            "Id=tunnel-relay.service\nActiveState={}\nUnitFileState={}\n",
+            "a".repeat(50_000),
+            "e ".repeat(50_000)
+        );
         let relay = health::parse(&long).relay.unwrap();
         prop_assert!(relay.active.len() <= 203 && relay.enabled.len() <= 203);
         if let Some(e) = &h.relay_status_error {

@@ -197,8 +197,10 @@ async fn report_running(
     Ok(())
 }
 
-/// The ConfigMap volume: re-reads the ConfigMap every 500 ms and replaces the file when its
-/// data changed, until `stop`.
+/// The ConfigMap volume: re-reads the ConfigMap every 100 ms and replaces the file when its
+/// data changed, until `stop`. (A kubelet refreshes a pod's ConfigMap volume when the pod
+/// changes, which the operator's nudge does; how long that takes is the kubelet's, not
+/// emulated here.)
 fn follow_config(
     api: Api<ConfigMap>,
     first: ConfigMap,
@@ -209,7 +211,7 @@ fn follow_config(
     let mut last = first.data;
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             if let Ok(Some(cm)) = api.get_opt(&name).await
                 && last != cm.data
                 && write_config(&path, &cm).is_ok()

@@ -112,7 +112,7 @@ fn run(cli: &Cli, interface: &str) -> anyhow::Result<()> {
     let mut watch = Watch::new([cli.config.clone()]);
     watch.changed();
     loop {
-        match signals.recv_timeout(Duration::from_secs(1)) {
+        match signals.recv_timeout(uplink::watch::POLL_EVERY) {
             Ok(signal) => {
                 tracing::info!(?signal, "stopping");
                 break;

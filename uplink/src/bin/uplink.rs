@@ -273,7 +273,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        match signals.recv_timeout(Duration::from_secs(1)) {
+        match signals.recv_timeout(uplink::watch::POLL_EVERY) {
             Ok(signal) => {
                 tracing::info!(?signal, drain_seconds = cli.drain_seconds, "draining");
                 break;
