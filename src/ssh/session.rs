@@ -486,6 +486,12 @@ async fn connect_once(
                     host: target.clone(),
                     source,
                 })?;
+        // russh sets TCP_NODELAY only on sockets it opens itself (`Config::nodelay` is not
+        // applied by `connect_stream`). Without it, a command's channel open waits behind the
+        // previous channel's close for the VPS's delayed ACK: 40 ms per command.
+        if let Err(e) = stream.set_nodelay(true) {
+            warn!(host = %target, error = %e, "cannot set TCP_NODELAY on the SSH connection");
+        }
         let mut handle = client::connect_stream(config, stream, verifier)
             .await
             .map_err(|e| e.at(&target))?;
