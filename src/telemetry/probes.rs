@@ -47,7 +47,7 @@ struct Probes {
 }
 
 impl Handler for Probes {
-    fn get(&self, path: &str) -> Reply {
+    fn get(&self, path: &str, _query: Option<&str>) -> Reply {
         reply(&probe_of(path), self.ready.load(Ordering::Relaxed))
     }
 }

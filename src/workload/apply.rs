@@ -87,20 +87,26 @@ pub async fn apply_keys(client: &Client, secrets: &[&Secret]) -> Result<(), ApiE
     Ok(())
 }
 
-/// Applies the ConfigMap, the headless Service and the StatefulSet, then nudges the pods, and
-/// deletes the one pod that keeps the rollout from going on, if any ([`super::rollout`]),
-/// and says which.
+/// Applies the uplink document's ConfigMap: first, so the pods' forwards are on their way
+/// before the VPS is told about a new binding.
+pub async fn apply_config(client: &Client, objects: &UplinkObjects) -> Result<(), ApiError> {
+    apply(
+        &Api::namespaced(client.clone(), &objects.namespace),
+        &objects.config_map,
+        ApiStep::Workload,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// After [`apply_config`]: applies the headless Service and the StatefulSet, then nudges the
+/// pods, and deletes the one pod that keeps the rollout from going on, if any
+/// ([`super::rollout`]), and says which.
 pub async fn apply_workload(
     client: &Client,
     objects: &UplinkObjects,
 ) -> Result<Option<Unblock>, ApiError> {
     let ns = objects.namespace.as_str();
-    apply(
-        &Api::namespaced(client.clone(), ns),
-        &objects.config_map,
-        ApiStep::Workload,
-    )
-    .await?;
     apply(
         &Api::namespaced(client.clone(), ns),
         &objects.service,

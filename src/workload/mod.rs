@@ -21,7 +21,8 @@ mod rollout;
 mod statefulset;
 
 pub use apply::{
-    FIELD_MANAGER, StoredKeys, UplinkObjects, apply_keys, apply_workload, ensure_namespace,
+    FIELD_MANAGER, StoredKeys, UplinkObjects, apply_config, apply_keys, apply_workload,
+    ensure_namespace,
 };
 pub use labels::{OWNER_NAMESPACE_LABEL, labels, selector_labels};
 pub use names::{MAX_WORKLOAD_NAME, UplinkNames};

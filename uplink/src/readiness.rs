@@ -1,9 +1,11 @@
 //! Readiness, as pure functions over what the agents observe: the uplink's `/ready` and the
 //! relay's `tunnelctl status` both come from here.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
+use tunnel_contract::document::Protocol;
 
 use crate::device::DeviceStatus;
 use crate::offload::Offloads;
@@ -26,6 +28,8 @@ pub struct UplinkObservation {
     pub device_running: bool,
     /// Time since the last handshake with the relay.
     pub last_handshake: Option<Duration>,
+    /// The ports the applied document forwards (protocol, port on the tunnel address).
+    pub forwards: BTreeSet<(Protocol, u16)>,
 }
 
 /// `Ok` when the uplink should receive traffic, else the reason it should not.
@@ -43,6 +47,50 @@ pub fn uplink_ready(o: &UplinkObservation) -> Result<(), String> {
         return Err("forwarding rules are not in place".into());
     }
     handshake_fresh(o.last_handshake)
+}
+
+/// `/ready?protocol=tcp&port=N` (what Envoy's health check of one binding's cluster asks):
+/// [`uplink_ready`], and the applied document forwards that port. A new binding's cluster
+/// therefore gets traffic only once this replica forwards it, however late its ConfigMap
+/// reaches the pod; `None` (plain `/ready`) is the replica's readiness alone.
+pub fn forward_ready(o: &UplinkObservation, port: Option<(Protocol, u16)>) -> Result<(), String> {
+    uplink_ready(o)?;
+    match port {
+        Some(key) if !o.forwards.contains(&key) => Err(format!(
+            "no forward for {}/{} in the applied document yet",
+            protocol_name(key.0),
+            key.1
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Reads `/ready`'s query: `protocol=tcp|udp&port=N` (either order). `Ok(None)` without a
+/// query; anything else is refused with what is wrong.
+pub fn ready_query(query: Option<&str>) -> Result<Option<(Protocol, u16)>, String> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    let (mut protocol, mut port) = (None, None);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("protocol", "tcp")) => protocol = Some(Protocol::Tcp),
+            Some(("protocol", "udp")) => protocol = Some(Protocol::Udp),
+            Some(("port", n)) => port = n.parse::<u16>().ok().filter(|p| *p > 0),
+            _ => return Err("the query takes protocol=tcp|udp and port=1..65535".into()),
+        }
+    }
+    match (protocol, port) {
+        (Some(protocol), Some(port)) => Ok(Some((protocol, port))),
+        _ => Err("the query takes protocol=tcp|udp and port=1..65535".into()),
+    }
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
 }
 
 /// `Ok` when a handshake happened within [`HANDSHAKE_FRESHNESS`].
@@ -176,6 +224,39 @@ mod tests {
             rules_present: true,
             device_running: true,
             last_handshake: Some(Duration::from_secs(5)),
+            forwards: BTreeSet::from([(Protocol::Tcp, 10_000)]),
+        }
+    }
+
+    #[test]
+    fn a_port_is_ready_once_its_forward_is_applied() {
+        let tcp = Some((Protocol::Tcp, 10_000));
+        assert_eq!(forward_ready(&ok(), tcp), Ok(()));
+        assert_eq!(forward_ready(&ok(), None), Ok(()));
+        let e = forward_ready(&ok(), Some((Protocol::Udp, 10_000))).unwrap_err();
+        assert!(e.contains("udp/10000"), "{e}");
+        assert!(forward_ready(&ok(), Some((Protocol::Tcp, 10_001))).is_err());
+        // The replica's own readiness comes first.
+        let draining = UplinkObservation {
+            draining: true,
+            ..ok()
+        };
+        assert_eq!(forward_ready(&draining, tcp).unwrap_err(), "draining");
+        assert_eq!(ready_query(None), Ok(None));
+        assert_eq!(ready_query(Some("")), Ok(None));
+        assert_eq!(ready_query(Some("protocol=tcp&port=10000")), Ok(tcp));
+        assert_eq!(
+            ready_query(Some("port=53&protocol=udp")),
+            Ok(Some((Protocol::Udp, 53)))
+        );
+        for bad in [
+            "port=0&protocol=tcp",
+            "protocol=sctp&port=1",
+            "port=70000&protocol=tcp",
+            "protocol=tcp",
+            "x=1",
+        ] {
+            assert!(ready_query(Some(bad)).is_err(), "{bad}");
         }
     }
 

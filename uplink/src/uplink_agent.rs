@@ -244,6 +244,12 @@ impl UplinkAgent {
             rules_present,
             device_running: status.is_some(),
             last_handshake: status.and_then(|s| s.peers.first().and_then(|p| p.last_handshake)),
+            forwards: self
+                .applied
+                .iter()
+                .flat_map(|a| &a.doc.forwards)
+                .map(|f| (f.protocol, f.listen_port))
+                .collect(),
         }
     }
 

@@ -1,7 +1,7 @@
-//! The apply stage of a pass: the API writes a decision asks for, in order. The uplink
-//! namespace, the key Secrets that changed (even when the pass stops after them), then the
-//! uplink workload, then (once it is applied) this EdgeNode's objects under the legacy names
-//! are deleted. The SSH job that follows is handed to the session actor by the shell.
+//! The apply stage of a pass: the API writes a decision asks for. First the uplink namespace
+//! and the key Secrets that changed (even when the pass stops after them); then the shell
+//! hands the SSH job to the session actor and, while it runs, the uplink workload is applied
+//! and (once it is) this EdgeNode's objects under the legacy names are deleted.
 //! Also the EdgeNode's own metadata writes: the finalizer and the one-shot restart annotation.
 
 use std::collections::BTreeMap;
@@ -12,44 +12,21 @@ use tracing::{info, warn};
 
 use crate::api_write::{ApiError, ApiStep};
 use crate::crd::{ANNOTATION_RESTART_ENVOY, EdgeNode};
-use crate::enroll::{DesiredState, Request};
-use crate::plan::SourceKey;
 use crate::workload;
 
 use super::super::Context;
 use super::super::FINALIZER;
 use super::super::error::ReconcileError;
-use super::super::status::SourceReport;
-use super::decide::{Decision, PassFacts, Refused};
+use super::decide::{Decision, Planned, Refused};
 
-/// What goes to the SSH session after the API writes.
-#[derive(Debug)]
-pub struct Applied {
-    /// The VPS's desired state.
-    pub desired: Box<DesiredState>,
-    /// Requests of this pass.
-    pub request: Request,
-    /// The status facts.
-    pub facts: PassFacts,
-    /// One report per PortBinding.
-    pub reports: BTreeMap<SourceKey, SourceReport>,
-    /// The uplink workload could not be applied: the VPS is enrolled all the same, and the
-    /// status says so.
-    pub workload_error: Option<ReconcileError>,
-    /// The uplink pod deleted because it kept the rollout from going on (`workload::rollout`).
-    pub unblocked: Option<workload::Unblock>,
-}
-
-/// Writes what `decision` asks for; stops at the first failure, except the uplink workload's:
-/// a refused workload does not keep the VPS from being enrolled (it is reported with the pass).
-/// `legacy` (this EdgeNode's objects under the legacy names) is deleted once the workload is
-/// applied under the current names; a failure there is retried by the next pass.
-pub async fn apply(
+/// Writes what `decision` asks for before the SSH job: the uplink namespace and the key
+/// Secrets that changed (even when the pass stops after them). Returns the plan, or why the
+/// pass stops.
+pub async fn write_keys(
     ctx: &Context,
     uplink_namespace: &str,
     decision: Decision,
-    legacy: &[workload::Found],
-) -> Result<Applied, Refused> {
+) -> Result<Planned, Refused> {
     let no_reports = |error: ReconcileError| Refused {
         error,
         reports: BTreeMap::new(),
@@ -70,16 +47,55 @@ pub async fn apply(
     workload::apply_keys(&ctx.client, &writes)
         .await
         .map_err(|e| no_reports(e.into()))?;
-    let planned = decision.outcome?;
-    let (unblocked, workload_error) =
-        match workload::apply_workload(&ctx.client, &planned.workload).await {
-            Ok(unblocked) => (unblocked, None),
-            Err(e) => (None, Some(ReconcileError::from(e))),
-        };
-    if workload_error.is_none() && !legacy.is_empty() {
+    decision.outcome
+}
+
+/// How applying the uplink workload went.
+#[derive(Debug, Default)]
+pub struct WorkloadApplied {
+    /// The uplink pod deleted because it kept the rollout from going on (`workload::rollout`).
+    pub unblocked: Option<workload::Unblock>,
+    /// The workload could not be applied: the VPS is enrolled all the same, and the status
+    /// says so.
+    pub error: Option<ReconcileError>,
+}
+
+/// Applies the uplink document's ConfigMap, before the SSH job: the pods start following a
+/// new binding's forward while the VPS is told about it (Envoy sends it traffic only once an
+/// uplink says it forwards the port: its per-port `/ready`).
+pub async fn apply_config(
+    ctx: &Context,
+    objects: &workload::UplinkObjects,
+) -> Result<(), ReconcileError> {
+    workload::apply_config(&ctx.client, objects)
+        .await
+        .map_err(ReconcileError::from)
+}
+
+/// Applies the rest of the uplink workload after `config` (the result of [`apply_config`]);
+/// it runs while the SSH job does. `legacy` (this EdgeNode's objects under the legacy names)
+/// is deleted once the workload is applied under the current names; a failure there is
+/// retried by the next pass.
+pub async fn apply_workload(
+    ctx: &Context,
+    config: Result<(), ReconcileError>,
+    objects: &workload::UplinkObjects,
+    legacy: &[workload::Found],
+) -> WorkloadApplied {
+    let applied = match config {
+        Ok(()) => workload::apply_workload(&ctx.client, objects)
+            .await
+            .map_err(ReconcileError::from),
+        Err(e) => Err(e),
+    };
+    let (unblocked, error) = match applied {
+        Ok(unblocked) => (unblocked, None),
+        Err(e) => (None, Some(e)),
+    };
+    if error.is_none() && !legacy.is_empty() {
         match workload::delete_owned(&ctx.client, legacy).await {
             Ok(()) => info!(
-                namespace = uplink_namespace,
+                namespace = %objects.namespace,
                 objects = legacy.len(),
                 "uplink objects migrated from the legacy (32-bit) names; the old ones are deleted"
             ),
@@ -88,20 +104,7 @@ pub async fn apply(
             }
         }
     }
-    match planned.desired {
-        Ok(desired) => Ok(Applied {
-            desired,
-            request: planned.request,
-            facts: planned.facts,
-            reports: planned.reports,
-            workload_error,
-            unblocked,
-        }),
-        Err(error) => Err(Refused {
-            error,
-            reports: planned.reports,
-        }),
-    }
+    WorkloadApplied { unblocked, error }
 }
 
 /// Adds (or removes) our finalizer, owned by its own field manager so no one else's goes.

@@ -30,7 +30,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::crd::EdgeNode;
 use crate::object_key::ObjectKey;
@@ -283,6 +283,7 @@ async fn start_pass(
     state: &mut EdgeNodeState,
 ) -> Result<Started, ActorProcessingErr> {
     state.pass += 1;
+    let started = std::time::Instant::now();
     let ctx = state.ctx.clone();
     let key = state.key.clone();
     let Some(node) = ctx
@@ -344,6 +345,7 @@ async fn start_pass(
             .flat_map(|g| index::tls_secrets_of_source(&g.input)),
     );
     let secrets = ctx.secrets(&wanted).await;
+    let secrets_read = started.elapsed();
     let read = wanted
         .iter()
         .map(|s| {
@@ -379,6 +381,7 @@ async fn start_pass(
         (Err(e), _) => Err(e),
         (_, Err(e)) => Err(e.into()),
     };
+    let gathered_at = started.elapsed();
     let outcome = match gathered {
         Ok(g) => {
             let settings = Settings {
@@ -395,61 +398,87 @@ async fn start_pass(
             };
             let resolver = resolver.with_secrets(g.secrets.clone());
             let decision = decide::decide(&inputs, &resolver, &settings);
-            Box::pin(apply::apply(
+            Box::pin(apply::write_keys(
                 &ctx,
                 &node.spec.uplink.namespace,
                 decision,
-                &g.existing.legacy,
             ))
             .await
-            .map(|applied| (g.target, applied))
+            .map(|planned| (g.target, planned, g.existing.legacy))
         }
         Err(error) => Err(decide::Refused {
             error,
             reports: BTreeMap::new(),
         }),
     };
-    match outcome {
-        Ok((target, applied)) => {
-            report::enrolling(&ctx, &node).await;
-            if let Some(pod) = &applied.unblocked {
-                report::rollout_unblocked(&ctx, &node, pod).await;
-                state.acted = true;
-            }
-            let ssh = session_actor(myself, state).await?;
-            if let Some(e) = &applied.workload_error {
-                warn!(node = %key, reason = e.category(), error = %e, "uplink workload not applied; enrolling the VPS all the same");
-            }
-            state.in_flight = Some(InFlight::Converge {
-                node,
-                facts: applied.facts,
-                reports: applied.reports,
-                workload_error: applied.workload_error.map(Box::new),
-            });
-            ssh.send_message(Job {
-                pass: state.pass,
-                target,
-                work: Work::Converge {
-                    desired: applied.desired,
-                    request: applied.request,
-                },
-                reply: myself.clone(),
-            })?;
-            Ok(Started::Waiting)
+    let (target, planned, legacy) = match outcome {
+        Ok(ready) => ready,
+        Err(refused) => return Ok(refuse(state, &node, refused).await),
+    };
+    let decide::Planned {
+        workload,
+        desired,
+        request,
+        facts,
+        reports,
+    } = planned;
+    let config = apply::apply_config(&ctx, &workload).await;
+    let desired = match desired {
+        Ok(desired) => desired,
+        Err(error) => {
+            // The uplink workload is applied all the same.
+            apply::apply_workload(&ctx, config, &workload, &legacy).await;
+            let refused = decide::Refused { error, reports };
+            return Ok(refuse(state, &node, refused).await);
         }
-        Err(refused) => {
-            let error = refused.error;
-            warn!(node = %key, reason = error.category(), error = %error, "EdgeNode pass failed before SSH");
-            let end = PassEnd::Prepare {
-                reason: error.category().to_owned(),
-                message: error.to_string(),
-            };
-            state.reports = report::conclude(&ctx, &node, &end, None, refused.reports).await;
-            Ok(Started::Done {
-                ok: false,
-                healthy: false,
-            })
-        }
+    };
+    // The uplink document was applied first; now the VPS: its job runs in the session actor
+    // while the rest of the uplink workload is applied here (the answer is read once this
+    // handler returns).
+    let ssh = session_actor(myself, state).await?;
+    debug!(
+        node = %key,
+        secrets_ms = secrets_read.as_millis(),
+        gathered_ms = gathered_at.as_millis(),
+        decided_ms = started.elapsed().as_millis(),
+        "pass decided; the SSH job starts"
+    );
+    ssh.send_message(Job {
+        pass: state.pass,
+        target,
+        work: Work::Converge { desired, request },
+        reply: myself.clone(),
+    })?;
+    let applied = Box::pin(apply::apply_workload(&ctx, config, &workload, &legacy)).await;
+    report::enrolling(&ctx, &node).await;
+    if let Some(pod) = &applied.unblocked {
+        report::rollout_unblocked(&ctx, &node, pod).await;
+        state.acted = true;
+    }
+    if let Some(e) = &applied.error {
+        warn!(node = %key, reason = e.category(), error = %e, "uplink workload not applied; enrolling the VPS all the same");
+    }
+    state.in_flight = Some(InFlight::Converge {
+        node,
+        facts,
+        reports,
+        workload_error: applied.error.map(Box::new),
+    });
+    Ok(Started::Waiting)
+}
+
+/// Ends a pass that stopped before SSH: status and reports say why.
+async fn refuse(state: &mut EdgeNodeState, node: &EdgeNode, refused: decide::Refused) -> Started {
+    let error = refused.error;
+    warn!(node = %state.key, reason = error.category(), error = %error, "EdgeNode pass failed before SSH");
+    let end = PassEnd::Prepare {
+        reason: error.category().to_owned(),
+        message: error.to_string(),
+    };
+    state.reports = report::conclude(&state.ctx, node, &end, None, refused.reports).await;
+    Started::Done {
+        ok: false,
+        healthy: false,
     }
 }
 

@@ -1,7 +1,11 @@
 //! The clusters, `/etc/envoy/cds.yaml`: one per served binding. Its endpoints are the uplinks'
 //! tunnel addresses at the binding's tunnel port (each uplink forwards that port to the
-//! target). Each endpoint is health-checked with `GET /ready` on port 40500 of the same tunnel
-//! address, also while the binding carries no traffic; `healthy_panic_threshold: 0` makes a
+//! target). Each endpoint is health-checked with `GET /ready?protocol=…&port=<tunnel port>` on
+//! port 40500 of the same tunnel address, also while the binding carries no traffic: the
+//! uplink answers 200 only when it is ready and forwards this binding's port, so a new
+//! binding gets traffic only from uplinks that have its forward (an uplink too old to read
+//! the query answers its plain readiness). An uplink that failed is checked again after at
+//! most [`UNHEALTHY_INTERVAL_MAX`]. `healthy_panic_threshold: 0` makes a
 //! cluster with no healthy uplink refuse at once instead of trying them all. Optional outlier
 //! detection ejects an uplink after consecutive connection failures. A TCP cluster buffers at
 //! most [`BUFFER_LIMIT_BYTES`] per upstream connection, like the listeners.
@@ -25,6 +29,17 @@ use super::super::bindings::{BindingKind, PlannedBinding};
 use super::bootstrap::MAX_DOWNSTREAM_CONNECTIONS;
 use super::{BUFFER_LIMIT_BYTES, EdgeSettings, EnvoyError, READY_PORT, names, resources, to_yaml};
 use crate::crd::ProxyProtocolVersion;
+
+/// How often an uplink that failed its checks is checked again: the configured interval, at
+/// most this. A new binding's cluster starts with its uplinks unchecked; the first check
+/// fails while the pod has not yet got the binding's forward (its ConfigMap is on its way),
+/// and the binding must not wait a whole interval (5 s by default) after that.
+pub const UNHEALTHY_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn unhealthy_interval(interval: std::time::Duration) -> String {
+    let d = interval.min(UNHEALTHY_INTERVAL_MAX);
+    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+}
 
 /// Connect timeout of UDP clusters (Envoy wants one; UDP never connects).
 const UDP_CONNECT_TIMEOUT: &str = "5s";
@@ -81,14 +96,21 @@ fn cluster(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
         BindingKind::Udp { .. } => (UDP_CONNECT_TIMEOUT.to_owned(), None),
     };
     let hc = &edge.health_check;
+    let protocol = match b.protocol {
+        crate::crd::Protocol::Tcp => "tcp",
+        crate::crd::Protocol::Udp => "udp",
+    };
     let mut health_check = json!({
         "timeout": hc.timeout.to_envoy(),
         "interval": hc.interval.to_envoy(),
         "no_traffic_interval": hc.interval.to_envoy(),
+        "unhealthy_interval": unhealthy_interval(hc.interval.to_std()),
         "healthy_threshold": hc.healthy_threshold,
         "unhealthy_threshold": hc.unhealthy_threshold,
         "reuse_connection": false,
-        "http_health_check": { "path": "/ready" },
+        "http_health_check": {
+            "path": format!("/ready?protocol={protocol}&port={}", b.tunnel_port)
+        },
     });
     let endpoints: Vec<Value> = edge
         .uplinks

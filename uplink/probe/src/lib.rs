@@ -71,8 +71,9 @@ impl Reply {
 
 /// What the server answers with.
 pub trait Handler: Send + Sync + 'static {
-    /// The reply to a GET (or HEAD) of `path`. Must answer from memory, without blocking.
-    fn get(&self, path: &str) -> Reply;
+    /// The reply to a GET (or HEAD) of `path` with `query` (what follows `?`, if anything).
+    /// Must answer from memory, without blocking.
+    fn get(&self, path: &str, query: Option<&str>) -> Reply;
 }
 
 /// The server's bounds.
@@ -151,7 +152,7 @@ impl Drop for Slot {
 /// The response to one request.
 fn respond<H: Handler + ?Sized>(handler: &H, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = if req.method() == Method::GET || req.method() == Method::HEAD {
-        handler.get(req.uri().path())
+        handler.get(req.uri().path(), req.uri().query())
     } else {
         Reply::text(405, "method not allowed\n")
     };

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tunnel_contract::document::{UPLINK_INTERFACE, ordinal_from_pod_name};
 use uplink::http::Reply;
-use uplink::readiness::{UplinkObservation, uplink_ready};
+use uplink::readiness::{UplinkObservation, forward_ready, ready_query, uplink_ready};
 use uplink::uplink_agent::{Identity, Prepared, UplinkAgent};
 use uplink::watch::Watch;
 
@@ -141,12 +141,15 @@ impl Probe {
 }
 
 impl uplink::http::Handler for Probe {
-    fn get(&self, path: &str) -> Reply {
+    fn get(&self, path: &str, query: Option<&str>) -> Reply {
         let snap = self.snapshot();
         match path {
-            "/ready" => match uplink_ready(&self.observation(&snap)) {
-                Ok(()) => Reply::text(200, "ok\n"),
-                Err(reason) => Reply::text(503, format!("{reason}\n")),
+            "/ready" => match ready_query(query) {
+                Ok(port) => match forward_ready(&self.observation(&snap), port) {
+                    Ok(()) => Reply::text(200, "ok\n"),
+                    Err(reason) => Reply::text(503, format!("{reason}\n")),
+                },
+                Err(reason) => Reply::text(400, format!("{reason}\n")),
             },
             "/healthz" => {
                 let age = snap.taken.elapsed();
@@ -230,6 +233,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let draining = Arc::new(AtomicBool::new(false));
 
     let published: Published = Arc::new(Mutex::new(Arc::new(observe(&agent))));
+    let published_now = Arc::clone(&published);
     spawn_observer(Arc::clone(&agent), Arc::clone(&published)).context("observer thread")?;
     let listener =
         TcpListener::bind(cli.ready_addr).with_context(|| format!("binding {}", cli.ready_addr))?;
@@ -257,6 +261,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             // Files and DNS first, with no lock held: /ready never waits on them.
             let prepared = Prepared::load(&identity, &cli.config);
             let result = lock(&agent).commit(prepared);
+            // Publish now, not at the observer's next tick: a new forward is ready at once.
+            *published_now
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(observe(&agent));
             match result {
                 Ok(()) => {
                     retry_at = None;

@@ -508,7 +508,7 @@ proptest! {
 struct Ready;
 
 impl uplink::http::Handler for Ready {
-    fn get(&self, path: &str) -> uplink::http::Reply {
+    fn get(&self, path: &str, _query: Option<&str>) -> uplink::http::Reply {
         if path == "/ready" {
             uplink::http::Reply::text(200, "ok\n")
         } else {
