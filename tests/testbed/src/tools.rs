@@ -62,15 +62,23 @@ pub fn vps_rootfs() -> Result<PathBuf, TestbedError> {
     }
 }
 
+/// Where [`agent_binary`] takes the binaries from instead, when set (the control-plane
+/// benchmarks run another build's agents, e.g. an older commit's or a release build).
+pub const AGENTS_DIR_VAR: &str = "TUNNEL_AGENTS_DIR";
+
 /// One of the workspace's own binaries (`tunnelctl`, `uplink`, `tunnel`), built into the
-/// target directory of the running test (`target/<profile>/`, next to `deps/`).
+/// target directory of the running test (`target/<profile>/`, next to `deps/`), or found in
+/// [`AGENTS_DIR_VAR`].
 pub fn agent_binary(name: &str) -> Result<PathBuf, TestbedError> {
     let exe = std::env::current_exe().map_err(TestbedError::io("locating the test binary"))?;
-    let path = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .map(|dir| dir.join(name))
-        .unwrap_or_default();
+    let path = match std::env::var_os(AGENTS_DIR_VAR) {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .map(|dir| dir.join(name))
+            .unwrap_or_default(),
+    };
     if path.is_file() {
         Ok(path)
     } else {
