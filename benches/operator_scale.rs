@@ -299,6 +299,9 @@ struct Figures {
     /// The others, applied at once: applied → first `Enrolled`, → first `Ready`.
     enrolled: Vec<f64>,
     ready: Vec<f64>,
+    /// The others: applied → the harness started their uplinks (the operator had written
+    /// the workload), the part of `ready` that is not the operator's.
+    uplinks: Vec<f64>,
     reference: Vec<f64>,
     loaded: Vec<f64>,
     rss_idle: f64,
@@ -401,6 +404,7 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
     sample_peak(pid, stop.clone(), peak.clone());
     let applied = Instant::now();
     let mut applied_at = vec![applied; nodes];
+    let mut uplinks_at: BTreeMap<usize, Instant> = BTreeMap::new();
     for (i, vps) in vpses.iter().enumerate() {
         let node = format!("n{i}");
         if i > 0 {
@@ -432,6 +436,7 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
                 let started = Uplinks::start(&client, UPLINKS_NS, &node, &pods[i..=i])
                     .await
                     .unwrap();
+                uplinks_at.insert(i, Instant::now());
                 uplinks.insert(node, started);
             }
         }
@@ -472,6 +477,7 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
             let got = firsts.get(&format!("n{i}")).copied().unwrap_or_default();
             f.enrolled.push(since(got.enrolled, *at));
             f.ready.push(since(got.ready, *at));
+            f.uplinks.push(since(uplinks_at.get(&i).copied(), *at));
         }
     }
 
@@ -531,10 +537,11 @@ fn report(name: &str, nodes: usize, per_node: usize, changes: usize, f: &Figures
         f.alone.0, f.alone.1
     );
     println!(
-        "  first enrollment of the {} others applied at once, p50 / p99 / max:\n    applied → Enrolled {}\n    applied → Ready    {}",
+        "  first enrollment of the {} others applied at once, p50 / p99 / max:\n    applied → Enrolled {}\n    applied → Ready    {}\n    (applied → uplinks started by the harness {})",
         f.enrolled.len(),
         spread(&f.enrolled),
-        spread(&f.ready)
+        spread(&f.ready),
+        spread(&f.uplinks)
     );
     println!(
         "  applied everything in {:.1} s; all served {:.1} s after the first apply",
@@ -577,6 +584,7 @@ fn pooled(rounds: &[Figures]) -> Figures {
         alone: (mean(|f| f.alone.0), mean(|f| f.alone.1)),
         enrolled: cat(|f| &f.enrolled),
         ready: cat(|f| &f.ready),
+        uplinks: cat(|f| &f.uplinks),
         reference: cat(|f| &f.reference),
         loaded: cat(|f| &f.loaded),
         rss_idle: mean(|f| f.rss_idle),
