@@ -227,8 +227,29 @@ struct Firsts {
     ready: Option<Instant>,
 }
 
-/// Lists the EdgeNodes every 250 ms until `stop`, recording each one's first `Enrolled=True`
-/// and `Ready=True`.
+/// Records, for each EdgeNode in `items` not seen so yet, `now` as its first `Enrolled=True`
+/// or `Ready=True`.
+fn record(seen: &Mutex<BTreeMap<String, Firsts>>, items: &[EdgeNode], now: Instant) {
+    let mut seen = seen.lock().unwrap();
+    for node in items {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let conditions = node
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        let is_true = |t: &str| condition(conditions, t).is_some_and(|c| c.0 == "True");
+        let firsts = seen.entry(name).or_default();
+        if firsts.enrolled.is_none() && is_true("Enrolled") {
+            firsts.enrolled = Some(now);
+        }
+        if firsts.ready.is_none() && is_true("Ready") {
+            firsts.ready = Some(now);
+        }
+    }
+}
+
+/// Lists the EdgeNodes every 250 ms until `stop`, [`record`]ing what it sees.
 fn watch_firsts(
     edges: Api<EdgeNode>,
     stop: Arc<AtomicBool>,
@@ -238,21 +259,7 @@ fn watch_firsts(
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             if let Ok(list) = edges.list(&ListParams::default()).await {
-                let now = Instant::now();
-                let mut seen = seen.lock().unwrap();
-                for node in list.items {
-                    let name = node.metadata.name.clone().unwrap_or_default();
-                    let conditions = node.status.map(|s| s.conditions).unwrap_or_default();
-                    let is_true =
-                        |t: &str| condition(&conditions, t).is_some_and(|c| c.0 == "True");
-                    let firsts = seen.entry(name).or_default();
-                    if firsts.enrolled.is_none() && is_true("Enrolled") {
-                        firsts.enrolled = Some(now);
-                    }
-                    if firsts.ready.is_none() && is_true("Ready") {
-                        firsts.ready = Some(now);
-                    }
-                }
+                record(&seen, &list.items, Instant::now());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -443,10 +450,10 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
         let ready = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
             condition(c, "Ready").map(|c| c.0 == "True")
         };
-        let edges_ready = edges
-            .list(&ListParams::default())
-            .await
-            .is_ok_and(|l| all_ready(&l.items, nodes, |e| ready(&e.status.as_ref()?.conditions)));
+        let edges_ready = edges.list(&ListParams::default()).await.is_ok_and(|l| {
+            record(&firsts, &l.items, Instant::now());
+            all_ready(&l.items, nodes, |e| ready(&e.status.as_ref()?.conditions))
+        });
         let converged = edges_ready
             && pbs.list(&ListParams::default()).await.is_ok_and(|l| {
                 all_ready(&l.items, nodes * per_node, |p| {
