@@ -32,19 +32,21 @@ const INOTIFY_LIMIT: &str = "/proc/sys/fs/inotify/max_user_instances";
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
 /// Raises root's inotify limit, if it is lower, to what `count` VPSes and the host need
-/// (`INOTIFY_HOST + count × INOTIFY_PER_VPS`); never lowers it.
+/// (`INOTIFY_HOST + count × INOTIFY_PER_VPS`), in steps of 16 VPSes; never lowers it.
 fn make_room_for(count: u64) -> Result<(), TestbedError> {
-    let need = INOTIFY_HOST + count * INOTIFY_PER_VPS;
+    let need = |count: u64| INOTIFY_HOST + count * INOTIFY_PER_VPS;
     let now: u64 = std::fs::read_to_string(INOTIFY_LIMIT)
         .map_err(TestbedError::io(format!("reading {INOTIFY_LIMIT}")))?
         .trim()
         .parse()
         .unwrap_or(0);
-    if now < need {
-        std::fs::write(INOTIFY_LIMIT, need.to_string()).map_err(TestbedError::io(format!(
-            "raising {INOTIFY_LIMIT} to {need}"
+    if now < need(count) {
+        let room = count.next_multiple_of(16);
+        let new = need(room);
+        std::fs::write(INOTIFY_LIMIT, new.to_string()).map_err(TestbedError::io(format!(
+            "raising {INOTIFY_LIMIT} to {new}"
         )))?;
-        eprintln!("raised fs.inotify.max_user_instances from {now} to {need} for {count} VPSes");
+        eprintln!("raised fs.inotify.max_user_instances from {now} to {new} ({room} VPSes)");
     }
     Ok(())
 }
