@@ -35,7 +35,7 @@ mod support;
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use testbed::netns::{Netns, in_ns};
@@ -239,16 +239,7 @@ async fn round(binary: Option<&Path>, count: u16, rotations: u16) -> Samples {
             .max(u32::from(pid_after != pid));
     }
 
-    if let Some(dir) = std::env::var_os("BENCH_OPERATOR_LOG") {
-        let name = format!(
-            "operator-{}.log",
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis()
-        );
-        let dir = PathBuf::from(dir);
-        std::fs::write(dir.join(&name), operator.log_text()).unwrap();
+    if let Some(log) = support::keep_log(&operator.log_text()) {
         let micros = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
@@ -261,7 +252,7 @@ async fn round(binary: Option<&Path>, count: u16, rotations: u16) -> Samples {
                 let _ = writeln!(out, "{} {}", micros(*a), micros(*c));
                 out
             });
-        std::fs::write(dir.join(format!("{name}.stamps")), stamps).unwrap();
+        std::fs::write(log.with_extension("log.stamps"), stamps).unwrap();
     }
     drop(uplinks);
     samples

@@ -8,7 +8,8 @@
 //! - `BENCH_OPERATOR_FLAGS="--flag value ..."`: extra `tunnel run` flags (split on spaces),
 //!   for both operators unless `BENCH_OPERATOR_BASE_FLAGS` gives the base its own;
 //! - `BENCH_OPERATOR_ENV="KEY=value ..."`: extra environment, likewise
-//!   `BENCH_OPERATOR_BASE_ENV`; `BENCH_LOG_LEVEL=<level>`: the operators' `LOG_LEVEL`.
+//!   `BENCH_OPERATOR_BASE_ENV`; `BENCH_LOG_LEVEL=<level>`: the operators' `LOG_LEVEL`;
+//! - `BENCH_OPERATOR_LOG=<dir>`: keep each round's operator log there.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -87,4 +88,18 @@ pub fn operator<'a>(bed: &'a OperatorBed, binary: Option<&Path>) -> OperatorBuil
         builder = builder.env(key, value);
     }
     builder
+}
+
+/// Writes `log` to `$BENCH_OPERATOR_LOG/operator-<ms since the epoch>.log` when that is set;
+/// the file written.
+pub fn keep_log(log: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("BENCH_OPERATOR_LOG")?);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let path = dir.join(format!("operator-{millis}.log"));
+    std::fs::write(&path, log).unwrap();
+    eprintln!("the operator's log: {}", path.display());
+    Some(path)
 }
