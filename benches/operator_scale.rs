@@ -1,6 +1,10 @@
 //! Scale: many EdgeNodes on as many VPSes, each with many PortBindings, applied at once,
 //! through the real operator (on the operator tests' bed, `testbed::operator::OperatorBed`:
 //! real API server, nspawn VPSes, Envoy, uplink agents run by the harness). It reports
+//! - the first enrollment of a fresh VPS (EdgeNode applied → its first `Enrolled=True`, the
+//!   VPS brought to the desired state with Envoy and the relay agent uploaded, and → its first
+//!   `Ready=True`, uplinks connected): one EdgeNode alone on an idle operator, then p50, p99
+//!   and max over the others applied at once,
 //! - the time from applying everything until every PortBinding is `Ready` and a client on
 //!   the internet gets an answer through every EdgeNode,
 //! - the latency of one more change under that load (a PortBinding moved to a new port →
@@ -9,10 +13,19 @@
 //! - the operator's resident memory idle, at its peak while converging, and after,
 //! - how many SSH commands ran at once across all VPSes, read from each VPS's own sshd log
 //!   (`LogLevel VERBOSE`: every exec channel's start and close), against
-//!   `--max-concurrent-reconciles`.
+//!   `--max-concurrent-reconciles` (the bench fails if more ran at once).
 //!
 //! `cargo bench -p tunnel --bench operator_scale -- [nodes] [bindings-per-node] [changes]`
 //! (default 20 20 20; needs root and the test bed: `bash tests/testbed/setup.sh`). Not in CI.
+//! The harness starts each EdgeNode's uplink agents as soon as the operator has written their
+//! StatefulSet (a kubelet would), so `Ready` follows enrollment without waiting on the others.
+//!
+//! A/B: with `BENCH_OPERATOR_BASE=<path to another build's tunnel binary>`, the same run
+//! measures both on fresh beds, in alternating rounds (base, ours, ...; `BENCH_ROUNDS`,
+//! default 1), prints each round as it ends, then each build's figures over its rounds and
+//! the ratios ours / base. Extra operator flags and environment (`BENCH_OPERATOR_FLAGS`,
+//! `BENCH_OPERATOR_ENV`, ...): `benches/support/mod.rs`; `--max-concurrent-reconciles 5`
+//! is always given.
 
 #![allow(
     clippy::unwrap_used,
@@ -25,17 +38,19 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use testbed::netns::in_ns;
 
-use support::{answers, percentile};
-use testbed::objects::{apply_yaml, ready, ssh_secret};
+use support::{answers, p50_p99};
+use testbed::objects::{apply_yaml, condition, ssh_secret};
 use testbed::operator::OperatorBed;
 use testbed::uplinks::Uplinks;
 use testbed::vps::Vps;
@@ -48,6 +63,9 @@ const LIMIT: usize = 5;
 /// How late sshd may log a channel's close after the client saw the command end.
 const LAG_US: u64 = 50_000;
 
+/// The namespace of the uplink workloads.
+const UPLINKS_NS: &str = "tunnel";
+
 /// Resident memory of `pid` in MiB (`VmRSS`).
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -58,18 +76,20 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// The `tunnel` process itself: the spawned `ip netns exec` and `env` exec into it, so it
-/// keeps the spawned PID once they have.
-fn operator_pid(spawned: u32) -> u32 {
+/// The operator's own PID once `spawned` (`ip netns exec`, `env`) has exec'd into `binary`.
+fn operator_pid(spawned: u32, binary: &Path) -> u32 {
+    let want = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_owned());
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let comm = std::fs::read_to_string(format!("/proc/{spawned}/comm")).unwrap_or_default();
-        if comm.trim() == "tunnel" {
+        if std::fs::read_link(format!("/proc/{spawned}/exe")).is_ok_and(|exe| exe == want) {
             return spawned;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("PID {spawned} never became the operator");
+    panic!(
+        "PID {spawned} never became the operator {}",
+        binary.display()
+    );
 }
 
 /// Samples the RSS peak of `pid` until stopped.
@@ -173,13 +193,15 @@ fn binding_yaml(name: &str, node: &str, port: u16) -> String {
     )
 }
 
-/// Moves PortBinding `name` to `port` and returns the seconds until it answers there.
+/// Moves PortBinding `name` to `port` and returns the seconds until it answers there
+/// (`wait` at most).
 async fn change_latency(
     pbs: &Api<PortBinding>,
     internet: &testbed::netns::Netns,
     name: &str,
     public: Ipv4Addr,
     port: u16,
+    wait: Duration,
 ) -> f64 {
     let patch = serde_json::json!({"spec": {"bindings": [{"name": "http", "protocol": "TCP", "listenPort": port, "target": {"service": {"name": "my-web", "namespace": "default", "port": 8080}}}]}});
     let applied = Instant::now();
@@ -187,7 +209,7 @@ async fn change_latency(
         .await
         .unwrap();
     let ok = in_ns(internet, move || {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if answers((public, port)) {
                 return true;
@@ -200,16 +222,109 @@ async fn change_latency(
     applied.elapsed().as_secs_f64()
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
-#[allow(clippy::too_many_lines)]
-async fn main() {
-    let mut numbers = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse::<usize>().ok());
-    let nodes = numbers.next().unwrap_or(20);
-    let per_node = numbers.next().unwrap_or(20);
-    let changes = numbers.next().unwrap_or(20);
+/// The first time each EdgeNode was seen `Enrolled=True` and `Ready=True`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Firsts {
+    enrolled: Option<Instant>,
+    ready: Option<Instant>,
+}
 
+/// Records, for each EdgeNode in `items` not seen so yet, `now` as its first `Enrolled=True`
+/// or `Ready=True`.
+fn record(seen: &Mutex<BTreeMap<String, Firsts>>, items: &[EdgeNode], now: Instant) {
+    let mut seen = seen.lock().unwrap();
+    for node in items {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let conditions = node
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        let is_true = |t: &str| condition(conditions, t).is_some_and(|c| c.0 == "True");
+        let firsts = seen.entry(name).or_default();
+        if firsts.enrolled.is_none() && is_true("Enrolled") {
+            firsts.enrolled = Some(now);
+        }
+        if firsts.ready.is_none() && is_true("Ready") {
+            firsts.ready = Some(now);
+        }
+    }
+}
+
+/// Lists the EdgeNodes every 250 ms until `stop`, [`record`]ing what it sees.
+fn watch_firsts(
+    edges: Api<EdgeNode>,
+    stop: Arc<AtomicBool>,
+) -> Arc<Mutex<BTreeMap<String, Firsts>>> {
+    let seen: Arc<Mutex<BTreeMap<String, Firsts>>> = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(list) = edges.list(&ListParams::default()).await {
+                record(&seen, &list.items, Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    out
+}
+
+/// The EdgeNodes whose uplink StatefulSet the operator has written (by its instance label).
+async fn with_workload(sets: &Api<StatefulSet>) -> BTreeSet<String> {
+    sets.list(&ListParams::default().labels("app.kubernetes.io/name=uplink"))
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter_map(|s| s.metadata.labels?.remove("app.kubernetes.io/instance"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether every object in `list` is `Ready=True`, and there are `count` of them.
+fn all_ready<T>(list: &[T], count: usize, conditions: impl Fn(&T) -> Option<bool>) -> bool {
+    list.len() == count && list.iter().all(|o| conditions(o) == Some(true))
+}
+
+/// The port EdgeNode `n<i>`'s last PortBinding listens on once all are applied: the last
+/// reference change moved `n0-pb-0`, the only one when there is one per EdgeNode.
+fn last_port(i: usize, per_node: usize, changes: usize) -> u16 {
+    if i == 0 && per_node == 1 && changes > 0 {
+        30_000 + changes as u16 - 1
+    } else {
+        10_000 + per_node as u16 - 1
+    }
+}
+
+/// What one round measured (seconds, MiB).
+#[derive(Debug, Default)]
+struct Figures {
+    bed_up: f64,
+    applying: f64,
+    converged: f64,
+    /// The first EdgeNode, alone on an idle operator: applied → `Enrolled`, → `Ready`.
+    alone: (f64, f64),
+    /// The others, applied at once: applied → first `Enrolled`, → first `Ready`.
+    enrolled: Vec<f64>,
+    ready: Vec<f64>,
+    /// The others: applied → the harness started their uplinks (the operator had written
+    /// the workload), the part of `ready` that is not the operator's.
+    uplinks: Vec<f64>,
+    reference: Vec<f64>,
+    loaded: Vec<f64>,
+    rss_idle: f64,
+    rss_peak: f64,
+    rss_after: f64,
+    channels: usize,
+    most: usize,
+    raw: usize,
+    slack_us: Option<u64>,
+}
+
+/// One round on a fresh bed with an operator running `binary` (the bed's own when `None`).
+async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: usize) -> Figures {
+    let mut f = Figures::default();
     let started = Instant::now();
     let bed = OperatorBed::builder()
         .vps(nodes)
@@ -222,10 +337,8 @@ async fn main() {
     let net = bed.net();
     let (internet, first, pods) = (&net.internet, &net.vps, &net.pods);
     let vpses: Vec<&Vps> = std::iter::once(first).chain(&bed.more_vpses).collect();
-    println!(
-        "the bed with {nodes} VPSes up in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
+    f.bed_up = started.elapsed().as_secs_f64();
+    println!("the bed with {nodes} VPSes up in {:.0} s", f.bed_up);
     for vps in &vpses {
         vps.ssh(
             internet,
@@ -235,59 +348,85 @@ async fn main() {
     }
 
     let limit = LIMIT.to_string();
-    let operator = bed
-        .operator()
+    let operator = support::operator(&bed, binary)
         .flags(&["--max-concurrent-reconciles", &limit])
         .start()
         .unwrap();
-    let pid = operator_pid(operator.process.pid());
+    let pid = operator_pid(operator.process.pid(), binary.unwrap_or(bed.binary()));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let idle = rss_mib(pid);
+    f.rss_idle = rss_mib(pid);
 
-    // The reference: one EdgeNode's change latency on an otherwise idle operator.
     let edges: Api<EdgeNode> = Api::namespaced(client.clone(), "default");
     let pbs: Api<PortBinding> = Api::namespaced(client.clone(), "default");
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), UPLINKS_NS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let firsts = watch_firsts(edges.clone(), stop.clone());
     for (i, vps) in vpses.iter().enumerate() {
         ssh_secret(&client, "default", &format!("n{i}-ssh"), vps)
             .await
             .unwrap();
     }
+
+    // The reference: one EdgeNode's first enrollment and change latency on an idle operator.
+    let alone = Instant::now();
     apply_yaml::<EdgeNode>(&client, &edge_node_yaml("n0", vpses[0].address()))
         .await
         .unwrap();
     apply_yaml::<PortBinding>(&client, &binding_yaml("n0-pb-0", "n0", 10_000))
         .await
         .unwrap();
-    let mut uplinks = vec![
-        Uplinks::start(&client, "tunnel", "n0", &pods[0..1])
+    let mut uplinks = BTreeMap::from([(
+        "n0".to_owned(),
+        Uplinks::start(&client, UPLINKS_NS, "n0", &pods[0..1])
             .await
             .unwrap(),
-    ];
+    )]);
     eventually(
-        "the reference EdgeNode serving",
+        "the reference EdgeNode Ready and serving",
         Duration::from_secs(300),
         async || {
+            let firsts = firsts.lock().unwrap().get("n0").copied()?;
             let public = vpses[0].address();
-            in_ns(internet, move || answers((public, 10_000))).then_some(())
+            in_ns(internet, move || answers((public, 10_000))).then_some(())?;
+            Some((firsts.enrolled?, firsts.ready?))
         },
         || operator.log_text(),
     )
     .await;
-    let mut reference = Vec::new();
+    let n0 = firsts
+        .lock()
+        .unwrap()
+        .get("n0")
+        .copied()
+        .unwrap_or_default();
+    let since =
+        |t: Option<Instant>, from: Instant| t.map_or(f64::NAN, |t| (t - from).as_secs_f64());
+    f.alone = (since(n0.enrolled, alone), since(n0.ready, alone));
     for k in 0..changes {
         let port = 30_000 + k as u16;
-        reference.push(change_latency(&pbs, internet, "n0-pb-0", vpses[0].address(), port).await);
+        f.reference.push(
+            change_latency(
+                &pbs,
+                internet,
+                "n0-pb-0",
+                vpses[0].address(),
+                port,
+                Duration::from_secs(120),
+            )
+            .await,
+        );
     }
-    reference.sort_by(f64::total_cmp);
 
     // Everything at once.
-    let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
     sample_peak(pid, stop.clone(), peak.clone());
     let applied = Instant::now();
+    let mut applied_at = vec![applied; nodes];
+    let mut uplinks_at: BTreeMap<usize, Instant> = BTreeMap::new();
     for (i, vps) in vpses.iter().enumerate() {
         let node = format!("n{i}");
         if i > 0 {
+            applied_at[i] = Instant::now();
             apply_yaml::<EdgeNode>(&client, &edge_node_yaml(&node, vps.address()))
                 .await
                 .unwrap();
@@ -302,49 +441,84 @@ async fn main() {
             .unwrap();
         }
     }
-    let applying = applied.elapsed().as_secs_f64();
-    for i in 1..nodes {
-        uplinks.push(
-            Uplinks::start(&client, "tunnel", &format!("n{i}"), &pods[i..=i])
-                .await
-                .unwrap(),
-        );
-    }
-    eventually(
-        "every PortBinding Ready and every EdgeNode answering",
-        Duration::from_secs(1800),
-        async || {
-            for (i, vps) in vpses.iter().enumerate() {
-                let node = format!("n{i}");
-                ready(&edges, &node).await.filter(|c| c.0 == "True")?;
-                for j in 1..per_node {
-                    ready(&pbs, &format!("{node}-pb-{j}"))
-                        .await
-                        .filter(|c| c.0 == "True")?;
-                }
-                let public = vps.address();
-                let port = 10_000 + per_node as u16 - 1;
-                in_ns(internet, move || answers((public, port))).then_some(())?;
+    f.applying = applied.elapsed().as_secs_f64();
+    // Converged: every EdgeNode and PortBinding Ready, every VPS answering on its last port.
+    // Meanwhile the uplinks of each EdgeNode start once the operator wrote their workload.
+    let deadline = Instant::now() + Duration::from_secs(600 + 30 * nodes as u64);
+    loop {
+        for node in with_workload(&sets).await {
+            let Some(i) = node.strip_prefix('n').and_then(|n| n.parse::<usize>().ok()) else {
+                continue;
+            };
+            if i < nodes && !uplinks.contains_key(&node) {
+                let started = Uplinks::start(&client, UPLINKS_NS, &node, &pods[i..=i])
+                    .await
+                    .unwrap();
+                uplinks_at.insert(i, Instant::now());
+                uplinks.insert(node, started);
             }
-            Some(())
-        },
-        || operator.log_text(),
-    )
-    .await;
-    let converged = applied.elapsed().as_secs_f64();
-    let peak_converging = peak.load(Ordering::Relaxed) as f64 / 1024.0;
+        }
+        let ready = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+            condition(c, "Ready").map(|c| c.0 == "True")
+        };
+        let edges_ready = edges.list(&ListParams::default()).await.is_ok_and(|l| {
+            record(&firsts, &l.items, Instant::now());
+            all_ready(&l.items, nodes, |e| ready(&e.status.as_ref()?.conditions))
+        });
+        let converged = edges_ready
+            && pbs.list(&ListParams::default()).await.is_ok_and(|l| {
+                all_ready(&l.items, nodes * per_node, |p| {
+                    ready(&p.status.as_ref()?.conditions)
+                })
+            })
+            && vpses.iter().enumerate().all(|(i, vps)| {
+                let public = vps.address();
+                let port = last_port(i, per_node, changes);
+                in_ns(internet, move || answers((public, port)))
+            });
+        if converged {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every PortBinding Ready and every EdgeNode answering ({} of {nodes} with uplinks)\n{}",
+            uplinks.len(),
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    f.converged = applied.elapsed().as_secs_f64();
+    f.rss_peak = peak.load(Ordering::Relaxed) as f64 / 1024.0;
+    {
+        let firsts = firsts.lock().unwrap();
+        for (i, at) in applied_at.iter().enumerate().skip(1) {
+            let got = firsts.get(&format!("n{i}")).copied().unwrap_or_default();
+            f.enrolled.push(since(got.enrolled, *at));
+            f.ready.push(since(got.ready, *at));
+            f.uplinks.push(since(uplinks_at.get(&i).copied(), *at));
+        }
+    }
 
     // One change at a time under that load, spread over the EdgeNodes.
-    let mut loaded = Vec::new();
     for k in 0..changes {
         let i = k % nodes;
         let port = 40_000 + k as u16;
-        let name = format!("n{i}-pb-1");
-        loaded.push(change_latency(&pbs, internet, &name, vpses[i].address(), port).await);
+        let name = format!("n{i}-pb-{}", usize::from(per_node > 1));
+        f.loaded.push(
+            change_latency(
+                &pbs,
+                internet,
+                &name,
+                vpses[i].address(),
+                port,
+                // A change waits behind the passes in flight (71 s seen with 50 EdgeNodes).
+                Duration::from_secs(120 + 4 * nodes as u64),
+            )
+            .await,
+        );
     }
-    loaded.sort_by(f64::total_cmp);
     stop.store(true, Ordering::Relaxed);
-    let after = rss_mib(pid);
+    f.rss_after = rss_mib(pid);
 
     let mut all = Vec::new();
     for vps in &vpses {
@@ -356,37 +530,173 @@ async fn main() {
             .unwrap();
         all.extend(channels(&String::from_utf8_lossy(&journal.stdout)));
     }
-    let raw = max_overlap(&all, 0);
-    if let Some(slack) = tightest_excess(&all, LIMIT) {
+    f.channels = all.len();
+    f.raw = max_overlap(&all, 0);
+    f.slack_us = tightest_excess(&all, LIMIT);
+    f.most = max_overlap(&all, LAG_US);
+    support::keep_log(&operator.log_text());
+    drop(uplinks);
+    f
+}
+
+/// `p50 / p99 / max` of `samples`, or `-` when there are none.
+fn spread(samples: &[f64]) -> String {
+    match p50_p99(samples) {
+        Some((p50, p99)) => format!(
+            "{p50:.1} / {p99:.1} / {:.1} s",
+            samples.iter().copied().fold(f64::NAN, f64::max)
+        ),
+        None => "-".into(),
+    }
+}
+
+/// `p50 / p99` of `samples`, or `-`.
+fn p50_99(samples: &[f64]) -> String {
+    p50_p99(samples).map_or_else(|| "-".into(), |(a, b)| format!("{a:.3} / {b:.3} s"))
+}
+
+/// Prints one round's (or several rounds') figures.
+fn report(name: &str, nodes: usize, per_node: usize, changes: usize, f: &Figures) {
+    println!(
+        "{name}: EdgeNodes (VPSes): {nodes}, PortBindings each: {per_node}, changes: {changes}"
+    );
+    println!("  the bed up in {:.0} s", f.bed_up);
+    println!(
+        "  first enrollment, one EdgeNode alone: applied → Enrolled {:.1} s, → Ready {:.1} s",
+        f.alone.0, f.alone.1
+    );
+    println!(
+        "  first enrollment of the {} others applied at once, p50 / p99 / max:\n    applied → Enrolled {}\n    applied → Ready    {}\n    (applied → uplinks started by the harness {})",
+        f.enrolled.len(),
+        spread(&f.enrolled),
+        spread(&f.ready),
+        spread(&f.uplinks)
+    );
+    println!(
+        "  applied everything in {:.1} s; all served {:.1} s after the first apply",
+        f.applying, f.converged
+    );
+    println!(
+        "  one change (move a PortBinding to a new port → first answer), p50 / p99:\n    idle, 1 EdgeNode (reference): {}\n    under load, {nodes} EdgeNodes:    {}",
+        p50_99(&f.reference),
+        p50_99(&f.loaded)
+    );
+    println!(
+        "  operator RSS: idle {:.1} MiB, peak while converging {:.1} MiB, after {:.1} MiB",
+        f.rss_idle, f.rss_peak, f.rss_after
+    );
+    println!(
+        "  SSH exec channels seen by the VPSes' sshd: {}, at most {} at once (--max-concurrent-reconciles {LIMIT}); {} when a close logged up to {} ms late counts as still open",
+        f.channels,
+        f.most,
+        f.raw,
+        LAG_US / 1000
+    );
+    if let Some(slack) = f.slack_us {
         println!(
             "  beyond {LIMIT} at once, the extra channel overlapped the others by at most {:.1} ms",
             slack as f64 / 1000.0
         );
     }
-    let most = max_overlap(&all, LAG_US);
+}
 
-    println!("EdgeNodes (VPSes): {nodes}, PortBindings each: {per_node}, changes: {changes}");
+/// Several rounds of one build as one: samples pooled, times and memory averaged (the peak
+/// and the SSH counts: the largest).
+fn pooled(rounds: &[Figures]) -> Figures {
+    let n = rounds.len().max(1) as f64;
+    let mean = |g: fn(&Figures) -> f64| rounds.iter().map(g).sum::<f64>() / n;
+    let cat = |g: fn(&Figures) -> &Vec<f64>| rounds.iter().flat_map(|f| g(f).clone()).collect();
+    Figures {
+        bed_up: mean(|f| f.bed_up),
+        applying: mean(|f| f.applying),
+        converged: mean(|f| f.converged),
+        alone: (mean(|f| f.alone.0), mean(|f| f.alone.1)),
+        enrolled: cat(|f| &f.enrolled),
+        ready: cat(|f| &f.ready),
+        uplinks: cat(|f| &f.uplinks),
+        reference: cat(|f| &f.reference),
+        loaded: cat(|f| &f.loaded),
+        rss_idle: mean(|f| f.rss_idle),
+        rss_peak: rounds.iter().map(|f| f.rss_peak).fold(0.0, f64::max),
+        rss_after: mean(|f| f.rss_after),
+        channels: rounds.iter().map(|f| f.channels).max().unwrap_or(0),
+        most: rounds.iter().map(|f| f.most).max().unwrap_or(0),
+        raw: rounds.iter().map(|f| f.raw).max().unwrap_or(0),
+        slack_us: rounds.iter().filter_map(|f| f.slack_us).max(),
+    }
+}
+
+/// The ratios ours / base of the headline figures.
+fn ratios(ours: &Figures, base: &Figures) {
+    let p = |s: &[f64]| p50_p99(s).unwrap_or((f64::NAN, f64::NAN));
+    let max = |s: &[f64]| s.iter().copied().fold(f64::NAN, f64::max);
+    println!("ours / base:");
     println!(
-        "applied everything in {applying:.1} s; all served {converged:.1} s after the first apply"
+        "  first enrollment alone: Enrolled {:.2}, Ready {:.2}",
+        ours.alone.0 / base.alone.0,
+        ours.alone.1 / base.alone.1
     );
+    let (o, b) = (p(&ours.enrolled), p(&base.enrolled));
     println!(
-        "one change (move a PortBinding to a new port → first answer), p50 / p99:\n  idle, 1 EdgeNode (reference): {:.3} / {:.3} s\n  under load, {nodes} EdgeNodes:    {:.3} / {:.3} s",
-        percentile(&reference, 50.0),
-        percentile(&reference, 99.0),
-        percentile(&loaded, 50.0),
-        percentile(&loaded, 99.0),
+        "  first enrollment at once, applied → Enrolled: p50 {:.2}, p99 {:.2}, max {:.2}",
+        o.0 / b.0,
+        o.1 / b.1,
+        max(&ours.enrolled) / max(&base.enrolled)
     );
-    println!(
-        "operator RSS: idle {idle:.1} MiB, peak while converging {peak_converging:.1} MiB, after {after:.1} MiB"
+    println!("  all served: {:.2}", ours.converged / base.converged);
+    for (what, o, b) in [
+        ("one change idle", &ours.reference, &base.reference),
+        ("one change under load", &ours.loaded, &base.loaded),
+    ] {
+        let (o, b) = (p(o), p(b));
+        println!("  {what}: p50 {:.2}, p99 {:.2}", o.0 / b.0, o.1 / b.1);
+    }
+    println!("  operator RSS peak: {:.2}", ours.rss_peak / base.rss_peak);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let mut numbers = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<usize>().ok());
+    let nodes = numbers.next().unwrap_or(20).max(1);
+    let per_node = numbers.next().unwrap_or(20).max(1);
+    let changes = numbers.next().unwrap_or(20);
+    let Some(base) = support::base() else {
+        let f = round(None, nodes, per_node, changes).await;
+        report("ours", nodes, per_node, changes, &f);
+        assert!(
+            f.most <= LIMIT,
+            "more SSH commands at once than --max-concurrent-reconciles"
+        );
+        return;
+    };
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    for r in 1..=support::rounds(1) {
+        eprintln!("round {r}: base {}", base.display());
+        let f = round(Some(&base), nodes, per_node, changes).await;
+        report(&format!("round {r}, base"), nodes, per_node, changes, &f);
+        theirs.push(f);
+        eprintln!("round {r}: ours");
+        let f = round(None, nodes, per_node, changes).await;
+        report(&format!("round {r}, ours"), nodes, per_node, changes, &f);
+        ours.push(f);
+    }
+    let (theirs, ours) = (pooled(&theirs), pooled(&ours));
+    println!("--- over all rounds ---");
+    report(
+        &format!("base ({})", base.display()),
+        nodes,
+        per_node,
+        changes,
+        &theirs,
     );
-    println!(
-        "SSH exec channels seen by the VPSes' sshd: {}, at most {most} at once (--max-concurrent-reconciles {LIMIT}); {raw} when a close logged up to {} ms late counts as still open",
-        all.len(),
-        LAG_US / 1000
-    );
+    report("ours", nodes, per_node, changes, &ours);
+    ratios(&ours, &theirs);
     assert!(
-        most <= LIMIT,
-        "more SSH commands at once than --max-concurrent-reconciles"
+        theirs.most <= LIMIT && ours.most <= LIMIT,
+        "more SSH commands at once than --max-concurrent-reconciles (base {}, ours {})",
+        theirs.most,
+        ours.most
     );
-    drop(uplinks);
 }

@@ -1,9 +1,22 @@
 //! What both control-plane benchmarks measure with: the client that asks README Example 1's
-//! `my-web` through the VPS, and percentiles.
+//! `my-web` through the VPS, percentiles, and the A/B set-up they share (which operator
+//! binary, its extra flags and environment, how many rounds).
+//!
+//! The environment both read:
+//! - `BENCH_OPERATOR_BASE=<path>`: another build's `tunnel` to measure in the same run (A/B);
+//! - `BENCH_ROUNDS=<n>`: rounds per operator in A/B mode (base, ours, base, ours, ...);
+//! - `BENCH_OPERATOR_FLAGS="--flag value ..."`: extra `tunnel run` flags (split on spaces),
+//!   for both operators unless `BENCH_OPERATOR_BASE_FLAGS` gives the base its own;
+//! - `BENCH_OPERATOR_ENV="KEY=value ..."`: extra environment, likewise
+//!   `BENCH_OPERATOR_BASE_ENV`; `BENCH_LOG_LEVEL=<level>`: the operators' `LOG_LEVEL`;
+//! - `BENCH_OPERATOR_LOG=<dir>`: keep each round's operator log there.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use testbed::operator::{OperatorBed, OperatorBuilder};
 
 /// Whether `my-web` answers at `addr` now (500 ms to connect: the benchmarks poll every
 /// 20 ms for the first answer).
@@ -20,4 +33,73 @@ pub fn answers(addr: (Ipv4Addr, u16)) -> bool {
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+/// `samples` sorted, and their p50 and p99 (`None` when there are none).
+pub fn p50_p99(samples: &[f64]) -> Option<(f64, f64)> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (!sorted.is_empty()).then(|| (percentile(&sorted, 50.0), percentile(&sorted, 99.0)))
+}
+
+/// The other build's `tunnel` (`BENCH_OPERATOR_BASE`), when the run is an A/B one.
+pub fn base() -> Option<PathBuf> {
+    std::env::var_os("BENCH_OPERATOR_BASE").map(PathBuf::from)
+}
+
+/// Rounds per operator in an A/B run (`BENCH_ROUNDS`, else `default`).
+pub fn rounds(default: usize) -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `name` of the environment, or for the base build `BASE_name` first (`BENCH_OPERATOR_FLAGS`
+/// → `BENCH_OPERATOR_BASE_FLAGS`).
+fn setting(name: &str, base: bool) -> Option<String> {
+    let own = name.replacen("BENCH_OPERATOR_", "BENCH_OPERATOR_BASE_", 1);
+    base.then(|| std::env::var(&own).ok())
+        .flatten()
+        .or_else(|| std::env::var(name).ok())
+}
+
+/// A `tunnel run` on `bed`: `binary` when given (the base build), else the bed's own, with
+/// the extra flags and environment of the module's settings.
+pub fn operator<'a>(bed: &'a OperatorBed, binary: Option<&Path>) -> OperatorBuilder<'a> {
+    let base = binary.is_some();
+    let mut builder = bed.operator();
+    if let Some(binary) = binary {
+        builder = builder.binary(binary);
+    }
+    if let Ok(level) = std::env::var("BENCH_LOG_LEVEL") {
+        builder = builder.env("LOG_LEVEL", &level);
+    }
+    if let Some(flags) = setting("BENCH_OPERATOR_FLAGS", base) {
+        builder = builder.flags(&flags.split_whitespace().collect::<Vec<_>>());
+    }
+    for pair in setting("BENCH_OPERATOR_ENV", base)
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        let (key, value) = pair
+            .split_once('=')
+            .unwrap_or_else(|| panic!("BENCH_OPERATOR_ENV: {pair:?} is not KEY=value"));
+        builder = builder.env(key, value);
+    }
+    builder
+}
+
+/// Writes `log` to `$BENCH_OPERATOR_LOG/operator-<ms since the epoch>.log` when that is set;
+/// the file written.
+pub fn keep_log(log: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("BENCH_OPERATOR_LOG")?);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let path = dir.join(format!("operator-{millis}.log"));
+    std::fs::write(&path, log).unwrap();
+    eprintln!("the operator's log: {}", path.display());
+    Some(path)
 }

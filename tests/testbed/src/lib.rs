@@ -13,7 +13,8 @@
 //! - [`node`]: a real single-node cluster (kubelet, containerd, kube-proxy, ...) on the host;
 //!   [`images`]: the OCI images it runs, written without a registry or builder;
 //!   [`gateway_conformance`]: the upstream Gateway API conformance suite run against it.
-//! - [`keys`]: encrypted SSH keys as the tools make them, and the KDF bombs (review H2).
+//! - [`keys`]: encrypted SSH keys as the tools make them, and the KDF bombs (review H2);
+//!   [`tls`]: a CA for server certificates and a TLS client that reports what it was shown.
 //! - [`network`]: the internet, a VPS and a cluster's pods, as the enrollment and operator
 //!   tests use them.
 //! - [`operator`]: the operator's bed, one builder for every operator test and benchmark (the
@@ -44,6 +45,7 @@ pub mod pods;
 pub mod process;
 pub mod prometheus;
 pub mod promql;
+pub mod tls;
 pub mod tools;
 pub mod uplinks;
 pub mod vps;

@@ -1,7 +1,8 @@
 //! The Kubernetes objects a user writes and reads around the operator, as `kubectl` would:
-//! server-side apply of a YAML document, a namespace, the SSH Secret of a VPS, a ClusterIP
-//! Service, an object's `Ready` condition and the Events about it. Generic over the object's
-//! type, so the test bed needs nothing of the operator's crate.
+//! server-side apply of a YAML document, a namespace, the SSH Secret of a VPS, a TLS Secret
+//! (as cert-manager writes it), a ClusterIP Service, an object's `Ready` condition and the
+//! Events about it. Generic over the object's type, so the test bed needs nothing of the
+//! operator's crate.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -91,6 +92,37 @@ pub async fn ssh_secret(
         .patch(
             name,
             &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(kube_error(&format!("applying Secret {namespace}/{name}")))?;
+    Ok(())
+}
+
+/// A `kubernetes.io/tls` Secret `<namespace>/<name>` with `tls.crt` and `tls.key` (and
+/// `ca.crt` when given), applied as cert-manager applies a renewal: the same object, new data.
+pub async fn tls_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    cert: &str,
+    key: &str,
+    ca: Option<&str>,
+) -> Result<(), TestbedError> {
+    let mut data = serde_json::json!({"tls.crt": cert, "tls.key": key});
+    if let Some(ca) = ca {
+        data["ca.crt"] = serde_json::Value::String(ca.to_owned());
+    }
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "stringData": data,
+    }))
+    .map_err(json_error(name))?;
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply("cert-manager").force(),
             &Patch::Apply(&secret),
         )
         .await

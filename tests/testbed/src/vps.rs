@@ -4,17 +4,52 @@
 //! Each VPS gets a fresh ed25519 host key (so two VPSes are two identities), a fresh client key
 //! in root's `authorized_keys`, and a veth link to a namespace the test chooses (the "internet"
 //! side, where the SSH client runs), IPv4 and IPv6 ([`Vps::address`], [`Vps::address6`]). Writes land in an overlay upper directory that lives as long
-//! as the handle, so a reboot keeps the disk.
+//! as the handle, so a reboot keeps the disk. Booting raises root's inotify limit when the
+//! VPSes running would not fit in it (their processes all count as the host's root).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::Cgroups;
 use crate::netns::{self, End, Netns};
 use crate::process::Process;
 use crate::{TestbedError, tools, unique_name};
+
+/// inotify instances one VPS takes, with room to spare: measured on a VPS enrolled by the
+/// operator, its systemd holds 5, dbus-daemon 1, systemd-logind 1, Envoy 2 (its file watches).
+const INOTIFY_PER_VPS: u64 = 12;
+/// What the limit keeps for the host's own processes beside the VPSes.
+const INOTIFY_HOST: u64 = 64;
+/// The per-user limit on inotify instances. The VPSes' processes run as the host's root (no
+/// user namespace), so they all count against root's: the kernel's default of 128 is spent by
+/// about a dozen enrolled VPSes, after which their systemd and Envoy fail to watch files.
+const INOTIFY_LIMIT: &str = "/proc/sys/fs/inotify/max_user_instances";
+
+/// VPSes of this process running now.
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Raises root's inotify limit, if it is lower, to what `count` VPSes and the host need
+/// (`INOTIFY_HOST + count × INOTIFY_PER_VPS`), in steps of 16 VPSes; never lowers it.
+fn make_room_for(count: u64) -> Result<(), TestbedError> {
+    let need = |count: u64| INOTIFY_HOST + count * INOTIFY_PER_VPS;
+    let now: u64 = std::fs::read_to_string(INOTIFY_LIMIT)
+        .map_err(TestbedError::io(format!("reading {INOTIFY_LIMIT}")))?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    if now < need(count) {
+        let room = count.next_multiple_of(16);
+        let new = need(room);
+        std::fs::write(INOTIFY_LIMIT, new.to_string()).map_err(TestbedError::io(format!(
+            "raising {INOTIFY_LIMIT} to {new}"
+        )))?;
+        eprintln!("raised fs.inotify.max_user_instances from {now} to {new} ({room} VPSes)");
+    }
+    Ok(())
+}
 
 /// How to attach the VPS.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +78,7 @@ pub struct Vps {
 impl Vps {
     /// Boots a fresh VPS linked to `peer`, and waits until SSH answers with its host key.
     pub fn boot(peer: &Netns, options: &VpsOptions) -> Result<Self, TestbedError> {
-        use std::sync::atomic::{AtomicU8, Ordering};
+        use std::sync::atomic::AtomicU8;
         static NEXT: AtomicU8 = AtomicU8::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let address = options.address.unwrap_or(Ipv4Addr::new(10, 99, n, 2));
@@ -54,6 +89,7 @@ impl Vps {
             .clone()
             .unwrap_or_else(|| format!("vps{n}"));
 
+        make_room_for(LIVE.load(Ordering::Relaxed) + 1)?;
         let ns = Netns::new("vps")?;
         netns::veth(
             End {
@@ -121,6 +157,7 @@ impl Vps {
         };
         vps.prepare_upper()?;
         vps.start()?;
+        LIVE.fetch_add(1, Ordering::Relaxed);
         Ok(vps)
     }
 
@@ -395,6 +432,7 @@ impl Vps {
 impl Drop for Vps {
     fn drop(&mut self) {
         self.stop();
+        LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
