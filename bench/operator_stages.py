@@ -2,10 +2,11 @@
 """Where a change's time goes, per stage, from the logs `operator_latency` keeps.
 
 Run the bench with `BENCH_OPERATOR_LOG=DIR BENCH_LOG_LEVEL=debug`, then
-`python3 bench/operator_stages.py DIR [DIR ...]`: for every kept round (an operator log and
-its `.stamps`, one line "applied connected" per binding, microseconds since the epoch) it
-lines each binding's apply and first connection up with the operator's log and prints the
-p50 and p99 of each stage, per directory (one directory per build):
+`python3 bench/operator_stages.py DIR [DIR ...]`: for every kept round (an operator log
+`operator-<build>-<ms>.log` and its `.stamps`, one line "applied connected" per binding,
+microseconds since the epoch) it lines each binding's apply and first connection up with the
+operator's log and prints the p50 and p99 of each stage, per directory and build (`ours`,
+`base` in an A/B run):
 
   to SSH      applied -> the pass's first SSH command (the watch event, the pass's reads,
               the decision, the API writes before SSH)
@@ -75,12 +76,15 @@ def main():
     print("| build (directory) | samples | " + " | ".join(f"{n} p50 / p99 (ms)" for n in names) + " |")
     print("|---|---|" + "---|" * len(names))
     for d in sys.argv[1:]:
-        rows = []
+        builds = {}
         for log in sorted(glob.glob(os.path.join(d, "*.log"))):
             if os.path.exists(log + ".stamps"):
-                rows += stages(log, log + ".stamps")
-        cells = [f"{percentile([r[n] for r in rows], 50):.0f} / {percentile([r[n] for r in rows], 99):.0f}" for n in names]
-        print(f"| {d} | {len(rows)} | " + " | ".join(cells) + " |")
+                parts = os.path.basename(log).split("-")
+                build = parts[1] if len(parts) == 3 else "ours"
+                builds.setdefault(build, []).extend(stages(log, log + ".stamps"))
+        for build, rows in sorted(builds.items()):
+            cells = [f"{percentile([r[n] for r in rows], 50):.0f} / {percentile([r[n] for r in rows], 99):.0f}" for n in names]
+            print(f"| {build} ({d}) | {len(rows)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,7 @@ fn until_served(internet: &Netns, public: Ipv4Addr, ca: &str, want: &[u8]) -> Op
 /// `None`): `count` PortBindings applied one after the other, then `rotations` rotations of a
 /// TLS binding's Secret.
 async fn round(binary: Option<&Path>, count: u16, rotations: u16) -> Samples {
+    support::select_build(binary);
     let bed = OperatorBed::example_1(1).await.unwrap();
     let client = bed.client.clone();
     let net = bed.net();

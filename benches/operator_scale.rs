@@ -324,6 +324,7 @@ struct Figures {
 
 /// One round on a fresh bed with an operator running `binary` (the bed's own when `None`).
 async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: usize) -> Figures {
+    support::select_build(binary);
     let mut f = Figures::default();
     let started = Instant::now();
     let bed = OperatorBed::builder()

@@ -3,7 +3,11 @@
 //! binary, its extra flags and environment, how many rounds).
 //!
 //! The environment both read:
-//! - `BENCH_OPERATOR_BASE=<path>`: another build's `tunnel` to measure in the same run (A/B);
+//! - `BENCH_OPERATOR_BASE=<path>`: another build's `tunnel` to measure in the same run (A/B),
+//!   or a directory holding that build's `tunnel`, `tunnelctl` and `uplink` (its agents run
+//!   beside its operator: the relay pushed to the VPS and the uplinks);
+//! - `BENCH_OURS=<dir>`: the same kind of directory for "ours" (e.g. a release build),
+//!   instead of the bench's own build;
 //! - `BENCH_ROUNDS=<n>`: rounds per operator in A/B mode (base, ours, base, ours, ...);
 //! - `BENCH_OPERATOR_FLAGS="--flag value ..."`: extra `tunnel run` flags (split on spaces),
 //!   for both operators unless `BENCH_OPERATOR_BASE_FLAGS` gives the base its own;
@@ -64,13 +68,35 @@ fn setting(name: &str, base: bool) -> Option<String> {
         .or_else(|| std::env::var(name).ok())
 }
 
-/// A `tunnel run` on `bed`: `binary` when given (the base build), else the bed's own, with
-/// the extra flags and environment of the module's settings.
+/// The build the current round runs ("ours" or "base"), for the kept logs' names.
+static BUILD: std::sync::Mutex<&str> = std::sync::Mutex::new("ours");
+
+/// Chooses the build a round runs before its bed is made: `build` (the base) when given,
+/// else `BENCH_OURS`, else the bench's own. A directory gives the operator and the agents
+/// ([`testbed::tools::use_agents_dir`]); a lone `tunnel` binary only the operator.
+pub fn select_build(build: Option<&Path>) {
+    *BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        if build.is_some() { "base" } else { "ours" };
+    let dir = match build {
+        Some(path) => path.is_dir().then(|| path.to_owned()),
+        None => std::env::var_os("BENCH_OURS").map(PathBuf::from),
+    };
+    testbed::tools::use_agents_dir(dir);
+}
+
+/// A `tunnel run` on `bed`: `binary` when given (the base build; a directory's `tunnel`),
+/// else the bed's own, with the extra flags and environment of the module's settings.
 pub fn operator<'a>(bed: &'a OperatorBed, binary: Option<&Path>) -> OperatorBuilder<'a> {
     let base = binary.is_some();
     let mut builder = bed.operator();
     if let Some(binary) = binary {
-        builder = builder.binary(binary);
+        builder = if binary.is_dir() {
+            builder.binary(&binary.join("tunnel"))
+        } else {
+            builder.binary(binary)
+        };
     }
     if let Ok(level) = std::env::var("BENCH_LOG_LEVEL") {
         builder = builder.env("LOG_LEVEL", &level);
@@ -90,7 +116,8 @@ pub fn operator<'a>(bed: &'a OperatorBed, binary: Option<&Path>) -> OperatorBuil
     builder
 }
 
-/// Writes `log` to `$BENCH_OPERATOR_LOG/operator-<ms since the epoch>.log` when that is set;
+/// Writes `log` to `$BENCH_OPERATOR_LOG/operator-<ours|base>-<ms since the epoch>.log` when
+/// that is set;
 /// the file written.
 pub fn keep_log(log: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("BENCH_OPERATOR_LOG")?);
@@ -98,7 +125,10 @@ pub fn keep_log(log: &str) -> Option<PathBuf> {
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis();
-    let path = dir.join(format!("operator-{millis}.log"));
+    let build = *BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = dir.join(format!("operator-{build}-{millis}.log"));
     std::fs::write(&path, log).unwrap();
     eprintln!("the operator's log: {}", path.display());
     Some(path)

@@ -66,13 +66,28 @@ pub fn vps_rootfs() -> Result<PathBuf, TestbedError> {
 /// benchmarks run another build's agents, e.g. an older commit's or a release build).
 pub const AGENTS_DIR_VAR: &str = "TUNNEL_AGENTS_DIR";
 
+/// Set by [`use_agents_dir`]: takes precedence over [`AGENTS_DIR_VAR`].
+static AGENTS_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Makes [`agent_binary`] take the binaries from `dir` from now on (`None`: as usual), for the
+/// beds made afterwards in this process (a benchmark switching builds between rounds).
+pub fn use_agents_dir(dir: Option<PathBuf>) {
+    *AGENTS_DIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = dir;
+}
+
 /// One of the workspace's own binaries (`tunnelctl`, `uplink`, `tunnel`), built into the
 /// target directory of the running test (`target/<profile>/`, next to `deps/`), or found in
 /// [`AGENTS_DIR_VAR`].
 pub fn agent_binary(name: &str) -> Result<PathBuf, TestbedError> {
     let exe = std::env::current_exe().map_err(TestbedError::io("locating the test binary"))?;
-    let path = match std::env::var_os(AGENTS_DIR_VAR) {
-        Some(dir) => PathBuf::from(dir).join(name),
+    let chosen = AGENTS_DIR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let path = match chosen.or_else(|| std::env::var_os(AGENTS_DIR_VAR).map(PathBuf::from)) {
+        Some(dir) => dir.join(name),
         None => exe
             .parent()
             .and_then(std::path::Path::parent)
