@@ -33,7 +33,11 @@ use crate::crd::ProxyProtocolVersion;
 /// How often an uplink that failed its checks is checked again: the configured interval, at
 /// most this. A new binding's cluster starts with its uplinks unchecked; the first check
 /// fails while the pod has not yet got the binding's forward (its ConfigMap is on its way),
-/// and the binding must not wait a whole interval (5 s by default) after that.
+/// and the binding must not wait a whole interval (5 s by default) after that. A cluster that
+/// never carried traffic uses the `no_traffic` intervals instead of `interval` and
+/// `unhealthy_interval` (Envoy's rule), so the same split is made there:
+/// `no_traffic_interval` (unhealthy uplinks) is this, `no_traffic_healthy_interval` the
+/// configured interval.
 pub const UNHEALTHY_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn unhealthy_interval(interval: std::time::Duration) -> String {
@@ -103,7 +107,8 @@ fn cluster(b: &PlannedBinding, edge: &EdgeSettings) -> Value {
     let mut health_check = json!({
         "timeout": hc.timeout.to_envoy(),
         "interval": hc.interval.to_envoy(),
-        "no_traffic_interval": hc.interval.to_envoy(),
+        "no_traffic_interval": unhealthy_interval(hc.interval.to_std()),
+        "no_traffic_healthy_interval": hc.interval.to_envoy(),
         "unhealthy_interval": unhealthy_interval(hc.interval.to_std()),
         "healthy_threshold": hc.healthy_threshold,
         "unhealthy_threshold": hc.unhealthy_threshold,
