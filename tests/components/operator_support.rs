@@ -2,13 +2,12 @@
 //! ([`testbed::operator::OperatorBed`]): the user guide's examples as the tests apply them,
 //! the logs to show when a wait fails, and TLS servers and clients for SNI and offload.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use rustls::pki_types::ServerName;
 use testbed::netns::Netns;
 use testbed::objects::apply_yaml;
 use testbed::operator::{Operator, OperatorBed};
@@ -16,7 +15,7 @@ use testbed::uplinks::Uplinks;
 use testbed::vps::Vps;
 use tunnel::crd::{EdgeNode, PortBinding};
 
-use crate::edge_support::bed::{client_config, peer_cert, server_config};
+use crate::edge_support::bed::{client_config, server_config};
 
 /// The documents of README example `name` (`tests/fixtures/readme/<name>.yaml`).
 pub fn readme_example(name: &str) -> Vec<String> {
@@ -108,29 +107,16 @@ pub fn tls_exchange(
     ca: &str,
     client: Option<(&str, &str)>,
 ) -> std::io::Result<(Vec<u8>, String)> {
-    let config = Arc::new(client_config(ca, client));
-    let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
-    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
-    let sock = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
-    }
-    let cert = peer_cert(&tls);
-    tls.write_all(b"hello\n")?;
-    let mut out = String::new();
-    match tls.read_to_string(&mut out) {
-        Ok(_) => {}
-        // Envoy may close without close_notify once the backend is done.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    Ok((cert, out))
+    testbed::tls::exchange_with(
+        addr.into(),
+        sni,
+        Arc::new(client_config(ca, client)),
+        b"hello\n",
+    )
 }
 
 /// A `kubernetes.io/tls` Secret `default/<name>` (with `ca.crt` when given), applied as
-/// cert-manager would.
+/// cert-manager would ([`testbed::objects::tls_secret`]).
 pub async fn tls_secret(
     client: &kube::Client,
     name: &str,
@@ -138,25 +124,7 @@ pub async fn tls_secret(
     key: &str,
     ca: Option<&str>,
 ) {
-    let api: kube::api::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::api::Api::namespaced(client.clone(), "default");
-    let mut data = serde_json::json!({"tls.crt": cert, "tls.key": key});
-    if let Some(ca) = ca {
-        data["ca.crt"] = serde_json::Value::String(ca.to_owned());
-    }
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": "default"},
-        "type": "kubernetes.io/tls",
-        "stringData": data,
-    }))
-    .unwrap();
-    api.patch(
-        name,
-        &kube::api::PatchParams::apply("cert-manager").force(),
-        &kube::api::Patch::Apply(&secret),
-    )
-    .await
-    .unwrap();
+    testbed::objects::tls_secret(client, "default", name, cert, key, ca)
+        .await
+        .unwrap();
 }

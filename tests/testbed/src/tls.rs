@@ -98,7 +98,17 @@ pub fn exchange(
     ca_pem: &str,
     send: &[u8],
 ) -> std::io::Result<(Vec<u8>, String)> {
-    let config = Arc::new(client_config(ca_pem)?);
+    exchange_with(addr, sni, Arc::new(client_config(ca_pem)?), send)
+}
+
+/// [`exchange`] with a client configuration of the caller's (e.g. one with a client
+/// certificate).
+pub fn exchange_with(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+    send: &[u8],
+) -> std::io::Result<(Vec<u8>, String)> {
     let name = ServerName::try_from(sni.to_owned()).map_err(std::io::Error::other)?;
     let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
     let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
