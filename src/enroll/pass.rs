@@ -413,3 +413,46 @@ async fn wait_active(
         state: super::error::quote_vps(&state),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enroll::steps::ManagedFile;
+
+    fn write(path: &str, blob: Blob) -> Step {
+        Step::Write(ManagedFile {
+            path: path.into(),
+            mode: 0o640,
+            sha256: blob.sha256().to_owned(),
+            source: Source::Upload(blob),
+        })
+    }
+
+    #[test]
+    fn documents_removals_and_the_state_batch_and_nothing_else_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("envoy");
+        std::fs::write(&binary, b"binary").unwrap();
+        let steps = vec![
+            write(layout::ENVOY, Blob::from_file(&binary).unwrap()),
+            write(layout::ENVOY_CDS, Blob::new(b"cds".to_vec())),
+            write(layout::ENVOY_LDS, Blob::new(b"lds".to_vec())),
+            Step::Remove("/etc/envoy/tls/old.sds.yaml".into()),
+            Step::Restart(layout::ENVOY_UNIT),
+            Step::WriteState(Blob::new(b"{}".to_vec())),
+        ];
+        // A streamed binary runs alone; the documents and the removal go together; a restart
+        // runs alone; the state after it is a batch of one.
+        assert_eq!(batch_end(&steps, 0, None), 0);
+        assert_eq!(batch_end(&steps, 1, None), 4);
+        assert_eq!(batch_end(&steps, 4, None), 4);
+        assert_eq!(batch_end(&steps, 5, None), 6);
+        // An interruption asked for inside a run cuts the batch there.
+        assert_eq!(batch_end(&steps, 1, Some(2)), 2);
+        assert_eq!(
+            batch_end(&steps, 1, Some(1)),
+            4,
+            "a stop at the start is checked before"
+        );
+    }
+}
