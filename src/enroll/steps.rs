@@ -181,14 +181,21 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
         })?;
         ManagedFile::upload(layout::ENVOY, layout::MODE_BINARY, blob)
     };
+    let relay_unit = Blob::new(units::relay_unit(&desired.host).into_bytes());
+    let envoy_unit = Blob::new(units::envoy_unit().into_bytes());
+    let sysctl = Blob::new(units::sysctl_drop_in(&desired.host).into_bytes());
+    // The relay's files first ([`is_relay_file`]): a first enrollment starts the relay before
+    // it uploads Envoy, so the uplinks' handshakes happen during that upload.
     let mut files = vec![
         ManagedFile::upload(layout::TUNNELCTL, layout::MODE_BINARY, tunnelctl),
-        envoy,
         ManagedFile::upload(
             layout::RELAY_DOCUMENT,
             layout::MODE_SECRET,
             &desired.relay_document,
         ),
+        ManagedFile::upload(layout::RELAY_UNIT_FILE, layout::MODE_PUBLIC, &relay_unit),
+        ManagedFile::upload(layout::SYSCTL, layout::MODE_PUBLIC, &sysctl),
+        envoy,
     ];
     for (name, blob) in &desired.sds {
         files.push(ManagedFile::upload(
@@ -197,9 +204,6 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
             blob,
         ));
     }
-    let relay_unit = Blob::new(units::relay_unit(&desired.host).into_bytes());
-    let envoy_unit = Blob::new(units::envoy_unit().into_bytes());
-    let sysctl = Blob::new(units::sysctl_drop_in(&desired.host).into_bytes());
     files.extend([
         ManagedFile::upload(layout::ENVOY_CDS, layout::MODE_ENVOY, &desired.envoy_cds),
         ManagedFile::upload(layout::ENVOY_LDS, layout::MODE_ENVOY, &desired.envoy_lds),
@@ -208,9 +212,7 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
             layout::MODE_ENVOY,
             &desired.envoy_bootstrap,
         ),
-        ManagedFile::upload(layout::RELAY_UNIT_FILE, layout::MODE_PUBLIC, &relay_unit),
         ManagedFile::upload(layout::ENVOY_UNIT_FILE, layout::MODE_PUBLIC, &envoy_unit),
-        ManagedFile::upload(layout::SYSCTL, layout::MODE_PUBLIC, &sysctl),
     ]);
     Ok(files)
 }
@@ -225,75 +227,13 @@ pub fn changes(
     let files = managed_files(desired, arch)?;
     let by_path: BTreeMap<&str, &ManagedFile> =
         files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let mut steps = Vec::new();
-
     let previous = observed.state.clone().unwrap_or_default();
-    let mut changed = Vec::new();
-    // The user, and our directories root's (review L8), before the first write of Envoy's.
-    let mut user_ensured = observed.envoy_user && !observed.unsafe_dirs;
-    for file in &files {
-        let found = observed.files.get(&file.path);
-        let same = found.is_some_and(|f| f.sha256 == file.sha256 && f.mode == file.mode_text());
-        if same {
-            continue;
-        }
-        // A binary we did not put there (no record of it, and not ours by digest) is kept.
-        if file.path == layout::ENVOY
-            && found.is_some()
-            && !observed.envoy_preserved
-            && !previous.files.contains_key(layout::ENVOY)
-        {
-            steps.push(Step::Preserve(layout::ENVOY));
-        }
-        if !user_ensured && layout::group_of(&file.path).is_some() {
-            steps.push(Step::EnsureEnvoyUser);
-            user_ensured = true;
-        }
-        changed.push(file.path.as_str());
-        steps.push(Step::Write(file.clone()));
-    }
-    // Only plainly named files are removed: anything else in the directory was not made by
-    // us, cannot be referenced by Envoy's config, and is left alone rather than wedging every
-    // pass on a name that cannot be passed to a command safely.
-    for name in &observed.tls_files {
-        let path = format!("{}/{name}", layout::ENVOY_TLS_DIR);
-        if !by_path.contains_key(path.as_str()) && check_path(&path).is_ok() {
-            steps.push(Step::Remove(path));
-        }
-    }
-    for temp in &observed.temp_files {
-        if check_path(temp).is_ok()
-            && temp
-                .rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with(".tunnel."))
-        {
-            steps.push(Step::Remove(temp.clone()));
-        }
-    }
-
-    let is_changed = |path: &str| changed.contains(&path);
     let digest = |path: &str| by_path.get(path).map_or("", |f| f.sha256.as_str());
-
-    if is_changed(layout::RELAY_UNIT_FILE) || is_changed(layout::ENVOY_UNIT_FILE) {
-        steps.push(Step::DaemonReload);
-    }
-    for unit in [layout::RELAY_UNIT, layout::ENVOY_UNIT] {
-        if !observed.unit(unit).is_enabled() {
-            steps.push(Step::Enable(unit));
-        }
-    }
-
     let relay_started_with =
         fingerprint(&[digest(layout::TUNNELCTL), digest(layout::RELAY_UNIT_FILE)]);
     let relay_document = digest(layout::RELAY_DOCUMENT).to_owned();
     let relay_restart = previous.relay_started_with != relay_started_with
         || !observed.unit(layout::RELAY_UNIT).is_active();
-    // A new relay document needs no action: the agent follows the file.
-    if relay_restart {
-        steps.push(Step::Restart(layout::RELAY_UNIT));
-    }
-
     let envoy_started_with = fingerprint(&[
         digest(layout::ENVOY),
         digest(layout::ENVOY_BOOTSTRAP),
@@ -302,15 +242,70 @@ pub fn changes(
     let envoy_restart = request.restart_envoy
         || previous.envoy_started_with != envoy_started_with
         || !observed.unit(layout::ENVOY_UNIT).is_active();
-    // Restarting the relay restarts Envoy too (Requires=); an explicit restart after it makes
-    // sure Envoy runs even if it was stopped or failed.
-    if envoy_restart || relay_restart {
-        steps.push(Step::Restart(layout::ENVOY_UNIT));
-    }
-    if is_changed(layout::SYSCTL) {
-        steps.push(Step::ApplySysctl {
-            max_socket_buffer_bytes: desired.host.max_socket_buffer_bytes,
-        });
+
+    // The relay's part, then Envoy's: each group's writes, then its unit's reload, enable and
+    // restart. The relay needs nothing of Envoy's, so it runs (and uplinks can reach it) while
+    // Envoy's binary is still on its way; Envoy `Requires=` the relay and starts after it.
+    let mut steps = Vec::new();
+    // The user, and our directories root's (review L8), before the first write of Envoy's.
+    let mut user_ensured = observed.envoy_user && !observed.unsafe_dirs;
+    for relay in [true, false] {
+        let mut unit_changed = false;
+        for file in files.iter().filter(|f| is_relay_file(&f.path) == relay) {
+            let found = observed.files.get(&file.path);
+            let same = found.is_some_and(|f| f.sha256 == file.sha256 && f.mode == file.mode_text());
+            if same {
+                continue;
+            }
+            // A binary we did not put there (no record of it, and not ours by digest) is kept.
+            if file.path == layout::ENVOY
+                && found.is_some()
+                && !observed.envoy_preserved
+                && !previous.files.contains_key(layout::ENVOY)
+            {
+                steps.push(Step::Preserve(layout::ENVOY));
+            }
+            if !user_ensured && layout::group_of(&file.path).is_some() {
+                steps.push(Step::EnsureEnvoyUser);
+                user_ensured = true;
+            }
+            unit_changed |=
+                file.path == layout::RELAY_UNIT_FILE || file.path == layout::ENVOY_UNIT_FILE;
+            if file.path == layout::SYSCTL {
+                // Applied before the relay (re)starts, so its sockets get the larger buffers.
+                steps.push(Step::Write(file.clone()));
+                steps.push(Step::ApplySysctl {
+                    max_socket_buffer_bytes: desired.host.max_socket_buffer_bytes,
+                });
+                continue;
+            }
+            steps.push(Step::Write(file.clone()));
+        }
+        if !relay {
+            removals(&mut steps, observed, &by_path);
+        }
+        if unit_changed {
+            steps.push(Step::DaemonReload);
+        }
+        let unit = if relay {
+            layout::RELAY_UNIT
+        } else {
+            layout::ENVOY_UNIT
+        };
+        if !observed.unit(unit).is_enabled() {
+            steps.push(Step::Enable(unit));
+        }
+        // A new relay document needs no restart: the agent follows the file. Restarting the
+        // relay restarts Envoy too (`Requires=`); an explicit restart after it makes sure
+        // Envoy runs even if it was stopped or failed.
+        let restart = if relay {
+            relay_restart
+        } else {
+            envoy_restart || relay_restart
+        };
+        if restart {
+            steps.push(Step::Restart(unit));
+        }
     }
 
     let state = State {
@@ -342,6 +337,41 @@ pub fn changes(
         steps.push(Step::WriteState(Blob::new(state_bytes)));
     }
     Ok(Changes { arch, steps, state })
+}
+
+/// Whether `path` belongs to the relay's group of a pass: its binary, document and unit, and
+/// the socket-buffer drop-in it benefits from.
+fn is_relay_file(path: &str) -> bool {
+    [
+        layout::TUNNELCTL,
+        layout::RELAY_DOCUMENT,
+        layout::RELAY_UNIT_FILE,
+        layout::SYSCTL,
+    ]
+    .contains(&path)
+}
+
+/// Removes the SDS files no longer desired and the temporary files a cut pass left. Only
+/// plainly named files are removed: anything else in the directory was not made by us, cannot
+/// be referenced by Envoy's config, and is left alone rather than wedging every pass on a name
+/// that cannot be passed to a command safely.
+fn removals(steps: &mut Vec<Step>, observed: &Observed, desired: &BTreeMap<&str, &ManagedFile>) {
+    for name in &observed.tls_files {
+        let path = format!("{}/{name}", layout::ENVOY_TLS_DIR);
+        if !desired.contains_key(path.as_str()) && check_path(&path).is_ok() {
+            steps.push(Step::Remove(path));
+        }
+    }
+    for temp in &observed.temp_files {
+        if check_path(temp).is_ok()
+            && temp
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with(".tunnel."))
+        {
+            steps.push(Step::Remove(temp.clone()));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -457,23 +487,25 @@ mod tests {
         assert_eq!(
             names(&p),
             vec![
+                // The relay first, running before Envoy's binary is uploaded.
                 "write /usr/local/bin/tunnelctl (755)",
-                "write /usr/local/bin/envoy (755)",
                 "write /etc/tunnel/relay.json (600)",
+                "write /etc/systemd/system/tunnel-relay.service (644)",
+                "write /etc/sysctl.d/99-tunnel.conf (644)",
+                "apply /etc/sysctl.d/99-tunnel.conf",
+                "systemctl daemon-reload",
+                "enable tunnel-relay.service",
+                "restart tunnel-relay.service",
+                "write /usr/local/bin/envoy (755)",
                 "create user tunnel-envoy and make its directories root's",
                 "write /etc/envoy/tls/web.sds.yaml (640)",
                 "write /etc/envoy/cds.yaml (640)",
                 "write /etc/envoy/lds.yaml (640)",
                 "write /etc/envoy/envoy.yaml (640)",
-                "write /etc/systemd/system/tunnel-relay.service (644)",
                 "write /etc/systemd/system/tunnel-envoy.service (644)",
-                "write /etc/sysctl.d/99-tunnel.conf (644)",
                 "systemctl daemon-reload",
-                "enable tunnel-relay.service",
                 "enable tunnel-envoy.service",
-                "restart tunnel-relay.service",
                 "restart tunnel-envoy.service",
-                "apply /etc/sysctl.d/99-tunnel.conf",
                 "write /etc/tunnel/state.json",
             ]
         );

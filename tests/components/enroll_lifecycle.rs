@@ -399,11 +399,22 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
         "Envoy stops before the relay: {order}"
     );
 
-    // 8. A half-enrolled VPS (cut after the binaries and the relay document) tears down too.
-    let cut = cut_pass(&internet, &vps, &logs, &want, 3);
+    // 8. A half-enrolled VPS (cut after the relay's group, the relay running, and Envoy's
+    //    binary) tears down too.
+    let cut = cut_pass(&internet, &vps, &logs, &want, 9);
     assert!(
-        matches!(cut, Err(EnrollError::Interrupted { done: 3, .. })),
+        matches!(cut, Err(EnrollError::Interrupted { done: 9, .. })),
         "{cut:?}"
+    );
+    assert_eq!(
+        vps_text(
+            &vps,
+            &internet,
+            "systemctl is-active tunnel-relay.service tunnel-envoy.service || true"
+        ),
+        "active
+inactive
+"
     );
     assert_eq!(
         vps_text(&vps, &internet, "ls /usr/local/bin /etc/tunnel"),
