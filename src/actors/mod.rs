@@ -43,6 +43,7 @@ pub mod scoped_store;
 pub mod secrets;
 pub mod source_edges;
 pub mod ssh_session;
+pub mod ssh_slots;
 pub mod status;
 pub mod supervisor;
 #[cfg(test)]
@@ -135,7 +136,7 @@ pub struct Context {
     /// `--ssh-keepalive-interval`.
     pub ssh_keepalive: Duration,
     /// At most this many SSH passes at once, across EdgeNodes.
-    pub ssh_slots: Arc<tokio::sync::Semaphore>,
+    pub ssh_slots: Arc<ssh_slots::SshSlots>,
     /// Prefix of every actor name of this tree.
     pub prefix: String,
     /// Retry and re-check delays of EdgeNode passes.

@@ -24,6 +24,7 @@ use crate::ssh::private_key::KeyCache;
 use super::Context;
 use super::error::ReconcileError;
 use super::protocol::{Job, JobResult, NodeMsg, Target, Work};
+use super::ssh_slots::PassKind;
 
 /// Longest a job may take once connected (an Envoy push over a slow link included).
 const JOB_TIMEOUT: Duration = Duration::from_secs(900);
@@ -39,6 +40,9 @@ pub struct SshSessionState {
     /// The digests of the VPS's large files, by their identity, as the open session last saw
     /// them (forgotten with the session).
     known: Known,
+    /// The last pass converged the VPS: the next one queues with the quick passes
+    /// ([`PassKind::Again`]).
+    converged: bool,
     /// The decoded private key of the current Secret version.
     keys: KeyCache,
     _alive: crate::telemetry::metrics::AliveGuard,
@@ -93,6 +97,7 @@ impl Actor for SshSessionActor {
             ctx,
             session: None,
             known: Known::default(),
+            converged: false,
             keys: KeyCache::default(),
             watcher: None,
             _alive: alive,
@@ -194,8 +199,13 @@ async fn run(
             Err(e) => return fail(ReconcileError::Enroll(EnrollError::Ssh(e))),
         }
     }
+    let kind = if state.converged {
+        PassKind::Again
+    } else {
+        PassKind::First
+    };
     let slots = state.ctx.ssh_slots.clone();
-    let Ok(_permit) = slots.acquire_owned().await else {
+    let Some(_slot) = slots.acquire(kind).await else {
         return fail(ReconcileError::SessionGone);
     };
     // Waiting for a slot may take a while: the lease may have been lost meanwhile.
@@ -205,8 +215,10 @@ async fn run(
     if let Ok(answer) =
         tokio::time::timeout(JOB_TIMEOUT, work_on(state, target, work, progress)).await
     {
+        state.converged = matches!(answer, JobResult::Converged(Ok(_)));
         answer
     } else {
+        state.converged = false;
         // The session may be mid-command: drop it and start afresh next time.
         state.session = None;
         timeout_error(target, teardown)

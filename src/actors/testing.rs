@@ -303,7 +303,7 @@ pub fn bed(prefix: &str, restarts: RestartPolicy) -> Bed {
         },
         resync: hour,
         ssh_keepalive: Duration::from_secs(15),
-        ssh_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        ssh_slots: Arc::new(super::ssh_slots::SshSlots::new(1)),
         prefix: prefix.to_owned(),
         schedule: Schedule {
             retry_min: hour,

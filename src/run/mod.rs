@@ -227,7 +227,7 @@ pub async fn run(args: RunArgs) -> Result<(), OperatorError> {
         artefacts,
         resync: args.resync_period,
         ssh_keepalive: args.ssh_keepalive_interval,
-        ssh_slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
+        ssh_slots: Arc::new(actors::ssh_slots::SshSlots::new(usize::from(
             args.max_concurrent_reconciles,
         ))),
         prefix: format!("tunnel-{}", std::process::id()),
