@@ -22,6 +22,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM ${ENVOY_IMAGE} AS envoy
 
+# Envoy gzipped: the operator uploads it packed (about a third of the bytes) and each VPS
+# unpacks it with its gzip, checking the digest of what it unpacked.
+FROM ${BUILD_IMAGE} AS envoy-packed
+COPY --from=envoy /usr/local/bin/envoy /envoy
+RUN gzip -9 -n /envoy
+
 # The operator carries what it pushes to each VPS over SSH: the relay agent and Envoy, named
 # for the architecture (`--tunnelctl-dir`, `--envoy-dir`; TARGETARCH is amd64 or arm64). One
 # image serves VPSes of its own architecture; for the other one, add its binaries next to
@@ -30,7 +36,7 @@ FROM ${OPERATOR_BASE} AS operator
 ARG TARGETARCH
 COPY --from=build /out/tunnel /usr/local/bin/tunnel
 COPY --from=build /out/tunnelctl /opt/tunnelctl/tunnelctl-linux-${TARGETARCH}
-COPY --from=envoy /usr/local/bin/envoy /opt/envoy/envoy-linux-${TARGETARCH}
+COPY --from=envoy-packed /envoy.gz /opt/envoy/envoy-linux-${TARGETARCH}.gz
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/tunnel"]
 CMD ["run"]

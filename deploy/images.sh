@@ -96,7 +96,13 @@ case $builder in
       fi
     fi
     "$envoy" --version 2>&1 | grep -q "/$ENVOY_VERSION/" || log "warning: $envoy is not Envoy $ENVOY_VERSION (flags.envoyVersion)"
-    mapfile -t archives < <("$target_dir/tunnel-images" "$out" "$tag" "$target_dir" "$envoy" "$repo" "$arch")
+    # Shipped gzipped, as the Dockerfile does: the operator uploads it packed.
+    packed="$out/envoy-linux-$arch.gz"
+    mkdir -p "$out"
+    if [[ ! -f $packed || $packed -ot $envoy ]]; then
+      gzip -9 -n -c "$envoy" >"$packed.tmp" && mv "$packed.tmp" "$packed"
+    fi
+    mapfile -t archives < <("$target_dir/tunnel-images" "$out" "$tag" "$target_dir" "$packed" "$repo" "$arch")
     ;;
   *) echo "images: --builder auto|docker|podman|buildah|oci" >&2; exit 2 ;;
 esac

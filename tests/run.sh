@@ -12,6 +12,9 @@ start=$(date +%s)
 bash tests/testbed/setup.sh
 bash tests/leak-check.sh --clean-stale
 
+# Every crate of the lock file, for every platform: cargo deny reads them all offline, and
+# a build fetches only the host's (a fresh machine's registry has nothing else).
+cargo fetch --locked -q
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

@@ -15,7 +15,8 @@ use super::observe::Known;
 use super::progress::{Progress, Teller};
 use super::steps::{self, Changes, Request, Source, Step};
 use crate::ssh::{
-    BatchItem, Script, Session, SshError, write_batch, write_file_owned, write_file_streamed,
+    BatchItem, Packing, Script, Session, SshError, write_batch, write_file_owned,
+    write_file_streamed,
 };
 
 /// How a pass runs.
@@ -245,15 +246,54 @@ async fn write_blob(
     match blob.stored() {
         Stored::Memory(bytes) => write_file_owned(session, path, bytes, mode, group).await?,
         Stored::File(local) => {
-            let unreadable = |e: std::io::Error| EnrollError::ArtifactUnreadable {
-                path: local.display().to_string(),
-                reason: e.to_string(),
-            };
-            let file = tokio::fs::File::open(local).await.map_err(unreadable)?;
-            write_file_streamed(session, path, file, blob.len(), blob.sha256(), mode, group)
-                .await?;
+            stream(
+                session,
+                path,
+                local,
+                blob.len(),
+                Packing::Plain,
+                blob,
+                mode,
+                group,
+            )
+            .await?;
+        }
+        Stored::Gzip { path: local, len } => {
+            stream(session, path, local, len, Packing::Gzip, blob, mode, group).await?;
         }
     }
+    Ok(())
+}
+
+/// Streams the `len` bytes of the local file `local` to `path`, packed as `packing`.
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    session: &mut Session,
+    path: &str,
+    local: &std::path::Path,
+    len: u64,
+    packing: Packing,
+    blob: &Blob,
+    mode: u32,
+    group: Option<&str>,
+) -> Result<(), EnrollError> {
+    let file = tokio::fs::File::open(local)
+        .await
+        .map_err(|e| EnrollError::ArtifactUnreadable {
+            path: local.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    write_file_streamed(
+        session,
+        path,
+        file,
+        len,
+        packing,
+        blob.sha256(),
+        mode,
+        group,
+    )
+    .await?;
     Ok(())
 }
 

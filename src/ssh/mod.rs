@@ -30,4 +30,6 @@ pub use credentials::{Credentials, SecretString, SshOptions};
 pub use error::{SshError, TransportError};
 pub use script::{Access, Script};
 pub use session::{Output, Session};
-pub use transfer::{BatchItem, write_batch, write_file, write_file_owned, write_file_streamed};
+pub use transfer::{
+    BatchItem, Packing, write_batch, write_file, write_file_owned, write_file_streamed,
+};

@@ -59,14 +59,26 @@ pub async fn write_file_owned(
     Ok(())
 }
 
+/// How the bytes of a streamed upload are packed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// As they are.
+    Plain,
+    /// gzip: unpacked on the VPS by its `gzip` (a required package of Debian and Ubuntu, in
+    /// BusyBox too); the digest is the unpacked file's.
+    Gzip,
+}
+
 /// [`write_file_owned`] with the `len` bytes of `content` streamed (a large binary is never
-/// held in memory); `sha256` is what they must hash to, checked on the VPS before the file
-/// replaces the old one.
+/// held in memory), packed as `packing` says; `sha256` is what the file must hash to once
+/// unpacked, checked on the VPS before the file replaces the old one.
+#[allow(clippy::too_many_arguments)]
 pub async fn write_file_streamed<R>(
     session: &mut Session,
     path: &str,
     content: R,
     len: u64,
+    packing: Packing,
     sha256: &str,
     mode: u32,
     group: Option<&str>,
@@ -74,7 +86,7 @@ pub async fn write_file_streamed<R>(
 where
     R: tokio::io::AsyncRead + Unpin + Send,
 {
-    let script = write_file_script_owned(path, sha256, mode, group)?;
+    let script = file_script(path, sha256, mode, group, packing)?;
     let timeout = transfer_timeout(
         session.options().command_timeout,
         usize::try_from(len).unwrap_or(usize::MAX),
@@ -247,6 +259,17 @@ pub fn write_file_script_owned(
     mode: u32,
     group: Option<&str>,
 ) -> Result<Script, SshError> {
+    file_script(path, sha256, mode, group, Packing::Plain)
+}
+
+/// The script of a one-file upload, its bytes packed as `packing`.
+fn file_script(
+    path: &str,
+    sha256: &str,
+    mode: u32,
+    group: Option<&str>,
+    packing: Packing,
+) -> Result<Script, SshError> {
     check_path(path)?;
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SshError::UnsafeArgument("bad SHA-256 digest".into()));
@@ -258,9 +281,19 @@ pub fn write_file_script_owned(
         .path(path)?
         .code(
             "; mkdir -p -m 0755 \"$d\"; t=$(umask 077 && mktemp \"$d/.tunnel.XXXXXXXX\"); \
-             trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; \
-             [ \"$(sha256sum < \"$t\" | cut -d' ' -f1)\" = ",
+             trap 'rm -f \"$t\"' EXIT; ",
         )
+        .code(match packing {
+            Packing::Plain => "cat > \"$t\"; ",
+            // Without gzip the bytes are read all the same (the operator's write ends
+            // cleanly) and the error says what is missing.
+            Packing::Gzip => {
+                "if ! command -v gzip >/dev/null 2>&1; then cat >/dev/null; \
+                 echo 'gzip is not installed on the VPS: it unpacks the binaries the operator uploads compressed; install gzip' >&2; exit 3; fi; \
+                 gzip -dc > \"$t\"; "
+            }
+        })
+        .code("[ \"$(sha256sum < \"$t\" | cut -d' ' -f1)\" = ")
         .quoted(sha256)?
         .code(" ] || { echo 'uploaded content does not match its SHA-256' >&2; exit 3; }; ");
     // `$t` is the file mktemp just made; `-h` all the same: nothing here follows a link.
@@ -389,6 +422,33 @@ mod tests {
         );
         assert!(write_file_script_owned("/etc/x", &h, 0o600, Some("root;reboot")).is_err());
         assert!(write_file_script_owned("/etc/x", &h, 0o600, Some("")).is_err());
+    }
+
+    #[test]
+    fn a_packed_upload_is_unpacked_before_its_digest_is_checked() {
+        let h = sha256_hex(b"unpacked");
+        let packed = file_script("/usr/local/bin/envoy", &h, 0o755, None, Packing::Gzip).unwrap();
+        let text = packed.as_str();
+        let (unpack, check, rename) = (
+            text.find("gzip -dc > \"$t\"").unwrap(),
+            text.find("sha256sum < \"$t\"").unwrap(),
+            text.find("mv -f").unwrap(),
+        );
+        assert!(unpack < check && check < rename, "{text}");
+        // Without gzip: stdin is read to its end, then the error names what is missing.
+        assert!(
+            text.contains("command -v gzip >/dev/null 2>&1; then cat >/dev/null;"),
+            "{text}"
+        );
+        assert!(text.contains("gzip is not installed on the VPS"), "{text}");
+        let plain = file_script("/usr/local/bin/envoy", &h, 0o755, None, Packing::Plain).unwrap();
+        assert!(!plain.as_str().contains("gzip"), "{}", plain.as_str());
+        assert_eq!(
+            plain.as_str(),
+            write_file_script_owned("/usr/local/bin/envoy", &h, 0o755, None)
+                .unwrap()
+                .as_str()
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod edges;
 mod enroll_data_path;
 mod enroll_download;
 mod enroll_lifecycle;
+mod enroll_packed;
 mod enroll_planned;
 mod external_dns;
 mod gateway_api;

@@ -125,6 +125,12 @@ if [[ ! -x $BIN/envoy || "$(cat "$BIN/.envoy.version" 2>/dev/null)" != "$ENVOY_V
   mv "$BIN/envoy.tmp" "$BIN/envoy"; rm -rf "$tmp"
   echo "$ENVOY_VERSION" >"$BIN/.envoy.version"
 fi
+# Gzipped, as the operator image ships it (the operator uploads it packed).
+if [[ ! -f $BIN/envoy.gz || $BIN/envoy.gz -ot $BIN/envoy ]]; then
+  log "gzipping envoy as the operator image ships it"
+  gzip -9 -n -c "$BIN/envoy" >"$BIN/envoy.gz.tmp"
+  mv "$BIN/envoy.gz.tmp" "$BIN/envoy.gz"
+fi
 
 # ---- the VPS root file system ---------------------------------------------------------------
 ROOTFS=$CACHE/vps-rootfs

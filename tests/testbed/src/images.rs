@@ -49,8 +49,9 @@ pub struct ImageSpec {
 }
 
 /// The operator image: `/usr/local/bin/tunnel`, the relay agent at
-/// `/opt/tunnelctl/tunnelctl-linux-amd64` and Envoy at `/opt/envoy/envoy-linux-amd64` (push
-/// mode), user 65532 (distroless `nonroot`), `tunnel run`.
+/// `/opt/tunnelctl/tunnelctl-linux-amd64` and Envoy at `/opt/envoy/envoy-linux-amd64.gz`
+/// (push mode; `envoy-linux-amd64` when `envoy` is not gzipped, its name not ending in
+/// `.gz`), user 65532 (distroless `nonroot`), `tunnel run`.
 pub fn operator(tunnel: &Path, tunnelctl: &Path, envoy: &Path) -> ImageSpec {
     operator_for(OPERATOR, "amd64", tunnel, tunnelctl, envoy)
 }
@@ -72,7 +73,17 @@ pub fn operator_for(
                 tunnelctl.into(),
                 format!("/opt/tunnelctl/tunnelctl-linux-{arch}"),
             ),
-            (envoy.into(), format!("/opt/envoy/envoy-linux-{arch}")),
+            (
+                envoy.into(),
+                format!(
+                    "/opt/envoy/envoy-linux-{arch}{}",
+                    if envoy.extension().is_some_and(|e| e == "gz") {
+                        ".gz"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
         ],
         user: "65532:65532".into(),
         entrypoint: vec!["/usr/local/bin/tunnel".into()],
@@ -105,7 +116,7 @@ pub fn standard(bin_dir: &Path) -> Result<Vec<PathBuf>, TestbedError> {
         operator(
             &agent(bin_dir, "tunnel")?,
             &agent(bin_dir, "tunnelctl")?,
-            &tools::envoy()?,
+            &tools::envoy_gz()?,
         ),
         uplink(&agent(bin_dir, "uplink")?),
         echo(bin_dir)?,

@@ -29,7 +29,7 @@ use crate::apiserver::ApiServer;
 use crate::network::{Network, relay_loopback_into, serve_greeting};
 use crate::objects::{service, ssh_secret};
 use crate::process::Process;
-use crate::tools::{agent_binary, envoy};
+use crate::tools::{agent_binary, envoy, envoy_gz};
 use crate::vps::{Vps, VpsOptions};
 use crate::{TestbedError, free_port};
 
@@ -478,7 +478,9 @@ fn api_port(server: &ApiServer) -> Result<u16, TestbedError> {
 }
 
 /// The directories `--tunnelctl-dir` and `--envoy-dir` expect: with a VPS the real
-/// `tunnelctl` and Envoy (linked), without one a stand-in relay agent and no Envoy directory.
+/// `tunnelctl` and Envoy (linked; Envoy plain and gzipped, as the image ships it, which an
+/// operator of this version prefers and an older one ignores), without one a stand-in relay
+/// agent and no Envoy directory.
 fn artefacts(dir: &Path, real: bool) -> Result<(PathBuf, Option<PathBuf>), TestbedError> {
     let tunnelctl = dir.join("tunnelctl");
     std::fs::create_dir_all(&tunnelctl).map_err(TestbedError::io("creating tunnelctl/"))?;
@@ -493,5 +495,7 @@ fn artefacts(dir: &Path, real: bool) -> Result<(PathBuf, Option<PathBuf>), Testb
     std::fs::create_dir_all(&envoy_dir).map_err(TestbedError::io("creating envoy/"))?;
     std::os::unix::fs::symlink(envoy()?, envoy_dir.join("envoy-linux-amd64"))
         .map_err(TestbedError::io("linking envoy"))?;
+    std::os::unix::fs::symlink(envoy_gz()?, envoy_dir.join("envoy-linux-amd64.gz"))
+        .map_err(TestbedError::io("linking envoy.gz"))?;
     Ok((tunnelctl, Some(envoy_dir)))
 }

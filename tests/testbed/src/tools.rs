@@ -49,6 +49,12 @@ pub fn envoy() -> Result<PathBuf, TestbedError> {
     bin("envoy")
 }
 
+/// The same Envoy gzipped (`gzip -9 -n`, made by `setup.sh`): how the operator image ships
+/// it, and so what the bed's operator uploads.
+pub fn envoy_gz() -> Result<PathBuf, TestbedError> {
+    bin("envoy.gz")
+}
+
 /// The cached Debian root file system of the VPS.
 pub fn vps_rootfs() -> Result<PathBuf, TestbedError> {
     let path = cache_dir().join("vps-rootfs");

@@ -9,7 +9,8 @@
 //! ```
 //! `BIN_DIR` holds release builds of `tunnel`, `tunnelctl` and `uplink` for ARCH (`amd64`, the
 //! default, or `arm64`, built on a machine of that architecture); `ENVOY` is the Envoy binary
-//! the operator pushes to VPSes; `REPO` defaults to `ghcr.io/achetronic/tunnel`. Prints the
+//! the operator pushes to VPSes, gzipped when its name ends in `.gz` (as `deploy/images.sh`
+//! gives it); `REPO` defaults to `ghcr.io/achetronic/tunnel`. Prints the
 //! archives written, one per line: `<REPO>:<TAG>` and `<REPO>/uplink:<TAG>`.
 
 use std::path::PathBuf;

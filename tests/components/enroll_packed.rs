@@ -1,0 +1,119 @@
+//! Envoy pushed gzipped (as the operator image ships it) to a real nspawn VPS: what crosses
+//! the SSH connection is the packed file, the VPS unpacks it with its gzip and checks the
+//! digest of what it unpacked, and Envoy runs from it. A VPS without gzip gets an error that
+//! names gzip, with the relay (which needs none) already running and Envoy untouched; with
+//! gzip back the next pass installs it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use testbed::netns::Netns;
+use testbed::tools::agent_binary;
+use testbed::vps::{Vps, VpsOptions};
+use tunnel::enroll::{self, Arch, Blob, DesiredState, EnvoyInstall, HostTuning, PassOptions};
+use tunnel::ssh::Session;
+use tunnel_contract::document::RelayDocument;
+use tunnel_contract::key::PrivateKey;
+
+use crate::enroll_support::{vps_text, with_session};
+use crate::envoy_files::BOOTSTRAP;
+
+fn desired(envoy: &Blob) -> DesiredState {
+    let relay = RelayDocument {
+        version: 1,
+        private_key: PrivateKey::generate().unwrap(),
+        listen_port: 51821,
+        address: "10.200.0.1/24".parse().unwrap(),
+        mtu: 1420,
+        peers: Vec::new(),
+    };
+    DesiredState {
+        tunnelctl: BTreeMap::from([(
+            Arch::X86_64,
+            Blob::from_file(&agent_binary("tunnelctl").unwrap()).unwrap(),
+        )]),
+        envoy: EnvoyInstall::Push {
+            version: "1.40.0".into(),
+            binaries: BTreeMap::from([(Arch::X86_64, envoy.clone())]),
+        },
+        relay_document: Blob::new(relay.to_json().into_bytes()),
+        envoy_bootstrap: Blob::new(BOOTSTRAP.as_bytes().to_vec()),
+        envoy_lds: Blob::new(b"resources: []\n".to_vec()),
+        envoy_cds: Blob::new(b"resources: []\n".to_vec()),
+        sds: BTreeMap::new(),
+        host: HostTuning::default(),
+    }
+}
+
+#[test]
+fn envoy_goes_packed_is_checked_unpacked_and_a_missing_gzip_is_named() {
+    let packed_path = testbed::tools::envoy_gz().unwrap();
+    let envoy = Blob::from_gzip_file(&packed_path).unwrap();
+    let plain = Blob::from_file(&testbed::tools::envoy().unwrap()).unwrap();
+    assert_eq!(envoy, plain, "the same Envoy, known by its unpacked digest");
+    let packed_len = std::fs::metadata(&packed_path).unwrap().len();
+    assert!(
+        packed_len * 2 < envoy.len(),
+        "{packed_len} of {}",
+        envoy.len()
+    );
+    let want = desired(&envoy);
+
+    let internet = Netns::new("inet").unwrap();
+    let vps = Vps::boot(&internet, &VpsOptions::default()).unwrap();
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let pass = |vps: &Vps| {
+        with_session(&internet, vps, async |s: &mut Session| {
+            let r = enroll::enroll(s, &want, &PassOptions::default()).await;
+            (r, s.log().entries())
+        })
+    };
+
+    // 1. No gzip on the VPS (not executable, so `command -v` does not find it).
+    vps.ssh(
+        &internet,
+        "chmod a-x \"$(readlink -f \"$(command -v gzip)\")\"",
+    )
+    .unwrap();
+    let (result, _) = pass(&vps);
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("gzip is not installed on the VPS"), "{err}");
+    assert_eq!(
+        vps_text(
+            &vps,
+            &internet,
+            "systemctl is-active tunnel-relay.service; [ -e /usr/local/bin/envoy ] && echo envoy; ls -A /usr/local/bin | grep -c '^\\.tunnel\\.' || true"
+        ),
+        "active\n0\n",
+        "the relay runs (it needs no gzip); no Envoy and no temporary file"
+    );
+
+    // 2. gzip back: the packed bytes cross, the unpacked file is installed and runs.
+    vps.ssh(
+        &internet,
+        "chmod a+x \"$(readlink -f \"$(command -v gzip || echo /usr/bin/gzip)\")\"",
+    )
+    .unwrap();
+    let (result, commands) = pass(&vps);
+    let report = result.unwrap();
+    assert!(report.health.envoy_active(), "{:?}", report.health);
+    let sent: Vec<usize> = commands
+        .iter()
+        .filter(|c| c.command.contains("gzip -dc"))
+        .map(|c| c.stdin_bytes)
+        .collect();
+    assert_eq!(
+        sent,
+        [usize::try_from(packed_len).unwrap()],
+        "one upload of the packed file"
+    );
+    assert_eq!(
+        vps_text(
+            &vps,
+            &internet,
+            "sha256sum < /usr/local/bin/envoy | cut -d' ' -f1"
+        )
+        .trim(),
+        envoy.sha256()
+    );
+}
