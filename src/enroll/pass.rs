@@ -316,10 +316,12 @@ async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, 
                 .run_ok(&Script::write("systemctl daemon-reload"))
                 .await?;
         }
-        Step::Enable(unit) => {
-            session
-                .run_ok(&Script::write("systemctl enable --quiet ").quoted(unit)?)
-                .await?;
+        Step::Enable(units) => {
+            let mut script = Script::write("systemctl enable --quiet");
+            for unit in units {
+                script = script.code(" ").quoted(unit)?;
+            }
+            session.run_ok(&script).await?;
         }
         Step::Restart(unit) => {
             session

@@ -136,7 +136,7 @@ mod tests {
                 Source::Upload(Blob::new(b"b".to_vec())),
             ),
             Step::DaemonReload,
-            Step::Enable(layout::RELAY_UNIT),
+            Step::Enable(vec![layout::RELAY_UNIT]),
             Step::Restart(layout::RELAY_UNIT),
             Step::Restart(layout::ENVOY_UNIT),
             Step::WriteState(Blob::new(b"{}".to_vec())),

@@ -74,8 +74,8 @@ pub enum Step {
     Remove(String),
     /// `systemctl daemon-reload`.
     DaemonReload,
-    /// `systemctl enable <unit>`.
-    Enable(&'static str),
+    /// `systemctl enable <unit>...`.
+    Enable(Vec<&'static str>),
     /// `systemctl restart <unit>` (starts it when stopped).
     Restart(&'static str),
     /// Apply the sysctl drop-in now (it is also applied at every boot by systemd).
@@ -111,7 +111,7 @@ impl fmt::Display for Step {
             },
             Self::Remove(path) => write!(f, "remove {path}"),
             Self::DaemonReload => f.write_str("systemctl daemon-reload"),
-            Self::Enable(unit) => write!(f, "enable {unit}"),
+            Self::Enable(units) => write!(f, "enable {}", units.join(" ")),
             Self::Restart(unit) => write!(f, "restart {unit}"),
             Self::ApplySysctl { .. } => write!(f, "apply {}", layout::SYSCTL),
             Self::WriteState(_) => write!(f, "write {}", layout::STATE),
@@ -184,8 +184,8 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
     let relay_unit = Blob::new(units::relay_unit(&desired.host).into_bytes());
     let envoy_unit = Blob::new(units::envoy_unit().into_bytes());
     let sysctl = Blob::new(units::sysctl_drop_in(&desired.host).into_bytes());
-    // The relay's files first ([`is_relay_file`]): a first enrollment starts the relay before
-    // it uploads Envoy, so the uplinks' handshakes happen during that upload.
+    // The first group's files first ([`in_first_group`]): a first enrollment starts the relay
+    // before it uploads Envoy, so the uplinks' handshakes happen during that upload.
     let mut files = vec![
         ManagedFile::upload(layout::TUNNELCTL, layout::MODE_BINARY, tunnelctl),
         ManagedFile::upload(
@@ -194,6 +194,7 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
             &desired.relay_document,
         ),
         ManagedFile::upload(layout::RELAY_UNIT_FILE, layout::MODE_PUBLIC, &relay_unit),
+        ManagedFile::upload(layout::ENVOY_UNIT_FILE, layout::MODE_PUBLIC, &envoy_unit),
         ManagedFile::upload(layout::SYSCTL, layout::MODE_PUBLIC, &sysctl),
         envoy,
     ];
@@ -212,7 +213,6 @@ pub fn managed_files(desired: &DesiredState, arch: Arch) -> Result<Vec<ManagedFi
             layout::MODE_ENVOY,
             &desired.envoy_bootstrap,
         ),
-        ManagedFile::upload(layout::ENVOY_UNIT_FILE, layout::MODE_PUBLIC, &envoy_unit),
     ]);
     Ok(files)
 }
@@ -243,69 +243,48 @@ pub fn changes(
         || previous.envoy_started_with != envoy_started_with
         || !observed.unit(layout::ENVOY_UNIT).is_active();
 
-    // The relay's part, then Envoy's: each group's writes, then its unit's reload, enable and
-    // restart. The relay needs nothing of Envoy's, so it runs (and uplinks can reach it) while
-    // Envoy's binary is still on its way; Envoy `Requires=` the relay and starts after it.
-    let mut steps = Vec::new();
-    // The user, and our directories root's (review L8), before the first write of Envoy's.
-    let mut user_ensured = observed.envoy_user && !observed.unsafe_dirs;
-    for relay in [true, false] {
-        let mut unit_changed = false;
-        for file in files.iter().filter(|f| is_relay_file(&f.path) == relay) {
-            let found = observed.files.get(&file.path);
-            let same = found.is_some_and(|f| f.sha256 == file.sha256 && f.mode == file.mode_text());
-            if same {
-                continue;
-            }
-            // A binary we did not put there (no record of it, and not ours by digest) is kept.
-            if file.path == layout::ENVOY
-                && found.is_some()
-                && !observed.envoy_preserved
-                && !previous.files.contains_key(layout::ENVOY)
-            {
-                steps.push(Step::Preserve(layout::ENVOY));
-            }
-            if !user_ensured && layout::group_of(&file.path).is_some() {
-                steps.push(Step::EnsureEnvoyUser);
-                user_ensured = true;
-            }
-            unit_changed |=
-                file.path == layout::RELAY_UNIT_FILE || file.path == layout::ENVOY_UNIT_FILE;
-            if file.path == layout::SYSCTL {
-                // Applied before the relay (re)starts, so its sockets get the larger buffers.
-                steps.push(Step::Write(file.clone()));
-                steps.push(Step::ApplySysctl {
-                    max_socket_buffer_bytes: desired.host.max_socket_buffer_bytes,
-                });
-                continue;
-            }
-            steps.push(Step::Write(file.clone()));
-        }
-        if !relay {
-            removals(&mut steps, observed, &by_path);
-        }
-        if unit_changed {
-            steps.push(Step::DaemonReload);
-        }
-        let unit = if relay {
-            layout::RELAY_UNIT
-        } else {
-            layout::ENVOY_UNIT
-        };
-        if !observed.unit(unit).is_enabled() {
-            steps.push(Step::Enable(unit));
-        }
-        // A new relay document needs no restart: the agent follows the file. Restarting the
-        // relay restarts Envoy too (`Requires=`); an explicit restart after it makes sure
-        // Envoy runs even if it was stopped or failed.
-        let restart = if relay {
-            relay_restart
-        } else {
-            envoy_restart || relay_restart
-        };
-        if restart {
-            steps.push(Step::Restart(unit));
-        }
+    // Two groups. First what the relay needs and both units: their files, one reload, one
+    // enable, the relay's restart. The relay needs nothing of Envoy's, so it runs (and uplinks
+    // can reach it) while Envoy's binary, the bulk of a first enrollment, is still on its way.
+    // Then Envoy's files and its restart (Envoy `Requires=` the relay and starts after it).
+    let mut writer = Writer {
+        observed,
+        previous: &previous,
+        max_socket_buffer_bytes: desired.host.max_socket_buffer_bytes,
+        // The user, and our directories root's (review L8), before the first write of Envoy's.
+        user_ensured: observed.envoy_user && !observed.unsafe_dirs,
+        steps: Vec::new(),
+    };
+    let mut units_changed = false;
+    for file in files.iter().filter(|f| in_first_group(&f.path)) {
+        let unit = file.path == layout::RELAY_UNIT_FILE || file.path == layout::ENVOY_UNIT_FILE;
+        units_changed |= writer.write(file) && unit;
+    }
+    let mut steps = writer.steps;
+    if units_changed {
+        steps.push(Step::DaemonReload);
+    }
+    let disabled: Vec<&'static str> = [layout::RELAY_UNIT, layout::ENVOY_UNIT]
+        .into_iter()
+        .filter(|unit| !observed.unit(unit).is_enabled())
+        .collect();
+    if !disabled.is_empty() {
+        steps.push(Step::Enable(disabled));
+    }
+    // A new relay document needs no restart: the agent follows the file.
+    if relay_restart {
+        steps.push(Step::Restart(layout::RELAY_UNIT));
+    }
+    writer.steps = steps;
+    for file in files.iter().filter(|f| !in_first_group(&f.path)) {
+        writer.write(file);
+    }
+    let mut steps = writer.steps;
+    removals(&mut steps, observed, &by_path);
+    // Restarting the relay restarts Envoy too (`Requires=`); an explicit restart after it
+    // makes sure Envoy runs even if it was stopped or failed.
+    if envoy_restart || relay_restart {
+        steps.push(Step::Restart(layout::ENVOY_UNIT));
     }
 
     let state = State {
@@ -339,16 +318,58 @@ pub fn changes(
     Ok(Changes { arch, steps, state })
 }
 
-/// Whether `path` belongs to the relay's group of a pass: its binary, document and unit, and
-/// the socket-buffer drop-in it benefits from.
-fn is_relay_file(path: &str) -> bool {
+/// Whether `path` is written in a pass's first group: what the relay needs (its binary,
+/// document and unit, the socket-buffer drop-in) and Envoy's unit, so one reload and one
+/// enable serve both units.
+fn in_first_group(path: &str) -> bool {
     [
         layout::TUNNELCTL,
         layout::RELAY_DOCUMENT,
         layout::RELAY_UNIT_FILE,
+        layout::ENVOY_UNIT_FILE,
         layout::SYSCTL,
     ]
     .contains(&path)
+}
+
+/// Adds the steps that write the files that differ from what was observed.
+struct Writer<'a> {
+    observed: &'a Observed,
+    previous: &'a State,
+    max_socket_buffer_bytes: u64,
+    user_ensured: bool,
+    steps: Vec<Step>,
+}
+
+impl Writer<'_> {
+    /// Adds the write of `file` (and what must come before it) unless the VPS has it; whether
+    /// it does.
+    fn write(&mut self, file: &ManagedFile) -> bool {
+        let found = self.observed.files.get(&file.path);
+        if found.is_some_and(|f| f.sha256 == file.sha256 && f.mode == file.mode_text()) {
+            return false;
+        }
+        // A binary we did not put there (no record of it, and not ours by digest) is kept.
+        if file.path == layout::ENVOY
+            && found.is_some()
+            && !self.observed.envoy_preserved
+            && !self.previous.files.contains_key(layout::ENVOY)
+        {
+            self.steps.push(Step::Preserve(layout::ENVOY));
+        }
+        if !self.user_ensured && layout::group_of(&file.path).is_some() {
+            self.steps.push(Step::EnsureEnvoyUser);
+            self.user_ensured = true;
+        }
+        self.steps.push(Step::Write(file.clone()));
+        if file.path == layout::SYSCTL {
+            // Applied before the relay (re)starts, so its sockets get the larger buffers.
+            self.steps.push(Step::ApplySysctl {
+                max_socket_buffer_bytes: self.max_socket_buffer_bytes,
+            });
+        }
+        true
+    }
 }
 
 /// Removes the SDS files no longer desired and the temporary files a cut pass left. Only
@@ -487,14 +508,16 @@ mod tests {
         assert_eq!(
             names(&p),
             vec![
-                // The relay first, running before Envoy's binary is uploaded.
+                // The relay and both units first, the relay running before Envoy's binary
+                // is uploaded.
                 "write /usr/local/bin/tunnelctl (755)",
                 "write /etc/tunnel/relay.json (600)",
                 "write /etc/systemd/system/tunnel-relay.service (644)",
+                "write /etc/systemd/system/tunnel-envoy.service (644)",
                 "write /etc/sysctl.d/99-tunnel.conf (644)",
                 "apply /etc/sysctl.d/99-tunnel.conf",
                 "systemctl daemon-reload",
-                "enable tunnel-relay.service",
+                "enable tunnel-relay.service tunnel-envoy.service",
                 "restart tunnel-relay.service",
                 "write /usr/local/bin/envoy (755)",
                 "create user tunnel-envoy and make its directories root's",
@@ -502,9 +525,6 @@ mod tests {
                 "write /etc/envoy/cds.yaml (640)",
                 "write /etc/envoy/lds.yaml (640)",
                 "write /etc/envoy/envoy.yaml (640)",
-                "write /etc/systemd/system/tunnel-envoy.service (644)",
-                "systemctl daemon-reload",
-                "enable tunnel-envoy.service",
                 "restart tunnel-envoy.service",
                 "write /etc/tunnel/state.json",
             ]

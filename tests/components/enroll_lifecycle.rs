@@ -401,9 +401,9 @@ fn enroll_converges_resumes_repairs_survives_reboot_and_tears_down() {
 
     // 8. A half-enrolled VPS (cut after the relay's group, the relay running, and Envoy's
     //    binary) tears down too.
-    let cut = cut_pass(&internet, &vps, &logs, &want, 9);
+    let cut = cut_pass(&internet, &vps, &logs, &want, 10);
     assert!(
-        matches!(cut, Err(EnrollError::Interrupted { done: 9, .. })),
+        matches!(cut, Err(EnrollError::Interrupted { done: 10, .. })),
         "{cut:?}"
     );
     assert_eq!(
