@@ -353,7 +353,12 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
         .flags(&["--max-concurrent-reconciles", &limit])
         .start()
         .unwrap();
-    let pid = operator_pid(operator.process.pid(), binary.unwrap_or(bed.binary()));
+    let exe = match binary {
+        Some(dir) if dir.is_dir() => dir.join("tunnel"),
+        Some(file) => file.to_owned(),
+        None => bed.binary().to_owned(),
+    };
+    let pid = operator_pid(operator.process.pid(), &exe);
     tokio::time::sleep(Duration::from_secs(10)).await;
     f.rss_idle = rss_mib(pid);
 
