@@ -208,15 +208,20 @@ async fn change_latency(
     pbs.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let ok = in_ns(internet, move || {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            if answers((public, port)) {
-                return true;
+    // Off the runtime's worker: a worker blocked here would also hold the task it was about
+    // to run next (tokio's LIFO slot, which others cannot steal), such as the uplinks'
+    // ConfigMap watch that must deliver this very change.
+    let ok = tokio::task::block_in_place(|| {
+        in_ns(internet, move || {
+            let deadline = Instant::now() + wait;
+            while Instant::now() < deadline {
+                if answers((public, port)) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+            false
+        })
     });
     assert!(ok, "{name} never answered on {port}");
     applied.elapsed().as_secs_f64()
@@ -480,7 +485,7 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
             && vpses.iter().enumerate().all(|(i, vps)| {
                 let public = vps.address();
                 let port = last_port(i, per_node, changes);
-                in_ns(internet, move || answers((public, port)))
+                tokio::task::block_in_place(|| in_ns(internet, move || answers((public, port))))
             });
         if converged {
             break;

@@ -214,21 +214,32 @@ fn follow_config(
     let mut last = first.data;
     tokio::spawn(async move {
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let mut changes = watcher(api, config)
+        let mut changes = watcher(api.clone(), config)
             .default_backoff()
             .applied_objects()
             .boxed();
+        let mut idle = 0u32;
         while !stop.load(Ordering::Relaxed) {
             let next = tokio::time::timeout(Duration::from_secs(1), changes.next()).await;
-            match next {
-                Ok(Some(Ok(cm))) => {
-                    if last != cm.data && write_config(&path, &cm).is_ok() {
-                        last = cm.data;
+            let seen = match next {
+                Ok(Some(Ok(cm))) => Some(cm),
+                Ok(None) => break,
+                // A watch error is retried by the watcher; a quiet second checks `stop`, and
+                // every fifth reads the ConfigMap again.
+                Ok(Some(Err(_))) | Err(_) => {
+                    idle += 1;
+                    if idle.is_multiple_of(5) {
+                        api.get_opt(&name).await.ok().flatten()
+                    } else {
+                        None
                     }
                 }
-                Ok(None) => break,
-                // A watch error is retried by the watcher; a timeout only checks `stop`.
-                Ok(Some(Err(_))) | Err(_) => {}
+            };
+            if let Some(cm) = seen
+                && last != cm.data
+                && write_config(&path, &cm).is_ok()
+            {
+                last = cm.data;
             }
         }
     });
