@@ -20,6 +20,10 @@
 //! The harness starts each EdgeNode's uplink agents as soon as the operator has written their
 //! StatefulSet (a kubelet would), so `Ready` follows enrollment without waiting on the others.
 //!
+//! `BENCH_VPS_LINK=<rate>` (`tc` syntax, e.g. `50mbit`) limits each VPS's link from the
+//! internet, where the operator runs, to that rate: a first enrollment as a cluster at home
+//! pushes it.
+//!
 //! A/B: with `BENCH_OPERATOR_BASE=<path to another build's tunnel binary>`, the same run
 //! measures both on fresh beds, in alternating rounds (base, ours, ...; `BENCH_ROUNDS`,
 //! default 1), prints each round as it ends, then each build's figures over its rounds and
@@ -193,6 +197,28 @@ fn binding_yaml(name: &str, node: &str, port: u16) -> String {
     )
 }
 
+/// Limits what the internet sends to `vps` to `rate` (`tc` syntax, e.g. `50mbit`): the
+/// operator's uplink as a cluster at home has it (`BENCH_VPS_LINK`). The VPS's end of its link
+/// is `vps<n>` in the internet namespace, `n` the third octet of its address.
+fn limit_link(internet: &testbed::netns::Netns, vps: &Vps, rate: &str) {
+    let ifname = format!("vps{}", vps.address().octets()[2]);
+    let rate = rate.to_owned();
+    let out = in_ns(internet, move || {
+        std::process::Command::new("tc")
+            .args([
+                "qdisc", "replace", "dev", &ifname, "root", "tbf", "rate", &rate,
+            ])
+            .args(["burst", "256kb", "latency", "400ms"])
+            .output()
+            .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "tc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Moves PortBinding `name` to `port` and returns the seconds until it answers there
 /// (`wait` at most).
 async fn change_latency(
@@ -351,6 +377,9 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
             "echo 'LogLevel VERBOSE' > /etc/ssh/sshd_config.d/zz-bench.conf && systemctl reload ssh",
         )
         .unwrap();
+        if let Ok(rate) = std::env::var("BENCH_VPS_LINK") {
+            limit_link(internet, vps, &rate);
+        }
     }
 
     let limit = LIMIT.to_string();
