@@ -18,23 +18,9 @@ use tunnel::enroll::{
 };
 use tunnel::hash::sha256_hex;
 use tunnel::ssh::{Credentials, Session, SshOptions};
-use tunnel_contract::document::RelayDocument;
-use tunnel_contract::key::PrivateKey;
 
-use crate::enroll_support::{secret_data, ssh_options, vps_text};
+use crate::enroll_support::{lone_relay_document, secret_data, ssh_options, vps_text};
 use crate::envoy_files::BOOTSTRAP;
-
-fn relay_document() -> Vec<u8> {
-    let doc = RelayDocument {
-        version: 1,
-        private_key: PrivateKey::generate().unwrap(),
-        listen_port: 51821,
-        address: "10.200.0.1/24".parse().unwrap(),
-        mtu: 1420,
-        peers: Vec::new(),
-    };
-    doc.to_json().into_bytes()
-}
 
 /// Serves `files` by path over HTTP/1.0 from the "internet" namespace.
 fn start_mirror(internet: &Netns, addr: SocketAddr, files: BTreeMap<String, Arc<Vec<u8>>>) {
@@ -78,7 +64,7 @@ fn desired(version: &str, template: &str, pinned: &str) -> DesiredState {
     let (agent, relay) = AGENT.get_or_init(|| {
         (
             Blob::new(std::fs::read(agent_binary("tunnelctl").unwrap()).unwrap()),
-            Blob::new(relay_document()),
+            Blob::new(lone_relay_document()),
         )
     });
     DesiredState {

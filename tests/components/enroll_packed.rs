@@ -12,21 +12,11 @@ use testbed::tools::agent_binary;
 use testbed::vps::{Vps, VpsOptions};
 use tunnel::enroll::{self, Arch, Blob, DesiredState, EnvoyInstall, HostTuning, PassOptions};
 use tunnel::ssh::Session;
-use tunnel_contract::document::RelayDocument;
-use tunnel_contract::key::PrivateKey;
 
-use crate::enroll_support::{vps_text, with_session};
+use crate::enroll_support::{lone_relay_document, vps_text, with_session};
 use crate::envoy_files::BOOTSTRAP;
 
 fn desired(envoy: &Blob) -> DesiredState {
-    let relay = RelayDocument {
-        version: 1,
-        private_key: PrivateKey::generate().unwrap(),
-        listen_port: 51821,
-        address: "10.200.0.1/24".parse().unwrap(),
-        mtu: 1420,
-        peers: Vec::new(),
-    };
     DesiredState {
         tunnelctl: BTreeMap::from([(
             Arch::X86_64,
@@ -36,7 +26,7 @@ fn desired(envoy: &Blob) -> DesiredState {
             version: "1.40.0".into(),
             binaries: BTreeMap::from([(Arch::X86_64, envoy.clone())]),
         },
-        relay_document: Blob::new(relay.to_json().into_bytes()),
+        relay_document: Blob::new(lone_relay_document()),
         envoy_bootstrap: Blob::new(BOOTSTRAP.as_bytes().to_vec()),
         envoy_lds: Blob::new(b"resources: []\n".to_vec()),
         envoy_cds: Blob::new(b"resources: []\n".to_vec()),

@@ -39,6 +39,20 @@ pub fn placeholder_desired() -> DesiredState {
     }
 }
 
+/// A valid relay document with a fresh key and no peers (the relay runs; no uplink connects).
+pub fn lone_relay_document() -> Vec<u8> {
+    tunnel_contract::document::RelayDocument {
+        version: 1,
+        private_key: PrivateKey::generate().unwrap(),
+        listen_port: 51821,
+        address: "10.200.0.1/24".parse().unwrap(),
+        mtu: 1420,
+        peers: Vec::new(),
+    }
+    .to_json()
+    .into_bytes()
+}
+
 /// The SSH Secret's data for `vps`: the test client's private key and the VPS's host key.
 pub fn secret_data(vps: &Vps) -> BTreeMap<String, Vec<u8>> {
     BTreeMap::from([
