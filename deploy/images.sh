@@ -103,6 +103,7 @@ case $builder in
       gzip -9 -n -c "$envoy" >"$packed.tmp" && mv "$packed.tmp" "$packed"
     fi
     mapfile -t archives < <("$target_dir/tunnel-images" "$out" "$tag" "$target_dir" "$packed" "$repo" "$arch")
+    [[ ${#archives[@]} -eq 2 ]] || { echo "images: tunnel-images wrote no archives (its error is above)" >&2; exit 1; }
     ;;
   *) echo "images: --builder auto|docker|podman|buildah|oci" >&2; exit 2 ;;
 esac

@@ -332,11 +332,16 @@ pub fn write_on(
             }
             // Debug builds carry their debug info (the operator's is ~280 MB): left out, as
             // a release build would be, so the image and what the operator pushes stay small.
-            run(Command::new("strip")
-                .arg("--strip-debug")
-                .arg("-o")
-                .arg(&dest)
-                .arg(source))?;
+            // A gzipped file (Envoy as the image ships it) goes as it is.
+            if source.extension().is_some_and(|e| e == "gz") {
+                std::fs::copy(source, &dest).map_err(TestbedError::io("staging a gzip file"))?;
+            } else {
+                run(Command::new("strip")
+                    .arg("--strip-debug")
+                    .arg("-o")
+                    .arg(&dest)
+                    .arg(source))?;
+            }
         }
         let layer = work.join("layer.tar");
         run(Command::new("tar")
