@@ -462,6 +462,41 @@ spec:
     }
 
     #[test]
+    fn an_older_route_that_cannot_be_served_does_not_take_the_listener() {
+        // Created in the same second, so the name decides which is older: "crossing" comes
+        // first, and its backend (another namespace, no grant) does not resolve.
+        let mut crossing = tcp_route("crossing", "2026-01-02T00:00:00Z", "other");
+        crossing.spec.rules[0].backend_refs[0].namespace = Some("elsewhere".into());
+        let src = translated(&[tcp_route("echo", "2026-01-02T00:00:00Z", "a"), crossing]);
+        let served: Vec<(&str, Option<&str>)> = src
+            .source
+            .spec
+            .bindings
+            .iter()
+            .map(|b| {
+                (
+                    b.name.as_str(),
+                    b.target.service.as_ref().map(|s| s.name.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(served, vec![("tcp", Some("a"))]);
+        assert_eq!(src.listeners[0].attached_routes, 2);
+        let parent = |name: &str| {
+            src.parents
+                .iter()
+                .find(|p| p.route.key.name == name)
+                .unwrap()
+        };
+        assert_eq!(parent("echo").bindings, vec!["tcp".to_owned()]);
+        assert!(parent("crossing").bindings.is_empty());
+        assert_eq!(
+            parent("crossing").resolved_refs.as_ref().unwrap_err().0,
+            "RefNotPermitted"
+        );
+    }
+
+    #[test]
     fn the_gateway_status_follows_the_report() {
         let src = translated(&[tcp_route("older", "2026-01-02T00:00:00Z", "a")]);
         let node: NodeAddress = Ok(vec!["203.0.113.7".to_owned()]);

@@ -11,11 +11,12 @@
 //!   a `TLSRoute` to `TLS`, when the route's `parentRefs` name the Gateway (and, if given, the
 //!   listener's `sectionName` and `port`), the listener's `allowedRoutes` admit the route's
 //!   namespace and kind, and (TLSRoute) a hostname of the route meets the listener's.
-//! - A `TCP` or `UDP` listener serves its oldest attached route (the others are attached and
-//!   accepted, and get no traffic: Gateway API's conflict rule); a `TLS` listener in
+//! - A `TCP` or `UDP` listener serves its oldest attached route whose backend resolves (the
+//!   others are attached and accepted, and get no traffic: Gateway API's conflict rule; a route
+//!   that cannot be served does not take the listener from one that can); a `TLS` listener in
 //!   `Passthrough` mode serves every attached route by SNI (one binding each, its hostnames
-//!   intersected with the listener's); in `Terminate` mode, its oldest route, with the
-//!   listener's certificate offloaded at the edge.
+//!   intersected with the listener's); in `Terminate` mode, its oldest route that resolves,
+//!   with the listener's certificate offloaded at the edge.
 //! - Backends are core Services; one in another namespace needs a Gateway API `ReferenceGrant`
 //!   from the route's kind there (always, whatever the operator's target policy). A rule with
 //!   several backends of non-zero weight is refused (`UnsupportedValue`): the data path sends a
@@ -683,10 +684,16 @@ pub fn translate(
         } else {
             None
         };
+        // A route whose backend does not resolve (not granted, no port, not a Service) is
+        // attached but cannot carry traffic: it does not take the listener from one that can.
         let serving: Vec<&Attached<'_>> = if sni {
             attached[i].iter().collect()
         } else {
-            attached[i].iter().take(1).collect()
+            attached[i]
+                .iter()
+                .filter(|a| a.backend.is_ok())
+                .take(1)
+                .collect()
         };
         for a in serving {
             let Ok(service) = &a.backend else { continue };

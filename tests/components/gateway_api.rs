@@ -387,10 +387,13 @@ async fn gateways_and_routes_are_served_through_the_vps() {
         describe,
     )
     .await;
-    // Still the older route's backend on the listener.
+    // Still the working route's backend on the listener: a route that cannot be served does
+    // not take it, even when it counts as the older (same second, and "crossing" sorts first).
     assert!(
         in_ns(internet, move || tcp_exchange(public(7100), b"c\n"))
-            .is_some_and(|r| r == "gw-tcp: c\n")
+            .is_some_and(|r| r == "gw-tcp: c\n"),
+        "the older route still serves while a crossing one is refused\n{}",
+        describe()
     );
     // The crossing route, alone on a listener of its own, with a grant: served.
     tcp_routes
