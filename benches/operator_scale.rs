@@ -10,6 +10,8 @@
 //! - the latency of one more change under that load (a PortBinding moved to a new port →
 //!   first connection on it), p50 and p99, next to the same change on an idle operator with
 //!   one EdgeNode measured in the same run (the reference),
+//! - the same again on the converged fleet: as many PortBindings more, applied at once to the
+//!   enrolled EdgeNodes, until all are `Ready` and every VPS answers on its last new port,
 //! - the operator's resident memory idle, at its peak while converging, and after,
 //! - how many SSH commands ran at once across all VPSes, read from each VPS's own sshd log
 //!   (`LogLevel VERBOSE`: every exec channel's start and close), against
@@ -318,6 +320,25 @@ fn all_ready<T>(list: &[T], count: usize, conditions: impl Fn(&T) -> Option<bool
     list.len() == count && list.iter().all(|o| conditions(o) == Some(true))
 }
 
+/// Whether all `count` PortBindings are `Ready` and VPS `i` answers on `port(i)`, each.
+async fn served(
+    pbs: &Api<PortBinding>,
+    count: usize,
+    internet: &testbed::netns::Netns,
+    vpses: &[&Vps],
+    port: impl Fn(usize) -> u16,
+) -> bool {
+    let ready =
+        |p: &PortBinding| condition(&p.status.as_ref()?.conditions, "Ready").map(|c| c.0 == "True");
+    pbs.list(&ListParams::default())
+        .await
+        .is_ok_and(|l| all_ready(&l.items, count, ready))
+        && vpses.iter().enumerate().all(|(i, vps)| {
+            let (public, port) = (vps.address(), port(i));
+            tokio::task::block_in_place(|| in_ns(internet, move || answers((public, port))))
+        })
+}
+
 /// The port EdgeNode `n<i>`'s last PortBinding listens on once all are applied: the last
 /// reference change moved `n0-pb-0`, the only one when there is one per EdgeNode.
 fn last_port(i: usize, per_node: usize, changes: usize) -> u16 {
@@ -344,6 +365,10 @@ struct Figures {
     uplinks: Vec<f64>,
     reference: Vec<f64>,
     loaded: Vec<f64>,
+    /// A second batch of as many PortBindings, applied at once to the converged EdgeNodes:
+    /// applying, and the first apply → all served.
+    more_applying: f64,
+    more_served: f64,
     rss_idle: f64,
     rss_peak: f64,
     rss_after: f64,
@@ -506,16 +531,10 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
             all_ready(&l.items, nodes, |e| ready(&e.status.as_ref()?.conditions))
         });
         let converged = edges_ready
-            && pbs.list(&ListParams::default()).await.is_ok_and(|l| {
-                all_ready(&l.items, nodes * per_node, |p| {
-                    ready(&p.status.as_ref()?.conditions)
-                })
+            && served(&pbs, nodes * per_node, internet, &vpses, |i| {
+                last_port(i, per_node, changes)
             })
-            && vpses.iter().enumerate().all(|(i, vps)| {
-                let public = vps.address();
-                let port = last_port(i, per_node, changes);
-                tokio::task::block_in_place(|| in_ns(internet, move || answers((public, port))))
-            });
+            .await;
         if converged {
             break;
         }
@@ -557,6 +576,36 @@ async fn round(binary: Option<&Path>, nodes: usize, per_node: usize, changes: us
             .await,
         );
     }
+    // A second batch on the converged fleet: as many PortBindings again, applied at once, on
+    // VPSes that are enrolled (no upload, only the bindings' own passes).
+    let more = Instant::now();
+    for i in 0..nodes {
+        let node = format!("n{i}");
+        for j in 0..per_node {
+            apply_yaml::<PortBinding>(
+                &client,
+                &binding_yaml(&format!("{node}-more-{j}"), &node, 11_000 + j as u16),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    f.more_applying = more.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(300 + 10 * nodes as u64);
+    while !served(&pbs, 2 * nodes * per_node, internet, &vpses, |_| {
+        11_000 + per_node as u16 - 1
+    })
+    .await
+    {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the second batch\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    f.more_served = more.elapsed().as_secs_f64();
+
     stop.store(true, Ordering::Relaxed);
     f.rss_after = rss_mib(pid);
 
@@ -622,6 +671,10 @@ fn report(name: &str, nodes: usize, per_node: usize, changes: usize, f: &Figures
         p50_99(&f.loaded)
     );
     println!(
+        "  as many PortBindings again on the converged EdgeNodes: applied in {:.1} s; all served {:.1} s after the first apply",
+        f.more_applying, f.more_served
+    );
+    println!(
         "  operator RSS: idle {:.1} MiB, peak while converging {:.1} MiB, after {:.1} MiB",
         f.rss_idle, f.rss_peak, f.rss_after
     );
@@ -656,6 +709,8 @@ fn pooled(rounds: &[Figures]) -> Figures {
         uplinks: cat(|f| &f.uplinks),
         reference: cat(|f| &f.reference),
         loaded: cat(|f| &f.loaded),
+        more_applying: mean(|f| f.more_applying),
+        more_served: mean(|f| f.more_served),
         rss_idle: mean(|f| f.rss_idle),
         rss_peak: rounds.iter().map(|f| f.rss_peak).fold(0.0, f64::max),
         rss_after: mean(|f| f.rss_after),
@@ -684,6 +739,10 @@ fn ratios(ours: &Figures, base: &Figures) {
         max(&ours.enrolled) / max(&base.enrolled)
     );
     println!("  all served: {:.2}", ours.converged / base.converged);
+    println!(
+        "  a second batch on converged EdgeNodes, all served: {:.2}",
+        ours.more_served / base.more_served
+    );
     for (what, o, b) in [
         ("one change idle", &ours.reference, &base.reference),
         ("one change under load", &ours.loaded, &base.loaded),
