@@ -357,6 +357,19 @@ impl Known {
             .collect();
     }
 
+    /// Remembers that `path`, as the pass has just installed it with digest `sha256` (checked
+    /// on the VPS before the rename), has `identity`: a large file only, within
+    /// [`KNOWN_MAX_FILES`]. The next observation then trusts that digest while the identity
+    /// holds, as for a file it hashed itself.
+    pub fn record(&mut self, path: &str, identity: &str, sha256: &str) {
+        let plain = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        let room = self.files.len() < KNOWN_MAX_FILES || self.files.contains_key(path);
+        if plain && room && is_identity(identity) && identity_size(identity) >= KNOWN_MIN_BYTES {
+            self.files
+                .insert(path.to_owned(), (identity.to_owned(), sha256.to_owned()));
+        }
+    }
+
     /// How many files are remembered.
     pub fn len(&self) -> usize {
         self.files.len()
@@ -366,6 +379,24 @@ impl Known {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
+}
+
+/// Read-only: prints the identity of `path` (as the observation reads it) on a line
+/// `identity <identity>`, nothing when it cannot. Run right after a large file is installed,
+/// so the next observation need not hash what the pass has just checked ([`Known::record`]).
+pub fn identity_script(path: &str) -> Result<Script, SshError> {
+    Ok(Script::read("stat -c 'identity %d:%i:%s:%.9Y:%.9Z' -- ")
+        .path(path)?
+        .code(" 2>/dev/null || true"))
+}
+
+/// The identity [`identity_script`] printed, if it printed a well-formed one.
+pub fn parse_identity(output: &str) -> Option<&str> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("identity "))
+        .map(str::trim)
+        .filter(|i| is_identity(i))
 }
 
 /// Adds a listed file name, refusing more than [`MAX_LISTED`].
@@ -488,6 +519,52 @@ mod tests {
         let mut known = Known::default();
         known.learn(&parse(&odd, &Known::default()).unwrap());
         assert!(known.is_empty());
+    }
+
+    #[test]
+    fn a_file_the_pass_installed_is_known_by_the_identity_it_reported() {
+        // The identity line is the observation's own format.
+        let shown = identity_script("/usr/local/bin/envoy").unwrap();
+        let observing = script(&Known::default()).unwrap();
+        let format = "%d:%i:%s:%.9Y:%.9Z";
+        assert!(
+            shown.as_str().contains(&format!("'identity {format}'")),
+            "{shown}"
+        );
+        assert!(observing.as_str().contains(&format!("'%a {format} %n'")));
+        let out = format!("some noise\nidentity {ENVOY_ID}\n");
+        assert_eq!(parse_identity(&out), Some(ENVOY_ID));
+        assert_eq!(parse_identity("identity 1:2:3:x:$(reboot)\n"), None);
+        assert_eq!(parse_identity(""), None);
+
+        let mut known = Known::default();
+        known.record("/usr/local/bin/envoy", ENVOY_ID, SHA_B);
+        assert_eq!(known.len(), 1);
+        // The next observation does not hash it, and takes the digest the upload was checked
+        // against.
+        let script = script(&known).unwrap();
+        assert!(
+            script
+                .as_str()
+                .contains(&format!("'/usr/local/bin/envoy {ENVOY_ID}') ;;")),
+            "{script}"
+        );
+        let unhashed = typical().replace(&format!("{SHA_B}  /usr/local/bin/envoy\n"), "");
+        assert_eq!(
+            parse(&unhashed, &known).unwrap().files["/usr/local/bin/envoy"].sha256,
+            SHA_B
+        );
+        // Small files, odd identities and digests, and more than the bound are not recorded.
+        let mut small = Known::default();
+        small.record("/etc/tunnel/relay.json", "2049:5:600:1.0:1.0", SHA_A);
+        small.record("/usr/local/bin/envoy", "2049:77:x:1.0:1.0", SHA_B);
+        small.record("/usr/local/bin/envoy", ENVOY_ID, "not-a-digest");
+        assert!(small.is_empty());
+        let mut full = Known::default();
+        for i in 0..=KNOWN_MAX_FILES {
+            full.record(&format!("/usr/local/bin/f{i}"), ENVOY_ID, SHA_B);
+        }
+        assert_eq!(full.len(), KNOWN_MAX_FILES);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::observe::Known;
 use super::progress::{Progress, Teller};
 use super::steps::{self, Changes, Request, Source, Step};
 use crate::ssh::{
-    BatchItem, Packing, Script, Session, SshError, write_batch, write_file_owned,
+    BatchItem, Packing, Script, Session, SshError, StreamedFile, write_batch, write_file_owned,
     write_file_streamed,
 };
 
@@ -151,7 +151,7 @@ pub async fn enroll_telling(
             continue;
         }
         let step = &changes.steps[done];
-        if let Some(warning) = run_step(session, step).await? {
+        if let Some(warning) = run_step(session, step, known).await? {
             warn!(host = %session.options().target(), step = %step, warning = %warning, "enrollment step");
             report.warnings.push(warning);
         }
@@ -235,77 +235,68 @@ pub async fn restart_envoy(session: &mut Session, checks: u32) -> Result<(), Enr
 }
 
 /// Writes `blob` to `path` on the VPS atomically, checked against its digest there; a blob
-/// kept in a file is streamed from it.
+/// kept in a file is streamed from it, and the identity the installed file has then is
+/// returned (for [`Known::record`]).
 async fn write_blob(
     session: &mut Session,
     path: &str,
     blob: &Blob,
     mode: u32,
     group: Option<&str>,
-) -> Result<(), EnrollError> {
-    match blob.stored() {
-        Stored::Memory(bytes) => write_file_owned(session, path, bytes, mode, group).await?,
-        Stored::File(local) => {
-            stream(
-                session,
-                path,
-                local,
-                blob.len(),
-                Packing::Plain,
-                blob,
-                mode,
-                group,
-            )
-            .await?;
+) -> Result<Option<String>, EnrollError> {
+    let (local, len, packing) = match blob.stored() {
+        Stored::Memory(bytes) => {
+            write_file_owned(session, path, bytes, mode, group).await?;
+            return Ok(None);
         }
-        Stored::Gzip { path: local, len } => {
-            stream(session, path, local, len, Packing::Gzip, blob, mode, group).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Streams the `len` bytes of the local file `local` to `path`, packed as `packing`.
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    session: &mut Session,
-    path: &str,
-    local: &std::path::Path,
-    len: u64,
-    packing: Packing,
-    blob: &Blob,
-    mode: u32,
-    group: Option<&str>,
-) -> Result<(), EnrollError> {
-    let file = tokio::fs::File::open(local)
-        .await
-        .map_err(|e| EnrollError::ArtifactUnreadable {
-            path: local.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    write_file_streamed(
-        session,
+        Stored::File(local) => (local, blob.len(), Packing::Plain),
+        Stored::Gzip { path: local, len } => (local, len, Packing::Gzip),
+    };
+    let content =
+        tokio::fs::File::open(local)
+            .await
+            .map_err(|e| EnrollError::ArtifactUnreadable {
+                path: local.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    let file = StreamedFile {
         path,
-        file,
         len,
         packing,
-        blob.sha256(),
+        sha256: blob.sha256(),
         mode,
         group,
+    };
+    let out = write_file_streamed(
+        session,
+        &file,
+        content,
+        Some(&observe::identity_script(path)?),
     )
     .await?;
-    Ok(())
+    Ok(observe::parse_identity(&out.stdout_text()).map(str::to_owned))
 }
 
-async fn run_step(session: &mut Session, step: &Step) -> Result<Option<String>, EnrollError> {
+/// Runs one step; a large file it installs is recorded in `known` with the identity the VPS
+/// reported right after, so the next observation does not hash it again.
+async fn run_step(
+    session: &mut Session,
+    step: &Step,
+    known: &mut Known,
+) -> Result<Option<String>, EnrollError> {
     match step {
-        Step::Write(file) => match &file.source {
-            Source::Upload(blob) => {
-                let group = layout::group_of(&file.path);
-                write_blob(session, &file.path, blob, file.mode, group).await?;
+        Step::Write(file) => {
+            let identity = match &file.source {
+                Source::Upload(blob) => {
+                    let group = layout::group_of(&file.path);
+                    write_blob(session, &file.path, blob, file.mode, group).await?
+                }
+                Source::Download(url) => download(session, &file.path, url, &file.sha256).await?,
+            };
+            if let Some(identity) = identity {
+                known.record(&file.path, &identity, &file.sha256);
             }
-            Source::Download(url) => download(session, &file.path, url, &file.sha256).await?,
-        },
+        }
         Step::Remove(path) => {
             session
                 .run_ok(&Script::write("rm -f -- ").path(path)?)
@@ -398,13 +389,13 @@ pub fn ensure_envoy_user_script() -> Result<Script, SshError> {
 }
 
 /// Downloads the Envoy binary on the VPS into a temporary file beside its target, checks the
-/// pinned digest, and only then renames it into place.
+/// pinned digest, and only then renames it into place; returns the identity it has then.
 async fn download(
     session: &mut Session,
     path: &str,
     url: &str,
     sha256: &str,
-) -> Result<(), EnrollError> {
+) -> Result<Option<String>, EnrollError> {
     let script = Script::write("set -eu; u=")
         .quoted(url)?
         .code("; p=")
@@ -419,9 +410,10 @@ async fn download(
              got=$(sha256sum < \"$t\" | cut -d' ' -f1); \
              if [ \"$got\" != \"$want\" ]; then echo \"the download from $u has SHA-256 $got, but $want is pinned: refusing it\" >&2; exit 5; fi; \
              chmod 0755 \"$t\"; sync -- \"$t\"; mv -f \"$t\" \"$p\"; trap - EXIT; sync -- \"$d\" 2>/dev/null || true",
-        );
+        )
+        .then(&observe::identity_script(path)?);
     match session.run_ok(&script).await {
-        Ok(_) => Ok(()),
+        Ok(out) => Ok(observe::parse_identity(&out.stdout_text()).map(str::to_owned)),
         Err(e @ SshError::CommandFailed { .. }) => Err(EnrollError::EnvoyDownload(e)),
         Err(e) => Err(e.into()),
     }

@@ -31,5 +31,6 @@ pub use error::{SshError, TransportError};
 pub use script::{Access, Script};
 pub use session::{Output, Session};
 pub use transfer::{
-    BatchItem, Packing, write_batch, write_file, write_file_owned, write_file_streamed,
+    BatchItem, Packing, StreamedFile, write_batch, write_file, write_file_owned,
+    write_file_streamed,
 };

@@ -69,32 +69,47 @@ pub enum Packing {
     Gzip,
 }
 
-/// [`write_file_owned`] with the `len` bytes of `content` streamed (a large binary is never
-/// held in memory), packed as `packing` says; `sha256` is what the file must hash to once
-/// unpacked, checked on the VPS before the file replaces the old one.
-#[allow(clippy::too_many_arguments)]
+/// A file streamed to the VPS ([`write_file_streamed`]): where it goes, how many bytes are
+/// sent and how they are packed, what it must hash to once unpacked, its mode and group.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamedFile<'a> {
+    /// Absolute path on the VPS.
+    pub path: &'a str,
+    /// Bytes sent (packed).
+    pub len: u64,
+    /// How they are packed.
+    pub packing: Packing,
+    /// The unpacked file's SHA-256, checked on the VPS before it replaces the old one.
+    pub sha256: &'a str,
+    /// Permission bits.
+    pub mode: u32,
+    /// The file's group when not root.
+    pub group: Option<&'a str>,
+}
+
+/// [`write_file_owned`] with the `file.len` bytes of `content` streamed (a large binary is
+/// never held in memory), packed as `file.packing` says, then `then` in the same command
+/// (read-only; its output is returned, e.g. what the file looks like once in place).
 pub async fn write_file_streamed<R>(
     session: &mut Session,
-    path: &str,
+    file: &StreamedFile<'_>,
     content: R,
-    len: u64,
-    packing: Packing,
-    sha256: &str,
-    mode: u32,
-    group: Option<&str>,
-) -> Result<(), SshError>
+    then: Option<&Script>,
+) -> Result<super::Output, SshError>
 where
     R: tokio::io::AsyncRead + Unpin + Send,
 {
-    let script = file_script(path, sha256, mode, group, packing)?;
+    let mut script = file_script(file.path, file.sha256, file.mode, file.group, file.packing)?;
+    if let Some(then) = then {
+        script = script.then(then);
+    }
     let timeout = transfer_timeout(
         session.options().command_timeout,
-        usize::try_from(len).unwrap_or(usize::MAX),
+        usize::try_from(file.len).unwrap_or(usize::MAX),
     );
     session
-        .run_ok_with_reader(&script, content, len, timeout)
-        .await?;
-    Ok(())
+        .run_ok_with_reader(&script, content, file.len, timeout)
+        .await
 }
 
 /// One change of a [`write_batch`], in the order it takes effect.

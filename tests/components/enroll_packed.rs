@@ -2,7 +2,8 @@
 //! the SSH connection is the packed file, the VPS unpacks it with its gzip and checks the
 //! digest of what it unpacked, and Envoy runs from it. A VPS without gzip gets an error that
 //! names gzip, with the relay (which needs none) already running and Envoy untouched; with
-//! gzip back the next pass installs it.
+//! gzip back the next pass installs it, and the observation after it trusts what the pass
+//! installed (by the identity the VPS reported) instead of hashing the binaries again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use testbed::netns::Netns;
 use testbed::tools::agent_binary;
 use testbed::vps::{Vps, VpsOptions};
+use tunnel::enroll::observe::{self, Known};
 use tunnel::enroll::{self, Arch, Blob, DesiredState, EnvoyInstall, HostTuning, PassOptions};
 use tunnel::ssh::Session;
 
@@ -84,9 +86,30 @@ fn envoy_goes_packed_is_checked_unpacked_and_a_missing_gzip_is_named() {
         "chmod a+x \"$(readlink -f \"$(command -v gzip || echo /usr/bin/gzip)\")\"",
     )
     .unwrap();
-    let (result, commands) = pass(&vps);
+    // One connection, as the operator keeps one per VPS: what the pass installs it knows by
+    // the identity the VPS reported right after, so the next observation hashes neither
+    // binary again (they were checked on arrival).
+    let (result, commands, observed) = with_session(&internet, &vps, async |s: &mut Session| {
+        let mut known = Known::default();
+        let r = enroll::enroll_telling(s, &want, &PassOptions::default(), &mut known, &mut |_| {})
+            .await;
+        let out = s.run_ok(&observe::script(&known).unwrap()).await.unwrap();
+        let observed = observe::parse(&out.stdout_text(), &known).map(|o| (out.stdout_text(), o));
+        (r, s.log().entries(), observed)
+    });
     let report = result.unwrap();
     assert!(report.health.envoy_active(), "{:?}", report.health);
+    let (text, observed) = observed.unwrap();
+    for (path, blob) in [
+        ("/usr/local/bin/envoy", &envoy),
+        ("/usr/local/bin/tunnelctl", &want.tunnelctl[&Arch::X86_64]),
+    ] {
+        assert!(
+            !text.lines().any(|l| l.ends_with(&format!("  {path}"))),
+            "{path} hashed again:\n{text}"
+        );
+        assert_eq!(observed.files[path].sha256, blob.sha256(), "{path}");
+    }
     let sent: Vec<usize> = commands
         .iter()
         .filter(|c| c.command.contains("gzip -dc"))
