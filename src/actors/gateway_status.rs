@@ -402,17 +402,9 @@ spec:
         (c["status"].as_str().unwrap(), c["reason"].as_str().unwrap())
     }
 
-    #[test]
-    fn listeners_become_bindings_and_the_oldest_tcp_route_is_served() {
-        let src = translated(&[
-            tcp_route("newer", "2026-01-03T00:00:00Z", "b"),
-            tcp_route("older", "2026-01-02T00:00:00Z", "a"),
-            tls_route("one", "one.example.com", "x"),
-            tls_route("two", "two.example.com", "y"),
-        ]);
-        assert_eq!(src.edge_nodes, Ok(vec![ObjectKey::new("infra", "edge")]));
-        let bindings: Vec<(&str, u16, Option<&str>, Vec<String>)> = src
-            .source
+    /// Each binding of `src`: name, port, backend Service, SNI names.
+    fn served(src: &GatewaySource) -> Vec<(&str, u16, Option<&str>, Vec<String>)> {
+        src.source
             .spec
             .bindings
             .iter()
@@ -427,7 +419,19 @@ spec:
                         .unwrap_or_default(),
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn listeners_become_bindings_and_the_oldest_tcp_route_is_served() {
+        let src = translated(&[
+            tcp_route("newer", "2026-01-03T00:00:00Z", "b"),
+            tcp_route("older", "2026-01-02T00:00:00Z", "a"),
+            tls_route("one", "one.example.com", "x"),
+            tls_route("two", "two.example.com", "y"),
+        ]);
+        assert_eq!(src.edge_nodes, Ok(vec![ObjectKey::new("infra", "edge")]));
+        let bindings = served(&src);
         assert_eq!(
             bindings,
             vec![
@@ -468,19 +472,8 @@ spec:
         let mut crossing = tcp_route("crossing", "2026-01-02T00:00:00Z", "other");
         crossing.spec.rules[0].backend_refs[0].namespace = Some("elsewhere".into());
         let src = translated(&[tcp_route("echo", "2026-01-02T00:00:00Z", "a"), crossing]);
-        let served: Vec<(&str, Option<&str>)> = src
-            .source
-            .spec
-            .bindings
-            .iter()
-            .map(|b| {
-                (
-                    b.name.as_str(),
-                    b.target.service.as_ref().map(|s| s.name.as_str()),
-                )
-            })
-            .collect();
-        assert_eq!(served, vec![("tcp", Some("a"))]);
+
+        assert_eq!(served(&src), vec![("tcp", 8000, Some("a"), vec![])]);
         assert_eq!(src.listeners[0].attached_routes, 2);
         let parent = |name: &str| {
             src.parents

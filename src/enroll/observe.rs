@@ -485,6 +485,18 @@ mod tests {
         }
     }
 
+    /// The observation script `known` makes, which tells the VPS to skip Envoy's binary.
+    fn skips_envoy(known: &Known) -> Script {
+        let script = script(known).unwrap();
+        assert!(
+            script
+                .as_str()
+                .contains(&format!("'/usr/local/bin/envoy {ENVOY_ID}') ;;")),
+            "{script}"
+        );
+        script
+    }
+
     #[test]
     fn a_known_large_file_is_not_hashed_again_until_its_identity_changes() {
         let o = parse(&typical(), &Known::default()).unwrap();
@@ -492,13 +504,7 @@ mod tests {
         known.learn(&o);
         // Only the large file is remembered.
         assert_eq!(known.len(), 1);
-        let script = script(&known).unwrap();
-        assert!(
-            script
-                .as_str()
-                .contains(&format!("'/usr/local/bin/envoy {ENVOY_ID}') ;;")),
-            "{script}"
-        );
+        let script = skips_envoy(&known);
         assert!(
             !script.as_str().contains(SHA_B),
             "no digest goes to the VPS"
@@ -542,13 +548,7 @@ mod tests {
         assert_eq!(known.len(), 1);
         // The next observation does not hash it, and takes the digest the upload was checked
         // against.
-        let script = script(&known).unwrap();
-        assert!(
-            script
-                .as_str()
-                .contains(&format!("'/usr/local/bin/envoy {ENVOY_ID}') ;;")),
-            "{script}"
-        );
+        skips_envoy(&known);
         let unhashed = typical().replace(&format!("{SHA_B}  /usr/local/bin/envoy\n"), "");
         assert_eq!(
             parse(&unhashed, &known).unwrap().files["/usr/local/bin/envoy"].sha256,
