@@ -471,7 +471,8 @@ spec:
         // first, and its backend (another namespace, no grant) does not resolve.
         let mut crossing = tcp_route("crossing", "2026-01-02T00:00:00Z", "other");
         crossing.spec.rules[0].backend_refs[0].namespace = Some("elsewhere".into());
-        let src = translated(&[tcp_route("echo", "2026-01-02T00:00:00Z", "a"), crossing]);
+        let routes = [tcp_route("echo", "2026-01-02T00:00:00Z", "a"), crossing];
+        let src = translated(&routes);
 
         assert_eq!(served(&src), vec![("tcp", 8000, Some("a"), vec![])]);
         assert_eq!(src.listeners[0].attached_routes, 2);
@@ -487,6 +488,25 @@ spec:
             parent("crossing").resolved_refs.as_ref().unwrap_err().0,
             "RefNotPermitted"
         );
+        // Granted, it can be served: the older takes the listener, as the conflict rule says.
+        let grant = crate::crd::ReferenceGrantSpec {
+            from: vec![crate::crd::GrantFrom {
+                kind: crate::crd::FromKind::TcpRoute,
+                namespace: "apps".into(),
+            }],
+            to: vec![crate::crd::GrantTo {
+                kind: crate::crd::ToKind::Service,
+                name: None,
+            }],
+        };
+        let granted = translate(
+            &gateway(),
+            Some(&class()),
+            &routes,
+            &BTreeMap::new(),
+            &StaticResolver::default().with_grant("elsewhere", grant),
+        );
+        assert_eq!(served(&granted), vec![("tcp", 8000, Some("other"), vec![])]);
     }
 
     #[test]
