@@ -792,10 +792,11 @@ async fn main() {
     );
     report("ours", nodes, per_node, changes, &ours);
     ratios(&ours, &theirs);
+    // The limit is ours to keep; the base (an older build, not under test) is only reported.
     assert!(
-        theirs.most <= LIMIT && ours.most <= LIMIT,
-        "more SSH commands at once than --max-concurrent-reconciles (base {}, ours {})",
-        theirs.most,
-        ours.most
+        ours.most <= LIMIT,
+        "more SSH commands at once than --max-concurrent-reconciles (ours {}, base {})",
+        ours.most,
+        theirs.most
     );
 }
