@@ -69,6 +69,11 @@ async fn operator_needs_the_crds_then_watches_and_stops_on_sigterm() {
         .start()
         .unwrap();
     let log = operator.log.clone();
+    // `/readyz` is also 200 while a candidate waits for the Lease (a standby must not hold
+    // a rollout), so the leader's tree is awaited by its log line first.
+    wait_for("the actor tree runs", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("the actor tree runs"))
+    });
     wait_for("/readyz 200", || {
         probe(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
     });
