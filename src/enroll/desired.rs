@@ -97,7 +97,7 @@ impl EnvoyInstall {
                 .ok_or(missing),
             Self::Download { sha256, .. } => {
                 let digest = sha256.get(&arch).ok_or(missing)?;
-                if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if super::observe::is_digest(digest) {
                     Ok(digest.to_ascii_lowercase())
                 } else {
                     Err(DesiredError::PinnedDigest { arch: arch.uname() }.into())

@@ -86,6 +86,14 @@ impl Observed {
     }
 }
 
+/// A file's identity as `stat -c` prints it: device, inode, size, modification and change
+/// times to the nanosecond (the observation and [`identity_script`] share it).
+macro_rules! identity_format {
+    () => {
+        "%d:%i:%s:%.9Y:%.9Z"
+    };
+}
+
 /// The most SDS files, and the most temporary files, an observation accepts: far more than
 /// the TLS Secrets one EdgeNode serves; more is refused ([`ObservationError::TooMany`]),
 /// since each would become a command of the pass.
@@ -127,11 +135,13 @@ pub fn script(known: &Known) -> Result<Script, SshError> {
     for path in FIXED_PATHS {
         s = s.code(" ").path(path)?;
     }
-    s = s.code(
+    s = s.code(concat!(
         " /etc/envoy/tls/*; do if [ -f \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done; \
-         o=; if [ $# -gt 0 ]; then o=$(stat -c '%a %d:%i:%s:%.9Y:%.9Z %n' -- \"$@\"); fi; set --; \
+         o=; if [ $# -gt 0 ]; then o=$(stat -c '%a ",
+        identity_format!(),
+        " %n' -- \"$@\"); fi; set --; \
          while read -r m i p; do if [ -n \"$p\" ]; then printf 'stat %s %s %s\\n' \"$m\" \"$i\" \"$p\"; case \"$p $i\" in ",
-    );
+    ));
     for (path, (identity, _)) in &known.files {
         s = s.quoted(&format!("{path} {identity}"))?.code(") ;; ");
     }
@@ -295,9 +305,12 @@ pub fn parse(output: &str, known: &Known) -> Result<Observed, EnrollError> {
 
 /// Whether `line` is `sha256sum`'s: 64 hex digits, two spaces, a path.
 fn is_digest_line(line: &str) -> bool {
-    line.len() > 66
-        && line.as_bytes()[..64].iter().all(u8::is_ascii_hexdigit)
-        && line.as_bytes()[64..66] == *b"  "
+    line.len() > 66 && line.get(..64).is_some_and(is_digest) && line.as_bytes()[64..66] == *b"  "
+}
+
+/// Whether `sha256` is a plain SHA-256 in hex (what `sha256sum` prints).
+pub fn is_digest(sha256: &str) -> bool {
+    sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Whether `identity` is what the script prints: five `:`-separated fields of digits and dots.
@@ -350,8 +363,7 @@ impl Known {
             .into_iter()
             .filter_map(|(_, path, identity)| {
                 let sha256 = &observed.files.get(path)?.sha256;
-                let plain = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
-                plain.then(|| (path.clone(), (identity.clone(), sha256.clone())))
+                is_digest(sha256).then(|| (path.clone(), (identity.clone(), sha256.clone())))
             })
             .take(KNOWN_MAX_FILES)
             .collect();
@@ -362,9 +374,12 @@ impl Known {
     /// [`KNOWN_MAX_FILES`]. The next observation then trusts that digest while the identity
     /// holds, as for a file it hashed itself.
     pub fn record(&mut self, path: &str, identity: &str, sha256: &str) {
-        let plain = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
         let room = self.files.len() < KNOWN_MAX_FILES || self.files.contains_key(path);
-        if plain && room && is_identity(identity) && identity_size(identity) >= KNOWN_MIN_BYTES {
+        if is_digest(sha256)
+            && room
+            && is_identity(identity)
+            && identity_size(identity) >= KNOWN_MIN_BYTES
+        {
             self.files
                 .insert(path.to_owned(), (identity.to_owned(), sha256.to_owned()));
         }
@@ -385,9 +400,11 @@ impl Known {
 /// `identity <identity>`, nothing when it cannot. Run right after a large file is installed,
 /// so the next observation need not hash what the pass has just checked ([`Known::record`]).
 pub fn identity_script(path: &str) -> Result<Script, SshError> {
-    Ok(Script::read("stat -c 'identity %d:%i:%s:%.9Y:%.9Z' -- ")
-        .path(path)?
-        .code(" 2>/dev/null || true"))
+    Ok(
+        Script::read(concat!("stat -c 'identity ", identity_format!(), "' -- "))
+            .path(path)?
+            .code(" 2>/dev/null || true"),
+    )
 }
 
 /// The identity [`identity_script`] printed, if it printed a well-formed one.
@@ -529,15 +546,6 @@ mod tests {
 
     #[test]
     fn a_file_the_pass_installed_is_known_by_the_identity_it_reported() {
-        // The identity line is the observation's own format.
-        let shown = identity_script("/usr/local/bin/envoy").unwrap();
-        let observing = script(&Known::default()).unwrap();
-        let format = "%d:%i:%s:%.9Y:%.9Z";
-        assert!(
-            shown.as_str().contains(&format!("'identity {format}'")),
-            "{shown}"
-        );
-        assert!(observing.as_str().contains(&format!("'%a {format} %n'")));
         let out = format!("some noise\nidentity {ENVOY_ID}\n");
         assert_eq!(parse_identity(&out), Some(ENVOY_ID));
         assert_eq!(parse_identity("identity 1:2:3:x:$(reboot)\n"), None);
