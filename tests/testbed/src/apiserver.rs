@@ -122,8 +122,21 @@ impl ApiServer {
     }
 
     /// Starts etcd and the cached kube-apiserver `binary`, with an optional admission
-    /// configuration.
+    /// configuration. The ports are free when chosen but not held: another test may take one
+    /// before the server binds it, so a start that failed on a taken port is tried again
+    /// with new ones (twice at most).
     async fn start_binary(binary: &str, admission: Option<&str>) -> Result<Self, TestbedError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(binary, admission).await {
+                Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {}
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(binary: &str, admission: Option<&str>) -> Result<Self, TestbedError> {
         let runs = tools::cache_dir().join("run");
         std::fs::create_dir_all(&runs).map_err(TestbedError::io("creating the run dir"))?;
         let dir = tempfile::Builder::new()
