@@ -144,6 +144,19 @@ pub enum SshError {
         stderr: String,
     },
 
+    /// A remote command exited with status 0 before the input streamed to it was all sent:
+    /// whatever it was to write did not arrive whole. (A command that fails before reading
+    /// its input is reported by its own status and message.)
+    #[error(
+        "remote command `{command}` exited before it read all of its input ({len} bytes): the upload did not arrive whole"
+    )]
+    InputNotRead {
+        /// The command's log form.
+        command: String,
+        /// The input's length, in bytes.
+        len: u64,
+    },
+
     /// A value refused before it could reach a shell (bad path, control characters).
     #[error("refusing unsafe remote argument: {0}")]
     UnsafeArgument(String),
@@ -187,6 +200,7 @@ impl SshError {
             Self::Transport { .. } => "SSHTransportError",
             Self::CommandTimeout { .. } => "SSHCommandTimeout",
             Self::CommandFailed { .. } => "SSHCommandFailed",
+            Self::InputNotRead { .. } => "SSHInputNotRead",
             Self::UnsafeArgument(_) => "SSHUnsafeArgument",
             Self::OutputTooLarge { .. } => "SSHOutputTooLarge",
             Self::NotLeader { .. } => "NotLeader",
@@ -305,6 +319,10 @@ mod tests {
                 status: 1,
                 stderr: String::new(),
             },
+            SshError::InputNotRead {
+                command: String::new(),
+                len: 1,
+            },
             SshError::UnsafeArgument(String::new()),
             SshError::OutputTooLarge {
                 command: String::new(),
@@ -332,6 +350,7 @@ mod tests {
                 "SSHTransportError",
                 "SSHCommandTimeout",
                 "SSHCommandFailed",
+                "SSHInputNotRead",
                 "SSHUnsafeArgument",
                 "SSHOutputTooLarge",
                 "NotLeader",

@@ -640,6 +640,12 @@ async fn exec<R: tokio::io::AsyncRead + Unpin>(
                 limit: script.max_output(),
             });
         }
+        Ok(Err(TooMuch::InputNotRead)) => {
+            return Err(SshError::InputNotRead {
+                command: script.to_string(),
+                len,
+            });
+        }
         Ok(Err(TooMuch::Failed(e))) => return Err(e),
         Ok(Ok(out)) => return Ok(out),
         Err(_) => {}
@@ -660,6 +666,8 @@ async fn exec<R: tokio::io::AsyncRead + Unpin>(
 enum TooMuch {
     /// Standard output went past the script's bound.
     Output,
+    /// The command exited with status 0 before its input was all sent.
+    InputNotRead,
     /// The transport failed or the server refused the command.
     Failed(SshError),
 }
@@ -682,12 +690,15 @@ async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
         .exec(true, command_line)
         .await
         .map_err(SshError::from)?;
+    // Set once every byte of the input is handed to the channel (before its EOF).
+    let input_sent = std::sync::atomic::AtomicBool::new(len == 0);
     let send = async {
         if len > 0 {
             write
                 .data(tokio::io::AsyncReadExt::take(stdin, len))
                 .await?;
         }
+        input_sent.store(true, std::sync::atomic::Ordering::Relaxed);
         write.eof().await?;
         Ok::<_, SshError>(())
     };
@@ -724,16 +735,29 @@ async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
         }
         Ok(out)
     };
-    let (upload, received) = tokio::join!(send, receive);
-    let out = received?;
-    // A command that exits without reading all of its stdin makes the upload fail: that is
-    // the command's business (reported through its status), not a transport failure.
-    if let Err(e) = upload
-        && out.success()
-    {
-        return Err(e.into());
+    // The command's end (its channel closed) ends the upload too: a command that exits
+    // without reading all of its input (a full disk under `gzip -dc`, a `mkdir` refused)
+    // would otherwise leave the upload waiting for window space until the timeout.
+    tokio::pin!(send, receive);
+    let mut upload = None;
+    let out = loop {
+        tokio::select! {
+            biased;
+            result = &mut send, if upload.is_none() => upload = Some(result),
+            received = &mut receive => break received?,
+        }
+    };
+    if !out.success() {
+        // Whatever happened to the input, the command's status and message say why.
+        return Ok(out);
     }
-    Ok(out)
+    match upload {
+        Some(Err(e)) => Err(e.into()),
+        None if !input_sent.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(TooMuch::InputNotRead)
+        }
+        _ => Ok(out),
+    }
 }
 
 /// Appends `data` to `buffer` unless that makes it longer than `max`; false (and nothing

@@ -301,9 +301,10 @@ fn file_script(
         .code(match packing {
             Packing::Plain => "cat > \"$t\"; ",
             // Without gzip the bytes are read all the same (the operator's write ends
-            // cleanly) and the error says what is missing.
+            // cleanly) and the error says what is missing. `-x`: bash's `command -v` also
+            // names a file on the PATH that may not be run.
             Packing::Gzip => {
-                "if ! command -v gzip >/dev/null 2>&1; then cat >/dev/null; \
+                "if ! g=$(command -v gzip) || [ ! -x \"$g\" ]; then cat >/dev/null; \
                  echo 'gzip is not installed on the VPS: it unpacks the binaries the operator uploads compressed; install gzip' >&2; exit 3; fi; \
                  gzip -dc > \"$t\"; "
             }
@@ -452,7 +453,7 @@ mod tests {
         assert!(unpack < check && check < rename, "{text}");
         // Without gzip: stdin is read to its end, then the error names what is missing.
         assert!(
-            text.contains("command -v gzip >/dev/null 2>&1; then cat >/dev/null;"),
+            text.contains("if ! g=$(command -v gzip) || [ ! -x \"$g\" ]; then cat >/dev/null;"),
             "{text}"
         );
         assert!(text.contains("gzip is not installed on the VPS"), "{text}");

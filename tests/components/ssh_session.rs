@@ -4,7 +4,8 @@
 //! key with its passphrase, password; RSA refused with a clear error), one connection reused
 //! for many commands, atomic uploads with modes, the per-command timeout (the command killed on
 //! the VPS), reconnection after
-//! the connection is cut, no secret in the logs, and never a password to a host whose key
+//! the connection is cut, a command that stops reading its input (the upload ends with it),
+//! no secret in the logs, and never a password to a host whose key
 //! was not verified.
 
 use std::collections::BTreeMap;
@@ -508,6 +509,66 @@ fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
                     .unwrap()
                     .stdout_text();
                 assert_ne!(after, first, "a new connection");
+                s.close().await;
+            });
+        })
+        .unwrap();
+}
+
+/// A command that exits without reading all of its input (a full disk under `gzip -dc`, a
+/// digest refused halfway) ends the upload at once: its status comes back as an [`Output`]
+/// (the command's business), not as a timeout after the rest of the bytes, and the session
+/// runs the next command. The input is far larger than the SSH window and the socket
+/// buffers, so the upload cannot finish by itself before the command has ended.
+#[test]
+fn a_command_that_stops_reading_its_input_ends_the_upload() {
+    let internet = Netns::new("inet").unwrap();
+    let vps_options = VpsOptions {
+        address: Some("10.96.6.2".parse().unwrap()),
+        peer_address: Some("10.96.6.1".parse().unwrap()),
+        peer_ifname: Some("sswan0".into()),
+    };
+    let vps = Vps::boot(&internet, &vps_options).unwrap();
+    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let key = vps.client_private_key().unwrap();
+    let known = vps.known_hosts_line().unwrap();
+    let input = vec![0x5a_u8; 64 << 20];
+
+    internet
+        .enter(|| {
+            run(async {
+                let mut s = Session::connect(
+                    options(&vps.address().to_string(), 22),
+                    secret(&[("privateKey", &key), ("knownHosts", &known)]),
+                )
+                .await
+                .unwrap();
+                // Fails after a few bytes: its status and message, not a timeout.
+                let out = s
+                    .run_with_stdin(
+                        &Script::write(
+                            "head -c 1000 >/dev/null; echo 'stopped reading' >&2; exit 3",
+                        ),
+                        &input,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(out.status, 3, "{}", out.stderr_tail());
+                assert!(
+                    out.stderr_tail().contains("stopped reading"),
+                    "{}",
+                    out.stderr_tail()
+                );
+                // Succeeds without reading it all: an error that says the input was not
+                // taken, not a timeout.
+                let err = s
+                    .run_with_stdin(&Script::write("head -c 1000 >/dev/null"), &input)
+                    .await
+                    .unwrap_err();
+                assert!(!matches!(err, SshError::CommandTimeout { .. }), "{err:?}");
+                // The connection is as good as before.
+                let ok = s.run_ok(&Script::read("echo ok")).await.unwrap();
+                assert_eq!(ok.stdout_text(), "ok\n");
                 s.close().await;
             });
         })
