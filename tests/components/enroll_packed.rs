@@ -1,9 +1,10 @@
 //! Envoy pushed gzipped (as the operator image ships it) to a real nspawn VPS: what crosses
 //! the SSH connection is the packed file, the VPS unpacks it with its gzip and checks the
 //! digest of what it unpacked, and Envoy runs from it. A VPS without gzip gets an error that
-//! names gzip, with the relay (which needs none) already running and Envoy untouched; with
-//! gzip back the next pass installs it, and the observation after it trusts what the pass
-//! installed (by the identity the VPS reported) instead of hashing the binaries again.
+//! names gzip, with the relay (which needs none) already running and Envoy untouched; a full
+//! disk stops the upload at once with the VPS's own error; with gzip and room back the next
+//! pass installs it, and the observation after it trusts what the pass installed (by the
+//! identity the VPS reported) instead of hashing the binaries again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -85,12 +86,29 @@ fn envoy_goes_packed_is_checked_unpacked_and_a_missing_gzip_is_named() {
         "the relay runs (it needs no gzip); no Envoy and no temporary file"
     );
 
-    // 2. gzip back: the packed bytes cross, the unpacked file is installed and runs.
+    // 2. gzip back, but a full disk where the binaries go (16 MiB of tmpfs over
+    // /usr/local/bin): the VPS stops taking the upload at once, and the pass fails with its
+    // own words, not with a timeout after the rest of the bytes.
     vps.ssh(
         &internet,
-        "chmod a+x \"$(readlink -f \"$(command -v gzip || echo /usr/bin/gzip)\")\"",
+        "chmod a+x \"$(readlink -f \"$(command -v gzip || echo /usr/bin/gzip)\")\" && mount -t tmpfs -o size=16m tmpfs /usr/local/bin",
     )
     .unwrap();
+    let (result, commands) = pass(&vps);
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("timed out"), "{err}");
+    let upload = commands
+        .iter()
+        .find(|c| c.stdin_bytes > 16 << 20)
+        .expect("an upload larger than the disk was tried");
+    assert!(
+        upload.status.is_some_and(|s| s != 0),
+        "the upload ended with the command's own failure: {upload:?}"
+    );
+    vps.ssh(&internet, "umount /usr/local/bin").unwrap();
+
+    // 3. Room again: the packed bytes cross, the unpacked file is installed and runs.
     // One connection, as the operator keeps one per VPS: what the pass installs it knows by
     // the identity the VPS reported right after, so the next observation hashes neither
     // binary again (they were checked on arrival).
