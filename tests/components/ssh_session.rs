@@ -87,16 +87,30 @@ fn run<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// A VPS on `<subnet>.2` in `internet`, reached through `ifname` from `<subnet>.1`, booted
+/// and answering SSH.
+fn boot_vps(internet: &Netns, subnet: &str, ifname: &str) -> Vps {
+    let vps_options = VpsOptions {
+        address: Some(format!("{subnet}.2").parse().unwrap()),
+        peer_address: Some(format!("{subnet}.1").parse().unwrap()),
+        peer_ifname: Some(ifname.into()),
+    };
+    let vps = Vps::boot(internet, &vps_options).unwrap();
+    vps.wait_ready(internet, Duration::from_secs(90)).unwrap();
+    vps
+}
+
+/// The Secret of `vps`: its client key and its host key.
+fn credentials(vps: &Vps) -> Credentials {
+    let key = vps.client_private_key().unwrap();
+    let known = vps.known_hosts_line().unwrap();
+    secret(&[("privateKey", &key), ("knownHosts", &known)])
+}
+
 #[test]
 fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
     let internet = Netns::new("inet").unwrap();
-    let vps_options = VpsOptions {
-        address: Some("10.97.0.2".parse().unwrap()),
-        peer_address: Some("10.97.0.1".parse().unwrap()),
-        peer_ifname: Some("sshwan0".into()),
-    };
-    let vps = Vps::boot(&internet, &vps_options).unwrap();
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
+    let vps = boot_vps(&internet, "10.97.0", "sshwan0");
     let host = vps.address().to_string();
 
     let keys = tempfile::tempdir().unwrap();
@@ -404,10 +418,7 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
 
     // Another machine answering on the same address is refused by the pinned key.
     drop(vps);
-    let imposter = Vps::boot(&internet, &vps_options).unwrap();
-    imposter
-        .wait_ready(&internet, Duration::from_secs(90))
-        .unwrap();
+    let imposter = boot_vps(&internet, "10.97.0", "sshwan0");
     let imposter_key = imposter.client_private_key().unwrap();
     let e = internet
         .enter(|| {
@@ -443,15 +454,8 @@ fn ssh_authenticates_verifies_host_keys_and_keeps_secrets_out_of_logs() {
 #[test]
 fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
     let internet = Netns::new("inet").unwrap();
-    let vps_options = VpsOptions {
-        address: Some("10.96.5.2".parse().unwrap()),
-        peer_address: Some("10.96.5.1".parse().unwrap()),
-        peer_ifname: Some("kawan0".into()),
-    };
-    let vps = Vps::boot(&internet, &vps_options).unwrap();
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    let key = vps.client_private_key().unwrap();
-    let known = vps.known_hosts_line().unwrap();
+    let vps = boot_vps(&internet, "10.96.5", "kawan0");
+    let credentials = credentials(&vps);
     let mut opts = options(&vps.address().to_string(), 22);
     opts.keepalive_interval = Duration::from_secs(1);
     opts.keepalive_max = 2;
@@ -459,12 +463,7 @@ fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
     internet
         .enter(|| {
             run(async {
-                let mut s = Session::connect(
-                    opts,
-                    secret(&[("privateKey", &key), ("knownHosts", &known)]),
-                )
-                .await
-                .unwrap();
+                let mut s = Session::connect(opts, credentials).await.unwrap();
                 let first = s
                     .run_ok(&Script::read("echo \"$SSH_CONNECTION\""))
                     .await
@@ -523,26 +522,15 @@ fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
 #[test]
 fn a_command_that_stops_reading_its_input_ends_the_upload() {
     let internet = Netns::new("inet").unwrap();
-    let vps_options = VpsOptions {
-        address: Some("10.96.6.2".parse().unwrap()),
-        peer_address: Some("10.96.6.1".parse().unwrap()),
-        peer_ifname: Some("sswan0".into()),
-    };
-    let vps = Vps::boot(&internet, &vps_options).unwrap();
-    vps.wait_ready(&internet, Duration::from_secs(90)).unwrap();
-    let key = vps.client_private_key().unwrap();
-    let known = vps.known_hosts_line().unwrap();
+    let vps = boot_vps(&internet, "10.96.6", "sswan0");
+    let credentials = credentials(&vps);
     let input = vec![0x5a_u8; 64 << 20];
 
     internet
         .enter(|| {
             run(async {
-                let mut s = Session::connect(
-                    options(&vps.address().to_string(), 22),
-                    secret(&[("privateKey", &key), ("knownHosts", &known)]),
-                )
-                .await
-                .unwrap();
+                let opts = options(&vps.address().to_string(), 22);
+                let mut s = Session::connect(opts, credentials).await.unwrap();
                 // Fails after a few bytes: its status and message, not a timeout.
                 let out = s
                     .run_with_stdin(
