@@ -399,14 +399,20 @@ pub fn write_on(
         .map_err(TestbedError::io("writing index.json"))?;
     std::fs::write(work.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
         .map_err(TestbedError::io("writing oci-layout"))?;
+    // Written aside and renamed: another node test of the run may be importing the archive
+    // of the same name (after `write_all` let go of the lock) while this one is made, and
+    // must read the old file whole, not one being rewritten under it (`ctr` then fails
+    // with "unexpected EOF").
     let archive = out.join(format!("{slug}.tar"));
+    let tmp = out.join(format!("{slug}.tar.tmp"));
     run(Command::new("tar")
         .arg("-C")
         .arg(&work)
         .args(["--hard-dereference", "-cf"])
-        .arg(&archive)
+        .arg(&tmp)
         .args(["oci-layout", "index.json", "blobs"]))?;
     let _ = std::fs::remove_dir_all(&work);
+    std::fs::rename(&tmp, &archive).map_err(TestbedError::io("storing an image archive"))?;
     Ok(archive)
 }
 
