@@ -738,26 +738,23 @@ async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
     // The command's end (its channel closed) ends the upload too: a command that exits
     // without reading all of its input (a full disk under `gzip -dc`, a `mkdir` refused)
     // would otherwise leave the upload waiting for window space until the timeout.
+    // The upload's own error says less than the command's end: a command that stopped
+    // reading closes the channel under it, a lost connection ends the command without an
+    // exit status (255). So the command's status decides, and a success is only taken
+    // when every byte of the input was sent.
     tokio::pin!(send, receive);
-    let mut upload = None;
+    let mut sending = true;
     let out = loop {
         tokio::select! {
             biased;
-            result = &mut send, if upload.is_none() => upload = Some(result),
+            _ = &mut send, if sending => sending = false,
             received = &mut receive => break received?,
         }
     };
-    if !out.success() {
-        // Whatever happened to the input, the command's status and message say why.
-        return Ok(out);
+    if out.success() && !input_sent.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(TooMuch::InputNotRead);
     }
-    match upload {
-        Some(Err(e)) => Err(e.into()),
-        None if !input_sent.load(std::sync::atomic::Ordering::Relaxed) => {
-            Err(TooMuch::InputNotRead)
-        }
-        _ => Ok(out),
-    }
+    Ok(out)
 }
 
 /// Appends `data` to `buffer` unless that makes it longer than `max`; false (and nothing
