@@ -157,6 +157,23 @@ pub enum SshError {
         len: u64,
     },
 
+    /// The operator could not read the input it was streaming to a remote command (its own
+    /// copy of a binary: a disk error, a file cut short). The command's input was ended
+    /// there, so the VPS refused the short upload and kept its file.
+    #[error(
+        "reading the input of remote command `{command}` failed after {read} of {len} bytes: {reason}; the VPS kept its file"
+    )]
+    InputUnreadable {
+        /// The command's log form.
+        command: String,
+        /// Bytes read before the error.
+        read: u64,
+        /// The input's length, in bytes.
+        len: u64,
+        /// The local error's text.
+        reason: String,
+    },
+
     /// A value refused before it could reach a shell (bad path, control characters).
     #[error("refusing unsafe remote argument: {0}")]
     UnsafeArgument(String),
@@ -201,6 +218,7 @@ impl SshError {
             Self::CommandTimeout { .. } => "SSHCommandTimeout",
             Self::CommandFailed { .. } => "SSHCommandFailed",
             Self::InputNotRead { .. } => "SSHInputNotRead",
+            Self::InputUnreadable { .. } => "SSHInputUnreadable",
             Self::UnsafeArgument(_) => "SSHUnsafeArgument",
             Self::OutputTooLarge { .. } => "SSHOutputTooLarge",
             Self::NotLeader { .. } => "NotLeader",
@@ -323,6 +341,12 @@ mod tests {
                 command: String::new(),
                 len: 1,
             },
+            SshError::InputUnreadable {
+                command: String::new(),
+                read: 0,
+                len: 1,
+                reason: String::new(),
+            },
             SshError::UnsafeArgument(String::new()),
             SshError::OutputTooLarge {
                 command: String::new(),
@@ -351,6 +375,7 @@ mod tests {
                 "SSHCommandTimeout",
                 "SSHCommandFailed",
                 "SSHInputNotRead",
+                "SSHInputUnreadable",
                 "SSHUnsafeArgument",
                 "SSHOutputTooLarge",
                 "NotLeader",

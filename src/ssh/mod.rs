@@ -12,6 +12,7 @@
 //! - [`script`]: safe remote command construction.
 //! - [`session`]: the connection, commands, timeouts and reconnection.
 //! - [`transfer`]: atomic file writes.
+//! - [`upload_source`]: the local reader an upload streams from, its read errors kept.
 //! - [`command_log`]: the record of commands run.
 
 pub mod command_log;
@@ -24,6 +25,7 @@ pub mod script;
 pub mod secret_keys;
 pub mod session;
 pub mod transfer;
+mod upload_source;
 
 pub use command_log::{CommandLog, LoggedCommand};
 pub use credentials::{Credentials, SecretString, SshOptions};

@@ -23,6 +23,7 @@ use super::error::TransportError;
 use super::known_hosts::{KnownHosts, Verdict, fingerprint};
 use super::private_key;
 use super::script::{Access, Script};
+use super::upload_source::{ReadFailure, UploadSource};
 use crate::leader::fence::Fence;
 use tunnel_contract::dns::absolute_name;
 
@@ -646,6 +647,15 @@ async fn exec<R: tokio::io::AsyncRead + Unpin>(
                 len,
             });
         }
+        Ok(Err(TooMuch::InputUnreadable(ReadFailure { read, reason }))) => {
+            warn!(command = %script, read, len, %reason, "the upload's local input could not be read; its command was given a short input");
+            return Err(SshError::InputUnreadable {
+                command: script.to_string(),
+                read,
+                len,
+                reason,
+            });
+        }
         Ok(Err(TooMuch::Failed(e))) => return Err(e),
         Ok(Ok(out)) => return Ok(out),
         Err(_) => {}
@@ -668,6 +678,8 @@ enum TooMuch {
     Output,
     /// The command exited with status 0 before its input was all sent.
     InputNotRead,
+    /// The input could not be read here (the command's input was ended at that point).
+    InputUnreadable(ReadFailure),
     /// The transport failed or the server refused the command.
     Failed(SshError),
 }
@@ -692,11 +704,18 @@ async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
         .map_err(SshError::from)?;
     // Set once every byte of the input is handed to the channel (before its EOF).
     let input_sent = std::sync::atomic::AtomicBool::new(len == 0);
+    // Set when the input itself could not be read (not the channel).
+    let read_failure = std::sync::OnceLock::new();
     let send = async {
         if len > 0 {
-            write
-                .data(tokio::io::AsyncReadExt::take(stdin, len))
-                .await?;
+            let source = UploadSource::new(stdin, &read_failure);
+            let sent = write.data(tokio::io::AsyncReadExt::take(source, len)).await;
+            if sent.is_err() && read_failure.get().is_some() {
+                // No more bytes will come: end the command's input here, so it sees a short
+                // upload and fails (nothing replaced) instead of waiting until the timeout.
+                let _ = write.eof().await;
+            }
+            sent?;
         }
         input_sent.store(true, std::sync::atomic::Ordering::Relaxed);
         write.eof().await?;
@@ -751,6 +770,9 @@ async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
             received = &mut receive => break received?,
         }
     };
+    if let Some(failure) = read_failure.get().cloned() {
+        return Err(TooMuch::InputUnreadable(failure));
+    }
     if out.success() && !input_sent.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(TooMuch::InputNotRead);
     }

@@ -5,6 +5,7 @@
 //! for many commands, atomic uploads with modes, the per-command timeout (the command killed on
 //! the VPS), reconnection after
 //! the connection is cut, a command that stops reading its input (the upload ends with it),
+//! a local input that fails to read (the command's input ended, the VPS's file kept),
 //! no secret in the logs, and never a password to a host whose key
 //! was not verified.
 
@@ -15,7 +16,10 @@ use std::time::Duration;
 
 use testbed::netns::Netns;
 use testbed::vps::{Vps, VpsOptions};
-use tunnel::ssh::{Credentials, Script, Session, SshError, SshOptions, write_file};
+use tunnel::ssh::{
+    Credentials, Packing, Script, Session, SshError, SshOptions, StreamedFile, write_file,
+    write_file_streamed,
+};
 
 use crate::enroll_support::Capture;
 
@@ -519,6 +523,8 @@ fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
 /// (the command's business), not as a timeout after the rest of the bytes, and the session
 /// runs the next command. The input is far larger than the SSH window and the socket
 /// buffers, so the upload cannot finish by itself before the command has ended.
+/// The other way round, an input the operator cannot read to the end ends the command's
+/// input at once: the VPS refuses the short upload (plain and gzipped) and keeps its file.
 #[test]
 fn a_command_that_stops_reading_its_input_ends_the_upload() {
     let internet = Netns::new("inet").unwrap();
@@ -560,8 +566,70 @@ fn a_command_that_stops_reading_its_input_ends_the_upload() {
                 // The connection is as good as before.
                 let ok = s.run_ok(&Script::read("echo ok")).await.unwrap();
                 assert_eq!(ok.stdout_text(), "ok\n");
+
+                // The operator's own copy fails to read halfway (a real read error: the
+                // rest of the stream is a directory): the command's input is ended there,
+                // the VPS refuses the short upload and keeps the file it had, and the error
+                // says what failed locally, not a timeout.
+                let path = "/var/lib/tunnel-test/streamed.bin";
+                write_file(&mut s, path, b"the old binary", 0o755).await.unwrap();
+                let half: usize = 8 << 20;
+                let gzipped = gzip_of_noise(2 * half);
+                assert!(gzipped.len() > half);
+                for packing in [Packing::Plain, Packing::Gzip] {
+                    // A valid start of what it claims to be, so the VPS reads on.
+                    let start = match packing {
+                        Packing::Plain => &input[..half],
+                        Packing::Gzip => &gzipped[..half],
+                    };
+                    let source = tokio::io::AsyncReadExt::chain(
+                        start,
+                        tokio::fs::File::open("/").await.unwrap(),
+                    );
+                    let file = StreamedFile {
+                        path,
+                        len: 2 * half as u64,
+                        packing,
+                        sha256: &"ab".repeat(32),
+                        mode: 0o755,
+                        group: None,
+                    };
+                    let err = write_file_streamed(&mut s, &file, source, None)
+                        .await
+                        .unwrap_err();
+                    assert_eq!(err.category(), "SSHInputUnreadable", "{packing:?}: {err}");
+                    assert!(
+                        matches!(&err, SshError::InputUnreadable { read, len, reason, .. }
+                            if *read == half as u64 && *len == 2 * half as u64 && reason.contains("Is a directory")),
+                        "{packing:?}: {err:?}"
+                    );
+                    let left = s
+                        .run_ok(&Script::read(
+                            "cat /var/lib/tunnel-test/streamed.bin; ls -A /var/lib/tunnel-test",
+                        ))
+                        .await
+                        .unwrap()
+                        .stdout_text();
+                    assert_eq!(left, "the old binarystreamed.bin\n", "{packing:?}: kept, no temporary file left");
+                }
                 s.close().await;
             });
         })
         .unwrap();
+}
+
+/// `len` bytes of noise (xorshift), gzipped: a stream that does not shrink.
+fn gzip_of_noise(len: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut noise = Vec::with_capacity(len);
+    while noise.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        noise.extend_from_slice(&state.to_le_bytes());
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&noise).unwrap();
+    gz.finish().unwrap()
 }
