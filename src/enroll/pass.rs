@@ -101,8 +101,7 @@ pub async fn enroll(
 }
 
 /// [`enroll`], remembering the large files' digests in `known` from one pass to the next (one
-/// per SSH connection), and telling `progress` when each phase starts (once per phase,
-/// [`Teller`]).
+/// per SSH connection), and telling `progress` when each phase starts ([`Teller`]).
 ///
 /// Round trips: the observation, then one command per run of small-file writes and removals
 /// ([`batchable`]) and one per other step; the health check rides on the last command when

@@ -321,7 +321,7 @@ pub fn changes(
 /// Whether `path` is written in a pass's first group: what the relay needs (its binary,
 /// document and unit, the socket-buffer drop-in) and Envoy's unit, so one reload and one
 /// enable serve both units.
-fn in_first_group(path: &str) -> bool {
+pub(super) fn in_first_group(path: &str) -> bool {
     [
         layout::TUNNELCTL,
         layout::RELAY_DOCUMENT,
@@ -395,13 +395,17 @@ fn removals(steps: &mut Vec<Step>, observed: &Observed, desired: &BTreeMap<&str,
     }
 }
 
+/// A desired state and a fresh VPS, for the tests of the pass's steps and of what they tell.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::enroll::desired::{EnvoyInstall, HostTuning};
-    use crate::enroll::observe::{FileFound, UnitFound};
+pub(super) mod fixtures {
+    use std::collections::BTreeMap;
 
-    fn desired() -> DesiredState {
+    use super::{Arch, DesiredState, Observed};
+    use crate::enroll::blob::Blob;
+    use crate::enroll::desired::{EnvoyInstall, HostTuning};
+
+    /// Every file of a VPS, Envoy pushed, one certificate.
+    pub fn desired() -> DesiredState {
         DesiredState {
             tunnelctl: BTreeMap::from([(Arch::X86_64, Blob::new(b"tunnelctl".to_vec()))]),
             envoy: EnvoyInstall::Push {
@@ -417,12 +421,20 @@ mod tests {
         }
     }
 
-    fn fresh() -> Observed {
+    /// A VPS with nothing of ours on it.
+    pub fn fresh() -> Observed {
         Observed {
             machine: "x86_64".into(),
             ..Observed::default()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{desired, fresh};
+    use super::*;
+    use crate::enroll::observe::{FileFound, UnitFound};
 
     /// What the VPS looks like after `changes` ran completely.
     fn converged(changes: &Changes) -> Observed {

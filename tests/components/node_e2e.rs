@@ -634,8 +634,9 @@ async fn the_whole_system_runs_on_a_real_node_driven_by_kubectl_and_helm() {
     eprintln!("Ready during the first enrollment:\n{seen}");
     for phase in [
         "connecting over SSH",
+        "starting the relay, step ",
         "uploading Envoy (",
-        "starting the units, step ",
+        "starting Envoy, step ",
     ] {
         assert!(
             seen.lines()
