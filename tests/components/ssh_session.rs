@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use testbed::netns::Netns;
 use testbed::vps::{Vps, VpsOptions};
+use tunnel::ssh::session::read_text;
 use tunnel::ssh::{
     Credentials, Packing, Script, Session, SshError, SshOptions, StreamedFile, write_file,
     write_file_streamed,
@@ -603,13 +604,12 @@ fn a_command_that_stops_reading_its_input_ends_the_upload() {
                             if *read == half as u64 && *len == 2 * half as u64 && reason.contains("Is a directory")),
                         "{packing:?}: {err:?}"
                     );
-                    let left = s
-                        .run_ok(&Script::read(
-                            "cat /var/lib/tunnel-test/streamed.bin; ls -A /var/lib/tunnel-test",
-                        ))
-                        .await
-                        .unwrap()
-                        .stdout_text();
+                    let left = read_text(
+                        &mut s,
+                        &Script::read("cat /var/lib/tunnel-test/streamed.bin; ls -A /var/lib/tunnel-test"),
+                    )
+                    .await
+                    .unwrap();
                     assert_eq!(left, "the old binarystreamed.bin\n", "{packing:?}: kept, no temporary file left");
                 }
                 s.close().await;
