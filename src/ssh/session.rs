@@ -708,7 +708,7 @@ async fn run_on_channel<R: tokio::io::AsyncRead + Unpin>(
     let read_failure = std::sync::OnceLock::new();
     let send = async {
         if len > 0 {
-            let source = UploadSource::new(stdin, &read_failure);
+            let source = UploadSource::new(stdin, len, &read_failure);
             let sent = write.data(tokio::io::AsyncReadExt::take(source, len)).await;
             if sent.is_err() && read_failure.get().is_some() {
                 // No more bytes will come: end the command's input here, so it sees a short

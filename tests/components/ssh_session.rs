@@ -524,8 +524,9 @@ fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
 /// (the command's business), not as a timeout after the rest of the bytes, and the session
 /// runs the next command. The input is far larger than the SSH window and the socket
 /// buffers, so the upload cannot finish by itself before the command has ended.
-/// The other way round, an input the operator cannot read to the end ends the command's
-/// input at once: the VPS refuses the short upload (plain and gzipped) and keeps its file.
+/// The other way round, an input the operator cannot read to the end (a read error, plain
+/// and gzipped, or an input shorter than announced) ends the command's input at once: the
+/// VPS refuses the short upload and keeps its file.
 #[test]
 fn a_command_that_stops_reading_its_input_ends_the_upload() {
     let internet = Netns::new("inet").unwrap();
@@ -569,24 +570,31 @@ fn a_command_that_stops_reading_its_input_ends_the_upload() {
                 assert_eq!(ok.stdout_text(), "ok\n");
 
                 // The operator's own copy fails to read halfway (a real read error: the
-                // rest of the stream is a directory): the command's input is ended there,
-                // the VPS refuses the short upload and keeps the file it had, and the error
-                // says what failed locally, not a timeout.
+                // rest of the stream is a directory), or ends halfway (a file cut short
+                // after its digest was taken): the command's input is ended there, the VPS
+                // refuses the short upload and keeps the file it had, and the error says
+                // what failed locally, not a timeout or a digest mismatch.
                 let path = "/var/lib/tunnel-test/streamed.bin";
                 write_file(&mut s, path, b"the old binary", 0o755).await.unwrap();
                 let half: usize = 8 << 20;
                 let gzipped = gzip_of_noise(2 * half);
                 assert!(gzipped.len() > half);
-                for packing in [Packing::Plain, Packing::Gzip] {
+                for (packing, fails, why) in [
+                    (Packing::Plain, true, "Is a directory"),
+                    (Packing::Gzip, true, "Is a directory"),
+                    (Packing::Plain, false, "ended before its announced length"),
+                ] {
                     // A valid start of what it claims to be, so the VPS reads on.
                     let start = match packing {
                         Packing::Plain => &input[..half],
                         Packing::Gzip => &gzipped[..half],
                     };
-                    let source = tokio::io::AsyncReadExt::chain(
-                        start,
-                        tokio::fs::File::open("/").await.unwrap(),
-                    );
+                    let source: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if fails {
+                        let directory = tokio::fs::File::open("/").await.unwrap();
+                        Box::new(tokio::io::AsyncReadExt::chain(start, directory))
+                    } else {
+                        Box::new(start)
+                    };
                     let file = StreamedFile {
                         path,
                         len: 2 * half as u64,
@@ -598,10 +606,10 @@ fn a_command_that_stops_reading_its_input_ends_the_upload() {
                     let err = write_file_streamed(&mut s, &file, source, None)
                         .await
                         .unwrap_err();
-                    assert_eq!(err.category(), "SSHInputUnreadable", "{packing:?}: {err}");
+                    assert_eq!(err.category(), "SSHInputUnreadable", "{packing:?} {why}: {err}");
                     assert!(
                         matches!(&err, SshError::InputUnreadable { read, len, reason, .. }
-                            if *read == half as u64 && *len == 2 * half as u64 && reason.contains("Is a directory")),
+                            if *read == half as u64 && *len == 2 * half as u64 && reason.contains(why)),
                         "{packing:?}: {err:?}"
                     );
                     let left = read_text(
@@ -610,7 +618,7 @@ fn a_command_that_stops_reading_its_input_ends_the_upload() {
                     )
                     .await
                     .unwrap();
-                    assert_eq!(left, "the old binarystreamed.bin\n", "{packing:?}: kept, no temporary file left");
+                    assert_eq!(left, "the old binarystreamed.bin\n", "{packing:?} {why}: kept, no temporary file left");
                 }
                 s.close().await;
             });
