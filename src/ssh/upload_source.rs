@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// operating system's message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadFailure {
-    /// Bytes read (and handed to the channel) before the error.
+    /// Bytes read from the input before the error.
     pub read: u64,
     /// The error's text.
     pub reason: String,
