@@ -519,16 +519,16 @@ fn keepalives_notice_a_dead_link_and_the_next_command_reconnects() {
         .unwrap();
 }
 
-/// A command that exits without reading all of its input (a full disk under `gzip -dc`, a
-/// digest refused halfway) ends the upload at once: its status comes back as an [`Output`]
-/// (the command's business), not as a timeout after the rest of the bytes, and the session
-/// runs the next command. The input is far larger than the SSH window and the socket
-/// buffers, so the upload cannot finish by itself before the command has ended.
-/// The other way round, an input the operator cannot read to the end (a read error, plain
-/// and gzipped, or an input shorter than announced) ends the command's input at once: the
-/// VPS refuses the short upload and keeps its file.
+/// Either end stopping ends an upload at once, never a timeout after the rest of the bytes.
+/// The VPS's end: a command that exits without reading all of its input (a full disk under
+/// `gzip -dc`, a digest refused halfway) comes back with its status as an [`Output`] (the
+/// command's business), and the session runs the next command; the input is far larger than
+/// the SSH window and the socket buffers, so the upload cannot finish by itself before the
+/// command has ended. The operator's end: an input it cannot read to the end (a read error,
+/// plain and gzipped, or an input shorter than announced) ends the command's input: the VPS
+/// refuses the short upload and keeps its file.
 #[test]
-fn a_command_that_stops_reading_its_input_ends_the_upload() {
+fn an_upload_ends_as_soon_as_either_end_stops() {
     let internet = Netns::new("inet").unwrap();
     let vps = boot_vps(&internet, "10.96.6", "sswan0");
     let credentials = credentials(&vps);
